@@ -1,0 +1,48 @@
+"""Settings from the environment: where stores, the registry and reports live."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Paths under ``MEDML_HOME`` (default ``./.medml``) and the location of the shared real data."""
+
+    home: Path
+    data_root: Path
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.home / "reports"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.home / "mlartifacts"
+
+
+def _default_data_root() -> Path:
+    """``../shared/data`` beside the checkout, found from the working directory or this file."""
+    candidates = [Path.cwd() / ".." / "shared" / "data"]
+    candidates += [p / "shared" / "data" for p in Path(__file__).resolve().parents]
+    for c in candidates:
+        if c.is_dir():
+            return c.resolve()
+    return candidates[0]
+
+
+def get_settings() -> Settings:
+    """Read the settings now (not at import), so tests and the CLI can point ``MEDML_HOME`` elsewhere."""
+    home = Path(os.environ.get("MEDML_HOME", ".medml"))
+    data = os.environ.get("MEDML_DATA")
+    return Settings(home=home, data_root=Path(data) if data else _default_data_root())

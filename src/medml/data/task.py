@@ -1,0 +1,117 @@
+"""TaskDataset: features, a typed target, patient groups and sensitive attributes, kept side by side."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from medml.data.targets import BinaryTarget, Target
+from medml.errors import DataError
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One model input: its column, kind, unit and the words a clinician would use for it."""
+
+    name: str
+    kind: Literal["numeric", "categorical"]
+    unit: str = ""
+    label: str = ""
+
+    @property
+    def clinical_name(self) -> str:
+        return self.label or self.name
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "kind": self.kind, "unit": self.unit, "label": self.label}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, str]) -> FeatureSpec:
+        kind = d["kind"]
+        if kind not in ("numeric", "categorical"):
+            raise DataError(f"feature '{d['name']}' has unknown kind '{kind}'", "use numeric or categorical")
+        return cls(name=d["name"], kind=kind, unit=d.get("unit", ""), label=d.get("label", ""))  # type: ignore[arg-type]
+
+
+def infer_features(X: pd.DataFrame, units: Mapping[str, str] | None = None,
+                   labels: Mapping[str, str] | None = None) -> tuple[FeatureSpec, ...]:
+    """Numeric columns stay numeric, everything else is categorical."""
+    units = units or {}
+    labels = labels or {}
+    return tuple(
+        FeatureSpec(
+            name=str(c),
+            kind="numeric" if pd.api.types.is_numeric_dtype(X[c]) and not pd.api.types.is_bool_dtype(X[c])
+            else "categorical",
+            unit=units.get(str(c), ""),
+            label=labels.get(str(c), ""),
+        )
+        for c in X.columns
+    )
+
+
+@dataclass(frozen=True)
+class TaskDataset:
+    """What a model is trained and evaluated on.
+
+    Rows are samples (an encounter, a stay); ``groups`` names the patient of each row so that splits never
+    put one patient on both sides. ``sensitive`` holds attributes for fairness analysis (sex, age band,
+    race) beside ``X``, never inside it. ``excluded`` names each source column left out and why.
+    """
+
+    name: str
+    task: str
+    X: pd.DataFrame
+    y: Target
+    groups: npt.NDArray[np.object_]
+    features: tuple[FeatureSpec, ...]
+    sensitive: pd.DataFrame
+    ids: npt.NDArray[np.object_]
+    population: str = ""
+    provenance: str = ""
+    index_time: npt.NDArray[np.datetime64] | None = None
+    excluded: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.X)
+        for what, size in (("target", len(self.y)), ("groups", len(self.groups)),
+                           ("sensitive attributes", len(self.sensitive)), ("ids", len(self.ids))):
+            if size != n:
+                raise DataError(f"task '{self.name}': {what} has {size} rows but the features have {n}")
+        if self.index_time is not None and len(self.index_time) != n:
+            raise DataError(f"task '{self.name}': index times have {len(self.index_time)} rows, features {n}")
+        names = [f.name for f in self.features]
+        if names != [str(c) for c in self.X.columns]:
+            raise DataError(f"task '{self.name}': feature specs do not match the feature columns")
+        if n == 0:
+            raise DataError(f"task '{self.name}' has no rows", "check the input file and the exclusions")
+
+    def __len__(self) -> int:
+        return len(self.X)
+
+    @property
+    def binary_target(self) -> BinaryTarget:
+        if not isinstance(self.y, BinaryTarget):
+            raise DataError(f"task '{self.name}' has a survival target, a binary one is needed here")
+        return self.y
+
+    def subset(self, idx: npt.ArrayLike) -> TaskDataset:
+        """Rows at positions ``idx`` (as from a split), everything else unchanged."""
+        i = np.asarray(idx)
+        return replace(
+            self,
+            X=self.X.iloc[i].reset_index(drop=True),
+            y=self.y.subset(i),
+            groups=self.groups[i],
+            sensitive=self.sensitive.iloc[i].reset_index(drop=True),
+            ids=self.ids[i],
+            index_time=None if self.index_time is None else self.index_time[i],
+        )
+
+    def feature_schema(self) -> list[dict[str, str]]:
+        return [f.to_dict() for f in self.features]

@@ -1,0 +1,44 @@
+"""The exception hierarchy. Every error a user can meet says what was wrong and what to do.
+
+The CLI prints ``str(error)`` on one line and exits with code 2 for any :class:`MedmlError`.
+"""
+
+from __future__ import annotations
+
+
+class MedmlError(Exception):
+    """Base class: ``what`` went wrong and ``fix``, what the user can do about it."""
+
+    exit_code = 2
+
+    def __init__(self, what: str, fix: str = "") -> None:
+        self.what = what
+        self.fix = fix
+        super().__init__(what)
+
+    def __str__(self) -> str:
+        return f"{self.what}; {self.fix}" if self.fix else self.what
+
+
+class InputFileError(MedmlError):
+    """A file is missing, empty, unreadable or of the wrong format."""
+
+
+class DataError(MedmlError):
+    """The data cannot serve the task: missing or wrong columns, one class, text in a numeric column."""
+
+
+class LeakageError(DataError):
+    """A split or a feature would leak information from the outcome or across patients."""
+
+
+class ConfigError(MedmlError):
+    """A setting, option or spec file is invalid (an unknown model name, a bad YAML spec)."""
+
+
+class NotFoundError(MedmlError):
+    """A dataset, model or version that does not exist."""
+
+
+class IntegrityError(MedmlError):
+    """A stored artefact failed its integrity check (a model bundle whose hash does not match)."""
