@@ -1,0 +1,18 @@
+"""Risk models as scikit-learn estimators: logistic baseline, LightGBM, calibration, tuning."""
+
+from medml.models.calibration import CalibratedRiskModel, choose_method
+from medml.models.factory import MODEL_KINDS, make_model
+from medml.models.gbm import LightGBMRiskModel
+from medml.models.logistic import LogisticRiskModel
+from medml.models.tuning import TuningResult, tune
+
+__all__ = [
+    "MODEL_KINDS",
+    "CalibratedRiskModel",
+    "LightGBMRiskModel",
+    "LogisticRiskModel",
+    "TuningResult",
+    "choose_method",
+    "make_model",
+    "tune",
+]
