@@ -1,0 +1,261 @@
+"""ModelBundle: a fitted model with its feature schema and the metadata that says what it is for.
+
+A bundle is what the registry stores and the service loads: never a bare pickle. ``BundleMetadata`` is
+validated when it is built (``ConfigError``: the caller passed something wrong) and when it is read back
+from disk (``IntegrityError``: the stored file is not a bundle this code wrote).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from medml.errors import ConfigError, IntegrityError
+
+if TYPE_CHECKING:
+    from medml.data.task import FeatureSpec
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+def check_name(name: object) -> str:
+    """A model name is a folder name and an MLflow registered model name: letters, digits, ``_ . -``."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise ConfigError(
+            f"invalid model name {name!r}",
+            "use 1-100 letters, digits, '_', '.' or '-', starting with a letter or digit",
+        )
+    return name
+
+
+def code_version() -> str:
+    """``medml.__version__``, plus ``+git.<commit>`` (and ``.dirty``) when medml runs from a git checkout.
+
+    Never fails: without git, outside a checkout, or from an installed wheel it is just the version.
+    """
+    import medml
+
+    version = medml.__version__
+    here = Path(medml.__file__).resolve().parent
+    if "site-packages" in here.parts:  # an installed copy: a surrounding repository is not its source
+        return version
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+        changes = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no", "--", "."],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return version
+    if not commit:
+        return version
+    return f"{version}+git.{commit}" + (".dirty" if changes else "")
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _plain(value: Any, where: str) -> Any:
+    """``value`` as JSON-ready Python (numpy scalars and arrays become numbers and lists), or ConfigError."""
+    if value is None or isinstance(value, bool | str | int):
+        return value
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    tolist = getattr(value, "tolist", None)  # numpy scalars and arrays, without importing numpy
+    if callable(tolist) and type(value).__module__ == "numpy":
+        return _plain(tolist(), where)
+    raise ConfigError(
+        f"bundle metadata {where} holds a {type(value).__name__}, which cannot be stored as JSON",
+        "pass numbers, strings, lists and dicts (convert reports with .to_dict())",
+    )
+
+
+_TEXT = ("name", "model_kind", "dataset", "task", "target", "intended_use", "population", "created",
+         "code_version", "data_hash", "calibration")
+_DICTS = ("params", "split_sizes", "excluded_columns", "metrics", "evaluation", "extra")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BundleMetadata:
+    """What a model is, what it was trained on, for whom it is meant and how well it did.
+
+    ``version`` is ``None`` (or 0) until the registry assigns one. ``evaluation`` is an
+    ``EvaluationReport`` as a plain dict (``report.to_dict()``); ``metrics`` holds the headline numbers, each
+    a number or an ``{"value", "low", "high"}`` dict. ``data_hash`` is the sha256 of the training data, from
+    the caller.
+    """
+
+    name: str
+    version: int | None = None
+    model_kind: str
+    dataset: str
+    task: str
+    target: str
+    intended_use: str
+    population: str
+    created: str = field(default_factory=utc_now)
+    code_version: str = field(default_factory=code_version)
+    data_hash: str
+    params: dict[str, Any] = field(default_factory=dict)
+    calibration: str = "none"
+    seed: int | None = None
+    split_sizes: dict[str, int] = field(default_factory=dict)
+    excluded_columns: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problems = _problems(self.__dict__)
+        if problems:
+            raise ConfigError(f"invalid bundle metadata for {self.name!r}: " + "; ".join(problems),
+                              "fix the values passed to BundleMetadata")
+        # Defensive JSON-ready copies: later changes to the caller's dicts do not reach a saved bundle.
+        for key in _DICTS:
+            object.__setattr__(self, key, _plain(getattr(self, key), key))
+        for key in ("version", "seed"):
+            if getattr(self, key) is not None:
+                object.__setattr__(self, key, int(getattr(self, key)))
+
+    @property
+    def ref(self) -> str:
+        """``name@version`` (or just the name before registration)."""
+        return f"{self.name}@{self.version}" if self.version else self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], source: str = "metadata") -> BundleMetadata:
+        """Read stored metadata; every key must be present and of the right type, else IntegrityError."""
+        if not isinstance(d, Mapping):
+            raise IntegrityError(f"{source} is a {type(d).__name__}, not a JSON object",
+                                 "retrain the model or restore the bundle from MLflow")
+        names = [f.name for f in fields(cls)]
+        missing = [k for k in names if k not in d]
+        unknown = sorted(set(d) - set(names))
+        problems = [f"missing key {k!r}" for k in missing] + [f"unknown key {k!r}" for k in unknown]
+        if not problems:
+            problems = _problems(d)
+        if problems:
+            raise IntegrityError(f"{source} is not valid bundle metadata: " + "; ".join(problems),
+                                 "retrain the model, or restore the bundle from MLflow with a matching medml")
+        return cls(**{k: d[k] for k in names})
+
+    def with_version(self, version: int, **changes: Any) -> BundleMetadata:
+        return replace(self, version=version, **changes)
+
+
+def _problems(d: Mapping[str, Any]) -> list[str]:
+    """Type problems in a metadata mapping, as short phrases; empty when all is well."""
+    out = []
+    for key in _TEXT:
+        if not isinstance(d.get(key), str):
+            out.append(f"{key} must be text, got {type(d.get(key)).__name__}")
+    for key in _DICTS:
+        if not isinstance(d.get(key), Mapping):
+            out.append(f"{key} must be a dict, got {type(d.get(key)).__name__}")
+    for key in ("version", "seed"):
+        v = d.get(key)
+        if v is not None and (isinstance(v, bool) or not _is_int(v)):
+            out.append(f"{key} must be an integer or null, got {v!r}")
+    v = d.get("version")
+    if v is not None and _is_int(v) and not isinstance(v, bool) and int(v) < 0:
+        out.append(f"version must be 1 or more (0 or null before registration), got {v}")
+    if isinstance(d.get("name"), str) and not NAME_PATTERN.match(d["name"]):
+        out.append(f"name {d['name']!r} is not a valid model name (letters, digits, '_', '.', '-')")
+    created = d.get("created")
+    if isinstance(created, str):
+        try:
+            when = datetime.fromisoformat(created)
+        except ValueError:
+            when = None
+        if when is None or when.utcoffset() is None:
+            out.append(f"created must be an ISO time with a UTC offset, got {created!r}")
+    sizes = d.get("split_sizes")
+    if isinstance(sizes, Mapping) and not all(_is_int(n) for n in sizes.values()):
+        out.append("split_sizes values must be integers (rows per split)")
+    if isinstance(d.get("excluded_columns"), Mapping) and not all(
+        isinstance(r, str) for r in d["excluded_columns"].values()
+    ):
+        out.append("excluded_columns values must be text (the reason each column was left out)")
+    return out
+
+
+def _is_int(v: Any) -> bool:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return True
+    return type(v).__module__ == "numpy" and getattr(getattr(v, "dtype", None), "kind", "") in ("i", "u")
+
+
+def headline(metrics: Mapping[str, Any], key: str) -> float | None:
+    """A headline number from ``metrics``, whether stored as a number or an ``{"value": ...}`` dict."""
+    v = metrics.get(key)
+    if isinstance(v, Mapping):
+        v = v.get("value")
+    if isinstance(v, bool) or not isinstance(v, int | float) or math.isnan(float(v)):
+        return None
+    return float(v)
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    """A fitted scikit-learn-compatible classifier (with ``predict_proba``), its inputs and its metadata."""
+
+    model: Any
+    features: list[FeatureSpec]
+    metadata: BundleMetadata
+
+    def __post_init__(self) -> None:
+        from medml.data.task import FeatureSpec
+
+        name = self.metadata.name
+        if not callable(getattr(self.model, "predict_proba", None)):
+            raise ConfigError(f"model for {name!r} is a {type(self.model).__name__} without predict_proba",
+                              "bundle a fitted classifier")
+        feats = list(self.features)
+        if not feats or not all(isinstance(f, FeatureSpec) for f in feats):
+            raise ConfigError(f"features for {name!r} must be a non-empty list of FeatureSpec",
+                              "pass task.features")
+        names = [f.name for f in feats]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"features for {name!r} repeat a column name", "give each feature one spec")
+        n_in = getattr(self.model, "n_features_in_", None)
+        if isinstance(n_in, int) and n_in != len(feats):
+            raise ConfigError(f"model for {name!r} was fitted on {n_in} columns but {len(feats)} features "
+                              "are declared", "pass the feature specs of the columns the model was fitted on")
+        object.__setattr__(self, "features", feats)
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def version(self) -> int | None:
+        return self.metadata.version
+
+    @property
+    def ref(self) -> str:
+        return self.metadata.ref
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    def predict_proba(self, X: Any) -> Any:
+        """The model's class probabilities for ``X`` (columns in ``feature_names`` order)."""
+        return self.model.predict_proba(X)
