@@ -1,0 +1,234 @@
+"""The report's subgroup, external validation, explanation and model card sections (ReportInputs -> HTML)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from medml.report import plots
+from medml.report._format import count, esc, measure_digits, num, pct, value_of
+from medml.report._html import Cell, Row, est_html, figure, table
+from medml.report.checklist import load_checklist
+from medml.report.inputs import ReportInputs
+from medml.report.model_card import ANSWERED, model_card
+
+# subgroup table columns: (key in a group dict, heading, how shown)
+_GROUP_COLUMNS = (
+    ("n", "n", "count"),
+    ("n_events", "Events (prevalence)", "events"),
+    ("auroc", "AUROC", "est"),
+    ("auprc", "AUPRC", "est"),
+    ("brier", "Brier", "est"),
+    ("calibration_slope", "Calibration slope", "est"),
+    ("sensitivity", "Sensitivity", "est"),
+    ("specificity", "Specificity", "est"),
+    ("ppv", "PPV", "est"),
+)
+
+
+def _show(x: Any, how: str, group: Mapping[str, Any]) -> str:
+    if how == "events":
+        return f'{esc(count(x))} <span class="ci">({esc(pct(group.get("prevalence")))})</span>'
+    if how == "count":
+        return esc(count(x))
+    return est_html(x)
+
+
+def _subgroup_table(sg: Mapping[str, Any]) -> str:
+    flagged = set(sg.get("flagged") or [])
+    gaps = sg.get("gaps") or {}
+    head: list[Cell] = ["Group"] + [(esc(h), "num") for _, h, _ in _GROUP_COLUMNS]
+    rows: list[list[Cell] | Row] = []
+    for g in sg.get("groups", []):
+        note = str(g.get("note") or "")
+        name = esc(g.get("group"))
+        if note:
+            name += f' <span class="badge note">note</span><span class="group-note">{esc(note)}</span>'
+        cells: list[Cell] = [name]
+        cells += [(_show(g.get(k), how, g), "num flag" if k in flagged else "num") for k, _, how in _GROUP_COLUMNS]
+        rows.append(Row(cells, "noted" if note else ""))
+    if gaps:
+        gap_cells: list[Cell] = ["Gap (max - min)"]
+        for k, _, _ in _GROUP_COLUMNS:
+            if k in gaps:
+                mark = '<span class="flag-mark" title="large gap">⚠</span>' if k in flagged else ""
+                gap_cells.append((mark + est_html(gaps[k]), "num flag" if k in flagged else "num"))
+            else:
+                gap_cells.append("")
+        rows.append(Row(gap_cells, "gap"))
+    t = num(sg.get("reference_threshold"))
+    level = value_of(sg.get("gap_level")) or 0.95
+    caption = (
+        f"Sensitivity, specificity and PPV at the reference threshold {esc(t)}. Gap: the largest minus the "
+        f"smallest group value; ⚠ a large gap, one whose {level:.0%} interval also excludes 0 (its column is "
+        "shaded)."
+    )
+    other = [k for k in gaps if k not in {c for c, _, _ in _GROUP_COLUMNS}]
+    if other:
+        caption += " Other gaps: " + "; ".join(f"{esc(k)} {est_html(gaps[k])}" for k in other) + "."
+    return table(head, rows, "subgroups stack", caption)
+
+
+def subgroups(i: ReportInputs) -> str:
+    groups = i.evaluation.get("subgroups") or []
+    if not groups:
+        return '<p class="unavailable">No sensitive attributes were supplied, so no subgroup analysis was run.</p>'
+    parts = [
+        "<p>Performance within each group of each sensitive attribute. Groups with too few patients or "
+        "events carry a note and may have no estimate.</p>"
+    ]
+    for sg in groups:
+        flagged = sg.get("flagged") or []
+        badge = (
+            f' <span class="badge flag">flagged: {esc(", ".join(flagged))}</span>'
+            if flagged
+            else ' <span class="badge ok">no large gap</span>'
+        )
+        parts.append(f"<h3>{esc(sg.get('attribute'))}{badge}</h3>{_subgroup_table(sg)}")
+    return "".join(parts)
+
+
+def external(i: ReportInputs) -> str:
+    head: list[Cell] = ["Data"] + [
+        (h, "num")
+        for h in (
+            "n",
+            "Events",
+            "AUROC",
+            "AUPRC",
+            "Brier",
+            "Scaled Brier",
+            "Calibration slope",
+            "Calibration intercept",
+            "ICI",
+        )
+    ]
+    rows: list[list[Cell] | Row] = []
+    for k, ev in enumerate([i.evaluation, *i.external]):
+        d, c = ev.get("discrimination", {}), ev.get("calibration", {})
+        name = esc(ev.get("dataset") or "site")
+        if k == 0:
+            name += ' <span class="badge note">development</span>'
+        if ev.get("population"):
+            name += f'<span class="group-note">{esc(ev["population"])}</span>'
+        rows.append(
+            Row(
+                [
+                    name,
+                    (esc(count(ev.get("n"))), "num"),
+                    (f"{esc(count(ev.get('n_events')))} ({esc(pct(ev.get('prevalence')))})", "num"),
+                    (est_html(d.get("auroc")), "num"),
+                    (est_html(d.get("auprc")), "num"),
+                    (est_html(c.get("brier")), "num"),
+                    (est_html(c.get("scaled_brier")), "num"),
+                    (est_html(c.get("slope")), "num"),
+                    (est_html(c.get("intercept")), "num"),
+                    (esc(num(c.get("ici"))), "num"),
+                ],
+                "reference" if k == 0 else "",
+            )
+        )
+    return (
+        "<p>The same measures on data from other sites or periods; the first row is the development "
+        "evaluation for comparison.</p>" + table(head, rows, "external stack")
+    )
+
+
+def _value_text(v: Any, unit: str) -> str:
+    x = value_of(v) if not isinstance(v, str) else None
+    if x is not None:
+        text = f"{x:.0f}" if float(x).is_integer() else f"{x:.{measure_digits(x)}f}"
+    else:
+        text = "missing" if v is None else str(v)
+    return f"{text} {unit}".strip() if unit and x is not None else text
+
+
+def _patient(p: Mapping[str, Any]) -> str:
+    factors = p.get("factors") or []
+    scale = max((abs(value_of(f.get("contribution")) or 0.0) for f in factors), default=0.0) or 1.0
+    rows: list[list[Cell] | Row] = []
+    for f in factors:
+        c = value_of(f.get("contribution")) or 0.0
+        side = "up" if c > 0 else "down"
+        direction = f.get("direction") or ("raises risk" if c > 0 else "lowers risk")
+        arrow = "↑" if c > 0 else "↓"
+        bar = f'<span class="bar {side}" style="width:{max(2.0, 60 * abs(c) / scale):.0f}px"></span>'
+        rows.append(
+            [
+                esc(f.get("label")),
+                esc(_value_text(f.get("value"), str(f.get("unit") or ""))),
+                f'<span class="{side}">{arrow} {esc(direction)}</span>',
+                (f"{bar}{c:+.3f}", "num"),
+            ]
+        )
+    body = (
+        table(["Factor", "Value", "Effect", ("Contribution", "num")], rows)
+        if rows
+        else '<p class="unavailable">No factors recorded.</p>'
+    )
+    return (
+        f'<div class="patient"><h3>Patient {esc(p.get("id"))} · predicted risk {esc(pct(p.get("risk")))}'
+        f"</h3>{body}</div>"
+    )
+
+
+def explanations(i: ReportInputs) -> str:
+    parts = []
+    if i.importance:
+        svg = plots.importance_plot(i.importance)
+        parts.append(
+            figure(
+                svg,
+                "Mean absolute contribution of each input to the predicted log-odds over the "
+                "evaluation patients (the 15 largest). Importance is not causation.",
+                "Global feature importance",
+            )
+        )
+    if i.examples:
+        parts.append(
+            "<h3>Example patients: top factors behind their risk</h3>"
+            '<p class="muted">Contributions on the log-odds scale: positive raises the predicted risk, '
+            "negative lowers it.</p>"
+        )
+        parts.append('<div class="patients">' + "".join(_patient(p) for p in i.examples) + "</div>")
+    return "".join(parts)
+
+
+def _item_cell(e: Mapping[str, str]) -> str:
+    return f'{esc(e["section"].title())} · {esc(e["topic"])}<span class="item-text">{esc(e["text"])}</span>'
+
+
+def model_card_section(i: ReportInputs) -> str:
+    card = model_card(i)
+    done = [e for e in card if e["status"] == ANSWERED]
+    todo = [e for e in card if e["status"] != ANSWERED]
+    checklist = load_checklist()
+    source = (
+        f'<p class="alert">Checklist: {esc(checklist.source)}.</p>'
+        if checklist.embedded
+        else f'<p class="muted small">Checklist: TRIPOD+AI 2024 ({esc(checklist.source)}).</p>'
+    )
+    intro = (
+        f'<p>TRIPOD+AI reporting items: <span class="badge ok">{len(done)} answered</span> from the '
+        f'platform\'s records, <span class="badge todo">{len(todo)} for the deployer</span> to write '
+        "before the model is used or published.</p>"
+    )
+    answered = table(
+        ["Item", "Checklist item", "Answer from the platform"],
+        [[esc(e["item"]), _item_cell(e), esc(e["answer"])] for e in done],
+        "card-answered",
+    )
+    to_do = table(
+        ["", "Item", "Checklist item", "To write"],
+        [
+            [
+                ('<span class="box">☐</span>', ""),
+                esc(e["item"]),
+                _item_cell(e),
+                esc(e["answer"].removeprefix("To be written by the deployer: ")),
+            ]
+            for e in todo
+        ],
+        "card-todo",
+    )
+    return f"{intro}{source}<h3>Answered by the platform</h3>{answered}<h3>To-do list for the deployer</h3>{to_do}"
