@@ -1,0 +1,158 @@
+"""SUPPORT2 (Knaus et al. 1995): death in hospital of seriously ill hospitalised adults.
+
+Who: 9,105 adults in one of nine life-threatening disease groups (acute respiratory failure or multiple organ
+system failure with sepsis or malignancy, coma, COPD, heart failure, cirrhosis, metastatic colon cancer,
+non-small-cell lung cancer) at five US teaching hospitals, 1989-1994; one row per patient (``sno``).
+Index time: study day 3. The physiology columns (meanbp ... urine, scoma, aps) and the ADL scores are the
+study's day-3 values (Harrell's SUPPORT documentation: "Day 3"), the time the SUPPORT prognostic model itself
+predicts at; every patient was still in hospital then (``slos`` >= 3 in all rows), so no one is excluded.
+Outcome: death in hospital (``hospdead``); 1 = died in hospital.
+Excluded: every column recorded after day 3 or derived from the outcome, the SUPPORT model's and the physicians'
+own survival predictions, and DNR orders written after study entry (see ``EXCLUDED``). A DNR order written
+before study entry is known at the index time and kept, as ``dnr_before_entry``.
+Missing values stay missing (no Harrell-style normal-value imputation: that is the model's job).
+Sensitive: sex, age band, race. Sex is also a feature; race is not (kept only for the fairness audit).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medml.data.cohort import Cohort
+from medml.data.datasets._common import (
+    SEX,
+    age_band,
+    categorical,
+    id_array,
+    provenance,
+    resolve_data_root,
+    sensitive_frame,
+    source_file,
+)
+from medml.data.targets import BinaryTarget
+from medml.data.task import TaskDataset, infer_features
+from medml.errors import InputFileError
+
+KEY = "support2"
+SOURCE = "tabular/support2/support2.csv.gz"
+
+EXCLUDED: dict[str, str] = {
+    "sno": "patient identifier (TaskDataset.groups and ids), not a predictor",
+    "hospdead": "the outcome",
+    "death": "death at any time up to 31 Dec 1994: contains the outcome (every in-hospital death is a death)",
+    "d.time": "days of follow-up to death or censoring: known only afterwards, and short for in-hospital deaths",
+    "slos": "days from study entry to discharge: known only at discharge, a stay the death itself ends",
+    "charges": "hospital charges: accumulated up to discharge, after the index time",
+    "totcst": "total cost (ratio of cost to charges): accumulated up to discharge, after the index time",
+    "totmcst": "total micro-cost: accumulated up to discharge, after the index time",
+    "avtisst": "average TISS over days 3-25: mostly measured after the index time, over a stay the outcome shortens",
+    "sfdm2": "functional disability at the 2-month follow-up; its level '<2 mo. follow-up' mostly means death",
+    "surv2m": "the SUPPORT model's 2-month survival estimate: another model's prediction, fit on these patients",
+    "surv6m": "the SUPPORT model's 6-month survival estimate: another model's prediction, fit on these patients",
+    "sps": "the SUPPORT physiology score: the SUPPORT model's own score, its weights fit to these patients' survival",
+    "prg2m": "the physician's 2-month survival estimate: a human prediction of the outcome, not a measurement",
+    "prg6m": "the physician's 6-month survival estimate: a human prediction of the outcome, not a measurement",
+    "dnr": "DNR order status including orders written after study entry (62% of those patients died in "
+           "hospital, many orders just before death): kept only as dnr_before_entry",
+    "dnrday": "day of the DNR order: most orders come after study entry, often just before death",
+    "adlsc": "Harrell's imputed ADL calibrated to the surrogate: an imputation model's output; the raw "
+             "adlp and adls are kept",
+    "dzclass": "a coarser grouping of dzgroup, which is kept",
+    "race": "sensitive attribute: kept in `sensitive` for the fairness audit, not used as a predictor",
+}
+
+_NUMERIC: dict[str, tuple[str, str]] = {
+    "age": ("Age", "years"),
+    "num.co": ("Number of comorbidities", "count"),
+    "edu": ("Years of education", "years"),
+    "scoma": ("SUPPORT coma score (Glasgow-based), day 3", "points (0-100)"),
+    "aps": ("APACHE III acute physiology score, day 3", "points"),
+    "hday": ("Day in hospital at study entry", "days"),
+    "meanbp": ("Mean arterial blood pressure, day 3", "mmHg"),
+    "wblc": ("White blood cell count, day 3", "10^3/uL"),
+    "hrt": ("Heart rate, day 3", "bpm"),
+    "resp": ("Respiratory rate, day 3", "breaths/min"),
+    "temp": ("Temperature, day 3", "degC"),
+    "pafi": ("PaO2/FiO2 ratio, day 3", "mmHg"),
+    "alb": ("Serum albumin, day 3", "g/dL"),
+    "bili": ("Bilirubin, day 3", "mg/dL"),
+    "crea": ("Serum creatinine, day 3", "mg/dL"),
+    "sod": ("Serum sodium, day 3", "mEq/L"),
+    "ph": ("Arterial pH, day 3", ""),
+    "glucose": ("Glucose, day 3", "mg/dL"),
+    "bun": ("Blood urea nitrogen, day 3", "mg/dL"),
+    "urine": ("Urine output, day 3", "mL/day"),
+    "adlp": ("Activities of daily living, patient-reported, day 3", "index (0-7)"),
+    "adls": ("Activities of daily living, surrogate-reported, day 3", "index (0-7)"),
+}
+_DZGROUP = ("ARF/MOSF w/Sepsis", "CHF", "COPD", "Cirrhosis", "Colon Cancer", "Coma", "Lung Cancer", "MOSF w/Malig")
+_INCOME = ("under $11k", "$11-$25k", "$25-$50k", ">$50k")
+_CATEGORICAL_LABELS = {
+    "sex": "Sex",
+    "dzgroup": "Disease group",
+    "income": "Household income",
+    "diabetes": "Diabetes",
+    "dementia": "Dementia",
+    "ca": "Cancer",
+    "dnr_before_entry": "DNR order written before study entry",
+}
+
+
+def load_cohort(data_root: str | Path | None = None) -> Cohort:
+    """The 9,105 patients as read from the gzipped CSV."""
+    root = resolve_data_root(data_root)
+    path = source_file(root, SOURCE)
+    try:
+        table = pd.read_csv(path, skipinitialspace=True)
+    except (OSError, EOFError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise InputFileError(f"cannot read {path}: {e}", "restore the original file (see SOURCE.txt)") from e
+    return Cohort(name=KEY, table=table, patient_id="sno", unit_id="sno", provenance=provenance(root, SOURCE),
+                  units={c: u for c, (_, u) in _NUMERIC.items() if u})
+
+
+def in_hospital_death(cohort: Cohort) -> TaskDataset:
+    """Death in hospital, predicted at study day 3 (see the module docstring)."""
+    t = cohort.table.reset_index(drop=True)
+    yes_no = {0: "no", 1: "yes"}
+    X = pd.DataFrame({
+        "age": t["age"].astype(float),
+        "sex": categorical(t["sex"].str.capitalize(), SEX),
+        "dzgroup": categorical(t["dzgroup"], _DZGROUP),
+        "num.co": t["num.co"].astype(float),
+        "edu": t["edu"].astype(float),
+        "income": categorical(t["income"], _INCOME),
+        "diabetes": categorical(t["diabetes"], ("no", "yes"), yes_no),
+        "dementia": categorical(t["dementia"], ("no", "yes"), yes_no),
+        "ca": categorical(t["ca"], ("no", "yes", "metastatic")),
+        "hday": t["hday"].astype(float),
+        "dnr_before_entry": categorical(t["dnr"], ("no", "yes"),
+                                        {"dnr before sadm": "yes", "dnr after sadm": "no", "no dnr": "no"}),
+        **{c: t[c].astype(float) for c in _NUMERIC if c not in ("age", "num.co", "edu", "hday")},
+    })
+    labels = {c: lab for c, (lab, _) in _NUMERIC.items()} | _CATEGORICAL_LABELS
+    return TaskDataset(
+        name=KEY,
+        task="in-hospital death, predicted at study day 3",
+        X=X,
+        y=BinaryTarget(t["hospdead"].to_numpy(dtype=np.int8), "died in hospital"),
+        groups=id_array(t["sno"]),
+        features=infer_features(X, {c: u for c, (_, u) in _NUMERIC.items() if u}, labels),
+        sensitive=sensitive_frame({
+            "sex": t["sex"].str.capitalize(),
+            "age_band": age_band(t["age"]),
+            "race": t["race"].str.capitalize(),
+        }),
+        ids=id_array(t["sno"]),
+        population=(f"{len(t):,} seriously ill adults in nine disease groups at five US teaching hospitals, "
+                    "1989-1994 (SUPPORT phases I and II), in hospital at study day 3"),
+        provenance=cohort.provenance,
+        excluded=dict(EXCLUDED),
+    )
+
+
+def load(data_root: str | Path | None = None) -> TaskDataset:
+    """The catalogue's task: in-hospital death."""
+    return in_hospital_death(load_cohort(data_root))

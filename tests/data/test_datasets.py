@@ -1,0 +1,124 @@
+"""The catalogue and what every real-data adapter promises: features only in X, typed target, patient groups,
+sensitive attributes beside X, every source column accounted for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from medml.data import BinaryTarget, TaskDataset
+from medml.data.datasets import DatasetInfo, dataset_summary, list_datasets, load_dataset
+from medml.errors import InputFileError, NotFoundError
+
+KEYS = ["diabetes-130", "support2", "physionet-2012", "heart-cleveland", "heart-hungary", "heart-switzerland",
+        "heart-va", "pima"]
+
+
+def test_catalogue_lists_the_eight_keys_with_sources_under_the_data_root(data_root: Path) -> None:
+    infos = list_datasets()
+    assert [i.key for i in infos] == KEYS
+    assert all(isinstance(i, DatasetInfo) and i.title and i.task and i.outcome for i in infos)
+    for info in infos:
+        assert (data_root / info.source).is_file(), info.source
+    by_key = {i.key: i for i in infos}
+    assert by_key["heart-cleveland"].external == ("heart-hungary", "heart-switzerland", "heart-va")
+    assert all(by_key[k].external == () for k in KEYS if k != "heart-cleveland")
+
+
+def test_unknown_key_lists_the_valid_ones() -> None:
+    with pytest.raises(NotFoundError) as e:
+        load_dataset("mimic-iv")
+    assert "mimic-iv" in str(e.value)
+    assert all(k in str(e.value) for k in KEYS)
+
+
+def test_missing_data_root_names_the_path(tmp_path: Path) -> None:
+    gone = tmp_path / "no-such-shared-data"
+    with pytest.raises(InputFileError) as e:
+        load_dataset("pima", data_root=gone)
+    assert str(gone) in str(e.value) and "MEDML_DATA" in str(e.value)
+
+
+def test_missing_source_file_names_it(tmp_path: Path) -> None:
+    (tmp_path / "tabular").mkdir()
+    with pytest.raises(InputFileError) as e:
+        load_dataset("support2", data_root=tmp_path)
+    assert "support2.csv.gz" in str(e.value)
+
+
+def test_summary_reports_rows_patients_prevalence(data_root: Path) -> None:
+    s = dataset_summary("pima", data_root)
+    assert s == {"rows": 768, "patients": 768, "prevalence": pytest.approx(268 / 768), "task": s["task"]}
+    assert "diabetes" in s["task"]
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_task_dataset_contract(key: str, all_datasets: dict[str, TaskDataset]) -> None:
+    ds = all_datasets[key]
+    assert ds.name == key
+    assert isinstance(ds.y, BinaryTarget) and ds.y.name
+    assert 0 < ds.y.prevalence < 1
+    assert len(ds.groups) == len(ds.ids) == len(ds.sensitive) == len(ds.X)
+    assert pd.Series(ds.ids).is_unique
+    assert all(isinstance(g, str) for g in ds.groups[:50])
+    # Features only: no identifiers, no outcome, no excluded column; of the sensitive attributes only sex,
+    # a documented biological covariate, is also a feature, never race or the age band.
+    assert not set(ds.X.columns) & set(ds.excluded)
+    assert set(ds.X.columns) & set(ds.sensitive.columns) <= {"sex"}
+    assert "race" not in ds.X.columns
+    assert [f.name for f in ds.features] == list(ds.X.columns)
+    for f in ds.features:
+        assert f.label, f"{key}: feature {f.name} has no clinical label"
+        assert (f.kind == "numeric") == pd.api.types.is_numeric_dtype(ds.X[f.name])
+    # Sensitive attributes are text, never missing; age bands use the four standard bands.
+    assert "age_band" in ds.sensitive.columns
+    assert set(ds.sensitive["age_band"]) <= {"<40", "40-59", "60-79", "80+", "Unknown"}
+    assert not ds.sensitive.isna().any().any()
+    assert ds.population and ds.provenance and "SOURCE.txt" in ds.provenance
+    for reason in ds.excluded.values():
+        assert len(reason) > 8
+
+
+@pytest.mark.parametrize("key", ["diabetes-130", "support2", "heart-va", "pima"])
+def test_every_source_column_is_a_feature_or_excluded(key: str, data_root: Path,
+                                                      all_datasets: dict[str, TaskDataset]) -> None:
+    import importlib
+
+    info = {i.key: i for i in list_datasets()}[key]
+    module = importlib.import_module(info.module)
+    cohort = module.load_cohort("va", data_root) if key == "heart-va" else module.load_cohort(data_root)
+    ds = all_datasets[key]
+    derived = {"dnr_before_entry"}
+    source = set(cohort.table.columns) - {"patient_id"} - {c for c in cohort.table.columns
+                                                            if c.endswith("_description")}
+    assert source <= set(ds.X.columns) | set(ds.excluded)
+    assert set(ds.X.columns) - derived <= source
+
+
+def test_target_is_not_recoverable_from_a_single_feature(all_datasets: dict[str, TaskDataset]) -> None:
+    from medml.data import check_target_not_in_features
+
+    for ds in all_datasets.values():
+        check_target_not_in_features(ds.X, ds.binary_target.values, ds.binary_target.name)
+
+
+def test_heart_sites_share_one_schema(heart: dict[str, TaskDataset]) -> None:
+    dev = heart["heart-cleveland"]
+    for key, ds in heart.items():
+        assert ds.features == dev.features, key
+        for c in dev.X.columns:
+            assert ds.X[c].dtype == dev.X[c].dtype, (key, c)
+
+
+def test_sensitive_values_are_clinical_words(all_datasets: dict[str, TaskDataset]) -> None:
+    for key, ds in all_datasets.items():
+        if "sex" in ds.sensitive:
+            assert set(ds.sensitive["sex"]) <= {"Female", "Male", "Unknown"}, key
+    assert set(all_datasets["support2"].sensitive.columns) == {"sex", "age_band", "race"}
+    assert set(all_datasets["diabetes-130"].sensitive.columns) == {"sex", "age_band", "race"}
+    assert list(all_datasets["pima"].sensitive.columns) == ["age_band"]
+    groups = np.unique(all_datasets["diabetes-130"].sensitive["race"])
+    assert "Unknown" in groups and "African American" in groups
