@@ -87,20 +87,21 @@ def test_calibration_repairs_an_overconfident_model() -> None:
             return np.column_stack([1 - q, q])
 
     rng = np.random.default_rng(1)
-    X = pd.DataFrame({"x": rng.normal(size=6000)})
-    y = (rng.random(6000) < 1 / (1 + np.exp(-(X["x"] - 1)))).astype(int)
-    base = Overconfident().fit(X[:2000], y[:2000])
-    cal = CalibratedRiskModel(base).fit(X[2000:4000], y[2000:4000])
+    n = 20_000
+    X = pd.DataFrame({"x": rng.normal(size=3 * n)})
+    y = (rng.random(3 * n) < 1 / (1 + np.exp(-(X["x"] - 1)))).astype(int)
+    base = Overconfident().fit(X[:n], y[:n])
+    cal = CalibratedRiskModel(base).fit(X[n:2 * n], y[n:2 * n])
     assert cal.method_ in ("sigmoid", "isotonic")
     assert cal.losses_[cal.method_] < cal.losses_["none"]
-    test_X, test_y = X[4000:], y[4000:]
+    test_X, test_y = X[2 * n:], y[2 * n:]
 
     def slope(p: np.ndarray) -> float:
         lo = np.log(p / (1 - p))
         return float(LogisticRegression(C=np.inf).fit(lo[:, None], test_y).coef_[0, 0])
 
-    assert slope(base.predict_proba(test_X)[:, 1]) == pytest.approx(1 / 3, abs=0.05)
-    assert slope(cal.predict_proba(test_X)[:, 1]) == pytest.approx(1.0, abs=0.15)
+    assert slope(base.predict_proba(test_X)[:, 1]) == pytest.approx(1 / 3, abs=0.03)
+    assert slope(cal.predict_proba(test_X)[:, 1]) == pytest.approx(1.0, abs=0.08)
 
 
 def test_unknown_model_is_a_clear_error() -> None:

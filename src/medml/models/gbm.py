@@ -47,7 +47,9 @@ class LightGBMRiskModel(ClassifierMixin, BaseEstimator):
         frame = numeric_frame(X, num)
         cats = categorical_frame(X, cat)
         for f in cat:
-            frame[f.name] = pd.Categorical(cats[f.name], categories=self.categories_[f.name])
+            known = self.categories_[f.name]
+            values = cats[f.name].where(cats[f.name].isin(known))  # unseen at fit time -> missing
+            frame[f.name] = pd.Categorical(values, categories=known)
         return frame[[f.name for f in self.features_]]
 
     def _booster_params(self) -> dict[str, Any]:
@@ -67,7 +69,8 @@ class LightGBMRiskModel(ClassifierMixin, BaseEstimator):
         self.model_ = lgb.LGBMClassifier(**self._booster_params())
         kwargs: dict[str, Any] = {}
         if eval_set is not None:
-            kwargs["eval_set"] = [(self._frame(eval_set[0]), np.asarray(eval_set[1]))]
+            kwargs["eval_X"] = (self._frame(eval_set[0]),)
+            kwargs["eval_y"] = (np.asarray(eval_set[1]),)
             kwargs["callbacks"] = [lgb.early_stopping(early_stopping_rounds, verbose=False)]
         self.model_.fit(self._frame(X), np.asarray(y), **kwargs)
         self.best_iteration_ = int(self.model_.best_iteration_ or self.n_estimators)
