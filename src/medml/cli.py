@@ -1,2 +1,265 @@
+"""The `medml` command: a thin layer over the public API. Errors print one line and exit with code 2."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from medml.errors import InputFileError, MedmlError, NotFoundError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="medml: validated, explained, fair clinical risk models, from data to a registered model.")
+models_app = typer.Typer(no_args_is_help=True, help="The model registry.")
+app.add_typer(models_app, name="models")
+
+out = Console()
+err = Console(stderr=True)
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq", ".csv.gz")
+SPEC_SUFFIXES = (".yaml", ".yml")
+
+
+@contextmanager
+def progress_bar(title: str) -> Iterator[Any]:
+    """A progress bar on stderr; yields a callback (description, fraction) for the workflow steps."""
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task(title, total=1.0)
+
+        def update(desc: str, frac: float) -> None:
+            bar.update(task, description=f"{title}: {desc}", completed=max(0.0, min(frac, 1.0)))
+
+        yield update
+
+
+def _split_list(value: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
+
+
+def load_task(source: str, *, target: str | None = None, id_column: str | None = None,
+              sensitive: str | None = None, positive: str | None = None, features: str | None = None) -> Any:
+    """A dataset key, a YAML spec, or a CSV/Parquet table (with --target) as a TaskDataset."""
+    from medml.data.datasets import TableSpec, list_datasets, load_dataset, load_spec_yaml, load_table
+
+    keys = [d.key for d in list_datasets()]
+    if source in keys:
+        return load_dataset(source)
+    lower = source.lower()
+    path = Path(source)
+    if lower.endswith(SPEC_SUFFIXES):
+        table_path, spec = load_spec_yaml(path)
+        return load_table(table_path, spec)
+    if lower.endswith(TABLE_SUFFIXES) or path.exists():
+        if not path.exists():
+            raise InputFileError(f"file not found: {source}", "check the path")
+        if not target:
+            raise click.UsageError(f"a table needs --target COLUMN (the outcome column of {path.name})")
+        spec = TableSpec(target=target, id=id_column, sensitive=_split_list(sensitive), positive=positive,
+                         features=_split_list(features) or None)
+        return load_table(path, spec)
+    raise NotFoundError(f"unknown dataset '{source}'",
+                        f"use one of {', '.join(keys)}, a CSV/Parquet file with --target, or a YAML spec")
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def _interval(h: dict[str, Any]) -> str:
+    return f"{_fmt(h['auroc'])} ({_fmt(h['auroc_low'])}-{_fmt(h['auroc_high'])})"
+
+
+def print_metrics(title: str, h: dict[str, Any]) -> None:
+    t = Table(title=title, show_header=True, header_style="bold")
+    for col in ("n", "events", "AUROC (95% CI)", "AUPRC", "Brier", "cal. slope", "cal. intercept"):
+        t.add_column(col, justify="right")
+    t.add_row(str(h["n"]), str(h.get("n_events", "-")), _interval(h), _fmt(h["auprc"]), _fmt(h["brier"]),
+              _fmt(h["calibration_slope"]), _fmt(h["calibration_intercept"]))
+    out.print(t)
+
+
+@app.command()
+def datasets() -> None:
+    """List the bundled real datasets with rows, patients, prevalence and task."""
+    from medml.data.datasets import dataset_summary, list_datasets
+
+    t = Table(title="medml datasets (../shared/data)", header_style="bold")
+    for col in ("key", "rows", "patients", "prevalence", "task"):
+        t.add_column(col, justify="right" if col in ("rows", "patients", "prevalence") else "left")
+    infos = list_datasets()
+    with progress_bar("loading datasets") as step:
+        for i, info in enumerate(infos):
+            step(info.key, i / len(infos))
+            s = dataset_summary(info.key)
+            t.add_row(info.key, f"{s['rows']:,}", f"{s['patients']:,}", f"{s['prevalence']:.1%}", info.task)
+    out.print(t)
+
+
+@app.command()
+def train(
+    dataset: Annotated[str, typer.Argument(help="dataset key (`medml datasets`), CSV/Parquet file or YAML spec")],
+    model: Annotated[str, typer.Option(help="lgbm or logistic")] = "lgbm",
+    budget_seconds: Annotated[float, typer.Option(help="time for the hyperparameter search")] = 60.0,
+    max_trials: Annotated[int, typer.Option(help="most search trials")] = 60,
+    seed: Annotated[int, typer.Option(help="seed for splits, search and model")] = 0,
+    name: Annotated[str | None, typer.Option(help="registered model name (default DATASET-MODEL)")] = None,
+    target: Annotated[str | None, typer.Option(help="outcome column (tables only)")] = None,
+    id: Annotated[str | None, typer.Option("--id", help="patient id column (tables only)")] = None,
+    sensitive: Annotated[str | None, typer.Option(help="comma-separated sensitive attribute columns")] = None,
+    positive: Annotated[str | None, typer.Option(help="value of the target that means yes")] = None,
+    n_boot: Annotated[int, typer.Option(help="bootstrap resamples for intervals")] = 1000,
+) -> None:
+    """Train, calibrate, evaluate and register a risk model; print its test metrics and where things are."""
+    from medml.config import get_settings
+    from medml.data.datasets import list_datasets, load_dataset
+    from medml.models import MODEL_KINDS
+    from medml.workflow import TrainConfig
+    from medml.workflow import train as run_train
+
+    if model not in MODEL_KINDS:
+        raise MedmlError(f"unknown model '{model}'", f"choose one of: {', '.join(MODEL_KINDS)}")
+    if budget_seconds <= 0:
+        raise MedmlError(f"--budget-seconds must be positive, got {budget_seconds}")
+    ds = load_task(dataset, target=target, id_column=id, sensitive=sensitive, positive=positive)
+    infos = {d.key: d for d in list_datasets()}
+    external = {k: load_dataset(k) for k in infos[ds.name].external} if ds.name in infos else {}
+    config = TrainConfig(model=model, budget_seconds=budget_seconds, max_trials=max_trials, seed=seed,
+                         name=name, n_boot=n_boot)
+    settings = get_settings()
+    with progress_bar(f"{ds.name} {model}") as step:
+        result = run_train(ds, config, settings, progress=step, external=external)
+    md = result.bundle.metadata
+    print_metrics(f"{md.name}@{md.version} on the held-out test split ({ds.task})", md.metrics)
+    for key, rep in result.external.items():
+        from medml.evaluate import headline
+
+        print_metrics(f"external validation: {key}", headline(rep))
+    out.print(f"calibration: {md.calibration}; search: {result.n_trials} trials in {result.timings['tune']:.0f} s; "
+              f"total {result.seconds:.0f} s")
+    out.print(f"model:  {md.name}@{md.version} in {settings.models_dir / md.name / str(md.version)}")
+    out.print(f"report: {result.report_path}")
+
+
+@app.command()
+def evaluate(
+    model: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")],
+    dataset: Annotated[str | None, typer.Option(help="dataset key, table or spec; default: own test split")] = None,
+    target: Annotated[str | None, typer.Option(help="outcome column (tables only)")] = None,
+    id: Annotated[str | None, typer.Option("--id", help="patient id column (tables only)")] = None,
+    sensitive: Annotated[str | None, typer.Option(help="comma-separated sensitive attribute columns")] = None,
+    n_boot: Annotated[int, typer.Option(help="bootstrap resamples for intervals")] = 1000,
+) -> None:
+    """Evaluate a registered model on its test split or on another dataset or site (external validation)."""
+    from medml.config import get_settings
+    from medml.evaluate import headline
+    from medml.registry import load_bundle
+    from medml.workflow import evaluate_registered
+
+    settings = get_settings()
+    key = dataset or load_bundle(model, settings).metadata.dataset
+    ds = load_task(key, target=target, id_column=id, sensitive=sensitive)
+    with progress_bar(f"evaluating {model} on {ds.name}") as step:
+        step("scoring and bootstrapping", 0.1)
+        bundle, report, path = evaluate_registered(model, ds, settings, n_boot=n_boot)
+    md = bundle.metadata
+    print_metrics(f"{md.name}@{md.version} on {ds.name} ({report.split})", headline(report))
+    out.print(f"report: {path}")
+
+
+@app.command()
+def report(model: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")]) -> None:
+    """Write the HTML report and model card of a registered model (from the bundle, no retraining)."""
+    from medml.config import get_settings
+    from medml.registry import load_bundle
+    from medml.workflow import write_model_report
+
+    settings = get_settings()
+    path = write_model_report(load_bundle(model, settings), settings)
+    out.print(f"report: {path}")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Registered models with their latest version, dataset and test AUROC."""
+    from medml.config import get_settings
+    from medml.registry import list_models
+
+    rows = list_models(get_settings())
+    if not rows:
+        out.print("no models registered yet: run `medml train DATASET`")
+        return
+    t = Table(header_style="bold")
+    for col in rows[0]:
+        t.add_column(str(col))
+    for r in rows:
+        t.add_row(*(_fmt(v) if isinstance(v, float) else str(v) for v in r.values()))
+    out.print(t)
+
+
+@models_app.command("show")
+def models_show(model: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")]) -> None:
+    """A registered model's metadata: data, task, intended use, metrics, files and their verified hashes."""
+    import json
+
+    from medml.config import get_settings
+    from medml.registry import show_model
+
+    info = show_model(model, get_settings())
+    out.print_json(json.dumps(info, default=str))
+
+
+@app.command()
+def demo(
+    budget_seconds: Annotated[float, typer.Option(help="search budget per LightGBM model")] = 20.0,
+    datasets_: Annotated[str | None, typer.Option("--datasets", help="comma-separated keys (default: all)")] = None,
+    n_boot: Annotated[int, typer.Option(help="bootstrap resamples")] = 500,
+) -> None:
+    """Train, evaluate and report both models on every bundled dataset; print a summary table."""
+    from medml.demo import run_demo
+
+    run_demo(out, err, budget_seconds=budget_seconds, keys=_split_list(datasets_) or None, n_boot=n_boot,
+             progress=progress_bar)
+
+
 def main() -> None:
-    raise SystemExit(0)
+    """Entry point: one clear line and exit code 2 for any error a user can fix, never a traceback."""
+    start = time.perf_counter()
+    try:
+        app(standalone_mode=False)
+    except MedmlError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        raise SystemExit(2) from None
+    except click.exceptions.UsageError as e:
+        err.print(f"[bold red]error:[/] {e.format_message()}", highlight=False, soft_wrap=True)
+        if e.ctx is not None:
+            err.print(f"see `{e.ctx.command_path} --help`", highlight=False)
+        raise SystemExit(2) from None
+    except click.exceptions.Exit as e:
+        raise SystemExit(e.exit_code) from None
+    except click.exceptions.Abort:
+        err.print("aborted")
+        raise SystemExit(130) from None
+    except KeyboardInterrupt:
+        err.print(f"interrupted after {time.perf_counter() - start:.0f} s; nothing was registered")
+        raise SystemExit(130) from None
+    except Exception as e:
+        err.print(f"[bold red]internal error:[/] {type(e).__name__}: {e}", highlight=False, soft_wrap=True)
+        err.print("this is a bug in medml, not in your input: please report it with the command you ran "
+                  "(set MEDML_DEBUG=1 for the traceback)")
+        if __import__("os").environ.get("MEDML_DEBUG"):
+            raise
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
