@@ -63,5 +63,4 @@ def patient_kfold(groups: npt.ArrayLike, y: npt.ArrayLike, *, k: int = 5,
     if len(np.unique(g)) < k:
         raise DataError(f"{len(np.unique(g))} patients cannot make {k} patient-grouped folds", "use fewer folds")
     cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    for tr, te in cv.split(np.zeros(len(g)), np.asarray(y), g):
-        yield tr, te
+    yield from cv.split(np.zeros(len(g)), np.asarray(y), g)

@@ -101,8 +101,9 @@ class LogisticRiskModel(ClassifierMixin, BaseEstimator):
         clf = self.pipeline_[-1]
         w = clf.coef_.ravel()
         per_column = (Z - self.train_mean_) * w
-        out = pd.DataFrame(0.0, index=range(len(X)), columns=[f.name for f in self.features_])
-        for j, owner in enumerate(self.column_owner_):
-            out[owner] += per_column[:, j]
+        names = [f.name for f in self.features_]
+        owner_of = np.zeros((len(self.column_owner_), len(names)))
+        owner_of[np.arange(len(self.column_owner_)), [names.index(o) for o in self.column_owner_]] = 1.0
+        out = pd.DataFrame(per_column @ owner_of, columns=names)
         out["bias"] = float(clf.intercept_[0] + self.train_mean_ @ w)
         return out
