@@ -67,9 +67,10 @@ def data_hash(ds: TaskDataset) -> str:
 
 def intended_use(ds: TaskDataset) -> str:
     return (
-        f"Decision support: estimates the risk of {ds.binary_target.name} ({ds.task}) for adults like those in "
-        f"the development population ({ds.population}). It informs, and does not replace, clinical judgement; "
-        "it is not a diagnosis. Validate locally before use on another population or site."
+        f"Decision support for clinicians: estimates the probability of the outcome '{ds.binary_target.name}' "
+        f"(task: {ds.task}) for patients like those in the development population: {ds.population}. It informs, "
+        "and does not replace, clinical judgement; it is not a diagnosis. Validate locally before use on another "
+        "population or site."
     )
 
 
