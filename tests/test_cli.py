@@ -118,3 +118,13 @@ def test_a_users_own_table_from_the_cli(home: Path, tmp_path: Path) -> None:
                 "--model", "logistic", "--budget-seconds", "1", "--n-boot", "100"], home)
     assert proc.returncode == 0, proc.stderr
     assert "AUROC" in proc.stdout and "report:" in proc.stdout
+
+
+def test_datasets_lists_rows_and_prevalence(home: Path) -> None:
+    proc = run(["datasets"], home)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    # Counts from ../shared/data's SOURCE files, after each adapter's documented exclusions.
+    for fragment in ("diabetes-130", "99,343", "69,990", "11.4%", "physionet-2012", "3,996", "13.9%",
+                     "heart-va", "pima", "768", "34.9%", "support2", "9,105"):
+        assert fragment in text, fragment

@@ -139,6 +139,7 @@ def headline(report: EvaluationReport) -> dict[str, float | int | None]:
         "calibration_intercept": _value(cal.get("intercept")),
         "ici": cal.get("ici", math.nan),
         "n": report.n,
+        "n_events": report.n_events,
         "prevalence": report.prevalence,
     }
     return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
