@@ -24,7 +24,7 @@ LITERATURE = {
     "diabetes-130": "0.64-0.70 (patient-level split)",
     "physionet-2012": "0.85-0.87 (boosted trees, 48 h aggregates)",
     "support2": "as measured",
-    "pima": "about 0.83-0.85",
+    "pima": "not given",
 }
 DATASETS = ("heart-cleveland", "pima", "support2", "physionet-2012", "diabetes-130")
 

@@ -118,6 +118,20 @@ def test_a_users_own_table_from_the_cli(home: Path, tmp_path: Path) -> None:
                 "--model", "logistic", "--budget-seconds", "1", "--n-boot", "100"], home)
     assert proc.returncode == 0, proc.stderr
     assert "AUROC" in proc.stdout and "report:" in proc.stdout
+    # The same table described by a YAML spec, named and with its own task words.
+    spec = tmp_path / "icu.yaml"
+    spec.write_text("table: icu.parquet\ntarget: died\npositive: 'yes'\nid: patient\nsensitive: [sex]\n"
+                    "name: icu-death\ntask: in-hospital death\n")
+    proc = run(["train", str(spec), "--model", "lgbm", "--budget-seconds", "1", "--n-boot", "100"], home)
+    assert proc.returncode == 0, proc.stderr
+    assert "icu-death-lgbm@1" in proc.stdout
+
+
+def test_a_broken_yaml_spec_is_one_clear_line(home: Path, tmp_path: Path) -> None:
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("table: [unclosed\n")
+    assert_clear_error(run(["train", str(spec)], home), "bad.yaml", "yaml")
+    assert files_under(home) == []
 
 
 def test_datasets_lists_rows_and_prevalence(home: Path) -> None:

@@ -98,7 +98,7 @@ def test_headline(report: EvaluationReport) -> None:
     row = headline(report)
     assert list(row) == [
         "auroc", "auroc_low", "auroc_high", "auprc", "brier", "scaled_brier",
-        "calibration_slope", "calibration_intercept", "ici", "n", "prevalence",
+        "calibration_slope", "calibration_intercept", "ici", "n", "n_events", "prevalence",
     ]  # fmt: skip
     assert row["auroc"] == report.discrimination["auroc"].value and row["n"] == 5000
     assert row["auroc_low"] < row["auroc"] < row["auroc_high"]
