@@ -38,7 +38,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_tabular.py
+	$(BIN)/python benchmarks/bench_tabular.py --budget-seconds 60 --demo | tee benchmarks/results-tabular.md
 
 clean:
 	rm -rf $(VENV) .medml build src/*.egg-info
