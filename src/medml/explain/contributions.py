@@ -64,7 +64,7 @@ def global_importance(model: ContributionModel, X: pd.DataFrame, *, max_rows: in
     contrib = model.contributions(X).drop(columns="bias")
     imp = contrib.abs().mean(axis=0)
     specs = {f.name: f for f in model.features_}
-    rows = [{"feature": name, "label": specs[name].clinical_name, "unit": specs[name].unit,
+    rows = [{"feature": str(name), "label": specs[str(name)].clinical_name, "unit": specs[str(name)].unit,
              "importance": float(value)} for name, value in imp.items()]
     return sorted(rows, key=lambda r: -r["importance"])
 

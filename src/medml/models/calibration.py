@@ -106,4 +106,4 @@ class CalibratedRiskModel(ClassifierMixin, BaseEstimator):
 
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
         """The underlying model's contributions; calibration is monotone, so directions are preserved."""
-        return self.estimator.contributions(X)  # type: ignore[no-any-return]
+        return self.estimator.contributions(X)

@@ -14,6 +14,7 @@ from sklearn.metrics import log_loss
 
 from medml.data.splits import patient_split
 from medml.data.task import TaskDataset
+from medml.models.gbm import LightGBMRiskModel
 
 
 def lgbm_space(trial: optuna.Trial) -> dict[str, Any]:
@@ -66,7 +67,7 @@ def tune(kind: str, train: TaskDataset, *, budget_seconds: float, seed: int = 0,
     def objective(trial: optuna.Trial) -> float:
         params = SPACES[kind](trial)
         model = make_model(kind, train.features, params, seed=seed)
-        if kind == "lgbm":
+        if isinstance(model, LightGBMRiskModel):
             model.set_params(n_estimators=2000)
             model.fit(X_fit, y_fit, eval_set=(X_val, y_val))
             trees[trial.number] = model.best_iteration_
