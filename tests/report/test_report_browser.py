@@ -26,10 +26,10 @@ pytestmark = [
 ]
 
 
-def test_report_renders_offline_in_chromium(inputs, tmp_path):
+def check_in_chromium(report: Path, tmp_path: Path, n_plots: int) -> None:
+    """Open ``report`` from disk with every non-file request blocked; assert it renders cleanly."""
     from playwright.sync_api import sync_playwright
 
-    report = write_report(inputs, tmp_path / "report.html")
     external: list[str] = []
     failed: list[str] = []
     errors: list[str] = []
@@ -52,7 +52,7 @@ def test_report_renders_offline_in_chromium(inputs, tmp_path):
             page.goto(report.as_uri(), wait_until="load")
 
             svgs = page.locator("svg.plot")
-            assert svgs.count() == 5
+            assert svgs.count() == n_plots
             for k in range(svgs.count()):
                 svg = svgs.nth(k)
                 box = svg.bounding_box()
@@ -74,3 +74,21 @@ def test_report_renders_offline_in_chromium(inputs, tmp_path):
 
     assert errors == []
     assert external == [] and failed == []
+
+
+def test_report_renders_offline_in_chromium(inputs, tmp_path):
+    check_in_chromium(write_report(inputs, tmp_path / "report.html"), tmp_path, n_plots=5)
+
+
+def test_a_trained_models_report_renders_in_chromium(tmp_path):
+    """The report `medml train` writes for a real model on real data (Cleveland, externally validated)."""
+    from medml.config import Settings, get_settings
+    from medml.data.datasets import load_dataset
+    from medml.workflow import TrainConfig, train
+
+    settings = Settings(home=tmp_path / "home", data_root=get_settings().data_root)
+    external = {k: load_dataset(k) for k in ("heart-hungary", "heart-va")}
+    result = train(load_dataset("heart-cleveland"),
+                   TrainConfig(model="lgbm", budget_seconds=2, max_trials=5, n_boot=100), settings,
+                   external=external)
+    check_in_chromium(result.report_path, tmp_path, n_plots=5)
