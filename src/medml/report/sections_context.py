@@ -140,7 +140,7 @@ def _value_text(v: Any, unit: str) -> str:
         text = f"{x:.0f}" if float(x).is_integer() else f"{x:.{measure_digits(x)}f}"
     else:
         text = "missing" if v is None else str(v)
-    return f"{text} {unit}".strip() if unit and x is not None else text
+    return f"{text} {unit}" if unit and text != "missing" else text
 
 
 def _patient(p: Mapping[str, Any]) -> str:
