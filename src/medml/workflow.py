@@ -144,7 +144,7 @@ def train(ds: TaskDataset, config: TrainConfig, settings: Settings, *, progress:
             "external": {k: r.to_dict() for k, r in ext_reports.items()},
             "importance": importance,
             "examples": examples,
-            "table_one": table_one(ds.X, y, ds.features),
+            "table_one": cohort_table(ds, importance),
             "provenance": ds.provenance,
             "fractions": list(config.fractions),
             "calibration_losses": model.losses_,
@@ -159,6 +159,21 @@ def train(ds: TaskDataset, config: TrainConfig, settings: Settings, *, progress:
     report_path = write_model_report(bundle, settings)
     return TrainResult(bundle, evaluation, ext_reports, report_path, time.perf_counter() - t0, tuned.n_trials,
                        timings)
+
+
+TABLE_ONE_MAX_FEATURES = 40
+
+
+def cohort_table(ds: TaskDataset, importance: list[dict[str, Any]], top: int = 30) -> dict[str, Any]:
+    """Table 1 by outcome; for wide feature sets (PhysioNet's 225) only the ``top`` most important features."""
+    shown = ds.features
+    note = ""
+    if len(shown) > TABLE_ONE_MAX_FEATURES:
+        keep = {r["feature"] for r in importance[:top]}
+        shown = tuple(f for f in ds.features if f.name in keep)
+        note = f"Shown: the {len(shown)} most important of the model's {len(ds.features)} inputs."
+    t1 = table_one(ds.X[[f.name for f in shown]], ds.binary_target.values, shown)
+    return {**t1, "note": note} if note else t1
 
 
 def predict(model: Any, ds: TaskDataset, name: str = "") -> Predictions:

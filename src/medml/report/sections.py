@@ -177,6 +177,8 @@ def cohort(i: ReportInputs) -> str:
         'categorical ones (the commonest levels; the rest as "other"). SMD: standardised mean difference '
         "between patients with and without the outcome."
     )
+    if t1.get("note"):
+        caption += " " + str(t1["note"])
     return table(head, rows, "table-one", caption)
 
 
