@@ -149,6 +149,8 @@ def train(
               f"total {result.seconds:.0f} s")
     out.print(f"model:  {md.name}@{md.version} in {settings.models_dir / md.name / str(md.version)}")
     out.print(f"report: {result.report_path}")
+    out.print(f"Decision support, not a diagnosis. Intended use, evaluation population and calibration: the "
+              f"report's model card, or `medml models show {md.name}@{md.version}`.")
 
 
 @app.command()
