@@ -142,3 +142,33 @@ def test_datasets_lists_rows_and_prevalence(home: Path) -> None:
     for fragment in ("diabetes-130", "99,343", "69,990", "11.4%", "physionet-2012", "3,996", "13.9%",
                      "heart-va", "pima", "768", "34.9%", "support2", "9,105"):
         assert fragment in text, fragment
+
+
+def test_predict_scores_new_patients_with_their_factors_and_the_model(trained, tmp_path: Path) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from medml.config import Settings
+    from medml.data.datasets import load_dataset
+    from medml.registry import load_bundle
+
+    home, _ = trained
+    site = load_dataset("heart-hungary")
+    table = site.X.assign(patient=[f"H{i}" for i in range(len(site))])
+    path = tmp_path / "hungary.csv"
+    table.to_csv(path, index=False)
+    out_csv = tmp_path / "scores.csv"
+    proc = run(["predict", "heart-cleveland-logistic@1", str(path), "--id", "patient", "--out", str(out_csv)], home)
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())
+    assert "heart-cleveland-logistic@1" in text and "not a diagnosis" in text and "AUROC" in text
+    scores = pd.read_csv(out_csv)
+    assert list(scores["id"][:2]) == ["H0", "H1"] and (scores["model"] == "heart-cleveland-logistic@1").all()
+    # The CSV round trip gives the same risks as the bundle scoring the frame in memory.
+    bundle = load_bundle("heart-cleveland-logistic@1", Settings(home=home, data_root=home))
+    np.testing.assert_allclose(scores["risk"], bundle.model.predict_proba(site.X)[:, 1], atol=1e-9)
+    assert scores["factor_1"].str.contains("risk").all()
+
+    missing = tmp_path / "missing.csv"
+    table.drop(columns=[table.columns[0]]).to_csv(missing, index=False)
+    assert_clear_error(run(["predict", "heart-cleveland-logistic@1", str(missing)], home), table.columns[0])

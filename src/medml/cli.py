@@ -191,6 +191,47 @@ def report(model: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")]) -
     out.print(f"report: {path}")
 
 
+@app.command()
+def predict(
+    model: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")],
+    table: Annotated[Path, typer.Argument(help="CSV or Parquet with the model's input columns")],
+    id: Annotated[str | None, typer.Option("--id", help="column that identifies each patient")] = None,
+    out_path: Annotated[Path | None, typer.Option("--out", help="write all rows to this CSV")] = None,
+    top: Annotated[int, typer.Option(help="contributing factors per patient")] = 3,
+) -> None:
+    """Score new patients: calibrated risk and top contributing factors, with the model's evaluation beside it."""
+    from medml.config import get_settings
+    from medml.data.datasets import read_table
+    from medml.registry import load_bundle
+    from medml.workflow import score_table
+
+    bundle = load_bundle(model, get_settings())
+    frame = read_table(table)
+    with progress_bar(f"scoring {len(frame):,} rows") as step:
+        step("predicting and explaining", 0.2)
+        scores = score_table(bundle, frame, id_column=id, top=top)
+    md = bundle.metadata
+    m = md.metrics
+    out.print(f"{md.name}@{md.version}: {md.task} ({md.model_kind}, calibration {md.calibration}). "
+              f"Decision support, not a diagnosis.", highlight=False)
+    out.print(f"Evaluated on {m['n']:,} held-out patients of {md.dataset}: AUROC {_interval(m)}, calibration slope "
+              f"{_fmt(m['calibration_slope'], 2)}, ICI {_fmt(m['ici'])}. Population: {md.population}", highlight=False)
+    if out_path is not None:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out_path.with_name(f".{out_path.name}.tmp")
+        scores.to_csv(tmp, index=False)
+        tmp.replace(out_path)
+        out.print(f"wrote {len(scores):,} rows to {out_path}")
+    t = Table(header_style="bold")
+    for col in ("id", "risk", "top factor"):
+        t.add_column(col, justify="right" if col == "risk" else "left")
+    for _, r in scores.head(10).iterrows():
+        t.add_row(str(r["id"]), f"{r['risk']:.1%}", str(r.get("factor_1", "")))
+    out.print(t)
+    if len(scores) > 10:
+        out.print(f"... {len(scores) - 10:,} more rows" + ("" if out_path else " (use --out FILE.csv for all)"))
+
+
 @models_app.command("list")
 def models_list() -> None:
     """Registered models with their latest version, dataset and test AUROC."""

@@ -250,3 +250,19 @@ def evaluate_registered(ref: str, ds: TaskDataset, settings: Settings, *, n_boot
     report = evaluate_split(bundle.model, ds, name=name, split=kind, n_boot=n_boot, seed=seed)
     path = write_model_report(bundle, settings, suffix=f"-on-{ds.name}", evaluation=report.to_dict())
     return bundle, report, path
+
+
+def score_table(bundle: ModelBundle, frame: pd.DataFrame, *, id_column: str | None = None,
+                top: int = 3) -> pd.DataFrame:
+    """Each row's calibrated risk, its top contributing factors in clinical words, and the model that said so."""
+    if id_column is not None and id_column not in frame.columns:
+        raise DataError(f"no id column '{id_column}' in the table",
+                        f"columns are: {', '.join(map(str, frame.columns[:20]))}")
+    ids = frame[id_column].astype(str).to_numpy() if id_column else np.arange(1, len(frame) + 1).astype(str)
+    risk = bundle.model.predict_proba(frame)[:, 1]
+    factors = top_factors(bundle.model, frame.reset_index(drop=True), k=top)
+    out = pd.DataFrame({"id": ids, "risk": risk})
+    for k in range(top):
+        out[f"factor_{k + 1}"] = [fs[k].sentence() if k < len(fs) else "" for fs in factors]
+    out["model"] = f"{bundle.metadata.name}@{bundle.metadata.version}"
+    return out

@@ -20,12 +20,13 @@ from typing import Any
 import numpy as np
 
 from medml.data.datasets._common import resolve_data_root
+from medml.data.datasets._tableio import read_table
 from medml.data.datasets.table import TableSpec, load_spec_yaml, load_table
 from medml.data.task import TaskDataset
 from medml.errors import NotFoundError
 
 __all__ = ["DatasetInfo", "TableSpec", "dataset_summary", "list_datasets", "load_dataset", "load_spec_yaml",
-           "load_table"]
+           "load_table", "read_table"]
 
 
 @dataclass(frozen=True)
