@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -123,12 +124,11 @@ def train(
     """Train, calibrate, evaluate and register a risk model; print its test metrics and where things are."""
     from medml.config import get_settings
     from medml.data.datasets import list_datasets, load_dataset
-    from medml.models import MODEL_KINDS
+    from medml.models import check_model_kind
     from medml.workflow import TrainConfig
     from medml.workflow import train as run_train
 
-    if model not in MODEL_KINDS:
-        raise MedmlError(f"unknown model '{model}'", f"choose one of: {', '.join(MODEL_KINDS)}")
+    check_model_kind(model)
     if budget_seconds <= 0:
         raise MedmlError(f"--budget-seconds must be positive, got {budget_seconds}")
     ds = load_task(dataset, target=target, id_column=id, sensitive=sensitive, positive=positive)
@@ -300,7 +300,7 @@ def main() -> None:
         err.print(f"[bold red]internal error:[/] {type(e).__name__}: {e}", highlight=False, soft_wrap=True)
         err.print("this is a bug in medml, not in your input: please report it with the command you ran "
                   "(set MEDML_DEBUG=1 for the traceback)")
-        if __import__("os").environ.get("MEDML_DEBUG"):
+        if os.environ.get("MEDML_DEBUG"):
             raise
         raise SystemExit(1) from None
 

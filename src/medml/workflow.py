@@ -21,7 +21,7 @@ from medml.data import Predictions, TaskDataset, check_task, patient_split
 from medml.errors import DataError
 from medml.evaluate import EvaluationReport, evaluate_binary, headline
 from medml.explain import global_importance, top_factors
-from medml.models import MODEL_KINDS, CalibratedRiskModel, make_model, tune
+from medml.models import CalibratedRiskModel, check_model_kind, make_model, tune
 from medml.registry import BundleMetadata, ModelBundle, load_bundle, register
 from medml.report import ReportInputs, table_one, write_report
 
@@ -87,8 +87,7 @@ def train(ds: TaskDataset, config: TrainConfig, settings: Settings, *, progress:
           external: Mapping[str, TaskDataset] | None = None) -> TrainResult:
     """Split by patient, tune, fit, calibrate, evaluate on the test split (and external sites), register."""
     step = progress or (lambda _d, _f: None)
-    if config.model not in MODEL_KINDS:
-        make_model(config.model, ds.features)  # raises the clear ConfigError
+    check_model_kind(config.model)
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     _ensure_both_classes(ds, "dataset")

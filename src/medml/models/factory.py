@@ -16,12 +16,17 @@ MODEL_KINDS: dict[str, str] = {
 }
 
 
+def check_model_kind(kind: str) -> None:
+    """Raise the one clear error for a model name medml does not know."""
+    if kind not in MODEL_KINDS:
+        raise ConfigError(f"unknown model '{kind}'", f"choose one of: {', '.join(MODEL_KINDS)}")
+
+
 def make_model(kind: str, features: Sequence[FeatureSpec], params: Mapping[str, Any] | None = None,
                seed: int = 0) -> LogisticRiskModel | LightGBMRiskModel:
     """A fresh, unfitted model of ``kind`` for ``features`` with ``params``."""
+    check_model_kind(kind)
     params = dict(params or {})
     if kind == "logistic":
         return LogisticRiskModel(features=tuple(features), seed=seed, **params)
-    if kind == "lgbm":
-        return LightGBMRiskModel(features=tuple(features), seed=seed, **params)
-    raise ConfigError(f"unknown model '{kind}'", f"choose one of: {', '.join(MODEL_KINDS)}")
+    return LightGBMRiskModel(features=tuple(features), seed=seed, **params)

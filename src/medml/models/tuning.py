@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -86,5 +85,4 @@ def tune(kind: str, train: TaskDataset, *, budget_seconds: float, seed: int = 0,
     params = dict(study.best_params)
     if kind == "lgbm":
         params["n_estimators"] = max(trees[study.best_trial.number], 10)
-    loss = float(study.best_value) if not math.isnan(study.best_value) else math.nan
-    return TuningResult(params, loss, len(study.trials), time.perf_counter() - start, history)
+    return TuningResult(params, float(study.best_value), len(study.trials), time.perf_counter() - start, history)
