@@ -23,6 +23,10 @@ class Settings:
         return self.home / "reports"
 
     @property
+    def fhir_store(self) -> Path:
+        return self.home / "fhir.duckdb"
+
+    @property
     def mlflow_uri(self) -> str:
         return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
 

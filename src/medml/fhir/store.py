@@ -8,8 +8,9 @@ from typing import Any
 
 import duckdb
 import orjson
+import pyarrow as pa
 
-from medml.errors import DataError
+from medml.errors import DataError, InputFileError, NotFoundError
 from medml.fhir._r4types import R4_RESOURCE_TYPES
 
 SCHEMA = """
@@ -21,6 +22,8 @@ CREATE TABLE IF NOT EXISTS resources (
     PRIMARY KEY (resource_type, id)
 )
 """
+
+Row = tuple[str, str, str | None, str]  # resource_type, id, meta.lastUpdated, the resource as JSON text
 
 
 def check_resource(resource: Any, where: str = "") -> tuple[str, str]:
@@ -39,15 +42,33 @@ def check_resource(resource: Any, where: str = "") -> tuple[str, str]:
     return rtype, rid
 
 
+def split_reference(reference: str) -> tuple[str, str]:
+    """``Patient/123`` (or an absolute URL ending so, or ``Patient/123/_history/2``) as ("Patient", "123")."""
+    parts = reference.split("/")
+    if "_history" in parts:
+        parts = parts[: parts.index("_history")]
+    if len(parts) < 2 or parts[-2] not in R4_RESOURCE_TYPES or not parts[-1]:
+        raise DataError(f"cannot resolve reference {reference!r}",
+                        "a resolvable reference looks like Patient/123 (urn:uuid: ones resolve only inside a Bundle)")
+    return parts[-2], parts[-1]
+
+
 class FhirStore:
     """FHIR R4 resources in a DuckDB database (a file, or in memory for a request or a test)."""
 
-    def __init__(self, path: str | Path = ":memory:") -> None:
+    def __init__(self, path: str | Path = ":memory:", *, read_only: bool = False) -> None:
         self.path = str(path)
         if self.path != ":memory:":
+            if read_only and not Path(self.path).exists():
+                raise NotFoundError(f"no FHIR store at {self.path}", "run `medml fhir ingest PATH...` first")
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self.con = duckdb.connect(self.path)
-        self.con.execute(SCHEMA)
+        try:
+            self.con = duckdb.connect(self.path, read_only=read_only)
+        except duckdb.Error as exc:
+            raise InputFileError(f"cannot open the FHIR store {self.path}: {exc}",
+                                 "is it a medml DuckDB store? is another process writing to it?") from exc
+        if not read_only:
+            self.con.execute(SCHEMA)
 
     @classmethod
     def in_memory(cls, resources: Iterable[dict[str, Any]] = ()) -> FhirStore:
@@ -55,26 +76,79 @@ class FhirStore:
         store.add(resources)
         return store
 
+    def __enter__(self) -> FhirStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def add(self, resources: Iterable[dict[str, Any]]) -> int:
         """Upsert resources in one transaction; a bad resource raises and nothing is written."""
-        rows = []
+        rows: dict[tuple[str, str], Row] = {}
         for i, res in enumerate(resources):
             rtype, rid = check_resource(res, f"resource {i + 1}")
             meta = res.get("meta")
             updated = meta.get("lastUpdated") if isinstance(meta, dict) else None
-            rows.append((rtype, rid, updated, orjson.dumps(res).decode()))
-        if rows:
-            self._upsert(rows)
+            rows[(rtype, rid)] = (rtype, rid, updated if isinstance(updated, str) else None,
+                                  orjson.dumps(res).decode())
+        self.upsert_rows(list(rows.values()))
         return len(rows)
 
-    def _upsert(self, rows: list[tuple[str, str, str | None, str]]) -> None:
-        self.con.execute("BEGIN TRANSACTION")
+    def upsert_rows(self, rows: list[Row]) -> None:
+        """Insert or replace rows (unique by type and id) in one transaction: all of them or none."""
+        if not rows:
+            return
+        rtypes, ids, updated, texts = zip(*rows, strict=True)
+        batch = pa.table({"resource_type": pa.array(rtypes, pa.string()), "id": pa.array(ids, pa.string()),
+                          "last_updated": pa.array(updated, pa.string()), "resource": pa.array(texts, pa.string())})
+        self.con.register("_medml_batch", batch)
         try:
-            self.con.executemany("INSERT OR REPLACE INTO resources VALUES (?, ?, ?, ?)", rows)
-            self.con.execute("COMMIT")
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                self.con.execute("INSERT OR REPLACE INTO resources SELECT resource_type, id, last_updated, "
+                                 "resource::JSON FROM _medml_batch")
+                self.con.execute("COMMIT")
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                raise
+        finally:
+            self.con.unregister("_medml_batch")
+
+    def counts(self) -> dict[str, int]:
+        """Resources per type, largest first."""
+        rows = self.con.execute("SELECT resource_type, count(*) AS n FROM resources GROUP BY 1 "
+                                "ORDER BY n DESC, resource_type").fetchall()
+        return {str(t): int(n) for t, n in rows}
+
+    def get(self, resource_type: str, resource_id: str) -> dict[str, Any]:
+        """One resource, or NotFoundError."""
+        rows = self.con.execute("SELECT resource FROM resources WHERE resource_type = ? AND id = ?",
+                                [resource_type, resource_id]).fetchall()
+        if not rows:
+            raise NotFoundError(f"{resource_type}/{resource_id} is not in the FHIR store",
+                                "ingest the export or bundle that holds it (medml fhir ingest PATH)")
+        resource: dict[str, Any] = orjson.loads(rows[0][0])
+        return resource
+
+    def resolve(self, reference: str | dict[str, Any]) -> dict[str, Any]:
+        """The resource a reference (``"Patient/1"`` or ``{"reference": ...}``) points to."""
+        ref = reference.get("reference") if isinstance(reference, dict) else reference
+        if not isinstance(ref, str):
+            raise DataError(f"not a reference: {reference!r}", "give a string like Patient/123")
+        return self.get(*split_reference(ref))
+
+    def dangling_references(self, limit: int = 10) -> tuple[int, list[str]]:
+        """How many literal references point to no stored resource, and a few of them."""
+        sql = """
+        WITH refs AS (
+            SELECT DISTINCT unnest(regexp_extract_all(resource::VARCHAR, '"reference":"([A-Za-z]+/[^"/]+)"', 1)) AS ref
+            FROM resources),
+        split AS (SELECT ref, split_part(ref, '/', 1) AS t, split_part(ref, '/', 2) AS i FROM refs)
+        SELECT ref FROM split s WHERE NOT EXISTS (
+            SELECT 1 FROM resources r WHERE r.resource_type = s.t AND r.id = s.i) ORDER BY ref
+        """
+        missing = [str(r[0]) for r in self.con.execute(sql).fetchall()]
+        return len(missing), missing[:limit]
 
     def close(self) -> None:
         self.con.close()

@@ -1,0 +1,231 @@
+"""Ingest FHIR R4 Bundles and Bulk Data NDJSON into a :class:`FhirStore`, all or nothing.
+
+Files are read and checked first; only then is everything upserted in one transaction. With
+``on_error="abort"`` (the default) the first problem stops the ingest and the store is unchanged; with
+``"skip"`` the bad lines or entries are reported (file and line) and the rest is written.
+
+Inside a Bundle, ``urn:uuid:`` references are rewritten to ``Type/id`` as a FHIR server does when it processes a
+transaction, so that references resolve once the Bundle is gone. A ``urn:uuid:`` reference to nothing in its Bundle
+can never resolve: it is an error.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+from medml.errors import DataError, InputFileError, MedmlError
+from medml.fhir.store import FhirStore, Row, check_resource
+
+OnError = Literal["abort", "skip"]
+NDJSON_SUFFIXES = (".ndjson", ".jsonl")
+JSON_SUFFIXES = (".json",)
+BUNDLE_TYPES = frozenset({"transaction", "batch", "collection", "searchset", "document", "transaction-response",
+                          "batch-response", "history", "message"})
+_URN_REF = re.compile(r'"reference":"(urn:(?:uuid|oid):[^"]+)"')
+
+
+@dataclass(frozen=True)
+class IngestProblem:
+    """One resource or line that could not be ingested, and where it was."""
+
+    path: str
+    where: str  # "line 12" or "entry 3"
+    what: str
+
+    def __str__(self) -> str:
+        return f"{self.path}, {self.where}: {self.what}"
+
+
+@dataclass
+class IngestReport:
+    """What an ingest read and wrote."""
+
+    files: int = 0
+    by_type: Counter[str] = field(default_factory=Counter)
+    skipped: list[IngestProblem] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def resources(self) -> int:
+        return sum(self.by_type.values())
+
+    @property
+    def rate(self) -> float:
+        return self.resources / self.seconds if self.seconds > 0 else 0.0
+
+
+def fhir_files(paths: Sequence[str | Path]) -> list[Path]:
+    """The FHIR files among ``paths`` (directories are searched recursively), in a stable order."""
+    out: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and _kind(p) is not None)
+            if not found:
+                raise InputFileError(f"no FHIR files in {path}",
+                                     "expected .json/.ndjson files (optionally .gz): Bundles or Bulk Data exports")
+            out += found
+        elif path.is_file():
+            if _kind(path) is None:
+                raise InputFileError(f"{path} is not a FHIR JSON or NDJSON file",
+                                     "give .json (a Bundle or a resource) or .ndjson files, optionally gzipped")
+            out.append(path)
+        else:
+            raise InputFileError(f"{path} does not exist", "check the path")
+    return out
+
+
+def _kind(path: Path) -> str | None:
+    name = path.name.lower().removesuffix(".gz")
+    if name.endswith(NDJSON_SUFFIXES):
+        return "ndjson"
+    if name.endswith(JSON_SUFFIXES):
+        return "json"
+    return None
+
+
+def _open_bytes(path: Path) -> bytes:
+    try:
+        if path.name.lower().endswith(".gz"):
+            with gzip.open(path, "rb") as fh:
+                return fh.read()
+        return path.read_bytes()
+    except (OSError, EOFError) as exc:
+        raise InputFileError(f"cannot read {path}: {exc}", "check that the file is complete and not corrupt") from exc
+
+
+class _Collector:
+    """Rows read so far, with the problems met; raises at once when aborting."""
+
+    def __init__(self, on_error: OnError) -> None:
+        self.on_error = on_error
+        self.rows: dict[tuple[str, str], Row] = {}
+        self.problems: list[IngestProblem] = []
+
+    def problem(self, path: Path, where: str, what: str) -> None:
+        issue = IngestProblem(str(path), where, what)
+        if self.on_error == "abort":
+            raise DataError(f"{issue}; nothing was ingested",
+                            "fix the file, or rerun with --on-error skip to ingest the rest and list what was skipped")
+        self.problems.append(issue)
+
+    def add(self, path: Path, where: str, resource: Any, text: str | None = None) -> None:
+        try:
+            rtype, rid = check_resource(resource)
+        except MedmlError as exc:
+            self.problem(path, where, str(exc))
+            return
+        meta = resource.get("meta")
+        updated = meta.get("lastUpdated") if isinstance(meta, dict) else None
+        self.rows[(rtype, rid)] = (rtype, rid, updated if isinstance(updated, str) else None,
+                                   text if text is not None else orjson.dumps(resource).decode())
+
+
+def _read_ndjson(path: Path, sink: _Collector) -> None:
+    for lineno, line in enumerate(_open_bytes(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            resource = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            sink.problem(path, f"line {lineno}", f"not valid JSON ({exc})")
+            continue
+        if isinstance(resource, dict) and resource.get("resourceType") == "Bundle":
+            _read_bundle(path, resource, sink, prefix=f"line {lineno} ")
+            continue
+        sink.add(path, f"line {lineno}", resource, line.decode("utf-8", errors="replace").strip())
+
+
+def _read_json(path: Path, sink: _Collector) -> None:
+    try:
+        doc = orjson.loads(_open_bytes(path))
+    except orjson.JSONDecodeError as exc:
+        sink.problem(path, "whole file", f"not valid JSON ({exc})")
+        return
+    if isinstance(doc, dict) and doc.get("resourceType") == "Bundle":
+        _read_bundle(path, doc, sink)
+    else:
+        sink.add(path, "whole file", doc)
+
+
+def _read_bundle(path: Path, bundle: dict[str, Any], sink: _Collector, prefix: str = "") -> None:
+    btype = bundle.get("type")
+    if btype not in BUNDLE_TYPES:
+        sink.problem(path, f"{prefix}Bundle", f"unknown Bundle type {btype!r}")
+        return
+    entries = bundle.get("entry") or []
+    if not isinstance(entries, list):
+        sink.problem(path, f"{prefix}Bundle", "Bundle.entry is not a list")
+        return
+    local: dict[str, str] = {}  # fullUrl (urn:uuid:...) -> Type/id
+    kept: list[tuple[str, dict[str, Any]]] = []
+    for i, entry in enumerate(entries, start=1):
+        where = f"{prefix}entry {i}"
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if resource is None:
+            continue  # a DELETE or GET entry in a batch: nothing to store
+        if entry.get("search", {}).get("mode") == "outcome":
+            continue  # an OperationOutcome about the search, not data
+        full_url = entry.get("fullUrl")
+        if isinstance(resource, dict) and isinstance(full_url, str) and full_url.startswith("urn:"):
+            if "id" not in resource and (entry.get("request") or {}).get("method") == "POST":
+                resource = {**resource, "id": full_url.rsplit(":", 1)[-1]}  # a server would assign one
+            if isinstance(resource.get("resourceType"), str) and isinstance(resource.get("id"), str):
+                local[full_url] = f"{resource['resourceType']}/{resource['id']}"
+        kept.append((where, resource))
+    for where, resource in kept:
+        text = orjson.dumps(resource).decode()
+        if "urn:" in text:
+            missing = [m for m in _URN_REF.findall(text) if m not in local]
+            if missing:
+                sink.problem(path, where, f"reference {missing[0]} points to no entry of this Bundle")
+                continue
+            text = _URN_REF.sub(lambda m: f'"reference":"{local[m.group(1)]}"', text)
+        sink.add(path, where, resource, text)
+
+
+def read_resources(paths: Sequence[str | Path], *, on_error: OnError = "abort") -> tuple[list[Row], IngestReport]:
+    """Read and check every resource in ``paths`` without touching a store."""
+    if on_error not in ("abort", "skip"):
+        raise DataError(f"unknown on_error {on_error!r}", "use 'abort' or 'skip'")
+    files = fhir_files(paths)
+    sink = _Collector(on_error)
+    for path in files:
+        (_read_ndjson if _kind(path) == "ndjson" else _read_json)(path, sink)
+    report = IngestReport(files=len(files), skipped=sink.problems)
+    report.by_type.update(rtype for rtype, _ in sink.rows)
+    return list(sink.rows.values()), report
+
+
+def ingest(store: FhirStore, paths: Sequence[str | Path], *, on_error: OnError = "abort") -> IngestReport:
+    """Read ``paths`` (Bundles, NDJSON, gzip, directories) and upsert their resources in one transaction."""
+    start = time.perf_counter()
+    rows, report = read_resources(paths, on_error=on_error)
+    store.upsert_rows(rows)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def bundle_resources(bundle: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The resources of an in-memory Bundle (a CDS prefetch, a test), with ``urn:uuid:`` references resolved."""
+    sink = _Collector("abort")
+    _read_bundle(Path("<bundle>"), bundle, sink)
+    for _, _, _, text in sink.rows.values():
+        yield orjson.loads(text)
+
+
+def iter_rows(resources: Iterable[dict[str, Any]]) -> list[Row]:
+    """Rows for the store from resources already in memory (each checked)."""
+    sink = _Collector("abort")
+    for i, res in enumerate(resources, start=1):
+        sink.add(Path("<memory>"), f"resource {i}", res)
+    return list(sink.rows.values())
