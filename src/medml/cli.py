@@ -16,12 +16,14 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from medml.cli_fhir import fhir_app
 from medml.errors import InputFileError, MedmlError, NotFoundError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="medml: validated, explained, fair clinical risk models, from data to a registered model.")
 models_app = typer.Typer(no_args_is_help=True, help="The model registry.")
 app.add_typer(models_app, name="models")
+app.add_typer(fhir_app, name="fhir")
 
 # Wide enough for the metric tables when the output is a file or a pipe (rich would assume 80 columns).
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -275,6 +277,11 @@ def demo(
              progress=progress_bar)
 
 
+# typer 0.29 raises the exceptions of its own copy of click; catch both kinds of usage error.
+USAGE_ERRORS: tuple[type[Exception], ...] = (
+    click.exceptions.UsageError, *(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError"))
+
+
 def main() -> None:
     """Entry point: one clear line and exit code 2 for any error a user can fix, never a traceback."""
     start = time.perf_counter()
@@ -283,14 +290,15 @@ def main() -> None:
     except MedmlError as e:
         err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         raise SystemExit(2) from None
-    except click.exceptions.UsageError as e:
-        err.print(f"[bold red]error:[/] {e.format_message()}", highlight=False, soft_wrap=True)
-        if e.ctx is not None:
-            err.print(f"see `{e.ctx.command_path} --help`", highlight=False)
+    except USAGE_ERRORS as e:
+        usage: Any = e
+        err.print(f"[bold red]error:[/] {usage.format_message()}", highlight=False, soft_wrap=True)
+        if usage.ctx is not None:
+            err.print(f"see `{usage.ctx.command_path} --help`", highlight=False)
         raise SystemExit(2) from None
-    except click.exceptions.Exit as e:
+    except (click.exceptions.Exit, typer.Exit) as e:
         raise SystemExit(e.exit_code) from None
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, typer.Abort):
         err.print("aborted")
         raise SystemExit(130) from None
     except KeyboardInterrupt:
