@@ -1,0 +1,142 @@
+"""Run the SQL-on-FHIR v2 conformance suite (its JSON test files) through :func:`medml.fhir.view.run_view`.
+
+Each file's resources go into a fresh in-memory :class:`FhirStore`; each test's view is compiled and run as any
+view is. Rows are compared as the suite's runners do: as a multiset (SQL gives no row order), each row by column
+name, numbers by value, collections in order. ``expectError`` passes only when the view is rejected with
+:class:`InvalidViewError`; ``expectColumns`` checks the column names in order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from medml.errors import InputFileError, MedmlError
+from medml.fhir.store import FhirStore
+from medml.fhir.view import InvalidViewError, run_view
+
+
+@dataclass(frozen=True)
+class TestResult:
+    file: str
+    title: str
+    passed: bool
+    reason: str = ""
+
+
+@dataclass
+class ConformanceResult:
+    results: list[TestResult] = field(default_factory=list)
+
+    @property
+    def passed(self) -> int:
+        return sum(r.passed for r in self.results)
+
+    @property
+    def failed(self) -> int:
+        return len(self.results) - self.passed
+
+    @property
+    def failures(self) -> list[TestResult]:
+        return [r for r in self.results if not r.passed]
+
+    def summary(self) -> str:
+        return f"{self.passed} passed, {self.failed} failed"
+
+
+def _norm(value: Any) -> Any:
+    """A hashable, order-free form of one cell: numbers by value (bools kept apart), lists in order."""
+    if isinstance(value, bool) or value is None:
+        return ("b", value)
+    if isinstance(value, int | float):
+        return ("n", float(f"{float(value):.10g}")) if math.isfinite(value) else ("n", value)
+    if isinstance(value, list | tuple):
+        return ("l", tuple(_norm(v) for v in value))
+    if isinstance(value, dict):
+        return ("d", tuple(sorted((k, _norm(v)) for k, v in value.items())))
+    return ("s", str(value))
+
+
+def _row_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(sorted((k, _norm(v)) for k, v in row.items()))
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        data = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise InputFileError(f"cannot read SQL-on-FHIR test file {path}: {exc}", "give a readable JSON file") from exc
+    ok = isinstance(data, dict) and isinstance(data.get("resources"), list) and isinstance(data.get("tests"), list)
+    if not ok or not all(isinstance(t, dict) and "view" in t for t in data["tests"]):
+        raise InputFileError(f"{path} is not a SQL-on-FHIR test file",
+                             "a test file is an object with 'resources' and 'tests' (each test with a 'view')")
+    return data
+
+
+def _store(resources: list[Any], path: Path) -> FhirStore:
+    """The file's resources in a fresh store; a resource without an id (allowed in the suite) gets a table key."""
+    store = FhirStore.in_memory([r for r in resources if isinstance(r, dict) and r.get("id")])
+    anonymous = [r for r in resources if not (isinstance(r, dict) and r.get("id"))]
+    for i, res in enumerate(anonymous):
+        if not isinstance(res, dict) or not isinstance(res.get("resourceType"), str):
+            raise InputFileError(f"{path}: resource without resourceType", "fix the test file's resources")
+        store.con.execute("INSERT INTO resources VALUES (?, ?, NULL, ?)",
+                          [res["resourceType"], f"_anonymous_{i + 1}", orjson.dumps(res).decode()])
+    return store
+
+
+def _run_test(store: FhirStore, test: dict[str, Any]) -> tuple[bool, str]:
+    expect_error = bool(test.get("expectError"))
+    try:
+        table = run_view(store.con, test["view"])
+    except InvalidViewError as exc:
+        return (True, "") if expect_error else (False, f"view rejected: {exc}")
+    except MedmlError as exc:
+        return False, f"{type(exc).__name__}: {exc}"
+    if expect_error:
+        return False, "expected the view to be rejected, it ran"
+    if "expectColumns" in test:
+        if table.column_names != list(test["expectColumns"]):
+            return False, f"columns {table.column_names}, expected {test['expectColumns']}"
+        return True, ""
+    rows = table.to_pylist()
+    expected = test.get("expect", [])
+    if expected and set(table.column_names) != set(expected[0]):
+        return False, f"columns {table.column_names}, expected {sorted(expected[0])}"
+    got, want = sorted(map(_row_key, rows), key=repr), sorted(map(_row_key, expected), key=repr)
+    if got != want:
+        return False, f"rows {rows}, expected {expected}"
+    return True, ""
+
+
+def _files(paths: Sequence[Path]) -> list[Path]:
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(p.glob("*.json"))
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise InputFileError(f"no SQL-on-FHIR test file or directory at {p}", "give a test file or its directory")
+    return out
+
+
+def run_conformance(paths: Sequence[Path]) -> ConformanceResult:
+    """Run every test of every SQL-on-FHIR test file in ``paths`` (files or directories of ``*.json``)."""
+    result = ConformanceResult()
+    for path in _files(paths):
+        data = _load(path)
+        store = _store(data["resources"], path)
+        try:
+            for i, test in enumerate(data["tests"]):
+                title = str(test.get("title", f"test {i + 1}"))
+                passed, reason = _run_test(store, test)
+                result.results.append(TestResult(path.name, title, passed, reason))
+        finally:
+            store.close()
+    return result

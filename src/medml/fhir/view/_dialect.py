@@ -1,0 +1,150 @@
+"""The SQL dialect seam: every engine-specific piece of SQL the view compiler emits comes from a :class:`Dialect`.
+
+A dialect must provide:
+
+- JSON access on a JSON (or JSON text) value: ``json_path`` (one JSONPath, ``[*]`` wildcards flattening arrays into a
+  list), ``json_paths`` (several wildcard-free paths parsed once), ``json_type``;
+- lists and lambdas: ``lam`` (one- or two-parameter lambda, the second a 1-based index), ``transform``, ``filter``,
+  ``flatten``, ``concat``, ``length``, ``element`` (1-based), ``reduce`` (with an initial value), ``sort``,
+  ``list_of``, ``join``;
+- rows as values: ``struct`` and ``field``, and ``unnest_rows`` to turn a list of structs into rows;
+- ``sql_type`` (FHIR type to column type), ``cast``, ``literal``, ``quote`` (identifiers), ``error`` (raise at run
+  time) and ``regex_extract``.
+
+``DuckDbDialect`` is the reference; a Spark SQL dialect maps the same methods onto ``get_json_object`` /
+``from_json``, ``transform``/``filter``/``aggregate`` and ``explode``.
+"""
+
+from __future__ import annotations
+
+import json
+
+
+class Dialect:
+    """DuckDB 1.3+ SQL (lambda syntax ``lambda x: ...``); subclass and override for another engine."""
+
+    name = "duckdb"
+
+    # --- literals and names -------------------------------------------------------------------------------------
+    def literal(self, value: object) -> str:
+        if value is None:
+            return "NULL"
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, int):
+            return str(value)
+        if isinstance(value, float):
+            return repr(value)
+        return "'" + str(value).replace("'", "''") + "'"
+
+    def quote(self, name: str) -> str:
+        return '"' + name.replace('"', '""') + '"'
+
+    # --- JSON ------------------------------------------------------------------------------------------------------
+    def json_path(self, base: str, path: str, as_text: bool) -> str:
+        """Value(s) at a JSONPath ('$.a[*].b'); with a wildcard, a list. ``as_text`` unquotes strings."""
+        fn = "json_extract_string" if as_text else "json_extract"
+        return f"{fn}({base}, {self.literal(path)})"
+
+    def json_paths(self, base: str, paths: list[str], as_text: bool) -> str:
+        """One list holding the value at each wildcard-free path, the document parsed once."""
+        fn = "json_extract_string" if as_text else "json_extract"
+        return f"{fn}({base}, [{', '.join(self.literal(p) for p in paths)}])"
+
+    def json_type(self, base: str, path: str) -> str:
+        return f"json_type({base}, {self.literal(path)})"
+
+    def json_to_text(self, value: str) -> str:
+        return f"json_extract_string({value}, '$')"
+
+    # --- lists ------------------------------------------------------------------------------------------------------
+    def lam(self, params: list[str], body: str) -> str:
+        return f"lambda {', '.join(params)}: {body}"
+
+    def transform(self, lst: str, params: list[str], body: str) -> str:
+        return f"list_transform({lst}, {self.lam(params, body)})"
+
+    def filter(self, lst: str, param: str, body: str) -> str:
+        return f"list_filter({lst}, {self.lam([param], body)})"
+
+    def flatten(self, lst: str) -> str:
+        return f"flatten({lst})"
+
+    def concat(self, *lists: str) -> str:
+        return lists[0] if len(lists) == 1 else f"list_concat({', '.join(lists)})"
+
+    def length(self, lst: str) -> str:
+        return f"len({lst})"
+
+    def element(self, lst: str, index1: str) -> str:
+        return f"({lst})[{index1}]"
+
+    def list_of(self, items: list[str], elem_type: str | None = None) -> str:
+        if not items and elem_type:
+            return f"[]::{elem_type}[]"
+        return "[" + ", ".join(items) + "]"
+
+    def reduce(self, lst: str, acc: str, item: str, body: str, initial: str) -> str:
+        return f"list_reduce({lst}, {self.lam([acc, item], body)}, {initial})"
+
+    def range(self, n: int) -> str:
+        return f"range({n})"
+
+    def sort(self, lst: str) -> str:
+        return f"list_sort({lst})"
+
+    def join(self, lst: str, sep: str) -> str:
+        return f"coalesce(array_to_string({lst}, {sep}), '')"
+
+    # --- rows -------------------------------------------------------------------------------------------------------
+    def struct(self, fields: list[tuple[str, str]]) -> str:
+        return "{" + ", ".join(f"{self.literal(k)}: {v}" for k, v in fields) + "}"
+
+    def field(self, struct: str, name: str) -> str:
+        return f"({struct}).{self.quote(name)}"
+
+    def struct_type(self, fields: list[tuple[str, str]]) -> str:
+        return "STRUCT(" + ", ".join(f"{self.quote(k)} {t}" for k, t in fields) + ")"
+
+    def unnest_rows(self, rows: str, alias: str) -> str:
+        """A SELECT-list item turning a list of row structs into one row each, named ``alias``."""
+        return f"unnest({rows}) AS {alias}"
+
+    # --- types, errors, strings -------------------------------------------------------------------------------------
+    def sql_type(self, fhir_type: str | None, kind: str) -> str:
+        by_type = {"boolean": "BOOLEAN", "integer": "INTEGER", "positiveInt": "INTEGER", "unsignedInt": "INTEGER",
+                   "integer64": "BIGINT", "decimal": "DOUBLE"}
+        if fhir_type in by_type:
+            return by_type[fhir_type]
+        return {"bool": "BOOLEAN", "int": "BIGINT", "num": "DOUBLE"}.get(kind, "VARCHAR")
+
+    def cast(self, value: str, sql_type: str, strict: bool = False) -> str:
+        return f"{'CAST' if strict else 'TRY_CAST'}({value} AS {sql_type})"
+
+    def error(self, message: str) -> str:
+        return f"error({self.literal(message)})"
+
+    def regex_extract(self, value: str, pattern: str, group: int) -> str:
+        return f"nullif(regexp_extract({value}, {self.literal(pattern)}, {group}), '')"
+
+    def regex_matches(self, value: str, pattern: str) -> str:
+        return f"regexp_matches({value}, {self.literal(pattern)})"
+
+    def last_day_of_month(self, year_month: str) -> str:
+        return f"strftime(last_day(CAST({year_month} || '-01' AS DATE)), '%Y-%m-%d')"
+
+    def to_json_text(self, value: object) -> str:
+        return self.literal(json.dumps(value))
+
+
+DuckDbDialect = Dialect
+
+DIALECTS: dict[str, type[Dialect]] = {"duckdb": DuckDbDialect}
+
+
+def get_dialect(name: str) -> Dialect:
+    from medml.fhir.view._errors import InvalidViewError
+
+    if name not in DIALECTS:
+        raise InvalidViewError(f"unknown SQL dialect {name!r}", f"use one of {', '.join(sorted(DIALECTS))}")
+    return DIALECTS[name]()

@@ -1,0 +1,251 @@
+"""FHIRPath syntax trees to SQL expressions over JSON, through a :class:`Dialect`.
+
+A value is a :class:`Val`: a single value or a list (``many``), JSON or typed (``kind``), with its FHIR type when
+known. Member steps stay *pending* (a JSONPath on a base) so that a chain like ``code.coding.code`` becomes one
+``$.code.coding[*].code`` extraction; paths on the resource itself are batched into one multi-path call per row.
+Whether an element repeats comes from the R4 element map; elements not in it are checked at run time.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+
+from medml.fhir.view import _elements as el
+from medml.fhir.view._dialect import Dialect
+from medml.fhir.view._errors import InvalidViewError
+from medml.fhir.view._fhirpath import Binary, Call, Env, Index, Literal, Member, Node, This, Unary
+
+_LIT_KIND = {"str": "str", "int": "int", "num": "num", "bool": "bool", "date": "str", "datetime": "str",
+             "time": "str"}
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_REF = r"(?:^|/)({type})/([A-Za-z0-9\-\.]{{1,64}})(?:/_history/[^/]*)?$"
+
+
+@dataclass(frozen=True)
+class Val:
+    """A compiled FHIRPath value. With ``path`` set, ``sql`` is the JSON base the path still has to be applied to."""
+
+    sql: str
+    many: bool
+    kind: str  # 'json' | 'str' | 'bool' | 'int' | 'num'
+    ftype: str | None = None
+    path: str | None = None
+    base_many: bool = False  # pending path applies to each element of a list base
+    root: bool = False  # pending path on the resource itself: batched
+    choice: tuple[Val, str] | None = None  # (parent, name) of a choice element awaiting ofType()
+
+
+@dataclass
+class Batch:
+    """Paths on the resource extracted once per row: ``json_extract_string(resource, [p1, p2, ...])``."""
+
+    text_paths: list[str] = field(default_factory=list)
+    json_paths: list[str] = field(default_factory=list)
+
+    def ref(self, path: str, as_text: bool) -> str:
+        paths, col = (self.text_paths, "_t") if as_text else (self.json_paths, "_j")
+        if path not in paths:
+            paths.append(path)
+        return f"_r.{col}[{paths.index(path) + 1}]"
+
+
+@dataclass
+class Scope:
+    """What a FHIRPath expression is evaluated against."""
+
+    d: Dialect
+    this: Val
+    root: Val
+    row_index: str
+    constants: dict[str, Literal]
+    batch: Batch
+    key_sql: str
+    counter: list[int]
+
+    def fresh(self) -> str:
+        self.counter[0] += 1
+        return f"_v{self.counter[0]}"
+
+    def at(self, this: Val, row_index: str | None = None) -> Scope:
+        return replace(self, this=this, row_index=self.row_index if row_index is None else row_index)
+
+
+def _empty() -> Val:
+    return Val("NULL", False, "json")
+
+
+def _nonnull(d: Dialect, lst: str, s: Scope) -> str:
+    z = s.fresh()
+    return d.filter(lst, z, f"{z} IS NOT NULL")
+
+
+def materialize(v: Val, s: Scope, as_text: bool = False) -> Val:
+    """A pending path turned into SQL: JSON (or text when ``as_text``), a list where the path has wildcards."""
+    d = s.d
+    if v.choice is not None:
+        return _choice_value(v, s, as_text)
+    if v.path is None:
+        if as_text and v.kind == "json":
+            if v.many:
+                z = s.fresh()
+                return Val(d.transform(v.sql, [z], d.json_to_text(z)), True, "str", v.ftype)
+            return Val(d.json_to_text(v.sql), False, "str", v.ftype)
+        return v
+    kind = "str" if as_text else "json"
+    path, many = "$" + v.path, "[*]" in v.path or v.base_many
+    if v.base_many:
+        z = s.fresh()
+        inner = z if not v.path and not as_text else d.json_path(z, path, as_text)
+        sql = d.flatten(d.transform(v.sql, [z], inner)) if "[*]" in v.path else _nonnull(
+            d, d.transform(v.sql, [z], inner), s)
+    elif v.root and v.path:
+        prefix, star, rest = path.partition("[*]")
+        if star:
+            sql = d.json_path(s.batch.ref(prefix, True), "$[*]" + rest, as_text)
+        else:
+            # An object's text is valid JSON: one multi-path text extraction serves it; primitives need JSON.
+            complex_known = v.ftype is not None and el.kind_of(v.ftype) == "json"
+            sql = s.batch.ref(prefix, as_text or complex_known)
+    elif not v.path:
+        sql = d.json_to_text(v.sql) if as_text else v.sql
+    else:
+        sql = d.json_path(v.sql, path, as_text)
+    if many:  # a missing base gives NULL, FHIRPath the empty collection
+        sql = f"coalesce({sql}, {d.list_of([], 'VARCHAR' if as_text else 'JSON')})"
+    return Val(sql, many, kind, v.ftype)
+
+
+def _choice_value(v: Val, s: Scope, as_text: bool) -> Val:
+    assert v.choice is not None
+    parent, name = v.choice
+    types = el.choice_types(parent.ftype, name) or []
+    alts = [materialize(member(parent, name + t[0].upper() + t[1:], s), s, as_text) for t in types]
+    if not alts:
+        return _empty()
+    if any(a.many for a in alts):
+        return Val(s.d.concat(*[as_list(a, s).sql for a in alts]), True, alts[0].kind)
+    return Val(f"coalesce({', '.join(a.sql for a in alts)})", False, alts[0].kind)
+
+
+def as_list(v: Val, s: Scope) -> Val:
+    """The value as a list (empty for a missing single value)."""
+    v = materialize(v, s)
+    if v.many:
+        return v
+    if v.sql == "NULL":
+        return Val(s.d.list_of([], "JSON"), True, v.kind, v.ftype)
+    return Val(_nonnull(s.d, s.d.list_of([v.sql]), s), True, v.kind, v.ftype)
+
+
+def typed(v: Val, kind: str, s: Scope) -> Val:
+    """The value converted to a SQL kind ('str', 'bool', 'int', 'num', or 'json' to keep JSON)."""
+    d = s.d
+    if kind == "json":
+        return materialize(v, s)
+    if v.kind == kind and v.path is None and v.choice is None:
+        return v
+    if v.kind in ("json",) or v.path is not None or v.choice is not None:
+        v = materialize(v, s, as_text=True)
+    if kind == "str" or v.kind == kind:
+        return replace(v, kind=kind) if kind == "str" else v
+    sql_type = d.sql_type(None, kind)
+    if v.many:
+        return Val(d.cast(v.sql, sql_type + "[]"), True, kind, v.ftype)
+    return Val(d.cast(v.sql, sql_type), False, kind, v.ftype)
+
+
+def single(v: Val, s: Scope) -> Val:
+    """A single value: the only item of a list, NULL for none or several."""
+    if not v.many:
+        return v
+    d = s.d
+    return Val(f"CASE WHEN {d.length(v.sql)} = 1 THEN {d.element(v.sql, '1')} END", False, v.kind, v.ftype)
+
+
+def kind_of(v: Val) -> str:
+    return v.kind if v.kind != "json" else el.kind_of(v.ftype)
+
+
+def member(v: Val, name: str, s: Scope) -> Val:
+    """``v.name``: extends a pending JSONPath when the element map knows the element, else checks arrays at run time."""
+    if v.choice is not None:
+        v = materialize(v, s)
+    if v.kind != "json" or (v.path is None and v.sql == "NULL"):
+        return _empty()
+    elem = el.child(v.ftype, name)
+    if elem.repeats is None:
+        if el.choice_types(v.ftype, name):
+            return Val("", False, "json", None, choice=(v, name))
+        return _runtime_member(v, name, s)
+    step = "." + name if _IDENT.match(name) else "." + '"' + name.replace('"', '\\"') + '"'
+    step += "[*]" if elem.repeats else ""
+    if v.path is not None:
+        return Val(v.sql, v.many or elem.repeats, "json", elem.context, v.path + step, v.base_many, v.root)
+    return Val(v.sql, v.many or elem.repeats, "json", elem.context, step, v.many, False)
+
+
+def _runtime_member(v: Val, name: str, s: Scope) -> Val:
+    """An element the map does not know (non-R4, ``_birthDate``): flatten it if it is an array in this row."""
+    d = s.d
+    v = materialize(v, s)
+    x = s.fresh()
+    key = "$." + (name if _IDENT.match(name) else '"' + name + '"')
+    one = (f"CASE WHEN {d.json_type(x, key)} = 'ARRAY' THEN {d.json_path(x, key + '[*]', False)} "
+           f"ELSE {_nonnull(d, d.list_of([d.json_path(x, key, False)]), s)} END")
+    lst = v.sql if v.many else d.list_of([v.sql])
+    return Val(d.flatten(d.transform(lst, [x], one)), True, "json", None)
+
+
+def compile_expr(node: Node, s: Scope) -> Val:
+    """SQL for a FHIRPath syntax tree evaluated on ``s.this``."""
+    if isinstance(node, Literal):
+        if node.kind == "empty":
+            return _empty()
+        return Val(s.d.literal(node.value), False, _LIT_KIND[node.kind], _lit_ftype(node.kind))
+    if isinstance(node, This):
+        return s.this
+    if isinstance(node, Env):
+        return _env(node.name, s)
+    if isinstance(node, Member):
+        if isinstance(node.base, This) and s.this is s.root and node.name == s.root.ftype:
+            return s.root
+        return member(compile_expr(node.base, s), node.name, s)
+    if isinstance(node, Index):
+        return _index(compile_expr(node.base, s), compile_expr(node.index, s), s)
+    if isinstance(node, Unary):
+        v = single(typed(compile_expr(node.operand, s), "num", s), s)
+        return v if node.op == "+" else Val(f"(-{v.sql})", False, "num")
+    if isinstance(node, Binary):
+        from medml.fhir.view._ops import binary
+
+        return binary(node, s)
+    assert isinstance(node, Call)
+    from medml.fhir.view._functions import call
+
+    return call(node, s)
+
+
+def _lit_ftype(kind: str) -> str | None:
+    return {"str": "string", "int": "integer", "num": "decimal", "bool": "boolean", "date": "date",
+            "datetime": "dateTime", "time": "time"}.get(kind)
+
+
+def _env(name: str, s: Scope) -> Val:
+    if name == "rowIndex":
+        return Val(s.row_index, False, "int", "integer")
+    if name in ("resource", "rootResource", "context"):
+        return s.root
+    if name not in s.constants:
+        raise InvalidViewError(f"%{name} is used but not defined", "add it to the view's constant list or fix the name")
+    lit = s.constants[name]
+    return Val(s.d.literal(lit.value), False, _LIT_KIND.get(lit.kind, "str"), _lit_ftype(lit.kind))
+
+
+def _index(v: Val, i: Val, s: Scope) -> Val:
+    d = s.d
+    if i.kind == "int" and i.sql.isdigit() and v.path is not None and v.path.endswith("[*]") \
+            and v.path.count("[*]") == 1 and not v.base_many:
+        return replace(v, path=v.path[:-3] + f"[{i.sql}]", many=False)
+    lst = as_list(v, s)
+    return Val(d.element(lst.sql, f"({single(i, s).sql}) + 1"), False, lst.kind, lst.ftype)

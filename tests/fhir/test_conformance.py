@@ -1,0 +1,63 @@
+"""The SQL-on-FHIR v2 conformance suite (HL7's own test files) runs green through run_view."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from medml.config import get_settings
+from medml.errors import InputFileError
+from medml.fhir.conformance import run_conformance
+
+SUITE = get_settings().data_root / "fhir/sql-on-fhir-v2/tests"
+
+
+@pytest.fixture(scope="module")
+def suite() -> Path:
+    if not SUITE.is_dir():
+        pytest.skip(f"SQL-on-FHIR test suite not found at {SUITE}")
+    return SUITE
+
+
+def test_whole_suite_passes(suite: Path) -> None:
+    result = run_conformance([suite])
+    failures = [(r.file, r.title, r.reason) for r in result.failures]
+    assert failures == []
+    assert result.summary() == "106 passed, 0 failed"
+    assert len({r.file for r in result.results}) == 22
+
+
+def test_join_tests_pass_including_the_default_separator(suite: Path) -> None:
+    result = run_conformance([suite / "fn_join.json"])
+    assert [(r.title, r.passed) for r in result.results] == [
+        ("join with comma", True), ("join with empty value", True),
+        ("join with no value - default to no separator", True)]
+
+
+def test_a_wrong_expectation_fails_with_a_reason(tmp_path: Path) -> None:
+    case = {"resources": [{"resourceType": "Patient", "id": "p1"}],
+            "tests": [{"title": "wrong", "view": {"resource": "Patient", "select": [{"column": [
+                {"name": "id", "path": "id"}]}]}, "expect": [{"id": "p2"}]},
+                {"title": "error expected", "expectError": True,
+                 "view": {"resource": "Patient", "select": [{"column": [{"name": "id", "path": "id"}]}]}}]}
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps(case))
+    result = run_conformance([path])
+    assert result.summary() == "0 passed, 2 failed"
+    assert "expected" in result.results[0].reason and "p1" in result.results[0].reason
+    assert result.results[1].reason == "expected the view to be rejected, it ran"
+
+
+@pytest.mark.parametrize("text", ["{not json", '{"tests": []}', '{"resources": [], "tests": [{"title": "x"}]}'])
+def test_a_malformed_test_file_names_the_file(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "broken.json"
+    path.write_text(text)
+    with pytest.raises(InputFileError, match="broken.json"):
+        run_conformance([path])
+
+
+def test_a_missing_path_is_an_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputFileError, match="no SQL-on-FHIR test file"):
+        run_conformance([tmp_path / "nowhere"])
