@@ -15,7 +15,7 @@ import gzip
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -23,7 +23,7 @@ from typing import Any, Literal
 import orjson
 
 from medml.errors import DataError, InputFileError, MedmlError
-from medml.fhir.store import FhirStore, Row, check_resource
+from medml.fhir.store import FhirStore, Row, Staging, check_resource
 
 OnError = Literal["abort", "skip"]
 NDJSON_SUFFIXES = (".ndjson", ".jsonl")
@@ -93,7 +93,7 @@ def _kind(path: Path) -> str | None:
     return None
 
 
-def _open_bytes(path: Path) -> bytes:
+def _read_bytes(path: Path) -> bytes:
     try:
         if path.name.lower().endswith(".gz"):
             with gzip.open(path, "rb") as fh:
@@ -104,12 +104,15 @@ def _open_bytes(path: Path) -> bytes:
 
 
 class _Collector:
-    """Rows read so far, with the problems met; raises at once when aborting."""
+    """Rows read so far, with the problems met; raises at once when aborting, hands full chunks to ``flush``."""
 
-    def __init__(self, on_error: OnError) -> None:
+    def __init__(self, on_error: OnError, flush: Callable[[list[Row]], None] | None = None,
+                 chunk: int = 50_000) -> None:
         self.on_error = on_error
-        self.rows: dict[tuple[str, str], Row] = {}
+        self.rows: list[Row] = []
         self.problems: list[IngestProblem] = []
+        self.flush = flush
+        self.chunk = chunk
 
     def problem(self, path: Path, where: str, what: str) -> None:
         issue = IngestProblem(str(path), where, what)
@@ -126,12 +129,32 @@ class _Collector:
             return
         meta = resource.get("meta")
         updated = meta.get("lastUpdated") if isinstance(meta, dict) else None
-        self.rows[(rtype, rid)] = (rtype, rid, updated if isinstance(updated, str) else None,
-                                   text if text is not None else orjson.dumps(resource).decode())
+        self.rows.append((rtype, rid, updated if isinstance(updated, str) else None,
+                          text if text is not None else orjson.dumps(resource).decode()))
+        if self.flush is not None and len(self.rows) >= self.chunk:
+            self.done()
+
+    def done(self) -> None:
+        if self.flush is not None and self.rows:
+            self.flush(self.rows)
+            self.rows = []
+
+    def unique_rows(self) -> list[Row]:
+        """The rows kept in memory, the last of each (type, id) winning."""
+        return list({(r[0], r[1]): r for r in self.rows}.values())
+
+
+def _lines(path: Path) -> Iterator[bytes]:
+    """The lines of a (gzipped) file, streamed: a Bulk Data export can be larger than memory."""
+    try:
+        with (gzip.open(path, "rb") if path.name.lower().endswith(".gz") else path.open("rb")) as fh:
+            yield from fh
+    except (OSError, EOFError) as exc:
+        raise InputFileError(f"cannot read {path}: {exc}", "check that the file is complete and not corrupt") from exc
 
 
 def _read_ndjson(path: Path, sink: _Collector) -> None:
-    for lineno, line in enumerate(_open_bytes(path).splitlines(), start=1):
+    for lineno, line in enumerate(_lines(path), start=1):
         if not line.strip():
             continue
         try:
@@ -147,7 +170,7 @@ def _read_ndjson(path: Path, sink: _Collector) -> None:
 
 def _read_json(path: Path, sink: _Collector) -> None:
     try:
-        doc = orjson.loads(_open_bytes(path))
+        doc = orjson.loads(_read_bytes(path))
     except orjson.JSONDecodeError as exc:
         sink.problem(path, "whole file", f"not valid JSON ({exc})")
         return
@@ -193,25 +216,49 @@ def _read_bundle(path: Path, bundle: dict[str, Any], sink: _Collector, prefix: s
         sink.add(path, where, resource, text)
 
 
-def read_resources(paths: Sequence[str | Path], *, on_error: OnError = "abort") -> tuple[list[Row], IngestReport]:
-    """Read and check every resource in ``paths`` without touching a store."""
+def _read_all(paths: Sequence[str | Path], sink: _Collector, stage: Staging | None = None) -> int:
+    files = fhir_files(paths)
+    for path in files:
+        if _kind(path) == "ndjson":
+            sink.done()  # keep the staging order (the last of a type and id wins) equal to the reading order
+            if stage is None or not stage.append_ndjson(path):
+                _read_ndjson(path, sink)
+        else:
+            _read_json(path, sink)
+    sink.done()
+    return len(files)
+
+
+def _check_on_error(on_error: str) -> None:
     if on_error not in ("abort", "skip"):
         raise DataError(f"unknown on_error {on_error!r}", "use 'abort' or 'skip'")
-    files = fhir_files(paths)
+
+
+def read_resources(paths: Sequence[str | Path], *, on_error: OnError = "abort") -> tuple[list[Row], IngestReport]:
+    """Read and check every resource in ``paths`` into memory, without touching a store."""
+    _check_on_error(on_error)
     sink = _Collector(on_error)
-    for path in files:
-        (_read_ndjson if _kind(path) == "ndjson" else _read_json)(path, sink)
-    report = IngestReport(files=len(files), skipped=sink.problems)
-    report.by_type.update(rtype for rtype, _ in sink.rows)
-    return list(sink.rows.values()), report
+    n_files = _read_all(paths, sink)
+    rows = sink.unique_rows()
+    report = IngestReport(files=n_files, skipped=sink.problems)
+    report.by_type.update(r[0] for r in rows)
+    return rows, report
 
 
 def ingest(store: FhirStore, paths: Sequence[str | Path], *, on_error: OnError = "abort") -> IngestReport:
-    """Read ``paths`` (Bundles, NDJSON, gzip, directories) and upsert their resources in one transaction."""
+    """Read ``paths`` (Bundles, NDJSON, gzip, directories) and upsert their resources in one transaction.
+
+    Resources are checked and staged in chunks (memory stays bounded for exports larger than memory); the store
+    itself changes only in the final transaction, after every file has been read.
+    """
+    _check_on_error(on_error)
     start = time.perf_counter()
-    rows, report = read_resources(paths, on_error=on_error)
-    store.upsert_rows(rows)
-    report.seconds = time.perf_counter() - start
+    with store.staging() as stage:
+        sink = _Collector(on_error, flush=stage.append)
+        n_files = _read_all(paths, sink, stage)
+        by_type = stage.commit()
+    report = IngestReport(files=n_files, skipped=sink.problems, seconds=time.perf_counter() - start)
+    report.by_type.update(by_type)
     return report
 
 
@@ -219,13 +266,5 @@ def bundle_resources(bundle: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """The resources of an in-memory Bundle (a CDS prefetch, a test), with ``urn:uuid:`` references resolved."""
     sink = _Collector("abort")
     _read_bundle(Path("<bundle>"), bundle, sink)
-    for _, _, _, text in sink.rows.values():
+    for _, _, _, text in sink.unique_rows():
         yield orjson.loads(text)
-
-
-def iter_rows(resources: Iterable[dict[str, Any]]) -> list[Row]:
-    """Rows for the store from resources already in memory (each checked)."""
-    sink = _Collector("abort")
-    for i, res in enumerate(resources, start=1):
-        sink.add(Path("<memory>"), f"resource {i}", res)
-    return list(sink.rows.values())
