@@ -1,0 +1,284 @@
+"""Features from FHIR, relative to an index time: one function for a training cohort and for one CDS request.
+
+:func:`build_features` runs the built-in ViewDefinitions (``observations``, ``patient_demographics``) over a
+:class:`FhirStore` and aggregates their rows in SQL: first/last value, min, max, mean and count of each
+measurement in a look-back window before each patient's index time, with units checked. A CDS Hooks prefetch (a
+handful of resources in memory) goes through the very same code: it is loaded into an in-memory store first, so
+training and serving cannot drift apart.
+
+Units: a result counts only when its UCUM code is the measurement's unit or one with a declared conversion; any
+other unit is left out and counted in :attr:`BuiltFeatures.dropped`, never guessed. Values outside the declared
+plausible range (recording errors such as a heart rate of 0) are left out and counted likewise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from medml.errors import ConfigError, DataError
+from medml.fhir.store import FhirStore
+from medml.fhir.views import get_view
+
+AGGREGATES = ("first", "last", "min", "max", "mean", "count")
+_AGG_SQL = {
+    "first": "arg_min(v, struct_pack(t, oid))",
+    "last": "arg_max(v, struct_pack(t, oid))",
+    "min": "min(v)",
+    "max": "max(v)",
+    "mean": "avg(v)",
+    "count": "count(v)",
+}
+_SEX = {"female": "Female", "male": "Male"}
+_AGE = "__age__"
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """Another UCUM unit accepted for a measurement: value_in_unit = value * multiply / divide + offset.
+
+    ``divide`` exists so that a percent becomes a fraction exactly (35 / 100 is the double nearest 0.35; 35 * 0.01
+    is not).
+    """
+
+    unit: str
+    multiply: float = 1.0
+    divide: float = 1.0
+    offset: float = 0.0
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """A vital sign or lab: which LOINC codes, in which UCUM unit, summarised how."""
+
+    name: str
+    label: str
+    #: LOINC codes, or ``system|code`` for a code of another system (matched when a result has no LOINC coding)
+    codes: tuple[str, ...]
+    unit: str
+    aggregates: tuple[str, ...] = ("last", "min", "max", "mean", "count")
+    plausible: tuple[float, float] | None = None
+    #: other UCUM units accepted, and how to convert them
+    conversions: tuple[Conversion, ...] = ()
+    #: one column named ``name`` (the first value), for a static input such as height
+    static: bool = False
+
+    def __post_init__(self) -> None:
+        unknown = set(self.aggregates) - set(AGGREGATES)
+        if unknown or not self.aggregates:
+            raise ConfigError(f"measurement {self.name}: unknown aggregates {sorted(unknown)}",
+                              f"choose among {', '.join(AGGREGATES)}")
+        if not self.codes:
+            raise ConfigError(f"measurement {self.name} has no code", "give at least one LOINC code")
+
+    def columns(self) -> list[str]:
+        return [self.name] if self.static else [f"{self.name}_{a}" for a in self.aggregates]
+
+
+@dataclass(frozen=True)
+class FeatureDefinition:
+    """What a model reads from FHIR: measurements in a window before the index time, age and sex."""
+
+    name: str
+    measurements: tuple[Measurement, ...]
+    #: look back this many hours from the index time (both ends included); None takes everything up to it
+    window_hours: float | None = None
+    #: column names for age (years at the index time) and sex, or None to leave them out
+    age: str | None = "age"
+    sex: str | None = "sex"
+    #: an Observation of age (LOINC 30525-0) wins over birthDate: de-identified data often shifts dates
+    age_loinc: str = "30525-0"
+
+    def columns(self) -> list[str]:
+        cols = [c for c in (self.age, self.sex) if c]
+        return cols + [c for m in self.measurements for c in m.columns()]
+
+    def codes(self) -> list[str]:
+        """Every code the definition reads (a CDS prefetch asks for exactly these)."""
+        codes = {c for m in self.measurements for c in m.codes}
+        if self.age:
+            codes.add(self.age_loinc)
+        return sorted(codes)
+
+
+@dataclass
+class BuiltFeatures:
+    """Features per patient (rows in the order of the index times) and what was left out on the way."""
+
+    X: pd.DataFrame
+    patient_ids: list[str]
+    index_times: pd.Series
+    #: results left out, per measurement and reason ("unit mg/dL", "implausible")
+    dropped: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def missing(self, patient_id: str, definition: FeatureDefinition) -> list[str]:
+        """The measurements (labels) with no usable result for this patient: to be named, never silently imputed."""
+        row: pd.Series = self.X.iloc[self.patient_ids.index(patient_id)]
+        return [m.label for m in definition.measurements if _has_no_value(row, m)]
+
+
+def _has_no_value(row: pd.Series, m: Measurement) -> bool:
+    if m.static:
+        return bool(pd.isna(row[m.name]))
+    values = [a for a in m.aggregates if a != "count"]
+    return bool(pd.isna(row[f"{m.name}_{values[0]}"])) if values else float(row[f"{m.name}_count"]) == 0
+
+
+def as_store(source: FhirStore | Mapping[str, Any] | Iterable[dict[str, Any]]) -> FhirStore:
+    """A store from a store, a Bundle (``urn:uuid:`` references resolved) or resources in memory."""
+    if isinstance(source, FhirStore):
+        return source
+    if isinstance(source, Mapping):
+        if source.get("resourceType") != "Bundle":
+            raise DataError("expected a FHIR Bundle or a list of resources", "wrap single resources in a list")
+        from medml.fhir.ingest import bundle_resources
+
+        return FhirStore.in_memory(bundle_resources(dict(source)))
+    return FhirStore.in_memory(source)
+
+
+def _index_frame(index_times: Mapping[str, datetime] | pd.Series) -> pd.DataFrame:
+    series = pd.Series(index_times) if not isinstance(index_times, pd.Series) else index_times
+    if series.empty:
+        raise DataError("no patients to build features for", "give at least one patient id with an index time")
+    times = pd.to_datetime(series, utc=True, errors="coerce")
+    if times.isna().any():
+        bad = list(series[times.isna()].index[:3])
+        raise DataError(f"index times missing or unreadable for patients {bad}", "give ISO 8601 date-times")
+    return pd.DataFrame({"patient_id": [str(i) for i in series.index], "index_time": times.reset_index(drop=True)})
+
+
+def _measure_table(definition: FeatureDefinition) -> pa.Table:
+    rows: list[tuple[str, str, str, float, float, float, float, float]] = []
+    for m in definition.measurements:
+        lo, hi = m.plausible if m.plausible else (-np.inf, np.inf)
+        for code in m.codes:
+            for c in (Conversion(m.unit), *m.conversions):
+                rows.append((m.name, code, c.unit, c.multiply, c.divide, c.offset, lo, hi))
+    if definition.age:  # age Observations ride along in the same pass, under a name no measurement can have
+        rows.append((_AGE, definition.age_loinc, "a", 1.0, 1.0, 0.0, 0.0, 150.0))
+    names = ["name", "code", "unit", "multiply", "divide", "offset", "lo", "hi"]
+    return pa.table({n: [r[i] for r in rows] for i, n in enumerate(names)})
+
+
+_CODE = "coalesce(o.code, o.coding_system || '|' || o.coding_code)"
+_TS = "coalesce(try_cast(o.effective AS TIMESTAMPTZ), try_cast(o.effective_start AS TIMESTAMPTZ))"
+
+
+def _observation_sql(definition: FeatureDefinition) -> str:
+    from medml.fhir.view import compile_view
+
+    obs_sql = compile_view(get_view("observations")).sql
+    window = ("" if definition.window_hours is None else
+              f"AND {_TS} >= i.index_time - to_microseconds({int(definition.window_hours * 3_600_000_000)})")
+    return f"""
+    WITH obs AS ({obs_sql}),
+    coded AS (
+        SELECT o.patient_id, o.observation_id AS oid, {_CODE} AS code, o.unit, CAST(o.value AS DOUBLE) AS value,
+               {_TS} AS t, i.index_time
+        FROM obs o JOIN _medml_index i ON o.patient_id = i.patient_id
+        WHERE o.value IS NOT NULL AND {_CODE} IN (SELECT code FROM _medml_measures)
+          AND {_TS} <= i.index_time {window}),
+    matched AS (
+        SELECT c.*, m.name, c.value * m.multiply / m.divide + m.offset AS v, m.lo, m.hi,
+               m.name IS NOT NULL AS unit_ok
+        FROM coded c LEFT JOIN _medml_measures m ON c.code = m.code AND coalesce(c.unit, '') = m.unit)
+    SELECT * FROM matched
+    """
+
+
+def build_features(source: FhirStore | Mapping[str, Any] | Iterable[dict[str, Any]], definition: FeatureDefinition,
+                   index_times: Mapping[str, datetime] | pd.Series | None = None) -> BuiltFeatures:
+    """The definition's features for each patient at their index time (default: now, for every patient)."""
+    store = as_store(source)
+    con = store.con.cursor()
+    if index_times is None:
+        now = datetime.now(UTC)
+        ids = [r[0] for r in con.execute("SELECT id FROM resources WHERE resource_type = 'Patient' ORDER BY id")
+               .fetchall()]
+        index_times = pd.Series(dict.fromkeys(ids, now), dtype=object)
+    index = _index_frame(index_times)
+    utc = index["index_time"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
+    con.register("_medml_index", pa.table({"patient_id": pa.array(index["patient_id"], pa.string()),
+                                           "index_time": pa.array(utc, pa.timestamp("us", tz="UTC"))}))
+    con.register("_medml_measures", _measure_table(definition))
+    try:
+        con.execute(f"CREATE TEMP TABLE _medml_matched AS {_observation_sql(definition)}")
+        dropped = _dropped(con, definition)
+        long = con.execute(_aggregate_sql()).df()
+        X = _pivot(long, index, definition)
+        if definition.age or definition.sex:
+            demo = _demographics(con, definition, index, long)
+            for col in demo.columns:
+                X.insert(list(demo.columns).index(col), col, demo[col].to_numpy())
+    finally:
+        con.execute("DROP TABLE IF EXISTS _medml_matched")
+        con.unregister("_medml_index")
+        con.unregister("_medml_measures")
+        con.close()
+    X = X[definition.columns()]
+    return BuiltFeatures(X=X.reset_index(drop=True), patient_ids=list(index["patient_id"]),
+                         index_times=index.set_index("patient_id")["index_time"],
+                         dropped=dropped)
+
+
+def _aggregate_sql() -> str:
+    aggs = ", ".join(f"{sql} AS \"{name}\"" for name, sql in _AGG_SQL.items())
+    return f"""SELECT patient_id, name, {aggs} FROM _medml_matched
+               WHERE unit_ok AND v BETWEEN lo AND hi GROUP BY patient_id, name"""
+
+
+def _dropped(con: Any, definition: FeatureDefinition) -> dict[tuple[str, str], int]:
+    by_code = {c: m.name for m in definition.measurements for c in m.codes} | {definition.age_loinc: "age"}
+    out: dict[tuple[str, str], int] = {}
+    rows = con.execute("""SELECT code, coalesce(unit, '(none)'), count(*) FROM _medml_matched
+                          WHERE NOT unit_ok GROUP BY ALL""").fetchall()
+    for code, unit, n in rows:
+        key = (by_code[code], f"unit {unit}")
+        out[key] = out.get(key, 0) + int(n)
+    for name, n in con.execute("""SELECT name, count(*) FROM _medml_matched
+                                  WHERE unit_ok AND NOT (v BETWEEN lo AND hi) GROUP BY ALL""").fetchall():
+        out[(str(name), "implausible")] = int(n)
+    return out
+
+
+def _pivot(long: pd.DataFrame, index: pd.DataFrame, definition: FeatureDefinition) -> pd.DataFrame:
+    pos = {pid: i for i, pid in enumerate(index["patient_id"])}
+    n = len(index)
+    data: dict[str, np.ndarray] = {}
+    by_name = {name: g for name, g in long.groupby("name", sort=False)} if not long.empty else {}
+    for m in definition.measurements:
+        g = by_name.get(m.name)
+        rows = np.array([pos[p] for p in g["patient_id"]], dtype=np.int64) if g is not None else None
+        for agg in (("first",) if m.static else m.aggregates):
+            col = np.full(n, 0.0 if agg == "count" else np.nan)
+            if g is not None and rows is not None:
+                col[rows] = g[agg].to_numpy(dtype=float)
+            data[m.name if m.static else f"{m.name}_{agg}"] = col
+    return pd.DataFrame(data)
+
+
+def _demographics(con: Any, definition: FeatureDefinition, index: pd.DataFrame, long: pd.DataFrame) -> pd.DataFrame:
+    from medml.fhir.view import compile_view
+
+    sql = compile_view(get_view("patient_demographics")).sql
+    pts = con.execute(f"""
+        SELECT i.patient_id, p.gender,
+               date_diff('day', try_cast(p.birth_date AS DATE), i.index_time::DATE) / 365.25 AS age_birth
+        FROM _medml_index i LEFT JOIN ({sql}) p ON p.patient_id = i.patient_id
+    """).df()
+    pts = pts.drop_duplicates("patient_id").set_index("patient_id").reindex(index["patient_id"])
+    out = pd.DataFrame(index=range(len(index)))
+    if definition.age:
+        age_obs = long[long["name"] == _AGE].set_index("patient_id")["last"].reindex(index["patient_id"])
+        out[definition.age] = age_obs.fillna(pts["age_birth"]).to_numpy(dtype=float)
+    if definition.sex:
+        sex = pts["gender"].map(_SEX)
+        out[definition.sex] = pd.Categorical(sex.to_numpy(), categories=list(_SEX.values()))
+    return out
