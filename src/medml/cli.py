@@ -104,7 +104,9 @@ def datasets() -> None:
     with progress_bar("loading datasets") as step:
         for i, info in enumerate(infos):
             step(info.key, i / len(infos))
-            s = dataset_summary(info.key)
+            # a derived entry (the same stays read through FHIR) shows its source's counts: loading it would
+            # convert and ingest the whole set first
+            s = dataset_summary(info.derived_from or info.key)
             t.add_row(info.key, f"{s['rows']:,}", f"{s['patients']:,}", f"{s['prevalence']:.1%}", info.task)
     out.print(t)
 
@@ -286,7 +288,9 @@ def main() -> None:
     """Entry point: one clear line and exit code 2 for any error a user can fix, never a traceback."""
     start = time.perf_counter()
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # a command's typer.Exit(n) comes back as the return value here
+        if isinstance(code, int) and code:
+            raise SystemExit(code)
     except MedmlError as e:
         err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         raise SystemExit(2) from None
@@ -297,7 +301,7 @@ def main() -> None:
             err.print(f"see `{usage.ctx.command_path} --help`", highlight=False)
         raise SystemExit(2) from None
     except (click.exceptions.Exit, typer.Exit) as e:
-        raise SystemExit(e.exit_code) from None
+        raise SystemExit(getattr(e, "exit_code", e.args[0] if e.args else 0)) from None
     except (click.exceptions.Abort, typer.Abort):
         err.print("aborted")
         raise SystemExit(130) from None

@@ -18,6 +18,11 @@ from medml.fhir.store import FhirStore
 SYNTHEA = get_settings().data_root / "fhir" / "synthea-r4"
 
 
+def _read_gz(path: str | Path) -> Any:
+    with gzip.open(path) as fh:
+        return json.loads(fh.read())
+
+
 def _bundle(kind: str, *resources: dict[str, Any], urn: bool = False) -> dict[str, Any]:
     entries = []
     for r in resources:
@@ -49,7 +54,7 @@ def test_synthea_bundles_ingest_with_every_reference_resolved(tmp_path: Path) ->
     files = sorted(SYNTHEA.glob("*.json.gz"))[:6] + sorted(SYNTHEA.glob("hospital*.json.gz"))
     expected: dict[str, set[str]] = {}
     for f in files:  # counted independently of the ingest code: unique ids per type in the raw bundles
-        for e in json.loads(gzip.open(f).read())["entry"]:
+        for e in _read_gz(f)["entry"]:
             expected.setdefault(e["resource"]["resourceType"], set()).add(e["resource"]["id"])
     with FhirStore(tmp_path / "s.duckdb") as store:
         report = ingest(store, files)

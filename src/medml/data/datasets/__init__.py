@@ -40,6 +40,8 @@ class DatasetInfo:
     source: str
     external: tuple[str, ...]
     module: str
+    #: the key of the dataset this one re-reads through another path (the same patients and labels)
+    derived_from: str = ""
 
 
 _HEART_SITES = {"heart-cleveland": "cleveland", "heart-hungary": "hungary", "heart-switzerland": "switzerland",
@@ -58,6 +60,10 @@ _CATALOGUE: tuple[DatasetInfo, ...] = (
     DatasetInfo("physionet-2012", "PhysioNet/CinC Challenge 2012, set A: first 48 h of ICU stays",
                 "in-hospital death, from the first 48 hours in the ICU", "In-hospital_death == 1",
                 "icu/physionet-2012-set-a/set-a.tar.gz", (), "medml.data.datasets.physionet2012"),
+    DatasetInfo("physionet-2012-fhir", "PhysioNet 2012 set A converted to FHIR R4, read through ViewDefinitions",
+                "in-hospital death, from the first 48 hours in the ICU (from FHIR)",
+                "Encounter.hospitalization.dischargeDisposition == exp",
+                "icu/physionet-2012-set-a/set-a.tar.gz", (), "medml.fhir.tasks", derived_from="physionet-2012"),
     DatasetInfo("heart-cleveland", "UCI heart disease: Cleveland Clinic (development site)", _HEART_TASK,
                 _HEART_OUTCOME, "tabular/uci-heart-disease/processed.cleveland.data",
                 ("heart-hungary", "heart-switzerland", "heart-va"), _HEART_MODULE),

@@ -1,0 +1,210 @@
+"""`medml fhir ...`: ingest FHIR into the store, inspect it, run SQL-on-FHIR views, run the conformance suite."""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from medml.config import get_settings
+from medml.errors import ConfigError, InputFileError
+
+fhir_app = typer.Typer(no_args_is_help=True, help="FHIR R4 data: a DuckDB store and SQL-on-FHIR v2 views.")
+view_app = typer.Typer(no_args_is_help=True, help="SQL-on-FHIR v2 ViewDefinitions.")
+fhir_app.add_typer(view_app, name="view")
+
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True)
+
+StoreOption = Annotated[Path | None,
+                        typer.Option("--store", help="DuckDB store file [default: MEDML_HOME/fhir.duckdb]")]
+
+
+class OnErrorChoice(StrEnum):
+    abort = "abort"
+    skip = "skip"
+
+
+def _store_path(store: Path | None) -> Path:
+    return store if store is not None else get_settings().fhir_store
+
+
+@fhir_app.command("ingest")
+def ingest_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="Bundles (.json), Bulk Data NDJSON (.ndjson), .gz, directories")],
+    store: StoreOption = None,
+    on_error: Annotated[OnErrorChoice, typer.Option(help="abort: write nothing on the first bad line; "
+                                                         "skip: write the rest and list what was skipped")]
+    = OnErrorChoice.abort,
+) -> None:
+    """Read FHIR files and upsert their resources (by type and id) into the store, in one transaction."""
+    from medml.fhir.ingest import ingest
+    from medml.fhir.store import FhirStore
+
+    with FhirStore(_store_path(store)) as fs:
+        report = ingest(fs, paths, on_error=on_error.value)
+        total = sum(fs.counts().values())
+    out.print(f"ingested {report.resources:,} resources from {report.files} files in {report.seconds:.1f} s "
+              f"({report.rate:,.0f}/s); the store {_store_path(store)} holds {total:,}")
+    for rtype, n in report.by_type.most_common():
+        out.print(f"  {rtype:<24} {n:>9,}")
+    if report.skipped:
+        err.print(f"skipped {len(report.skipped)}:")
+        for problem in report.skipped[:20]:
+            err.print(f"  {problem}", highlight=False)
+        if len(report.skipped) > 20:
+            err.print(f"  ... and {len(report.skipped) - 20} more")
+
+
+@fhir_app.command("stats")
+def stats_cmd(store: StoreOption = None) -> None:
+    """Resources per type, patients, and references that point to nothing in the store."""
+    from medml.fhir.store import FhirStore
+
+    with FhirStore(_store_path(store), read_only=True) as fs:
+        counts = fs.counts()
+        n_missing, examples = fs.dangling_references()
+    table = Table("resource type", "count", title=f"FHIR store {_store_path(store)}")
+    for rtype, n in counts.items():
+        table.add_row(rtype, f"{n:,}")
+    table.add_row("[bold]total", f"[bold]{sum(counts.values()):,}")
+    out.print(table)
+    if n_missing:
+        out.print(f"{n_missing} referenced resources are not in the store, e.g. {', '.join(examples[:5])}")
+    else:
+        out.print("every literal reference resolves to a stored resource")
+
+
+@fhir_app.command("get")
+def get_cmd(reference: Annotated[str, typer.Argument(help="Type/id, e.g. Patient/123")],
+            store: StoreOption = None) -> None:
+    """Print one stored resource as JSON."""
+    from medml.fhir.store import FhirStore
+
+    with FhirStore(_store_path(store), read_only=True) as fs:
+        resource = fs.resolve(reference)
+    sys.stdout.write(orjson.dumps(resource, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def read_view_file(path: Path) -> dict[str, Any]:
+    """A ViewDefinition from a JSON file, or a clear error."""
+    try:
+        view = orjson.loads(path.read_bytes())
+    except FileNotFoundError as exc:
+        raise InputFileError(f"{path} does not exist", "give the path of a ViewDefinition JSON file") from exc
+    except orjson.JSONDecodeError as exc:
+        raise InputFileError(f"{path} is not valid JSON ({exc})", "a ViewDefinition is one JSON object") from exc
+    if not isinstance(view, dict):
+        raise ConfigError(f"{path} is not a ViewDefinition (a JSON object)", "see the SQL on FHIR v2 specification")
+    return view
+
+
+@view_app.command("run")
+def view_run_cmd(
+    view: Annotated[str, typer.Argument(help="a ViewDefinition JSON file, or the name of a built-in view")],
+    output: Annotated[Path | None, typer.Option("--out", help="write rows to a .csv or .parquet file")] = None,
+    store: StoreOption = None,
+    limit: Annotated[int, typer.Option(help="rows to print when there is no --out")] = 20,
+) -> None:
+    """Run a ViewDefinition over the store: print the first rows, or write them all to a file."""
+    from medml.fhir.store import FhirStore
+    from medml.fhir.view import run_view
+    from medml.fhir.views import get_view, view_names
+
+    if view in view_names():
+        definition = get_view(view)
+    else:
+        path = Path(view)
+        if not path.exists() and path.suffix != ".json":
+            raise ConfigError(f"{view!r} is neither a ViewDefinition file nor a built-in view",
+                              f"built-in views: {', '.join(view_names())}")
+        definition = read_view_file(path)
+    if output is not None and output.suffix.lower() not in (".csv", ".parquet"):
+        raise ConfigError(f"cannot write {output.suffix or 'a file without suffix'}",
+                          "use --out rows.csv or rows.parquet")
+    with FhirStore(_store_path(store), read_only=True) as fs:
+        table = run_view(fs.con, definition)
+    if output is None:
+        frame = table.slice(0, limit).to_pandas()
+        out.print(frame.to_string(index=False, max_colwidth=40), highlight=False)
+        out.print(f"{table.num_rows:,} rows" + (f" (first {limit} shown; --out writes all)"
+                                                if table.num_rows > limit else ""))
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + ".partial")
+    if output.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, tmp)
+    else:
+        import pyarrow.csv as pcsv
+
+        pcsv.write_csv(_csv_safe(table), tmp)
+    tmp.replace(output)
+    out.print(f"wrote {table.num_rows:,} rows x {table.num_columns} columns to {output}")
+
+
+def _csv_safe(table: Any) -> Any:
+    """Collection columns (lists) as JSON text, since CSV has no lists."""
+    import pyarrow as pa
+
+    columns = []
+    for col in table.columns:
+        if pa.types.is_list(col.type) or pa.types.is_struct(col.type):
+            col = pa.array([None if v is None else orjson.dumps(v).decode() for v in col.to_pylist()], pa.string())
+        columns.append(col)
+    return pa.table(columns, names=table.column_names)
+
+
+@view_app.command("list")
+def view_list_cmd() -> None:
+    """The built-in ViewDefinitions for machine learning."""
+    from medml.fhir.views import get_view, view_names
+
+    table = Table("name", "resource", "columns", "description")
+    for name in view_names():
+        v = get_view(name)
+        cols = [c["name"] for sel in v.get("select", []) for c in sel.get("column", [])]
+        table.add_row(name, v["resource"], ", ".join(cols), v.get("description", ""))
+    out.print(table)
+
+
+@fhir_app.command("convert")
+def convert_cmd(
+    source: Annotated[str, typer.Argument(help="what to convert: physionet-2012")],
+    out_dir: Annotated[Path, typer.Argument(help="folder for the Bulk Data NDJSON files")],
+    data: Annotated[Path | None, typer.Option(help="the PhysioNet 2012 folder [default: the shared data's]")] = None,
+    limit: Annotated[int | None, typer.Option(help="convert only the first N stays")] = None,
+    gzip: Annotated[bool, typer.Option("--gzip/--no-gzip", help="write .ndjson.gz")] = True,
+) -> None:
+    """Convert a dataset to FHIR R4 Bulk Data NDJSON (then: medml fhir ingest OUT_DIR)."""
+    from medml.data.datasets import physionet2012
+    from medml.fhir.convert.physionet2012 import write_ndjson
+
+    if source != "physionet-2012":
+        raise ConfigError(f"cannot convert {source!r}", "the converter available is physionet-2012")
+    src = data if data is not None else (get_settings().data_root / physionet2012.SOURCE).parent
+    counts = write_ndjson(src, out_dir, limit=limit, compress=gzip)
+    out.print(f"wrote {', '.join(f'{n:,} {t}' for t, n in counts.items())} to {out_dir}; "
+              f"next: medml fhir ingest {out_dir}")
+
+
+@fhir_app.command("conformance")
+def conformance_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="SQL-on-FHIR test files or directories of them")],
+) -> None:
+    """Run the SQL-on-FHIR v2 conformance tests; print `N passed, M failed` and each failure."""
+    from medml.fhir.conformance import run_conformance
+
+    result = run_conformance(paths)
+    for case in result.failures:
+        out.print(f"[red]FAIL[/] {case.file}: {case.title}: {case.reason}", highlight=False, soft_wrap=True)
+    out.print(result.summary())
+    if result.failures:
+        raise typer.Exit(1)
