@@ -93,7 +93,7 @@ def _obs(oid: str, pid: str, code: str, value: float, unit: str, when: str) -> d
 
 TEMP = Measurement("temp", "Body temperature", ("8310-5",), "Cel", aggregates=("first", "last", "max", "count"),
                    conversions=(Conversion("[degF]", multiply=5, divide=9, offset=-160 / 9),), plausible=(25, 45))
-HR = Measurement("hr", "Heart rate", ("8867-4",), "/min", aggregates=("mean", "count"))
+HR = Measurement("hr", "Heart rate", ("8867-4",), "/min", aggregates=("mean", "count", "since"))
 DEFINITION = FeatureDefinition("test", (TEMP, HR), window_hours=24)
 INDEX = pd.Series({"p1": datetime(2024, 5, 2, 12, tzinfo=UTC), "p2": datetime(2024, 5, 2, 12, tzinfo=UTC)})
 
@@ -119,11 +119,12 @@ def test_units_windows_and_limits() -> None:
     p1 = built.X.iloc[0]
     assert p1["temp_first"] == 37.0 and p1["temp_last"] == pytest.approx(39.0) and p1["temp_count"] == 2
     assert p1["temp_max"] == pytest.approx(39.0)
-    assert p1["hr_mean"] == 90.0 and p1["hr_count"] == 2
+    assert p1["hr_mean"] == 90.0 and p1["hr_count"] == 2 and p1["hr_since"] == 2.0  # last at 10:00, index 12:00
     assert built.dropped == {("temp", "unit K"): 1, ("temp", "implausible"): 1}
     assert p1["age"] == pytest.approx(70.0, abs=0.01) and p1["sex"] == "Female"
     p2 = built.X.iloc[1]
     assert p2["age"] == 71.0 and pd.isna(p2["sex"]) and p2["temp_count"] == 0 and pd.isna(p2["temp_first"])
+    assert pd.isna(p2["hr_since"])
     assert built.missing("p2", DEFINITION) == ["Body temperature", "Heart rate"]
     assert built.missing("p1", DEFINITION) == []
 

@@ -1,8 +1,8 @@
 """Features from FHIR, relative to an index time: one function for a training cohort and for one CDS request.
 
 :func:`build_features` runs the built-in ViewDefinitions (``observations``, ``patient_demographics``) over a
-:class:`FhirStore` and aggregates their rows in SQL: first/last value, min, max, mean and count of each
-measurement in a look-back window before each patient's index time, with units checked. A CDS Hooks prefetch (a
+:class:`FhirStore` and aggregates their rows in SQL: first/last value, min, max, mean, count and hours since the
+last result, for each measurement in a look-back window before each patient's index time, with units checked. A CDS Hooks prefetch (a
 handful of resources in memory) goes through the very same code: it is loaded into an in-memory store first, so
 training and serving cannot drift apart.
 
@@ -26,7 +26,8 @@ from medml.errors import ConfigError, DataError
 from medml.fhir.store import FhirStore
 from medml.fhir.views import get_view
 
-AGGREGATES = ("first", "last", "min", "max", "mean", "count")
+#: ``since``: hours from the last result to the index time (how stale the last value is)
+AGGREGATES = ("first", "last", "min", "max", "mean", "count", "since")
 _AGG_SQL = {
     "first": "arg_min(v, struct_pack(t, oid))",
     "last": "arg_max(v, struct_pack(t, oid))",
@@ -34,6 +35,7 @@ _AGG_SQL = {
     "max": "max(v)",
     "mean": "avg(v)",
     "count": "count(v)",
+    "since": "date_diff('second', max(t), any_value(index_time)) / 3600.0",
 }
 _SEX = {"female": "Female", "male": "Male"}
 _AGE = "__age__"
