@@ -2,9 +2,9 @@
 
 :func:`build_features` runs the built-in ViewDefinitions (``observations``, ``patient_demographics``) over a
 :class:`FhirStore` and aggregates their rows in SQL: first/last value, min, max, mean, count and hours since the
-last result, for each measurement in a look-back window before each patient's index time, with units checked. A CDS Hooks prefetch (a
-handful of resources in memory) goes through the very same code: it is loaded into an in-memory store first, so
-training and serving cannot drift apart.
+last result, for each measurement in a look-back window before each patient's index time, with units checked.
+A CDS Hooks prefetch (a handful of resources in memory) goes through the very same code: it is loaded into an
+in-memory store first, so training and serving cannot drift apart.
 
 Units: a result counts only when its UCUM code is the measurement's unit or one with a declared conversion; any
 other unit is left out and counted in :attr:`BuiltFeatures.dropped`, never guessed. Values outside the declared
