@@ -40,9 +40,15 @@ class CompiledView:
 
 @dataclass
 class _Rows:
-    cols: list[tuple[str, str]] = field(default_factory=list)  # one row: (name, sql)
-    lst: str | None = None  # or a SQL list of row structs
-    names: list[str] = field(default_factory=list)
+    """Rows of a selection: ``cols`` hold the same value on every row, ``lst`` (when set) lists the varying rest.
+
+    Keeping the constant columns out of the row structs lets the top level emit them as plain columns beside one
+    ``unnest``, instead of building every struct with a copy of them.
+    """
+
+    cols: list[tuple[str, str]] = field(default_factory=list)  # (name, sql), the same on each row
+    lst: str | None = None  # a SQL list of row structs holding the other columns; None: exactly one row
+    names: list[str] = field(default_factory=list)  # all columns, in view order
 
 
 @dataclass
@@ -81,30 +87,38 @@ def _column(col: dict[str, Any], s: Scope, ctx: _Ctx) -> str:
     return sql
 
 
-def _as_list(rows: _Rows, d: Dialect) -> str:
-    return rows.lst if rows.lst is not None else d.list_of([d.struct(rows.cols)])
+def _as_list(rows: _Rows, s: Scope) -> str:
+    """All the rows as one SQL list of structs, fields in ``rows.names`` order (so unionAll branches line up)."""
+    d = s.d
+    if rows.lst is None:
+        return d.list_of([d.struct(rows.cols)])
+    if not rows.cols:
+        return rows.lst
+    x = s.fresh()
+    const = dict(rows.cols)
+    return d.transform(rows.lst, [x], d.struct([(n, const[n] if n in const else d.field(x, n)) for n in rows.names]))
 
 
 def _combine(parts: list[_Rows], s: Scope) -> _Rows:
-    """The cross product of the parts' rows, columns in part order."""
+    """The cross product of the parts' rows, columns in part order; constant columns stay out of the list."""
     d = s.d
     names = [n for p in parts for n in p.names]
-    if all(p.lst is None for p in parts):
-        return _Rows(cols=[c for p in parts for c in p.cols], names=names)
+    cols = [c for p in parts for c in p.cols]
+    varying = [p for p in parts if p.lst is not None]
+    if len(varying) <= 1:
+        return _Rows(cols=cols, lst=varying[0].lst if varying else None, names=names)
+    const = {n for n, _ in cols}
     fields: list[tuple[str, str]] = []
     loops: list[tuple[str, str]] = []
-    for p in parts:
-        if p.lst is None:
-            fields += p.cols
-        else:
-            x = s.fresh()
-            loops.append((x, p.lst))
-            fields += [(n, d.field(x, n)) for n in p.names]
+    for p in varying:
+        x = s.fresh()
+        loops.append((x, p.lst or ""))
+        fields += [(n, d.field(x, n)) for n in p.names if n not in const]
     expr = d.list_of([d.struct(fields)])
     for i, (x, lst) in enumerate(reversed(loops)):
         expr = d.transform(lst, [x], d.element(expr, "1") if i == 0 else expr)
         expr = expr if i == 0 else d.flatten(expr)
-    return _Rows(lst=expr, names=names)
+    return _Rows(cols=cols, lst=expr, names=names)
 
 
 def _null_row(names: list[str], ctx: _Ctx) -> str:
@@ -154,7 +168,7 @@ def _select(sel: dict[str, Any], s: Scope, ctx: _Ctx) -> _Rows:
         parts += [_select(sub, scope, ctx) for sub in sel.get("select", [])]
         branches = [_select(u, scope, ctx) for u in sel.get("unionAll", [])]
         if branches:
-            parts.append(_Rows(lst=d.concat(*[_as_list(b, d) for b in branches]), names=branches[0].names))
+            parts.append(_Rows(lst=d.concat(*[_as_list(b, scope) for b in branches]), names=branches[0].names))
         return _combine(parts, scope) if parts else _Rows()
 
     if "repeat" in sel:
@@ -169,7 +183,7 @@ def _select(sel: dict[str, Any], s: Scope, ctx: _Ctx) -> _Rows:
     if inner.lst is None:
         lst = d.transform(foci.sql, [x, i], d.struct(inner.cols))
     else:
-        lst = d.flatten(d.transform(foci.sql, [x, i], inner.lst))
+        lst = d.flatten(d.transform(foci.sql, [x, i], _as_list(inner, s)))
     if "forEachOrNull" in sel:
         lst = f"(CASE WHEN {d.length(foci.sql)} = 0 THEN {_null_row(inner.names, ctx)} ELSE {lst} END)"
     return _Rows(lst=lst, names=inner.names)
@@ -194,15 +208,17 @@ def compile_view(view: dict[str, Any], *, dialect: str = "duckdb", table: str = 
     if batch.json_paths:
         extracts.append(d.json_paths("r.resource", batch.json_paths, False) + " AS _j")
     source = (f"SELECT {', '.join(extracts)} FROM {d.quote(table)} AS r "
-              f"WHERE r.resource_type = {d.literal(resource)}")
+              f"WHERE r.resource_type = {d.literal(resource)}{d.fence()}")
     where = f" WHERE {' AND '.join(conds)}" if conds else ""
+    cols = dict(rows.cols)
     if rows.lst is None:
-        cols = dict(rows.cols)
         out = ", ".join(f"{cols[n]} AS {d.quote(n)}" for n in names)
         sql = f"SELECT {out} FROM ({source}) AS _r{where}"
     else:
-        out = ", ".join(f"{d.field('_u._row', n)} AS {d.quote(n)}" for n in names)
-        sql = f"SELECT {out} FROM (SELECT {d.unnest_rows(rows.lst, '_row')} FROM ({source}) AS _r{where}) AS _u"
+        alias = {n: f"_c{k}" for k, n in enumerate(n for n in names if n in cols)}
+        inner = [f"{cols[n]} AS {a}" for n, a in alias.items()] + [d.unnest_rows(rows.lst, "_row")]
+        out = ", ".join(f"{'_u.' + alias[n] if n in alias else d.field('_u._row', n)} AS {d.quote(n)}" for n in names)
+        sql = f"SELECT {out} FROM (SELECT {', '.join(inner)} FROM ({source}) AS _r{where}) AS _u"
     return CompiledView(sql, [ctx.meta[n] for n in names], resource)
 
 

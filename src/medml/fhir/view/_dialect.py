@@ -3,11 +3,13 @@
 A dialect must provide:
 
 - JSON access on a JSON (or JSON text) value: ``json_path`` (one JSONPath, ``[*]`` wildcards flattening arrays into a
-  list), ``json_paths`` (several wildcard-free paths parsed once), ``json_type``;
+  list), ``json_paths`` (several wildcard-free paths parsed once), ``json_records`` (an array of objects as a list of
+  structs of their text members), ``json_type``;
 - lists and lambdas: ``lam`` (one- or two-parameter lambda, the second a 1-based index), ``transform``, ``filter``,
   ``flatten``, ``concat``, ``length``, ``element`` (1-based), ``reduce`` (with an initial value), ``sort``,
   ``list_of``, ``join``;
-- rows as values: ``struct`` and ``field``, and ``unnest_rows`` to turn a list of structs into rows;
+- rows as values: ``struct`` and ``field``, and ``unnest_rows`` to turn a list of structs into rows; ``fence``, an
+  optimisation barrier after the per-resource extraction;
 - ``sql_type`` (FHIR type to column type), ``cast``, ``literal``, ``quote`` (identifiers), ``error`` (raise at run
   time) and ``regex_extract``.
 
@@ -50,6 +52,18 @@ class Dialect:
         """One list holding the value at each wildcard-free path, the document parsed once."""
         fn = "json_extract_string" if as_text else "json_extract"
         return f"{fn}({base}, [{', '.join(self.literal(p) for p in paths)}])"
+
+    def json_records(self, base: str, keys: list[str], fields: list[tuple[str, bool]]) -> str:
+        """The JSON array at ``base`` (after the object keys ``keys``) as a list of structs, parsed once.
+
+        Each field is the text of that member (a list of texts where it repeats); an absent array is an empty list.
+        """
+        record: dict[str, object] = {n: ["VARCHAR"] if many else "VARCHAR" for n, many in fields}
+        shape: object = [record]
+        for key in reversed(keys):
+            shape = {key: shape}
+        access = "".join("." + self.quote(k) for k in keys)
+        return f"coalesce(json_transform({base}, {self.literal(json.dumps(shape))}){access}, [])"
 
     def json_type(self, base: str, path: str) -> str:
         return f"json_type({base}, {self.literal(path)})"
@@ -109,6 +123,14 @@ class Dialect:
     def unnest_rows(self, rows: str, alias: str) -> str:
         """A SELECT-list item turning a list of row structs into one row each, named ``alias``."""
         return f"unnest({rows}) AS {alias}"
+
+    def fence(self) -> str:
+        """A suffix for the per-resource extraction subquery that stops the planner inlining it into its users.
+
+        Without it DuckDB pushes the view's ``where`` into the table scan as a copy of the whole multi-path
+        extraction, so each resource is parsed once per reference to the batch instead of once.
+        """
+        return " OFFSET 0"
 
     # --- types, errors, strings -------------------------------------------------------------------------------------
     def sql_type(self, fhir_type: str | None, kind: str) -> str:

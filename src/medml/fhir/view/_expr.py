@@ -9,6 +9,7 @@ Whether an element repeats comes from the R4 element map; elements not in it are
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from medml.fhir.view import _elements as el
@@ -34,6 +35,20 @@ class Val:
     base_many: bool = False  # pending path applies to each element of a list base
     root: bool = False  # pending path on the resource itself: batched
     choice: tuple[Val, str] | None = None  # (parent, name) of a choice element awaiting ofType()
+    # A record (a list of them when ``many``): a struct holding the text of these members, parsed once.
+    fields: tuple[str, ...] | None = None
+    as_json: Callable[[], Val] | None = field(default=None, compare=False)  # the same value as JSON, compiled lazily
+
+
+class NeedJson(Exception):
+    """A record was used where only its JSON will do; the caller compiles the JSON form instead."""
+
+
+def json_of(v: Val) -> Val:
+    """The JSON form of a record."""
+    if v.as_json is None:
+        raise NeedJson
+    return v.as_json()
 
 
 @dataclass
@@ -83,6 +98,8 @@ def _nonnull(d: Dialect, lst: str, s: Scope) -> str:
 def materialize(v: Val, s: Scope, as_text: bool = False) -> Val:
     """A pending path turned into SQL: JSON (or text when ``as_text``), a list where the path has wildcards."""
     d = s.d
+    if v.fields is not None:
+        return materialize(json_of(v), s, as_text)
     if v.choice is not None:
         return _choice_value(v, s, as_text)
     if v.path is None:
@@ -157,6 +174,8 @@ def typed(v: Val, kind: str, s: Scope) -> Val:
 
 def single(v: Val, s: Scope) -> Val:
     """A single value: the only item of a list, NULL for none or several."""
+    if v.fields is not None:
+        v = materialize(v, s)
     if not v.many:
         return v
     d = s.d
@@ -169,6 +188,10 @@ def kind_of(v: Val) -> str:
 
 def member(v: Val, name: str, s: Scope) -> Val:
     """``v.name``: extends a pending JSONPath when the element map knows the element, else checks arrays at run time."""
+    if v.fields is not None:
+        if name in v.fields:
+            return _record_member(v, name, s)
+        v = replace(json_of(v), ftype=v.ftype)
     if v.choice is not None:
         v = materialize(v, s)
     if v.kind != "json" or (v.path is None and v.sql == "NULL"):
@@ -183,6 +206,40 @@ def member(v: Val, name: str, s: Scope) -> Val:
     if v.path is not None:
         return Val(v.sql, v.many or elem.repeats, "json", elem.context, v.path + step, v.base_many, v.root)
     return Val(v.sql, v.many or elem.repeats, "json", elem.context, step, v.many, False)
+
+
+def records(v: Val, s: Scope) -> Val | None:
+    """``v`` as a list of records when it is an array of elements whose text members the map knows, else None."""
+    if v.fields is not None:
+        return v if v.many else None
+    if not (v.many and v.kind == "json" and v.path and v.choice is None and not v.base_many
+            and v.path.endswith("[*]") and v.path.count("[*]") == 1):
+        return None
+    fields = el.text_children(v.ftype) if v.ftype else ()
+    keys = v.path[1:-3].split(".")
+    if not fields or not all(_IDENT.match(k) for k in keys):
+        return None
+    d = s.d
+    if v.root:
+        sql = d.json_records(s.batch.ref("$." + ".".join(keys), True), [], list(fields))
+    else:
+        sql = d.json_records(v.sql, keys, list(fields))
+    return Val(sql, True, "json", v.ftype, fields=tuple(n for n, _ in fields), as_json=lambda: v)
+
+
+def _record_member(v: Val, name: str, s: Scope) -> Val:
+    """A text member of a record (of each record of a list), as text; missing members are left out of lists."""
+    d = s.d
+    elem = el.child(v.ftype, name)
+    if not v.many and not elem.repeats:
+        return Val(d.field(v.sql, name), False, "str", elem.context)
+    if v.many:
+        z = s.fresh()
+        lst = d.transform(v.sql, [z], d.field(z, name))
+        lst = d.flatten(lst) if elem.repeats else lst
+    else:
+        lst = d.field(v.sql, name)
+    return Val(f"coalesce({_nonnull(d, lst, s)}, {d.list_of([], 'VARCHAR')})", True, "str", elem.context)
 
 
 def _runtime_member(v: Val, name: str, s: Scope) -> Val:

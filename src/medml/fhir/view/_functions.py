@@ -8,17 +8,20 @@ from medml.fhir.view import _elements as el
 from medml.fhir.view._errors import InvalidViewError
 from medml.fhir.view._expr import (
     _REF,
+    NeedJson,
     Scope,
     Val,
     _empty,
     as_list,
     compile_expr,
+    json_of,
     materialize,
     member,
+    records,
     single,
     typed,
 )
-from medml.fhir.view._fhirpath import Call, Member, Node, This
+from medml.fhir.view._fhirpath import Binary, Call, Literal, Member, Node, This
 from medml.fhir.view._ops import truth
 
 
@@ -59,6 +62,22 @@ def _lambda_over(v: Val, s: Scope) -> tuple[Val, str, Scope]:
 
 
 def _where(v: Val, crit: Node, s: Scope) -> Val:
+    """``v.where(crit)``: over records (each element parsed once) when ``crit`` reads only their text members."""
+    recs = records(v, s)
+    if recs is not None:
+        x = s.fresh()
+        item = Val(x, False, "json", v.ftype, fields=recs.fields)
+        try:
+            cond = truth(compile_expr(crit, s.at(item)), s)
+        except NeedJson:
+            pass
+        else:
+            return replace(recs, sql=s.d.filter(recs.sql, x, f"coalesce({cond}, false)"),
+                           as_json=lambda: _where_json(json_of(recs), crit, s))
+    return _where_json(v, crit, s)
+
+
+def _where_json(v: Val, crit: Node, s: Scope) -> Val:
     if not v.many and v.path is not None and not v.base_many and "[*]" not in v.path:
         cond = truth(compile_expr(crit, s.at(v)), s)
         one = materialize(v, s)
@@ -78,6 +97,10 @@ def _exists(v: Val, s: Scope) -> str:
 def _first(v: Val, s: Scope) -> Val:
     if not v.many:
         return v
+    if v.fields is not None:
+        first_json = v.as_json
+        return replace(v, sql=s.d.element(v.sql, "1"), many=False,
+                       as_json=None if first_json is None else lambda: _first(first_json(), s))
     if v.path is not None and v.path.endswith("[*]") and v.path.count("[*]") == 1 and not v.base_many:
         return replace(v, path=v.path[:-3] + "[0]", many=False)
     primitive = v.path is not None and v.ftype is not None and el.kind_of(v.ftype) != "json"
@@ -137,6 +160,8 @@ def call(node: Call, s: Scope) -> Val:
         return Val(d.join(as_list(typed(v, "str", s), s).sql, sep), False, "str", "string")
     if name == "extension":
         _args(node, 1, 1)
+        if isinstance(node.args[0], Literal):  # extension(url) is where(url = url)
+            return _where(member(v, "extension", s), Binary("=", Member(This(), "url"), node.args[0]), s)
         url = typed(compile_expr(node.args[0], s), "str", s).sql
         ext = as_list(member(v, "extension", s), s)
         x = s.fresh()
