@@ -1,0 +1,1 @@
+"""Pharmacogenomics: a patient's VCF -> star alleles -> phenotypes -> CPIC drug recommendations."""
