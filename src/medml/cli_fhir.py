@@ -165,12 +165,13 @@ def _csv_safe(table: Any) -> Any:
 @view_app.command("list")
 def view_list_cmd() -> None:
     """The built-in ViewDefinitions for machine learning."""
+    from medml.fhir.view import compile_view
     from medml.fhir.views import get_view, view_names
 
     table = Table("name", "resource", "columns", "description")
     for name in view_names():
         v = get_view(name)
-        cols = [c["name"] for sel in v.get("select", []) for c in sel.get("column", [])]
+        cols = [c.name for c in compile_view(v).columns]
         table.add_row(name, v["resource"], ", ".join(cols), v.get("description", ""))
     out.print(table)
 
