@@ -61,8 +61,9 @@ class Staging:
         self.con = con
         self.seq = 0
         self.files = 0
+        # resource is JSON here already (validated once, on the way in), so the final insert need not parse it again
         con.execute("CREATE OR REPLACE TEMP TABLE _medml_staging (seq BIGINT, file INTEGER, resource_type VARCHAR, "
-                    "id VARCHAR, last_updated VARCHAR, resource VARCHAR)")
+                    "id VARCHAR, last_updated VARCHAR, resource JSON, id_type VARCHAR)")
         con.execute("CREATE OR REPLACE TEMP TABLE _medml_r4types AS SELECT unnest(?::VARCHAR[]) AS t",
                     [sorted(R4_RESOURCE_TYPES)])
 
@@ -76,7 +77,7 @@ class Staging:
         self.seq += len(rows)
         self.con.register("_medml_batch", batch)
         try:
-            self.con.execute("INSERT INTO _medml_staging SELECT * FROM _medml_batch")
+            self.con.execute("INSERT INTO _medml_staging SELECT *, 'VARCHAR' FROM _medml_batch")
         finally:
             self.con.unregister("_medml_batch")
 
@@ -88,19 +89,20 @@ class Staging:
         """
         self.files += 1
         try:
+            # one parse per line for the three fields (a multi-path extraction), and the type of id from that
             self.con.execute(f"""
                 INSERT INTO _medml_staging
-                SELECT {self.seq} + row_number() OVER () - 1, {self.files}, j->>'resourceType', j->>'id',
-                       j->'meta'->>'lastUpdated', j::VARCHAR
-                FROM read_json_objects(?, format = 'newline_delimited') AS t(j)""", [str(path)])
+                SELECT {self.seq} + row_number() OVER () - 1, {self.files}, e[1] ->> '$', e[2] ->> '$', e[3] ->> '$',
+                       j, json_type(e[2])
+                FROM (SELECT j, json_extract(j, ['$.resourceType', '$.id', '$.meta.lastUpdated']) AS e
+                      FROM read_json_objects(?, format = 'newline_delimited') AS t(j))""", [str(path)])
         except duckdb.Error:
             self.con.execute(f"DELETE FROM _medml_staging WHERE file = {self.files}")
             return False
         bad = self.con.execute(f"""
             SELECT count(*) FROM _medml_staging WHERE file = {self.files} AND (
-                id IS NULL OR id = '' OR resource_type = 'Bundle' OR json_type(resource) <> 'OBJECT'
-                OR json_type(resource, '$.id') <> 'VARCHAR'
-                OR resource_type NOT IN (SELECT t FROM _medml_r4types))""").fetchall()[0][0]
+                id IS NULL OR id = '' OR resource_type = 'Bundle' OR id_type IS DISTINCT FROM 'VARCHAR'
+                OR resource_type IS NULL OR resource_type NOT IN (SELECT t FROM _medml_r4types))""").fetchall()[0][0]
         if bad:
             self.con.execute(f"DELETE FROM _medml_staging WHERE file = {self.files}")
             return False
@@ -116,7 +118,7 @@ class Staging:
             duplicates = self.con.execute("SELECT count(*) - count(DISTINCT (resource_type, id)) FROM _medml_staging"
                                           ).fetchall()[0][0]
             last = "QUALIFY row_number() OVER (PARTITION BY resource_type, id ORDER BY seq DESC) = 1"
-            self.con.execute(f"""INSERT INTO resources SELECT resource_type, id, last_updated, resource::JSON
+            self.con.execute(f"""INSERT INTO resources SELECT resource_type, id, last_updated, resource
                                  FROM _medml_staging {last if duplicates else ''}""")
             counts = self.con.execute("SELECT resource_type, count(DISTINCT id) FROM _medml_staging GROUP BY 1"
                                       ).fetchall()
