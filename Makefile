@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: demo test test-all lint typecheck bench chromium clean
+.PHONY: demo test test-all lint typecheck bench bench-fhir chromium clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,15 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_tabular.py --budget-seconds 60 --demo | tee benchmarks/results-tabular.md
+
+# FHIR: the view engine against pysof, fhir4ds-v2 (AGPL: its own venv, never a dependency) and the DuckDB floor;
+# then PhysioNet 2012 features from FHIR against the tabular adapter.
+bench-fhir: $(STAMP)
+	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[dev,bench]'
+	@test -x $(VENV)/peers/fhir4ds/bin/python || { $(PYTHON) -m venv $(VENV)/peers/fhir4ds && \
+	  $(VENV)/peers/fhir4ds/bin/python -m pip install $(PIP_FLAGS) fhir4ds-v2 orjson; }
+	$(BIN)/python benchmarks/bench_fhir.py --out benchmarks/results-fhir.md
+	$(BIN)/python benchmarks/bench_fhir_features.py --out benchmarks/results-fhir-features.md
 
 clean:
 	rm -rf $(VENV) .medml build src/*.egg-info
