@@ -272,11 +272,12 @@ def demo(
     datasets_: Annotated[str | None, typer.Option("--datasets", help="comma-separated keys (default: all)")] = None,
     n_boot: Annotated[int, typer.Option(help="bootstrap resamples")] = 500,
 ) -> None:
-    """Train, evaluate and report both models on every bundled dataset; print a summary table."""
-    from medml.demo import run_demo
+    """Train, evaluate and report both models on every bundled dataset; then FHIR: ingest, views, conformance."""
+    from medml.demo import run_demo, run_fhir_demo
 
     run_demo(out, err, budget_seconds=budget_seconds, keys=_split_list(datasets_) or None, n_boot=n_boot,
              progress=progress_bar)
+    run_fhir_demo(out, err)
 
 
 # typer 0.29 raises the exceptions of its own copy of click; catch both kinds of usage error.

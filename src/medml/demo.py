@@ -63,3 +63,31 @@ def summary_table(rows: list[dict[str, Any]], seconds: float) -> Table:
                   f"{r['brier']:.3f}", f"{r['calibration_slope']:.2f}", r["calibration"],
                   f"{r['seconds']:.0f} s" if r["seconds"] else "")
     return t
+
+
+def run_fhir_demo(out: Console, err: Console) -> dict[str, int]:
+    """FHIR: ingest the Synthea bundles into the store, run the conformance suite and the built-in views."""
+    from medml.config import get_settings
+    from medml.fhir.conformance import run_conformance
+    from medml.fhir.ingest import ingest
+    from medml.fhir.store import FhirStore
+    from medml.fhir.view import run_view
+    from medml.fhir.views import get_view, view_names
+
+    settings = get_settings()
+    synthea = settings.data_root / "fhir" / "synthea-r4"
+    with FhirStore(settings.fhir_store) as store:
+        report = ingest(store, [synthea])
+        err.print(f"  FHIR: ingested {report.resources:,} Synthea resources in {report.seconds:.1f} s")
+        rows = {name: run_view(store.con, get_view(name)).num_rows for name in view_names()}
+    suite = run_conformance([settings.data_root / "fhir" / "sql-on-fhir-v2" / "tests"])
+    t = Table(title="FHIR: Synthea R4 through the built-in views", header_style="bold")
+    t.add_column("view")
+    t.add_column("rows", justify="right")
+    for name, n in rows.items():
+        t.add_row(name, f"{n:,}")
+    out.print(t)
+    out.print(f"SQL-on-FHIR v2 conformance: {suite.summary()}")
+    out.print(f"FHIR store: {settings.fhir_store.resolve()}  (`medml fhir stats`, `medml fhir view run NAME`); "
+              "train from FHIR: `medml train physionet-2012-fhir`")
+    return rows
