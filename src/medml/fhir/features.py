@@ -101,6 +101,26 @@ class FeatureDefinition:
         cols = [c for c in (self.age, self.sex) if c]
         return cols + [c for m in self.measurements for c in m.columns()]
 
+    def labels_and_units(self) -> tuple[dict[str, str], dict[str, str]]:
+        """Each column's label in clinical words ("Heart rate (max in 48 h)") and its unit, for reports and cards."""
+        window = f" in {self.window_hours:g} h" if self.window_hours is not None else ""
+        labels: dict[str, str] = {}
+        units: dict[str, str] = {}
+        if self.age:
+            labels[self.age], units[self.age] = "Age", "years"
+        if self.sex:
+            labels[self.sex] = "Sex"
+        for m in self.measurements:
+            if m.static:
+                labels[m.name], units[m.name] = m.label, m.unit
+                continue
+            for a in m.aggregates:
+                col = f"{m.name}_{a}"
+                labels[col] = {"count": f"{m.label}: measurements{window}",
+                               "since": f"{m.label}: hours since the last result"}.get(a, f"{m.label} ({a}{window})")
+                units[col] = {"count": "count", "since": "h"}.get(a, m.unit)
+        return labels, units
+
     def codes(self) -> list[str]:
         """Every code the definition reads (a CDS prefetch asks for exactly these)."""
         codes = {c for m in self.measurements for c in m.codes}

@@ -80,16 +80,7 @@ def physionet_in_hospital_death(store: FhirStore, hours: float = 48) -> TaskData
     X = built.X
     order = ["Age", "Gender", "Height"] + [f"{v}_{a}" for v in tabular.VARIABLES for a in tabular.AGGREGATES]
     X = X[[c for c in order if c in X.columns]]
-    labels = {"Age": "Age", "Gender": "Sex", "Height": "Height"}
-    units = {"Age": "years", "Height": "cm"}
-    for m in definition.measurements:
-        if not m.static:
-            for a in m.aggregates:
-                col = f"{m.name}_{a}"
-                counting = a == "count"
-                labels[col] = (f"{m.label}: measurements in {hours:g} h" if counting
-                               else f"{m.label} ({a} in {hours:g} h)")
-                units[col] = "count" if counting else m.unit
+    labels, units = definition.labels_and_units()
     sex = X["Gender"].astype(object)
     return TaskDataset(
         name=KEY,
