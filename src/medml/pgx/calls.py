@@ -33,6 +33,8 @@ class GeneCall:
     #: best-scoring diplotypes in the matcher's order; empty when the gene is not called
     diplotypes: tuple[Diplotype, ...] = ()
     phased: bool = False
+    #: phased, or unphased with at most two strand permutations (all homozygous, or one heterozygous position)
+    effectively_phased: bool = False
     #: an outside call may give a phenotype, an activity score or an allele status instead of a diplotype
     phenotype: str | None = None
     activity_score: str | None = None
@@ -50,8 +52,8 @@ class GeneCall:
 
     @property
     def called(self) -> bool:
-        return bool(self.diplotypes) or self.phenotype is not None or self.activity_score is not None \
-            or bool(self.allele_status)
+        return bool(self.diplotypes) or bool(self.variants) or self.phenotype is not None \
+            or self.activity_score is not None or bool(self.allele_status)
 
     @property
     def lookup_diplotypes(self) -> tuple[Diplotype, ...]:

@@ -1,0 +1,285 @@
+"""Run a PharmCAT-style test suite (``pharmcat-tests/expected.json``) against our matcher and count agreement.
+
+Each case names a VCF (and optionally a single definition file and options); each expectation is judged by the
+checker registered for its type in :data:`CHECKS`. Types we cannot judge at the matcher level (reporter,
+recommendation and phenotype assertions) are counted as "not checked", never as passed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medml.errors import MedmlError
+from medml.pgx.calls import GeneCall
+from medml.pgx.definitions import DEFAULT_GENES, GeneDefinition, load_definition_file, load_definitions
+from medml.pgx.lowest_function import HAPB3
+from medml.pgx.matcher import call_genes
+from medml.pgx.vcf import read_vcf_sample
+
+#: genes whose report names a lone variant against the reference as "X (heterozygous)"
+_VARIANT_DISPLAY_GENES = frozenset({"CACNA1S", "CFTR", "DPYD", "RYR1"})
+_MATCHER_MESSAGES = ("pcat-dpyd-hapB3-",)
+_SUBALLELE = re.compile(r"^(\*\d+[A-Z]?)\.\d{3}$")
+#: the extracted tests name some alleles by a Java constant
+_CONSTANTS = {"Opaque(DpydHapB3Matcher.HAPB3_ALLELE)": HAPB3}
+
+
+@dataclass
+class CaseContext:
+    """What a checker sees: the case, the calls per gene, and the genes that came from outside calls."""
+
+    case: dict[str, Any]
+    calls: dict[str, GeneCall]
+    outside_genes: frozenset[str] = frozenset()
+
+    def gene(self, expectation: Mapping[str, Any]) -> str:
+        gene = expectation.get("gene")
+        if gene:
+            return str(gene)
+        if len(self.calls) == 1:
+            return next(iter(self.calls))
+        raise KeyError("expectation names no gene and the case calls several")
+
+
+Verdict = tuple[bool | None, str]  # (passed, or None when not judged; reason)
+Check = Callable[[CaseContext, Mapping[str, Any]], Verdict]
+
+
+def _base_name(name: str) -> str:
+    """PharmCAT reports sub-alleles (``*45.001``) under their star allele (``*45``)."""
+    return _SUBALLELE.sub(r"\1", name)
+
+
+def display(call: GeneCall | None) -> list[str]:
+    """The report's strings for a call (PharmCAT's source/print diplotypes)."""
+    if call is None or not call.called:
+        return ["Unknown/Unknown"]
+    if call.variants:
+        return list(call.variants)
+    ref_names = {"Reference", "ivacaftor non-responsive CFTR sequence"}
+    out = []
+    for d in call.diplotypes:
+        haps = tuple(_base_name(h) for h in d.haplotypes)
+        if call.gene in _VARIANT_DISPLAY_GENES and len(haps) == 2 and not set(haps) <= ref_names:
+            others = [h for h in haps if h not in ref_names]
+            if len(others) == 1:
+                out.append(f"{others[0]} (heterozygous)")
+                continue
+            if others[0] == others[1]:
+                out.append(f"{others[0]} (homozygous)")
+                continue
+        out.append("/".join(haps))
+    return out
+
+
+def _labels(ctx: CaseContext, e: Mapping[str, Any]) -> list[str]:
+    call = ctx.calls.get(ctx.gene(e))
+    return [d.label for d in call.diplotypes] if call else []
+
+
+def _haplotypes(ctx: CaseContext, e: Mapping[str, Any]) -> list[str]:
+    call = ctx.calls.get(ctx.gene(e))
+    if call is None:
+        return []
+    if call.variants:
+        return list(call.variants)
+    return list(call.diplotypes[0].haplotypes) if call.diplotypes else []
+
+
+def _same(expected: Any, got: Any) -> Verdict:
+    return (expected == got, "" if expected == got else f"expected {expected!r}, got {got!r}")
+
+
+def _outside(ctx: CaseContext, gene: str) -> bool:
+    return gene in ctx.outside_genes
+
+
+def _check_called(ctx: CaseContext, e: Mapping[str, Any]) -> Verdict:
+    genes = [g for g in e["genes"] if not _outside(ctx, g)]
+    if not genes:
+        return None, "outside call"
+    bad = [g for g in genes if not (ctx.calls.get(g) and ctx.calls[g].called)]
+    return (not bad, f"not called: {bad}" if bad else "")
+
+
+def _check_not_called(ctx: CaseContext, e: Mapping[str, Any]) -> Verdict:
+    bad = [g for g in e["genes"] if not _outside(ctx, g) and ctx.calls.get(g) and ctx.calls[g].called]
+    return (not bad, f"called: {[display(ctx.calls[g]) for g in bad]}" if bad else "")
+
+
+def _gene_display(ctx: CaseContext, e: Mapping[str, Any], not_called: str) -> Verdict:
+    gene = ctx.gene(e)
+    if _outside(ctx, gene):
+        return None, "outside call"
+    call = ctx.calls.get(gene)
+    if gene not in ctx.calls and gene not in DEFAULT_GENES:
+        return None, f"{gene} is not called from VCF"
+    got = display(call) if call is not None and call.called else [not_called]
+    return _same(list(e["value"]), got)
+
+
+def _check_recommended(ctx: CaseContext, e: Mapping[str, Any]) -> Verdict:
+    gene = ctx.gene(e)
+    if _outside(ctx, gene) or (gene not in ctx.calls and gene not in DEFAULT_GENES):
+        return None, "outside call or gene not called from VCF"
+    call = ctx.calls.get(gene)
+    want = [_CONSTANTS.get(h, h) for h in e["haplotypes"]]
+    if call is None or not call.called:
+        return _same(want, ["Unknown/Unknown"])
+    # compared as multisets: which haplotype is printed first is the reporter's choice
+    options = [sorted(_base_name(h) for h in d.haplotypes) for d in call.lookup_diplotypes]
+    ok = sorted(want) in options
+    return (ok, "" if ok else f"expected {want}, lookup diplotypes {options}")
+
+
+def _check_messages(ctx: CaseContext, e: Mapping[str, Any]) -> Verdict:
+    names = [n for n in e["message_names"] if n.startswith(_MATCHER_MESSAGES)]
+    if not names:
+        return None, "reporter message"
+    call = ctx.calls.get(ctx.gene(e))
+    got = list(call.messages) if call else []
+    missing = [n for n in names if n not in got]
+    return (not missing, f"missing messages {missing}, got {got}" if missing else "")
+
+
+CHECKS: dict[str, Check] = {
+    "matcher_diplotypes": lambda c, e: _same(list(e["value"]), _labels(c, e)),
+    "matcher_phased_output": lambda c, e: _same(list(e["value"]), _labels(c, e)),
+    "matcher_first_diplotype": lambda c, e: _same(e["value"], next(iter(_labels(c, e)), None)),
+    "matcher_num_diplotypes": lambda c, e: _same(e["value"], len(_labels(c, e))),
+    "matcher_haplotypes": lambda c, e: _same(list(e["value"]), _haplotypes(c, e)),
+    "matcher_haplotype_matches": lambda c, e: _same(list(e["value"]), _haplotypes(c, e)),
+    "matcher_num_haplotypes": lambda c, e: _same(e["value"], len(_haplotypes(c, e))),
+    "matcher_num_haplotype_matches": lambda c, e: _same(e["value"], len(_haplotypes(c, e))),
+    "matcher_num_gene_calls": lambda c, e: _same(e["value"], len(c.calls)),
+    "matcher_gene": lambda c, e: _same(e["value"], c.gene(e)),
+    "matcher_num_missing_positions": lambda c, e: _same(
+        e["value"], len(c.calls[c.gene(e)].missing_positions) if c.gene(e) in c.calls else None),
+    "called_by_matcher": _check_called,
+    "reportable": _check_called,
+    "not_called_by_matcher": _check_not_called,
+    "source_diplotypes": lambda c, e: _gene_display(c, e, "Unknown/Unknown"),
+    "print_calls": lambda c, e: _gene_display(c, e, "Not called"),
+    "recommended_diplotype": _check_recommended,
+    "gene_has_messages": _check_messages,
+}
+
+
+@dataclass
+class CaseResult:
+    """One case: per expectation (type, verdict, reason); ``error`` when the case could not run."""
+
+    case_id: str
+    genes: tuple[str, ...]
+    verdicts: list[tuple[str, bool | None, str]] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def passed(self) -> bool | None:
+        judged = [v for _, v, _ in self.verdicts if v is not None]
+        if self.error:
+            return False
+        return all(judged) if judged else None
+
+
+@dataclass
+class ConformanceReport:
+    """Pass counts per expectation type, per gene and per case, with every failure's reason."""
+
+    cases: list[CaseResult]
+
+    def by_type(self) -> dict[str, Counter[str]]:
+        out: dict[str, Counter[str]] = defaultdict(Counter)
+        for case in self.cases:
+            for kind, verdict, _ in case.verdicts:
+                out[kind][_word(verdict)] += 1
+        return dict(out)
+
+    def by_gene(self) -> dict[str, Counter[str]]:
+        out: dict[str, Counter[str]] = defaultdict(Counter)
+        for case in self.cases:
+            for gene in case.genes:
+                out[gene][_word(case.passed)] += 1
+        return dict(out)
+
+    def totals(self) -> tuple[Counter[str], Counter[str]]:
+        """(expectation-level, case-level) counts of passed / failed / not checked."""
+        expectations: Counter[str] = Counter()
+        for counts in self.by_type().values():
+            expectations.update(counts)
+        return expectations, Counter(_word(c.passed) for c in self.cases)
+
+    def failures(self) -> list[tuple[str, str, str]]:
+        out = [(c.case_id, "error", c.error) for c in self.cases if c.error]
+        out += [(c.case_id, kind, reason) for c in self.cases for kind, v, reason in c.verdicts if v is False]
+        return out
+
+    def summary(self) -> str:
+        exp, cases = self.totals()
+        return (f"expectations: {exp['passed']} passed, {exp['failed']} failed, {exp['not checked']} not checked; "
+                f"cases: {cases['passed']} passed, {cases['failed']} failed, {cases['not checked']} not checked")
+
+
+def _word(verdict: bool | None) -> str:
+    return "not checked" if verdict is None else ("passed" if verdict else "failed")
+
+
+def _outside_genes(base: Path, files: list[str]) -> frozenset[str]:
+    genes = set()
+    for name in files:
+        path = base / name
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                if line.strip() and not line.startswith("#"):
+                    genes.add(line.split("\t")[0].strip())
+    return frozenset(genes)
+
+
+def _definitions(base: Path, options: Mapping[str, Any]) -> dict[str, GeneDefinition]:
+    if options.get("definitionFile"):
+        definition = load_definition_file((base / options["definitionFile"]).resolve(),
+                                          bool(options.get("withExemptions", True)))
+        return {definition.gene: definition}
+    genes = DEFAULT_GENES + (("CYP2D6",) if options.get("callCyp2d6") else ())
+    return load_definitions(genes)
+
+
+def run_case(case: dict[str, Any], base: Path) -> CaseResult:
+    """Call the case's VCF with its options and judge each expectation."""
+    options = case.get("options", {})
+    result = CaseResult(case["id"], tuple(case.get("genes", ())))
+    try:
+        definitions = _definitions(base, options)
+        positions = frozenset((p.chromosome, p.position) for d in definitions.values() for p in d.positions)
+        sample = read_vcf_sample(base / case["vcf"], positions=positions)
+        calls = call_genes(sample, definitions=definitions, genes=list(definitions),
+                           top_candidate_only=bool(options.get("topCandidateOnly", True)),
+                           find_combinations=bool(options.get("findCombinations", False)))
+    except MedmlError as err:
+        result.error = str(err)
+        return result
+    ctx = CaseContext(case, calls, _outside_genes(base, case.get("outside_calls", [])))
+    for e in case["expect"]:
+        check = CHECKS.get(e["type"])
+        if check is None:
+            result.verdicts.append((e["type"], None, "not a matcher-level expectation"))
+            continue
+        try:
+            verdict, reason = check(ctx, e)
+        except KeyError as err:
+            verdict, reason = False, f"cannot judge: {err}"
+        result.verdicts.append((e["type"], verdict, reason))
+    return result
+
+
+def run_suite(expected: str | Path) -> ConformanceReport:
+    """Run every case of an expected.json-format file (paths are relative to it)."""
+    path = Path(expected)
+    cases = json.loads(path.read_text(encoding="utf-8"))["cases"]
+    return ConformanceReport([run_case(c, path.parent) for c in cases])

@@ -1,0 +1,269 @@
+"""The Named Allele Matcher: a sample's genotypes at a gene's positions -> the best-scoring diplotypes.
+
+Follows PharmCAT 3.1.1 (docs/methods/NamedAlleleMatcher-101/201): haplotypes are redefined over the positions the
+sample has (score = number of defined positions left; score-0 haplotypes dropped), blank definition cells take
+the reference allele, each strand permutation of the sample's alleles is matched against every named allele
+(IUPAC wobble codes match any of their bases), and matched haplotypes are paired into diplotypes consistent with
+the genotypes. Only the top score is kept unless asked otherwise, ties all reported. DPYD's lowest-function
+calling lives in :mod:`medml.pgx.lowest_function`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from medml.errors import ConfigError
+from medml.pgx.calls import Diplotype, GeneCall
+from medml.pgx.definitions import TREAT_UNDOCUMENTED_AS_REFERENCE, GeneDefinition, VariantLocus, load_definitions
+from medml.pgx.naming import compare_names, name_key
+from medml.pgx.vcf import SampleGenotype, VcfSample
+
+IUPAC = {"R": "AG", "Y": "CT", "S": "CG", "W": "AT", "K": "GT", "M": "AC", "B": "CGT", "D": "AGT", "H": "ACT",
+         "V": "ACG", "N": "ACGT"}
+
+Sequence = tuple[str, ...]
+#: genes called variant by variant, recommendations from the lowest-function variants
+LOWEST_FUNCTION_GENES = frozenset({"DPYD", "RYR1"})
+
+
+@dataclass
+class GeneData:
+    """A gene's sample data, ready to match: available positions, per-position genotypes, strand permutations."""
+
+    gene: str
+    positions: list[VariantLocus]
+    genotypes: list[SampleGenotype]
+    missing: list[VariantLocus]
+    warnings: list[str] = field(default_factory=list)
+    undocumented: bool = False
+    partial: bool = False
+
+    @property
+    def haploid(self) -> bool:
+        return bool(self.genotypes) and all(len(g.alleles) == 1 for g in self.genotypes)
+
+    @property
+    def phased(self) -> bool:
+        return bool(self.genotypes) and all(g.phased for g in self.genotypes)
+
+    def strand_fixed(self) -> list[bool]:
+        """Per position: is the strand of each allele known (homozygous, haploid, or phased in the main set)?"""
+        main_set = next((g.phase_set for g in self.genotypes if g.phased and not g.homozygous), None)
+        return [len(g.alleles) == 1 or g.homozygous or (g.phased and g.phase_set == main_set)
+                for g in self.genotypes]
+
+    def permutations(self) -> set[Sequence]:
+        """Every strand sequence the genotypes allow (PharmCAT's CombinationUtil.generatePermutations)."""
+        fixed = self.strand_fixed()
+        seqs: set[Sequence] = set()
+        for strand in (0, 1):
+            partial: list[list[str]] = [[]]
+            for g, known in zip(self.genotypes, fixed, strict=True):
+                if len(g.alleles) == 1:
+                    if strand == 1:
+                        partial = []
+                        break
+                    partial = [[*p, g.alleles[0]] for p in partial]
+                elif known:
+                    partial = [[*p, g.alleles[strand]] for p in partial]
+                else:
+                    partial = [[*p, a] for p in partial for a in g.alleles]
+            seqs.update(tuple(p) for p in partial)
+        return seqs
+
+    def complement(self, seq: Sequence) -> Sequence | None:
+        """The other strand, given one: the other allele at each heterozygous position."""
+        out = []
+        for g, a in zip(self.genotypes, seq, strict=True):
+            if len(g.alleles) == 1:
+                return None
+            out.append(g.alleles[1] if a == g.alleles[0] else g.alleles[0])
+        return tuple(out)
+
+
+@dataclass(frozen=True)
+class Haplotype:
+    """A named allele redefined over the available positions: one acceptable-allele set (or None) per position."""
+
+    name: str
+    pattern: tuple[frozenset[str] | None, ...]
+    score: int
+    reference: bool = False
+
+    def matches(self, seq: Sequence) -> bool:
+        return all(p is None or a in p for p, a in zip(self.pattern, seq, strict=True))
+
+
+def _accepts(cell: str) -> frozenset[str]:
+    return frozenset(IUPAC[cell]) if len(cell) == 1 and cell in IUPAC else frozenset((cell,))
+
+
+def prepare(definition: GeneDefinition, sample: VcfSample, *, skip_positions: Iterable[int] = ()) -> GeneData:
+    """Collect the sample's genotypes at the gene's positions; undocumented alleles become reference for the
+    toxicity genes (PharmCAT's TREAT_UNDOCUMENTED_VARIATIONS_AS_REFERENCE) and block the call otherwise."""
+    skip = set(skip_positions) | _unused_positions(definition)
+    data = GeneData(gene=definition.gene, positions=[], genotypes=[], missing=[])
+    for locus in definition.positions:
+        if locus.position in skip:
+            continue
+        gt = sample.genotypes.get((locus.chromosome, locus.position))
+        if gt is None:
+            data.missing.append(locus)
+            continue
+        if gt.partial:
+            data.partial = True
+        known = locus.vcf_alleles
+        if any(a not in known for a in gt.alleles):
+            if definition.gene in TREAT_UNDOCUMENTED_AS_REFERENCE:
+                data.warnings.append(f"undocumented allele at {locus.chromosome}:{locus.position} "
+                                     f"({'/'.join(gt.alleles)}) treated as reference")
+                gt = SampleGenotype(tuple(a if a in known else locus.ref for a in gt.alleles), gt.phased,
+                                    gt.phase_set, gt.partial)
+            else:
+                data.undocumented = True
+                data.warnings.append(f"undocumented allele at {locus.chromosome}:{locus.position} "
+                                     f"({'/'.join(gt.alleles)}): {definition.gene} not called")
+        data.positions.append(locus)
+        data.genotypes.append(gt)
+    return data
+
+
+def _unused_positions(definition: GeneDefinition) -> set[int]:
+    """Positions defined only by ignored alleles (G6PD's Mediterranean Haplotype): dropped from matching."""
+    ignored = definition.exemption.ignored_alleles
+    if not ignored:
+        return set()
+    used_by_ignored: set[int] = set()
+    used_by_others: set[int] = set()
+    for na in definition.alleles[1:]:
+        target = used_by_ignored if na.name.lower() in ignored else used_by_others
+        target.update(p.position for p, a in zip(definition.positions, na.alleles, strict=True) if a is not None)
+    return used_by_ignored - used_by_others
+
+
+def build_haplotypes(definition: GeneDefinition, data: GeneData, *, assume_reference: bool = True,
+                     exclude: Iterable[str] = ()) -> list[Haplotype]:
+    """Named alleles over the available positions; blank cells take the reference allele when ``assume_reference``."""
+    index = {p.position: i for i, p in enumerate(definition.positions)}
+    cols = [index[p.position] for p in data.positions]
+    ref = definition.reference
+    skip = {n.lower() for n in exclude} | set(definition.exemption.ignored_alleles)
+    out = []
+    for na in definition.alleles:
+        if na.name.lower() in skip:
+            continue
+        cells = [na.alleles[c] for c in cols]
+        score = sum(c is not None for c in cells)
+        if score == 0:
+            continue
+        pattern: list[frozenset[str] | None] = []
+        for c, locus, col in zip(cells, data.positions, cols, strict=True):
+            if c is None and assume_reference and not na.reference:
+                r = ref.alleles[col]
+                c = locus.ref if r is None or r in IUPAC else r
+            pattern.append(None if c is None else _accepts(c))
+        out.append(Haplotype(na.name, tuple(pattern), score, na.reference))
+    return out
+
+
+@dataclass
+class _Pair:
+    h1: Haplotype
+    h2: Haplotype | None
+    score: int
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.h1.name,) if self.h2 is None else (self.h1.name, self.h2.name)
+
+
+def _ordered(a: Haplotype, b: Haplotype) -> tuple[Haplotype, Haplotype]:
+    return (a, b) if compare_names(a.name, b.name) <= 0 else (b, a)
+
+
+def match_diplotypes(data: GeneData, haplotypes: list[Haplotype], *, top_candidate_only: bool) -> list[_Pair]:
+    """Pair matched haplotypes into diplotypes consistent with the genotypes; best score first, ties by name."""
+    perms = data.permutations()
+    matched: dict[str, tuple[Haplotype, set[Sequence]]] = {}
+    for hap in haplotypes:
+        seqs = {s for s in perms if hap.matches(s)}
+        if seqs:
+            matched[hap.name] = (hap, seqs)
+    pairs: list[_Pair] = []
+    if data.haploid:
+        pairs = [_Pair(h, None, h.score) for h, _ in matched.values()]
+    elif len(perms) == 1:
+        haps = sorted((h for h, _ in matched.values()), key=lambda h: name_key(h.name))
+        if len(haps) == 1:
+            pairs = [_Pair(haps[0], haps[0], 2 * haps[0].score)]
+        else:
+            pairs = [_Pair(*_ordered(a, b), a.score + b.score) for i, a in enumerate(haps) for b in haps[i:]]
+    else:
+        names = sorted(matched, key=name_key)
+        for i, n1 in enumerate(names):
+            h1, s1 = matched[n1]
+            for n2 in names[i:]:
+                h2, s2 = matched[n2]
+                if n1 == n2 and len(s1) == 1:
+                    continue
+                if any(data.complement(s) in s2 for s in s1):
+                    pairs.append(_Pair(*_ordered(h1, h2), h1.score + h2.score))
+    pairs.sort(key=lambda p: (-p.score, *(name_key(n) for n in p.names)))
+    if top_candidate_only and pairs:
+        pairs = [p for p in pairs if p.score == pairs[0].score]
+    return pairs
+
+
+def call_gene(definition: GeneDefinition, sample: VcfSample, *, top_candidate_only: bool = True,
+              find_combinations: bool = False) -> GeneCall:
+    """Call one gene of one sample (DPYD goes through the lowest-function caller)."""
+    if definition.gene in LOWEST_FUNCTION_GENES:
+        from medml.pgx.lowest_function import call_lowest_function
+
+        return call_lowest_function(definition, sample)  # the combinations flag does not apply to lowest-function genes
+    if find_combinations:
+        raise ConfigError("combination and partial-allele calling (research mode) is not implemented yet",
+                          "call with find_combinations=False")
+    data = prepare(definition, sample)
+    missing = tuple(p.position for p in data.missing)
+    base = GeneCall(gene=definition.gene, source="vcf", missing_positions=missing)
+    if not data.positions:
+        return _with(base, warnings=(f"no {definition.gene} positions in the VCF",))
+    if data.partial:
+        return _with(base, warnings=(*data.warnings, "a partial genotype (e.g. 1/.) blocks the call"))
+    required_missing = definition.exemption.required_positions & set(missing)
+    if required_missing:
+        return _with(base, warnings=(f"required position(s) {sorted(required_missing)} missing: not called",))
+    if data.undocumented:
+        return _with(base, warnings=tuple(data.warnings))
+    all_hits = definition.exemption.all_hits
+    top = top_candidate_only if all_hits is None else not all_hits
+    haplotypes = build_haplotypes(definition, data)
+    pairs = match_diplotypes(data, haplotypes, top_candidate_only=top)
+    if not data.phased and len(pairs) > 1:
+        names = {"/".join(p.names) for p in pairs}
+        for options, pick in definition.exemption.unphased_priorities:
+            if names == options:
+                pairs = [p for p in pairs if "/".join(p.names) == pick]
+                break
+    fixed = data.strand_fixed()
+    return _with(base, diplotypes=tuple(Diplotype(p.names, p.score) for p in pairs),
+                 phased=data.phased, effectively_phased=all(fixed) or len(data.permutations()) <= 2,
+                 warnings=tuple(data.warnings))
+
+
+def _with(call: GeneCall, **changes: object) -> GeneCall:
+    from dataclasses import replace
+
+    return replace(call, **changes)  # type: ignore[arg-type]
+
+
+def call_genes(sample: VcfSample, *, genes: Iterable[str] | None = None, find_combinations: bool = False,
+               top_candidate_only: bool = True, definitions: Mapping[str, GeneDefinition] | None = None,
+               ) -> dict[str, GeneCall]:
+    """Call every gene (default: PharmCAT's default set, CYP2D6 excluded) of one VCF sample."""
+    defs = definitions if definitions is not None else load_definitions(tuple(genes) if genes else None)
+    wanted = list(genes) if genes else list(defs)
+    return {g: call_gene(defs[g], sample, top_candidate_only=top_candidate_only,
+                         find_combinations=find_combinations) for g in wanted}
