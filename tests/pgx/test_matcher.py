@@ -21,7 +21,8 @@ def _calls(vcf: str, gene: str, **options: bool):  # type: ignore[no-untyped-def
 
 def test_all_reference_cyp2c19_is_38_38() -> None:
     call = call_genes(read_vcf_sample(TESTS / "examples/pharmcat.example.vcf"), genes=["CYP2C19"])["CYP2C19"]
-    assert call.called
+    assert [d.label for d in call.diplotypes] == ["*38/*38"]
+    assert call.diplotypes[0].score == 70  # 35 positions on each strand, as PharmCAT's matcher JSON reports
 
 
 def test_cyp2c19_star2_homozygous() -> None:
@@ -62,11 +63,29 @@ def test_dpyd_hapb3_exonic_only_message() -> None:
     assert HAPB3.endswith("(HapB3)")
 
 
-def test_find_combinations_is_refused_until_implemented() -> None:
-    from medml.errors import ConfigError
+def test_dpyd_intronic_only_hapb3_strand() -> None:
+    # rs75017182 heterozygous, rs56038477 reference: the strand is the intronic-only allele, not HapB3
+    call = _calls("vcf/DpydTest/hapB3__row_007_-_unphased.vcf", "DPYD")
+    assert [d.label for d in call.diplotypes] == ["Reference/c.1129-5923C>G"]
 
-    with pytest.raises(ConfigError):
-        _calls("vcf/NamedAlleleMatcherCyp2c19Test/s2s2.vcf", "CYP2C19", find_combinations=True)
+
+def test_dpyd_phase_sets_give_one_diplotype_per_join() -> None:
+    call = _calls("vcf/DpydTest/psTest3Sets.vcf", "DPYD")
+    assert len(call.diplotypes) == 4
+    assert call.diplotypes[0].label == "Reference/[c.85T>C (*9A) + c.632A>G + c.1679T>G (*13) + c.2846A>T]"
+
+
+def test_combination_call_in_research_mode() -> None:
+    plain = _calls("vcf/PipelineTest/phaseSetCyp2C9__3.vcf", "CYP2C9")
+    assert not plain.called
+    combo = _calls("vcf/PipelineTest/phaseSetCyp2C9__3.vcf", "CYP2C9", find_combinations=True)
+    assert [d.label for d in combo.diplotypes] == ["*1/[*2 + *3]"]
+
+
+def test_undocumented_allele_becomes_a_partial_in_research_mode() -> None:
+    call = _calls("vcf/PipelineTest/testUndocumentedVariationsWithTreatAsReferenceAndCombo.vcf", "TPMT",
+                  find_combinations=True)
+    assert [d.label for d in call.diplotypes] == ["*1/g.18143724C>T"]
 
 
 def test_definitions_cached() -> None:

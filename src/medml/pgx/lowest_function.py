@@ -1,77 +1,122 @@
 """DPYD's and RYR1's lowest-function calling (PharmCAT's NamedAlleleMatcher.callDpyd and DpydHapB3Matcher).
 
-DPYD is called variant by variant. Phased or effectively phased data gives one diplotype whose strands list the
-variants on them (``[c.498G>A + c.2582A>G]/c.2846A>T``, ``Reference`` when none); unphased data gives the list of
-variants found, twice when homozygous. Recommendations use the lowest-activity variant of each strand (phased)
-or the two lowest overall (unphased). HapB3 is decided by the intronic rs75017182; when that is missing the
-exonic rs56038477 is used with ``pcat-dpyd-hapB3-exonic-only``, and a disagreement between the two raises
+These genes are called variant by variant. Phased or effectively phased data gives a diplotype whose strands
+list the variants on them (``[c.498G>A + c.2582A>G]/c.2846A>T``, ``Reference`` when none); data phased in several
+phase sets gives one diplotype per way of joining the sets. Unphased data gives the list of variants found, twice
+when homozygous. Recommendations use the lowest-activity variant of each strand (phased) or the two lowest overall
+(unphased), ties broken by name.
+
+HapB3 is decided by the intronic rs75017182. A strand with the intronic variant but not the exonic rs56038477 is
+the intronic-only allele ``c.1129-5923C>G``; both make HapB3. When the intronic position is missing the exonic one
+is used, with ``pcat-dpyd-hapB3-exonic-only``; an exonic variant the intronic call does not support raises
 ``pcat-dpyd-hapB3-intronic-mismatch-exonic``.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from functools import cache
+from itertools import product
 
 from medml.pgx.calls import Diplotype, GeneCall
 from medml.pgx.definitions import GeneDefinition, load_activity_values
 from medml.pgx.matcher import GeneData, prepare
-from medml.pgx.naming import compare_names, name_key
+from medml.pgx.naming import name_key
 from medml.pgx.vcf import SampleGenotype, VcfSample
 
 HAPB3 = "c.1129-5923C>G, c.1236G>A (HapB3)"
-HAPB3_EXONIC = "rs56038477"
-HAPB3_INTRONIC = "rs75017182"
+HAPB3_INTRONIC = "c.1129-5923C>G"
+HAPB3_EXONIC_RSID = "rs56038477"
+HAPB3_INTRONIC_RSID = "rs75017182"
 MSG_EXONIC_ONLY = "pcat-dpyd-hapB3-exonic-only"
 MSG_MISMATCH = "pcat-dpyd-hapB3-intronic-mismatch-exonic"
 REFERENCE = "Reference"
 
-
-def _strand_calls(allele: str, gt: SampleGenotype) -> list[bool]:
-    return [a == allele for a in gt.alleles]
+Strands = tuple[tuple[str, ...], ...]  # the allele on each strand, per position
 
 
-def call_hapb3(definition: GeneDefinition, sample: VcfSample, effectively_phased: bool,
-               ) -> tuple[list[bool] | None, str | None]:
-    """HapB3 per strand (None when both positions are missing) and the message the call raises, if any."""
-    hap = next(a for a in definition.alleles if a.name == HAPB3)
-    found: dict[str, tuple[str, SampleGenotype | None]] = {}
-    for locus, cell in zip(definition.positions, hap.alleles, strict=True):
-        if locus.rsid in (HAPB3_EXONIC, HAPB3_INTRONIC) and cell is not None:
-            found[locus.rsid] = (cell, sample.genotypes.get((locus.chromosome, locus.position)))
-    intron_allele, intron = found[HAPB3_INTRONIC]
-    exon_allele, exon = found[HAPB3_EXONIC]
+@dataclass(frozen=True)
+class HapB3Call:
+    """HapB3 for one sample: per strand when (effectively) phased, else the alleles found; and a message."""
+
+    #: phased: the HapB3 allele on each strand (None when neither); None when unphased or both positions missing
+    per_strand: tuple[str | None, ...] | None = None
+    #: unphased: HapB3 alleles found (full HapB3 first, then the intronic-only allele)
+    found: tuple[str, ...] = ()
+    message: str | None = None
+
+    @property
+    def count(self) -> int:
+        return sum(n is not None for n in self.per_strand) if self.per_strand is not None else len(self.found)
+
+
+def _flags(allele: str, alleles: tuple[str, ...]) -> list[bool]:
+    return [a == allele for a in alleles]
+
+
+def call_hapb3(intron: tuple[str, ...] | None, exon: tuple[str, ...] | None, *, phased: bool,
+               intron_allele: str = "C", exon_allele: str = "T") -> HapB3Call:
+    """HapB3 from the sample's alleles at rs75017182 (``intron``) and rs56038477 (``exon``), None when missing.
+
+    ``phased``: the alleles are in strand order (phased, or effectively phased), so the call is made per strand."""
     if intron is None and exon is None:
-        return None, None
+        return HapB3Call()
     if intron is None:
         assert exon is not None
-        return _strand_calls(exon_allele, exon), MSG_EXONIC_ONLY
-    call = _strand_calls(intron_allele, intron)
-    message = None
-    if exon is not None and len(call) == 2:
-        exonic = _strand_calls(exon_allele, exon)
-        if not any(call):
-            if any(exonic):
-                message = MSG_MISMATCH
-        elif len(exonic) != 2:
-            message = MSG_MISMATCH
-        elif effectively_phased:
-            if call != exonic:
-                message = MSG_MISMATCH
-        elif sum(call) != sum(exonic):
-            message = MSG_MISMATCH
-    return call, message
+        calls = _flags(exon_allele, exon)
+        message = MSG_EXONIC_ONLY if len(calls) == 2 else None
+        return _as_call([HAPB3 if c else None for c in calls], phased, message)
+    introns = _flags(intron_allele, intron)
+    if exon is None:
+        return _as_call([HAPB3_INTRONIC if c else None for c in introns], phased, None)
+    exons = _flags(exon_allele, exon)
+    if len(introns) != 2 or len(exons) != 2:
+        return HapB3Call(per_strand=(None,) * len(introns) if phased else None)
+    if phased:
+        strands: list[str | None] = []
+        message = None
+        for i, e in zip(introns, exons, strict=True):
+            if not i:
+                strands.append(None)
+                message = MSG_MISMATCH if e else message
+            else:
+                strands.append(HAPB3 if e else HAPB3_INTRONIC)
+        return HapB3Call(per_strand=tuple(strands), message=message)
+    n_intron, n_exon = sum(introns), sum(exons)
+    if n_intron == n_exon:
+        return HapB3Call(found=(HAPB3,) * n_intron)
+    if n_intron > n_exon:  # the intronic call wins; strands with it but no exonic variant are intronic-only
+        return HapB3Call(found=(HAPB3,) * n_exon + (HAPB3_INTRONIC,) * (n_intron - n_exon))
+    return HapB3Call(found=(HAPB3,) * n_intron, message=MSG_MISMATCH)
 
 
-def _variants_on(definition: GeneDefinition, data: GeneData, strand: int) -> list[str]:
-    """Named (single-position) DPYD alleles carried on one strand, HapB3 excluded."""
-    index = {p.position: i for i, p in enumerate(definition.positions)}
-    names = []
-    for locus, gt in zip(data.positions, data.genotypes, strict=True):
-        allele = gt.alleles[min(strand, len(gt.alleles) - 1)]
-        if allele == locus.ref:
+def _as_call(strands: list[str | None], phased: bool, message: str | None) -> HapB3Call:
+    if phased:
+        return HapB3Call(per_strand=tuple(strands), message=message)
+    return HapB3Call(found=tuple(sorted((s for s in strands if s), key=name_key)), message=message)
+
+
+@cache
+def _allele_names(definition: GeneDefinition) -> dict[tuple[int, str], tuple[str, ...]]:
+    """(position, VCF allele) -> the single-position named alleles it makes (HapB3 alleles excluded)."""
+    out: dict[tuple[int, str], list[str]] = {}
+    for na in definition.alleles[1:]:
+        if na.name in (HAPB3, HAPB3_INTRONIC):
             continue
-        col = index[locus.position]
-        names += [na.name for na in definition.alleles[1:] if na.name != HAPB3 and na.alleles[col] == allele]
+        for locus, cell in zip(definition.positions, na.alleles, strict=True):
+            if cell is not None:
+                out.setdefault((locus.position, cell), []).append(na.name)
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def _strand_variants(definition: GeneDefinition, data: GeneData, strands: Strands, strand: int) -> list[str]:
+    """Named single-position alleles carried on one strand, at the non-HapB3 positions of ``data``."""
+    names_at = _allele_names(definition)
+    names: list[str] = []
+    for locus, alleles in zip(data.positions, strands, strict=True):
+        allele = alleles[min(strand, len(alleles) - 1)]
+        if allele != locus.ref:
+            names += names_at.get((locus.position, allele), ())
     return names
 
 
@@ -88,58 +133,108 @@ def _lowest(gene: str, names: list[str]) -> str:
     return min(names, key=lambda n: (activity.get(n, 1.0), name_key(n))) if names else REFERENCE
 
 
+def _orientations(data: GeneData) -> list[Strands] | None:
+    """Strand-ordered alleles for each way of joining the phase sets; None when the data are not phased enough.
+
+    All heterozygous positions phased: one orientation per relative flip of the phase sets (the first set fixed).
+    Otherwise, at most one heterozygous position: the alleles as given. Otherwise None (unphased)."""
+    hets = [g for g in data.genotypes if len(g.alleles) == 2 and not g.homozygous]
+    as_given: Strands = tuple(g.alleles for g in data.genotypes)
+    if len(hets) <= 1:
+        return [as_given]
+    if not all(g.phased for g in hets):
+        return None
+    sets = list(dict.fromkeys(g.phase_set for g in hets))
+    out = []
+    for flips in product((False, True), repeat=len(sets) - 1):
+        flipped = {s for s, f in zip(sets[1:], flips, strict=True) if f}
+        out.append(tuple(_flip(g) if g.phased and g.phase_set in flipped else g.alleles for g in data.genotypes))
+    return out
+
+
+def _flip(g: SampleGenotype) -> tuple[str, ...]:
+    return tuple(reversed(g.alleles))
+
+
+def _hapb3_alleles(definition: GeneDefinition, data: GeneData, strands: Strands | None,
+                   ) -> tuple[tuple[str, ...] | None, tuple[str, ...] | None, str, str]:
+    """The sample's alleles at the intronic and exonic HapB3 positions (strand-ordered when given), and HapB3's."""
+    hap = next(a for a in definition.alleles if a.name == HAPB3)
+    cells = {locus.rsid: cell for locus, cell in zip(definition.positions, hap.alleles, strict=True) if cell}
+    found: dict[str | None, tuple[str, ...]] = {}
+    for i, (locus, gt) in enumerate(zip(data.positions, data.genotypes, strict=True)):
+        if locus.rsid in (HAPB3_EXONIC_RSID, HAPB3_INTRONIC_RSID):
+            found[locus.rsid] = strands[i] if strands is not None else gt.alleles
+    return (found.get(HAPB3_INTRONIC_RSID), found.get(HAPB3_EXONIC_RSID),
+            cells[HAPB3_INTRONIC_RSID], cells[HAPB3_EXONIC_RSID])
+
+
+def _hapb3(definition: GeneDefinition, data: GeneData, strands: Strands | None) -> HapB3Call:
+    intron, exon, intron_allele, exon_allele = _hapb3_alleles(definition, data, strands)
+    return call_hapb3(intron, exon, phased=strands is not None, intron_allele=intron_allele,
+                      exon_allele=exon_allele)
+
+
 def call_lowest_function(definition: GeneDefinition, sample: VcfSample) -> GeneCall:
-    """DPYD or RYR1 for one sample: a diplotype when (effectively) phased, else the variants found."""
+    """DPYD or RYR1 for one sample: diplotypes when (effectively) phased, else the variants found."""
     gene = definition.gene
     is_dpyd = gene == "DPYD"
-    hapb3_positions = [p.position for p in definition.positions if p.rsid in (HAPB3_EXONIC, HAPB3_INTRONIC)]
     full = prepare(definition, sample)
     base = GeneCall(gene=gene, source="vcf", missing_positions=tuple(p.position for p in full.missing),
                     warnings=tuple(full.warnings))
     if not full.positions:
         return replace(base, warnings=(f"no {gene} positions in the VCF",))
-    effectively_phased = len(full.permutations()) <= 2
-    hapb3, message = call_hapb3(definition, sample, effectively_phased) if is_dpyd else (None, None)
-    data = prepare(definition, sample, skip_positions=hapb3_positions)
-    messages = (message,) if message else ()
-    if not data.positions:
-        strands = [[HAPB3] if hapb3 and hapb3[i] else [] for i in range(len(full.genotypes[0].alleles))]
-    elif effectively_phased:
-        ploidy = 1 if full.haploid else 2
-        strands = [_variants_on(definition, data, s) for s in range(ploidy)]
-        if hapb3:
-            strands = [[*s, HAPB3] if i < len(hapb3) and hapb3[i] else s for i, s in enumerate(strands)]
-    else:
-        return _unphased(definition, data, hapb3, base, messages)
-    names = [_strand_name(s) for s in strands]
-    order = sorted(range(len(names)), key=lambda i: name_key(names[i]))
-    haps = tuple(names[i] for i in order)
-    lookup = tuple(sorted((_lowest(gene, strands[i]) for i in order), key=name_key))
-    return replace(base, diplotypes=(Diplotype(haps),), phased=full.phased, effectively_phased=True,
-                   lookup=(Diplotype(lookup),), messages=messages)
+    hapb3_positions = [p.position for p in full.positions if p.rsid in (HAPB3_EXONIC_RSID, HAPB3_INTRONIC_RSID)]
+    keep = [i for i, p in enumerate(full.positions) if not is_dpyd or p.position not in hapb3_positions]
+    data = GeneData(gene, [full.positions[i] for i in keep], [full.genotypes[i] for i in keep], full.missing)
+    orientations = _orientations(full)
+    if orientations is None:
+        hapb3 = _hapb3(definition, full, None) if is_dpyd else HapB3Call()
+        return _unphased(definition, data, hapb3, base)
+    ploidy = 1 if full.haploid else 2
+    calls: dict[tuple[str, ...], Diplotype] = {}
+    messages: list[str] = []
+    for oriented in orientations:
+        hapb3 = _hapb3(definition, full, oriented) if is_dpyd else HapB3Call()
+        if hapb3.message and hapb3.message not in messages:
+            messages.append(hapb3.message)
+        kept = tuple(oriented[i] for i in keep)
+        strands = [_strand_variants(definition, data, kept, s) for s in range(ploidy)]
+        for i, name in enumerate((hapb3.per_strand or ())[:ploidy]):
+            if name:
+                strands[i] = [*strands[i], name]
+        names = [_strand_name(s) for s in strands]
+        order = sorted(range(ploidy), key=lambda i: name_key(names[i]))
+        haps = tuple(names[i] for i in order)
+        lookup = tuple(sorted((_lowest(gene, strands[i]) for i in order), key=name_key))
+        calls.setdefault(haps, Diplotype(lookup))
+    ordered = sorted(calls, key=lambda h: tuple(name_key(n) for n in h))
+    return replace(base, diplotypes=tuple(Diplotype(h) for h in ordered), phased=full.phased,
+                   effectively_phased=True, lookup=tuple(calls[h] for h in ordered), messages=tuple(messages))
 
 
-def _unphased(definition: GeneDefinition, data: GeneData, hapb3: list[bool] | None, base: GeneCall,
-              messages: tuple[str, ...]) -> GeneCall:
+def _unphased(definition: GeneDefinition, data: GeneData, hapb3: HapB3Call, base: GeneCall) -> GeneCall:
     """Unphased: every variant found (twice when homozygous); Reference only when at most 2 things were found."""
-    strand1, strand2 = _variants_on(definition, data, 0), _variants_on(definition, data, 1)
+    as_given: Strands = tuple(g.alleles for g in data.genotypes)
+    strand1 = _strand_variants(definition, data, as_given, 0)
+    strand2 = _strand_variants(definition, data, as_given, 1)
     found = sorted(set(strand1) | set(strand2), key=name_key)
     homozygous = {n for n in found if n in strand1 and n in strand2}
     has_reference = all(p.ref in g.alleles for p, g in zip(data.positions, data.genotypes, strict=True))
-    n_hapb3 = sum(hapb3) if hapb3 else 0
     matches = ([REFERENCE] if has_reference else []) + found
-    if len(matches) + n_hapb3 > 2:
+    if len(matches) + hapb3.count > 2:
         matches = found
     variants: list[str] = []
     for name in matches:
         variants += [name, name] if name in homozygous else [name]
-    if hapb3 is not None and len(hapb3) == 2 and n_hapb3:
-        variants += [HAPB3] * n_hapb3
+    variants = sorted([*variants, *hapb3.found], key=name_key)
     activity = load_activity_values(definition.gene)
     lowest = sorted(variants, key=lambda n: (activity.get(n, 1.0), name_key(n)))[:2]
     lookup = (Diplotype(tuple(sorted(lowest, key=name_key))),) if len(lowest) == 2 else ()
+    messages = (hapb3.message,) if hapb3.message else ()
     return replace(base, variants=tuple(variants), lookup=lookup, messages=messages, phased=False,
                    effectively_phased=False)
 
 
-__all__ = ["HAPB3", "MSG_EXONIC_ONLY", "MSG_MISMATCH", "call_hapb3", "call_lowest_function", "compare_names"]
+__all__ = ["HAPB3", "HAPB3_INTRONIC", "MSG_EXONIC_ONLY", "MSG_MISMATCH", "HapB3Call", "call_hapb3",
+           "call_lowest_function"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from medml.errors import ConfigError
 from medml.pgx.calls import Diplotype, GeneCall
 from medml.pgx.definitions import TREAT_UNDOCUMENTED_AS_REFERENCE, GeneDefinition, VariantLocus, load_definitions
 from medml.pgx.naming import compare_names, name_key
@@ -90,18 +89,26 @@ class Haplotype:
     pattern: tuple[frozenset[str] | None, ...]
     score: int
     reference: bool = False
+    #: positions defined by an IUPAC wobble code: they score only where the sample carries a non-reference base
+    wobbles: tuple[int, ...] = ()
 
     def matches(self, seq: Sequence) -> bool:
         return all(p is None or a in p for p, a in zip(self.pattern, seq, strict=True))
+
+    def score_for(self, seq: Sequence, refs: Sequence) -> int:
+        """The score on one strand (PharmCAT's scoreForSample): a wobble carrying the reference base scores 0."""
+        return self.score - sum(seq[i] == refs[i] for i in self.wobbles)
 
 
 def _accepts(cell: str) -> frozenset[str]:
     return frozenset(IUPAC[cell]) if len(cell) == 1 and cell in IUPAC else frozenset((cell,))
 
 
-def prepare(definition: GeneDefinition, sample: VcfSample, *, skip_positions: Iterable[int] = ()) -> GeneData:
+def prepare(definition: GeneDefinition, sample: VcfSample, *, skip_positions: Iterable[int] = (),
+            keep_undocumented: bool = False) -> GeneData:
     """Collect the sample's genotypes at the gene's positions; undocumented alleles become reference for the
-    toxicity genes (PharmCAT's TREAT_UNDOCUMENTED_VARIATIONS_AS_REFERENCE) and block the call otherwise."""
+    toxicity genes (PharmCAT's TREAT_UNDOCUMENTED_VARIATIONS_AS_REFERENCE) and block the call otherwise.
+    ``keep_undocumented`` (research mode, combinations) keeps them as they are, to be named as partials."""
     skip = set(skip_positions) | _unused_positions(definition)
     data = GeneData(gene=definition.gene, positions=[], genotypes=[], missing=[])
     for locus in definition.positions:
@@ -115,7 +122,7 @@ def prepare(definition: GeneDefinition, sample: VcfSample, *, skip_positions: It
             data.partial = True
         known = locus.vcf_alleles
         if any(a not in known for a in gt.alleles):
-            if definition.gene in TREAT_UNDOCUMENTED_AS_REFERENCE:
+            if definition.gene in TREAT_UNDOCUMENTED_AS_REFERENCE and not keep_undocumented:
                 data.warnings.append(f"undocumented allele at {locus.chromosome}:{locus.position} "
                                      f"({'/'.join(gt.alleles)}) treated as reference")
                 gt = SampleGenotype(tuple(a if a in known else locus.ref for a in gt.alleles), gt.phased,
@@ -158,12 +165,13 @@ def build_haplotypes(definition: GeneDefinition, data: GeneData, *, assume_refer
         if score == 0:
             continue
         pattern: list[frozenset[str] | None] = []
+        wobbles = tuple(i for i, c in enumerate(cells) if c is not None and len(c) == 1 and c in IUPAC)
         for c, locus, col in zip(cells, data.positions, cols, strict=True):
             if c is None and assume_reference and not na.reference:
                 r = ref.alleles[col]
                 c = locus.ref if r is None or r in IUPAC else r
             pattern.append(None if c is None else _accepts(c))
-        out.append(Haplotype(na.name, tuple(pattern), score, na.reference))
+        out.append(Haplotype(na.name, tuple(pattern), score, na.reference, wobbles))
     return out
 
 
@@ -190,15 +198,18 @@ def match_diplotypes(data: GeneData, haplotypes: list[Haplotype], *, top_candida
         seqs = {s for s in perms if hap.matches(s)}
         if seqs:
             matched[hap.name] = (hap, seqs)
+    refs = tuple(p.ref for p in data.positions)
     pairs: list[_Pair] = []
     if data.haploid:
-        pairs = [_Pair(h, None, h.score) for h, _ in matched.values()]
+        pairs = [_Pair(h, None, max(h.score_for(q, refs) for q in seqs)) for h, seqs in matched.values()]
     elif len(perms) == 1:
+        seq = next(iter(perms))
         haps = sorted((h for h, _ in matched.values()), key=lambda h: name_key(h.name))
         if len(haps) == 1:
-            pairs = [_Pair(haps[0], haps[0], 2 * haps[0].score)]
+            pairs = [_Pair(haps[0], haps[0], 2 * haps[0].score_for(seq, refs))]
         else:
-            pairs = [_Pair(*_ordered(a, b), a.score + b.score) for i, a in enumerate(haps) for b in haps[i:]]
+            pairs = [_Pair(*_ordered(a, b), a.score_for(seq, refs) + b.score_for(seq, refs))
+                     for i, a in enumerate(haps) for b in haps[i:]]
     else:
         names = sorted(matched, key=name_key)
         for i, n1 in enumerate(names):
@@ -207,8 +218,10 @@ def match_diplotypes(data: GeneData, haplotypes: list[Haplotype], *, top_candida
                 h2, s2 = matched[n2]
                 if n1 == n2 and len(s1) == 1:
                     continue
-                if any(data.complement(s) in s2 for s in s1):
-                    pairs.append(_Pair(*_ordered(h1, h2), h1.score + h2.score))
+                scores = [h1.score_for(q, refs) + h2.score_for(c, refs)
+                          for q in s1 if (c := data.complement(q)) is not None and c in s2]
+                if scores:
+                    pairs.append(_Pair(*_ordered(h1, h2), max(scores)))
     pairs.sort(key=lambda p: (-p.score, *(name_key(n) for n in p.names)))
     if top_candidate_only and pairs:
         pairs = [p for p in pairs if p.score == pairs[0].score]
@@ -222,10 +235,7 @@ def call_gene(definition: GeneDefinition, sample: VcfSample, *, top_candidate_on
         from medml.pgx.lowest_function import call_lowest_function
 
         return call_lowest_function(definition, sample)  # the combinations flag does not apply to lowest-function genes
-    if find_combinations:
-        raise ConfigError("combination and partial-allele calling (research mode) is not implemented yet",
-                          "call with find_combinations=False")
-    data = prepare(definition, sample)
+    data = prepare(definition, sample, keep_undocumented=find_combinations)
     missing = tuple(p.position for p in data.missing)
     base = GeneCall(gene=definition.gene, source="vcf", missing_positions=missing)
     if not data.positions:
@@ -235,12 +245,18 @@ def call_gene(definition: GeneDefinition, sample: VcfSample, *, top_candidate_on
     required_missing = definition.exemption.required_positions & set(missing)
     if required_missing:
         return _with(base, warnings=(f"required position(s) {sorted(required_missing)} missing: not called",))
-    if data.undocumented:
+    if data.undocumented and not find_combinations:
         return _with(base, warnings=tuple(data.warnings))
     all_hits = definition.exemption.all_hits
     top = top_candidate_only if all_hits is None else not all_hits
     haplotypes = build_haplotypes(definition, data)
     pairs = match_diplotypes(data, haplotypes, top_candidate_only=top)
+    if not pairs and find_combinations:
+        from medml.pgx.combinations import combination_diplotypes
+
+        combos = combination_diplotypes(definition, data, top_candidate_only=top)
+        return _with(base, diplotypes=tuple(Diplotype(c.names, c.score) for c in combos), phased=data.phased,
+                     effectively_phased=len(data.permutations()) <= 2, warnings=tuple(data.warnings))
     if not data.phased and len(pairs) > 1:
         names = {"/".join(p.names) for p in pairs}
         for options, pick in definition.exemption.unphased_priorities:
