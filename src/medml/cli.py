@@ -17,6 +17,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from medml.cli_fhir import fhir_app
+from medml.cli_pgx import pgx_app
 from medml.errors import InputFileError, MedmlError, NotFoundError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -24,6 +25,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 models_app = typer.Typer(no_args_is_help=True, help="The model registry.")
 app.add_typer(models_app, name="models")
 app.add_typer(fhir_app, name="fhir")
+app.add_typer(pgx_app, name="pgx")
 
 # Wide enough for the metric tables when the output is a file or a pipe (rich would assume 80 columns).
 out = Console(width=None if sys.stdout.isatty() else 160)
