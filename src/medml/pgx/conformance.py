@@ -17,10 +17,13 @@ from typing import Any
 
 from medml.errors import MedmlError
 from medml.pgx.calls import GeneCall
+from medml.pgx.checks_interpretation import CHECKS as INTERPRETATION_CHECKS
+from medml.pgx.checks_interpretation import applies as interpretation_applies
 from medml.pgx.definitions import DEFAULT_GENES, GeneDefinition, load_definition_file, load_definitions
 from medml.pgx.lowest_function import HAPB3
 from medml.pgx.matcher import call_genes
 from medml.pgx.naming import name_key
+from medml.pgx.outside import read_outside_calls
 from medml.pgx.vcf import read_vcf_sample
 
 #: genes whose report names a lone variant against the reference as "X (heterozygous)"
@@ -72,6 +75,12 @@ def display(call: GeneCall | None) -> list[str]:
         counts = Counter(call.variants)
         return [f"{v} (homozygous)" if counts[v] > 1 else v for v in sorted(counts, key=name_key)]
     return [_diplotype_display(call.gene, d.haplotypes) for d in call.diplotypes]
+
+
+def _fallback_display(call: GeneCall) -> str:
+    """PharmCAT prints SLCO1B1's rs4149056 fallback as the genotype: ``rs4149056 C/rs4149056 T`` (``*5`` = C)."""
+    bases = sorted("C" if h == "*5" else "T" for h in call.lookup_diplotypes[0].haplotypes)
+    return "/".join(f"rs4149056 {b}" for b in bases)
 
 
 def _diplotype_display(gene: str, haplotypes: tuple[str, ...]) -> str:
@@ -131,7 +140,12 @@ def _gene_display(ctx: CaseContext, e: Mapping[str, Any], not_called: str) -> Ve
     call = ctx.calls.get(gene)
     if gene not in ctx.calls and gene not in DEFAULT_GENES:
         return None, f"{gene} is not called from VCF"
-    got = display(call) if call is not None and call.called else [not_called]
+    if call is not None and call.called:
+        got = display(call)
+    elif call is not None and call.lookup and not_called == "Not called":  # print_calls shows the fallback
+        got = [_fallback_display(call)]
+    else:
+        got = [not_called]
     return _same(list(e["value"]), got)
 
 
@@ -141,7 +155,7 @@ def _check_recommended(ctx: CaseContext, e: Mapping[str, Any]) -> Verdict:
         return None, "outside call or gene not called from VCF"
     call = ctx.calls.get(gene)
     want = [_CONSTANTS.get(h, h) for h in e["haplotypes"]]
-    if call is None or not call.called:
+    if call is None or not (call.called or call.lookup):
         return _same(want, ["Unknown/Unknown"])
     # compared as multisets: which haplotype is printed first is the reporter's choice
     options = [sorted(_base_name(h) for h in d.haplotypes) for d in call.lookup_diplotypes]
@@ -252,6 +266,11 @@ def _outside_genes(base: Path, files: list[str]) -> frozenset[str]:
     return frozenset(genes)
 
 
+def _outside_calls(base: Path, files: list[str]) -> dict[str, GeneCall]:
+    paths = [base / name for name in files if (base / name).exists()]
+    return {c.gene: c for c in read_outside_calls(paths)} if paths else {}
+
+
 def _definitions(base: Path, options: Mapping[str, Any]) -> dict[str, GeneDefinition]:
     if options.get("definitionFile"):
         definition = load_definition_file((base / options["definitionFile"]).resolve(),
@@ -283,10 +302,22 @@ def run_case(case: dict[str, Any], base: Path) -> CaseResult:
     with_data = frozenset(g for g, d in definitions.items()
                           if any((p.chromosome, p.position) in sample.genotypes for p in d.positions))
     ctx = CaseContext(case, calls, _outside_genes(base, case.get("outside_calls", [])), with_data)
+    interpreted: dict[str, GeneCall] | None = None
     for e in case["expect"]:
         check = CHECKS.get(e["type"])
         if check is None:
-            result.verdicts.append((e["type"], None, "not a matcher-level expectation"))
+            if e["type"] not in INTERPRETATION_CHECKS:
+                result.verdicts.append((e["type"], None, "not judged: report layout or a Java object"))
+            elif not interpretation_applies(e):
+                result.verdicts.append((e["type"], None, "out of scope: a DPWG, FDA or all-source count"))
+            else:  # end to end: our own calls (outside calls win) -> our phenotypes -> our CPIC matches
+                if interpreted is None:
+                    interpreted = {**calls, **_outside_calls(base, case.get("outside_calls", []))}
+                try:
+                    passed, why = INTERPRETATION_CHECKS[e["type"]](interpreted, e)
+                except (KeyError, MedmlError) as err:
+                    passed, why = False, f"cannot judge: {err}"
+                result.verdicts.append((e["type"], passed, why))
             continue
         try:
             verdict, reason = check(ctx, e)

@@ -11,11 +11,12 @@ calling lives in :mod:`medml.pgx.lowest_function`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from medml.pgx.calls import Diplotype, GeneCall
 from medml.pgx.definitions import TREAT_UNDOCUMENTED_AS_REFERENCE, GeneDefinition, VariantLocus, load_definitions
 from medml.pgx.naming import compare_names, name_key
+from medml.pgx.phenotype import slco1b1_rs4149056_diplotype
 from medml.pgx.vcf import SampleGenotype, VcfSample
 
 IUPAC = {"R": "AG", "Y": "CT", "S": "CG", "W": "AT", "K": "GT", "M": "AC", "B": "CGT", "D": "AGT", "H": "ACT",
@@ -281,5 +282,26 @@ def call_genes(sample: VcfSample, *, genes: Iterable[str] | None = None, find_co
     """Call every gene (default: PharmCAT's default set, CYP2D6 excluded) of one VCF sample."""
     defs = definitions if definitions is not None else load_definitions(tuple(genes) if genes else None)
     wanted = list(genes) if genes else list(defs)
-    return {g: call_gene(defs[g], sample, top_candidate_only=top_candidate_only,
-                         find_combinations=find_combinations) for g in wanted}
+    calls = {g: call_gene(defs[g], sample, top_candidate_only=top_candidate_only,
+                          find_combinations=find_combinations) for g in wanted}
+    if "SLCO1B1" in calls and not calls["SLCO1B1"].called:
+        calls["SLCO1B1"] = slco1b1_fallback(calls["SLCO1B1"], sample)
+    return calls
+
+
+#: SLCO1B1 c.521T>C (rs4149056), GRCh38: the variant that carries most of the statin myopathy risk
+RS4149056 = ("chr12", 21178615)
+
+
+def slco1b1_fallback(call: GeneCall, sample: VcfSample) -> GeneCall:
+    """PharmCAT's Slco1b1CustomCaller: with no star call, rs4149056 alone decides the lookup (C read as ``*5``).
+
+    The gene stays "not called" (no diplotype); the warning says which variant the recommendation rests on.
+    """
+    gt = sample.genotypes.get(RS4149056)
+    if gt is None or gt.partial or len(gt.alleles) != 2 or not set(gt.alleles) <= {"T", "C"}:
+        return call
+    lookup = slco1b1_rs4149056_diplotype("/".join(gt.alleles))
+    shown = "/".join(f"rs4149056 {a}" for a in sorted(gt.alleles))
+    return replace(call, lookup=(lookup,),
+                   warnings=(*call.warnings, f"no star-allele call; recommendations from rs4149056 alone ({shown})"))

@@ -201,20 +201,30 @@ def _hla_statuses(gene: str, haplotypes: Iterable[str]) -> tuple[str, ...]:
     return tuple(f"{a} {'positive' if a in present else 'negative'}" for a in HLA_ALLELES.get(gene, ()))
 
 
+_SUBALLELE = re.compile(r"^(\*\d+[A-Z]?)\.\d{3}$")
+
+
+def _in_table(table: PhenotypeTable, haplotype: str) -> str:
+    """A sub-allele the table does not list (SLCO1B1 ``*45.001``) takes its star allele's function, as in PharmCAT."""
+    match = _SUBALLELE.match(haplotype)
+    return match.group(1) if match and haplotype not in table.functions else haplotype
+
+
 def _interpret_diplotype(table: PhenotypeTable | None, gene: str, dip: Diplotype) -> DiplotypePhenotype:
     if gene in HLA_ALLELES:
         statuses = _hla_statuses(gene, dip.haplotypes)
         return DiplotypePhenotype(dip, (), (), None, None, statuses)
     if table is None:
         return DiplotypePhenotype(dip, (), (), None, None, ())
-    functions = tuple(table.functions.get(h, "Unassigned function") for h in dip.haplotypes)
-    values = tuple(table.activity_values.get(h, NA) for h in dip.haplotypes) if table.activity_values else ()
-    row = table.row(dip.haplotypes)
+    haplotypes = tuple(_in_table(table, h) for h in dip.haplotypes)
+    functions = tuple(table.functions.get(h, "Unassigned function") for h in haplotypes)
+    values = tuple(table.activity_values.get(h, NA) for h in haplotypes) if table.activity_values else ()
+    row = table.row(haplotypes)
     if row is not None:
         return DiplotypePhenotype(dip, functions, values, row.phenotype, row.activity_score, (row.lookup_key,))
     if not table.rows:  # IFNL3: single-position function only, no diplotype rows in 3.1.1
         return DiplotypePhenotype(dip, functions, values, None, None, ())
-    unknown = any(h not in table.functions for h in dip.haplotypes)
+    unknown = any(h not in table.functions for h in haplotypes)
     label = NA if unknown else INDETERMINATE
     return DiplotypePhenotype(dip, functions, values, label, NA if gene in ACTIVITY_GENES else None, (label,))
 
