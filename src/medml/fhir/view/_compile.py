@@ -219,7 +219,7 @@ def compile_view(view: dict[str, Any], *, dialect: str = "duckdb", table: str = 
         inner = [f"{cols[n]} AS {a}" for n, a in alias.items()] + [d.unnest_rows(rows.lst, "_row")]
         out = ", ".join(f"{'_u.' + alias[n] if n in alias else d.field('_u._row', n)} AS {d.quote(n)}" for n in names)
         sql = f"SELECT {out} FROM (SELECT {', '.join(inner)} FROM ({source}) AS _r{where}) AS _u"
-    return CompiledView(sql, [ctx.meta[n] for n in names], resource)
+    return CompiledView(batch.finish(sql, d), [ctx.meta[n] for n in names], resource)
 
 
 def validate_view(view: dict[str, Any]) -> None:

@@ -4,7 +4,7 @@ A dialect must provide:
 
 - JSON access on a JSON (or JSON text) value: ``json_path`` (one JSONPath, ``[*]`` wildcards flattening arrays into a
   list), ``json_paths`` (several wildcard-free paths parsed once), ``json_records`` (an array of objects as a list of
-  structs of their text members), ``json_type``;
+  structs, shaped by ``json_shape``), ``json_type``;
 - lists and lambdas: ``lam`` (one- or two-parameter lambda, the second a 1-based index), ``transform``, ``filter``,
   ``flatten``, ``concat``, ``length``, ``element`` (1-based), ``reduce`` (with an initial value), ``sort``,
   ``list_of``, ``join``;
@@ -53,17 +53,18 @@ class Dialect:
         fn = "json_extract_string" if as_text else "json_extract"
         return f"{fn}({base}, [{', '.join(self.literal(p) for p in paths)}])"
 
-    def json_records(self, base: str, keys: list[str], fields: list[tuple[str, bool]]) -> str:
+    def json_records(self, base: str, keys: list[str], structure: str) -> str:
         """The JSON array at ``base`` (after the object keys ``keys``) as a list of structs, parsed once.
 
-        Each field is the text of that member (a list of texts where it repeats); an absent array is an empty list.
+        ``structure`` is the SQL of a :meth:`json_shape` of the array nested in ``keys``; an absent array is an empty
+        list.
         """
-        record: dict[str, object] = {n: ["VARCHAR"] if many else "VARCHAR" for n, many in fields}
-        shape: object = [record]
-        for key in reversed(keys):
-            shape = {key: shape}
         access = "".join("." + self.quote(k) for k in keys)
-        return f"coalesce(json_transform({base}, {self.literal(json.dumps(shape))}){access}, [])"
+        return f"coalesce(json_transform({base}, {structure}){access}, [])"
+
+    def json_shape(self, spec: object) -> str:
+        """The SQL of a ``json_transform`` structure: ``"VARCHAR"`` text, ``"JSON"``, ``[spec]``, ``{name: spec}``."""
+        return self.literal(json.dumps(spec))
 
     def json_type(self, base: str, path: str) -> str:
         return f"json_type({base}, {self.literal(path)})"

@@ -68,20 +68,9 @@ def kind_of(fhir_type: str | None) -> str:
 
 
 @cache
-def text_children(context: str) -> tuple[tuple[str, bool], ...]:
-    """The children of a type context that hold text (string-like primitives), each with whether it repeats.
-
-    Choice members (``valueString``) are left out: they are reached through their choice element.
-    """
-    elements, choices = _data()
+def has_children(context: str | None) -> bool:
+    """Whether the map knows the members of a type context (a complex type or a backbone element)."""
+    if context is None or context in PRIMITIVES:
+        return False
     prefix = context + "."
-    skip = {name + t[0].upper() + t[1:] for key, types in choices.items() if key.startswith(prefix)
-            for name in [key[len(prefix):]] for t in types}
-    out = []
-    for key, entry in elements.items():
-        name = key[len(prefix):]
-        if key.startswith(prefix) and "." not in name and name not in skip and name != "id":
-            ftype = entry.rstrip("*")
-            if not ftype.startswith("=") and ftype in PRIMITIVES and kind_of(ftype) == "str":
-                out.append((name, entry.endswith("*")))
-    return tuple(out)
+    return any(key.startswith(prefix) for key in _data()[0])

@@ -4,11 +4,16 @@ A value is a :class:`Val`: a single value or a list (``many``), JSON or typed (`
 known. Member steps stay *pending* (a JSONPath on a base) so that a chain like ``code.coding.code`` becomes one
 ``$.code.coding[*].code`` extraction; paths on the resource itself are batched into one multi-path call per row.
 Whether an element repeats comes from the R4 element map; elements not in it are checked at run time.
+
+An array that ``where()`` filters is parsed once into *records*: a list of structs shaped by exactly the members the
+view goes on to read (a :class:`Shape`, grown as members are asked for, nested for complex members such as an
+extension's extensions and its ``valueCoding``), its type written into the SQL when the whole view is compiled.
 """
 
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -35,9 +40,23 @@ class Val:
     base_many: bool = False  # pending path applies to each element of a list base
     root: bool = False  # pending path on the resource itself: batched
     choice: tuple[Val, str] | None = None  # (parent, name) of a choice element awaiting ofType()
-    # A record (a list of them when ``many``): a struct holding the text of these members, parsed once.
-    fields: tuple[str, ...] | None = None
+    # A record (a list of them when ``many``): a struct of the members of ``shape``, parsed once.
+    shape: Shape | None = field(default=None, compare=False)
     as_json: Callable[[], Val] | None = field(default=None, compare=False)  # the same value as JSON, compiled lazily
+
+
+@dataclass(eq=False)
+class Shape:
+    """The members of a JSON element that the view reads: text members and nested records (complex members)."""
+
+    many: bool  # the element repeats: a list of structs
+    members: dict[str, Shape | bool] = field(default_factory=dict)  # a nested record, or text (True: a list of text)
+
+    def spec(self) -> object:
+        """The ``json_transform`` structure; an element none of whose members are read stays JSON."""
+        record: object = {n: m.spec() if isinstance(m, Shape) else ["VARCHAR"] if m else "VARCHAR"
+                          for n, m in self.members.items()} or "JSON"
+        return [record] if self.many else record
 
 
 class NeedJson(Exception):
@@ -53,16 +72,36 @@ def json_of(v: Val) -> Val:
 
 @dataclass
 class Batch:
-    """Paths on the resource extracted once per row: ``json_extract_string(resource, [p1, p2, ...])``."""
+    """Paths on the resource extracted once per row: ``json_extract_string(resource, [p1, p2, ...])``; the shapes of
+    the records parsed from JSON values, one per value so that its users share one parse."""
 
     text_paths: list[str] = field(default_factory=list)
     json_paths: list[str] = field(default_factory=list)
+    shapes: dict[str, tuple[str, list[str], Shape]] = field(default_factory=dict)  # base -> placeholder, keys, shape
+    nonce: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def ref(self, path: str, as_text: bool) -> str:
         paths, col = (self.text_paths, "_t") if as_text else (self.json_paths, "_j")
         if path not in paths:
             paths.append(path)
         return f"_r.{col}[{paths.index(path) + 1}]"
+
+    def shape(self, base: str, keys: list[str], d: Dialect) -> tuple[str, Shape]:
+        """The placeholder for the structure of the records at ``base`` (after ``keys``) and their shape."""
+        key = base + "\x00" + "\x00".join(keys)
+        if key not in self.shapes:
+            self.shapes[key] = (d.literal(f"medml-shape-{self.nonce}-{len(self.shapes)}"), keys, Shape(True))
+        token, _, shape = self.shapes[key]
+        return token, shape
+
+    def finish(self, sql: str, d: Dialect) -> str:
+        """The SQL with each shape's placeholder replaced by its structure, now that all members are known."""
+        for token, keys, shape in self.shapes.values():
+            spec = shape.spec()
+            for k in reversed(keys):
+                spec = {k: spec}
+            sql = sql.replace(token, d.json_shape(spec))
+        return sql
 
 
 @dataclass
@@ -98,7 +137,7 @@ def _nonnull(d: Dialect, lst: str, s: Scope) -> str:
 def materialize(v: Val, s: Scope, as_text: bool = False) -> Val:
     """A pending path turned into SQL: JSON (or text when ``as_text``), a list where the path has wildcards."""
     d = s.d
-    if v.fields is not None:
+    if v.shape is not None:
         return materialize(json_of(v), s, as_text)
     if v.choice is not None:
         return _choice_value(v, s, as_text)
@@ -136,6 +175,8 @@ def materialize(v: Val, s: Scope, as_text: bool = False) -> Val:
 def _choice_value(v: Val, s: Scope, as_text: bool) -> Val:
     assert v.choice is not None
     parent, name = v.choice
+    if parent.shape is not None:
+        parent = replace(json_of(parent), ftype=parent.ftype)
     types = el.choice_types(parent.ftype, name) or []
     alts = [materialize(member(parent, name + t[0].upper() + t[1:], s), s, as_text) for t in types]
     if not alts:
@@ -174,7 +215,7 @@ def typed(v: Val, kind: str, s: Scope) -> Val:
 
 def single(v: Val, s: Scope) -> Val:
     """A single value: the only item of a list, NULL for none or several."""
-    if v.fields is not None:
+    if v.shape is not None:
         v = materialize(v, s)
     if not v.many:
         return v
@@ -188,9 +229,12 @@ def kind_of(v: Val) -> str:
 
 def member(v: Val, name: str, s: Scope) -> Val:
     """``v.name``: extends a pending JSONPath when the element map knows the element, else checks arrays at run time."""
-    if v.fields is not None:
-        if name in v.fields:
-            return _record_member(v, name, s)
+    if v.shape is not None:
+        if el.choice_types(v.ftype, name):  # ofType() picks a member of the record; other uses read the JSON
+            return Val("", False, "json", None, choice=(v, name))
+        rec = _record_member(v, name, s)
+        if rec is not None:
+            return rec
         v = replace(json_of(v), ftype=v.ftype)
     if v.choice is not None:
         v = materialize(v, s)
@@ -209,37 +253,62 @@ def member(v: Val, name: str, s: Scope) -> Val:
 
 
 def records(v: Val, s: Scope) -> Val | None:
-    """``v`` as a list of records when it is an array of elements whose text members the map knows, else None."""
-    if v.fields is not None:
+    """``v`` as a list of records when it is an array of complex elements the map knows, else None."""
+    if v.shape is not None:
         return v if v.many else None
     if not (v.many and v.kind == "json" and v.path and v.choice is None and not v.base_many
-            and v.path.endswith("[*]") and v.path.count("[*]") == 1):
+            and v.path.endswith("[*]") and v.path.count("[*]") == 1 and el.has_children(v.ftype)):
         return None
-    fields = el.text_children(v.ftype) if v.ftype else ()
     keys = v.path[1:-3].split(".")
-    if not fields or not all(_IDENT.match(k) for k in keys):
+    if not all(_IDENT.match(k) for k in keys):
         return None
     d = s.d
-    if v.root:
-        sql = d.json_records(s.batch.ref("$." + ".".join(keys), True), [], list(fields))
-    else:
-        sql = d.json_records(v.sql, keys, list(fields))
-    return Val(sql, True, "json", v.ftype, fields=tuple(n for n, _ in fields), as_json=lambda: v)
+    base, keys = (s.batch.ref("$." + ".".join(keys), True), []) if v.root else (v.sql, keys)
+    token, shape = s.batch.shape(base, keys, d)
+    return Val(d.json_records(base, keys, token), True, "json", v.ftype, shape=shape, as_json=lambda: v)
 
 
-def _record_member(v: Val, name: str, s: Scope) -> Val:
-    """A text member of a record (of each record of a list), as text; missing members are left out of lists."""
-    d = s.d
+def _record_member(v: Val, name: str, s: Scope) -> Val | None:
+    """A member of a record (of each record of a list): text for a string-like primitive, a record for a complex
+    element; None for anything else (numbers, booleans, choices, unknown elements), which is read from the JSON.
+
+    Missing members are left out of lists.
+    """
+    assert v.shape is not None
     elem = el.child(v.ftype, name)
+    if elem.repeats is None or elem.context is None or el.choice_types(v.ftype, name):
+        return None
+    complex_ = el.kind_of(elem.context) == "json"
+    if not complex_ and (elem.context not in el.PRIMITIVES or el.kind_of(elem.context) != "str"):
+        return None
+    known = v.shape.members.get(name)
+    if complex_:
+        sub = known if isinstance(known, Shape) else Shape(elem.repeats)
+        v.shape.members[name] = sub
+    else:
+        sub = None
+        v.shape.members[name] = elem.repeats
+    d = s.d
+    kind = "json" if complex_ else "str"
+    parent = v
+
+    def as_json() -> Val:
+        return member(json_of(parent), name, s)
+
+    as_json_ = as_json if v.as_json is not None else None
     if not v.many and not elem.repeats:
-        return Val(d.field(v.sql, name), False, "str", elem.context)
+        return Val(d.field(v.sql, name), False, kind, elem.context, shape=sub, as_json=as_json_)
     if v.many:
         z = s.fresh()
         lst = d.transform(v.sql, [z], d.field(z, name))
         lst = d.flatten(lst) if elem.repeats else lst
     else:
         lst = d.field(v.sql, name)
-    return Val(f"coalesce({_nonnull(d, lst, s)}, {d.list_of([], 'VARCHAR')})", True, "str", elem.context)
+    if not (complex_ and elem.repeats):  # JSON nulls in an array of text; elements without the member
+        lst = _nonnull(d, lst, s)
+    if not v.many:  # a missing member of a single record; a list of records is never NULL
+        lst = f"coalesce({lst}, {'[]' if complex_ else d.list_of([], 'VARCHAR')})"
+    return Val(lst, True, kind, elem.context, shape=sub, as_json=as_json_)
 
 
 def _runtime_member(v: Val, name: str, s: Scope) -> Val:

@@ -62,11 +62,11 @@ def _lambda_over(v: Val, s: Scope) -> tuple[Val, str, Scope]:
 
 
 def _where(v: Val, crit: Node, s: Scope) -> Val:
-    """``v.where(crit)``: over records (each element parsed once) when ``crit`` reads only their text members."""
+    """``v.where(crit)``: over records (each element parsed once) when ``crit`` reads only members records hold."""
     recs = records(v, s)
     if recs is not None:
         x = s.fresh()
-        item = Val(x, False, "json", v.ftype, fields=recs.fields)
+        item = Val(x, False, "json", v.ftype, shape=recs.shape)
         try:
             cond = truth(compile_expr(crit, s.at(item)), s)
         except NeedJson:
@@ -88,6 +88,8 @@ def _where_json(v: Val, crit: Node, s: Scope) -> Val:
 
 
 def _exists(v: Val, s: Scope) -> str:
+    if v.shape is not None:
+        return f"({s.d.length(v.sql)} > 0)" if v.many else f"({v.sql} IS NOT NULL)"
     if v.choice is not None or not v.many:
         w = materialize(v, s, as_text=v.kind == "json")
         return f"({w.sql} IS NOT NULL)"
@@ -97,7 +99,7 @@ def _exists(v: Val, s: Scope) -> str:
 def _first(v: Val, s: Scope) -> Val:
     if not v.many:
         return v
-    if v.fields is not None:
+    if v.shape is not None:
         first_json = v.as_json
         return replace(v, sql=s.d.element(v.sql, "1"), many=False,
                        as_json=None if first_json is None else lambda: _first(first_json(), s))
@@ -150,6 +152,8 @@ def call(node: Call, s: Scope) -> Val:
         return Val(d.element(lst.sql, "-1"), False, lst.kind, v.ftype)
     if name == "count":
         _args(node, 0, 0)
+        if v.shape is not None and v.many:
+            return Val(d.length(v.sql), False, "int", "integer")
         return Val(d.length(as_list(v, s).sql), False, "int", "integer")
     if name == "not":
         _args(node, 0, 0)
