@@ -139,9 +139,14 @@ def drug_cmd(
         return
     alerts = order_alerts(guideline.drug, pheno)
     if not alerts:
+        from medml.pgx.cpic import recommendations_for
+
         found = ", ".join(f"{g} {' or '.join(pheno[g].phenotypes) or 'called'}" for g in tested)
         out.print(f"the CPIC guideline does not change the prescription of {guideline.drug} for this patient "
                   f"({found})", highlight=False)
+        for r in recommendations_for(guideline.drug, pheno):  # the guidance itself, for information
+            out.print(f"guidance, {r.classification or 'n/a'} ({r.population or 'general'}): {r.text}", highlight=False,
+                      soft_wrap=True)
         return
     for a in alerts:
         found = ", ".join(f"{g}: {v}" for g, v in a.phenotypes)

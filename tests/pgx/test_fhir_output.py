@@ -76,9 +76,12 @@ def test_implications_derive_from_the_genotype_and_name_the_drugs(bundle: dict) 
     assert effect["code"]["coding"][0]["code"] == "53040-2"
     assert effect["valueCodeableConcept"]["text"] == "Intermediate Metabolizer"
     assert all(d["code"]["coding"][0]["code"] == "51963-7" for d in drugs)
-    codeine = next(d["valueCodeableConcept"] for d in drugs if d["valueCodeableConcept"]["text"] == "codeine")
-    assert codeine["coding"][0] == {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "2670",
-                                    "display": "codeine"}
+    # CYP2D6 IM: atomoxetine's dose changes (RxNorm 38400 in CPIC's drug table); codeine's label dosing does not
+    names = {d["valueCodeableConcept"]["text"] for d in drugs}
+    atomoxetine = next(d["valueCodeableConcept"] for d in drugs if d["valueCodeableConcept"]["text"] == "atomoxetine")
+    assert atomoxetine["coding"][0] == {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "38400",
+                                        "display": "atomoxetine"}
+    assert "codeine" not in names
     assert cyp2d6["note"][0]["text"] == "CYP2D6 activity score 1.0"
     # CYP2C19 normal metabolizer: the proton-pump inhibitors (CPIC's NM row changes chronic dosing), not the
     # tricyclics, whose change comes from CYP2D6

@@ -1,11 +1,13 @@
 """Drug-order alerts: what a prescriber must see when ordering a drug for a patient with known PGx results.
 
 The engine behind a CDS Hooks order-select / order-sign card. An alert is raised only when the matched CPIC
-recommendation changes the prescription: the guideline row says there is dosing information, an alternative drug or
-other prescribing guidance (the annotation flags ``dosingInformation``, ``alternateDrugAvailable``,
-``otherPrescribingGuidance``) and its classification is not ``No recommendation``. A normal metabolizer on
-standard dosing gets nothing. No alert is raised either when the patient has no result for any gene of the guideline
-(nothing to say from genotype).
+recommendation changes the prescription: the guideline row changes the dose or points to another drug (the
+annotation flags ``dosingInformation``, ``alternateDrugAvailable``) and its classification is not ``No
+recommendation``. Rows with only ``otherPrescribingGuidance`` ("no need to avoid atazanavir", "use label
+recommended dosing", RYR1 "Uncertain Susceptibility": let clinical findings guide anaesthesia) stay in the report
+but raise no alert: an interruptive card that asks for nothing different trains prescribers to dismiss cards.
+A normal metabolizer on standard dosing gets nothing. No alert is raised either when the patient has no result for
+any gene of the guideline (nothing to say from genotype).
 """
 
 from __future__ import annotations
@@ -49,8 +51,7 @@ class OrderAlert:
 
 def changes_prescription(rec: Recommendation) -> bool:
     """Whether the recommendation asks for something other than the usual prescription."""
-    flagged = rec.dosing_information or rec.alternate_drug or rec.other_guidance
-    return flagged and rec.classification not in _NO_ACTION
+    return (rec.dosing_information or rec.alternate_drug) and rec.classification not in _NO_ACTION
 
 
 def order_alerts(drug: str, phenotypes: Mapping[str, GenePhenotype],
