@@ -13,34 +13,15 @@ import time
 import orjson
 import pyarrow as pa
 
+# The views of benchmarks/bench_fhir.py (this script sits beside it: run it from anywhere, Python puts its folder
+# first on sys.path).
+from bench_fhir import OBSERVATION_VIEW as OBSERVATIONS
+from bench_fhir import PATIENT_VIEW as PATIENTS
+
 from medml.config import get_settings
 from medml.fhir.store import FhirStore
 from medml.fhir.view import run_view
 
-LOINC = "http://loinc.org"
-# The views of benchmarks/bench_fhir.py.
-OBSERVATIONS = {
-    "resource": "Observation",
-    "select": [{"column": [
-        {"name": "id", "path": "id", "type": "id"},
-        {"name": "patient_id", "path": "subject.getReferenceKey(Patient)", "type": "string"},
-        {"name": "loinc", "path": f"code.coding.where(system = '{LOINC}').code.first()", "type": "code"},
-        {"name": "effective", "path": "effective.ofType(dateTime)", "type": "dateTime"},
-        {"name": "value", "path": "value.ofType(Quantity).value", "type": "decimal"},
-        {"name": "unit", "path": "value.ofType(Quantity).unit", "type": "string"},
-    ]}],
-}
-PATIENTS = {
-    "resource": "Patient",
-    "select": [{"column": [
-        {"name": "id", "path": "id", "type": "id"},
-        {"name": "gender", "path": "gender", "type": "code"},
-        {"name": "birth_date", "path": "birthDate", "type": "date"},
-        {"name": "family", "path": "name.where(use = 'official').first().family", "type": "string"},
-        {"name": "given", "path": "name.where(use = 'official').first().given.join(' ')", "type": "string"},
-        {"name": "deceased", "path": "deceased.exists()", "type": "boolean"},
-    ]}],
-}
 PATIENT_ADDRESSES = {
     "resource": "Patient",
     "select": [{"column": [{"name": "id", "path": "getResourceKey()"}]},
