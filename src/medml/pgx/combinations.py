@@ -119,12 +119,11 @@ def combination_diplotypes(definition: GeneDefinition, data: GeneData, *,
     for m in matches:
         by_name.setdefault(m.name, []).append(m)
     names = sorted(by_name, key=name_key)
-    perms = data.permutations()
     pairs: dict[tuple[str, ...], int] = {}
     if data.haploid:
         for n in names:
             pairs[(n,)] = max(m.score(max_comb) for m in by_name[n])
-    elif len(perms) == 1:
+    elif data.permutation_count() == 1:
         for i, n1 in enumerate(names):
             for n2 in names[i:] if len(names) > 1 else names:
                 pairs[(n1, n2)] = by_name[n1][0].score(max_comb) + by_name[n2][0].score(max_comb)

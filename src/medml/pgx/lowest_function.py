@@ -15,12 +15,11 @@ is used, with ``pcat-dpyd-hapB3-exonic-only``; an exonic variant the intronic ca
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from functools import cache
 from itertools import product
 
 from medml.pgx.calls import Diplotype, GeneCall
 from medml.pgx.definitions import GeneDefinition, load_activity_values
-from medml.pgx.matcher import GeneData, prepare
+from medml.pgx.matcher import GeneData, definition_memo, prepare
 from medml.pgx.naming import name_key
 from medml.pgx.vcf import SampleGenotype, VcfSample
 
@@ -96,9 +95,16 @@ def _as_call(strands: list[str | None], phased: bool, message: str | None) -> Ha
     return HapB3Call(found=tuple(sorted((s for s in strands if s), key=name_key)), message=message)
 
 
-@cache
 def _allele_names(definition: GeneDefinition) -> dict[tuple[int, str], tuple[str, ...]]:
     """(position, VCF allele) -> the single-position named alleles it makes (HapB3 alleles excluded)."""
+    memo = definition_memo(definition)  # by identity: hashing RYR1's definition costs more than the lookup
+    if "allele_names" not in memo:
+        memo["allele_names"] = _find_allele_names(definition)
+    result: dict[tuple[int, str], tuple[str, ...]] = memo["allele_names"]
+    return result
+
+
+def _find_allele_names(definition: GeneDefinition) -> dict[tuple[int, str], tuple[str, ...]]:
     out: dict[tuple[int, str], list[str]] = {}
     for na in definition.alleles[1:]:
         if na.name in (HAPB3, HAPB3_INTRONIC):

@@ -2,16 +2,18 @@
 
 Follows PharmCAT 3.1.1 (docs/methods/NamedAlleleMatcher-101/201): haplotypes are redefined over the positions the
 sample has (score = number of defined positions left; score-0 haplotypes dropped), blank definition cells take
-the reference allele, each strand permutation of the sample's alleles is matched against every named allele
-(IUPAC wobble codes match any of their bases), and matched haplotypes are paired into diplotypes consistent with
-the genotypes. Only the top score is kept unless asked otherwise, ties all reported. DPYD's lowest-function
+the reference allele, and pairs of named alleles (IUPAC wobble codes match any of their bases) are kept when,
+between them, they carry the sample's two alleles at every position: the result of matching each strand
+permutation of the sample's alleles (PharmCAT's method), without building the 2^(heterozygous positions)
+permutations. Only the top score is kept unless asked otherwise, ties all reported. DPYD's lowest-function
 calling lives in :mod:`medml.pgx.lowest_function`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from medml.pgx.calls import Diplotype, GeneCall
 from medml.pgx.definitions import TREAT_UNDOCUMENTED_AS_REFERENCE, GeneDefinition, VariantLocus, load_definitions
@@ -50,7 +52,7 @@ class GeneData:
     def strand_fixed(self) -> list[bool]:
         """Per position: is the strand of each allele known (homozygous, haploid, or phased in the main set)?"""
         main_set = next((g.phase_set for g in self.genotypes if g.phased and not g.homozygous), None)
-        return [len(g.alleles) == 1 or g.homozygous or (g.phased and g.phase_set == main_set)
+        return [g.alleles[0] == g.alleles[-1] or (g.phased and g.phase_set == main_set)  # haploid or homozygous
                 for g in self.genotypes]
 
     def permutations(self) -> set[Sequence]:
@@ -72,6 +74,18 @@ class GeneData:
             seqs.update(tuple(p) for p in partial)
         return seqs
 
+    def permutation_count(self) -> int:
+        """How many sequences :meth:`permutations` gives, without building them (2 per free heterozygous position,
+        doubled when phased heterozygous positions tell the two strands apart)."""
+        fixed = self.strand_fixed()
+        if self.haploid:
+            return 1
+        free = sum(not known for known in fixed)
+        split = any(known and len(g.alleles) == 2 and not g.homozygous
+                    for g, known in zip(self.genotypes, fixed, strict=True))
+        diploid = all(len(g.alleles) == 2 for g in self.genotypes)
+        return 2 ** free * (2 if split and diploid else 1)
+
     def complement(self, seq: Sequence) -> Sequence | None:
         """The other strand, given one: the other allele at each heterozygous position."""
         out = []
@@ -92,6 +106,8 @@ class Haplotype:
     reference: bool = False
     #: positions defined by an IUPAC wobble code: they score only where the sample carries a non-reference base
     wobbles: tuple[int, ...] = ()
+    #: bit i set where position i accepts its reference base (None: work it out from the loci when matching)
+    ref_mask: int | None = field(default=None, compare=False)
 
     def matches(self, seq: Sequence) -> bool:
         return all(p is None or a in p for p, a in zip(self.pattern, seq, strict=True))
@@ -110,19 +126,18 @@ def prepare(definition: GeneDefinition, sample: VcfSample, *, skip_positions: It
     """Collect the sample's genotypes at the gene's positions; undocumented alleles become reference for the
     toxicity genes (PharmCAT's TREAT_UNDOCUMENTED_VARIATIONS_AS_REFERENCE) and block the call otherwise.
     ``keep_undocumented`` (research mode, combinations) keeps them as they are, to be named as partials."""
-    skip = set(skip_positions) | _unused_positions(definition)
+    skip = set(skip_positions)
     data = GeneData(gene=definition.gene, positions=[], genotypes=[], missing=[])
-    for locus in definition.positions:
-        if locus.position in skip:
+    for locus, key, known in _matched_loci(definition):
+        if skip and locus.position in skip:
             continue
-        gt = sample.genotypes.get((locus.chromosome, locus.position))
+        gt = sample.genotypes.get(key)
         if gt is None:
             data.missing.append(locus)
             continue
         if gt.partial:
             data.partial = True
-        known = locus.vcf_alleles
-        if any(a not in known for a in gt.alleles):
+        if not known.issuperset(gt.alleles):
             if definition.gene in TREAT_UNDOCUMENTED_AS_REFERENCE and not keep_undocumented:
                 data.warnings.append(f"undocumented allele at {locus.chromosome}:{locus.position} "
                                      f"({'/'.join(gt.alleles)}) treated as reference")
@@ -137,26 +152,69 @@ def prepare(definition: GeneDefinition, sample: VcfSample, *, skip_positions: It
     return data
 
 
-def _unused_positions(definition: GeneDefinition) -> set[int]:
+#: per-definition memo, keyed by identity: definitions are immutable, and hashing one by value is slow (RYR1's
+#: table has ~100,000 cells). The definition is kept in the entry, so its id cannot be reused while cached.
+_DEFINITION_MEMO: dict[int, tuple[GeneDefinition, dict[Hashable, Any]]] = {}
+_MEMO_LIMIT = 256
+
+
+def definition_memo(definition: GeneDefinition) -> dict[Hashable, Any]:
+    """A dict for work that depends only on ``definition`` (and the key), shared by every sample."""
+    entry = _DEFINITION_MEMO.get(id(definition))
+    if entry is None or entry[0] is not definition:
+        if len(_DEFINITION_MEMO) >= _MEMO_LIMIT:
+            _DEFINITION_MEMO.clear()
+        entry = (definition, {})
+        _DEFINITION_MEMO[id(definition)] = entry
+    return entry[1]
+
+
+def _matched_loci(definition: GeneDefinition) -> tuple[tuple[VariantLocus, tuple[str, int], frozenset[str]], ...]:
+    """The positions matched (all but :func:`_unused_positions`): locus, VCF key and the VCF alleles it knows."""
+    memo = definition_memo(definition)
+    if "matched_loci" not in memo:
+        unused = _unused_positions(definition)
+        memo["matched_loci"] = tuple((locus, (locus.chromosome, locus.position), locus.vcf_alleles)
+                                      for locus in definition.positions if locus.position not in unused)
+    result: tuple[tuple[VariantLocus, tuple[str, int], frozenset[str]], ...] = memo["matched_loci"]
+    return result
+
+
+def _unused_positions(definition: GeneDefinition) -> frozenset[int]:
     """Positions defined only by ignored alleles (G6PD's Mediterranean Haplotype): dropped from matching."""
     ignored = definition.exemption.ignored_alleles
     if not ignored:
-        return set()
+        return frozenset()
     used_by_ignored: set[int] = set()
     used_by_others: set[int] = set()
     for na in definition.alleles[1:]:
         target = used_by_ignored if na.name.lower() in ignored else used_by_others
         target.update(p.position for p, a in zip(definition.positions, na.alleles, strict=True) if a is not None)
-    return used_by_ignored - used_by_others
+    return frozenset(used_by_ignored - used_by_others)
 
 
 def build_haplotypes(definition: GeneDefinition, data: GeneData, *, assume_reference: bool = True,
-                     exclude: Iterable[str] = ()) -> list[Haplotype]:
-    """Named alleles over the available positions; blank cells take the reference allele when ``assume_reference``."""
+                     exclude: Iterable[str] = ()) -> tuple[Haplotype, ...]:
+    """Named alleles over the available positions; blank cells take the reference allele when ``assume_reference``.
+
+    Built once per definition and set of available positions (most samples have the same positions)."""
+    skip = frozenset(n.lower() for n in exclude)
+    key = ("haplotypes", tuple(p.position for p in data.positions), assume_reference, skip)
+    memo = definition_memo(definition)
+    found: tuple[Haplotype, ...] | None = memo.get(key)
+    if found is None:
+        if len(memo) >= _MEMO_LIMIT:
+            memo.clear()
+        found = memo[key] = _build_haplotypes(definition, data.positions, assume_reference, skip)
+    return found
+
+
+def _build_haplotypes(definition: GeneDefinition, positions: list[VariantLocus], assume_reference: bool,
+                      exclude: frozenset[str]) -> tuple[Haplotype, ...]:
     index = {p.position: i for i, p in enumerate(definition.positions)}
-    cols = [index[p.position] for p in data.positions]
+    cols = [index[p.position] for p in positions]
     ref = definition.reference
-    skip = {n.lower() for n in exclude} | set(definition.exemption.ignored_alleles)
+    skip = exclude | set(definition.exemption.ignored_alleles)
     out = []
     for na in definition.alleles:
         if na.name.lower() in skip:
@@ -167,13 +225,18 @@ def build_haplotypes(definition: GeneDefinition, data: GeneData, *, assume_refer
             continue
         pattern: list[frozenset[str] | None] = []
         wobbles = tuple(i for i, c in enumerate(cells) if c is not None and len(c) == 1 and c in IUPAC)
-        for c, locus, col in zip(cells, data.positions, cols, strict=True):
+        for c, locus, col in zip(cells, positions, cols, strict=True):
             if c is None and assume_reference and not na.reference:
                 r = ref.alleles[col]
                 c = locus.ref if r is None or r in IUPAC else r
             pattern.append(None if c is None else _accepts(c))
-        out.append(Haplotype(na.name, tuple(pattern), score, na.reference, wobbles))
-    return out
+        out.append(Haplotype(na.name, tuple(pattern), score, na.reference, wobbles,
+                             _ref_mask(tuple(pattern), [p.ref for p in positions])))
+    return tuple(out)
+
+
+def _ref_mask(pattern: tuple[frozenset[str] | None, ...], refs: Iterable[str]) -> int:
+    return sum(1 << i for i, (p, r) in enumerate(zip(pattern, refs, strict=True)) if p is None or r in p)
 
 
 @dataclass
@@ -191,38 +254,130 @@ def _ordered(a: Haplotype, b: Haplotype) -> tuple[Haplotype, Haplotype]:
     return (a, b) if compare_names(a.name, b.name) <= 0 else (b, a)
 
 
-def match_diplotypes(data: GeneData, haplotypes: list[Haplotype], *, top_candidate_only: bool) -> list[_Pair]:
-    """Pair matched haplotypes into diplotypes consistent with the genotypes; best score first, ties by name."""
-    perms = data.permutations()
-    matched: dict[str, tuple[Haplotype, set[Sequence]]] = {}
+@dataclass(frozen=True)
+class _Strands:
+    """A sample's genotypes as bitmasks over the positions (bit i = position i), for matching without permuting.
+
+    ``first``/``second`` are each position's two alleles as written (the same allele twice when homozygous or
+    haploid). A pair of haplotypes explains the genotypes when, at every position, one carries ``first`` and the
+    other ``second``; at the ``fixed`` heterozygous positions (phased in the main phase set) one haplotype carries
+    every ``first`` allele, or every ``second``."""
+
+    first: Sequence
+    second: Sequence
+    refs: Sequence
+    first_is_ref: int
+    second_is_ref: int
+    fixed: int  # heterozygous, strand known
+    free: int  # heterozygous, strand unknown
+    all_positions: int
+
+    @classmethod
+    def of(cls, data: GeneData) -> _Strands:
+        first = tuple(g.alleles[0] for g in data.genotypes)
+        second = tuple(g.alleles[-1] for g in data.genotypes)
+        refs = tuple(p.ref for p in data.positions)
+        fixed = free = first_is_ref = second_is_ref = 0
+        for i, (a, b, r, known) in enumerate(zip(first, second, refs, data.strand_fixed(), strict=True)):
+            bit = 1 << i
+            if a == r:
+                first_is_ref |= bit
+            if b == r:
+                second_is_ref |= bit
+            if a != b:
+                if known:
+                    fixed |= bit
+                else:
+                    free |= bit
+        return cls(first, second, refs, first_is_ref, second_is_ref, fixed, free, (1 << len(first)) - 1)
+
+    def accepted(self, hap: Haplotype, alleles: Sequence, is_ref: int) -> int:
+        """Positions where ``hap`` accepts ``alleles`` (one per position): the reference ones from its mask,
+        the others looked up."""
+        pattern = hap.pattern
+        mask = hap.ref_mask if hap.ref_mask is not None else _ref_mask(pattern, self.refs)
+        out = mask & is_ref
+        rest = self.all_positions & ~is_ref
+        while rest:
+            low = rest & -rest
+            i = low.bit_length() - 1
+            p = pattern[i]
+            if p is None or alleles[i] in p:
+                out |= low
+            rest ^= low
+        return out
+
+    def penalty(self, h1: Haplotype, h2: Haplotype, straight: int, crossed: int) -> int:
+        """The least wobble penalty (a wobble carrying the reference base scores 0) over the strand assignments
+        allowed: ``straight``/``crossed`` are the positions where h1 may take ``first``/``second``."""
+        if not h1.wobbles and not h2.wobbles:
+            return 0
+        w1, w2 = set(h1.wobbles), set(h2.wobbles)
+
+        def cost(i: int, flip: bool) -> int:
+            a, b = (self.second[i], self.first[i]) if flip else (self.first[i], self.second[i])
+            return (i in w1 and a == self.refs[i]) + (i in w2 and b == self.refs[i])
+
+        best: int | None = None
+        for flip_fixed in (False, True):
+            if (self.fixed & ~(crossed if flip_fixed else straight)) != 0:
+                continue
+            total = 0
+            for i in w1 | w2:
+                if self.fixed >> i & 1:
+                    total += cost(i, flip_fixed)
+                else:
+                    total += min(cost(i, flip) for flip, ok in ((False, straight), (True, crossed)) if ok >> i & 1)
+            best = total if best is None else min(best, total)
+        assert best is not None  # callers pass a pair that explains the genotypes
+        return best
+
+
+def match_diplotypes(data: GeneData, haplotypes: Iterable[Haplotype], *, top_candidate_only: bool) -> list[_Pair]:
+    """Pair matched haplotypes into diplotypes consistent with the genotypes; best score first, ties by name.
+
+    Same result as matching every strand permutation (PharmCAT's way), without building them: one pass over the
+    sample's non-reference alleles per haplotype, then a few integer operations per pair of matched haplotypes."""
+    strands = _Strands.of(data)
+    diploid = all(len(g.alleles) == 2 for g in data.genotypes)
+    # one strand sequence: haploid, all homozygous, or (mixed ploidy) no free heterozygous position; mixed
+    # ploidy otherwise has no second strand to pair with, so no diplotype (as with permutations)
+    single = data.haploid or (not strands.free and (not diploid or not strands.fixed))
+    matched: dict[str, tuple[Haplotype, int, int]] = {}
     for hap in haplotypes:
-        seqs = {s for s in perms if hap.matches(s)}
-        if seqs:
-            matched[hap.name] = (hap, seqs)
-    refs = tuple(p.ref for p in data.positions)
+        acc1 = strands.accepted(hap, strands.first, strands.first_is_ref)
+        if single:
+            if acc1 == strands.all_positions:
+                matched[hap.name] = (hap, acc1, acc1)
+            continue
+        acc2 = strands.accepted(hap, strands.second, strands.second_is_ref) if diploid else acc1
+        either = acc1 | acc2
+        if either == strands.all_positions and (not strands.fixed or (strands.fixed & ~acc1) == 0
+                                                or (strands.fixed & ~acc2) == 0):
+            matched[hap.name] = (hap, acc1, acc2)
     pairs: list[_Pair] = []
-    if data.haploid:
-        pairs = [_Pair(h, None, max(h.score_for(q, refs) for q in seqs)) for h, seqs in matched.values()]
-    elif len(perms) == 1:
-        seq = next(iter(perms))
-        haps = sorted((h for h, _ in matched.values()), key=lambda h: name_key(h.name))
-        if len(haps) == 1:
-            pairs = [_Pair(haps[0], haps[0], 2 * haps[0].score_for(seq, refs))]
+    if single:
+        seq = strands.first
+        if data.haploid:
+            pairs = [_Pair(h, None, h.score_for(seq, strands.refs)) for h, _, _ in matched.values()]
         else:
-            pairs = [_Pair(*_ordered(a, b), a.score_for(seq, refs) + b.score_for(seq, refs))
+            haps = sorted((h for h, _, _ in matched.values()), key=lambda h: name_key(h.name))
+            pairs = [_Pair(*_ordered(a, b), a.score_for(seq, strands.refs) + b.score_for(seq, strands.refs))
                      for i, a in enumerate(haps) for b in haps[i:]]
-    else:
+    elif diploid:
         names = sorted(matched, key=name_key)
+        unfixed = strands.all_positions & ~strands.fixed
         for i, n1 in enumerate(names):
-            h1, s1 = matched[n1]
+            h1, a1, b1 = matched[n1]
             for n2 in names[i:]:
-                h2, s2 = matched[n2]
-                if n1 == n2 and len(s1) == 1:
+                h2, a2, b2 = matched[n2]
+                straight, crossed = a1 & b2, b1 & a2
+                if (unfixed & ~(straight | crossed)) != 0:
                     continue
-                scores = [h1.score_for(q, refs) + h2.score_for(c, refs)
-                          for q in s1 if (c := data.complement(q)) is not None and c in s2]
-                if scores:
-                    pairs.append(_Pair(*_ordered(h1, h2), max(scores)))
+                if strands.fixed and (strands.fixed & ~straight) != 0 and (strands.fixed & ~crossed) != 0:
+                    continue
+                score = h1.score + h2.score - strands.penalty(h1, h2, straight, crossed)
+                pairs.append(_Pair(*_ordered(h1, h2), score))
     pairs.sort(key=lambda p: (-p.score, *(name_key(n) for n in p.names)))
     if top_candidate_only and pairs:
         pairs = [p for p in pairs if p.score == pairs[0].score]
@@ -257,7 +412,7 @@ def call_gene(definition: GeneDefinition, sample: VcfSample, *, top_candidate_on
 
         combos = combination_diplotypes(definition, data, top_candidate_only=top)
         return _with(base, diplotypes=tuple(Diplotype(c.names, c.score) for c in combos), phased=data.phased,
-                     effectively_phased=len(data.permutations()) <= 2, warnings=tuple(data.warnings))
+                     effectively_phased=data.permutation_count() <= 2, warnings=tuple(data.warnings))
     if not data.phased and len(pairs) > 1:
         names = {"/".join(p.names) for p in pairs}
         for options, pick in definition.exemption.unphased_priorities:
@@ -266,7 +421,7 @@ def call_gene(definition: GeneDefinition, sample: VcfSample, *, top_candidate_on
                 break
     fixed = data.strand_fixed()
     return _with(base, diplotypes=tuple(Diplotype(p.names, p.score) for p in pairs),
-                 phased=data.phased, effectively_phased=all(fixed) or len(data.permutations()) <= 2,
+                 phased=data.phased, effectively_phased=all(fixed) or data.permutation_count() <= 2,
                  warnings=tuple(data.warnings))
 
 
