@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: demo test test-all lint typecheck bench bench-fhir chromium clean
+.PHONY: demo test test-imaging test-all lint typecheck bench bench-fhir chromium clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ test: $(STAMP) chromium
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -m "not slow"
+
+# The image-classifier tests need the imaging extra (torch CPU build + MONAI); without it they are skipped.
+test-imaging: $(STAMP)
+	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[dev,imaging]'
+	$(BIN)/python -m pytest tests/models/test_imaging.py
 
 test-all: $(STAMP) chromium
 	$(BIN)/python -m pytest
