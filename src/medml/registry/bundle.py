@@ -14,12 +14,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from medml.errors import ConfigError, IntegrityError
 
 if TYPE_CHECKING:
     from medml.data.task import FeatureSpec
+
+#: how the model is stored: a joblib pickle of a scikit-learn-style classifier, or a torch ``state_dict`` (tensors
+#: only, loaded with ``weights_only=True``) whose network is rebuilt from config in the metadata
+ArtifactKind = Literal["joblib", "torch-state-dict"]
+ARTIFACT_KINDS: tuple[str, ...] = ("joblib", "torch-state-dict")
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -214,23 +219,42 @@ def headline(metrics: Mapping[str, Any], key: str) -> float | None:
 
 @dataclass(frozen=True)
 class ModelBundle:
-    """A fitted scikit-learn-compatible classifier (with ``predict_proba``), its inputs and its metadata."""
+    """A fitted model, its inputs and its metadata.
+
+    ``artifact`` "joblib": ``model`` is a scikit-learn-compatible classifier (with ``predict_proba``) and
+    ``features`` its non-empty input schema. "torch-state-dict": ``model`` is a network's ``state_dict`` (name ->
+    tensor), stored as tensors only; the code that rebuilds the network reads its config from ``metadata.params``,
+    and ``features`` may be empty (an image model has no named columns).
+    """
 
     model: Any
     features: list[FeatureSpec]
     metadata: BundleMetadata
+    artifact: ArtifactKind = "joblib"
 
     def __post_init__(self) -> None:
         from medml.data.task import FeatureSpec
 
         name = self.metadata.name
-        if not callable(getattr(self.model, "predict_proba", None)):
-            raise ConfigError(f"model for {name!r} is a {type(self.model).__name__} without predict_proba",
-                              "bundle a fitted classifier")
+        if self.artifact not in ARTIFACT_KINDS:
+            raise ConfigError(f"unknown artifact kind {self.artifact!r} for {name!r}",
+                              f"use one of {', '.join(ARTIFACT_KINDS)}")
         feats = list(self.features)
-        if not feats or not all(isinstance(f, FeatureSpec) for f in feats):
-            raise ConfigError(f"features for {name!r} must be a non-empty list of FeatureSpec",
-                              "pass task.features")
+        if self.artifact == "torch-state-dict":
+            if not isinstance(self.model, Mapping) or not self.model or not all(
+                isinstance(k, str) and hasattr(v, "shape") for k, v in self.model.items()
+            ):
+                raise ConfigError(f"model for {name!r} is not a state_dict of tensors",
+                                  "bundle net.state_dict() (or ImageTrainResult.model_state)")
+        else:
+            if not callable(getattr(self.model, "predict_proba", None)):
+                raise ConfigError(f"model for {name!r} is a {type(self.model).__name__} without predict_proba",
+                                  "bundle a fitted classifier")
+            if not feats:
+                raise ConfigError(f"features for {name!r} must be a non-empty list of FeatureSpec",
+                                  "pass task.features")
+        if not all(isinstance(f, FeatureSpec) for f in feats):
+            raise ConfigError(f"features for {name!r} must be a list of FeatureSpec", "pass task.features")
         names = [f.name for f in feats]
         if len(set(names)) != len(names):
             raise ConfigError(f"features for {name!r} repeat a column name", "give each feature one spec")
@@ -256,6 +280,13 @@ class ModelBundle:
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features]
 
+    def with_metadata(self, metadata: BundleMetadata) -> ModelBundle:
+        """The same model and artifact kind with other metadata (a version assigned, MLflow ids added)."""
+        return replace(self, metadata=metadata)
+
     def predict_proba(self, X: Any) -> Any:
-        """The model's class probabilities for ``X`` (columns in ``feature_names`` order)."""
+        """The model's class probabilities for ``X`` (columns in ``feature_names`` order); joblib bundles only."""
+        if self.artifact != "joblib":
+            raise ConfigError(f"{self.ref} holds {self.artifact} weights, not a classifier with predict_proba",
+                              "predict with the model's own workflow (medml image predict for image models)")
         return self.model.predict_proba(X)

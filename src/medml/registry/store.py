@@ -34,9 +34,12 @@ if TYPE_CHECKING:
     from medml.data.task import FeatureSpec
 
 MODEL = "model.joblib"
+WEIGHTS = "model.pt"
+#: the model file of each artifact kind; load_bundle tells the kind by which of them the manifest lists
+MODEL_FILES = {"joblib": MODEL, "torch-state-dict": WEIGHTS}
 FEATURES = "features.json"
 METADATA = "metadata.json"
-RESERVED = frozenset({MODEL, FEATURES, METADATA, MANIFEST})
+RESERVED = frozenset({MODEL, WEIGHTS, FEATURES, METADATA, MANIFEST})
 _ATTACHMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _TMP_PREFIX = ".tmp-"
 LOCK_TIMEOUT_S = 300.0
@@ -152,9 +155,14 @@ def check_attachments(attachments: Mapping[str, str | os.PathLike[str]] | None) 
 
 def write_bundle(bundle: ModelBundle, folder: Path, attachments: Mapping[str, Path]) -> dict[str, Any]:
     """Write the bundle files and the attachments into ``folder``, then the manifest; returns the manifest."""
-    import joblib
+    if bundle.artifact == "torch-state-dict":
+        import torch
 
-    joblib.dump(bundle.model, folder / MODEL)
+        torch.save(dict(bundle.model), folder / WEIGHTS)
+    else:
+        import joblib
+
+        joblib.dump(bundle.model, folder / MODEL)
     (folder / FEATURES).write_text(json.dumps([f.to_dict() for f in bundle.features], indent=2) + "\n")
     (folder / METADATA).write_text(json.dumps(bundle.metadata.to_dict(), indent=2) + "\n")
     for name, src in attachments.items():
@@ -189,7 +197,7 @@ def save_bundle(bundle: ModelBundle, settings: Settings,
     name = bundle.name
     with store_lock(settings):
         version = bundle.version or (max(versions(settings, name), default=0) + 1)
-        saved = ModelBundle(bundle.model, bundle.features, bundle.metadata.with_version(version))
+        saved = bundle.with_metadata(bundle.metadata.with_version(version))
         with staging(settings) as tmp:
             write_bundle(saved, tmp, files)
             commit(tmp, settings, name, version)
@@ -199,20 +207,44 @@ def save_bundle(bundle: ModelBundle, settings: Settings,
 # --- reading ----------------------------------------------------------------------------------------------
 
 def load_bundle(ref: str, settings: Settings) -> ModelBundle:
-    """Load ``name``, ``name@latest`` or ``name@3``; every file is verified before the model is unpickled.
+    """Load ``name``, ``name@latest`` or ``name@3``; every file is verified before the model is read.
 
-    Unpickling runs code: load only from a store you trust. The hashes catch changes after saving, not a
-    forger who rewrites the manifest as well.
+    A joblib model is unpickled, which runs code: load only from a store you trust. The hashes catch changes
+    after saving, not a forger who rewrites the manifest as well. A torch state_dict is read as tensors only.
     """
-    import joblib
-
     name, version, folder = resolve(ref, settings)
     r = f"{name}@{version}"
-    _, data = verify_folder(folder, r, keep=(MODEL, FEATURES, METADATA))
+    manifest, data = verify_folder(folder, r, keep=(MODEL, WEIGHTS, FEATURES, METADATA))
     metadata = _metadata(data[METADATA], r, name, version)
     features = _features(data[FEATURES], r)
+    kinds = [k for k, f in MODEL_FILES.items() if f in manifest["files"]]
+    if len(kinds) != 1:
+        raise IntegrityError(f"bundle {r} holds {len(kinds)} model files (of {', '.join(MODEL_FILES.values())})",
+                             "retrain or restore it from MLflow")
+    kind = kinds[0]
+    if kind == "torch-state-dict":
+        return ModelBundle(_state_dict(data[WEIGHTS], r), features, metadata, artifact="torch-state-dict")
+    import joblib
+
     model = joblib.load(io.BytesIO(data[MODEL]))  # exactly the bytes that were hashed
     return ModelBundle(model, features, metadata)
+
+
+def _state_dict(data: bytes, ref: str) -> dict[str, Any]:
+    """Tensors only (``weights_only=True``): a state_dict cannot run code when it is read."""
+    import pickle
+
+    import torch
+
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        raise IntegrityError(f"bundle {ref}: model.pt is not a readable state_dict ({e})",
+                             "retrain or restore it from MLflow") from None
+    if not isinstance(state, dict):
+        raise IntegrityError(f"bundle {ref}: model.pt holds a {type(state).__name__}, not a state_dict",
+                             "retrain or restore it from MLflow")
+    return state
 
 
 def show_model(ref: str, settings: Settings) -> dict[str, Any]:

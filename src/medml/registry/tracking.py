@@ -50,7 +50,9 @@ def register(bundle: ModelBundle, settings: Settings,
     Logs a run named after the model in experiment ``medml`` (params, headline metrics, tags, the bundle
     files under ``bundle/``) and the model itself with ``mlflow.sklearn.log_model`` (pyfunc predicts
     probabilities; input schema from the feature specs), registered so that MLflow's version equals the
-    bundle's. A bundle that already has a version (one loaded from elsewhere) is registered as a new one.
+    bundle's. A torch state_dict bundle is not logged as an MLflow flavour (that would pickle the network);
+    its model version points at the run's ``bundle/`` folder instead. A bundle that already has a version (one
+    loaded from elsewhere) is registered as a new one.
     """
     _import_mlflow()
     import mlflow
@@ -93,19 +95,22 @@ def _register_locked(mlflow: Any, client: MlflowClient, undo: _Undo, bundle: Mod
             undo.run_id = run.info.run_id
             mlflow.log_params(_params(bundle))
             mlflow.log_metrics(_metrics(meta.metrics))
-            serialization, trusted = _serialization(bundle.model)
-            info = mlflow.sklearn.log_model(
-                bundle.model,
-                name=MODEL_ARTIFACT,
-                registered_model_name=name,
-                signature=_signature(bundle),
-                pip_requirements=_requirements(bundle.model, serialization),
-                serialization_format=serialization,
-                skops_trusted_types=trusted,
-                pyfunc_predict_fn="predict_proba",
-            )
-            undo.model_id = info.model_id
-            version = int(info.registered_model_version)
+            if bundle.artifact == "joblib":
+                serialization, trusted = _serialization(bundle.model)
+                info = mlflow.sklearn.log_model(
+                    bundle.model,
+                    name=MODEL_ARTIFACT,
+                    registered_model_name=name,
+                    signature=_signature(bundle),
+                    pip_requirements=_requirements(bundle.model, serialization),
+                    serialization_format=serialization,
+                    skops_trusted_types=trusted,
+                    pyfunc_predict_fn="predict_proba",
+                )
+                undo.model_id = info.model_id
+                version = int(info.registered_model_version)
+            else:
+                version = _register_bundle_artifacts(client, undo, name, run.info.run_id)
             undo.version = version
             if bundle_dir(settings, name, version).exists():
                 raise IntegrityError(
@@ -114,9 +119,9 @@ def _register_locked(mlflow: Any, client: MlflowClient, undo: _Undo, bundle: Mod
                     "the MLflow database and models_dir disagree (was mlflow.db replaced, or "
                     "MLFLOW_TRACKING_URI changed?); point both at the same MEDML_HOME or use a new name",
                 )
-            extra = {**meta.extra, "mlflow": {"run_id": run.info.run_id, "model_id": info.model_id,
+            extra = {**meta.extra, "mlflow": {"run_id": run.info.run_id, "model_id": undo.model_id,
                                                "model_uri": f"models:/{name}/{version}"}}
-            saved = ModelBundle(bundle.model, bundle.features, meta.with_version(version, extra=extra))
+            saved = bundle.with_metadata(meta.with_version(version, extra=extra))
             manifest = write_bundle(saved, tmp, files)
             mlflow.log_artifacts(str(tmp), artifact_path=BUNDLE_ARTIFACT)
             mlflow.set_tag("bundle_hash", manifest["bundle_hash"])
@@ -125,6 +130,15 @@ def _register_locked(mlflow: Any, client: MlflowClient, undo: _Undo, bundle: Mod
         # the run has ended well: only now does the version appear in the store
         commit(tmp, settings, name, version)
     return saved
+
+
+def _register_bundle_artifacts(client: MlflowClient, undo: _Undo, name: str, run_id: str) -> int:
+    """A registered model version whose source is the run's ``bundle/`` folder: for artifacts (a torch
+    state_dict) that no MLflow flavour logs without pickling code; returns the version MLflow gave."""
+    if not undo.model_existed:
+        client.create_registered_model(name)
+    mv = client.create_model_version(name, source=f"runs:/{run_id}/{BUNDLE_ARTIFACT}", run_id=run_id)
+    return int(mv.version)
 
 
 class _Undo:
