@@ -13,10 +13,12 @@ from typing import Annotated, Any
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from medml.cli_fhir import fhir_app
+from medml.cli_image import image_app
 from medml.cli_pgx import pgx_app
 from medml.errors import InputFileError, MedmlError, NotFoundError
 
@@ -26,6 +28,7 @@ models_app = typer.Typer(no_args_is_help=True, help="The model registry.")
 app.add_typer(models_app, name="models")
 app.add_typer(fhir_app, name="fhir")
 app.add_typer(pgx_app, name="pgx")
+app.add_typer(image_app, name="image")
 
 # Wide enough for the metric tables when the output is a file or a pipe (rich would assume 80 columns).
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -295,11 +298,11 @@ def main() -> None:
         if isinstance(code, int) and code:
             raise SystemExit(code)
     except MedmlError as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise SystemExit(2) from None
     except USAGE_ERRORS as e:
         usage: Any = e
-        err.print(f"[bold red]error:[/] {usage.format_message()}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(usage.format_message())}", highlight=False, soft_wrap=True)
         if usage.ctx is not None:
             err.print(f"see `{usage.ctx.command_path} --help`", highlight=False)
         raise SystemExit(2) from None
@@ -312,7 +315,8 @@ def main() -> None:
         err.print(f"interrupted after {time.perf_counter() - start:.0f} s; nothing was registered")
         raise SystemExit(130) from None
     except Exception as e:
-        err.print(f"[bold red]internal error:[/] {type(e).__name__}: {e}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]internal error:[/] {type(e).__name__}: {escape(str(e))}", highlight=False,
+                  soft_wrap=True)
         err.print("this is a bug in medml, not in your input: please report it with the command you ran "
                   "(set MEDML_DEBUG=1 for the traceback)")
         if os.environ.get("MEDML_DEBUG"):

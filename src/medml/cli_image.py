@@ -1,0 +1,101 @@
+"""`medml image ...`: train, run and report image classifiers (the ``imaging`` extra: torch and MONAI)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from medml.errors import InputFileError, MedmlError
+
+image_app = typer.Typer(no_args_is_help=True,
+                        help="Image classifiers (MONAI): MedMNIST .npz, PNG/JPEG class folders, DICOM with labels.")
+
+
+@image_app.command("train")
+def train_cmd(
+    data: Annotated[str, typer.Argument(help="a MedMNIST .npz, a folder of class sub-folders, or a DICOM folder")],
+    epochs: Annotated[int, typer.Option(help="most training epochs (early stopping may end sooner)")] = 20,
+    budget_minutes: Annotated[float | None, typer.Option(help="wall-clock limit for training")] = None,
+    seed: Annotated[int, typer.Option(help="seed for the split, initial weights and augmentation")] = 0,
+    name: Annotated[str | None, typer.Option(help="registered model name (default FILE-image-resnet)")] = None,
+    tta: Annotated[bool, typer.Option(help="average each prediction with that of the mirrored image")] = False,
+    n_boot: Annotated[int, typer.Option(help="bootstrap resamples for intervals")] = 1000,
+) -> None:
+    """Train, evaluate on the held-out test split, register and report an image classifier (binary tasks)."""
+    if epochs < 1:
+        raise MedmlError(f"--epochs must be 1 or more, got {epochs}")
+    if not Path(data).exists():
+        raise InputFileError(f"no file or folder at {data}", "give a MedMNIST .npz or a folder of images")
+    from medml.cli import out, print_metrics, progress_bar
+    from medml.config import get_settings
+    from medml.imaging_workflow import ImageWorkflowConfig, train_images
+
+    settings = get_settings()
+    config = ImageWorkflowConfig(seed=seed, tta=tta, n_boot=n_boot, name=name)
+    with progress_bar(f"image model on {Path(data).name}") as step:
+        result = train_images(data, config, settings, epochs=epochs, budget_minutes=budget_minutes, progress=step)
+    md = result.bundle.metadata
+    m = md.metrics
+    print_metrics(f"{md.name}@{md.version} on the held-out test split ({md.task})", m)
+    out.print(f"AUROC {m['auroc']:.3f} (95% CI {m['auroc_low']:.3f}-{m['auroc_high']:.3f}); accuracy "
+              f"{m['accuracy_at_0_5']:.3f} at 0.5, {m['accuracy_at_reference']:.3f} at the prevalence "
+              f"{m['reference_threshold']:.3f}", highlight=False)
+    out.print(f"training: {len(result.history)} epoch(s), best {md.params['best_epoch']} (validation AUROC "
+              f"{md.params['val_auroc']:.3f}), stopped by {result.stopped_by}; total {result.seconds:.0f} s",
+              highlight=False)
+    out.print(f"model:  {md.name}@{md.version} in {settings.models_dir / md.name / str(md.version)}")
+    out.print(f"report: {result.report_path}")
+    out.print("Decision support for image triage, not a diagnosis. Intended use and evaluation population: the "
+              f"report's model card, or `medml models show {md.name}@{md.version}`.")
+
+
+@image_app.command("predict")
+def predict_cmd(
+    model: Annotated[str, typer.Argument(help="NAME or NAME@VERSION of an image model")],
+    files: Annotated[list[Path], typer.Argument(help="PNG/JPEG, DICOM or MedMNIST .npz files")],
+) -> None:
+    """Probability of the positive class per image, with the model's evaluation and intended use."""
+    from medml.cli import _interval, out, progress_bar
+    from medml.config import get_settings
+    from medml.imaging_workflow import predict_bundle, read_image_files, require_imaging
+    from medml.registry import load_bundle
+
+    require_imaging()
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise InputFileError(f"no file at {', '.join(missing[:3])}", "check the paths")
+    bundle = load_bundle(model, get_settings())
+    md = bundle.metadata
+    with progress_bar(f"scoring {len(files)} file(s)") as step:
+        step("reading images", 0.1)
+        images, names = read_image_files(files, bundle)
+        step("predicting", 0.5)
+        probs = predict_bundle(bundle, images)
+    out.print(f"{md.name}@{md.version}: {md.task}. {md.intended_use}", highlight=False)
+    out.print(f"Evaluated on {md.metrics['n']:,} held-out images of {md.dataset}: AUROC {_interval(md.metrics)}.",
+              highlight=False)
+    t = Table(header_style="bold")
+    t.add_column("image")
+    t.add_column(f"P({md.target})", justify="right")
+    for label, p in zip(names, probs, strict=True):
+        t.add_row(label, f"{p:.3f}")
+    out.print(t)
+
+
+@image_app.command("report")
+def report_cmd(model: Annotated[str, typer.Argument(help="NAME or NAME@VERSION of an image model")]) -> None:
+    """Write the HTML report of a registered image model again, from its bundle."""
+    from medml.cli import out
+    from medml.config import get_settings
+    from medml.imaging_workflow import net_config_of, require_imaging
+    from medml.registry import load_bundle
+    from medml.workflow import write_model_report
+
+    require_imaging()
+    settings = get_settings()
+    bundle = load_bundle(model, settings)
+    net_config_of(bundle)  # refuses a tabular model
+    out.print(f"report: {write_model_report(bundle, settings)}")

@@ -1,0 +1,164 @@
+"""Image classifiers through the workflow and the CLI: train, evaluate, register the weights, report; bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("monai")
+
+from medml.config import Settings
+from medml.data.images import load_images
+from medml.errors import ConfigError
+from medml.imaging_workflow import ImageWorkflowConfig, predict_bundle, train_images
+from medml.registry import list_models, load_bundle, show_model
+
+SIZES = (120, 40, 40)
+
+
+def write_squares_npz(path: Path, sizes: tuple[int, int, int] = SIZES, seed: int = 0) -> Path:
+    """A MedMNIST-format binary task: dim noise, and a bright 7 x 7 square somewhere in each positive image."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for part, n in zip(("train", "val", "test"), sizes, strict=True):
+        x = rng.integers(0, 60, size=(n, 28, 28)).astype(np.uint8)
+        y = (np.arange(n) % 2).astype(np.uint8)
+        for i in np.flatnonzero(y):
+            r, c = rng.integers(2, 19, size=2)
+            x[i, r : r + 7, c : c + 7] = 230
+        arrays[f"{part}_images"], arrays[f"{part}_labels"] = x, y[:, None]
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Settings, Path]:
+    root = tmp_path_factory.mktemp("imaging")
+    data = write_squares_npz(root / "squares.npz")
+    settings = Settings(home=root / "home", data_root=root)
+    steps: list[str] = []
+    outcome = train_images(data, ImageWorkflowConfig(batch_size=32, n_boot=200, name="squares"), settings, epochs=3,
+                           budget_minutes=None, progress=lambda d, _f: steps.append(d))
+    assert steps[0] == "loading images" and steps[-1] == "writing report"
+    return outcome, settings, data
+
+
+def test_train_images_separates_the_classes_on_the_official_test_split(trained: tuple) -> None:
+    outcome, _, _ = trained
+    md = outcome.bundle.metadata
+    assert md.split_sizes["train"] == SIZES[0] and md.split_sizes["test"] == SIZES[2]
+    assert outcome.evaluation.n == SIZES[2] and outcome.evaluation.split == "test"
+    assert md.metrics["auroc"] > 0.95
+    assert md.metrics["auroc_low"] <= md.metrics["auroc"] <= md.metrics["auroc_high"]
+    assert 0.0 <= md.metrics["accuracy_at_0_5"] <= 1.0
+    assert md.metrics["reference_threshold"] == pytest.approx(0.5)  # the test prevalence
+    assert "not a diagnosis" in md.intended_use and "image triage" in md.intended_use
+    assert "test 40" in md.population and "official" in md.population
+
+
+def test_bundle_holds_weights_not_a_pickle_and_predicts_what_was_evaluated(trained: tuple) -> None:
+    outcome, settings, data = trained
+    info = show_model("squares@1", settings)
+    assert {f["name"] for f in info["files"]} == {"model.pt", "features.json", "metadata.json"}
+    bundle = load_bundle("squares@1", settings)
+    assert bundle.artifact == "torch-state-dict"
+    assert bundle.metadata.params["net"]["architecture"] == "resnet"
+    ds = load_images(data)
+    scores = predict_bundle(bundle, ds.subset(ds.split().test).images)
+    np.testing.assert_array_equal(scores, outcome.test_predictions.scores)
+    with pytest.raises(ConfigError, match="not a classifier with predict_proba"):
+        bundle.predict_proba(ds.images)
+
+
+def test_report_is_written_with_the_model_name(trained: tuple) -> None:
+    outcome, _, _ = trained
+    page = outcome.report_path.read_text()
+    assert "squares@1" in page and "image triage" in page and "<svg" in page
+
+
+def test_multiclass_is_refused_before_training(tmp_path: Path) -> None:
+    x = np.zeros((30, 28, 28), np.uint8)
+    y = (np.arange(30) % 3)[:, None]
+    np.savez(tmp_path / "three.npz", train_images=x, train_labels=y, val_images=x, val_labels=y,
+             test_images=x, test_labels=y)
+    settings = Settings(home=tmp_path / "home", data_root=tmp_path)
+    with pytest.raises(ConfigError, match="binary tasks only"):
+        train_images(tmp_path / "three.npz", ImageWorkflowConfig(), settings, epochs=1, budget_minutes=None)
+    assert list_models(settings) == []
+
+
+def _cli(args: list[str], home: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MEDML_HOME": str(home), "COLUMNS": "200"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run([sys.executable, "-m", "medml.cli", "image", *args], capture_output=True, text=True,
+                          env=env, timeout=120)
+
+
+def test_cli_image_train_prints_auroc_and_where_things_are(tmp_path: Path) -> None:
+    data = write_squares_npz(tmp_path / "cli.npz", sizes=(60, 20, 20), seed=1)
+    r = _cli(["train", str(data), "--epochs", "3", "--n-boot", "100", "--name", "cli-squares"], tmp_path / "home")
+    assert r.returncode == 0, r.stderr
+    assert "AUROC" in r.stdout and "95% CI" in r.stdout and "accuracy" in r.stdout
+    assert "cli-squares@1" in r.stdout and "report:" in r.stdout
+    assert list_models(Settings(home=tmp_path / "home", data_root=tmp_path))[0]["name"] == "cli-squares"
+
+
+def test_cli_image_predict_and_report_use_the_registered_weights(trained: tuple) -> None:
+    from typer.testing import CliRunner
+
+    from medml.cli import app
+
+    outcome, settings, data = trained
+    env = {"MEDML_HOME": str(settings.home), "COLUMNS": "200"}
+    r = CliRunner().invoke(app, ["image", "predict", "squares", str(data)], env=env)
+    assert r.exit_code == 0, r.output
+    assert "squares@1" in r.output and "image triage" in r.output
+    last = sum(SIZES) - 1  # the last test image, whose score was evaluated
+    assert f"{data}[{last}]" in r.output and f"{outcome.test_predictions.scores[-1]:.3f}" in r.output
+    r = CliRunner().invoke(app, ["image", "report", "squares@1"], env=env)
+    assert r.exit_code == 0 and "squares@1.html" in r.output
+
+
+def test_cli_without_torch_says_how_to_install(tmp_path: Path) -> None:
+    fake = tmp_path / "fake" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError(\"No module named 'torch'\")\n")
+    env = {**os.environ, "MEDML_HOME": str(tmp_path / "home"), "PYTHONPATH": str(fake.parent)}
+    data = write_squares_npz(tmp_path / "ok.npz", sizes=(20, 10, 10))
+    r = subprocess.run([sys.executable, "-m", "medml.cli", "image", "train", str(data)], capture_output=True,
+                       text=True, timeout=60, env=env)
+    assert r.returncode == 2
+    assert r.stderr.strip().startswith("error:") and "pip install -e '.[imaging]'" in r.stderr
+
+
+def _bad_folder(root: Path) -> Path:
+    (root / "folder" / "normal").mkdir(parents=True)
+    (root / "folder" / "abnormal").mkdir()
+    from PIL import Image
+
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(root / "folder" / "normal" / "a.png")
+    return root / "folder"
+
+
+@pytest.mark.parametrize("case", ["missing", "wrong_keys", "empty_class"])
+def test_cli_bad_input_is_one_error_line_and_registers_nothing(tmp_path: Path, case: str) -> None:
+    if case == "missing":
+        target = tmp_path / "nope.npz"
+    elif case == "wrong_keys":
+        target = tmp_path / "wrong.npz"
+        np.savez(target, x=np.zeros((4, 28, 28), np.uint8), y=np.zeros(4, np.uint8))
+    else:
+        target = _bad_folder(tmp_path)
+    home = tmp_path / "home"
+    r = _cli(["train", str(target), "--epochs", "1"], home)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+    assert list_models(Settings(home=home, data_root=tmp_path)) == []
