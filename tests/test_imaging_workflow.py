@@ -125,18 +125,6 @@ def test_cli_image_predict_and_report_use_the_registered_weights(trained: tuple)
     assert r.exit_code == 0 and "squares@1.html" in r.output
 
 
-def test_cli_without_torch_says_how_to_install(tmp_path: Path) -> None:
-    fake = tmp_path / "fake" / "torch"
-    fake.mkdir(parents=True)
-    (fake / "__init__.py").write_text("raise ImportError(\"No module named 'torch'\")\n")
-    env = {**os.environ, "MEDML_HOME": str(tmp_path / "home"), "PYTHONPATH": str(fake.parent)}
-    data = write_squares_npz(tmp_path / "ok.npz", sizes=(20, 10, 10))
-    r = subprocess.run([sys.executable, "-m", "medml.cli", "image", "train", str(data)], capture_output=True,
-                       text=True, timeout=60, env=env)
-    assert r.returncode == 2
-    assert r.stderr.strip().startswith("error:") and "pip install -e '.[imaging]'" in r.stderr
-
-
 def _bad_folder(root: Path) -> Path:
     (root / "folder" / "normal").mkdir(parents=True)
     (root / "folder" / "abnormal").mkdir()
