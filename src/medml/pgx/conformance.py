@@ -8,7 +8,6 @@ recommendation and phenotype assertions) are counted as "not checked", never as 
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,14 +21,13 @@ from medml.pgx.checks_interpretation import applies as interpretation_applies
 from medml.pgx.definitions import DEFAULT_GENES, GeneDefinition, load_definition_file, load_definitions
 from medml.pgx.lowest_function import HAPB3
 from medml.pgx.matcher import call_genes
-from medml.pgx.naming import name_key
+from medml.pgx.naming import name_key, star_allele
 from medml.pgx.outside import read_outside_calls
 from medml.pgx.vcf import read_vcf_sample
 
 #: genes whose report names a lone variant against the reference as "X (heterozygous)"
 _VARIANT_DISPLAY_GENES = frozenset({"CACNA1S", "CFTR", "DPYD", "RYR1"})
 _MATCHER_MESSAGES = ("pcat-dpyd-hapB3-",)
-_SUBALLELE = re.compile(r"^(\*\d+[A-Z]?)\.\d{3}$")
 #: the extracted tests name some alleles by a Java constant
 _CONSTANTS = {"Opaque(DpydHapB3Matcher.HAPB3_ALLELE)": HAPB3}
 
@@ -59,11 +57,6 @@ Verdict = tuple[bool | None, str]  # (passed, or None when not judged; reason)
 Check = Callable[[CaseContext, Mapping[str, Any]], Verdict]
 
 
-def _base_name(name: str) -> str:
-    """PharmCAT reports sub-alleles (``*45.001``) under their star allele (``*45``)."""
-    return _SUBALLELE.sub(r"\1", name)
-
-
 def display(call: GeneCall | None) -> list[str]:
     """The report's strings for a call (PharmCAT's source/print diplotypes).
 
@@ -84,7 +77,7 @@ def _fallback_display(call: GeneCall) -> str:
 
 
 def _diplotype_display(gene: str, haplotypes: tuple[str, ...]) -> str:
-    haps = tuple(_base_name(h) for h in haplotypes)
+    haps = tuple(star_allele(h) for h in haplotypes)
     ref_names = {"Reference", "ivacaftor non-responsive CFTR sequence"}
     if gene in _VARIANT_DISPLAY_GENES and len(haps) == 2:
         others = [h for h in haps if h not in ref_names]
@@ -158,7 +151,7 @@ def _check_recommended(ctx: CaseContext, e: Mapping[str, Any]) -> Verdict:
     if call is None or not (call.called or call.lookup):
         return _same(want, ["Unknown/Unknown"])
     # compared as multisets: which haplotype is printed first is the reporter's choice
-    options = [sorted(_base_name(h) for h in d.haplotypes) for d in call.lookup_diplotypes]
+    options = [sorted(star_allele(h) for h in d.haplotypes) for d in call.lookup_diplotypes]
     ok = sorted(want) in options
     return (ok, "" if ok else f"expected {want}, lookup diplotypes {options}")
 

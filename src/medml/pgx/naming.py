@@ -11,9 +11,15 @@ import re
 from functools import cmp_to_key
 
 _STAR = re.compile(r"(.*)(\d+)(.*)", re.DOTALL)
+_SUBALLELE = re.compile(r"^(\*\d+[A-Z]?)\.\d{3}$")
 _HGVS = re.compile(r"(?:.*:)?[cgnmopr]\.(\d+).*", re.DOTALL)
 _TOP = ("Any", "All")
 _BOTTOM = ("Other", "Unknown")
+
+
+def star_allele(name: str) -> str:
+    """A PharmVar sub-allele (``*45.001``) as its star allele (``*45``), the name reports and phenotype tables use."""
+    return _SUBALLELE.sub(r"\1", name)
 
 
 def _cmp(a: object, b: object) -> int:

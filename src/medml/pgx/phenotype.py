@@ -28,6 +28,7 @@ from pathlib import Path
 from medml.config import get_settings
 from medml.errors import DataError, NotFoundError
 from medml.pgx.calls import CallSource, Diplotype, GeneCall
+from medml.pgx.naming import star_allele
 
 __all__ = [
     "ACTIVITY_GENES",
@@ -201,13 +202,9 @@ def _hla_statuses(gene: str, haplotypes: Iterable[str]) -> tuple[str, ...]:
     return tuple(f"{a} {'positive' if a in present else 'negative'}" for a in HLA_ALLELES.get(gene, ()))
 
 
-_SUBALLELE = re.compile(r"^(\*\d+[A-Z]?)\.\d{3}$")
-
-
 def _in_table(table: PhenotypeTable, haplotype: str) -> str:
     """A sub-allele the table does not list (SLCO1B1 ``*45.001``) takes its star allele's function, as in PharmCAT."""
-    match = _SUBALLELE.match(haplotype)
-    return match.group(1) if match and haplotype not in table.functions else haplotype
+    return haplotype if haplotype in table.functions else star_allele(haplotype)
 
 
 def _interpret_diplotype(table: PhenotypeTable | None, gene: str, dip: Diplotype) -> DiplotypePhenotype:
