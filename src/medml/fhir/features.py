@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -193,10 +194,16 @@ _CODE = "coalesce(o.code, o.coding_system || '|' || o.coding_code)"
 _TS = "coalesce(try_cast(o.effective AS TIMESTAMPTZ), try_cast(o.effective_start AS TIMESTAMPTZ))"
 
 
-def _observation_sql(definition: FeatureDefinition) -> str:
+@cache
+def _view_sql(name: str) -> str:
+    """A built-in view's SQL, compiled once per process (a CDS request should not pay for it)."""
     from medml.fhir.view import compile_view
 
-    obs_sql = compile_view(get_view("observations")).sql
+    return compile_view(get_view(name)).sql
+
+
+def _observation_sql(definition: FeatureDefinition) -> str:
+    obs_sql = _view_sql("observations")
     window = ("" if definition.window_hours is None else
               f"AND {_TS} >= i.index_time - to_microseconds({int(definition.window_hours * 3_600_000_000)})")
     return f"""
@@ -287,9 +294,7 @@ def _pivot(long: pd.DataFrame, index: pd.DataFrame, definition: FeatureDefinitio
 
 
 def _demographics(con: Any, definition: FeatureDefinition, index: pd.DataFrame, long: pd.DataFrame) -> pd.DataFrame:
-    from medml.fhir.view import compile_view
-
-    sql = compile_view(get_view("patient_demographics")).sql
+    sql = _view_sql("patient_demographics")
     pts = con.execute(f"""
         SELECT i.patient_id, p.gender,
                date_diff('day', try_cast(p.birth_date AS DATE), i.index_time::DATE) / 365.25 AS age_birth

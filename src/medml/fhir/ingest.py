@@ -23,7 +23,7 @@ from typing import Any, Literal
 import orjson
 
 from medml.errors import DataError, InputFileError, MedmlError
-from medml.fhir.store import FhirStore, Row, Staging, check_resource
+from medml.fhir.store import FhirStore, Row, Staging, resource_row
 
 OnError = Literal["abort", "skip"]
 NDJSON_SUFFIXES = (".ndjson", ".jsonl")
@@ -123,14 +123,10 @@ class _Collector:
 
     def add(self, path: Path, where: str, resource: Any, text: str | None = None) -> None:
         try:
-            rtype, rid = check_resource(resource)
+            self.rows.append(resource_row(resource, text=text))
         except MedmlError as exc:
             self.problem(path, where, str(exc))
             return
-        meta = resource.get("meta")
-        updated = meta.get("lastUpdated") if isinstance(meta, dict) else None
-        self.rows.append((rtype, rid, updated if isinstance(updated, str) else None,
-                          text if text is not None else orjson.dumps(resource).decode()))
         if self.flush is not None and len(self.rows) >= self.chunk:
             self.done()
 

@@ -43,6 +43,15 @@ def check_resource(resource: Any, where: str = "") -> tuple[str, str]:
     return rtype, rid
 
 
+def resource_row(resource: Any, where: str = "", text: str | None = None) -> Row:
+    """A checked resource as a store row; ``text`` is its JSON when the caller already has it."""
+    rtype, rid = check_resource(resource, where)
+    meta = resource.get("meta")
+    updated = meta.get("lastUpdated") if isinstance(meta, dict) else None
+    return (rtype, rid, updated if isinstance(updated, str) else None,
+            text if text is not None else orjson.dumps(resource).decode())
+
+
 def split_reference(reference: str) -> tuple[str, str]:
     """``Patient/123`` (or an absolute URL ending so, or ``Patient/123/_history/2``) as ("Patient", "123")."""
     parts = reference.split("/")
@@ -164,35 +173,12 @@ class FhirStore:
 
     def add(self, resources: Iterable[dict[str, Any]]) -> int:
         """Upsert resources in one transaction; a bad resource raises and nothing is written."""
-        rows: dict[tuple[str, str], Row] = {}
-        for i, res in enumerate(resources):
-            rtype, rid = check_resource(res, f"resource {i + 1}")
-            meta = res.get("meta")
-            updated = meta.get("lastUpdated") if isinstance(meta, dict) else None
-            rows[(rtype, rid)] = (rtype, rid, updated if isinstance(updated, str) else None,
-                                  orjson.dumps(res).decode())
-        self.upsert_rows(list(rows.values()))
-        return len(rows)
-
-    def upsert_rows(self, rows: list[Row]) -> None:
-        """Insert or replace rows (unique by type and id) in one transaction: all of them or none."""
+        rows = [resource_row(res, f"resource {i + 1}") for i, res in enumerate(resources)]
         if not rows:
-            return
-        rtypes, ids, updated, texts = zip(*rows, strict=True)
-        batch = pa.table({"resource_type": pa.array(rtypes, pa.string()), "id": pa.array(ids, pa.string()),
-                          "last_updated": pa.array(updated, pa.string()), "resource": pa.array(texts, pa.string())})
-        self.con.register("_medml_batch", batch)
-        try:
-            self.con.execute("BEGIN TRANSACTION")
-            try:
-                self.con.execute("INSERT OR REPLACE INTO resources SELECT resource_type, id, last_updated, "
-                                 "resource::JSON FROM _medml_batch")
-                self.con.execute("COMMIT")
-            except BaseException:
-                self.con.execute("ROLLBACK")
-                raise
-        finally:
-            self.con.unregister("_medml_batch")
+            return 0
+        with self.staging() as stage:
+            stage.append(rows)
+            return sum(stage.commit().values())
 
     @contextmanager
     def staging(self) -> Iterator[Staging]:
