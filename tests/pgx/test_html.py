@@ -13,9 +13,6 @@ from medml.pgx.html import CSP, render_html
 from medml.pgx.pipeline import analyse_vcf
 
 EXAMPLES = get_settings().data_root / "pgx" / "pharmcat-tests" / "examples"
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
 pytestmark = pytest.mark.skipif(not EXAMPLES.is_dir(), reason="the shared PGx data is not here (set MEDML_DATA)")
 
 
@@ -45,35 +42,14 @@ def test_every_text_is_escaped(result) -> None:
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM}")
-def test_renders_offline_in_chromium(result, tmp_path: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
+def test_renders_offline_in_chromium(result, tmp_path: Path, open_offline) -> None:
     path = tmp_path / "pgx.html"
     path.write_text(render_html(result), encoding="utf-8")
-    external: list[str] = []
-    errors: list[str] = []
-
-    def only_local(route):
-        if route.request.url.startswith("file://"):
-            route.continue_()
-        else:
-            external.append(route.request.url)
-            route.abort()
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.route("**/*", only_local)
-            page.on("console", lambda m: errors.append(m.text) if m.type in ("error", "warning") else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(path.as_uri(), wait_until="load")
-            assert page.get_by_role("heading", level=1).is_visible()
-            for heading in ("What changes a prescription", "Genes", "Warfarin", "Not tested", "Limits", "Versions"):
-                assert page.get_by_role("heading", level=2, name=heading, exact=True).is_visible(), heading
-            assert page.get_by_text("Avoid clopidogrel").first.is_visible()
-            assert page.evaluate("document.documentElement.scrollWidth") <= 1280
-        finally:
-            browser.close()
-    assert errors == [] and external == []
+    seen = open_offline(path, console=("error", "warning"))
+    page = seen.page
+    assert page.get_by_role("heading", level=1).is_visible()
+    for heading in ("What changes a prescription", "Genes", "Warfarin", "Not tested", "Limits", "Versions"):
+        assert page.get_by_role("heading", level=2, name=heading, exact=True).is_visible(), heading
+    assert page.get_by_text("Avoid clopidogrel").first.is_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+    assert seen.errors == [] and seen.external == []
