@@ -1,0 +1,130 @@
+"""How the CDS Hooks service runs: its public URL, whom it trusts, its limits and where it writes.
+
+Read from ``MEDML_HOME/service/service.yaml`` when present (``medml serve --config FILE`` names another), else the
+embedded defaults. Every path defaults to a place under ``MEDML_HOME/service``.
+
+```yaml
+base_url: https://cds.hospital.example/      # the URL the EHR calls; a JWT's aud must be base_url + the service path
+issuers:                                     # the EHRs allowed to call, each with its keys
+  - iss: https://fhir-ehr.example.com/
+    jwks: keys/ehr-jwks.json                 # a JWK Set file, or an https URL
+    jku: [https://fhir-ehr.example.com/jwk_uri]   # jku header values accepted for this issuer
+check_expiry: true
+max_body_bytes: 1000000
+rate_per_minute: 600                         # per client (the JWT's iss, else the peer address)
+```
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medml.config import Settings
+from medml.errors import ConfigError, InputFileError
+
+DEFAULT_PORT = 8800
+
+
+@dataclass(frozen=True)
+class TrustedIssuer:
+    """An EHR allowed to call: its ``iss``, its JWK Set (a file path or an https URL) and the ``jku`` it may name."""
+
+    iss: str
+    jwks: str
+    jku: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Settings of one running service; ``home`` is ``MEDML_HOME/service``."""
+
+    home: Path
+    base_url: str = f"http://127.0.0.1:{DEFAULT_PORT}"
+    issuers: tuple[TrustedIssuer, ...] = ()
+    #: "jwt" verifies every hook call (CDS Hooks 2.0); "off" is for a loopback demo only and is stated on every card
+    auth: str = "jwt"
+    check_expiry: bool = True
+    #: seconds of clock skew accepted on exp and iat
+    leeway_s: float = 30.0
+    max_body_bytes: int = 1_000_000
+    rate_per_minute: int = 600
+    fhir_timeout_s: float = 10.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.auth not in ("jwt", "off"):
+            raise ConfigError(f"auth must be 'jwt' or 'off', got {self.auth!r}", "set auth: jwt in service.yaml")
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"base_url {self.base_url!r} is not an http(s) URL",
+                              "set base_url to the URL the EHR calls, e.g. https://cds.hospital.example")
+        object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
+        for name in ("max_body_bytes", "rate_per_minute"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}", f"fix {name}")
+
+    @property
+    def audit_path(self) -> Path:
+        """The append-only, hash-chained audit log."""
+        return self.home / "audit.jsonl"
+
+    @property
+    def predictions_path(self) -> Path:
+        """PredictionRecords for monitoring, one JSON line each."""
+        return self.home / "predictions.jsonl"
+
+    @property
+    def feedback_path(self) -> Path:
+        return self.home / "feedback.jsonl"
+
+    @property
+    def deployments_path(self) -> Path:
+        return self.home / "deployments.json"
+
+    def service_url(self, service_id: str) -> str:
+        """The URL of one service, which is what a caller's JWT must carry as ``aud``."""
+        return f"{self.base_url}/cds-services/{service_id}"
+
+
+def service_home(settings: Settings) -> Path:
+    return settings.home / "service"
+
+
+def load_config(settings: Settings, path: Path | None = None, **overrides: Any) -> ServiceConfig:
+    """The service settings: ``path`` (or ``MEDML_HOME/service/service.yaml`` if it exists), then ``overrides``."""
+    home = service_home(settings)
+    raw: dict[str, Any] = {}
+    source = path if path is not None else home / "service.yaml"
+    if path is not None and not path.is_file():
+        raise InputFileError(f"service config {path} does not exist", "pass the path of a service.yaml")
+    if source.is_file():
+        try:
+            loaded = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{source} is not valid YAML: {e}", "fix the file") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{source} must be a mapping of settings", "see `medml serve --help`")
+        raw = loaded
+    known = {"base_url", "issuers", "auth", "check_expiry", "leeway_s", "max_body_bytes", "rate_per_minute",
+             "fhir_timeout_s"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{source}: unknown settings {unknown}", f"use only {sorted(known)}")
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    issuers = []
+    for i, item in enumerate(raw.pop("issuers", None) or []):
+        if not isinstance(item, dict) or not isinstance(item.get("iss"), str) or not isinstance(item.get("jwks"), str):
+            raise ConfigError(f"{source}: issuers[{i}] needs 'iss' and 'jwks' (text)",
+                              "give each trusted EHR its iss and its JWK Set file or URL")
+        jwks = item["jwks"]
+        if not jwks.startswith(("http://", "https://")) and not Path(jwks).is_absolute():
+            jwks = str((source.parent / jwks).resolve())
+        jku = item.get("jku") or ()
+        issuers.append(TrustedIssuer(iss=item["iss"], jwks=jwks, jku=tuple([jku] if isinstance(jku, str) else jku)))
+    try:
+        return ServiceConfig(home=home, issuers=tuple(issuers), **raw)
+    except TypeError as e:
+        raise ConfigError(f"{source}: {e}", "fix the setting's type") from None

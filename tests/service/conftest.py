@@ -1,0 +1,101 @@
+"""A real uvicorn server on loopback for the service tests: ``serve(app)`` -> its base URL."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from cds_requests import SET_A, STAYS, data_root
+
+
+@pytest.fixture()
+def serve() -> Iterator[Callable[[Any], str]]:
+    """Start an ASGI app under uvicorn on 127.0.0.1 (a free port); yields a starter; stops every server after."""
+    import uvicorn
+
+    servers: list[tuple[Any, threading.Thread]] = []
+
+    def start(app: Any) -> str:
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 20
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        servers.append((server, thread))
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+# ---- a deployed PhysioNet model and real stays as FHIR, shared by the service tests -------------------------------
+
+
+
+@pytest.fixture(scope="session")
+def model_home(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Settings whose registry holds a small LightGBM model of PhysioNet 2012 in-hospital death (about 15 s)."""
+    from medml.config import Settings
+    from medml.data.datasets import load_dataset
+    from medml.workflow import TrainConfig, train
+
+    if not (SET_A / "set-a.tar.gz").is_file():
+        pytest.skip(f"no PhysioNet data at {SET_A}")
+    home = tmp_path_factory.mktemp("medml-home")
+    settings = Settings(home=home, data_root=data_root())
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MEDML_HOME", str(home))
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    try:
+        train(load_dataset("physionet-2012"), TrainConfig(model="lgbm", budget_seconds=3, max_trials=2, n_boot=100),
+              settings)
+    finally:
+        mp.undo()
+    return settings
+
+
+@pytest.fixture(scope="session")
+def stays(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
+    """The picked stays converted to FHIR: Patient id -> its Patient, Encounter and Observations."""
+    import tarfile
+    from pathlib import Path
+
+    from medml.fhir.convert import physionet2012 as pc
+
+    if not (SET_A / "set-a.tar.gz").is_file():
+        pytest.skip(f"no PhysioNet data at {SET_A}")
+    folder = tmp_path_factory.mktemp("set-a")
+    wanted = {f"{rid}.txt" for rid in STAYS}
+    with tarfile.open(SET_A / "set-a.tar.gz") as tf:
+        for member in tf:
+            name = Path(member.name).name
+            f = tf.extractfile(member) if name in wanted else None
+            if f is not None:
+                (folder / name).write_bytes(f.read())
+    outcomes = pc.read_outcomes(SET_A / "Outcomes-a.txt")
+    out = {}
+    for rid in STAYS:
+        resources = pc.convert_record(folder / f"{rid}.txt", outcome=outcomes[rid])
+        out[next(r["id"] for r in resources if r["resourceType"] == "Patient")] = resources
+    return out
+
+
+@pytest.fixture(scope="session")
+def stay_store(tmp_path_factory: pytest.TempPathFactory, stays: dict[str, list[dict[str, Any]]]) -> Any:
+    """A DuckDB FHIR store file holding the picked stays."""
+    from medml.fhir.store import FhirStore
+
+    path = tmp_path_factory.mktemp("store") / "fhir.duckdb"
+    with FhirStore(path) as store:
+        store.add([r for rs in stays.values() for r in rs])
+    return path
