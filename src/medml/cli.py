@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from medml.cli_audit import audit_app
 from medml.cli_fhir import fhir_app
 from medml.cli_image import image_app
 from medml.cli_pgx import pgx_app
@@ -29,6 +30,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(fhir_app, name="fhir")
 app.add_typer(pgx_app, name="pgx")
 app.add_typer(image_app, name="image")
+app.add_typer(audit_app, name="audit")
 
 # Wide enough for the metric tables when the output is a file or a pipe (rich would assume 80 columns).
 out = Console(width=None if sys.stdout.isatty() else 160)
