@@ -209,3 +209,28 @@ def conformance_cmd(
     out.print(result.summary())
     if result.failures:
         raise typer.Exit(1)
+
+
+@fhir_app.command("serve")
+def serve_cmd(
+    store: StoreOption = None,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8801,
+    token: Annotated[str | None, typer.Option(envvar="MEDML_FHIR_TOKEN",
+                                              help="require Authorization: Bearer TOKEN on every request")] = None,
+) -> None:
+    """Serve the store as a read-only FHIR R4 server (read, search, metadata) for the CDS service and its demo."""
+    import uvicorn
+
+    from medml.service.fhir_server import create_fhir_app
+
+    if not 0 < port < 65536:
+        raise ConfigError(f"--port must be between 1 and 65535, got {port}", "choose a free port, e.g. 8801")
+    path = _store_path(store)
+    app = create_fhir_app(path, bearer_token=token)
+    index = app.state.fhir_index
+    out.print(f"FHIR store {path}: {sum(index.counts.values()):,} resources indexed in {index.build_seconds:.1f} s")
+    if token is None and host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"[yellow]warning:[/] serving on {host} without a token: anyone who can reach it reads the store")
+    out.print(f"serving http://{host}:{port}/ (metadata at /metadata{', bearer token required' if token else ''})")
+    uvicorn.run(app, host=host, port=port, log_level="info")
