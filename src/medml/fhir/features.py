@@ -14,7 +14,7 @@ plausible range (recording errors such as a heart rate of 0) are left out and co
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
@@ -128,6 +128,24 @@ class FeatureDefinition:
         if self.age:
             codes.add(self.age_loinc)
         return sorted(codes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data: a deployment stores the definition beside the model, so serving needs no task code."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> FeatureDefinition:
+        """The definition back from :meth:`to_dict`; a stored definition that does not fit is a ConfigError."""
+        try:
+            measurements = tuple(
+                Measurement(**{**m, "codes": tuple(m["codes"]), "aggregates": tuple(m["aggregates"]),
+                               "plausible": tuple(m["plausible"]) if m.get("plausible") else None,
+                               "conversions": tuple(Conversion(**c) for c in m.get("conversions", ()))})
+                for m in d["measurements"])
+            return cls(**{**d, "measurements": measurements})
+        except (KeyError, TypeError) as e:
+            raise ConfigError(f"stored feature definition is not valid: {e}",
+                              "deploy the model again with this medml version") from None
 
 
 @dataclass
@@ -279,18 +297,22 @@ def _dropped(con: Any, definition: FeatureDefinition) -> dict[tuple[str, str], i
 
 def _pivot(long: pd.DataFrame, index: pd.DataFrame, definition: FeatureDefinition) -> pd.DataFrame:
     pos = {pid: i for i, pid in enumerate(index["patient_id"])}
-    n = len(index)
-    data: dict[str, np.ndarray] = {}
-    by_name = {name: g for name, g in long.groupby("name", sort=False)} if not long.empty else {}
-    for m in definition.measurements:
-        g = by_name.get(m.name)
-        rows = np.array([pos[p] for p in g["patient_id"]], dtype=np.int64) if g is not None else None
-        for agg in (("first",) if m.static else m.aggregates):
-            col = np.full(n, 0.0 if agg == "count" else np.nan)
-            if g is not None and rows is not None:
-                col[rows] = g[agg].to_numpy(dtype=float)
-            data[m.name if m.static else f"{m.name}_{agg}"] = col
-    return pd.DataFrame(data)
+    columns = [c for m in definition.measurements for c in m.columns()]
+    col_of = {c: j for j, c in enumerate(columns)}
+    out = np.full((len(index), len(columns)), np.nan)
+    for m in definition.measurements:  # a count of nothing is 0, not missing
+        if not m.static and "count" in m.aggregates:
+            out[:, col_of[f"{m.name}_count"]] = 0.0
+    if not long.empty:
+        by_name = {m.name: m for m in definition.measurements}
+        for name, g in long.groupby("name", sort=False):
+            if name not in by_name:  # the age Observations, read by _demographics
+                continue
+            m = by_name[str(name)]
+            rows = np.array([pos[p] for p in g["patient_id"]], dtype=np.int64)
+            for agg in (("first",) if m.static else m.aggregates):
+                out[rows, col_of[m.name if m.static else f"{m.name}_{agg}"]] = g[agg].to_numpy(dtype=float)
+    return pd.DataFrame(out, columns=columns)
 
 
 def _demographics(con: Any, definition: FeatureDefinition, index: pd.DataFrame, long: pd.DataFrame) -> pd.DataFrame:

@@ -180,6 +180,30 @@ class FhirStore:
             stage.append(rows)
             return sum(stage.commit().values())
 
+    def replace_all(self, resources: Iterable[dict[str, Any]]) -> int:
+        """Make these resources the store's whole content, in one transaction (the last of a type and id wins).
+
+        For a small in-memory store reused across CDS requests: no staging tables, one insert.
+        """
+        rows = {(r[0], r[1]): r for r in (resource_row(res, f"resource {i + 1}") for i, res in enumerate(resources))}
+        batch = pa.table({name: pa.array(col, pa.string()) for name, col in
+                          zip(("resource_type", "id", "last_updated", "resource"), zip(*rows.values(), strict=True),
+                              strict=True)}) if rows else None
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            self.con.execute("DELETE FROM resources")
+            if batch is not None:
+                self.con.register("_medml_batch", batch)
+                try:
+                    self.con.execute("INSERT INTO resources SELECT * FROM _medml_batch")
+                finally:
+                    self.con.unregister("_medml_batch")
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        return len(rows)
+
     @contextmanager
     def staging(self) -> Iterator[Staging]:
         """A staging area for a large ingest: append chunks, then commit them to the store in one transaction."""

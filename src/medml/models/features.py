@@ -30,6 +30,11 @@ def require_columns(X: pd.DataFrame, specs: Sequence[FeatureSpec]) -> None:
 
 def numeric_frame(X: pd.DataFrame, specs: Sequence[FeatureSpec]) -> pd.DataFrame:
     """Numeric features as float64, with a clear error when a cell holds text."""
+    names = [f.name for f in specs]
+    sub = X[names]
+    if all(pd.api.types.is_numeric_dtype(t) and not pd.api.types.is_bool_dtype(t) for t in sub.dtypes):
+        # one conversion for the whole block: a single-row request with hundreds of columns pays per column otherwise
+        return pd.DataFrame(sub.to_numpy(dtype="float64", na_value=np.nan), columns=names, index=X.index)
     out = {}
     for f in specs:
         col = X[f.name]
