@@ -14,7 +14,7 @@ LAYER = {"data": 0, "fhir": 0, "errors": 0, "config": 0,
          "models": 1, "evaluate": 1, "explain": 1, "pgx": 1,
          "report": 2, "registry": 2,
          "workflow": 3, "imaging_workflow": 3, "demo": 3, "cli": 3, "cli_fhir": 3, "cli_pgx": 3, "cli_image": 3,
-         "cli_audit": 3, "service": 3, "monitor": 3, "scale": 3}
+         "cli_audit": 3, "cli_service": 3, "service": 3, "monitor": 3, "scale": 3}
 
 
 def _area(path: Path) -> str:

@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from medml import cli_service
 from medml.cli_audit import audit_app
 from medml.cli_fhir import fhir_app
 from medml.cli_image import image_app
@@ -285,6 +286,13 @@ def demo(
     run_demo(out, err, budget_seconds=budget_seconds, keys=_split_list(datasets_) or None, n_boot=n_boot,
              progress=progress_bar)
     run_fhir_demo(out, err)
+
+
+# The CDS Hooks service: after the training commands in `medml --help`.
+app.command()(cli_service.serve)
+app.command()(cli_service.deploy)
+app.command()(cli_service.undeploy)
+app.command()(cli_service.deployments)
 
 
 # typer 0.29 raises the exceptions of its own copy of click; catch both kinds of usage error.

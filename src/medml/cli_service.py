@@ -1,0 +1,138 @@
+"""`medml serve`, `medml deploy`, `medml undeploy` and `medml deployments`: models as CDS Hooks services."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from medml.errors import ConfigError
+
+# Wide enough for the tables when the output is a file or a pipe (rich would assume 80 columns).
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True)
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _thresholds(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    parts = text.split(",")
+    try:
+        low, high = (float(p) for p in parts)
+    except ValueError:
+        raise ConfigError(f"--thresholds {text!r} is not two numbers",
+                          "pass WARNING,CRITICAL, e.g. 0.15,0.40") from None
+    return low, high
+
+
+def deploy(
+    model: Annotated[str, typer.Argument(help="registered model, NAME or NAME@VERSION (default: the latest)")],
+    service_id: Annotated[str | None, typer.Option("--id", help="service id (default: the model name)")] = None,
+    thresholds: Annotated[str | None, typer.Option(
+        help="WARNING,CRITICAL risks for the card indicator (default: from the test-set event rate)")] = None,
+    title: Annotated[str | None, typer.Option(help="service title shown in the EHR")] = None,
+    risk_assessment: Annotated[str, typer.Option(
+        help="offer the FHIR RiskAssessment as a 'suggestion', a 'system-action', or 'none'")] = "suggestion",
+    config: Annotated[Path | None, typer.Option(help="service.yaml (default MEDML_HOME/service/service.yaml)")] = None,
+) -> None:
+    """Make a registered model a patient-view CDS service (a running `medml serve` picks it up)."""
+    from medml.config import get_settings
+    from medml.service.config import load_config
+    from medml.service.deploy import deploy as run_deploy
+
+    settings = get_settings()
+    cfg = load_config(settings, config)
+    dep = run_deploy(settings, cfg, model, service_id=service_id, thresholds=_thresholds(thresholds), title=title,
+                     risk_assessment=risk_assessment)
+    out.print(f"deployed {dep.model} as CDS service '{dep.service_id}' ({dep.hook})")
+    out.print(f"  endpoint   {cfg.service_url(dep.service_id)}")
+    out.print(f"  indicator  warning from {dep.thresholds[0]:.0%}, critical from {dep.thresholds[1]:.0%}: "
+              f"{dep.thresholds_note}")
+    out.print(f"  prefetch   {', '.join(dep.serving.definition.codes()[:6])}, ... "
+              f"({len(dep.serving.definition.codes())} codes)")
+
+
+def undeploy(
+    service_id: Annotated[str, typer.Argument(help="the service id (`medml deployments`)")],
+    config: Annotated[Path | None, typer.Option(help="service.yaml")] = None,
+) -> None:
+    """Remove a CDS service; the model stays in the registry."""
+    from medml.config import get_settings
+    from medml.service.config import load_config
+    from medml.service.deploy import undeploy as run_undeploy
+
+    cfg = load_config(get_settings(), config)
+    gone = run_undeploy(cfg, service_id)
+    out.print(f"undeployed '{service_id}' ({gone.model}); the model stays registered")
+
+
+def deployments(config: Annotated[Path | None, typer.Option(help="service.yaml")] = None) -> None:
+    """List the deployed CDS services."""
+    from medml.config import get_settings
+    from medml.service.config import load_config
+    from medml.service.deploy import deployments as current
+
+    cfg = load_config(get_settings(), config)
+    deps = current(cfg)
+    if not deps:
+        out.print("no CDS services deployed; `medml deploy MODEL` deploys one")
+        return
+    t = Table(title="deployed CDS services", header_style="bold")
+    for col in ("id", "hook", "model", "warning", "critical", "RiskAssessment", "deployed"):
+        t.add_column(col)
+    for sid, d in deps.items():
+        t.add_row(sid, d.hook, d.model, f"{d.thresholds[0]:.0%}", f"{d.thresholds[1]:.0%}", d.risk_assessment,
+                  d.deployed)
+    out.print(t)
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8800,
+    workers: Annotated[int, typer.Option(help="worker processes (one per core)")] = 1,
+    config: Annotated[Path | None, typer.Option(help="service.yaml (default MEDML_HOME/service/service.yaml)")] = None,
+    base_url: Annotated[str | None, typer.Option(help="the URL EHRs call (JWT aud); default http://HOST:PORT")] = None,
+    insecure_no_auth: Annotated[bool, typer.Option(
+        "--insecure-no-auth", help="accept hook calls without a JWT (loopback only; cards say so)")] = False,
+) -> None:
+    """Run the CDS Hooks service (discovery at /cds-services, the web pages at /) under uvicorn."""
+    import uvicorn
+
+    from medml.config import get_settings
+    from medml.service.config import load_config
+
+    if insecure_no_auth and not _is_loopback(host):
+        raise ConfigError(f"--insecure-no-auth on {host}: hook calls from the network would need no token",
+                          "listen on loopback (127.0.0.1), or configure the EHR's issuer in service.yaml")
+    if not 1 <= port <= 65535 or workers < 1:
+        raise ConfigError(f"port {port} or workers {workers} out of range", "use a port 1-65535 and 1+ workers")
+    url = base_url or f"http://{host}:{port}"
+    cfg = load_config(get_settings(), config, base_url=url, auth="off" if insecure_no_auth else None)
+    if cfg.auth == "jwt" and not cfg.issuers:
+        err.print("[yellow]warning:[/] no trusted EHR issuers in service.yaml: every hook call will be refused "
+                  "with 401 (the web pages still work). Add issuers, or use --insecure-no-auth on loopback.")
+    os.environ["MEDML_SERVICE_BASE_URL"] = cfg.base_url
+    os.environ["MEDML_SERVICE_AUTH"] = cfg.auth
+    if config is not None:
+        os.environ["MEDML_SERVICE_CONFIG"] = str(config.resolve())
+    out.print(f"medml CDS Hooks service on {cfg.base_url}  (discovery: {cfg.base_url}/cds-services, "
+              f"patients: {cfg.base_url}/)")
+    uvicorn.run("medml.service.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                log_level="warning", access_log=False, server_header=False)
+
+
+def _is_loopback(host: str) -> bool:
+    if host in LOOPBACK:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

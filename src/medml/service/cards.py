@@ -1,0 +1,169 @@
+"""CDS Hooks cards a clinician can act on, and the FHIR RiskAssessment they offer to record.
+
+A card says the risk and its category in the summary, and in the detail: the patient's top factors in clinical
+words, the inputs that were missing (and what the model does about them), how well the model did on whom, its
+calibration near this patient's risk, the model name and version, its intended use, and a link to its model card.
+
+``RiskAssessment.prediction.probabilityDecimal`` is the calibrated probability as a fraction between 0 and 1
+(0.18 means 18 %), never a percentage; the resource's note says so too.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from typing import Any
+
+from medml.service.deploy import Deployment
+from medml.service.scoring import Scored
+
+RISK_PROBABILITY = "http://terminology.hl7.org/CodeSystem/risk-probability"
+MODEL_SYSTEM = "urn:medml:model"
+OVERRIDE_SYSTEM = "urn:medml:cds:override-reason"
+OVERRIDE_REASONS = (
+    ("already-aware", "Already aware of this risk; care plan in place"),
+    ("not-applicable", "Model does not apply to this patient (outside its intended population)"),
+    ("data-wrong", "The inputs shown are wrong or out of date"),
+    ("disagree", "Clinical judgement differs from the estimate"),
+)
+QUALITATIVE = {"info": ("low", "Low likelihood"), "warning": ("moderate", "Moderate likelihood"),
+               "critical": ("high", "High likelihood")}
+MISSING_HANDLING = {
+    "lgbm": "the model routes a missing input down the branch learned for missing values in training; "
+            "no value is filled in",
+    "logistic": "the model fills a missing input with the training median and adds a missing-input flag, "
+                "as in training",
+}
+
+
+def _pct(p: float) -> str:
+    return f"{p:.0%}" if p >= 0.01 else "<1%"
+
+
+def _num(v: Any, fmt: str = ".2f") -> str:
+    return format(float(v), fmt) if isinstance(v, int | float) and math.isfinite(float(v)) else "n/a"
+
+
+def summary(dep: Deployment, s: Scored) -> str:
+    """At most 140 characters, as CDS Hooks requires."""
+    word = {"info": "below the warning threshold", "warning": "raised", "critical": "high"}[s.category]
+    text = f"Risk of {dep.serving.outcome}: {_pct(s.risk)} ({word})"
+    return text if len(text) <= 140 else text[:139] + "…"
+
+
+def detail(dep: Deployment, s: Scored, model_kind: str, *, authenticated: bool) -> str:
+    """The card's markdown detail."""
+    spec = dep.serving
+    ev = dep.evaluation
+    lines = []
+    when = s.index_time.strftime("%Y-%m-%d %H:%M UTC")
+    if s.hours_observed is not None:
+        lines.append(f"**{_pct(s.risk)}** calibrated risk of {spec.outcome}, from the first "
+                     f"{s.hours_observed:.0f} h of encounter {s.encounter_id} (results up to {when}; "
+                     f"{s.results_used} results used).")
+        if s.hours_observed < spec.hours:
+            lines.append(f"\n**Early estimate:** only {s.hours_observed:.0f} h of the {spec.hours:g} h the model was "
+                         "built for have passed; fewer results than the model expects, and the risk may change.")
+    else:
+        lines.append(f"**{_pct(s.risk)}** calibrated risk of {spec.outcome} (results up to {when}; "
+                     f"{s.results_used} results used).")
+    if s.factors:
+        lines.append("\n**Top factors for this patient** (TreeSHAP contributions):")
+        for f in s.factors:
+            unit = "" if f.value == "missing" or f.unit in ("", "count") else f" {f.unit}"
+            lines.append(f"- {f.label}: {f.value}{unit} ({f.direction})")
+    if s.missing:
+        how = MISSING_HANDLING.get(model_kind, "handled as in training")
+        lines.append(f"\n**Missing inputs** ({len(s.missing)}, no result in the window): {', '.join(s.missing)}. "
+                     f"For these, {how}.")
+    if s.dropped:
+        lines.append("\n**Results left out** (unit not accepted, or implausible value): "
+                     + ", ".join(f"{k}: {v}" for k, v in s.dropped.items()) + ".")
+    auroc = ev.get("auroc") or [None, None, None]
+    slope = ev.get("calibration_slope") or [None, None, None]
+    intercept = ev.get("calibration_intercept") or [None, None, None]
+    lines.append(f"\n**How the model did** on {ev.get('n')} {ev.get('split', 'test')} patients "
+                 f"({ev.get('n_events')} events): AUROC {_num(auroc[0], '.3f')} (95% CI {_num(auroc[1], '.3f')}–"
+                 f"{_num(auroc[2], '.3f')}); calibration slope {_num(slope[0])} (95% CI {_num(slope[1])}–"
+                 f"{_num(slope[2])}), intercept {_num(intercept[0])}. {near_this_risk(ev, s.risk)}")
+    lines.append(f"\n**Evaluation population:** {ev.get('population', 'not recorded')}")
+    lines.append(f"\n**Indicator:** warning from {_pct(dep.thresholds[0])}, critical from {_pct(dep.thresholds[1])}: "
+                 f"{dep.thresholds_note}.")
+    lines.append(f"\n**Model** {dep.model} — intended use: {dep.intended_use}")
+    lines.append("\n*Decision support, not a diagnosis.*"
+                 + ("" if authenticated else " *Unauthenticated demo service: not for clinical use.*"))
+    return "\n".join(lines)
+
+
+def near_this_risk(ev: dict[str, Any], risk: float) -> str:
+    """What happened in the test set to patients whose predicted risk was near this one (the decile curve)."""
+    curve = ev.get("calibration_curve") or {}
+    predicted, observed, count = (curve.get(k) or [] for k in ("predicted", "observed", "count"))
+    if not predicted or len(predicted) != len(observed) or len(predicted) != len(count):
+        return ""
+    i = min(range(len(predicted)), key=lambda j: abs(float(predicted[j]) - risk))
+    n = int(count[i])
+    events = round(float(observed[i]) * n)
+    return (f"In the test set, of {n} patients with a mean predicted risk of {_pct(float(predicted[i]))}, "
+            f"{events} ({_pct(float(observed[i]))}) had the outcome.")
+
+
+def risk_assessment(dep: Deployment, s: Scored, patient_id: str) -> dict[str, Any]:
+    """A FHIR R4 RiskAssessment of this score (status preliminary while the model's window is not complete)."""
+    code, display = QUALITATIVE[s.category]
+    complete = s.hours_observed is None or s.hours_observed >= dep.serving.hours
+    res: dict[str, Any] = {
+        "resourceType": "RiskAssessment",
+        "status": "final" if complete else "preliminary",
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "occurrenceDateTime": s.index_time.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "method": {"coding": [{"system": MODEL_SYSTEM, "code": dep.model, "display": dep.title}],
+                   "text": f"medml model {dep.model}"},
+        "prediction": [{
+            "outcome": {"text": dep.serving.outcome},
+            "probabilityDecimal": round(s.risk, 4),
+            "qualitativeRisk": {"coding": [{"system": RISK_PROBABILITY, "code": code, "display": display}]},
+            "rationale": "; ".join(f.sentence() for f in s.factors[:3]) or "no single factor stood out",
+        }],
+        "note": [{"text": "probabilityDecimal is the calibrated probability as a fraction between 0 and 1 "
+                          f"(0.18 means 18%), not a percentage. Model {dep.model}; intended use: {dep.intended_use}. "
+                          "Decision support, not a diagnosis."}],
+    }
+    if s.encounter_id:
+        res["encounter"] = {"reference": f"Encounter/{s.encounter_id}"}
+        res["basis"] = [{"reference": f"Encounter/{s.encounter_id}"}]
+    return res
+
+
+def card(dep: Deployment, s: Scored, patient_id: str, *, model_kind: str, model_card_url: str,
+         authenticated: bool) -> dict[str, Any]:
+    """One card; the RiskAssessment rides along as a suggestion when the deployment says so."""
+    out: dict[str, Any] = {
+        "uuid": str(uuid.uuid4()),
+        "summary": summary(dep, s),
+        "indicator": s.category,
+        "detail": detail(dep, s, model_kind, authenticated=authenticated),
+        "source": {"label": f"medml · {dep.model}", "url": model_card_url,
+                   "topic": {"system": MODEL_SYSTEM, "code": dep.model, "display": dep.title}},
+        "links": [{"label": f"Model card: {dep.model} (calibration, evaluation population)",
+                   "url": model_card_url, "type": "absolute"}],
+        "overrideReasons": [{"code": c, "system": OVERRIDE_SYSTEM, "display": d} for c, d in OVERRIDE_REASONS],
+    }
+    if dep.risk_assessment == "suggestion":
+        out["suggestions"] = [{
+            "label": "Record this risk assessment in the chart",
+            "uuid": str(uuid.uuid4()),
+            "isRecommended": False,
+            "actions": [{"type": "create", "description": f"Create a RiskAssessment from {dep.model}",
+                         "resource": risk_assessment(dep, s, patient_id)}],
+        }]
+        out["selectionBehavior"] = "at-most-one"
+    return out
+
+
+def system_actions(dep: Deployment, s: Scored, patient_id: str) -> list[dict[str, Any]]:
+    """The RiskAssessment as a system action, for deployments that record every score."""
+    if dep.risk_assessment != "system-action":
+        return []
+    return [{"type": "create", "description": f"Record the RiskAssessment from {dep.model}",
+             "resource": risk_assessment(dep, s, patient_id)}]
