@@ -156,7 +156,7 @@ def create_app(settings: Settings, config: ServiceConfig, *, verifier: JwtVerifi
             model = scorer.deployment.model
             caller = await _authenticate(state, request, config.service_url(service_id))
             body = _parse(await request.body())
-            response = await _answer(state, scorer, body, now())
+            response = await answer(state, scorer, body, now())
             status = 200
         except HookError as e:
             response, status = ({} if e.status == 401 else {"error": e.message}), e.status
@@ -274,7 +274,7 @@ def check_request(body: Mapping[str, Any], dep: Deployment) -> tuple[str, str | 
     return str(context["patientId"]), encounter
 
 
-async def _answer(state: ServiceState, scorer: Scorer, body: dict[str, Any], now: datetime) -> dict[str, Any]:
+async def answer(state: ServiceState, scorer: Scorer, body: dict[str, Any], now: datetime) -> dict[str, Any]:
     dep = scorer.deployment
     patient_id, encounter_id = check_request(body, dep)
     prefetch: dict[str, Any] = dict(body.get("prefetch") or {})

@@ -12,6 +12,8 @@ issuers:                                     # the EHRs allowed to call, each wi
 check_expiry: true
 max_body_bytes: 1000000
 rate_per_minute: 600                         # per client (the JWT's iss, else the peer address)
+fhir_store: /data/fhir.duckdb                # patients for the web pages (default MEDML_HOME/fhir.duckdb)
+pages: false                                 # the web pages; default: on only when base_url is loopback
 ```
 """
 
@@ -53,6 +55,10 @@ class ServiceConfig:
     max_body_bytes: int = 1_000_000
     rate_per_minute: int = 600
     fhir_timeout_s: float = 10.0
+    #: the FHIR store the web pages list patients from (default MEDML_HOME/fhir.duckdb)
+    fhir_store: Path | None = None
+    #: the EHR-like web pages at / (patient list, cards, model cards); None: on when base_url is loopback only
+    pages: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -84,6 +90,15 @@ class ServiceConfig:
     def deployments_path(self) -> Path:
         return self.home / "deployments.json"
 
+    @property
+    def pages_on(self) -> bool:
+        """Whether to serve the web pages: they show patient data without an EHR's token, so only on loopback
+        unless ``pages: true`` says otherwise."""
+        if self.pages is not None:
+            return self.pages
+        host = self.base_url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
+        return host in ("127.0.0.1", "localhost", "::1")
+
     def service_url(self, service_id: str) -> str:
         """The URL of one service, which is what a caller's JWT must carry as ``aud``."""
         return f"{self.base_url}/cds-services/{service_id}"
@@ -109,7 +124,7 @@ def load_config(settings: Settings, path: Path | None = None, **overrides: Any) 
             raise ConfigError(f"{source} must be a mapping of settings", "see `medml serve --help`")
         raw = loaded
     known = {"base_url", "issuers", "auth", "check_expiry", "leeway_s", "max_body_bytes", "rate_per_minute",
-             "fhir_timeout_s"}
+             "fhir_timeout_s", "fhir_store", "pages"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"{source}: unknown settings {unknown}", f"use only {sorted(known)}")
@@ -124,7 +139,9 @@ def load_config(settings: Settings, path: Path | None = None, **overrides: Any) 
             jwks = str((source.parent / jwks).resolve())
         jku = item.get("jku") or ()
         issuers.append(TrustedIssuer(iss=item["iss"], jwks=jwks, jku=tuple([jku] if isinstance(jku, str) else jku)))
+    store = raw.pop("fhir_store", None)
     try:
-        return ServiceConfig(home=home, issuers=tuple(issuers), **raw)
+        return ServiceConfig(home=home, issuers=tuple(issuers),
+                             fhir_store=Path(store) if store else settings.fhir_store, **raw)
     except TypeError as e:
         raise ConfigError(f"{source}: {e}", "fix the setting's type") from None
