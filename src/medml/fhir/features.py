@@ -155,8 +155,17 @@ class BuiltFeatures:
     X: pd.DataFrame
     patient_ids: list[str]
     index_times: pd.Series
-    #: results left out, per measurement and reason ("unit mg/dL", "implausible")
-    dropped: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: results left out, per patient, then per measurement and reason ("unit mg/dL", "implausible")
+    dropped_by_patient: dict[str, dict[tuple[str, str], int]] = field(default_factory=dict)
+
+    @property
+    def dropped(self) -> dict[tuple[str, str], int]:
+        """Results left out over all patients, per measurement and reason."""
+        total: dict[tuple[str, str], int] = {}
+        for per in self.dropped_by_patient.values():
+            for key, n in per.items():
+                total[key] = total.get(key, 0) + n
+        return total
 
     def missing(self, patient_id: str, definition: FeatureDefinition) -> list[str]:
         """The measurements (labels) with no usable result for this patient: to be named, never silently imputed."""
@@ -272,7 +281,7 @@ def build_features(source: FhirStore | Mapping[str, Any] | Iterable[dict[str, An
     X = X[definition.columns()]
     return BuiltFeatures(X=X.reset_index(drop=True), patient_ids=list(index["patient_id"]),
                          index_times=index.set_index("patient_id")["index_time"],
-                         dropped=dropped)
+                         dropped_by_patient=dropped)
 
 
 def _aggregate_sql() -> str:
@@ -281,17 +290,19 @@ def _aggregate_sql() -> str:
                WHERE unit_ok AND v BETWEEN lo AND hi GROUP BY patient_id, name"""
 
 
-def _dropped(con: Any, definition: FeatureDefinition) -> dict[tuple[str, str], int]:
+def _dropped(con: Any, definition: FeatureDefinition) -> dict[str, dict[tuple[str, str], int]]:
+    """Results left out, per patient: (measurement, "unit X" or "implausible") -> count."""
     by_code = {c: m.name for m in definition.measurements for c in m.codes} | {definition.age_loinc: "age"}
-    out: dict[tuple[str, str], int] = {}
-    rows = con.execute("""SELECT code, coalesce(unit, '(none)'), count(*) FROM _medml_matched
+    out: dict[str, dict[tuple[str, str], int]] = {}
+    rows = con.execute("""SELECT patient_id, code, coalesce(unit, '(none)'), count(*) FROM _medml_matched
                           WHERE NOT unit_ok GROUP BY ALL""").fetchall()
-    for code, unit, n in rows:
+    for pid, code, unit, n in rows:
+        mine = out.setdefault(str(pid), {})
         key = (by_code[code], f"unit {unit}")
-        out[key] = out.get(key, 0) + int(n)
-    for name, n in con.execute("""SELECT name, count(*) FROM _medml_matched
-                                  WHERE unit_ok AND NOT (v BETWEEN lo AND hi) GROUP BY ALL""").fetchall():
-        out[(str(name), "implausible")] = int(n)
+        mine[key] = mine.get(key, 0) + int(n)
+    for pid, name, n in con.execute("""SELECT patient_id, name, count(*) FROM _medml_matched
+                                       WHERE unit_ok AND NOT (v BETWEEN lo AND hi) GROUP BY ALL""").fetchall():
+        out.setdefault(str(pid), {})[(str(name), "implausible")] = int(n)
     return out
 
 

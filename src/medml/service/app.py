@@ -34,7 +34,7 @@ from medml.service.config import ServiceConfig
 from medml.service.deploy import Deployment, deployments
 from medml.service.fhir_client import FhirFetchError, fetch_prefetch
 from medml.service.limits import BodySizeLimitMiddleware, RateLimiter, RateLimitMiddleware
-from medml.service.scoring import NotScored, PrefetchError, Scorer, collect
+from medml.service.scoring import Batcher, Job, NotScored, PrefetchError, Scorer, collect
 
 log = logging.getLogger("medml.service")
 
@@ -62,6 +62,7 @@ class ServiceState:
     predictions: PredictionLog
     per_caller: RateLimiter
     scorers: dict[str, Scorer] = field(default_factory=dict)
+    batchers: dict[str, Batcher] = field(default_factory=dict)
     deployed_mtime: float = -1.0
     issued_cards: dict[str, str] = field(default_factory=dict)
     http: httpx.AsyncClient | None = None
@@ -79,6 +80,8 @@ class ServiceState:
             if sid not in kept:
                 kept[sid] = Scorer(dep, load_bundle(dep.model, self.settings))
         self.scorers = kept
+        self.batchers = {sid: self.batchers[sid] if sid in self.batchers and self.batchers[sid].scorer is s
+                         else Batcher(s) for sid, s in kept.items()}
         self.deployed_mtime = mtime
 
     def remember_card(self, card_uuid: str, service_id: str) -> None:
@@ -285,7 +288,7 @@ async def answer(state: ServiceState, scorer: Scorer, body: dict[str, Any], now:
         resources = collect({k: prefetch.get(k) for k in scorer.templates}, patient_id)
     except PrefetchError as e:
         raise HookError(400, str(e)) from None
-    result = await run_in_threadpool(scorer.score, patient_id, resources, encounter_id=encounter_id, now=now)
+    result = await state.batchers[dep.service_id].score(Job(patient_id, resources, encounter_id, now))
     if isinstance(result, NotScored):
         log.info("%s not scored for a patient: %s", dep.service_id, result.reason)
         return {"cards": []}

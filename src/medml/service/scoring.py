@@ -7,6 +7,7 @@ numbers. Each worker thread reuses one in-memory DuckDB store, emptied between r
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -126,8 +127,18 @@ def _scratch() -> FhirStore:
     return store
 
 
+@dataclass(frozen=True)
+class Job:
+    """One patient to score: the checked prefetch, the encounter in context and the time of the request."""
+
+    patient_id: str
+    resources: list[dict[str, Any]]
+    encounter_id: str | None
+    now: datetime
+
+
 class Scorer:
-    """A deployment and its loaded model, ready to score patients."""
+    """A deployment and its loaded model, ready to score patients, one at a time or many in one pass."""
 
     def __init__(self, deployment: Deployment, bundle: ModelBundle) -> None:
         self.deployment = deployment
@@ -138,37 +149,126 @@ class Scorer:
 
     def score(self, patient_id: str, resources: list[dict[str, Any]], *, encounter_id: str | None = None,
               now: datetime | None = None) -> Scored | NotScored:
-        now = now or datetime.now(UTC)
-        encounter = None
-        if self.spec.anchor == "encounter-start":
-            encounter = choose_encounter(resources, encounter_id, self.spec.encounter_classes)
-            if encounter is None:
-                kinds = "/".join(self.spec.encounter_classes) or "any"
-                return NotScored(f"no encounter ({kinds}) with a start time for Patient/{patient_id}")
-            start = encounter[1]
-            index = min(now, start + timedelta(hours=self.spec.hours))
-            if index < start:
-                return NotScored(f"encounter {encounter[0]} starts in the future")
-        else:
-            index = now
+        return self.score_many([Job(patient_id, resources, encounter_id, now or datetime.now(UTC))])[0]
+
+    def score_many(self, jobs: list[Job]) -> list[Scored | NotScored]:
+        """Score several patients with one pass of the feature SQL and one model call (distinct patient ids)."""
+        if len({j.patient_id for j in jobs}) != len(jobs):
+            raise ValueError("score_many needs distinct patients; score the same patient in separate calls")
+        out: list[Scored | NotScored] = []
+        ready: list[tuple[int, Job, tuple[str, datetime] | None, datetime]] = []
+        for i, job in enumerate(jobs):
+            timing = self._index_time(job)
+            if isinstance(timing, NotScored):
+                out.append(timing)
+                continue
+            out.append(NotScored("pending"))
+            ready.append((i, job, *timing))
+        if not ready:
+            return out
+        index = pd.Series({job.patient_id: t for _, job, _, t in ready}, dtype=object)
         store = _scratch()
         try:
-            store.replace_all(resources)
-            built = build_features(store, self.spec.definition, pd.Series({patient_id: index}, dtype=object))
+            store.replace_all([r for _, job, _, _ in ready for r in job.resources])
+            built = build_features(store, self.spec.definition, index)
         finally:
             store.replace_all(())
         X = built.X[self.columns]
-        risk = float(self.bundle.predict_proba(X)[0, 1])
-        factors = top_factors(self.bundle.model, X, k=5)[0]
+        risks = self.bundle.predict_proba(X)[:, 1]
+        factors = top_factors(self.bundle.model, X, k=5)
         counts = [c for c in self.columns if c.endswith("_count")]
-        results = int(np.nansum(X[counts].to_numpy(dtype=float))) if counts else 0
-        return Scored(
-            risk=risk, category=self.deployment.category(risk), factors=factors,
-            missing=built.missing(patient_id, self.spec.definition), index_time=index,
-            encounter_id=encounter[0] if encounter else None,
-            hours_observed=(index - encounter[1]).total_seconds() / 3600 if encounter else None,
-            results_used=results, dropped={f"{n} ({why})": k for (n, why), k in built.dropped.items()},
-            features=dict(zip(self.columns, X.iloc[0].tolist(), strict=True)))
+        used = np.nansum(X[counts].to_numpy(dtype=float), axis=1) if counts else np.zeros(len(X))
+        for row, (i, job, encounter, t) in enumerate(ready):
+            risk = float(risks[row])
+            dropped = built.dropped_by_patient.get(job.patient_id, {})
+            out[i] = Scored(
+                risk=risk, category=self.deployment.category(risk), factors=factors[row],
+                missing=built.missing(job.patient_id, self.spec.definition), index_time=t,
+                encounter_id=encounter[0] if encounter else None,
+                hours_observed=(t - encounter[1]).total_seconds() / 3600 if encounter else None,
+                results_used=int(used[row]), dropped={f"{n} ({why})": k for (n, why), k in dropped.items()},
+                features=dict(zip(self.columns, X.iloc[row].tolist(), strict=True)))
+        return out
+
+    def _index_time(self, job: Job) -> tuple[tuple[str, datetime] | None, datetime] | NotScored:
+        """The encounter the score is about (if anchored to one) and the index time, or why there is none."""
+        if self.spec.anchor != "encounter-start":
+            return None, job.now
+        encounter = choose_encounter(job.resources, job.encounter_id, self.spec.encounter_classes)
+        if encounter is None:
+            kinds = "/".join(self.spec.encounter_classes) or "any"
+            return NotScored(f"no encounter ({kinds}) with a start time for Patient/{job.patient_id}")
+        start = encounter[1]
+        if start > job.now:
+            return NotScored(f"encounter {encounter[0]} starts in the future")
+        return encounter, min(job.now, start + timedelta(hours=self.spec.hours))
+
+
+def raise_into(future: asyncio.Future[Any]) -> None:
+    """Hand the exception being handled to a waiting request."""
+    import sys
+
+    if not future.done():
+        future.set_exception(sys.exc_info()[1] or RuntimeError("scoring failed"))
+
+
+class Batcher:
+    """Scores the requests that arrive while a batch is running as the next batch (no added wait at low load).
+
+    The feature SQL and the model cost about the same for one patient as for dozens, so under load one pass serves
+    many requests. Two requests for the same patient go to different batches.
+    """
+
+    def __init__(self, scorer: Scorer, max_batch: int = 64) -> None:
+        self.scorer = scorer
+        self.max_batch = max_batch
+        self._pending: list[tuple[Job, asyncio.Future[Scored | NotScored]]] = []
+        self._running = False
+
+    async def score(self, job: Job) -> Scored | NotScored:
+        future: asyncio.Future[Scored | NotScored] = asyncio.get_running_loop().create_future()
+        self._pending.append((job, future))
+        if not self._running:
+            self._running = True
+            asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        from starlette.concurrency import run_in_threadpool
+
+        try:
+            while self._pending:
+                batch: list[tuple[Job, asyncio.Future[Scored | NotScored]]] = []
+                rest: list[tuple[Job, asyncio.Future[Scored | NotScored]]] = []
+                seen: set[str] = set()
+                for job, future in self._pending:
+                    if len(batch) < self.max_batch and job.patient_id not in seen:
+                        batch.append((job, future))
+                        seen.add(job.patient_id)
+                    else:
+                        rest.append((job, future))
+                self._pending = rest
+                try:
+                    results = await run_in_threadpool(self.scorer.score_many, [j for j, _ in batch])
+                except Exception:
+                    if len(batch) == 1:
+                        raise_into(batch[0][1])
+                        continue
+                    # one patient's data broke the batch: score each alone, so only that request fails
+                    for job, future in batch:
+                        try:
+                            result = (await run_in_threadpool(self.scorer.score_many, [job]))[0]
+                        except Exception:
+                            raise_into(future)
+                        else:
+                            if not future.done():
+                                future.set_result(result)
+                    continue
+                for (_, future), result in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+        finally:
+            self._running = False
 
 
 def choose_encounter(resources: list[dict[str, Any]], encounter_id: str | None,
