@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: demo test test-imaging test-all lint typecheck bench bench-fhir chromium clean
+.PHONY: demo test test-imaging test-all lint typecheck bench bench-fhir bench-cds chromium clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,8 +14,10 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
+# Ends with the CDS Hooks service running in the foreground (Ctrl-C stops it): patients and cards at its URL.
 demo: $(STAMP)
 	$(BIN)/medml demo
+	$(BIN)/medml serve
 
 # Debian's Chromium for the browser tests of the HTML report; installed when absent.
 chromium:
@@ -55,6 +57,10 @@ bench-fhir: $(STAMP)
 	  $(VENV)/peers/fhir4ds/bin/python -m pip install $(PIP_FLAGS) fhir4ds-v2 orjson; }
 	$(BIN)/python benchmarks/bench_fhir.py --out benchmarks/results-fhir.md
 	$(BIN)/python benchmarks/bench_fhir_features.py --out benchmarks/results-fhir-features.md
+
+# The CDS Hooks service under load (1, 10, 100 clients) against a naive FastAPI service, same run.
+bench-cds: $(STAMP)
+	$(BIN)/python benchmarks/bench_cds.py --out benchmarks/results-cds.md
 
 clean:
 	rm -rf $(VENV) .medml build src/*.egg-info

@@ -280,12 +280,14 @@ def demo(
     datasets_: Annotated[str | None, typer.Option("--datasets", help="comma-separated keys (default: all)")] = None,
     n_boot: Annotated[int, typer.Option(help="bootstrap resamples")] = 500,
 ) -> None:
-    """Train, evaluate and report both models on every bundled dataset; then FHIR: ingest, views, conformance."""
-    from medml.demo import run_demo, run_fhir_demo
+    """Train, evaluate and report both models on every bundled dataset; FHIR: ingest, views, conformance; then
+    ICU stays into the store and the PhysioNet model deployed as a CDS service (`medml serve` runs it)."""
+    from medml.demo import run_demo, run_fhir_demo, run_service_demo
 
     run_demo(out, err, budget_seconds=budget_seconds, keys=_split_list(datasets_) or None, n_boot=n_boot,
              progress=progress_bar)
     run_fhir_demo(out, err)
+    run_service_demo(out, err)
 
 
 # The CDS Hooks service: after the training commands in `medml --help`.

@@ -91,3 +91,88 @@ def run_fhir_demo(out: Console, err: Console) -> dict[str, int]:
     out.print(f"FHIR store: {settings.fhir_store.resolve()}  (`medml fhir stats`, `medml fhir view run NAME`); "
               "train from FHIR: `medml train physionet-2012-fhir`")
     return rows
+
+
+DEMO_SERVICE_MODEL = "physionet-2012-lgbm"
+DEMO_EHR_ISS = "https://ehr.demo.medml.invalid/"
+
+
+def run_service_demo(out: Console, err: Console, *, stays: int = 40) -> str | None:
+    """The CDS service: test-split ICU stays of PhysioNet 2012 into the FHIR store, the LightGBM model deployed.
+
+    Returns the service id, or None when the demo trained no PhysioNet model. ``make demo`` then runs
+    ``medml serve``: the patient list at http://127.0.0.1:8800/ shows each stay's card as the EHR receives it.
+    """
+    from medml.config import get_settings
+    from medml.data import patient_split
+    from medml.data.datasets import load_dataset
+    from medml.fhir.store import FhirStore
+    from medml.registry import list_models
+    from medml.service.config import load_config
+    from medml.service.deploy import deploy
+
+    settings = get_settings()
+    if DEMO_SERVICE_MODEL not in {m["name"] for m in list_models(settings)}:
+        err.print(f"  CDS service: no {DEMO_SERVICE_MODEL} model (train physionet-2012 first); nothing deployed")
+        return None
+    ds = load_dataset("physionet-2012")
+    split = patient_split(ds.groups, ds.binary_target.values, fractions=(0.6, 0.2, 0.2), seed=0)
+    picked = [int(i) for i in ds.ids[split.test][:stays]]
+    resources = _physionet_stays(settings.data_root / "icu" / "physionet-2012-set-a", picked)
+    with FhirStore(settings.fhir_store) as store:
+        store.add(resources)
+    _demo_ehr(settings.home / "service")
+    config = load_config(settings)
+    dep = deploy(settings, config, DEMO_SERVICE_MODEL)
+    err.print(f"  CDS service: {len(picked)} test-split ICU stays added to the FHIR store; {dep.model} deployed")
+    out.print(f"CDS Hooks service '{dep.service_id}' ({dep.model}): `medml serve`, then open "
+              f"{config.base_url}/ (patients and their cards) or {config.base_url}/cds-services (discovery)")
+    return dep.service_id
+
+
+def _physionet_stays(root: Any, record_ids: Sequence[int]) -> list[dict[str, Any]]:
+    """The given set A records converted to FHIR (Patient, Encounter, Observations)."""
+    import tarfile
+    import tempfile
+    from pathlib import Path
+
+    from medml.fhir.convert import physionet2012 as pc
+
+    outcomes = pc.read_outcomes(root / "Outcomes-a.txt")
+    wanted = {f"{rid}.txt" for rid in record_ids}
+    out: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp, tarfile.open(root / "set-a.tar.gz") as tf:
+        for member in tf:
+            name = Path(member.name).name
+            f = tf.extractfile(member) if name in wanted else None
+            if f is None:
+                continue
+            path = Path(tmp) / name
+            path.write_bytes(f.read())
+            out += pc.convert_record(path, outcome=outcomes.get(int(path.stem)))
+    return out
+
+
+def _demo_ehr(home: Any) -> None:
+    """A demo EHR's signing key, trusted by the service (service.yaml), unless a service.yaml exists already."""
+    import json
+
+    import jwt
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    config = home / "service.yaml"
+    if config.exists():
+        return
+    folder = home / "demo-ehr"
+    folder.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP384R1())
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    (folder / "private-key.pem").write_bytes(pem)
+    (folder / "private-key.pem").chmod(0o600)
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+    (folder / "jwks.json").write_text(json.dumps({"keys": [{**jwk, "kid": "demo-ehr", "alg": "ES384",
+                                                            "use": "sig"}]}, indent=2))
+    config.write_text("# written by `medml demo`: the service trusts one EHR, the demo's (keys in demo-ehr/)\n"
+                      f"issuers:\n  - iss: {DEMO_EHR_ISS}\n    jwks: demo-ehr/jwks.json\n")
