@@ -102,8 +102,13 @@ def serve(
     base_url: Annotated[str | None, typer.Option(help="the URL EHRs call (JWT aud); default http://HOST:PORT")] = None,
     insecure_no_auth: Annotated[bool, typer.Option(
         "--insecure-no-auth", help="accept hook calls without a JWT (loopback only; cards say so)")] = False,
+    ssl_certfile: Annotated[Path | None, typer.Option(help="TLS certificate (PEM) for HTTPS")] = None,
+    ssl_keyfile: Annotated[Path | None, typer.Option(help="TLS private key (PEM) for HTTPS")] = None,
 ) -> None:
-    """Run the CDS Hooks service (discovery at /cds-services, the web pages at /) under uvicorn."""
+    """Run the CDS Hooks service (discovery at /cds-services, the web pages at /) under uvicorn.
+
+    CDS Hooks requires HTTPS: off loopback, give --ssl-certfile and --ssl-keyfile, or run behind a proxy that
+    terminates TLS and pass its https --base-url."""
     import uvicorn
 
     from medml.config import get_settings
@@ -114,7 +119,16 @@ def serve(
                           "listen on loopback (127.0.0.1), or configure the EHR's issuer in service.yaml")
     if not 1 <= port <= 65535 or workers < 1:
         raise ConfigError(f"port {port} or workers {workers} out of range", "use a port 1-65535 and 1+ workers")
-    url = base_url or f"http://{host}:{port}"
+    if (ssl_certfile is None) != (ssl_keyfile is None):
+        raise ConfigError("HTTPS needs both --ssl-certfile and --ssl-keyfile", "give the certificate and its key")
+    for f in (ssl_certfile, ssl_keyfile):
+        if f is not None and not f.is_file():
+            raise ConfigError(f"TLS file {f} does not exist", "give the PEM files of the service's certificate")
+    tls = ssl_certfile is not None
+    url = base_url or f"{'https' if tls else 'http'}://{host}:{port}"
+    if not tls and not _is_loopback(host) and not url.startswith("https://"):
+        raise ConfigError(f"serving plain HTTP on {host}: CDS Hooks requires HTTPS off loopback",
+                          "give --ssl-certfile and --ssl-keyfile, or --base-url https://... behind a TLS proxy")
     cfg = load_config(get_settings(), config, base_url=url, auth="off" if insecure_no_auth else None)
     if cfg.auth == "jwt" and not cfg.issuers:
         err.print("[yellow]warning:[/] no trusted EHR issuers in service.yaml: every hook call will be refused "
@@ -126,7 +140,9 @@ def serve(
     out.print(f"medml CDS Hooks service on {cfg.base_url}  (discovery: {cfg.base_url}/cds-services, "
               f"patients: {cfg.base_url}/)")
     uvicorn.run("medml.service.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level="warning", access_log=False, server_header=False)
+                log_level="warning", access_log=False, server_header=False,
+                ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
+                ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None)
 
 
 def _is_loopback(host: str) -> bool:

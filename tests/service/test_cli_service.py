@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -53,6 +54,8 @@ def test_deploy_list_and_undeploy(home: Path) -> None:
     (("deploy", SERVICE, "--risk-assessment", "always"), "suggestion"),
     (("undeploy", "nothing-here"), "no deployed service"),
     (("serve", "--insecure-no-auth", "--host", "0.0.0.0"), "loopback"),
+    (("serve", "--host", "0.0.0.0"), "HTTPS"),
+    (("serve", "--ssl-certfile", "cert.pem"), "both --ssl-certfile and --ssl-keyfile"),
 ])
 def test_bad_input_is_one_line_and_exit_2_and_changes_nothing(home: Path, args: tuple[str, ...], words: str) -> None:
     deployments = home / "service" / "deployments.json"
@@ -69,29 +72,58 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_serve_runs_and_picks_up_a_new_deployment_without_restart(home: Path) -> None:
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (PEM)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_serve_runs_over_https_and_picks_up_a_new_deployment_without_restart(home: Path, tmp_path: Path) -> None:
     assert run(home, "deploy", SERVICE).returncode == 0
+    cert, key = self_signed(tmp_path)
     port = free_port()
     env = {**os.environ, "MEDML_HOME": str(home)}
     log = home / "serve.log"
     with log.open("w") as sink:
-        proc = subprocess.Popen([*MEDML, "serve", "--port", str(port), "--insecure-no-auth"], env=env,
-                                stdout=sink, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen([*MEDML, "serve", "--port", str(port), "--insecure-no-auth", "--ssl-certfile",
+                                 str(cert), "--ssl-keyfile", str(key)], env=env, stdout=sink,
+                                stderr=subprocess.STDOUT, text=True)
     try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
-        assert [s["id"] for s in httpx.get(f"{base}/cds-services").json()["services"]] == [SERVICE]
-        assert run(home, "deploy", SERVICE, "--id", "second").returncode == 0
-        ids = sorted(s["id"] for s in httpx.get(f"{base}/cds-services").json()["services"])
-        assert ids == sorted([SERVICE, "second"])
+        base = f"https://127.0.0.1:{port}"
+        with httpx.Client(base_url=base, verify=ssl.create_default_context(cafile=str(cert)), timeout=10) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if client.get("/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+            assert [s["id"] for s in client.get("/cds-services").json()["services"]] == [SERVICE]
+            assert run(home, "deploy", SERVICE, "--id", "second").returncode == 0
+            ids = sorted(s["id"] for s in client.get("/cds-services").json()["services"])
+            assert ids == sorted([SERVICE, "second"])
     finally:
         proc.terminate()
         proc.wait(timeout=20)

@@ -74,3 +74,19 @@ def test_concurrent_requests_are_batched_with_the_same_results(scorer: Scorer,
     for job, got in zip([*jobs, first], results, strict=True):
         assert isinstance(got, Scored)
         assert got.risk == alone[job.patient_id].risk  # type: ignore[union-attr]
+
+
+def test_a_card_summary_stays_under_140_characters_whatever_the_outcome_name(
+        scorer: Scorer, stays: dict[str, list[dict[str, Any]]]) -> None:
+    import dataclasses
+
+    from medml.service.cards import summary
+
+    pid, res = next(iter(stays.items()))
+    scored = scorer.score(pid, res, now=NOW)
+    assert isinstance(scored, Scored)
+    for n in (10, 120, 139, 140, 400):
+        dep = dataclasses.replace(scorer.deployment, spec={**scorer.deployment.spec, "outcome": "x" * n})
+        text = summary(dep, scored)
+        assert len(text) < 140
+        assert text.startswith("Risk of x")

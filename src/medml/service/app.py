@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import orjson
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -127,6 +128,9 @@ def create_app(settings: Settings, config: ServiceConfig, *, verifier: JwtVerifi
                   openapi_url=None)
     app.state.medml = state
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=config.max_body_bytes)
+    # CORS (CDS Hooks 2.0: services called from browser-based clients); preflights need no token
+    app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
+                       allow_headers=["Authorization", "Content-Type"], max_age=600)
     app.add_middleware(RateLimitMiddleware, limiter=RateLimiter(config.rate_per_minute * 4))
 
     @app.exception_handler(Exception)
@@ -280,7 +284,9 @@ def check_request(body: Mapping[str, Any], dep: Deployment) -> tuple[str, str | 
 async def answer(state: ServiceState, scorer: Scorer, body: dict[str, Any], now: datetime) -> dict[str, Any]:
     dep = scorer.deployment
     patient_id, encounter_id = check_request(body, dep)
-    prefetch: dict[str, Any] = dict(body.get("prefetch") or {})
+    # a prefetch key the EHR could not fill (an OperationOutcome in its place) counts as not prefetched
+    prefetch: dict[str, Any] = {k: v for k, v in (body.get("prefetch") or {}).items()
+                                if not (isinstance(v, dict) and v.get("resourceType") == "OperationOutcome")}
     absent = {k: q for k, q in scorer.templates.items() if k not in prefetch}
     if absent:
         prefetch.update(await _fetch(state, body, absent, patient_id))
@@ -338,16 +344,18 @@ def _store_feedback(state: ServiceState, service_id: str, body: Mapping[str, Any
             raise HookError(400, f"feedback[{i}].outcome must be 'accepted' or 'overridden', got {outcome!r}")
         if not isinstance(item.get("outcomeTimestamp"), str):
             raise HookError(400, f"feedback[{i}] needs outcomeTimestamp (ISO 8601)")
-        if outcome == "accepted" and item.get("overrideReason") is not None:
-            raise HookError(400, f"feedback[{i}] is accepted but carries an overrideReason")
         reason = item.get("overrideReason")
         if reason is not None and not isinstance(reason, dict):
             raise HookError(400, f"feedback[{i}].overrideReason must be an object with reason and userComment")
+        accepted = item.get("acceptedSuggestions", [])
+        if not isinstance(accepted, list) or not all(isinstance(a, dict) and isinstance(a.get("id"), str)
+                                                     for a in accepted):
+            raise HookError(400, f"feedback[{i}].acceptedSuggestions must be a list of {{id}} objects")
         rows.append({
             "received": _iso(datetime.now(UTC)), "service": service_id, "card": item["card"],
             "known_card": state.issued_cards.get(item["card"]) == service_id, "outcome": outcome,
             "outcomeTimestamp": item["outcomeTimestamp"],
-            "acceptedSuggestions": item.get("acceptedSuggestions") or [],
+            "acceptedSuggestions": accepted,
             "overrideReason": reason, "caller": {"iss": caller.iss, "sub": caller.sub},
         })
     path: Path = state.config.feedback_path

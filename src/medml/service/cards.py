@@ -45,10 +45,10 @@ def _num(v: Any, fmt: str = ".2f") -> str:
 
 
 def summary(dep: Deployment, s: Scored) -> str:
-    """At most 140 characters, as CDS Hooks requires."""
+    """Fewer than 140 characters, as CDS Hooks requires."""
     word = {"info": "below the warning threshold", "warning": "raised", "critical": "high"}[s.category]
     text = f"Risk of {dep.serving.outcome}: {_pct(s.risk)} ({word})"
-    return text if len(text) <= 140 else text[:139] + "…"
+    return text if len(text) < 140 else text[:138] + "…"
 
 
 def detail(dep: Deployment, s: Scored, model_kind: str, *, authenticated: bool) -> str:

@@ -14,6 +14,7 @@ max_body_bytes: 1000000
 rate_per_minute: 600                         # per client (the JWT's iss, else the peer address)
 fhir_store: /data/fhir.duckdb                # patients for the web pages (default MEDML_HOME/fhir.duckdb)
 pages: false                                 # the web pages; default: on only when base_url is loopback
+cors_origins: ["https://ehr.hospital.example"]   # browser callers (CORS); default "*" (bearer tokens, no cookies)
 ```
 """
 
@@ -59,6 +60,8 @@ class ServiceConfig:
     fhir_store: Path | None = None
     #: the EHR-like web pages at / (patient list, cards, model cards); None: on when base_url is loopback only
     pages: bool | None = None
+    #: origins allowed to call from a browser (CORS); "*" suits bearer-token calls, which carry no cookies
+    cors_origins: tuple[str, ...] = ("*",)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -124,7 +127,7 @@ def load_config(settings: Settings, path: Path | None = None, **overrides: Any) 
             raise ConfigError(f"{source} must be a mapping of settings", "see `medml serve --help`")
         raw = loaded
     known = {"base_url", "issuers", "auth", "check_expiry", "leeway_s", "max_body_bytes", "rate_per_minute",
-             "fhir_timeout_s", "fhir_store", "pages"}
+             "fhir_timeout_s", "fhir_store", "pages", "cors_origins"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"{source}: unknown settings {unknown}", f"use only {sorted(known)}")
@@ -140,6 +143,9 @@ def load_config(settings: Settings, path: Path | None = None, **overrides: Any) 
         jku = item.get("jku") or ()
         issuers.append(TrustedIssuer(iss=item["iss"], jwks=jwks, jku=tuple([jku] if isinstance(jku, str) else jku)))
     store = raw.pop("fhir_store", None)
+    if "cors_origins" in raw:
+        origins = raw["cors_origins"]
+        raw["cors_origins"] = tuple([origins] if isinstance(origins, str) else origins or ())
     try:
         return ServiceConfig(home=home, issuers=tuple(issuers),
                              fhir_store=Path(store) if store else settings.fhir_store, **raw)
