@@ -123,6 +123,8 @@ def _scratch() -> FhirStore:
     store: FhirStore | None = getattr(_local, "store", None)
     if store is None:
         store = FhirStore(":memory:")
+        # one DuckDB thread per request thread: the service runs a worker process per core already
+        store.con.execute("SET threads = 1")
         _local.store = store
     return store
 
