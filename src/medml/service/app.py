@@ -208,6 +208,10 @@ def create_app(settings: Settings, config: ServiceConfig, *, verifier: JwtVerifi
             return Response(status_code=401, headers={"WWW-Authenticate": 'Bearer realm="cds-services"'})
         return _json(response, status)
 
+    if config.pages_on:
+        from medml.service import web  # imports this module: not at the top
+
+        web.mount(app, state)
     return app
 
 

@@ -440,7 +440,7 @@ def capability_statement(index: FhirIndex, base_url: str, secured: bool) -> dict
             "rest": [rest]}
 
 
-def _searchset(base: str, rtype: str, params: Sequence[tuple[str, str]], page: SearchPage) -> bytes:
+def searchset(base: str, rtype: str, params: Sequence[tuple[str, str]], page: SearchPage) -> bytes:
     """The searchset Bundle, built around the stored JSON of each resource (not parsed again)."""
     kept = [(k, v) for k, v in params if k not in ("_count", "_offset")]
     total, count, offset = page.total, page.count, page.offset
@@ -530,7 +530,7 @@ def create_fhir_app(store_path: Path, *, bearer_token: str | None = None) -> Fas
     def search(rtype: str, request: Request) -> Any:
         params = list(request.query_params.multi_items())
         page = index.search(rtype, params)
-        return _fhir_response(_searchset(base_url(request), rtype, params, page))
+        return _fhir_response(searchset(base_url(request), rtype, params, page))
 
     return app
 

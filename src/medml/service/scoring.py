@@ -8,6 +8,7 @@ numbers. Each worker thread reuses one in-memory DuckDB store, emptied between r
 from __future__ import annotations
 
 import asyncio
+import atexit
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -116,6 +117,8 @@ def _is_patient(reference: Any, patient_id: str) -> bool:
 
 
 _local = threading.local()
+_scratch_stores: list[FhirStore] = []
+_scratch_lock = threading.Lock()
 
 
 def _scratch() -> FhirStore:
@@ -126,7 +129,21 @@ def _scratch() -> FhirStore:
         # one DuckDB thread per request thread: the service runs a worker process per core already
         store.con.execute("SET threads = 1")
         _local.store = store
+        with _scratch_lock:
+            _scratch_stores.append(store)
     return store
+
+
+def close_scratch_stores() -> None:
+    """Close every thread's store (at shutdown: DuckDB must not be torn down by interpreter exit in another thread)."""
+    with _scratch_lock:
+        for store in _scratch_stores:
+            store.close()
+        _scratch_stores.clear()
+    _local.__dict__.clear()
+
+
+atexit.register(close_scratch_stores)
 
 
 @dataclass(frozen=True)
