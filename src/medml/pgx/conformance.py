@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,14 @@ from medml.errors import MedmlError
 from medml.pgx.calls import GeneCall
 from medml.pgx.checks_interpretation import CHECKS as INTERPRETATION_CHECKS
 from medml.pgx.checks_interpretation import applies as interpretation_applies
-from medml.pgx.definitions import DEFAULT_GENES, GeneDefinition, load_definition_file, load_definitions
+from medml.pgx.definitions import (
+    DEFAULT_GENES,
+    Exemption,
+    GeneDefinition,
+    load_definition_file,
+    load_definitions,
+    load_exemptions,
+)
 from medml.pgx.lowest_function import HAPB3
 from medml.pgx.matcher import call_genes
 from medml.pgx.naming import name_key, star_allele
@@ -265,12 +272,16 @@ def _outside_calls(base: Path, files: list[str]) -> dict[str, GeneCall]:
 
 
 def _definitions(base: Path, options: Mapping[str, Any]) -> dict[str, GeneDefinition]:
+    """The case's definitions; ``withExemptions: false`` (a matcher given no exemptions file) drops every
+    exemption rule but PharmCAT's unphased-priority mode, which its matcher reads from the default exemptions."""
     if options.get("definitionFile"):
-        definition = load_definition_file((base / options["definitionFile"]).resolve(),
-                                          bool(options.get("withExemptions", True)))
-        return {definition.gene: definition}
-    genes = DEFAULT_GENES + (("CYP2D6",) if options.get("callCyp2d6") else ())
-    return load_definitions(genes)
+        found = [load_definition_file((base / options["definitionFile"]).resolve())]
+    else:
+        found = list(load_definitions(DEFAULT_GENES + (("CYP2D6",) if options.get("callCyp2d6") else ())).values())
+    if options.get("withExemptions", True) is False:
+        defaults = load_exemptions()
+        found = [replace(d, exemption=defaults.get(d.gene, Exemption()).without_rules()) for d in found]
+    return {d.gene: d for d in found}
 
 
 def _called_definitions(base: Path, options: Mapping[str, Any]) -> dict[str, GeneDefinition]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from medml.config import get_settings
 from medml.errors import DataError, InputFileError
+from medml.pgx.naming import name_key
 
 
 def pharmcat_dir() -> Path:
@@ -77,9 +78,18 @@ class Exemption:
     ignored_positions: frozenset[int] = frozenset()
     extra_positions: tuple[VariantLocus, ...] = ()
     ignored_alleles: frozenset[str] = frozenset()  # lower-cased
-    #: unphased calls whose set of tied diplotypes equals ``list`` are reduced to ``pick`` (NAT2)
+    #: (list, pick) pairs, in PharmCAT's order (by the pick's haplotypes, then the list): an unphased call whose
+    #: candidates include every diplotype of ``list`` is reduced to ``pick``, the most frequent one (NAT2)
     unphased_priorities: tuple[tuple[frozenset[str], str], ...] = ()
     all_hits: bool | None = None
+    #: unphased calls keep every candidate, not only the top score, for the priorities to choose from (PharmCAT's
+    #: unphased-priority mode; on wherever PharmCAT's own exemptions list priorities, see :meth:`without_rules`)
+    keep_all_unphased: bool = False
+
+    def without_rules(self) -> Exemption:
+        """No exemption applies, as when PharmCAT's matcher is given no exemptions file. PharmCAT still decides the
+        unphased-priority mode from its default exemptions, so unphased NAT2 calls keep every candidate."""
+        return Exemption(keep_all_unphased=self.keep_all_unphased)
 
 
 @dataclass(frozen=True)
@@ -130,15 +140,28 @@ def parse_exemption(raw: dict[str, Any]) -> Exemption:
     def _positions(items: list[Any]) -> frozenset[int]:
         return frozenset(int(p["position"]) if isinstance(p, dict) else int(p) for p in items or ())
 
+    priorities = tuple(sorted(((frozenset(p["list"]), p["pick"]) for p in raw.get("unphasedDiplotypePriorities") or ()),
+                              key=_priority_order))
+    for options, pick in priorities:
+        if pick not in options:
+            raise DataError(f"{raw.get('gene')}: unphased priority {sorted(options)} picks {pick}, not in its list",
+                            "restore exemptions.json from the PharmCAT 3.1.1 release")
     return Exemption(
         required_positions=_positions(raw.get("requiredPositions", [])),
         ignored_positions=_positions(raw.get("ignoredPositions", [])),
         extra_positions=tuple(_locus(p) for p in raw.get("extraPositions") or ()),
         ignored_alleles=frozenset(a.lower() for a in raw.get("ignoredAlleles") or ()),
-        unphased_priorities=tuple((frozenset(p["list"]), p["pick"])
-                                  for p in raw.get("unphasedDiplotypePriorities") or ()),
+        unphased_priorities=priorities,
         all_hits=raw.get("allHits"),
+        keep_all_unphased=bool(priorities),
     )
+
+
+def _priority_order(priority: tuple[frozenset[str], str]) -> tuple[Any, ...]:
+    """PharmCAT's order of priorities: by the pick's first then second haplotype name, then by the list."""
+    options, pick = priority
+    first, _, second = pick.partition("/")
+    return name_key(first), name_key(second), "|".join(sorted(options))
 
 
 def _read_json(path: Path) -> Any:

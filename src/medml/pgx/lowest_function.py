@@ -9,7 +9,8 @@ when homozygous. Recommendations use the lowest-activity variant of each strand 
 HapB3 is decided by the intronic rs75017182. A strand with the intronic variant but not the exonic rs56038477 is
 the intronic-only allele ``c.1129-5923C>G``; both make HapB3. When the intronic position is missing the exonic one
 is used, with ``pcat-dpyd-hapB3-exonic-only``; an exonic variant the intronic call does not support raises
-``pcat-dpyd-hapB3-intronic-mismatch-exonic``.
+``pcat-dpyd-hapB3-intronic-mismatch-exonic``. In research mode a phased partial genotype (``1|.``) keeps its
+strands: a strand with no intronic allele is then called from its exonic one, as when the position is missing.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ HAPB3_INTRONIC_RSID = "rs75017182"
 MSG_EXONIC_ONLY = "pcat-dpyd-hapB3-exonic-only"
 MSG_MISMATCH = "pcat-dpyd-hapB3-intronic-mismatch-exonic"
 REFERENCE = "Reference"
+#: the allele of a strand a phased partial genotype (``1|.``) leaves uncalled
+MISSING = "."
 
 Strands = tuple[tuple[str, ...], ...]  # the allele on each strand, per position
 
@@ -74,8 +77,11 @@ def call_hapb3(intron: tuple[str, ...] | None, exon: tuple[str, ...] | None, *, 
     if phased:
         strands: list[str | None] = []
         message = None
-        for i, e in zip(introns, exons, strict=True):
-            if not i:
+        for i, e, i_allele in zip(introns, exons, intron, strict=True):
+            if i_allele == MISSING:  # no intronic allele on this strand: the exonic one stands in
+                strands.append(HAPB3 if e else None)
+                message = MSG_EXONIC_ONLY if e else message
+            elif not i:
                 strands.append(None)
                 message = MSG_MISMATCH if e else message
             else:
@@ -158,6 +164,14 @@ def _orientations(data: GeneData) -> list[Strands] | None:
     return out
 
 
+def _with_strands(g: SampleGenotype) -> SampleGenotype:
+    """``1|.`` as a phased genotype whose second strand has no allele (:data:`MISSING`); others as they are."""
+    if g.missing_strand is None or len(g.alleles) != 1:
+        return g
+    alleles = (MISSING, g.alleles[0]) if g.missing_strand == 0 else (g.alleles[0], MISSING)
+    return replace(g, alleles=alleles, phased=True)
+
+
 def _flip(g: SampleGenotype) -> tuple[str, ...]:
     return tuple(reversed(g.alleles))
 
@@ -181,11 +195,17 @@ def _hapb3(definition: GeneDefinition, data: GeneData, strands: Strands | None) 
                       exon_allele=exon_allele)
 
 
-def call_lowest_function(definition: GeneDefinition, sample: VcfSample) -> GeneCall:
-    """DPYD or RYR1 for one sample: diplotypes when (effectively) phased, else the variants found."""
+def call_lowest_function(definition: GeneDefinition, sample: VcfSample, *,
+                         keep_partial_strands: bool = False) -> GeneCall:
+    """DPYD or RYR1 for one sample: diplotypes when (effectively) phased, else the variants found.
+
+    ``keep_partial_strands`` (research mode): a phased partial genotype (``1|.``) keeps the strand of its one allele,
+    the other strand carrying no allele there, instead of being read as one allele of unknown strand."""
     gene = definition.gene
     is_dpyd = gene == "DPYD"
     full = prepare(definition, sample)
+    if keep_partial_strands:
+        full.genotypes = [_with_strands(g) for g in full.genotypes]
     base = GeneCall(gene=gene, source="vcf", missing_positions=tuple(p.position for p in full.missing),
                     warnings=tuple(full.warnings))
     if not full.positions:

@@ -141,8 +141,7 @@ def prepare(definition: GeneDefinition, sample: VcfSample, *, skip_positions: It
             if definition.gene in TREAT_UNDOCUMENTED_AS_REFERENCE and not keep_undocumented:
                 data.warnings.append(f"undocumented allele at {locus.chromosome}:{locus.position} "
                                      f"({'/'.join(gt.alleles)}) treated as reference")
-                gt = SampleGenotype(tuple(a if a in known else locus.ref for a in gt.alleles), gt.phased,
-                                    gt.phase_set, gt.partial)
+                gt = replace(gt, alleles=tuple(a if a in known else locus.ref for a in gt.alleles))
             else:
                 data.undocumented = True
                 data.warnings.append(f"undocumented allele at {locus.chromosome}:{locus.position} "
@@ -248,6 +247,10 @@ class _Pair:
     @property
     def names(self) -> tuple[str, ...]:
         return (self.h1.name,) if self.h2 is None else (self.h1.name, self.h2.name)
+
+    @property
+    def label(self) -> str:
+        return "/".join(self.names)
 
 
 def _ordered(a: Haplotype, b: Haplotype) -> tuple[Haplotype, Haplotype]:
@@ -390,7 +393,8 @@ def call_gene(definition: GeneDefinition, sample: VcfSample, *, top_candidate_on
     if definition.gene in LOWEST_FUNCTION_GENES:
         from medml.pgx.lowest_function import call_lowest_function
 
-        return call_lowest_function(definition, sample)  # the combinations flag does not apply to lowest-function genes
+        # the combinations flag does not apply to lowest-function genes; research mode keeps 1|. strands
+        return call_lowest_function(definition, sample, keep_partial_strands=find_combinations)
     data = prepare(definition, sample, keep_undocumented=find_combinations)
     missing = tuple(p.position for p in data.missing)
     base = GeneCall(gene=definition.gene, source="vcf", missing_positions=missing)
@@ -405,24 +409,37 @@ def call_gene(definition: GeneDefinition, sample: VcfSample, *, top_candidate_on
         return _with(base, warnings=tuple(data.warnings))
     all_hits = definition.exemption.all_hits
     top = top_candidate_only if all_hits is None else not all_hits
+    effectively_phased = all(data.strand_fixed()) or data.permutation_count() <= 2
+    # PharmCAT's unphased-priority mode: every candidate is kept, for the priorities to choose among
+    priority_mode = not effectively_phased and definition.exemption.keep_all_unphased
     haplotypes = build_haplotypes(definition, data)
-    pairs = match_diplotypes(data, haplotypes, top_candidate_only=top)
+    pairs = match_diplotypes(data, haplotypes, top_candidate_only=top and not priority_mode)
     if not pairs and find_combinations:
         from medml.pgx.combinations import combination_diplotypes
 
-        combos = combination_diplotypes(definition, data, top_candidate_only=top)
+        combos = combination_diplotypes(definition, data)  # unscored: every pair, whatever topCandidateOnly
         return _with(base, diplotypes=tuple(Diplotype(c.names, c.score) for c in combos), phased=data.phased,
                      effectively_phased=data.permutation_count() <= 2, warnings=tuple(data.warnings))
-    if not data.phased and len(pairs) > 1:
-        names = {"/".join(p.names) for p in pairs}
-        for options, pick in definition.exemption.unphased_priorities:
-            if names == options:
-                pairs = [p for p in pairs if "/".join(p.names) == pick]
-                break
-    fixed = data.strand_fixed()
+    warnings = tuple(data.warnings)
+    if not effectively_phased and len(pairs) > 1:
+        picked = pick_by_priority(pairs, definition.exemption.unphased_priorities)
+        if picked is not None:
+            pairs = [picked]
+            warnings += (f"unphased {definition.gene} variants gave several calls; picked {picked.label} "
+                         "from frequency data (PharmCAT's unphased priorities)",)
     return _with(base, diplotypes=tuple(Diplotype(p.names, p.score) for p in pairs),
-                 phased=data.phased, effectively_phased=all(fixed) or data.permutation_count() <= 2,
-                 warnings=tuple(data.warnings))
+                 phased=data.phased, effectively_phased=effectively_phased, warnings=warnings)
+
+
+def pick_by_priority(pairs: list[_Pair], priorities: Iterable[tuple[frozenset[str], str]]) -> _Pair | None:
+    """The first priority whose every listed diplotype is among the candidates names the one to keep (PharmCAT's
+    ResultBuilder); ``None`` when no priority applies. Lower-scoring candidates count: PharmCAT keeps them all in
+    unphased-priority mode, so the most frequent diplotype can win over a higher score."""
+    by_label = {p.label: p for p in pairs}
+    for options, pick in priorities:
+        if options <= by_label.keys():
+            return by_label[pick]  # the pick is one of the options (checked on loading)
+    return None
 
 
 def _with(call: GeneCall, **changes: object) -> GeneCall:

@@ -38,6 +38,8 @@ class SampleGenotype:
     phase_set: str | None = None
     #: one allele called and the other missing (``1/.``): kept, but it blocks the gene's call
     partial: bool = False
+    #: a phased partial genotype (``1|.``, ``.|1``): which strand (0 or 1) has no allele; None otherwise
+    missing_strand: int | None = None
 
     @property
     def homozygous(self) -> bool:
@@ -130,7 +132,8 @@ def _parse_gt(gt: str, alleles: list[str], where: str) -> SampleGenotype | None:
         raise InputFileError(f"{where}: genotype {gt!r} does not index the record's alleles",
                              "fix the GT field (allele indexes 0..number of ALT alleles)") from err
     if len(called) < len(parts):
-        return SampleGenotype(alleles=seqs, phased=False, partial=True)
+        missing = parts.index(".") if phased and len(parts) == 2 else None
+        return SampleGenotype(alleles=seqs, phased=False, partial=True, missing_strand=missing)
     return SampleGenotype(alleles=seqs, phased=phased and len(seqs) == 2)
 
 
