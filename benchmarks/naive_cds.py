@@ -1,0 +1,74 @@
+"""The naive CDS Hooks baseline of bench_cds.py: what one writes first, in the same FastAPI + uvicorn.
+
+Per request: the body parsed by FastAPI into a dict; every prefetch resource fully validated with fhir.resources
+(R4B models); the features built by loading the prefetch into a fresh in-memory store (``build_features`` on the
+resources); a plain ``predict_proba``. No JWT, no audit, no explanation: the floor is lower, not higher.
+
+Run: ``python benchmarks/naive_cds.py --home MEDML_HOME --model NAME@V --port 8900 [--workers 2]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+
+def create_app() -> Any:
+    from fastapi import FastAPI, HTTPException
+    from fhir.resources.R4B.bundle import Bundle
+    from fhir.resources.R4B.patient import Patient
+
+    from medml.config import get_settings
+    from medml.fhir.features import build_features
+    from medml.fhir.tasks import serving_spec
+    from medml.registry import load_bundle
+
+    bundle = load_bundle(os.environ["NAIVE_MODEL"], get_settings())
+    spec = serving_spec(bundle.metadata.dataset)
+    assert spec is not None
+    app = FastAPI()
+
+    @app.post("/cds-services/{service_id}")
+    def hook(service_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        prefetch = body.get("prefetch") or {}
+        patient = Patient.model_validate(prefetch["patient"])
+        resources: list[dict[str, Any]] = [prefetch["patient"]]
+        start = None
+        for key in ("encounters", "observations"):
+            Bundle.model_validate(prefetch[key])
+            entries = [e["resource"] for e in prefetch[key].get("entry", [])]
+            resources += entries
+            if key == "encounters" and entries:
+                start = datetime.fromisoformat(entries[0]["period"]["start"].replace("Z", "+00:00"))
+        if start is None:
+            raise HTTPException(400, "no encounter")
+        index = min(datetime.now(UTC), start + timedelta(hours=spec.hours))
+        import pandas as pd
+
+        built = build_features(resources, spec.definition, pd.Series({patient.id: index}, dtype=object))
+        risk = float(bundle.predict_proba(built.X[bundle.feature_names])[0, 1])
+        return {"cards": [{"summary": f"Risk {risk:.0%}", "indicator": "info",
+                           "source": {"label": bundle.ref}}]}
+
+    return app
+
+
+def main() -> None:
+    import uvicorn
+
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--home", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--port", type=int, default=8900)
+    p.add_argument("--workers", type=int, default=2)
+    a = p.parse_args()
+    os.environ["MEDML_HOME"] = a.home
+    os.environ["NAIVE_MODEL"] = a.model
+    uvicorn.run("naive_cds:create_app", factory=True, host="127.0.0.1", port=a.port, workers=a.workers,
+                log_level="warning", access_log=False, app_dir=os.path.dirname(os.path.abspath(__file__)))
+
+
+if __name__ == "__main__":
+    main()
