@@ -30,7 +30,8 @@ def test_every_resource_validates_as_fhir_r4(bundle: dict) -> None:
     from fhir.resources.R4B.observation import Observation
 
     Bundle.model_validate(bundle)
-    types = {"DiagnosticReport": DiagnosticReport, "Observation": Observation}
+    types: dict[str, type[DiagnosticReport] | type[Observation]] = {"DiagnosticReport": DiagnosticReport,
+                                                                  "Observation": Observation}
     for entry in bundle["entry"]:
         resource = entry["resource"]
         types[resource["resourceType"]].model_validate(resource)

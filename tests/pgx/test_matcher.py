@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from medml.config import get_settings
+from medml.pgx.calls import GeneCall
 from medml.pgx.definitions import load_definitions
 from medml.pgx.lowest_function import HAPB3, MSG_EXONIC_ONLY
 from medml.pgx.matcher import call_genes
@@ -14,9 +15,9 @@ TESTS = get_settings().data_root / "pgx" / "pharmcat-tests"
 pytestmark = pytest.mark.skipif(not TESTS.exists(), reason="PharmCAT test data not staged")
 
 
-def _calls(vcf: str, gene: str, **options: bool):  # type: ignore[no-untyped-def]
+def _calls(vcf: str, gene: str, *, find_combinations: bool = False) -> GeneCall:
     sample = read_vcf_sample(TESTS / vcf)
-    return call_genes(sample, genes=[gene], **options)[gene]
+    return call_genes(sample, genes=[gene], find_combinations=find_combinations)[gene]
 
 
 def test_all_reference_cyp2c19_is_38_38() -> None:

@@ -32,7 +32,7 @@ def test_comment_lines_and_extra_columns_are_ignored() -> None:
     ("CYP2D6\t*1/*1x7", ("*1", "*1x≥3")),      # Cyp2d6CopyNumberCallerTest.testInferred
     ("CYP2D6\t*1/*1x≥3", ("*1", "*1x≥3")),
     ("CYP2D6\t*1/*42x7", ("*1", "*42x7")),     # no *42x≥3 allele: left as is (testNoInfer1)
-    ("CYP2D6\t*1x2/*4", ("*1x2", "*4")),
+    ("CYP2D6\t*1x2/*4", ("*4", "*1x2")),        # PharmCAT's name order reads the last number (naming.py)
     ("CYP2D6\t*36+*10/*1", ("*1", "*36+*10")),
     ("CYP2D6\tCYP2D6*2.001/CYP2D6*1", ("*1", "*2")),
     ("CYP2C19\t*2/*1", ("*1", "*2")),            # PipelineTest.testOutsideCallDiplotypeNormalization
@@ -40,7 +40,15 @@ def test_comment_lines_and_extra_columns_are_ignored() -> None:
 ])
 def test_diplotypes_are_normalised_as_pharmcat_does(line: str, expected: tuple[str, ...]) -> None:
     (call,) = parse_outside_calls(line)
-    assert call.diplotypes[0].haplotypes == expected
+    assert call.lookup_diplotypes[0].haplotypes == expected
+
+
+def test_inferred_copy_number_is_looked_up_but_kept_as_reported() -> None:
+    (call,) = parse_outside_calls("CYP2D6\t*1x7/*1")
+    assert call.diplotypes == (Diplotype(("*1", "*1x7")),)
+    assert call.lookup == (Diplotype(("*1", "*1x≥3")),)
+    (plain,) = parse_outside_calls("CYP2D6\t*4/*1x2")
+    assert plain.lookup is None
 
 
 def test_phenotype_synonyms_scores_and_hla_status() -> None:

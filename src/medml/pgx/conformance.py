@@ -26,14 +26,13 @@ from medml.pgx.definitions import (
     load_definitions,
     load_exemptions,
 )
+from medml.pgx.display import diplotype_labels, print_calls, reportable
 from medml.pgx.lowest_function import HAPB3
 from medml.pgx.matcher import call_genes
 from medml.pgx.naming import name_key, star_allele
 from medml.pgx.outside import read_outside_calls
 from medml.pgx.vcf import read_vcf_sample
 
-#: genes whose report names a lone variant against the reference as "X (heterozygous)"
-_VARIANT_DISPLAY_GENES = frozenset({"CACNA1S", "CFTR", "DPYD", "RYR1"})
 _MATCHER_MESSAGES = ("pcat-dpyd-hapB3-",)
 #: the extracted tests name some alleles by a Java constant
 _CONSTANTS = {"Opaque(DpydHapB3Matcher.HAPB3_ALLELE)": HAPB3}
@@ -41,13 +40,27 @@ _CONSTANTS = {"Opaque(DpydHapB3Matcher.HAPB3_ALLELE)": HAPB3}
 
 @dataclass
 class CaseContext:
-    """What a checker sees: the case, the calls per gene, and the genes that came from outside calls."""
+    """What a checker sees: the case, the matcher's calls per gene, and the case's outside calls."""
 
     case: dict[str, Any]
     calls: dict[str, GeneCall]
+    #: genes named in the case's outside-call files, and medml's reading of those files
     outside_genes: frozenset[str] = frozenset()
+    outside: dict[str, GeneCall] = field(default_factory=dict)
+    #: why the outside-call files could not be read (their genes are then failed, not skipped)
+    outside_error: str | None = None
     #: genes with at least one of their positions in the VCF (PharmCAT reports a gene call only for those)
     genes_with_data: frozenset[str] = frozenset()
+
+    def reported(self, gene: str) -> GeneCall | None:
+        """The call the report uses: an outside call replaces the matcher's (as in PharmCAT and medml's pipeline)."""
+        if gene in self.outside_genes and self.outside_error is not None:
+            raise KeyError(f"outside calls unreadable: {self.outside_error}")
+        return self.outside.get(gene) or self.calls.get(gene)
+
+    def judged(self, gene: str) -> bool:
+        """Whether medml gives this gene a call at all: from an outside call, or from the VCF by default."""
+        return gene in self.outside_genes or gene in self.calls or gene in DEFAULT_GENES
 
     def gene(self, expectation: Mapping[str, Any]) -> str:
         gene = expectation.get("gene")
@@ -62,35 +75,6 @@ class CaseContext:
 
 Verdict = tuple[bool | None, str]  # (passed, or None when not judged; reason)
 Check = Callable[[CaseContext, Mapping[str, Any]], Verdict]
-
-
-def display(call: GeneCall | None) -> list[str]:
-    """The report's strings for a call (PharmCAT's source/print diplotypes).
-
-    A diplotype of a lowest-function or CFTR-like gene against the reference reads ``X (heterozygous)``; an unphased
-    variant list is shown sorted, a variant found twice as ``X (homozygous)``."""
-    if call is None or not call.called:
-        return ["Unknown/Unknown"]
-    if call.variants:
-        counts = Counter(call.variants)
-        return [f"{v} (homozygous)" if counts[v] > 1 else v for v in sorted(counts, key=name_key)]
-    return [_diplotype_display(call.gene, d.haplotypes) for d in call.diplotypes]
-
-
-def _fallback_display(call: GeneCall) -> str:
-    """PharmCAT prints SLCO1B1's rs4149056 fallback as the genotype: ``rs4149056 C/rs4149056 T`` (``*5`` = C)."""
-    bases = sorted("C" if h == "*5" else "T" for h in call.lookup_diplotypes[0].haplotypes)
-    return "/".join(f"rs4149056 {b}" for b in bases)
-
-
-def _diplotype_display(gene: str, haplotypes: tuple[str, ...]) -> str:
-    haps = tuple(star_allele(h) for h in haplotypes)
-    ref_names = {"Reference", "ivacaftor non-responsive CFTR sequence"}
-    if gene in _VARIANT_DISPLAY_GENES and len(haps) == 2:
-        others = [h for h in haps if h not in ref_names]
-        if len(others) == 1:
-            return f"{others[0]} (heterozygous)"
-    return "/".join(haps)
 
 
 def _labels(ctx: CaseContext, e: Mapping[str, Any]) -> list[str]:
@@ -116,44 +100,38 @@ def _same(expected: Any, got: Any) -> Verdict:
     return (expected == got, "" if expected == got else f"expected {expected!r}, got {got!r}")
 
 
-def _outside(ctx: CaseContext, gene: str) -> bool:
-    return gene in ctx.outside_genes
-
-
 def _check_called(ctx: CaseContext, e: Mapping[str, Any]) -> Verdict:
-    genes = [g for g in e["genes"] if not _outside(ctx, g)]
+    """The matcher called each gene (an outside gene is the outside call's, so it is not asked of the matcher)."""
+    genes = [g for g in e["genes"] if g not in ctx.outside_genes]
     if not genes:
-        return None, "outside call"
+        return None, "outside call: nothing asked of the matcher"
     bad = [g for g in genes if not (ctx.calls.get(g) and ctx.calls[g].called)]
     return (not bad, f"not called: {bad}" if bad else "")
 
 
 def _check_not_called(ctx: CaseContext, e: Mapping[str, Any]) -> Verdict:
-    bad = [g for g in e["genes"] if not _outside(ctx, g) and ctx.calls.get(g) and ctx.calls[g].called]
-    return (not bad, f"called: {[display(ctx.calls[g]) for g in bad]}" if bad else "")
+    """No gene is reported from a matcher call (an outside call replaces the matcher's, or the matcher made none)."""
+    bad = [g for g in e["genes"] if (c := ctx.reported(g)) is not None and c.source == "vcf" and c.called]
+    return (not bad, f"called: {[diplotype_labels(ctx.calls[g]) for g in bad]}" if bad else "")
 
 
-def _gene_display(ctx: CaseContext, e: Mapping[str, Any], not_called: str) -> Verdict:
+def _check_reportable(ctx: CaseContext, e: Mapping[str, Any]) -> Verdict:
+    bad = [g for g in e["genes"] if not reportable(ctx.reported(g))]
+    return (not bad, f"not reportable: {bad}" if bad else "")
+
+
+def _gene_display(ctx: CaseContext, e: Mapping[str, Any], show: Callable[[GeneCall | None], list[str]]) -> Verdict:
     gene = ctx.gene(e)
-    if _outside(ctx, gene):
-        return None, "outside call"
-    call = ctx.calls.get(gene)
-    if gene not in ctx.calls and gene not in DEFAULT_GENES:
-        return None, f"{gene} is not called from VCF"
-    if call is not None and call.called:
-        got = display(call)
-    elif call is not None and call.lookup and not_called == "Not called":  # print_calls shows the fallback
-        got = [_fallback_display(call)]
-    else:
-        got = [not_called]
-    return _same(list(e["value"]), got)
+    if not ctx.judged(gene):
+        return None, f"{gene} is not called from VCF and has no outside call"
+    return _same(list(e["value"]), show(ctx.reported(gene)))
 
 
 def _check_recommended(ctx: CaseContext, e: Mapping[str, Any]) -> Verdict:
     gene = ctx.gene(e)
-    if _outside(ctx, gene) or (gene not in ctx.calls and gene not in DEFAULT_GENES):
-        return None, "outside call or gene not called from VCF"
-    call = ctx.calls.get(gene)
+    if not ctx.judged(gene):
+        return None, f"{gene} is not called from VCF and has no outside call"
+    call = ctx.reported(gene)
     want = [_CONSTANTS.get(h, h) for h in e["haplotypes"]]
     if call is None or not (call.called or call.lookup):
         return _same(want, ["Unknown/Unknown"])
@@ -187,10 +165,10 @@ CHECKS: dict[str, Check] = {
     "matcher_num_missing_positions": lambda c, e: _same(
         e["value"], len(c.calls[c.gene(e)].missing_positions) if c.gene(e) in c.calls else None),
     "called_by_matcher": _check_called,
-    "reportable": _check_called,
+    "reportable": _check_reportable,
     "not_called_by_matcher": _check_not_called,
-    "source_diplotypes": lambda c, e: _gene_display(c, e, "Unknown/Unknown"),
-    "print_calls": lambda c, e: _gene_display(c, e, "Not called"),
+    "source_diplotypes": lambda c, e: _gene_display(c, e, diplotype_labels),
+    "print_calls": lambda c, e: _gene_display(c, e, print_calls),
     "recommended_diplotype": _check_recommended,
     "gene_has_messages": _check_messages,
 }
@@ -305,8 +283,15 @@ def run_case(case: dict[str, Any], base: Path) -> CaseResult:
         return result
     with_data = frozenset(g for g, d in definitions.items()
                           if any((p.chromosome, p.position) in sample.genotypes for p in d.positions))
-    ctx = CaseContext(case, calls, _outside_genes(base, case.get("outside_calls", [])), with_data)
-    interpreted: dict[str, GeneCall] | None = None
+    files = case.get("outside_calls", [])
+    outside: dict[str, GeneCall] = {}
+    outside_error = None
+    try:
+        outside = _outside_calls(base, files)
+    except MedmlError as err:
+        outside_error = str(err)
+    ctx = CaseContext(case, calls, _outside_genes(base, files), outside, outside_error, with_data)
+    interpreted = {**calls, **outside}  # end to end: our calls, outside calls winning, as the pipeline does
     for e in case["expect"]:
         check = CHECKS.get(e["type"])
         if check is None:
@@ -315,9 +300,9 @@ def run_case(case: dict[str, Any], base: Path) -> CaseResult:
             elif not interpretation_applies(e):
                 result.verdicts.append((e["type"], None, "out of scope: a DPWG, FDA or all-source count"))
             else:  # end to end: our own calls (outside calls win) -> our phenotypes -> our CPIC matches
-                if interpreted is None:
-                    interpreted = {**calls, **_outside_calls(base, case.get("outside_calls", []))}
                 try:
+                    if outside_error is not None:
+                        raise MedmlError(f"outside calls unreadable: {outside_error}", "fix the outside-call file")
                     passed, why = INTERPRETATION_CHECKS[e["type"]](interpreted, e)
                 except (KeyError, MedmlError) as err:
                     passed, why = False, f"cannot judge: {err}"

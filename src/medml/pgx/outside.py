@@ -6,11 +6,13 @@ diplotype, a phenotype or an activity score. Alleles may carry the gene as a pre
 ``.`` or ``./.`` is a no-call; several diplotypes may be given as ``*1/*2 or *2/*3`` or on several lines (all are
 kept, as ties). Normalisation, as PharmCAT does it:
 
-- CYP2D6 copy number: ``*1x7`` -> ``*1x≥3`` where the phenotype table has an ``x≥3`` allele for that star
-  (Cyp2d6CopyNumberCaller); ``*2.001`` -> ``*2`` (no sub-alleles);
+- CYP2D6 copy number: ``*1x7`` is looked up as ``*1x≥3`` where the phenotype table has an ``x≥3`` allele for that
+  star (Cyp2d6CopyNumberCaller); the call keeps ``*1x7`` as reported (its display) and puts the inferred diplotype
+  in ``GeneCall.lookup``; ``*2.001`` -> ``*2`` (no sub-alleles);
 - HLA-A/B: ``B*57:01:01`` -> ``*57:01``; a phenotype such as ``*57:01 positive`` is an allele status;
 - phenotypes: PM/IM/NM/EM/UM and metaboliser spellings (:func:`~medml.pgx.phenotype.normalize_phenotype`);
-- the two alleles are put in a stable order, so ``*2/*1`` is ``*1/*2``.
+- the two alleles are put in PharmCAT's name order (:func:`~medml.pgx.naming.compare_names`), so ``*2/*1`` is
+  ``*1/*2``, and ``*1x2/*4`` is ``*4/*1x2`` (the comparator reads the last number: a quirk PharmCAT's labels show).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 
 from medml.errors import InputFileError
 from medml.pgx.calls import Diplotype, GeneCall
+from medml.pgx.naming import name_key
 from medml.pgx.phenotype import HLA_ALLELES, load_phenotype_table, normalize_phenotype
 
 __all__ = ["parse_outside_calls", "read_outside_calls"]
@@ -34,14 +37,11 @@ _SCORE = re.compile(r"≥?\d+(\.\d+)?")
 _FIX = "write gene<TAB>diplotype<TAB>phenotype<TAB>activity score, e.g. 'CYP2D6\t*1/*4' or 'HLA-B\t\t*57:01 positive'"
 
 
-def _natural(name: str) -> list[tuple[int, int | str]]:
-    """Sort key that puts ``*2`` before ``*10`` and ``*1`` before ``*1x2``."""
-    return [(0, int(t)) if t.isdigit() else (1, t) for t in re.findall(r"\d+|\D+", name)]
-
-
 @dataclass
 class _GeneLines:
     diplotypes: list[Diplotype] = field(default_factory=list)
+    #: the diplotype each of ``diplotypes`` is looked up as (differs for CYP2D6 copy numbers of three or more)
+    lookups: list[Diplotype] = field(default_factory=list)
     phenotype: str | None = None
     activity_score: str | None = None
     allele_status: list[str] = field(default_factory=list)
@@ -73,11 +73,6 @@ class _Parser:
             if m := _CYP2D6_SUBALLELE.fullmatch(name):
                 notes.append(f"sub-alleles are not supported for CYP2D6: {name} read as {m.group(1)}")
                 name = m.group(1)
-            if (m := _COPY_NUMBER.fullmatch(name)) and m.group(1) in self.cyp2d6_gte_three():
-                copies = int(m.group(3))
-                if copies >= 3 and not (m.group(2) and copies == 3):
-                    notes.append(f"CYP2D6 {name} read as *{m.group(1)}x≥3")
-                    name = f"*{m.group(1)}x≥3"
             name = re.sub(r"(?<=\d)X(?=≥?\d)", "x", name)
         elif gene in HLA_ALLELES:
             prefix = gene[-1] + "*"
@@ -91,7 +86,19 @@ class _Parser:
             name = m.group(1)
         return name
 
-    def diplotypes(self, gene: str, text: str, where: str, notes: list[str]) -> list[Diplotype]:
+    def lookup_name(self, gene: str, name: str, notes: list[str]) -> str:
+        """The name recommendations are looked up by: CYP2D6 ``*1x7`` -> ``*1x≥3`` (Cyp2d6CopyNumberCaller)."""
+        m = _COPY_NUMBER.fullmatch(name)
+        if gene != "CYP2D6" or m is None or m.group(1) not in self.cyp2d6_gte_three():
+            return name
+        copies = int(m.group(3))
+        if copies < 3 or (m.group(2) and copies == 3):
+            return name
+        notes.append(f"CYP2D6 {name} is looked up as *{m.group(1)}x≥3")
+        return f"*{m.group(1)}x≥3"
+
+    def diplotypes(self, gene: str, text: str, where: str, notes: list[str]) -> list[tuple[Diplotype, Diplotype]]:
+        """Each diplotype of the text as reported, with the diplotype it is looked up as."""
         out = []
         for one in re.split(r"\s+or\s+", text):
             alleles = [a for a in (s.strip() for s in one.split("/")) if a]
@@ -99,8 +106,9 @@ class _Parser:
                 raise self.error(where, f"no allele in diplotype {one!r}")
             if len(alleles) > 2:
                 raise self.error(where, f"too many alleles in {one!r}")
-            names = sorted((self.allele(gene, a, where, notes) for a in alleles), key=_natural)
-            out.append(Diplotype(tuple(names)))
+            names = sorted((self.allele(gene, a, where, notes) for a in alleles), key=name_key)
+            lookup = sorted((self.lookup_name(gene, n, notes) for n in names), key=name_key)
+            out.append((Diplotype(tuple(names)), Diplotype(tuple(lookup))))
         return out
 
     def line(self, text: str, where: str) -> None:
@@ -120,9 +128,10 @@ class _Parser:
             raise self.error(where, f"activity score {score!r} is not a number")
         entry = self.genes.setdefault(gene, _GeneLines())
         if dip_text and dip_text not in (".", "./."):
-            for d in self.diplotypes(gene, dip_text, where, entry.warnings):
-                if d not in entry.diplotypes:
-                    entry.diplotypes.append(d)
+            for shown, lookup in self.diplotypes(gene, dip_text, where, entry.warnings):
+                if shown not in entry.diplotypes:
+                    entry.diplotypes.append(shown)
+                    entry.lookups.append(lookup)
         if pheno_text and gene in HLA_ALLELES:
             if not _HLA_STATUS.fullmatch(pheno_text):
                 raise self.error(where, f"{gene} phenotype {pheno_text!r} is not an allele status ('*57:01 positive')")
@@ -140,6 +149,7 @@ class _Parser:
     def calls(self) -> list[GeneCall]:
         return [GeneCall(gene=g, source="outside", diplotypes=tuple(e.diplotypes), phenotype=e.phenotype,
                          activity_score=e.activity_score, allele_status=tuple(e.allele_status),
+                         lookup=tuple(e.lookups) if e.lookups != e.diplotypes else None,
                          warnings=tuple(e.warnings)) for g, e in self.genes.items()]
 
 
