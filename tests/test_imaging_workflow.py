@@ -82,6 +82,62 @@ def test_report_is_written_with_the_model_name(trained: tuple) -> None:
     assert "squares@1" in page and "image triage" in page and "<svg" in page
 
 
+def test_saliency_and_its_deletion_check_are_in_the_bundle_and_the_report(trained: tuple) -> None:
+    outcome, settings, _ = trained
+    saliency = load_bundle("squares@1", settings).metadata.extra["saliency"]
+    d = saliency["deletion"]
+    assert saliency["target_layer"] == "layer4" and d["n_images"] == SIZES[2]  # fewer test images than 64
+    assert d["share_faster_than_random"] > 0.5  # on most images the maps point at the squares
+    assert len(d["curve_saliency"]) == d["steps"] + 1 == 21
+    assert "Grad-CAM" in outcome.bundle.metadata.extra["explanation_method"]
+    page = outcome.report_path.read_text()
+    assert "Where the network looked" in page and "data:image/png;base64," + saliency["grid_png"][:40] in page
+    assert "Deletion curve" in page and f"{d['auc_saliency']:.3f}" in page
+
+
+def test_cli_predict_writes_a_fhir_bundle_referencing_the_dicom_study(tmp_path: Path) -> None:
+    pytest.importorskip("fhir.resources")
+    import json
+
+    import pydicom
+    from fhir.resources.R4B.bundle import Bundle
+    from fhir.resources.R4B.diagnosticreport import DiagnosticReport
+    from PIL import Image
+    from pydicom.data import get_testdata_file
+    from typer.testing import CliRunner
+
+    from medml.cli import app
+
+    mr = get_testdata_file("MR_small.dcm")  # 64 x 64 MONOCHROME2
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 60, size=(60, 64, 64)).astype(np.uint8)
+    y = (np.arange(60) % 2).astype(np.uint8)
+    x[y == 1, 20:36, 20:36] = 230
+    np.savez(tmp_path / "big.npz", **{f"{p}_images": x[i::3] for i, p in enumerate(("train", "val", "test"))},
+             **{f"{p}_labels": y[i::3, None] for i, p in enumerate(("train", "val", "test"))})
+    settings = Settings(home=tmp_path / "home", data_root=tmp_path)
+    train_images(tmp_path / "big.npz", ImageWorkflowConfig(widths=(8, 16, 32, 64), n_boot=50, name="big",
+                                                           explain_images=8), settings, epochs=1, budget_minutes=None)
+    Image.fromarray(x[1]).save(tmp_path / "one.png")
+    out = tmp_path / "fhir" / "reports.json"
+    r = CliRunner().invoke(app, ["image", "predict", "big", mr, str(tmp_path / "one.png"), "--fhir", str(out)],
+                           env={"MEDML_HOME": str(settings.home), "COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert "FHIR:" in r.output and "2 DiagnosticReport(s)" in r.output
+    bundle = json.loads(out.read_text())
+    Bundle.model_validate(bundle)
+    dicom_report, png_report = (DiagnosticReport.model_validate(e["resource"]) for e in bundle["entry"])
+    uid = pydicom.dcmread(mr).StudyInstanceUID
+    assert dicom_report.imagingStudy[0].identifier.value == f"urn:oid:{uid}"
+    assert dicom_report.subject.identifier.value == pydicom.dcmread(mr).PatientID
+    assert png_report.imagingStudy[0].identifier.value == str(tmp_path / "one.png")
+    assert png_report.subject is None and png_report.presentedForm[0].contentType == "image/png"
+    row = next(line for line in r.output.splitlines() if str(tmp_path / "one.png") in line)
+    shown = float(row.replace("│", " ").split()[-1])
+    prob = bundle["entry"][1]["resource"]["contained"][0]["component"][0]["valueQuantity"]["value"]
+    assert prob == pytest.approx(shown, abs=5e-4)
+
+
 def test_multiclass_is_refused_before_training(tmp_path: Path) -> None:
     x = np.zeros((30, 28, 28), np.uint8)
     y = (np.arange(30) % 3)[:, None]

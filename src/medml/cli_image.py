@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -56,11 +57,14 @@ def train_cmd(
 def predict_cmd(
     model: Annotated[str, typer.Argument(help="NAME or NAME@VERSION of an image model")],
     files: Annotated[list[Path], typer.Argument(help="PNG/JPEG, DICOM or MedMNIST .npz files")],
+    fhir: Annotated[Path | None, typer.Option(help="also write a FHIR R4 Bundle of DiagnosticReports (JSON) here")]
+    = None,
+    heatmaps: Annotated[bool, typer.Option(help="attach each image's Grad-CAM heat map to its FHIR report")] = True,
 ) -> None:
     """Probability of the positive class per image, with the model's evaluation and intended use."""
     from medml.cli import _interval, out, progress_bar
     from medml.config import get_settings
-    from medml.imaging_workflow import predict_bundle, read_image_files, require_imaging
+    from medml.imaging_workflow import fhir_reports, predict_bundle, read_image_sources, require_imaging
     from medml.registry import load_bundle
 
     require_imaging()
@@ -71,18 +75,24 @@ def predict_cmd(
     md = bundle.metadata
     with progress_bar(f"scoring {len(files)} file(s)") as step:
         step("reading images", 0.1)
-        images, names = read_image_files(files, bundle)
+        images, sources = read_image_sources(files, bundle)
         step("predicting", 0.5)
         probs = predict_bundle(bundle, images)
+        if fhir is not None:
+            step("writing FHIR DiagnosticReports", 0.8)
+            fhir.parent.mkdir(parents=True, exist_ok=True)
+            fhir.write_text(json.dumps(fhir_reports(bundle, images, sources, probs, heatmaps=heatmaps), indent=1))
     out.print(f"{md.name}@{md.version}: {md.task}. {md.intended_use}", highlight=False)
     out.print(f"Evaluated on {md.metrics['n']:,} held-out images of {md.dataset}: AUROC {_interval(md.metrics)}.",
               highlight=False)
     t = Table(header_style="bold")
     t.add_column("image")
     t.add_column(f"P({md.target})", justify="right")
-    for label, p in zip(names, probs, strict=True):
-        t.add_row(label, f"{p:.3f}")
+    for source, p in zip(sources, probs, strict=True):
+        t.add_row(source.label, f"{p:.3f}")
     out.print(t)
+    if fhir is not None:
+        out.print(f"FHIR: {fhir} ({len(sources)} DiagnosticReport(s), preliminary: decision support, not a diagnosis)")
 
 
 @image_app.command("report")
@@ -90,12 +100,11 @@ def report_cmd(model: Annotated[str, typer.Argument(help="NAME or NAME@VERSION o
     """Write the HTML report of a registered image model again, from its bundle."""
     from medml.cli import out
     from medml.config import get_settings
-    from medml.imaging_workflow import net_config_of, require_imaging
+    from medml.imaging_workflow import net_config_of, require_imaging, write_image_report
     from medml.registry import load_bundle
-    from medml.workflow import write_model_report
 
     require_imaging()
     settings = get_settings()
     bundle = load_bundle(model, settings)
     net_config_of(bundle)  # refuses a tabular model
-    out.print(f"report: {write_model_report(bundle, settings)}")
+    out.print(f"report: {write_image_report(bundle, settings)}")

@@ -7,6 +7,7 @@ evaluation report is not written yet. torch and MONAI are imported only when a m
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -25,10 +26,13 @@ from medml.data.splits import Split
 from medml.errors import ConfigError, DataError, IntegrityError
 from medml.evaluate import EvaluationReport, evaluate_binary, headline
 from medml.registry import BundleMetadata, ModelBundle, register
-from medml.workflow import write_model_report
+from medml.report import write_report
+from medml.workflow import report_inputs
 
 if TYPE_CHECKING:
-    from medml.models.imaging import EpochRecord, ImageTrainConfig
+    import torch
+
+    from medml.models.imaging import EpochRecord, ImageNetConfig, ImageTrainConfig
 
 Step = Callable[[str, float], None]
 FloatArray = npt.NDArray[np.float64]
@@ -51,6 +55,7 @@ class ImageWorkflowConfig:
     augment: bool = True
     n_boot: int = 1000
     name: str | None = None
+    explain_images: int = 64  # test images given Grad-CAM and the deletion check (0: none)
 
 
 @dataclass(frozen=True)
@@ -188,6 +193,11 @@ def train_images(
                                  n_boot=config.n_boot, seed=config.seed)
     reference = evaluation.prevalence
     accuracy = {"0.5": accuracy_at(test.labels, scores, 0.5), "reference": accuracy_at(test.labels, scores, reference)}
+    saliency: dict[str, Any] = {}
+    if config.explain_images > 0:
+        step(f"explaining {min(config.explain_images, len(test))} test images (Grad-CAM)", 0.8)
+        saliency = explain_test_images(network_of(result.model_state, net), net, test, scores,
+                                       n_images=config.explain_images, seed=config.seed)
 
     step("registering", 0.85)
     metrics: dict[str, Any] = {**headline(evaluation), "accuracy_at_0_5": accuracy["0.5"],
@@ -202,15 +212,62 @@ def train_images(
         split_sizes={**split.sizes(), "images": len(ds)}, metrics=metrics, evaluation=evaluation.to_dict(),
         extra={"provenance": ds.provenance, "class_names": list(ds.class_names),
                "history": [asdict(r) for r in result.history], "medml_version": __version__,
-               "explanation_method": "none (image saliency is not in the report yet)"},
+               "explanation_method": saliency.get("method", "none (no test images were explained)"),
+               "saliency": saliency},
     )
     bundle = register(ModelBundle(model=result.model_state, features=[], metadata=metadata,
                                   artifact="torch-state-dict"), settings)
 
     step("writing report", 0.95)
-    report_path = write_model_report(bundle, settings)
+    report_path = write_image_report(bundle, settings)
     return ImageTrainOutcome(bundle, evaluation, pred, accuracy, report_path, result.history, result.stopped_by,
                              time.perf_counter() - t0)
+
+
+def network_of(model_state: Mapping[str, Any], net: ImageNetConfig) -> torch.nn.Module:
+    """The network of ``net`` with ``model_state`` loaded, in eval mode."""
+    from medml.models.imaging import build_network
+
+    module = build_network(net)
+    module.load_state_dict(dict(model_state))
+    return module.eval()
+
+
+def explain_test_images(network: torch.nn.Module, net: ImageNetConfig, test: ImageDataset, scores: FloatArray, *,
+                        n_images: int = 64, per_row: int = 8, seed: int = 0) -> dict[str, Any]:
+    """Grad-CAM of the predicted class on up to ``n_images`` test images (a seeded sample), the deletion check of
+    the maps' faithfulness, and a grid of correct and incorrect images (at 0.5) with their heat maps: plain data
+    for the bundle and the report (``ReportInputs.saliency``)."""
+    from medml.explain.saliency import deletion_curve, grad_cam, saliency_grid_png, target_layer_of
+    from medml.models.imaging import as_network_input
+    from medml.models.imaging.predict import predict_with
+
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(len(test), size=min(n_images, len(test)), replace=False))
+    images, y, p = test.images[rows], test.labels[rows], scores[rows]
+    x = as_network_input(images, net)
+    layer = target_layer_of(network)
+    maps = grad_cam(network, x, target_layer=layer)
+    curve = deletion_curve(lambda a: predict_with(network, a, net), x, maps, steps=20, n_random=3, seed=seed)
+    right = (p >= 0.5).astype(int) == y
+    # correct: a seeded sample balanced by class; incorrect: the most confident errors, which a reviewer needs most
+    correct = [i for pair in zip(*(rng.permutation(np.flatnonzero(right & (y == k))) for k in (1, 0)), strict=False)
+               for i in pair][:per_row]
+    wrong = np.flatnonzero(~right)
+    wrong = wrong[np.argsort(-np.abs(p[wrong] - 0.5), kind="stable")][:per_row]
+    positive = test.class_names[1]
+    captions = [f"true {test.class_names[int(t)]}\nP({positive}) {q:.2f}" for t, q in zip(y, p, strict=True)]
+    grid = {f"Correct ({len(correct)})": list(correct), f"Incorrect ({len(wrong)}, most confident first)": list(wrong)}
+    png = saliency_grid_png(images, maps, captions, grid) if len(correct) + len(wrong) else b""
+    return {"method": f"Grad-CAM (MONAI) of the predicted class at layer {layer}; faithfulness by deletion curve",
+            "target_layer": layer, "threshold": 0.5, "test_rows": [int(r) for r in rows],
+            "deletion": curve.summary(), "grid_png": base64.b64encode(png).decode("ascii")}
+
+
+def write_image_report(bundle: ModelBundle, settings: Settings) -> Path:
+    """The HTML report of an image model from its bundle alone, with its saliency grid and deletion check."""
+    md = bundle.metadata
+    return write_report(report_inputs(bundle), settings.reports_dir / f"{md.name}@{md.version}.html")
 
 
 def _train_params(cfg: ImageTrainConfig, epochs: int, budget_minutes: float | None) -> dict[str, Any]:
@@ -218,33 +275,77 @@ def _train_params(cfg: ImageTrainConfig, epochs: int, budget_minutes: float | No
     return {**d, "epochs": epochs, "budget_minutes": budget_minutes}
 
 
+@dataclass(frozen=True)
+class ImageSource:
+    """Where one image came from: ``label`` is the file, or ``file[i]`` for an ``.npz``; the DICOM Study Instance
+    UID and Patient ID when the file is DICOM and has them, else empty."""
+
+    label: str
+    path: Path
+    study_uid: str = ""
+    patient_id: str = ""
+
+
 def read_image_files(paths: Sequence[str | Path], bundle: ModelBundle) -> tuple[npt.NDArray[Any], list[str]]:
     """PNG/JPEG, DICOM or MedMNIST ``.npz`` files as one N x H x W x C array sized for ``bundle``'s network, with
     a label per image (the file, or ``file[i]`` for each image of an ``.npz``)."""
+    images, sources = read_image_sources(paths, bundle)
+    return images, [s.label for s in sources]
+
+
+def read_image_sources(paths: Sequence[str | Path], bundle: ModelBundle) -> tuple[npt.NDArray[Any], list[ImageSource]]:
+    """As :func:`read_image_files`, with each image's source (its DICOM study and patient when it has them)."""
     from medml.data.images import read_dicom
 
     net = net_config_of(bundle)
     arrays: list[npt.NDArray[Any]] = []
-    labels: list[str] = []
+    sources: list[ImageSource] = []
     for raw in paths:
         p = Path(raw)
         if p.suffix.lower() == ".npz":
             images = load_images(p).images
             arrays += [img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img for img in images]
-            labels += [f"{p}[{i}]" for i in range(len(images))]
+            sources += [ImageSource(f"{p}[{i}]", p) for i in range(len(images))]
         elif p.suffix.lower() in (".png", ".jpg", ".jpeg"):
             arrays.append(_read_picture(p, net.in_channels))
-            labels.append(str(p))
+            sources.append(ImageSource(str(p), p))
         else:
-            arrays.append(read_dicom(p).pixels)
-            labels.append(str(p))
+            dicom = read_dicom(p)
+            arrays.append(dicom.pixels)
+            sources.append(ImageSource(str(p), p, dicom.study_id, dicom.patient_id))
     want = (*net.image_size, net.in_channels)
-    for a, label in zip(arrays, labels, strict=True):
+    for a, source in zip(arrays, sources, strict=True):
         if a.shape != want:
             got = " x ".join(map(str, a.shape))
-            raise DataError(f"{label} is {got} but {bundle.ref} takes {' x '.join(map(str, want))}",
+            raise DataError(f"{source.label} is {got} but {bundle.ref} takes {' x '.join(map(str, want))}",
                             "resize the image (and convert its channels) to the model's input")
-    return (np.stack(arrays) if arrays else np.zeros((0, *want), np.float32)), labels
+    return (np.stack(arrays) if arrays else np.zeros((0, *want), np.float32)), sources
+
+
+def fhir_reports(bundle: ModelBundle, images: npt.NDArray[Any], sources: Sequence[ImageSource],
+                 probabilities: FloatArray, *, heatmaps: bool = True) -> dict[str, Any]:
+    """One FHIR R4 collection Bundle of DiagnosticReports, one per image, each referencing its ImagingStudy (the
+    DICOM Study Instance UID, else the file's name) and, when ``heatmaps``, carrying its Grad-CAM overlay."""
+    from medml.models.imaging.fhir import bundle_of, diagnostic_report, study_reference
+
+    md = bundle.metadata
+    pngs: list[bytes | None] = [None] * len(sources)
+    if heatmaps and len(sources):
+        from medml.explain.saliency import grad_cam, overlay_png
+        from medml.models.imaging import as_network_input
+
+        net = net_config_of(bundle)
+        maps = grad_cam(network_of(bundle.model, net), as_network_input(images, net))
+        pngs = [overlay_png(img, m, title=f"P({md.target}) {p:.2f}")
+                for img, m, p in zip(images, maps, probabilities, strict=True)]
+    reports = []
+    for source, p, png in zip(sources, probabilities, pngs, strict=True):
+        subject = ({"type": "Patient", "identifier": {"value": source.patient_id},
+                    "display": f"DICOM PatientID {source.patient_id}"} if source.patient_id else None)
+        study = study_reference(study_uid=source.study_uid, file_name=source.label)
+        reports.append(diagnostic_report(float(p), finding=md.target, model=f"{md.name}@{md.version}", study=study,
+                                         subject=subject, heatmap_png=png))
+    return bundle_of(reports)
 
 
 def _read_picture(path: Path, channels: int) -> npt.NDArray[np.float32]:

@@ -216,6 +216,7 @@ def report_inputs(bundle: ModelBundle, evaluation: dict[str, Any] | None = None,
         table_one=extra.get("table_one", {}),
         importance=extra.get("importance", []),
         examples=extra.get("examples", []),
+        saliency=extra.get("saliency") or {},  # image models: Grad-CAM grid and deletion check
     )
 
 

@@ -16,7 +16,7 @@ from medml.report._format import esc
 from medml.report._html import section
 from medml.report.inputs import ReportInputs
 
-# Nothing may be fetched: no scripts, no remote fonts, images only as data URIs (none are used).
+# Nothing may be fetched: no scripts, no remote fonts, images only as data URIs (image models' heat maps).
 _CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
 Section = tuple[str, str, Callable[[ReportInputs], str]]
@@ -40,7 +40,7 @@ def _sections(inputs: ReportInputs) -> list[Section]:
     ]
     if inputs.external:
         out.append(("external", "External validation", ctx.external))
-    if inputs.importance or inputs.examples:
+    if inputs.importance or inputs.examples or inputs.saliency:
         out.append(("explanations", "Explanations", ctx.explanations))
     out.append(("model-card", "Model card (TRIPOD+AI)", ctx.model_card_section))
     return out

@@ -27,6 +27,8 @@ class ReportInputs:
     - ``importance``: ``{"feature", "label", "unit", "importance"}`` (mean |contribution|, log-odds), sorted.
     - ``examples``: a few patients ``{"id", "risk", "factors": [{"label", "value", "unit", "direction",
       "contribution"}]}``.
+    - ``saliency``: image models' heat maps: ``grid_png`` (a base64 PNG of test images with their heat maps),
+      ``method``, ``threshold`` (what counted as correct), and ``deletion`` (``DeletionCurve.summary()``).
     """
 
     evaluation: dict[str, Any]
@@ -37,6 +39,7 @@ class ReportInputs:
     table_one: dict[str, Any] = field(default_factory=dict)
     importance: list[dict[str, Any]] = field(default_factory=list)
     examples: list[dict[str, Any]] = field(default_factory=list)
+    saliency: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.evaluation, Mapping):

@@ -308,3 +308,24 @@ def importance_plot(importance: Sequence[Mapping[str, Any]], top: int = 15) -> s
         ax.set_title("Global feature importance")
         ax.set_xlim(0, max(values) * 1.08 if max(values) > 0 else 1)
         return figure_svg(fig, "imp", "Global feature importance")
+
+
+def deletion_plot(deletion: Mapping[str, Any]) -> str | None:
+    """The deletion curve: the predicted class's mean score as pixels are deleted, most salient first against
+    random order (a faithful saliency map drops faster)."""
+    f = floats(deletion.get("fractions"))
+    salient, random = floats(deletion.get("curve_saliency")), floats(deletion.get("curve_random"))
+    if f.size < 2 or salient.size != f.size or random.size != f.size:
+        return None
+    with _style("del"):
+        fig = _figure(4.6, 3.4)
+        ax = fig.add_subplot()
+        ax.plot(f, random, color=REFERENCE, linewidth=1.4, linestyle="--", label="random order")
+        ax.plot(f, salient, color=MODEL, linewidth=1.9, label="most salient first")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("Fraction of pixels deleted")
+        ax.set_ylabel("Mean score of the predicted class")
+        ax.set_title("Deletion curve")
+        ax.legend(loc="upper right")
+        return figure_svg(fig, "del", "Deletion curve")

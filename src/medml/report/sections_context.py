@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -191,6 +192,44 @@ def explanations(i: ReportInputs) -> str:
             "negative lowers it.</p>"
         )
         parts.append('<div class="patients">' + "".join(_patient(p) for p in i.examples) + "</div>")
+    if i.saliency:
+        parts.append(_saliency(i.saliency, i.target))
+    return "".join(parts)
+
+
+_BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+
+
+def _saliency(s: Mapping[str, Any], target: str) -> str:
+    """Heat maps over test images the model got right and wrong, and the deletion check of their faithfulness."""
+    grid = str(s.get("grid_png") or "")
+    img = (f'<img class="saliency" src="data:image/png;base64,{grid}" alt="Test images with their heat maps">'
+           if grid and _BASE64.fullmatch(grid) else None)
+    parts = [
+        "<h3>Where the network looked</h3>",
+        figure(img, f"{esc(s.get('method') or 'Grad-CAM')} heat maps over held-out test images (red: the regions "
+               f"that raised the predicted class's score most), correct and incorrect at a probability of "
+               f"{esc(num(s.get('threshold'), 2))} for {esc(target)}. Each caption gives the true label and the "
+               "predicted probability. A heat map shows where the network looked, not why: check it against the "
+               "anatomy.", "Saliency grid"),
+    ]
+    d = s.get("deletion") or {}
+    if d:
+        sal, rnd = value_of(d.get("auc_saliency")), value_of(d.get("auc_random"))
+        parts.append(figure(plots.deletion_plot(d), "Pixels are deleted (set to the image's mean) in steps, the "
+                            "most salient first or in random order, and the predicted class's score is read after "
+                            "each step. A faithful map lowers the score faster than random order.", "Deletion curve"))
+        rows = [
+            ["Images", esc(count(d.get("n_images")))],
+            ["Area under the deletion curve, most salient first (lower = more faithful)", esc(num(sal, 3))],
+            [f"Area under the deletion curve, random order (mean of {esc(count(d.get('n_random')))})",
+             esc(num(rnd, 3))],
+            ["Images whose score fell faster than with random order", esc(pct(d.get("share_faster_than_random")))],
+        ]
+        verdict = ("The heat maps are more faithful than random order." if sal is not None and rnd is not None
+                   and sal < rnd else "The heat maps are not more faithful than random order: do not rely on them.")
+        parts.append(table(["Faithfulness (deletion check)", ("Value", "num")], rows,
+                           caption=esc(verdict)))
     return "".join(parts)
 
 
