@@ -287,6 +287,28 @@ def test_with_expiry_off_exp_is_not_checked_but_everything_else_is(tmp_path: Pat
     assert "aud" in rejection(verifier, sign(claims(aud="https://elsewhere.example/"), ec_key))
 
 
+def test_a_token_replayed_to_another_worker_process_is_refused(tmp_path: Path, ec_key: Any) -> None:
+    """uvicorn --workers N: each worker has its own verifier; they share MEDML_HOME/service/jti.sqlite."""
+    import multiprocessing
+
+    config = make_config(tmp_path)
+    token = sign(claims(), ec_key)
+    audience = f"{BASE_URL}/cds-services/{SERVICE}"
+    JwtVerifier(config, clock=FakeClock()).verify(f"Bearer {token}", audience)
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        reason = pool.apply(_verify_elsewhere, (config, token, audience))
+    assert "already used" in reason and "another worker" in reason
+
+
+def _verify_elsewhere(config: ServiceConfig, token: str, audience: str) -> str:
+    try:
+        JwtVerifier(config, clock=FakeClock()).verify(f"Bearer {token}", audience)
+    except AuthError as e:
+        return e.reason
+    return "accepted"
+
+
 def test_replay_memory_is_bounded_and_forgets_expired_tokens(tmp_path: Path, ec_key: Any) -> None:
     clock = FakeClock()
     verifier = JwtVerifier(make_config(tmp_path), clock=clock, max_remembered_tokens=2)

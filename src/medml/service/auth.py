@@ -116,6 +116,36 @@ class _ReplayCache:
         return len(self._until)
 
 
+class _SharedReplayCache(_ReplayCache):
+    """The same, in a SQLite file that every worker process of the service shares (a token replayed to another
+    uvicorn worker must be refused too); the in-process cache in front spares the file most repeats."""
+
+    def __init__(self, path: Path, max_entries: int, clock: Callable[[], float]) -> None:
+        super().__init__(max_entries, clock)
+        import sqlite3
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS seen (iss TEXT, jti TEXT, until REAL, PRIMARY KEY (iss, jti))")
+        self._db_lock = threading.Lock()
+        self._inserts = 0
+
+    def remember(self, key: tuple[str, str], until: float) -> None:
+        super().remember(key, until)
+        with self._db_lock:
+            now = self._clock()
+            self._inserts += 1
+            if self._inserts % 1000 == 1:
+                self._db.execute("DELETE FROM seen WHERE until < ?", (now,))
+            cur = self._db.execute("INSERT INTO seen VALUES (?, ?, ?) ON CONFLICT (iss, jti) DO UPDATE "
+                                   "SET until = excluded.until WHERE seen.until < ?", (*key, until, now))
+            if cur.rowcount != 1:
+                raise AuthError(f"jti {_show(key[1])} of iss {_show(key[0])} was already used (a replayed token, "
+                                "seen by another worker)")
+
+
 class _KeySet:
     """One issuer's JWK Set (a file or a URL), cached for ``ttl_s`` and read again once on an unknown ``kid``."""
 
@@ -277,7 +307,8 @@ class JwtVerifier:
         self._key_sets: dict[str, _KeySet] = {}
         for issuer in config.issuers:
             self._key_sets.setdefault(issuer.iss, _KeySet(issuer, getter, clock, jwks_ttl_s, min_refetch_s))
-        self._seen = _ReplayCache(max_remembered_tokens, clock)
+        # shared by the worker processes of one service (MEDML_HOME/service/jti.sqlite)
+        self._seen: _ReplayCache = _SharedReplayCache(config.home / "jti.sqlite", max_remembered_tokens, clock)
 
     def verify(self, authorization: str | None, audience: str) -> Caller:
         """The verified caller of a request whose ``Authorization`` header is ``authorization``.
