@@ -71,7 +71,10 @@ def test_bundle_holds_weights_not_a_pickle_and_predicts_what_was_evaluated(train
     assert bundle.metadata.params["net"]["architecture"] == "resnet"
     ds = load_images(data)
     scores = predict_bundle(bundle, ds.subset(ds.split().test).images)
-    np.testing.assert_array_equal(scores, outcome.test_predictions.scores)
+    np.testing.assert_array_equal(scores, outcome.test_predictions.scores)  # calibrated, as evaluated
+    cal = bundle.metadata.params["calibration"]
+    assert cal["method"] == "platt" and cal["n"] == len(ds.split().calibration)
+    assert bundle.metadata.calibration.startswith("sigmoid (Platt")
     with pytest.raises(ConfigError, match="not a classifier with predict_proba"):
         bundle.predict_proba(ds.images)
 

@@ -24,6 +24,7 @@ def train_cmd(
     name: Annotated[str | None, typer.Option(help="registered model name (default FILE-image-resnet)")] = None,
     tta: Annotated[bool, typer.Option(help="average each prediction with that of the mirrored image")] = False,
     n_boot: Annotated[int, typer.Option(help="bootstrap resamples for intervals")] = 1000,
+    calibrate: Annotated[bool, typer.Option(help="Platt scaling fitted on the validation split")] = True,
 ) -> None:
     """Train, evaluate on the held-out test split, register and report an image classifier (binary tasks)."""
     if epochs < 1:
@@ -35,7 +36,7 @@ def train_cmd(
     from medml.imaging_workflow import ImageWorkflowConfig, train_images
 
     settings = get_settings()
-    config = ImageWorkflowConfig(seed=seed, tta=tta, n_boot=n_boot, name=name)
+    config = ImageWorkflowConfig(seed=seed, tta=tta, n_boot=n_boot, name=name, calibrate=calibrate)
     with progress_bar(f"image model on {Path(data).name}") as step:
         result = train_images(data, config, settings, epochs=epochs, budget_minutes=budget_minutes, progress=step)
     md = result.bundle.metadata

@@ -25,6 +25,7 @@ from medml.data.images import ImageDataset, load_images
 from medml.data.splits import Split
 from medml.errors import ConfigError, DataError, IntegrityError
 from medml.evaluate import EvaluationReport, evaluate_binary, headline
+from medml.models.imaging.calibration import PlattScaling
 from medml.registry import BundleMetadata, ModelBundle, register
 from medml.report import write_report
 from medml.workflow import report_inputs
@@ -56,6 +57,7 @@ class ImageWorkflowConfig:
     n_boot: int = 1000
     name: str | None = None
     explain_images: int = 64  # test images given Grad-CAM and the deletion check (0: none)
+    calibrate: bool = True  # Platt scaling fitted on the validation split (binary tasks)
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,9 @@ def predict_bundle(bundle: ModelBundle, images: npt.ArrayLike, *, batch_size: in
     """Probabilities of the positive class for N x H x W x C images from a registered image bundle."""
     from medml.models.imaging import predict_images
 
-    return predict_images(bundle.model, net_config_of(bundle), images, batch_size=batch_size)
+    raw = predict_images(bundle.model, net_config_of(bundle), images, batch_size=batch_size)
+    calibration = bundle.metadata.params.get("calibration")
+    return PlattScaling.from_dict(calibration).apply(raw) if isinstance(calibration, Mapping) else raw
 
 
 def train_images(
@@ -185,8 +189,14 @@ def train_images(
 
     step("evaluating the test split", 0.7)
     name = config.name or f"{Path(source_path).stem}-{KIND_PREFIX}{net.architecture}"
+    platt = None
+    if config.calibrate:
+        val = ds.subset(split.calibration)
+        platt = PlattScaling.fit(predict_images(result.model_state, net, val.images), val.labels)
     test = ds.subset(split.test)
     scores = predict_images(result.model_state, net, test.images)
+    if platt is not None:
+        scores = platt.apply(scores)
     pred = Predictions(ids=test.ids, y_true=test.labels, scores=scores, model=name)
     population = _population(ds, split)
     evaluation = evaluate_binary(pred, dataset=Path(source_path).name, split="test", population=population,
@@ -208,7 +218,9 @@ def train_images(
         target=ds.class_names[1], intended_use=image_intended_use(ds), population=population,
         code_version=__version__, data_hash=image_data_hash(ds), seed=config.seed,
         params={"net": asdict(net), "train": _train_params(train_cfg, epochs, budget_minutes),
-                "best_epoch": result.best_epoch, "stopped_by": result.stopped_by, "val_auroc": result.val_auroc},
+                "best_epoch": result.best_epoch, "stopped_by": result.stopped_by, "val_auroc": result.val_auroc,
+                **({"calibration": platt.to_dict()} if platt is not None else {})},
+        calibration="sigmoid (Platt, validation split)" if platt is not None else "none",
         split_sizes={**split.sizes(), "images": len(ds)}, metrics=metrics, evaluation=evaluation.to_dict(),
         extra={"provenance": ds.provenance, "class_names": list(ds.class_names),
                "history": [asdict(r) for r in result.history], "medml_version": __version__,
