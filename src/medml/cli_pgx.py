@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from medml.errors import InputFileError
+from medml.errors import ConfigError, InputFileError
 
 pgx_app = typer.Typer(no_args_is_help=True,
                       help="Pharmacogenomics: a VCF -> star alleles -> phenotypes -> CPIC drug recommendations.")
@@ -81,18 +81,38 @@ def call_cmd(
     fmt: Annotated[OutputFormat, typer.Option("--format", help="json, html or fhir (R4 Bundle)")]
     = OutputFormat.json,
     output: Annotated[Path | None, typer.Option("--out", help="write here (atomically) [default: stdout]")] = None,
+    patient: Annotated[str | None, typer.Option("--patient", help="with --format json: also save the results as "
+                       "this patient's (a FHIR Patient id) for the CDS service's PGx drug-order alerts")] = None,
 ) -> None:
     """Call one sample's genes, phenotype them and match CPIC recommendations; write JSON, HTML or FHIR."""
     from medml.pgx.pipeline import analyse_vcf
 
+    store = None
+    if patient is not None:
+        from medml.config import get_settings
+        from medml.service.config import service_home
+        from medml.service.pgx_services import results_path
+
+        if fmt is not OutputFormat.json:
+            raise ConfigError(f"--patient saves the JSON results, but --format is {fmt.value}",
+                              "use --format json with --patient")
+        store = service_home(get_settings()) / "pgx"
+        results_path(store, patient)  # refuse an unsafe id before any work or any file
     result = analyse_vcf(vcf, outside_calls=outside_calls or None, sample=sample)
     text = _render(result, fmt)
     if output is None:
         sys.stdout.write(text)
-        return
-    write_atomically(output, text)
-    _summary(result)
-    out.print(f"wrote {fmt.value} to {output}", highlight=False)
+    else:
+        write_atomically(output, text)
+    if store is not None and patient is not None:
+        from medml.service.pgx_services import save_results
+
+        saved = save_results(store, patient, json.loads(text))
+        (out if output is not None else err).print(f"saved the results of patient {patient} to {saved}",
+                                                   highlight=False)
+    if output is not None:
+        _summary(result)
+        out.print(f"wrote {fmt.value} to {output}", highlight=False)
 
 
 def _read_results(path: Path) -> dict[str, Any]:

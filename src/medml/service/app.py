@@ -1,4 +1,5 @@
-"""The CDS Hooks 2.0 service: discovery, one ``patient-view`` service per deployed model, feedback.
+"""The CDS Hooks 2.0 service: discovery, one ``patient-view`` service per deployed model, feedback; and the PGx
+drug-order services (``pgx-order-select``, ``pgx-order-sign``, :mod:`medml.service.pgx_services`) on the same endpoint.
 
 Each hook call is verified (the EHR's JWT), rate-limited per caller, checked at the boundary, scored from FHIR
 (prefetch, or fetched from ``fhirServer`` with the ``fhirAuthorization`` token), answered with cards, and recorded:
@@ -29,7 +30,7 @@ from medml.config import Settings
 from medml.errors import MedmlError
 from medml.monitor.records import PredictionLog, PredictionRecord, summarize_inputs
 from medml.registry import load_bundle
-from medml.service import audit, cards
+from medml.service import audit, cards, pgx_services
 from medml.service.auth import AuthError, Caller, JwtVerifier
 from medml.service.config import ServiceConfig
 from medml.service.deploy import Deployment, deployments
@@ -91,8 +92,9 @@ class ServiceState:
         self.issued_cards[card_uuid] = service_id
 
 
-def discovery(scorers: Mapping[str, Scorer]) -> dict[str, Any]:
-    """The discovery document: one patient-view service per deployed model, its prefetch from its features."""
+def discovery(scorers: Mapping[str, Scorer], *, pgx: bool = False) -> dict[str, Any]:
+    """The discovery document: one patient-view service per deployed model, its prefetch from its features; with
+    ``pgx``, the PGx drug-order services too."""
     services = []
     for sid, s in scorers.items():
         dep = s.deployment
@@ -102,6 +104,8 @@ def discovery(scorers: Mapping[str, Scorer]) -> dict[str, Any]:
             "usageRequirements": ("Needs the patient's Encounters and the Observations named in the prefetch; "
                                   "without prefetch, a fhirServer and fhirAuthorization with read access to them."),
         })
+    if pgx:
+        services += pgx_services.discovery_entries()
     return {"services": services}
 
 
@@ -143,7 +147,7 @@ def create_app(settings: Settings, config: ServiceConfig, *, verifier: JwtVerifi
     @app.get("/cds-services")
     async def services() -> Response:
         state.refresh()
-        return _json(discovery(state.scorers))
+        return _json(discovery(state.scorers, pgx=_pgx_offered(config)))
 
     @app.get("/healthz")
     async def health() -> Response:
@@ -158,12 +162,18 @@ def create_app(settings: Settings, config: ServiceConfig, *, verifier: JwtVerifi
         try:
             state.refresh()
             scorer = state.scorers.get(service_id)
-            if scorer is None:
+            if scorer is None and not _pgx_offered(config, service_id):
                 raise HookError(404, f"no CDS service '{service_id}' here; GET /cds-services lists the services")
-            model = scorer.deployment.model
+            model = scorer.deployment.model if scorer is not None else None
             caller = await _authenticate(state, request, config.service_url(service_id))
             body = _parse(await request.body())
-            response = await answer(state, scorer, body, now())
+            if scorer is not None:
+                response = await answer(state, scorer, body, now())
+            else:
+                response, model = await run_in_threadpool(pgx_services.answer, config.pgx_results_dir, service_id,
+                                                           body, authenticated=config.auth == "jwt")
+                for c in response["cards"]:
+                    state.remember_card(c["uuid"], service_id)
             status = 200
         except HookError as e:
             response, status = ({} if e.status == 401 else {"error": e.message}), e.status
@@ -188,7 +198,7 @@ def create_app(settings: Settings, config: ServiceConfig, *, verifier: JwtVerifi
         caller = Caller.anonymous()
         try:
             state.refresh()
-            if service_id not in state.scorers:
+            if service_id not in state.scorers and not _pgx_offered(config, service_id):
                 raise HookError(404, f"no CDS service '{service_id}' here; GET /cds-services lists the services")
             caller = await _authenticate(state, request, config.service_url(service_id))
             body = _parse(await request.body())
@@ -213,6 +223,10 @@ def create_app(settings: Settings, config: ServiceConfig, *, verifier: JwtVerifi
 
         web.mount(app, state)
     return app
+
+
+def _pgx_offered(config: ServiceConfig, service_id: str | None = None) -> bool:
+    return pgx_services.offered(config.pgx_services, config.pgx_results_dir, service_id)
 
 
 def _json(data: Any, status: int = 200) -> Response:

@@ -15,6 +15,7 @@ rate_per_minute: 600                         # per client (the JWT's iss, else t
 fhir_store: /data/fhir.duckdb                # patients for the web pages (default MEDML_HOME/fhir.duckdb)
 pages: false                                 # the web pages; default: on only when base_url is loopback
 cors_origins: ["https://ehr.hospital.example"]   # browser callers (CORS); default "*" (bearer tokens, no cookies)
+pgx_services: true                           # pgx-order-select/-sign, offered once MEDML_HOME/service/pgx holds results
 ```
 """
 
@@ -62,6 +63,8 @@ class ServiceConfig:
     pages: bool | None = None
     #: origins allowed to call from a browser (CORS); "*" suits bearer-token calls, which carry no cookies
     cors_origins: tuple[str, ...] = ("*",)
+    #: the PGx drug-order services (pgx-order-select, pgx-order-sign); offered once ``pgx_results_dir`` exists
+    pgx_services: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -92,6 +95,11 @@ class ServiceConfig:
     @property
     def deployments_path(self) -> Path:
         return self.home / "deployments.json"
+
+    @property
+    def pgx_results_dir(self) -> Path:
+        """Each patient's PGx results, ``<patientId>.json`` as `medml pgx call --patient` saves them."""
+        return self.home / "pgx"
 
     @property
     def pages_on(self) -> bool:
@@ -127,7 +135,7 @@ def load_config(settings: Settings, path: Path | None = None, **overrides: Any) 
             raise ConfigError(f"{source} must be a mapping of settings", "see `medml serve --help`")
         raw = loaded
     known = {"base_url", "issuers", "auth", "check_expiry", "leeway_s", "max_body_bytes", "rate_per_minute",
-             "fhir_timeout_s", "fhir_store", "pages", "cors_origins"}
+             "fhir_timeout_s", "fhir_store", "pages", "cors_origins", "pgx_services"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"{source}: unknown settings {unknown}", f"use only {sorted(known)}")
