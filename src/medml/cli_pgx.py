@@ -116,18 +116,13 @@ def call_cmd(
 
 
 def _read_results(path: Path) -> dict[str, Any]:
+    from medml.pgx.pipeline import read_results
+
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        return read_results(path)
     except FileNotFoundError as e:
         raise InputFileError(f"results file {path} not found", "give the JSON of `medml pgx call --format json`") \
             from e
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputFileError(f"{path} is not a readable JSON file ({e})",
-                             "give the JSON of `medml pgx call --format json`") from e
-    if not isinstance(document, dict):
-        raise InputFileError(f"{path} is not a medml PGx result (a JSON object)",
-                             "give the JSON of `medml pgx call --format json`")
-    return document
 
 
 @pgx_app.command("drug")

@@ -190,6 +190,20 @@ def _drug_dict(d: DrugResult) -> dict[str, Any]:
     }
 
 
+def read_results(path: Path, fix: str = "give the JSON of `medml pgx call --format json`") -> dict[str, Any]:
+    """A saved results document (``medml pgx call --format json``); InputFileError saying what is wrong, with
+    ``fix``. A missing file raises FileNotFoundError for the caller to word."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputFileError(f"{path} is not a readable JSON file ({e})", fix) from e
+    if not isinstance(document, dict):
+        raise InputFileError(f"{path} is not a medml PGx result (a JSON object)", fix)
+    return document
+
+
 def phenotypes_from_dict(document: Mapping[str, Any]) -> dict[str, GenePhenotype]:
     """The gene results of a :meth:`PgxResult.to_dict` document, ready for :func:`medml.pgx.alerts.order_alerts`."""
     if document.get("schema") != SCHEMA or not isinstance(document.get("genes"), list):

@@ -28,7 +28,7 @@ from medml.errors import ConfigError, InputFileError, NotFoundError
 from medml.pgx.alerts import OrderAlert, order_alerts
 from medml.pgx.cpic import Guideline, find_guideline, guidelines
 from medml.pgx.phenotype import GenePhenotype
-from medml.pgx.pipeline import phenotypes_from_dict
+from medml.pgx.pipeline import phenotypes_from_dict, read_results
 
 __all__ = ["SERVICES", "answer", "discovery_entries", "load_results", "offered", "results_path", "save_results"]
 
@@ -37,7 +37,7 @@ log = logging.getLogger("medml.service")
 #: service id -> the hook it answers
 SERVICES = {"pgx-order-select": "order-select", "pgx-order-sign": "order-sign"}
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
-OVERRIDE_SYSTEM = "urn:medml:cds:override-reason"
+OVERRIDE_SYSTEM = "urn:medml:cds:override-reason"  # as service/cards.py (not imported: it pulls in the models)
 OVERRIDE_REASONS = (
     ("already-aware", "Already aware of the genotype; the plan accounts for it"),
     ("benefit-outweighs-risk", "Benefit outweighs the risk for this patient"),
@@ -80,16 +80,9 @@ def load_results(store: Path, patient_id: str) -> dict[str, Any] | None:
     """The stored document for ``patient_id``, or None when there is none."""
     path = results_path(store, patient_id)
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        return read_results(path, "save them again with `medml pgx call VCF --format json --patient ID`")
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputFileError(f"the stored PGx results {path} are unreadable ({e})",
-                             "save them again with `medml pgx call VCF --format json --patient ID`") from e
-    if not isinstance(document, dict):
-        raise InputFileError(f"the stored PGx results {path} are not a JSON object",
-                             "save them again with `medml pgx call VCF --format json --patient ID`")
-    return document
 
 
 # ---- discovery ------------------------------------------------------------------------------------------------------
