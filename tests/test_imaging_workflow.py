@@ -43,8 +43,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Settings,
     data = write_squares_npz(root / "squares.npz")
     settings = Settings(home=root / "home", data_root=root)
     steps: list[str] = []
-    outcome = train_images(data, ImageWorkflowConfig(batch_size=32, n_boot=200, name="squares"), settings, epochs=3,
-                           budget_minutes=None, progress=lambda d, _f: steps.append(d))
+    config = ImageWorkflowConfig(batch_size=32, n_boot=200, name="squares", calibrate=True)
+    outcome = train_images(data, config, settings, epochs=3, budget_minutes=None,
+                           progress=lambda d, _f: steps.append(d))
     assert steps[0] == "loading images" and steps[-1] == "writing report"
     return outcome, settings, data
 

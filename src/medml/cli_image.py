@@ -24,7 +24,8 @@ def train_cmd(
     name: Annotated[str | None, typer.Option(help="registered model name (default FILE-image-resnet)")] = None,
     tta: Annotated[bool, typer.Option(help="average each prediction with that of the mirrored image")] = False,
     n_boot: Annotated[int, typer.Option(help="bootstrap resamples for intervals")] = 1000,
-    calibrate: Annotated[bool, typer.Option(help="Platt scaling fitted on the validation split")] = True,
+    calibrate: Annotated[bool, typer.Option(
+        help="Platt scaling fitted on the validation split (only if it matches the population of use)")] = False,
 ) -> None:
     """Train, evaluate on the held-out test split, register and report an image classifier (binary tasks)."""
     if epochs < 1:
