@@ -2,40 +2,19 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from typing import Any
 
 import pytest
-from cds_requests import SET_A, STAYS, data_root
+from cds_requests import SET_A, STAYS, data_root, running
 
 
 @pytest.fixture()
 def serve() -> Iterator[Callable[[Any], str]]:
     """Start an ASGI app under uvicorn on 127.0.0.1 (a free port); yields a starter; stops every server after."""
-    import uvicorn
-
-    servers: list[tuple[Any, threading.Thread]] = []
-
-    def start(app: Any) -> str:
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 20
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        servers.append((server, thread))
-        return f"http://127.0.0.1:{port}"
-
-    yield start
-    for server, thread in servers:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with ExitStack() as stack:
+        yield lambda app: stack.enter_context(running(app))
 
 
 # ---- a deployed PhysioNet model and real stays as FHIR, shared by the service tests -------------------------------

@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +22,7 @@ import httpx
 import jsonschema
 import orjson
 import pytest
-from cds_requests import CDS, hook_request, needs_physionet, prefetch_for, searchset
+from cds_requests import CDS, hook_request, needs_physionet, prefetch_for, running, searchset
 
 from medml.config import Settings
 from medml.service.app import create_app
@@ -96,26 +93,6 @@ def json_body(r: httpx.Response) -> Any:
 
 
 # ---- one service for the module ---------------------------------------------------------------------------------
-
-
-@contextmanager
-def running(app: Any) -> Iterator[str]:
-    """The app under uvicorn on a free loopback port, as conftest's ``serve`` does, for as long as the block runs."""
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
