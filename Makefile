@@ -31,10 +31,13 @@ test: $(STAMP) chromium
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -m "not slow"
 
-# The image-classifier tests need the imaging extra (torch CPU build + MONAI); without it they are skipped.
+# The image-classifier tests (training, Grad-CAM, calibration, DiagnosticReport) need the imaging extra
+# (torch CPU build + MONAI); without it `make test` skips them.
 test-imaging: $(STAMP)
 	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[dev,imaging]'
-	$(BIN)/python -m pytest tests/models/test_imaging.py
+	$(BIN)/python -m pytest tests/models/test_imaging.py tests/models/test_imaging_fhir.py \
+	  tests/models/test_imaging_calibration.py tests/explain tests/test_imaging_workflow.py \
+	  tests/registry/test_registry_state_dict.py
 
 test-all: $(STAMP) chromium
 	$(BIN)/python -m pytest
