@@ -21,7 +21,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 import uuid
@@ -53,28 +52,18 @@ def train_models(home: Path) -> None:
 def realistic_stays(limit: int) -> list[tuple[str, list[dict[str, Any]]]]:
     """Stays of set A whose prefetch holds 100-300 Observations of the model's codes."""
     from medml.config import get_settings
-    from medml.fhir.convert import physionet2012 as pc
+    from medml.fhir.convert.physionet2012 import iter_stays
     from medml.fhir.tasks import physionet_definition
 
-    root = get_settings().data_root / "icu" / "physionet-2012-set-a"
-    outcomes = pc.read_outcomes(root / "Outcomes-a.txt")
     codes = {c if "|" in c else f"http://loinc.org|{c}" for c in physionet_definition(48).codes()}
     out: list[tuple[str, list[dict[str, Any]]]] = []
-    with tempfile.TemporaryDirectory() as tmp, tarfile.open(root / "set-a.tar.gz") as tf:
-        for member in tf:
-            f = tf.extractfile(member)
-            if f is None or not member.name.endswith(".txt"):
-                continue
-            path = Path(tmp) / Path(member.name).name
-            path.write_bytes(f.read())
-            res = pc.convert_record(path, outcome=outcomes.get(int(path.stem)))
-            obs = [r for r in res if r["resourceType"] == "Observation"
-                   and any(f"{c['system']}|{c['code']}" in codes for c in r["code"]["coding"])]
-            if 100 <= len(obs) <= 300:
-                keep = [r for r in res if r["resourceType"] != "Observation"] + obs
-                out.append((next(r["id"] for r in res if r["resourceType"] == "Patient"), keep))
-            if len(out) >= limit:
-                break
+    for res in iter_stays(get_settings().data_root / "icu" / "physionet-2012-set-a"):
+        obs = [r for r in res if r["resourceType"] == "Observation"
+               and any(f"{c['system']}|{c['code']}" in codes for c in r["code"]["coding"])]
+        if 100 <= len(obs) <= 300:
+            out.append((res[0]["id"], [r for r in res if r["resourceType"] != "Observation"] + obs))
+        if len(out) >= limit:
+            break
     return out
 
 

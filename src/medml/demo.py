@@ -106,6 +106,7 @@ def run_service_demo(out: Console, err: Console, *, stays: int = 40) -> str | No
     from medml.config import get_settings
     from medml.data import patient_split
     from medml.data.datasets import load_dataset
+    from medml.fhir.convert.physionet2012 import iter_stays
     from medml.fhir.store import FhirStore
     from medml.registry import list_models
     from medml.service.config import load_config
@@ -118,7 +119,8 @@ def run_service_demo(out: Console, err: Console, *, stays: int = 40) -> str | No
     ds = load_dataset("physionet-2012")
     split = patient_split(ds.groups, ds.binary_target.values, fractions=(0.6, 0.2, 0.2), seed=0)
     picked = [int(i) for i in ds.ids[split.test][:stays]]
-    resources = _physionet_stays(settings.data_root / "icu" / "physionet-2012-set-a", picked)
+    archive = settings.data_root / "icu" / "physionet-2012-set-a"
+    resources = [r for stay in iter_stays(archive, record_ids=picked) for r in stay]
     with FhirStore(settings.fhir_store) as store:
         store.add(resources)
     _demo_ehr(settings.home / "service")
@@ -128,29 +130,6 @@ def run_service_demo(out: Console, err: Console, *, stays: int = 40) -> str | No
     out.print(f"CDS Hooks service '{dep.service_id}' ({dep.model}): `medml serve`, then open "
               f"{config.base_url}/ (patients and their cards) or {config.base_url}/cds-services (discovery)")
     return dep.service_id
-
-
-def _physionet_stays(root: Any, record_ids: Sequence[int]) -> list[dict[str, Any]]:
-    """The given set A records converted to FHIR (Patient, Encounter, Observations)."""
-    import tarfile
-    import tempfile
-    from pathlib import Path
-
-    from medml.fhir.convert import physionet2012 as pc
-
-    outcomes = pc.read_outcomes(root / "Outcomes-a.txt")
-    wanted = {f"{rid}.txt" for rid in record_ids}
-    out: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory() as tmp, tarfile.open(root / "set-a.tar.gz") as tf:
-        for member in tf:
-            name = Path(member.name).name
-            f = tf.extractfile(member) if name in wanted else None
-            if f is None:
-                continue
-            path = Path(tmp) / name
-            path.write_bytes(f.read())
-            out += pc.convert_record(path, outcome=outcomes.get(int(path.stem)))
-    return out
 
 
 def _demo_ehr(home: Any) -> None:

@@ -303,3 +303,10 @@ def test_all_of_set_a_converts_with_one_observation_per_measurement(tmp_path: Pa
     counts = pc.write_ndjson(SET_A, tmp_path)
     assert counts == {"Patient": 3996, "Encounter": 3996, "Observation": expected}
     assert expected == 1_744_226
+
+
+def test_iter_stays_reads_the_archive_in_place_as_convert_record_reads_the_files(
+        record_dir: Path, outcomes: dict[int, pc.StayOutcome]) -> None:
+    picked = sorted(PICKED[:3])
+    stays = list(pc.iter_stays(SET_A, record_ids=picked))
+    assert stays == [convert(record_dir, rid, outcomes) for rid in picked]

@@ -44,29 +44,13 @@ def model_home(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 @pytest.fixture(scope="session")
-def stays(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
+def stays() -> dict[str, list[dict[str, Any]]]:
     """The picked stays converted to FHIR: Patient id -> its Patient, Encounter and Observations."""
-    import tarfile
-    from pathlib import Path
-
-    from medml.fhir.convert import physionet2012 as pc
+    from medml.fhir.convert.physionet2012 import iter_stays
 
     if not (SET_A / "set-a.tar.gz").is_file():
         pytest.skip(f"no PhysioNet data at {SET_A}")
-    folder = tmp_path_factory.mktemp("set-a")
-    wanted = {f"{rid}.txt" for rid in STAYS}
-    with tarfile.open(SET_A / "set-a.tar.gz") as tf:
-        for member in tf:
-            name = Path(member.name).name
-            f = tf.extractfile(member) if name in wanted else None
-            if f is not None:
-                (folder / name).write_bytes(f.read())
-    outcomes = pc.read_outcomes(SET_A / "Outcomes-a.txt")
-    out = {}
-    for rid in STAYS:
-        resources = pc.convert_record(folder / f"{rid}.txt", outcome=outcomes[rid])
-        out[next(r["id"] for r in resources if r["resourceType"] == "Patient")] = resources
-    return out
+    return {stay[0]["id"]: stay for stay in iter_stays(SET_A, record_ids=STAYS)}
 
 
 @pytest.fixture(scope="session")

@@ -29,10 +29,8 @@ def run(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture()
 def home(model_home: Settings, tmp_path: Path) -> Path:
-    """The trained model's home with no service state of its own (a copy of the registry would be slow: share)."""
-    service = model_home.home / "service"
-    for f in ("deployments.json",):
-        (service / f).unlink(missing_ok=True)
+    """The trained model's home, with no deployment left by another test (shared: copying the registry is slow)."""
+    (model_home.home / "service" / "deployments.json").unlink(missing_ok=True)
     return model_home.home
 
 

@@ -114,10 +114,8 @@ def evaluation_summary(bundle: ModelBundle) -> dict[str, Any]:
     """What a card says about how the model did: AUROC, calibration (with the decile curve) and the population."""
     md = bundle.metadata
     ev = md.evaluation
-    cal = ev.get("calibration") if isinstance(ev.get("calibration"), Mapping) else {}
-    assert isinstance(cal, Mapping)
-    curve = cal.get("curve") if isinstance(cal.get("curve"), Mapping) else {}
-    assert isinstance(curve, Mapping)
+    cal = _mapping(ev.get("calibration"))
+    curve = _mapping(cal.get("curve"))
     return {
         "auroc": [md.metrics.get("auroc"), md.metrics.get("auroc_low"), md.metrics.get("auroc_high")],
         "calibration_slope": _value(cal.get("slope")),
@@ -131,6 +129,10 @@ def evaluation_summary(bundle: ModelBundle) -> dict[str, Any]:
         "dataset": md.dataset,
         "calibration_method": md.calibration,
     }
+
+
+def _mapping(v: Any) -> Mapping[str, Any]:
+    return v if isinstance(v, Mapping) else {}
 
 
 def _value(v: Any) -> list[float | None]:

@@ -515,6 +515,20 @@ def _record_texts(src: Path) -> Iterator[tuple[str, str, int | None]]:
                 raise InputFileError(f"{source} is not UTF-8 text: {e}", "restore the archive") from e
 
 
+def iter_stays(src_dir: str | Path, *, record_ids: Iterable[int] | None = None,
+               outcomes: str | Path | None = None) -> Iterator[list[Resource]]:
+    """Each stay under ``src_dir`` (as for :func:`write_ndjson`) as its resources, in RecordID order, read in place
+    from the archive; only ``record_ids`` when given. Outcomes as for :func:`write_ndjson`."""
+    src = Path(src_dir)
+    outcome_path = Path(outcomes) if outcomes is not None else _find_outcomes(src)
+    by_id = read_outcomes(outcome_path) if outcome_path is not None else {}
+    wanted = set(record_ids) if record_ids is not None else None
+    for text, source, stem_id in _record_texts(src):
+        if wanted is None or stem_id in wanted:
+            patient, encounter, observations = _convert(text, source, stem_id, by_id)
+            yield [patient, encounter, *(orjson.loads(b) for b in observations)]
+
+
 def _find_outcomes(src: Path) -> Path | None:
     folder = src if src.is_dir() else src.parent
     for candidate in (folder, folder.parent):
