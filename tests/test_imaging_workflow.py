@@ -142,15 +142,87 @@ def test_cli_predict_writes_a_fhir_bundle_referencing_the_dicom_study(tmp_path: 
     assert prob == pytest.approx(shown, abs=5e-4)
 
 
-def test_multiclass_is_refused_before_training(tmp_path: Path) -> None:
-    x = np.zeros((30, 28, 28), np.uint8)
-    y = (np.arange(30) % 3)[:, None]
-    np.savez(tmp_path / "three.npz", train_images=x, train_labels=y, val_images=x, val_labels=y,
-             test_images=x, test_labels=y)
+CORNERS = ((2, 2), (2, 19), (19, 2))
+
+
+def write_corners_npz(path: Path, task: str, sizes: tuple[int, int, int] = (150, 45, 45), seed: int = 0) -> Path:
+    """A MedMNIST-format multiclass file (the class is the corner holding a bright square; labels N x 1) or
+    multilabel file (one label per corner that may hold a square; labels N x 3), as MedMNIST stores them."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for part, n in zip(("train", "val", "test"), sizes, strict=True):
+        x = rng.integers(0, 60, size=(n, 28, 28)).astype(np.uint8)
+        if task == "multiclass":
+            y = np.eye(3, dtype=np.uint8)[np.arange(n) % 3]
+        else:
+            y = np.stack([(np.arange(n) >> k) & 1 for k in range(3)], axis=1).astype(np.uint8)
+        for i, j in zip(*np.nonzero(y), strict=True):
+            r, c = CORNERS[j]
+            x[i, r : r + 7, c : c + 7] = 230
+        arrays[f"{part}_images"] = x
+        arrays[f"{part}_labels"] = y.argmax(axis=1)[:, None] if task == "multiclass" else y
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize("task", ["multiclass", "multilabel"])
+def test_the_same_command_trains_a_multiclass_or_multilabel_medmnist_file(tmp_path: Path, task: str) -> None:
+    pytest.importorskip("fhir.resources")
+    import json
+
+    from fhir.resources.R4B.bundle import Bundle
+
+    data = write_corners_npz(tmp_path / f"{task}.npz", task)
+    home = tmp_path / "home"
+    r = _cli(["train", str(data), "--epochs", "6", "--n-boot", "200", "--name", task], home)
+    assert r.returncode == 0, r.stderr
+    assert "macro mean over 3 of 3 classes" in r.stdout and "accuracy" in r.stdout and f"{task}@1" in r.stdout
+    md = load_bundle(task, Settings(home=home, data_root=tmp_path)).metadata
+    classes = md.extra["classes"]
+    assert md.extra["image_task"] == task and md.split_sizes["test"] == 45
+    assert [c["n_events"] for c in classes["per_class"]] == ([15, 15, 15] if task == "multiclass" else
+                                                              [int(((np.arange(45) >> k) & 1).sum()) for k in range(3)])
+    assert md.metrics["auroc"] == classes["macro_auroc"]["value"] > 0.9  # the corners are easy to tell apart
+    assert md.metrics["auroc_low"] <= md.metrics["auroc"] <= md.metrics["auroc_high"]
+    assert md.evaluation["n"] == 45 * 3  # the report's curves pool (image, class) pairs
+    page = (home / "reports" / f"{task}@1.html").read_text()
+    assert "Classes, one against the rest" in page and "Macro-mean AUROC" in page
+    assert ("Rows: the true class" in page) == (task == "multiclass")
+
+    few = write_corners_npz(tmp_path / "few.npz", task, sizes=(2, 2, 2), seed=1)
+    out = tmp_path / "reports.json"
+    r = _cli(["predict", task, str(few), "--fhir", str(out)], home)
+    assert r.returncode == 0, r.stderr
+    assert "P(0)" in r.stdout and "P(2)" in r.stdout
+    assert ("most probable" if task == "multiclass" else "findings at 0.5") in r.stdout
+    reports = json.loads(out.read_text())
+    Bundle.model_validate(reports)
+    observation = reports["entry"][0]["resource"]["contained"][0]
+    codes = [c["code"]["coding"][0]["code"] for c in observation["component"]]
+    assert {"probability:0", "probability:1", "probability:2"} <= set(codes)
+    assert ("decision-threshold" in codes) == (task == "multilabel")
+
+
+def test_an_ensemble_averages_its_networks_and_saves_them_as_one_state_dict(tmp_path: Path) -> None:
+    from medml.imaging_workflow import member_states, net_config_of
+    from medml.models.imaging import predict_images
+
+    data = write_squares_npz(tmp_path / "ens.npz", sizes=(80, 30, 30), seed=4)
     settings = Settings(home=tmp_path / "home", data_root=tmp_path)
-    with pytest.raises(ConfigError, match="binary tasks only"):
-        train_images(tmp_path / "three.npz", ImageWorkflowConfig(), settings, epochs=1, budget_minutes=None)
-    assert list_models(settings) == []
+    outcome = train_images(data, ImageWorkflowConfig(n_boot=100, name="ens", ensemble=2, explain_images=8),
+                           settings, epochs=2, budget_minutes=None)
+    bundle = load_bundle("ens@1", settings)
+    members = member_states(bundle.model)
+    assert len(members) == 2 and bundle.metadata.params["ensemble"] == 2
+    assert [m["seed"] for m in bundle.metadata.params["members"]] == [0, 1]
+    assert set(members[0]) == set(members[1]) and all(k.startswith("member") for k in bundle.model)
+    test = load_images(data).subset(load_images(data).split().test)
+    net = net_config_of(bundle)
+    each = [predict_images(m, net, test.images) for m in members]
+    assert not np.allclose(each[0], each[1])  # different seeds, different networks
+    np.testing.assert_allclose(predict_bundle(bundle, test.images), (each[0] + each[1]) / 2)
+    np.testing.assert_allclose(outcome.test_predictions.scores, (each[0] + each[1]) / 2)
+    assert "averaged over 2 networks" in bundle.metadata.extra["explanation_method"]
 
 
 def _cli(args: list[str], home: Path) -> subprocess.CompletedProcess[str]:

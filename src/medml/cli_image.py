@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -26,10 +26,14 @@ def train_cmd(
     n_boot: Annotated[int, typer.Option(help="bootstrap resamples for intervals")] = 1000,
     calibrate: Annotated[bool, typer.Option(
         help="Platt scaling fitted on the validation split (only if it matches the population of use)")] = False,
+    ensemble: Annotated[int, typer.Option(help="networks to train (seeds SEED, SEED+1, ...) and average")] = 1,
 ) -> None:
-    """Train, evaluate on the held-out test split, register and report an image classifier (binary tasks)."""
+    """Train, evaluate on the held-out test split, register and report an image classifier: binary, multiclass
+    or multilabel, as the data says."""
     if epochs < 1:
         raise MedmlError(f"--epochs must be 1 or more, got {epochs}")
+    if ensemble < 1:
+        raise MedmlError(f"--ensemble must be 1 or more, got {ensemble}")
     if not Path(data).exists():
         raise InputFileError(f"no file or folder at {data}", "give a MedMNIST .npz or a folder of images")
     from medml.cli import out, print_metrics, progress_bar
@@ -37,15 +41,19 @@ def train_cmd(
     from medml.imaging_workflow import ImageWorkflowConfig, train_images
 
     settings = get_settings()
-    config = ImageWorkflowConfig(seed=seed, tta=tta, n_boot=n_boot, name=name, calibrate=calibrate)
+    config = ImageWorkflowConfig(seed=seed, tta=tta, n_boot=n_boot, name=name, calibrate=calibrate,
+                                 ensemble=ensemble)
     with progress_bar(f"image model on {Path(data).name}") as step:
         result = train_images(data, config, settings, epochs=epochs, budget_minutes=budget_minutes, progress=step)
     md = result.bundle.metadata
     m = md.metrics
-    print_metrics(f"{md.name}@{md.version} on the held-out test split ({md.task})", m)
-    out.print(f"AUROC {m['auroc']:.3f} (95% CI {m['auroc_low']:.3f}-{m['auroc_high']:.3f}); accuracy "
-              f"{m['accuracy_at_0_5']:.3f} at 0.5, {m['accuracy_at_reference']:.3f} at the prevalence "
-              f"{m['reference_threshold']:.3f}", highlight=False)
+    if result.classes is None:
+        print_metrics(f"{md.name}@{md.version} on the held-out test split ({md.task})", m)
+        out.print(f"AUROC {m['auroc']:.3f} (95% CI {m['auroc_low']:.3f}-{m['auroc_high']:.3f}); accuracy "
+                  f"{m['accuracy_at_0_5']:.3f} at 0.5, {m['accuracy_at_reference']:.3f} at the prevalence "
+                  f"{m['reference_threshold']:.3f}", highlight=False)
+    else:
+        print_classes(f"{md.name}@{md.version} on the held-out test split ({md.task})", result.classes)
     out.print(f"training: {len(result.history)} epoch(s), best {md.params['best_epoch']} (validation AUROC "
               f"{md.params['val_auroc']:.3f}), stopped by {result.stopped_by}; total {result.seconds:.0f} s",
               highlight=False)
@@ -53,6 +61,28 @@ def train_cmd(
     out.print(f"report: {result.report_path}")
     out.print("Decision support for image triage, not a diagnosis. Intended use and evaluation population: the "
               f"report's model card, or `medml models show {md.name}@{md.version}`.")
+
+
+def print_classes(title: str, c: dict[str, Any]) -> None:
+    """Per-class one-vs-rest AUROC with intervals, then the macro mean and the accuracy (MedMNIST's AUC and ACC)."""
+    from medml.cli import out
+
+    t = Table(title=title, header_style="bold")
+    for col in ("class", "events", "AUROC (95% CI)", "AUPRC"):
+        t.add_column(col, justify="left" if col == "class" else "right")
+    for r in c["per_class"]:
+        a = r.get("auroc")
+        t.add_row(r["name"], f"{r['n_events']:,} ({r['prevalence']:.1%})", _estimate(a) if a else "-",
+                  f"{r['auprc']:.3f}" if r.get("auprc") is not None else "-")
+    out.print(t)
+    out.print(f"AUROC {_estimate(c['macro_auroc'])} (macro mean over {c['macro_over']}); accuracy "
+              f"{_estimate(c['accuracy'])} ({c['accuracy_definition']})", highlight=False)
+
+
+def _estimate(e: dict[str, Any]) -> str:
+    if e.get("low") is None or e.get("high") is None:
+        return f"{e['value']:.3f}"
+    return f"{e['value']:.3f} (95% CI {e['low']:.3f}-{e['high']:.3f})"
 
 
 @image_app.command("predict")
@@ -85,13 +115,24 @@ def predict_cmd(
             fhir.parent.mkdir(parents=True, exist_ok=True)
             fhir.write_text(json.dumps(fhir_reports(bundle, images, sources, probs, heatmaps=heatmaps), indent=1))
     out.print(f"{md.name}@{md.version}: {md.task}. {md.intended_use}", highlight=False)
-    out.print(f"Evaluated on {md.metrics['n']:,} held-out images of {md.dataset}: AUROC {_interval(md.metrics)}.",
-              highlight=False)
+    macro = " (macro mean over classes)" if probs.ndim == 2 else ""
+    out.print(f"Evaluated on {md.metrics['n']:,} held-out images of {md.dataset}: AUROC {_interval(md.metrics)}"
+              f"{macro}.", highlight=False)
     t = Table(header_style="bold")
     t.add_column("image")
-    t.add_column(f"P({md.target})", justify="right")
-    for source, p in zip(sources, probs, strict=True):
-        t.add_row(source.label, f"{p:.3f}")
+    names = [str(c) for c in md.extra.get("class_names", [])]
+    if probs.ndim == 1:
+        t.add_column(f"P({md.target})", justify="right")
+        for source, p in zip(sources, probs, strict=True):
+            t.add_row(source.label, f"{p:.3f}")
+    else:
+        t.add_column("most probable" if md.extra.get("image_task") == "multiclass" else "findings at 0.5")
+        for name in names:
+            t.add_column(f"P({name})", justify="right")
+        for source, row in zip(sources, probs, strict=True):
+            call = (names[int(row.argmax())] if md.extra.get("image_task") == "multiclass"
+                    else ", ".join(n for n, q in zip(names, row, strict=True) if q >= 0.5) or "none")
+            t.add_row(source.label, call, *[f"{q:.3f}" for q in row])
     out.print(t)
     if fhir is not None:
         out.print(f"FHIR: {fhir} ({len(sources)} DiagnosticReport(s), preliminary: decision support, not a diagnosis)")

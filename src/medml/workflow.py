@@ -217,6 +217,7 @@ def report_inputs(bundle: ModelBundle, evaluation: dict[str, Any] | None = None,
         importance=extra.get("importance", []),
         examples=extra.get("examples", []),
         saliency=extra.get("saliency") or {},  # image models: Grad-CAM grid and deletion check
+        classes=extra.get("classes") or {},  # multiclass and multilabel image models: per-class evaluation
     )
 
 

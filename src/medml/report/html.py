@@ -31,6 +31,7 @@ def _sections(inputs: ReportInputs) -> list[Section]:
     """(anchor, title, renderer) in report order; external validation and explanations only when present."""
     out: list[Section] = [
         ("summary", "Summary", perf.summary),
+        *([("classes", "Classes, one against the rest", ctx.classes)] if inputs.classes else []),
         ("cohort", "Cohort characteristics", perf.cohort),
         ("discrimination", "Discrimination", perf.discrimination),
         ("calibration", "Calibration", perf.calibration),

@@ -29,6 +29,9 @@ class ReportInputs:
       "contribution"}]}``.
     - ``saliency``: image models' heat maps: ``grid_png`` (a base64 PNG of test images with their heat maps),
       ``method``, ``threshold`` (what counted as correct), and ``deletion`` (``DeletionCurve.summary()``).
+    - ``classes``: multiclass and multilabel models: ``medml.evaluate.multiclass.evaluate_classes()`` of the same
+      split (per-class one-vs-rest, macro AUROC, accuracy, confusion matrix); ``evaluation`` is then of the
+      pooled (image, class) pairs.
     """
 
     evaluation: dict[str, Any]
@@ -40,6 +43,7 @@ class ReportInputs:
     importance: list[dict[str, Any]] = field(default_factory=list)
     examples: list[dict[str, Any]] = field(default_factory=list)
     saliency: dict[str, Any] = field(default_factory=dict)
+    classes: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.evaluation, Mapping):

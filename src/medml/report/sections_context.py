@@ -89,6 +89,47 @@ def subgroups(i: ReportInputs) -> str:
     return "".join(parts)
 
 
+def classes(i: ReportInputs) -> str:
+    """Multiclass and multilabel models: each class one-vs-rest, the macro-mean AUROC, the accuracy, and for
+    multiclass the confusion matrix; the sections after this one show the pooled (image, class) pairs."""
+    c = i.classes
+    multiclass = c.get("task") == "multiclass"
+    head: list[Cell] = ["Class" if multiclass else "Finding"] + [
+        (h, "num") for h in ("Events (prevalence)", "Mean probability", "AUROC", "AUPRC", "Brier",
+                             "Calibration slope", "Calibration intercept")]
+    rows: list[list[Cell] | Row] = []
+    for r in c.get("per_class", []):
+        rows.append([
+            esc(r.get("name")),
+            (f'{esc(count(r.get("n_events")))} <span class="ci">({esc(pct(r.get("prevalence")))})</span>', "num"),
+            (esc(pct(r.get("mean_probability"))), "num"),
+            (est_html(r.get("auroc")) if r.get("auroc") else "no events and non-events", "num"),
+            (esc(num(r.get("auprc"))), "num"),
+            (esc(num(r.get("brier"))), "num"),
+            (esc(num(r.get("calibration_slope"), 2)), "num"),
+            (esc(num(r.get("calibration_intercept"), 2)), "num"),
+        ])
+    boot = c.get("bootstrap", {})
+    out = (
+        f"<p>{esc(count(c.get('n')))} images, {len(c.get('classes', []))} "
+        f"{'classes' if multiclass else 'findings (an image may have several)'}. "
+        f"<strong>Macro-mean AUROC {est_html(c.get('macro_auroc'))}</strong> over {esc(c.get('macro_over', ''))}; "
+        f"<strong>accuracy {est_html(c.get('accuracy'))}</strong>: {esc(c.get('accuracy_definition', ''))}. "
+        f"Intervals: {esc(count(boot.get('n')))} bootstrap resamples of images, {esc(pct(boot.get('level'), 0))} "
+        "percentile. The discrimination, calibration and decision-curve sections below pool every (image, class) "
+        "pair (the micro-average).</p>"
+        + table(head, rows, "classes", "Each class against all the others: is this class more probable in the "
+                "images that show it? Calibration slope 1 and intercept 0 are ideal.")
+    )
+    if multiclass and c.get("confusion"):
+        names = [esc(n) for n in c.get("classes", [])]
+        cm_head: list[Cell] = ["True \\ predicted", *[(n, "num") for n in names]]
+        cm_rows: list[list[Cell] | Row] = [
+            [names[k], *[(esc(count(v)), "num") for v in row]] for k, row in enumerate(c["confusion"])]
+        out += table(cm_head, cm_rows, "confusion", "Rows: the true class; columns: the most probable class.")
+    return out
+
+
 def external(i: ReportInputs) -> str:
     head: list[Cell] = ["Data"] + [
         (h, "num")

@@ -70,22 +70,44 @@ def diagnostic_report(
     status: Literal["preliminary", "final"] = "preliminary",
     issued: datetime | None = None,
     heatmap_png: bytes | None = None,
+    class_probabilities: Mapping[str, float] | None = None,
+    rule: Literal["threshold", "most-probable"] = "threshold",
 ) -> dict[str, Any]:
     """A FHIR R4 DiagnosticReport (JSON-ready dict) of one image's ``probability`` of ``finding`` (the positive
     class) from ``model`` (``name@version``), with its Observation and the model's Device contained.
 
     ``study``: a Reference from :func:`study_reference`. ``subject``: a Patient Reference when known.
-    ``threshold``: the probability at or above which the finding is called present.
+    ``threshold``: the probability at or above which the finding is called present (``rule="threshold"``).
+    ``rule="most-probable"`` (multiclass): ``finding`` is the most probable of the classes, reported as such,
+    with no threshold. ``class_probabilities``: every class's (or label's) probability, one component each.
     """
     if not 0.0 <= probability <= 1.0 or not 0.0 <= threshold <= 1.0:
         raise DataError(f"probability {probability} or threshold {threshold} is outside 0-1",
                         "give probabilities as fractions between 0 and 1")
     if status not in ("preliminary", "final"):
         raise DataError(f"status {status!r}", "use preliminary or final")
+    if rule not in ("threshold", "most-probable"):
+        raise DataError(f"rule {rule!r}", "use threshold or most-probable")
+    others = dict(class_probabilities or {})
+    if any(not 0.0 <= q <= 1.0 for q in others.values()):
+        raise DataError("class probabilities must be fractions between 0 and 1", "give model probabilities")
     name, _, version = model.partition("@")
     key = str(study.get("identifier", {}).get("value") or study.get("reference") or "")
     present = probability >= threshold
     call = "present" if present else "absent"
+    if rule == "most-probable":
+        value_code, value_text = finding, f"{finding}: most probable of {len(others) or 'the'} classes " \
+                                          f"(probability {probability:.2f})"
+        components = [_probability("probability", f"model probability of {finding} (fraction 0-1)", probability)]
+        summary = f"most probable class {finding} (probability {probability:.2f})"
+    else:
+        value_code = f"{finding}-{call}"
+        value_text = f"{finding} {call} (probability {probability:.2f}, threshold {threshold:g})"
+        components = [_probability("probability", f"model probability of {finding} (fraction 0-1)", probability),
+                      _probability("decision-threshold", "decision threshold (fraction 0-1)", threshold)]
+        summary = f"probability of {finding} {probability:.2f} ({call} at the threshold {threshold:g})"
+    components += [_probability(f"probability:{name}", f"model probability of {name} (fraction 0-1)", q)
+                   for name, q in others.items()]
     when = (issued or datetime.now(UTC)).isoformat(timespec="seconds").replace("+00:00", "Z")
     device = {"resourceType": "Device", "id": "model", "deviceName": [{"name": name, "type": "model-name"}],
               "type": {"text": "machine learning model (medml image classifier)"}}
@@ -94,10 +116,8 @@ def diagnostic_report(
     observation: dict[str, Any] = {
         "resourceType": "Observation", "id": "finding", "status": status, "category": [_AI],
         "code": {"coding": [{"system": FINDING_SYSTEM, "code": finding}], "text": f"{finding} (image model finding)"},
-        "valueCodeableConcept": {"coding": [{"system": FINDING_SYSTEM, "code": f"{finding}-{call}"}],
-                                 "text": f"{finding} {call} (probability {probability:.2f}, threshold {threshold:g})"},
-        "component": [_probability("probability", f"model probability of {finding} (fraction 0-1)", probability),
-                      _probability("decision-threshold", "decision threshold (fraction 0-1)", threshold)],
+        "valueCodeableConcept": {"coding": [{"system": FINDING_SYSTEM, "code": value_code}], "text": value_text},
+        "component": components,
         "method": {"coding": [{"system": MODEL_SYSTEM, "code": model}], "text": f"medml image model {model}"},
         "device": {"reference": "#model"},
         "derivedFrom": [dict(study)],
@@ -109,8 +129,8 @@ def diagnostic_report(
         "code": {"coding": [{"system": FINDING_SYSTEM, "code": f"{finding}-assessment"}],
                  "text": f"Image model assessment: {finding}"},
         "issued": when, "imagingStudy": [dict(study)], "result": [{"reference": "#finding"}],
-        "conclusion": (f"Model {model}: probability of {finding} {probability:.2f} ({call} at the threshold "
-                       f"{threshold:g}). Decision support, not a diagnosis: a clinician must read the image."),
+        "conclusion": (f"Model {model}: {summary}. Decision support, not a diagnosis: a clinician must read the "
+                       "image."),
     }
     if subject:
         report["subject"] = observation["subject"] = dict(subject)
