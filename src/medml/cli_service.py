@@ -43,7 +43,8 @@ def deploy(
         help="offer the FHIR RiskAssessment as a 'suggestion', a 'system-action', or 'none'")] = "suggestion",
     config: Annotated[Path | None, typer.Option(help="service.yaml (default MEDML_HOME/service/service.yaml)")] = None,
 ) -> None:
-    """Make a registered model a patient-view CDS service (a running `medml serve` picks it up)."""
+    """Make a registered model a patient-view CDS service, or an image model an image service at
+    /imaging/ID (a running `medml serve` picks it up)."""
     from medml.config import get_settings
     from medml.service.config import load_config
     from medml.service.deploy import deploy as run_deploy
@@ -52,6 +53,12 @@ def deploy(
     cfg = load_config(settings, config)
     dep = run_deploy(settings, cfg, model, service_id=service_id, thresholds=_thresholds(thresholds), title=title,
                      risk_assessment=risk_assessment)
+    if not dep.is_hook:
+        size = " x ".join(str(v) for v in dep.spec["image_size"])
+        out.print(f"deployed {dep.model} as image service '{dep.service_id}' (not a CDS hook)")
+        out.print(f"  endpoint   POST {cfg.imaging_url(dep.service_id)}  (Content-Type: application/dicom)")
+        out.print(f"  input      one DICOM image, resized to {size} with {dep.spec['in_channels']} channel(s)")
+        return
     out.print(f"deployed {dep.model} as CDS service '{dep.service_id}' ({dep.hook})")
     out.print(f"  endpoint   {cfg.service_url(dep.service_id)}")
     out.print(f"  indicator  warning from {dep.thresholds[0]:.0%}, critical from {dep.thresholds[1]:.0%}: "
@@ -86,11 +93,14 @@ def deployments(config: Annotated[Path | None, typer.Option(help="service.yaml")
         out.print("no CDS services deployed; `medml deploy MODEL` deploys one")
         return
     t = Table(title="deployed CDS services", header_style="bold")
-    for col in ("id", "hook", "model", "warning", "critical", "RiskAssessment", "deployed"):
+    for col in ("id", "kind", "hook", "model", "warning", "critical", "RiskAssessment", "deployed"):
         t.add_column(col)
     for sid, d in deps.items():
-        t.add_row(sid, d.hook, d.model, f"{d.thresholds[0]:.0%}", f"{d.thresholds[1]:.0%}", d.risk_assessment,
-                  d.deployed)
+        if d.is_hook:
+            t.add_row(sid, d.kind, d.hook, d.model, f"{d.thresholds[0]:.0%}", f"{d.thresholds[1]:.0%}",
+                      d.risk_assessment, d.deployed)
+        else:
+            t.add_row(sid, d.kind, "-", d.model, "-", "-", "-", d.deployed)
     out.print(t)
 
 

@@ -1,5 +1,6 @@
 """The CDS Hooks 2.0 service: discovery, one ``patient-view`` service per deployed model, feedback; and the PGx
 drug-order services (``pgx-order-select``, ``pgx-order-sign``, :mod:`medml.service.pgx_services`) on the same endpoint.
+Image models are served beside them at ``/imaging`` (:mod:`medml.service.imaging`), not as hooks.
 
 Each hook call is verified (the EHR's JWT), rate-limited per caller, checked at the boundary, scored from FHIR
 (prefetch, or fetched from ``fhirServer`` with the ``fhirAuthorization`` token), answered with cards, and recorded:
@@ -35,7 +36,7 @@ from medml.service.auth import AuthError, Caller, JwtVerifier
 from medml.service.config import ServiceConfig
 from medml.service.deploy import Deployment, deployments
 from medml.service.fhir_client import FhirFetchError, fetch_prefetch
-from medml.service.limits import BodySizeLimitMiddleware, RateLimiter, RateLimitMiddleware
+from medml.service.limits import BodySizeLimitMiddleware, PathLimit, RateLimiter, RateLimitMiddleware
 from medml.service.scoring import Batcher, Job, NotScored, PrefetchError, Scorer, collect
 
 log = logging.getLogger("medml.service")
@@ -65,6 +66,9 @@ class ServiceState:
     per_caller: RateLimiter
     scorers: dict[str, Scorer] = field(default_factory=dict)
     batchers: dict[str, Batcher] = field(default_factory=dict)
+    #: the image services (``POST /imaging/{id}``); their models are loaded on their first request (torch)
+    images: dict[str, Deployment] = field(default_factory=dict)
+    image_models: dict[str, Any] = field(default_factory=dict)
     deployed_mtime: float = -1.0
     issued_cards: dict[str, str] = field(default_factory=dict)
     http: httpx.AsyncClient | None = None
@@ -75,7 +79,11 @@ class ServiceState:
         mtime = path.stat().st_mtime if path.exists() else 0.0
         if mtime == self.deployed_mtime:
             return
-        current = deployments(self.config)
+        everything = deployments(self.config)
+        current = {sid: d for sid, d in everything.items() if d.is_hook}
+        self.images = {sid: d for sid, d in everything.items() if not d.is_hook}
+        self.image_models = {sid: m for sid, m in self.image_models.items()
+                             if sid in self.images and m.deployment == self.images[sid]}
         kept = {sid: s for sid, s in self.scorers.items()
                 if sid in current and s.deployment == current[sid]}
         for sid, dep in current.items():
@@ -131,7 +139,9 @@ def create_app(settings: Settings, config: ServiceConfig, *, verifier: JwtVerifi
     app = FastAPI(title="medml CDS Hooks service", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.state.medml = state
-    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=config.max_body_bytes)
+    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=config.max_body_bytes, per_path=[
+        PathLimit("/imaging/", config.max_dicom_bytes, "send a smaller DICOM file (one image), or raise "
+                                                       "max_dicom_bytes in service.yaml")])
     # CORS (CDS Hooks 2.0: services called from browser-based clients); preflights need no token
     app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
                        allow_headers=["Authorization", "Content-Type"], max_age=600)
@@ -151,7 +161,7 @@ def create_app(settings: Settings, config: ServiceConfig, *, verifier: JwtVerifi
 
     @app.get("/healthz")
     async def health() -> Response:
-        return _json({"status": "ok", "services": sorted(state.scorers)})
+        return _json({"status": "ok", "services": sorted(state.scorers), "imaging": sorted(state.images)})
 
     @app.post("/cds-services/{service_id}")
     async def hook(service_id: str, request: Request) -> Response:
@@ -218,6 +228,9 @@ def create_app(settings: Settings, config: ServiceConfig, *, verifier: JwtVerifi
             return Response(status_code=401, headers={"WWW-Authenticate": 'Bearer realm="cds-services"'})
         return _json(response, status)
 
+    from medml.service import imaging  # imports this module: not at the top
+
+    imaging.mount(app, state)
     if config.pages_on:
         from medml.service import web  # imports this module: not at the top
 

@@ -11,6 +11,7 @@ issuers:                                     # the EHRs allowed to call, each wi
     jku: [https://fhir-ehr.example.com/jwk_uri]   # jku header values accepted for this issuer
 check_expiry: true
 max_body_bytes: 1000000
+max_dicom_bytes: 64000000                    # a DICOM file POSTed to /imaging/{id}
 rate_per_minute: 600                         # per client (the JWT's iss, else the peer address)
 fhir_store: /data/fhir.duckdb                # patients for the web pages (default MEDML_HOME/fhir.duckdb)
 pages: false                                 # the web pages; default: on only when base_url is loopback
@@ -55,6 +56,8 @@ class ServiceConfig:
     #: seconds of clock skew accepted on exp and iat
     leeway_s: float = 30.0
     max_body_bytes: int = 1_000_000
+    #: the largest DICOM file accepted by ``POST /imaging/{id}`` (hook bodies keep ``max_body_bytes``)
+    max_dicom_bytes: int = 64_000_000
     rate_per_minute: int = 600
     fhir_timeout_s: float = 10.0
     #: the FHIR store the web pages list patients from (default MEDML_HOME/fhir.duckdb)
@@ -74,7 +77,7 @@ class ServiceConfig:
             raise ConfigError(f"base_url {self.base_url!r} is not an http(s) URL",
                               "set base_url to the URL the EHR calls, e.g. https://cds.hospital.example")
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
-        for name in ("max_body_bytes", "rate_per_minute"):
+        for name in ("max_body_bytes", "max_dicom_bytes", "rate_per_minute"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}", f"fix {name}")
 
@@ -114,6 +117,10 @@ class ServiceConfig:
         """The URL of one service, which is what a caller's JWT must carry as ``aud``."""
         return f"{self.base_url}/cds-services/{service_id}"
 
+    def imaging_url(self, service_id: str) -> str:
+        """The URL of one image service (``POST`` a DICOM file there): a caller's JWT ``aud``."""
+        return f"{self.base_url}/imaging/{service_id}"
+
 
 def service_home(settings: Settings) -> Path:
     return settings.home / "service"
@@ -134,7 +141,8 @@ def load_config(settings: Settings, path: Path | None = None, **overrides: Any) 
         if not isinstance(loaded, dict):
             raise ConfigError(f"{source} must be a mapping of settings", "see `medml serve --help`")
         raw = loaded
-    known = {"base_url", "issuers", "auth", "check_expiry", "leeway_s", "max_body_bytes", "rate_per_minute",
+    known = {"base_url", "issuers", "auth", "check_expiry", "leeway_s", "max_body_bytes", "max_dicom_bytes",
+             "rate_per_minute",
              "fhir_timeout_s", "fhir_store", "pages", "cors_origins", "pgx_services"}
     unknown = sorted(set(raw) - known)
     if unknown:

@@ -1,5 +1,8 @@
 """Which registered models are CDS services: ``medml deploy MODEL[@VERSION]`` and ``medml undeploy ID``.
 
+A tabular risk model becomes a ``patient-view`` CDS service (kind ``cds-hook``); an image model (``medml image
+train``) an image service (kind ``image``) at ``POST /imaging/{id}``, which takes a DICOM file and is not a hook.
+
 A deployment pins one model version and stores everything the service needs to score from FHIR without task code:
 the feature definition, the index-time rule, the thresholds of the card's indicator and the calibration and
 evaluation population to show. Deployments live in ``MEDML_HOME/service/deployments.json``, written atomically
@@ -25,16 +28,24 @@ import orjson
 from medml.config import Settings
 from medml.errors import ConfigError, IntegrityError, NotFoundError
 from medml.fhir.tasks import ServingSpec, serving_spec
-from medml.registry import ModelBundle, load_bundle
+from medml.registry import BundleMetadata, ModelBundle, load_bundle, show_model
+from medml.registry.store import WEIGHTS
 from medml.service.config import ServiceConfig
 
 SERVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 RISK_ASSESSMENT_MODES = ("suggestion", "system-action", "none")
+#: a CDS Hooks service scored from FHIR, or an image service that takes a DICOM file
+HOOK_KIND, IMAGE_KIND = "cds-hook", "image"
+#: the probability at which an image model calls its finding present (as its report and FHIR output do)
+IMAGE_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
 class Deployment:
-    """A model served as a ``patient-view`` CDS service."""
+    """A model served as a ``patient-view`` CDS service or, ``kind == "image"``, as an image service.
+
+    For an image service ``spec`` holds what the network takes and returns (input size, channels, task, classes)
+    and ``thresholds`` is the decision threshold twice (no card indicator)."""
 
     service_id: str
     model: str
@@ -51,6 +62,12 @@ class Deployment:
     risk_assessment: str = "suggestion"
     hook: str = "patient-view"
     deployed: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    #: deployments stored before image services existed have no kind: they are hooks
+    kind: str = HOOK_KIND
+
+    @property
+    def is_hook(self) -> bool:
+        return self.kind == HOOK_KIND
 
     @property
     def serving(self) -> ServingSpec:
@@ -79,7 +96,11 @@ class Deployment:
         except (TypeError, KeyError) as e:
             raise IntegrityError(f"a stored deployment is not valid: {e}",
                                  "undeploy it and deploy the model again") from None
-        dep.serving  # noqa: B018 - validates the stored spec now, not on the first request
+        if dep.kind not in (HOOK_KIND, IMAGE_KIND):
+            raise IntegrityError(f"deployment {dep.service_id!r} is of unknown kind {dep.kind!r}",
+                                 "undeploy it and deploy the model again with this medml version")
+        if dep.is_hook:
+            dep.serving  # noqa: B018 - validates the stored spec now, not on the first request
         return dep
 
 
@@ -163,12 +184,18 @@ def deployable(bundle: ModelBundle) -> ServingSpec:
 def deploy(settings: Settings, config: ServiceConfig, ref: str, *, service_id: str | None = None,
            thresholds: tuple[float, float] | None = None, title: str | None = None,
            risk_assessment: str = "suggestion") -> Deployment:
-    """Make a registered model a CDS service (replacing a deployment of the same id); returns the deployment."""
+    """Make a registered model a CDS service, or an image model an image service (replacing a deployment of the
+    same id); returns the deployment. An image model's weights are not read, so deploying needs no torch."""
+    shown = show_model(ref, settings)
+    if WEIGHTS in {f["name"] for f in shown["files"]}:
+        if thresholds is not None or risk_assessment != "suggestion":
+            raise ConfigError(f"{shown['ref']} is an image model: its service answers with probabilities, not "
+                              "cards, so --thresholds and --risk-assessment do not apply", "leave them out")
+        metadata = BundleMetadata.from_dict(shown["metadata"], f"{shown['ref']} metadata")
+        return _store(config, image_deployment(metadata, _service_id(service_id or metadata.name), title))
     bundle = load_bundle(ref, settings)
     spec = deployable(bundle)
-    sid = service_id or bundle.name
-    if not SERVICE_ID.match(sid):
-        raise ConfigError(f"service id {sid!r} is not valid", "use letters, digits, '.', '_' or '-' (64 at most)")
+    sid = _service_id(service_id or bundle.name)
     if risk_assessment not in RISK_ASSESSMENT_MODES:
         raise ConfigError(f"unknown RiskAssessment mode {risk_assessment!r}",
                           f"use one of {', '.join(RISK_ASSESSMENT_MODES)}")
@@ -183,11 +210,59 @@ def deploy(settings: Settings, config: ServiceConfig, ref: str, *, service_id: s
         description=(f"{md.task}: the calibrated risk from model {bundle.ref}, with its top factors, calibration "
                      "and evaluation population. Decision support, not a diagnosis."),
         evaluation=evaluation_summary(bundle), intended_use=md.intended_use, risk_assessment=risk_assessment)
+    return _store(config, dep)
+
+
+def _service_id(sid: str) -> str:
+    if not SERVICE_ID.match(sid):
+        raise ConfigError(f"service id {sid!r} is not valid", "use letters, digits, '.', '_' or '-' (64 at most)")
+    return sid
+
+
+def _store(config: ServiceConfig, dep: Deployment) -> Deployment:
     with _locked(config):
         current = _read(config)
-        current[sid] = dep
+        current[dep.service_id] = dep
         _write(config, current)
     return dep
+
+
+def image_deployment(md: BundleMetadata, service_id: str, title: str | None = None) -> Deployment:
+    """An image model as an image service, from its metadata alone: what the network takes and returns, and the
+    test evaluation to show with every answer."""
+    net = md.params.get("net")
+    if not md.model_kind.startswith("image-") or not isinstance(net, Mapping):
+        raise ConfigError(f"{md.ref} has image weights but no image network config (model kind {md.model_kind})",
+                          "retrain the model with `medml image train`")
+    try:
+        spec = {"task": str(net["task"]), "image_size": [int(v) for v in net["image_size"]],
+                "in_channels": int(net["in_channels"]), "n_classes": int(net["n_classes"]),
+                "class_names": [str(c) for c in md.extra.get("class_names", [])], "target": md.target,
+                "model_kind": md.model_kind}
+    except (KeyError, TypeError, ValueError) as e:
+        raise IntegrityError(f"{md.ref}: the stored network config is not valid ({e})",
+                             "retrain the model with this medml version") from None
+    ev = md.evaluation
+    m = md.metrics
+    evaluation = {
+        "auroc": [m.get("auroc"), m.get("auroc_low"), m.get("auroc_high")],
+        "auroc_of": "the positive class" if spec["task"] == "binary" else "each class against the rest, macro mean",
+        # the calibration of the probabilities returned (for multiclass and multilabel: over all (image, class) pairs)
+        "calibration": {"slope": m.get("calibration_slope"), "intercept": m.get("calibration_intercept"),
+                        "brier": m.get("brier")},
+        "n": m.get("n", ev.get("n")), "n_events": m.get("n_events", ev.get("n_events")),
+        "split": ev.get("split", "test"),
+        "population": md.population or ev.get("population", ""), "dataset": md.dataset,
+        "calibration_method": md.calibration, "report": f"medml image report {md.ref}",
+    }
+    return Deployment(
+        service_id=service_id, model=md.ref, kind=IMAGE_KIND, hook="", spec=spec, evaluation=evaluation,
+        thresholds=(IMAGE_THRESHOLD, IMAGE_THRESHOLD),
+        thresholds_note=f"the finding is called present at probability {IMAGE_THRESHOLD:g}, as in the model's report",
+        title=title or f"{md.target} on an image ({md.name})",
+        description=(f"{md.task}: POST a DICOM file; the probabilities from model {md.ref} with a Grad-CAM heat "
+                     "map. Decision support, not a diagnosis."),
+        intended_use=md.intended_use, risk_assessment="none")
 
 
 def undeploy(config: ServiceConfig, service_id: str) -> Deployment:

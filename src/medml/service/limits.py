@@ -13,11 +13,12 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["BodySizeLimitMiddleware", "RateLimitMiddleware", "RateLimiter", "client_address"]
+__all__ = ["BodySizeLimitMiddleware", "PathLimit", "RateLimitMiddleware", "RateLimiter", "client_address"]
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,17 @@ async def _send_error(send: Send, status: int, message: str, headers: Iterable[t
     await send({"type": "http.response.body", "body": body})
 
 
+@dataclass(frozen=True)
+class PathLimit:
+    """A body size limit of its own for the paths under ``prefix`` (e.g. DICOM uploads), and what to do above it."""
+
+    prefix: str
+    max_bytes: int
+    hint: str
+
+
 class BodySizeLimitMiddleware:
-    """Answers 413 when a request body is larger than ``max_body_bytes``.
+    """Answers 413 when a request body is larger than ``max_body_bytes`` (or the ``per_path`` limit of its path).
 
     A declared ``Content-Length`` over the limit is refused before any of the body is read; a chunked or
     under-declared body is counted as it arrives and refused when the count passes the limit (the app then sees
@@ -39,21 +49,31 @@ class BodySizeLimitMiddleware:
     the rest of the body was not read.
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
-        if max_body_bytes < 1:
-            raise ValueError(f"max_body_bytes must be at least 1, got {max_body_bytes}")
+    def __init__(self, app: ASGIApp, max_body_bytes: int, per_path: Sequence[PathLimit] = ()) -> None:
+        for limit in (max_body_bytes, *(p.max_bytes for p in per_path)):
+            if limit < 1:
+                raise ValueError(f"a body size limit must be at least 1, got {limit}")
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.per_path = tuple(per_path)
 
-    def _message(self, size: str) -> str:
-        return (f"the request body is {size}, more than the {self.max_body_bytes} bytes this service accepts; "
-                "send a smaller request (fewer prefetch resources), or raise max_body_bytes in service.yaml")
+    def _limit(self, path: str) -> PathLimit:
+        for limit in self.per_path:
+            if path.startswith(limit.prefix):
+                return limit
+        return PathLimit("/", self.max_body_bytes, "send a smaller request (fewer prefetch resources), or raise "
+                                                   "max_body_bytes in service.yaml")
+
+    @staticmethod
+    def _message(limit: PathLimit, size: str) -> str:
+        return f"the request body is {size}, more than the {limit.max_bytes} bytes this service accepts; {limit.hint}"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         close = [(b"connection", b"close")]
+        limit = self._limit(str(scope.get("path", "")))
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
@@ -62,8 +82,8 @@ class BodySizeLimitMiddleware:
                     await _send_error(send, 400, "the Content-Length header is not a number; send a valid request",
                                       close)
                     return
-                if declared > self.max_body_bytes:
-                    await _send_error(send, 413, self._message(f"{declared} bytes"), close)
+                if declared > limit.max_bytes:
+                    await _send_error(send, 413, self._message(limit, f"{declared} bytes"), close)
                     return
         received = 0
         refused = answered = app_started = False
@@ -75,11 +95,11 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
+                if received > limit.max_bytes:
                     refused = True
                     if not app_started:
                         answered = True
-                        await _send_error(send, 413, self._message(f"at least {received} bytes"), close)
+                        await _send_error(send, 413, self._message(limit, f"at least {received} bytes"), close)
                     return {"type": "http.disconnect"}
             return message
 

@@ -1,0 +1,349 @@
+"""Image services: ``POST /imaging/{id}`` takes one DICOM file and answers with the deployed image model's
+probabilities, its Grad-CAM heat map and what the model's evaluation says; ``GET /imaging`` lists the services.
+
+Calls are verified like hook calls (the EHR's JWT, ``aud`` the endpoint's URL; a refused call is a bare 401) and
+audited in the same hash-chained log: model, the file's sha256, the DICOM PatientID, status, duration and caller,
+never the pixels. torch and MONAI are imported when the first image is scored, so the service starts and serves
+hooks without them. Errors are JSON ``{"error": ...}`` that say what was wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import logging
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from medml.errors import ConfigError, MedmlError
+from medml.service import audit
+from medml.service.app import HookError, ServiceState, _audit_caller, _authenticate, _json
+from medml.service.auth import Caller
+from medml.service.deploy import Deployment
+
+log = logging.getLogger("medml.service.imaging")
+
+#: Content-Types taken as a DICOM Part 10 file (application/dicom is the registered one, PS3.18)
+DICOM_TYPES = ("application/dicom", "application/octet-stream")
+DECISION_SUPPORT = ("Decision support, not a diagnosis: the model's probabilities and heat map inform, and do not "
+                    "replace, a clinician's reading of the image. Validate locally before use with other scanners, "
+                    "sites or populations.")
+_load_lock = threading.Lock()
+
+
+@dataclass
+class LoadedImageModel:
+    """A deployed image model ready to score: its bundle, network config and networks for Grad-CAM (an ensemble's
+    members), which one request at a time may use (Grad-CAM hooks into the networks)."""
+
+    deployment: Deployment
+    bundle: Any
+    net: Any
+    networks: list[Any]
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass(frozen=True)
+class Upload:
+    """What the caller sent: the DICOM bytes, the frame to take and the answer's format."""
+
+    data: bytes
+    frame: int | None
+    fhir: bool
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+def listing(state: ServiceState) -> dict[str, Any]:
+    """``GET /imaging``: each image service, what it takes and where to POST."""
+    services = []
+    for sid, dep in state.images.items():
+        spec = dep.spec
+        services.append({
+            "id": sid, "title": dep.title, "description": dep.description, "model": dep.model,
+            "url": state.config.imaging_url(sid), "task": spec.get("task"), "classes": _classes(dep),
+            "input": {"image_size": spec.get("image_size"), "channels": spec.get("in_channels"),
+                      "content_type": "application/dicom", "max_bytes": state.config.max_dicom_bytes},
+            "usageRequirements": ("POST one DICOM file (Content-Type: application/dicom) with the EHR's JWT; "
+                                  "?frame=N for a multi-frame file, ?format=fhir for a FHIR R4 Bundle"),
+        })
+    return {"services": services}
+
+
+def mount(app: FastAPI, state: ServiceState) -> None:
+    """Add ``GET /imaging`` and ``POST /imaging/{service_id}`` to the service's app."""
+
+    @app.get("/imaging")
+    async def services() -> Response:
+        state.refresh()
+        return _json(listing(state))
+
+    @app.post("/imaging/{service_id}")
+    async def score(service_id: str, request: Request) -> Response:
+        started = time.perf_counter()
+        caller = Caller.anonymous()
+        model: str | None = None
+        upload: Upload | None = None
+        seen: dict[str, str] = {}
+        try:
+            state.refresh()
+            dep = state.images.get(service_id)
+            if dep is None:
+                what = ("a CDS Hooks service, not an image service" if service_id in state.scorers
+                        else "no image service")
+                raise HookError(404, f"'{service_id}' is {what}; GET /imaging lists the image services")
+            model = dep.model
+            caller = await _authenticate(state, request, state.config.imaging_url(service_id))
+            upload = _upload(request, await request.body())
+            response = await run_in_threadpool(answer, state, dep, upload, seen)
+            status = 200
+        except HookError as e:
+            response, status = ({} if e.status == 401 else {"error": e.message}), e.status
+        except MedmlError as e:
+            response, status = {"error": str(e)}, 400
+        except Exception:  # the caller gets a reference, the log the traceback; the call is audited either way
+            ref = uuid.uuid4().hex[:12]
+            log.exception("error %s scoring an image for %s", ref, service_id)
+            response, status = {"error": f"internal error (reference {ref}); the image was not scored. Tell the "
+                                         "medml team the reference; the service keeps serving"}, 500
+        duration = (time.perf_counter() - started) * 1000
+        entry = audit.hook_entry(service=service_id, request=None, response=None, status=status,
+                                 duration_ms=duration, caller=_audit_caller(caller, request), model=model,
+                                 error=None if status == 200 else response.get("error", "unauthorised"))
+        state.audit.append({
+            **entry.to_dict(), "event": "imaging", "patient": seen.get("patient_id") or None,
+            "study_uid": seen.get("study_uid") or None,
+            "input_sha256": upload.sha256 if upload is not None else None,
+            "input_bytes": len(upload.data) if upload is not None else None,
+            "output_sha256": audit.digest(response) if status == 200 else None,
+        })
+        if status == 401:
+            return Response(status_code=401, headers={"WWW-Authenticate": 'Bearer realm="imaging"'})
+        return _json(response, status)
+
+
+def _upload(request: Request, body: bytes) -> Upload:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in DICOM_TYPES:
+        raise HookError(415, f"the body is {content_type or 'of no stated type'}; send one DICOM file with "
+                             "Content-Type: application/dicom")
+    if not body:
+        raise HookError(400, "the body is empty; send one DICOM file with Content-Type: application/dicom")
+    query = request.query_params
+    unknown = sorted(set(query) - {"frame", "format"})
+    if unknown:
+        raise HookError(400, f"unknown query parameter(s) {unknown}; use frame=N and format=fhir")
+    frame: int | None = None
+    if "frame" in query:
+        text = query["frame"]
+        if not text.isdigit():
+            raise HookError(400, f"frame={text!r} is not a frame index; give ?frame=N with N from 0")
+        frame = int(text)
+    fmt = query.get("format", "json")
+    if fmt not in ("json", "fhir"):
+        raise HookError(400, f"format={fmt!r} is not known; use format=json (the default) or format=fhir")
+    return Upload(body, frame, fmt == "fhir")
+
+
+def answer(state: ServiceState, dep: Deployment, upload: Upload, seen: dict[str, str]) -> dict[str, Any]:
+    """Read the DICOM file, prepare its pixels for the network, score them and explain the score. ``seen`` gets
+    the file's PatientID and StudyInstanceUID for the audit log as soon as they are read."""
+    loaded = _model(state, dep)
+    dicom, preparation = read_upload(upload, dep)
+    seen.update(patient_id=dicom.patient_id, study_uid=dicom.study_id)
+    image = prepare(dicom.pixels, dep, preparation)
+    from medml.imaging_workflow import predict_bundle
+
+    with loaded.lock:
+        probabilities = np.asarray(predict_bundle(loaded.bundle, image[None]))[0]
+        if upload.fhir:
+            return _fhir(loaded, image, dicom, probabilities, upload)
+        explained, heatmap = _heatmap(loaded, image, probabilities)
+    md = loaded.bundle.metadata
+    ensemble = int(md.params.get("ensemble") or 1)
+    evaluation = dict(dep.evaluation)
+    if state.config.pages_on:
+        evaluation["model_card"] = f"{state.config.base_url}/models/{dep.name}/{dep.version}"
+    return {
+        "service": dep.service_id, "model": dep.model, "model_kind": md.model_kind,
+        "task": dep.spec["task"], "task_description": md.task, "intended_use": dep.intended_use,
+        "evaluation": evaluation,
+        "probabilities": class_probabilities(dep, probabilities),
+        "threshold": dep.thresholds[0] if dep.spec["task"] != "multiclass" else None,
+        "dicom": {"study_instance_uid": dicom.study_id or None, "patient_id": dicom.patient_id or None},
+        "preparation": preparation,
+        "heatmap": {"method": f"Grad-CAM (MONAI) of the class '{explained}'" + (
+                        f", averaged over the ensemble's {ensemble} networks" if ensemble > 1 else ""),
+                    "class": explained, **heatmap},
+        "decision_support": DECISION_SUPPORT,
+        # false only in a loopback demo run with --insecure-no-auth, as the hook cards say
+        "authenticated": state.config.auth == "jwt",
+    }
+
+
+def _model(state: ServiceState, dep: Deployment) -> LoadedImageModel:
+    """The deployment's model, loaded (and torch imported) on its first request."""
+    loaded = state.image_models.get(dep.service_id)
+    if loaded is not None and loaded.deployment == dep:
+        return loaded
+    with _load_lock:
+        loaded = state.image_models.get(dep.service_id)
+        if loaded is not None and loaded.deployment == dep:
+            return loaded
+        from medml.imaging_workflow import net_config_of, networks_of, require_imaging
+        from medml.registry import load_bundle
+
+        try:
+            require_imaging()
+        except ConfigError as e:
+            raise HookError(503, f"this service cannot score images: {e}") from None
+        bundle = load_bundle(dep.model, state.settings)
+        net = net_config_of(bundle)
+        loaded = LoadedImageModel(dep, bundle, net, networks_of(bundle.model, net))
+        state.image_models[dep.service_id] = loaded
+        return loaded
+
+
+def read_upload(upload: Upload, dep: Deployment) -> tuple[Any, dict[str, Any]]:
+    """The uploaded file as a :class:`~medml.data.images.DicomImage`, and what was done to read it; HookError 400
+    when it is not a DICOM image this service can read, 422 when its channels are not the model's."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    from medml.data.images import read_dicom
+
+    with tempfile.TemporaryDirectory(prefix="medml-dicom-") as folder:
+        path = Path(folder) / "upload.dcm"
+        path.write_bytes(upload.data)
+        try:
+            header = pydicom.dcmread(path, stop_before_pixels=True)
+            frames = int(header.get("NumberOfFrames") or 1)
+            rows, columns = int(header.get("Rows") or 0), int(header.get("Columns") or 0)
+        except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise HookError(400, f"the body is not a readable DICOM file ({e}); send one DICOM Part 10 file "
+                                 "(with its 'DICM' header) as Content-Type: application/dicom") from None
+        if frames > 1 and upload.frame is None:
+            raise HookError(400, f"the file is multi-frame ({frames} frames) and the model takes one image; "
+                                 f"pass ?frame=N with N from 0 to {frames - 1}")
+        if upload.frame is not None and upload.frame >= frames:
+            raise HookError(400, f"frame={upload.frame} is out of range: the file has {frames} frame(s); pass "
+                                 f"?frame=N with N from 0 to {frames - 1}")
+        try:
+            dicom = read_dicom(path, frame=upload.frame if frames > 1 else None)
+        except MedmlError as e:
+            raise HookError(400, str(e).replace(str(path), "the uploaded file")) from None
+    channels = int(dicom.pixels.shape[-1])
+    takes = int(dep.spec["in_channels"])
+    if channels != takes:
+        raise HookError(422, f"the image has {channels} channel(s) ({_channel_word(channels)}) but model "
+                             f"{dep.model} takes {takes} ({_channel_word(takes)}); send a "
+                             f"{_channel_word(takes)} image")
+    preparation = {
+        "rows": rows or int(dicom.pixels.shape[0]), "columns": columns or int(dicom.pixels.shape[1]),
+        "frames": frames, "frame": upload.frame if frames > 1 else None, "channels": channels,
+        "window": dicom.window,
+    }
+    return dicom, preparation
+
+
+def _channel_word(channels: int) -> str:
+    return "grayscale" if channels == 1 else "RGB" if channels == 3 else f"{channels}-channel"
+
+
+def prepare(pixels: npt.NDArray[Any], dep: Deployment, preparation: dict[str, Any]) -> npt.NDArray[np.float32]:
+    """H x W x C pixels in 0-1 at the network's input size: resized with Pillow (bicubic, channel by channel,
+    clipped to 0-1) when they differ, and ``preparation`` says so."""
+    h, w = (int(v) for v in dep.spec["image_size"])
+    if pixels.shape[:2] == (h, w):
+        preparation["resized"] = None
+        return pixels.astype(np.float32)
+    from PIL import Image
+
+    planes = [np.asarray(Image.fromarray(pixels[..., c].astype(np.float32))
+                         .resize((w, h), Image.Resampling.BICUBIC)) for c in range(pixels.shape[-1])]
+    preparation["resized"] = {
+        "from": [int(pixels.shape[0]), int(pixels.shape[1])], "to": [h, w],
+        "method": "Pillow bicubic, channel by channel, clipped to 0-1",
+        "note": (f"the network takes {h} x {w} images, so the {pixels.shape[0]} x {pixels.shape[1]} image was "
+                 "resized" + ("" if pixels.shape[0] * w == pixels.shape[1] * h else
+                              " (its aspect ratio changed)") + "; detail finer than the network's input is lost"),
+    }
+    return np.clip(np.stack(planes, axis=-1), 0.0, 1.0).astype(np.float32)
+
+
+def _classes(dep: Deployment) -> list[str]:
+    spec = dep.spec
+    if spec.get("task") == "binary":
+        return [str(spec.get("target"))]
+    names = list(spec.get("class_names") or [])
+    return names if len(names) == int(spec.get("n_classes", 0)) else [str(i) for i in range(int(spec["n_classes"]))]
+
+
+def class_probabilities(dep: Deployment, probabilities: npt.NDArray[Any]) -> dict[str, float]:
+    """Class -> probability: of the positive class for a binary model, of each class (multiclass, summing to 1)
+    or each label (multilabel) otherwise."""
+    values = np.atleast_1d(np.asarray(probabilities, dtype=np.float64))
+    names = _classes(dep)
+    if len(values) != len(names):
+        raise HookError(500, f"model {dep.model} returned {len(values)} probabilities for {len(names)} classes; "
+                             "redeploy the model")
+    return {name: float(v) for name, v in zip(names, values, strict=True)}
+
+
+def _explained_class(dep: Deployment, probabilities: npt.NDArray[Any]) -> int:
+    """The class the heat map explains: binary, the class called at the threshold; else the most probable."""
+    values = np.atleast_1d(probabilities)
+    if dep.spec["task"] == "binary":
+        return int(values[0] >= dep.thresholds[0])
+    return int(np.argmax(values))
+
+
+def _heatmap(loaded: LoadedImageModel, image: npt.NDArray[np.float32],
+             probabilities: npt.NDArray[Any]) -> tuple[str, dict[str, Any]]:
+    from PIL import Image
+
+    from medml.explain.saliency import overlay_png
+    from medml.imaging_workflow import saliency_maps
+    from medml.models.imaging import as_network_input
+
+    dep = loaded.deployment
+    k = _explained_class(dep, probabilities)
+    names = list(dep.spec.get("class_names") or [])
+    explained = names[k] if k < len(names) else str(k)
+    cam = saliency_maps(loaded.networks, loaded.net, as_network_input(image[None], loaded.net), class_index=k)[0]
+    shown = float(np.atleast_1d(probabilities)[k if dep.spec["task"] != "binary" else 0])
+    label = dep.spec["target"] if dep.spec["task"] == "binary" else explained
+    overlay = overlay_png(image, cam, title=f"P({label}) {shown:.2f}")
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(cam * 255).astype(np.uint8)).save(buffer, format="PNG")
+    return explained, {
+        "overlay_png": base64.b64encode(overlay).decode("ascii"),
+        "map_png": base64.b64encode(buffer.getvalue()).decode("ascii"),
+        "map_size": [int(cam.shape[0]), int(cam.shape[1])],
+        "note": ("overlay_png: the prepared image with the heat map over it; map_png: the heat map alone at the "
+                 "network's input size, 0-255 (255 = most salient)"),
+    }
+
+
+def _fhir(loaded: LoadedImageModel, image: npt.NDArray[np.float32], dicom: Any, probabilities: npt.NDArray[Any],
+          upload: Upload) -> dict[str, Any]:
+    """A FHIR R4 collection Bundle with the image's DiagnosticReport (its heat map as a presentedForm)."""
+    from medml.imaging_workflow import ImageSource, fhir_reports
+
+    label = f"uploaded DICOM sha256:{upload.sha256[:16]}"
+    source = ImageSource(label, Path(label), dicom.study_id, dicom.patient_id)
+    return fhir_reports(loaded.bundle, image[None], [source], np.asarray(probabilities)[None])
