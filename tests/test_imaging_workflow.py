@@ -266,19 +266,103 @@ def _bad_folder(root: Path) -> Path:
     return root / "folder"
 
 
-@pytest.mark.parametrize("case", ["missing", "wrong_keys", "empty_class"])
-def test_cli_bad_input_is_one_error_line_and_registers_nothing(tmp_path: Path, case: str) -> None:
+def dicom_folder(root: Path, n: int = 24) -> Path:
+    """``n`` MR_small images (64 x 64) of ``n // 2`` patients, half of them with a bright block, and labels.csv."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    folder = root / "dicom"
+    folder.mkdir(parents=True)
+    rows = ["file,label"]
+    for i in range(n):
+        ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+        ds.PatientID = f"P{i // 2}"
+        px = ds.pixel_array.copy()
+        if i % 2:
+            px[16:40, 16:40] = px.max()
+        ds.PixelData = px.astype(ds.pixel_array.dtype).tobytes()
+        ds.save_as(folder / f"im{i}.dcm")
+        rows.append(f"im{i}.dcm,{'lesion' if i % 2 else 'clear'}")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def _bad(case: str, root: Path) -> tuple[list[str], str]:
+    """A bad input of issue 5's list as `medml image train` arguments, and a fragment of the error it must print."""
+    from PIL import Image
+    from pydicom.data import get_testdata_file
+
     if case == "missing":
-        target = tmp_path / "nope.npz"
-    elif case == "wrong_keys":
-        target = tmp_path / "wrong.npz"
-        np.savez(target, x=np.zeros((4, 28, 28), np.uint8), y=np.zeros(4, np.uint8))
-    else:
-        target = _bad_folder(tmp_path)
+        return [str(root / "nope.npz")], "no file or folder"
+    if case == "wrong_keys":
+        np.savez(root / "wrong.npz", x=np.zeros((4, 28, 28), np.uint8), y=np.zeros(4, np.uint8))
+        return [str(root / "wrong.npz")], "train_images"
+    if case == "empty_class":
+        return [str(_bad_folder(root))], "has no PNG or JPEG images"
+    if case == "wrong_channels":
+        x = np.zeros((6, 28, 28, 2), np.uint8)
+        y = np.zeros((6, 1), np.uint8)
+        np.savez(root / "two.npz", **{f"{p}_images": x for p in ("train", "val", "test")},
+                 **{f"{p}_labels": y for p in ("train", "val", "test")})
+        return [str(root / "two.npz")], "channel"
+    if case == "wrong_size":
+        folder = root / "sizes"
+        for k, side in (("a", 28), ("b", 32)):
+            (folder / k).mkdir(parents=True)
+            Image.fromarray(np.zeros((side, side), np.uint8)).save(folder / k / "x.png")
+        return [str(folder)], "--size"
+    folder = dicom_folder(root, n=4)
+    if case == "corrupt_dicom":
+        (folder / "im3.dcm").write_bytes(Path(get_testdata_file("MR_truncated.dcm")).read_bytes())
+        return [str(folder)], "im3.dcm"
+    if case == "labels_not_matching":
+        (folder / "labels.csv").write_text((folder / "labels.csv").read_text() + "gone.dcm,clear\n")
+        return [str(folder)], "gone.dcm"
+    assert case == "bad_window"
+    return [str(folder), "--window", "40"], "CENTER,WIDTH"
+
+
+@pytest.mark.parametrize("case", ["missing", "wrong_keys", "empty_class", "wrong_channels", "wrong_size",
+                                  "corrupt_dicom", "labels_not_matching", "bad_window"])
+def test_cli_bad_input_is_one_error_line_and_registers_nothing(tmp_path: Path, case: str) -> None:
+    args, fragment = _bad(case, tmp_path)
     home = tmp_path / "home"
-    r = _cli(["train", str(target), "--epochs", "1"], home)
-    assert r.returncode == 2
+    r = _cli(["train", *args, "--epochs", "1"], home)
+    assert r.returncode == 2, r.stdout + r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
+    assert fragment in r.stderr
     assert "Traceback" not in r.stderr + r.stdout
     assert list_models(Settings(home=home, data_root=tmp_path)) == []
+
+
+def test_a_dicom_folder_trains_from_the_cli_resized_and_predicts_new_dicom_files_the_same_way(tmp_path: Path) -> None:
+    from pydicom.data import get_testdata_file
+
+    from medml.data.images import read_dicom, resize_image
+
+    folder = dicom_folder(tmp_path)
+    home = tmp_path / "home"
+    r = _cli(["train", str(folder), "--size", "32", "--window", "600,1600", "--epochs", "2", "--n-boot", "100",
+              "--name", "mr"], home)
+    assert r.returncode == 0, r.stderr
+    md = load_bundle("mr", Settings(home=home, data_root=tmp_path)).metadata
+    assert md.params["input"] == {"size": 32, "channels": None, "window": [600.0, 1600.0], "frame": None}
+    assert md.params["net"]["image_size"] == [32, 32] and "split by patient" in md.population
+    ct = get_testdata_file("CT_small.dcm")  # 128 x 128: resized as the training images were
+    r = _cli(["predict", "mr", ct], home)
+    assert r.returncode == 0, r.stderr
+    bundle = load_bundle("mr", Settings(home=home, data_root=tmp_path))
+    expected = predict_bundle(bundle, resize_image(read_dicom(ct, window=(600, 1600)).pixels, (32, 32))[None])[0]
+    assert f"{expected:.3f}" in r.stdout
+
+
+def test_cli_predict_refuses_an_image_of_another_size_when_the_model_was_not_trained_resized(
+        trained: tuple, tmp_path: Path) -> None:
+    from PIL import Image
+
+    _, settings, _ = trained
+    Image.fromarray(np.zeros((40, 40), np.uint8)).save(tmp_path / "big.png")
+    r = _cli(["predict", "squares", str(tmp_path / "big.png")], settings.home)
+    assert r.returncode == 2 and "40 x 40 x 1 but squares@1 takes 28 x 28 x 1" in r.stderr
+    assert "Traceback" not in r.stderr

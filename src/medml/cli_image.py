@@ -27,6 +27,15 @@ def train_cmd(
     calibrate: Annotated[bool, typer.Option(
         help="Platt scaling fitted on the validation split (only if it matches the population of use)")] = False,
     ensemble: Annotated[int, typer.Option(help="networks to train (seeds SEED, SEED+1, ...) and average")] = 1,
+    labels: Annotated[Path | None, typer.Option(help="labels CSV of a DICOM folder (default FOLDER/labels.csv)")]
+    = None,
+    size: Annotated[int | None, typer.Option(help="resize every image to SIZE x SIZE (bilinear)")] = None,
+    channels: Annotated[int | None, typer.Option(help="convert PNG/JPEG images to 1 (grayscale) or 3 (RGB)")]
+    = None,
+    window: Annotated[str | None, typer.Option(help="DICOM window CENTER,WIDTH (default: the file's own)")] = None,
+    frame: Annotated[int | None, typer.Option(help="the frame to take from multi-frame DICOM files")] = None,
+    class_names: Annotated[str | None, typer.Option(help="class names of a MedMNIST file, comma-separated")]
+    = None,
 ) -> None:
     """Train, evaluate on the held-out test split, register and report an image classifier: binary, multiclass
     or multilabel, as the data says."""
@@ -38,13 +47,19 @@ def train_cmd(
         raise InputFileError(f"no file or folder at {data}", "give a MedMNIST .npz or a folder of images")
     from medml.cli import out, print_metrics, progress_bar
     from medml.config import get_settings
-    from medml.imaging_workflow import ImageWorkflowConfig, train_images
+    from medml.imaging_workflow import ImageInput, ImageWorkflowConfig, train_images
 
+    if channels not in (None, 1, 3):
+        raise MedmlError(f"--channels must be 1 or 3, got {channels}")
+    inputs = ImageInput(labels_csv=str(labels) if labels else None, size=size, channels=channels,  # type: ignore[arg-type]
+                        window=_window(window), frame=frame,
+                        class_names=tuple(c.strip() for c in class_names.split(",")) if class_names else None)
     settings = get_settings()
     config = ImageWorkflowConfig(seed=seed, tta=tta, n_boot=n_boot, name=name, calibrate=calibrate,
                                  ensemble=ensemble)
     with progress_bar(f"image model on {Path(data).name}") as step:
-        result = train_images(data, config, settings, epochs=epochs, budget_minutes=budget_minutes, progress=step)
+        result = train_images(data, config, settings, epochs=epochs, budget_minutes=budget_minutes, progress=step,
+                              inputs=inputs)
     md = result.bundle.metadata
     m = md.metrics
     if result.classes is None:
@@ -61,6 +76,18 @@ def train_cmd(
     out.print(f"report: {result.report_path}")
     out.print("Decision support for image triage, not a diagnosis. Intended use and evaluation population: the "
               f"report's model card, or `medml models show {md.name}@{md.version}`.")
+
+
+def _window(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        center, width = (float(v) for v in text.split(","))
+    except ValueError:
+        raise MedmlError(f"--window must be CENTER,WIDTH, e.g. 40,400; got {text!r}") from None
+    if width <= 0:
+        raise MedmlError(f"--window width must be positive, got {width:g}")
+    return center, width
 
 
 def print_classes(title: str, c: dict[str, Any]) -> None:

@@ -126,11 +126,12 @@ def audit_records(config: ServiceConfig) -> list[dict[str, Any]]:
 
 
 def prepared(path: str | Path, frame: int | None = None) -> np.ndarray:
-    """The pixels as the endpoint must prepare them: read_dicom, then Pillow bicubic to 28 x 28, clipped to 0-1."""
+    """The pixels as the endpoint must prepare them, as the DICOM folder loader prepares training images: read_dicom,
+    then Pillow bilinear to 28 x 28."""
     from medml.data.images import read_dicom
 
     px = read_dicom(path, frame=frame).pixels[..., 0]
-    small = np.asarray(Image.fromarray(px.astype(np.float32)).resize((28, 28), Image.Resampling.BICUBIC))
+    small = np.asarray(Image.fromarray(px.astype(np.float32)).resize((28, 28), Image.Resampling.BILINEAR))
     return np.clip(small, 0, 1)[..., None].astype(np.float32)
 
 

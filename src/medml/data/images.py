@@ -171,6 +171,9 @@ def load_npz(path: str | Path, *, class_names: Sequence[str] | None = None) -> I
 def _npz_images(x: Array, path: Path, part: str) -> Array:
     if x.ndim == 3:
         x = x[..., None]
+    if x.ndim == 4 and x.shape[-1] in (2, 4):  # grey + alpha, RGBA: a channel count the networks do not take
+        raise DataError(f"{path}: {part}_images has shape {x.shape}: {x.shape[-1]} channels per image",
+                        "store grayscale (N x H x W) or RGB (N x H x W x 3) images")
     if x.ndim != 4 or x.shape[-1] not in (1, 3):
         raise DataError(f"{path}: {part}_images has shape {x.shape}",
                         "expected N x H x W (grayscale) or N x H x W x 3 (RGB); 3D MedMNIST volumes are not 2D images")
@@ -242,7 +245,8 @@ def _read_picture(path: Path, channels: Literal[1, 3] | None) -> Array:
             im.load()
             if channels is None and im.mode not in _PIL_CHANNELS:
                 raise InputFileError(f"{path} has Pillow mode {im.mode} ({len(im.getbands())} channels)",
-                                     "use grayscale or RGB images, or pass channels=1 or 3 to convert them")
+                                     "use grayscale or RGB images, or convert them (channels=1 or 3; --channels "
+                                     "on the command line)")
             picture = im if channels is None else im.convert("L" if channels == 1 else "RGB")
             arr = np.asarray(picture, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
@@ -265,17 +269,19 @@ def _stack(arrays: list[Array], files: Sequence[Path], target: tuple[int, int] |
     for a, f in zip(arrays, files, strict=True):
         if a.shape[-1] != first.shape[-1]:
             raise DataError(f"{f} has {a.shape[-1]} channel(s) but {files[0]} has {first.shape[-1]}",
-                            "convert all images to one channel count (channels=1 or channels=3)")
+                            "convert all images to one channel count (channels=1 or 3; --channels on the command line)")
         if target is None and a.shape[:2] != first.shape[:2]:
             raise DataError(f"{f} is {a.shape[0]}x{a.shape[1]} but {files[0]} is {first.shape[0]}x{first.shape[1]}",
-                            "make the images one size, or pass size=(height, width) to resize them")
+                            "make the images one size, or resize them (size=(height, width); --size on the "
+                            "command line)")
     if target is not None:
-        arrays = [_resize(a, target) for a in arrays]
+        arrays = [resize_image(a, target) for a in arrays]
     return np.stack(arrays)
 
 
-def _resize(a: Array, target: tuple[int, int]) -> Array:
-    """Bilinear resize with Pillow, channel by channel (mode L for uint8, F for float32)."""
+def resize_image(a: Array, target: tuple[int, int]) -> Array:
+    """Bilinear resize of one H x W x C image with Pillow, channel by channel (mode L for uint8, F for float32):
+    how images are resized for training and, the same way, for prediction and the image service."""
     from PIL import Image
 
     if a.shape[:2] == target:

@@ -238,7 +238,9 @@ def image_deployment(md: BundleMetadata, service_id: str, title: str | None = No
         spec = {"task": str(net["task"]), "image_size": [int(v) for v in net["image_size"]],
                 "in_channels": int(net["in_channels"]), "n_classes": int(net["n_classes"]),
                 "class_names": [str(c) for c in md.extra.get("class_names", [])], "target": md.target,
-                "model_kind": md.model_kind}
+                "model_kind": md.model_kind,
+                # how the training images were read (DICOM window, frame, resizing): new images are read the same way
+                "input": dict(md.params.get("input") or {})}
     except (KeyError, TypeError, ValueError) as e:
         raise IntegrityError(f"{md.ref}: the stored network config is not valid ({e})",
                              "retrain the model with this medml version") from None

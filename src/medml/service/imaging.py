@@ -242,8 +242,10 @@ def read_upload(upload: Upload, dep: Deployment) -> tuple[Any, dict[str, Any]]:
         if upload.frame is not None and upload.frame >= frames:
             raise HookError(400, f"frame={upload.frame} is out of range: the file has {frames} frame(s); pass "
                                  f"?frame=N with N from 0 to {frames - 1}")
+        stored = dep.spec.get("input") or {}
+        window = tuple(stored["window"]) if stored.get("window") else None
         try:
-            dicom = read_dicom(path, frame=upload.frame if frames > 1 else None)
+            dicom = read_dicom(path, window=window, frame=upload.frame if frames > 1 else None)
         except MedmlError as e:
             raise HookError(400, str(e).replace(str(path), "the uploaded file")) from None
     channels = int(dicom.pixels.shape[-1])
@@ -265,24 +267,22 @@ def _channel_word(channels: int) -> str:
 
 
 def prepare(pixels: npt.NDArray[Any], dep: Deployment, preparation: dict[str, Any]) -> npt.NDArray[np.float32]:
-    """H x W x C pixels in 0-1 at the network's input size: resized with Pillow (bicubic, channel by channel,
-    clipped to 0-1) when they differ, and ``preparation`` says so."""
+    """H x W x C pixels in 0-1 at the network's input size: resized as training images are (bilinear, channel by
+    channel, :func:`medml.data.images.resize_image`) when they differ, and ``preparation`` says so."""
+    from medml.data.images import resize_image
+
     h, w = (int(v) for v in dep.spec["image_size"])
     if pixels.shape[:2] == (h, w):
         preparation["resized"] = None
         return pixels.astype(np.float32)
-    from PIL import Image
-
-    planes = [np.asarray(Image.fromarray(pixels[..., c].astype(np.float32))
-                         .resize((w, h), Image.Resampling.BICUBIC)) for c in range(pixels.shape[-1])]
     preparation["resized"] = {
         "from": [int(pixels.shape[0]), int(pixels.shape[1])], "to": [h, w],
-        "method": "Pillow bicubic, channel by channel, clipped to 0-1",
+        "method": "bilinear (Pillow), channel by channel, as medml resizes training images",
         "note": (f"the network takes {h} x {w} images, so the {pixels.shape[0]} x {pixels.shape[1]} image was "
                  "resized" + ("" if pixels.shape[0] * w == pixels.shape[1] * h else
                               " (its aspect ratio changed)") + "; detail finer than the network's input is lost"),
     }
-    return np.clip(np.stack(planes, axis=-1), 0.0, 1.0).astype(np.float32)
+    return np.clip(resize_image(pixels.astype(np.float32), (h, w)), 0.0, 1.0).astype(np.float32)
 
 
 def _classes(dep: Deployment) -> list[str]:
