@@ -55,7 +55,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# PneumoniaMNIST, 3 seeds of a 3-network ensemble (about 35 minutes on 2 cores)
+# PneumoniaMNIST, 3 seeds (about 20 minutes on 2 cores)
 bench-imaging: $(IMAGING_STAMP)
 	$(BIN)/python benchmarks/bench_imaging.py --out benchmarks/results-imaging.md
 
