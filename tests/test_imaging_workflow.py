@@ -13,6 +13,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("monai")
 
+from imaging_squares import write_squares_npz
 from medml.config import Settings
 from medml.data.images import load_images
 from medml.errors import ConfigError
@@ -20,21 +21,6 @@ from medml.imaging_workflow import ImageWorkflowConfig, predict_bundle, train_im
 from medml.registry import list_models, load_bundle, show_model
 
 SIZES = (120, 40, 40)
-
-
-def write_squares_npz(path: Path, sizes: tuple[int, int, int] = SIZES, seed: int = 0) -> Path:
-    """A MedMNIST-format binary task: dim noise, and a bright 7 x 7 square somewhere in each positive image."""
-    rng = np.random.default_rng(seed)
-    arrays = {}
-    for part, n in zip(("train", "val", "test"), sizes, strict=True):
-        x = rng.integers(0, 60, size=(n, 28, 28)).astype(np.uint8)
-        y = (np.arange(n) % 2).astype(np.uint8)
-        for i in np.flatnonzero(y):
-            r, c = rng.integers(2, 19, size=2)
-            x[i, r : r + 7, c : c + 7] = 230
-        arrays[f"{part}_images"], arrays[f"{part}_labels"] = x, y[:, None]
-    np.savez(path, **arrays)
-    return path
 
 
 @pytest.fixture(scope="module")

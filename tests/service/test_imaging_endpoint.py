@@ -33,6 +33,7 @@ from cds_requests import needs_physionet
 from PIL import Image
 from pydicom.data import get_testdata_file
 
+from imaging_squares import write_squares_npz
 from medml.config import Settings
 from medml.service.app import create_app
 from medml.service.audit import verify
@@ -52,21 +53,6 @@ NO_PIXELS = get_testdata_file("rtplan.dcm")  # a plan, not an image
 DICOM = {"Content-Type": "application/dicom"}
 
 
-def write_squares(path: Path, sizes: tuple[int, int, int] = (80, 30, 30), seed: int = 0) -> Path:
-    """A MedMNIST-format binary task: dim noise, and a bright 7 x 7 square in each positive image."""
-    rng = np.random.default_rng(seed)
-    arrays = {}
-    for part, n in zip(("train", "val", "test"), sizes, strict=True):
-        x = rng.integers(0, 60, size=(n, 28, 28)).astype(np.uint8)
-        y = (np.arange(n) % 2).astype(np.uint8)
-        for i in np.flatnonzero(y):
-            r, c = rng.integers(2, 19, size=2)
-            x[i, r : r + 7, c : c + 7] = 230
-        arrays[f"{part}_images"], arrays[f"{part}_labels"] = x, y[:, None]
-    np.savez(path, **arrays)
-    return path
-
-
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Settings whose registry holds a small image model of the squares (a few seconds)."""
@@ -75,7 +61,8 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     root = tmp_path_factory.mktemp("imaging-service")
     settings = Settings(home=root / "home", data_root=root)
     config = ImageWorkflowConfig(batch_size=32, n_boot=50, name=MODEL, widths=(8, 16, 32, 64), explain_images=4)
-    train_images(write_squares(root / "squares.npz"), config, settings, epochs=2, budget_minutes=None)
+    data = write_squares_npz(root / "squares.npz", sizes=(80, 30, 30))
+    train_images(data, config, settings, epochs=2, budget_minutes=None)
     return settings
 
 
