@@ -317,3 +317,16 @@ def test_the_service_imports_without_torch() -> None:
     code = ("import sys; import medml.service.app, medml.service.imaging, medml.service.deploy; "
             "sys.exit(1 if {'torch', 'monai'} & set(sys.modules) else 0)")
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def test_the_model_card_page_shows_the_image_models_report_and_its_image_service(
+        home: Settings, signer: tuple[Any, Path], tmp_path: Path, serve: Callable[[Any], str]) -> None:
+    config = ServiceConfig(home=tmp_path / "service", base_url="https://cds.example.org", pages=True,
+                           issuers=(TrustedIssuer(ISS, str(signer[1])),))
+    deploy(home, config, MODEL, service_id=SERVICE)
+    with httpx.Client(base_url=serve(create_app(home, config)), timeout=60) as c:
+        r = c.get(f"/models/{MODEL}/1")
+    assert r.status_code == 200, r.text
+    assert "img-src data:" in r.headers["content-security-policy"]  # the report's heat-map grid is a data: PNG
+    assert f"image service <code>{SERVICE}</code>" in r.text and f"/imaging/{SERVICE}" in r.text
+    assert "Where the network looked" in r.text and "Decision support" in r.text

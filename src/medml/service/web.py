@@ -523,6 +523,7 @@ def mount(app: FastAPI, state: ServiceState) -> None:
             return page(state, "No such model", f"<h1>No model {esc(ref)}</h1><p class=\"error\">{esc(err)}</p>", 404)
         state.refresh()
         using = [s.deployment for s in state.scorers.values() if s.deployment.model == shown["ref"]]
+        using += [d for d in state.images.values() if d.model == shown["ref"]]
         report = state.settings.reports_dir / f"{shown['ref']}.html"
         if report.is_file() and report.resolve().parent == state.settings.reports_dir.resolve():
             return _report(report, shown["ref"], using)
@@ -533,7 +534,9 @@ def _deployment_list(using: Sequence[Deployment]) -> str:
     if not using:
         return "<p>Not deployed as a CDS service.</p>"
     items = "".join(f"<li>service <code>{esc(d.service_id)}</code>: warning from {d.thresholds[0]:.0%}, critical "
-                    f"from {d.thresholds[1]:.0%} ({esc(d.thresholds_note)})</li>" for d in using)
+                    f"from {d.thresholds[1]:.0%} ({esc(d.thresholds_note)})</li>" if d.is_hook else
+                    f"<li>image service <code>{esc(d.service_id)}</code>: POST a DICOM file to "
+                    f"<code>/imaging/{esc(d.service_id)}</code> ({esc(d.thresholds_note)})</li>" for d in using)
     return f"<ul class=\"deployments\">{items}</ul>"
 
 
