@@ -27,6 +27,7 @@ def train_cmd(
     calibrate: Annotated[bool, typer.Option(
         help="Platt scaling fitted on the validation split (only if it matches the population of use)")] = False,
     ensemble: Annotated[int, typer.Option(help="networks to train (seeds SEED, SEED+1, ...) and average")] = 1,
+    label_smoothing: Annotated[float, typer.Option(help="label smoothing of the loss, e.g. 0.1 (0: none)")] = 0.0,
     labels: Annotated[Path | None, typer.Option(help="labels CSV of a DICOM folder (default FOLDER/labels.csv)")]
     = None,
     size: Annotated[int | None, typer.Option(help="resize every image to SIZE x SIZE (bilinear)")] = None,
@@ -56,7 +57,7 @@ def train_cmd(
                         class_names=tuple(c.strip() for c in class_names.split(",")) if class_names else None)
     settings = get_settings()
     config = ImageWorkflowConfig(seed=seed, tta=tta, n_boot=n_boot, name=name, calibrate=calibrate,
-                                 ensemble=ensemble)
+                                 ensemble=ensemble, label_smoothing=label_smoothing)
     with progress_bar(f"image model on {Path(data).name}") as step:
         result = train_images(data, config, settings, epochs=epochs, budget_minutes=budget_minutes, progress=step,
                               inputs=inputs)

@@ -66,6 +66,8 @@ class ImageWorkflowConfig:
     calibrate: bool = False
     #: networks trained with seeds seed, seed+1, ...; their probabilities are averaged (a deep ensemble)
     ensemble: int = 1
+    #: label smoothing of the cross-entropy loss (binary and multiclass), against over-confident probabilities
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         if self.ensemble < 1:
@@ -252,7 +254,7 @@ def train_images(
         net = ImageNetConfig.for_dataset(ds, architecture=config.architecture, widths=tuple(config.widths),
                                          blocks=config.blocks, seed=config.seed + m, tta=config.tta)
         train_cfg = ImageTrainConfig(net=net, batch_size=config.batch_size, learning_rate=config.learning_rate,
-                                     augment=config.augment)
+                                     augment=config.augment, label_smoothing=config.label_smoothing)
         which = f"network {m + 1} of {config.ensemble}, " if config.ensemble > 1 else ""
         step(f"training ({which}{epochs} epochs at most)", 0.1 + 0.6 * m / config.ensemble)
         members.append(train_image_model(ds, train_cfg, budget_minutes=per_member, epochs=epochs, split=split))
@@ -310,7 +312,7 @@ def train_images(
 
     step("registering", 0.85)
     train_cfg = ImageTrainConfig(net=net, batch_size=config.batch_size, learning_rate=config.learning_rate,
-                                 augment=config.augment)
+                                 augment=config.augment, label_smoothing=config.label_smoothing)
     history = [asdict(r) | {"network": m + 1} for m, member in enumerate(members) for r in member.history]
     metadata = BundleMetadata(
         name=name, version=0, model_kind=f"{KIND_PREFIX}{net.architecture}", dataset=dataset,

@@ -147,6 +147,32 @@ def test_multiclass_and_densenet_train_and_predict(dataset: ImageDataset) -> Non
     assert build_network(config.net)(torch.zeros(2, 1, 28, 28)).shape == (2, 3)
 
 
+def test_label_smoothing_moves_the_lowest_loss_to_1_minus_s_plus_s_over_k(dataset: ImageDataset) -> None:
+    import torch
+
+    from medml.models.imaging.train import _loss
+
+    # closed form: the smoothed cross-entropy of one image is lowest where P(true class) = 1 - s + s / K
+    for s, k in ((0.0, 2), (0.2, 2), (0.1, 4)):
+        cfg = ImageNetConfig(task="multiclass" if k > 2 else "binary", n_classes=k)
+        loss = _loss(cfg, np.eye(k, dtype=np.int64), weighted=False, smoothing=s)
+        logits = torch.zeros(1, k, requires_grad=True)
+        opt = torch.optim.LBFGS([logits], max_iter=200)
+
+        def step(fn: torch.nn.Module = loss, z: torch.Tensor = logits, o: torch.optim.Optimizer = opt) -> torch.Tensor:
+            o.zero_grad()
+            value = fn(z, torch.tensor([0]))
+            value.backward()
+            return value
+
+        for _ in range(5):
+            opt.step(step)
+        p_true = float(logits.detach().softmax(dim=1)[0, 0])
+        assert p_true == pytest.approx(1 - s + s / k, abs=0.01 if s else 0.02)
+    with pytest.raises(ConfigError, match="label_smoothing"):
+        replace(small_config(dataset), label_smoothing=1.0)
+
+
 def test_bad_configs_say_what_to_do() -> None:
     with pytest.raises(ConfigError, match="architecture"):
         ImageNetConfig(task="binary", n_classes=2, architecture="vit")  # type: ignore[arg-type]

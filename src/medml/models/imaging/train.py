@@ -43,8 +43,13 @@ class ImageTrainConfig:
     zoom: float = 0.1
     intensity: float = 0.1
     class_weighted: bool = True
+    #: cross-entropy targets of 1 - s for the true class and s / K for every class (0: none); against
+    #: over-confident probabilities. Multilabel losses take no smoothing.
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"label_smoothing={self.label_smoothing}", "give a value from 0 up to (not) 1, e.g. 0.1")
         if self.batch_size < 2 or self.learning_rate <= 0 or self.weight_decay < 0 or self.patience < 1:
             raise ConfigError(
                 "batch_size >= 2, learning_rate > 0, weight_decay >= 0 and patience >= 1 are needed",
@@ -122,7 +127,7 @@ def train_image_model(
     x_train, x_val, y_val = x[split.train], x[split.calibration], y_all[split.calibration]
     target = _targets(dataset, net_cfg)[split.train]
     net = build_network(net_cfg)
-    loss_fn = _loss(net_cfg, y_all[split.train], config.class_weighted)
+    loss_fn = _loss(net_cfg, y_all[split.train], config.class_weighted, config.label_smoothing)
     augment = _augmentation(config) if config.augment else None
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     steps = epochs * math.ceil(len(x_train) / config.batch_size)
@@ -218,7 +223,7 @@ def _targets(dataset: ImageDataset, config: ImageNetConfig) -> npt.NDArray[Any]:
     return dataset.labels.astype(np.float32) if config.task == "multilabel" else dataset.labels.astype(np.int64)
 
 
-def _loss(config: ImageNetConfig, y: npt.NDArray[np.int64], weighted: bool) -> torch.nn.Module:
+def _loss(config: ImageNetConfig, y: npt.NDArray[np.int64], weighted: bool, smoothing: float = 0.0) -> torch.nn.Module:
     """Cross-entropy, each class weighted by n / (K n_k); for multilabel, each label's events by n_neg / n_pos."""
     import torch
 
@@ -227,7 +232,7 @@ def _loss(config: ImageNetConfig, y: npt.NDArray[np.int64], weighted: bool) -> t
         pos_weight = (len(y) - counts) / np.maximum(counts, 1) if weighted else np.ones(len(counts))
         return torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, dtype=torch.float32))
     weight = len(y) / (len(counts) * np.maximum(counts, 1)) if weighted else np.ones(len(counts))
-    return torch.nn.CrossEntropyLoss(weight=torch.tensor(weight, dtype=torch.float32))
+    return torch.nn.CrossEntropyLoss(weight=torch.tensor(weight, dtype=torch.float32), label_smoothing=smoothing)
 
 
 def _augmentation(config: ImageTrainConfig) -> Any:
