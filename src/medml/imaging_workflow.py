@@ -26,7 +26,7 @@ from medml.data.images import ImageDataset, load_images
 from medml.data.splits import Split
 from medml.errors import ConfigError, DataError, IntegrityError
 from medml.evaluate import EvaluationReport, evaluate_binary, headline
-from medml.evaluate.multiclass import evaluate_classes, pooled_pairs
+from medml.evaluate.multiclass import evaluate_classes, one_hot, pooled_pairs
 from medml.models.imaging.calibration import PlattScaling
 from medml.registry import BundleMetadata, ModelBundle, register
 from medml.report import write_report
@@ -174,7 +174,7 @@ def _check_parts(ds: ImageDataset, split: Split) -> None:
                                 "give more images of each class, or check the labels")
         return
     k = len(ds.class_names)
-    onehot = ds.labels if ds.task == "multilabel" else np.eye(k, dtype=np.int64)[ds.labels]
+    onehot = one_hot(ds.labels, ds.task, k)
     train = onehot[split.train]
     unseen = [ds.class_names[j] for j in range(k) if train[:, j].sum() == 0]
     if unseen:
@@ -299,7 +299,8 @@ def train_images(
                        f"(micro-average: {len(test):,} images x {len(ds.class_names)} classes), and their intervals "
                        "resample pairs; per-class and macro intervals resample images")
         accuracy = {"accuracy": classes["accuracy"]["value"]}
-        metrics = {**headline(evaluation), "micro_auroc": headline(evaluation)["auroc"],
+        pooled = headline(evaluation)
+        metrics = {**pooled, "micro_auroc": pooled["auroc"],
                    "auroc": classes["macro_auroc"]["value"], "auroc_low": classes["macro_auroc"]["low"],
                    "auroc_high": classes["macro_auroc"]["high"], "accuracy": classes["accuracy"]["value"],
                    "accuracy_low": classes["accuracy"]["low"], "accuracy_high": classes["accuracy"]["high"],
@@ -399,7 +400,7 @@ def saliency_maps(networks: Sequence[torch.nn.Module], net: ImageNetConfig, x: n
     """Grad-CAM maps (N x H x W, 0-1) for network input ``x``, of ``class_index`` (one, or one per image) or by
     default of each image's predicted class; for an ensemble, the members' maps of the class the ensemble predicts,
     averaged and rescaled to 0-1."""
-    from medml.explain.saliency import grad_cam, target_layer_of
+    from medml.explain.saliency import _unit_range, grad_cam, target_layer_of
     from medml.models.imaging.predict import predict_with
 
     if len(networks) == 1:
@@ -407,11 +408,8 @@ def saliency_maps(networks: Sequence[torch.nn.Module], net: ImageNetConfig, x: n
     if class_index is None:
         p = np.mean([predict_with(n, x, net) for n in networks], axis=0)
         class_index = [int(c) for c in ((p >= 0.5) if p.ndim == 1 else p.argmax(axis=1))]
-    maps = np.mean([grad_cam(n, x, class_index=class_index, target_layer=target_layer_of(n)) for n in networks],
-                   axis=0)
-    low = maps.min(axis=(1, 2), keepdims=True)
-    span = maps.max(axis=(1, 2), keepdims=True) - low
-    return np.where(span > 0, (maps - low) / np.where(span > 0, span, 1), 0).astype(np.float32)
+    return _unit_range(np.mean([grad_cam(n, x, class_index=class_index, target_layer=target_layer_of(n))
+                                for n in networks], axis=0))
 
 
 def explain_test_images(networks: Sequence[torch.nn.Module], net: ImageNetConfig, test: ImageDataset,

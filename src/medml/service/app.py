@@ -117,6 +117,20 @@ def discovery(scorers: Mapping[str, Scorer], *, pgx: bool = False) -> dict[str, 
     return {"services": services}
 
 
+def failure(exc: Exception, doing: str, consequence: str) -> tuple[dict[str, Any], int]:
+    """The JSON answer and status for an exception raised while serving a call: the HookError's own status (a
+    bare 401), 400 with the message for a user error, else 500 with a reference that the log holds the traceback
+    of (``doing`` says what was being done, ``consequence`` what the caller did not get)."""
+    if isinstance(exc, HookError):
+        return ({} if exc.status == 401 else {"error": exc.message}), exc.status
+    if isinstance(exc, MedmlError):
+        return {"error": str(exc)}, 400
+    ref = uuid.uuid4().hex[:12]
+    log.error("error %s %s", ref, doing, exc_info=exc)
+    return {"error": f"internal error (reference {ref}); {consequence}. Tell the medml team the reference; the "
+                     "service keeps serving"}, 500
+
+
 def create_app(settings: Settings, config: ServiceConfig, *, verifier: JwtVerifier | None = None,
                audit_sink: audit.AuditSink | None = None, clock: Any = None) -> FastAPI:
     """The FastAPI app; ``verifier``, ``audit_sink`` and ``clock`` (-> aware datetime) may be given for tests."""
@@ -185,15 +199,8 @@ def create_app(settings: Settings, config: ServiceConfig, *, verifier: JwtVerifi
                 for c in response["cards"]:
                     state.remember_card(c["uuid"], service_id)
             status = 200
-        except HookError as e:
-            response, status = ({} if e.status == 401 else {"error": e.message}), e.status
-        except MedmlError as e:
-            response, status = {"error": str(e)}, 400
-        except Exception:  # the EHR gets a reference, the log the traceback; the call is audited either way
-            ref = uuid.uuid4().hex[:12]
-            log.exception("error %s answering %s", ref, service_id)
-            response, status = {"error": f"internal error (reference {ref}); the patient was not scored. Tell "
-                                         "the medml team the reference; the service keeps serving"}, 500
+        except Exception as e:  # the EHR gets a message or a reference; the call is audited either way
+            response, status = failure(e, f"answering {service_id}", "the patient was not scored")
         duration = (time.perf_counter() - started) * 1000
         _audit(state, service_id, body, response if status == 200 else None, status, duration, caller, request,
                model, None if status == 200 else response.get("error", "unauthorised"))

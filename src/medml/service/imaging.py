@@ -12,11 +12,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import logging
 import tempfile
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,11 +27,9 @@ from starlette.concurrency import run_in_threadpool
 
 from medml.errors import ConfigError, MedmlError
 from medml.service import audit
-from medml.service.app import HookError, ServiceState, _audit_caller, _authenticate, _json
+from medml.service.app import HookError, ServiceState, _audit_caller, _authenticate, _json, failure
 from medml.service.auth import Caller
 from medml.service.deploy import Deployment
-
-log = logging.getLogger("medml.service.imaging")
 
 #: Content-Types taken as a DICOM Part 10 file (application/dicom is the registered one, PS3.18)
 DICOM_TYPES = ("application/dicom", "application/octet-stream")
@@ -111,15 +107,8 @@ def mount(app: FastAPI, state: ServiceState) -> None:
             upload = _upload(request, await request.body())
             response = await run_in_threadpool(answer, state, dep, upload, seen)
             status = 200
-        except HookError as e:
-            response, status = ({} if e.status == 401 else {"error": e.message}), e.status
-        except MedmlError as e:
-            response, status = {"error": str(e)}, 400
-        except Exception:  # the caller gets a reference, the log the traceback; the call is audited either way
-            ref = uuid.uuid4().hex[:12]
-            log.exception("error %s scoring an image for %s", ref, service_id)
-            response, status = {"error": f"internal error (reference {ref}); the image was not scored. Tell the "
-                                         "medml team the reference; the service keeps serving"}, 500
+        except Exception as e:  # the caller gets a message or a reference; the call is audited either way
+            response, status = failure(e, f"scoring an image for {service_id}", "the image was not scored")
         duration = (time.perf_counter() - started) * 1000
         entry = audit.hook_entry(service=service_id, request=None, response=None, status=status,
                                  duration_ms=duration, caller=_audit_caller(caller, request), model=model,
