@@ -43,9 +43,11 @@ def train_models(home: Path) -> None:
 
     settings = Settings(home=home, data_root=get_settings().data_root)
     ds = load_dataset("physionet-2012")
-    for cfg in (TrainConfig(model="lgbm", budget_seconds=20, n_boot=200),
-                TrainConfig(model="logistic", budget_seconds=5, n_boot=200),
-                TrainConfig(model="lgbm", budget_seconds=10, n_boot=200, seed=1, name="physionet-2012-lgbm-b")):
+    for cfg in (
+        TrainConfig(model="lgbm", budget_seconds=20, n_boot=200),
+        TrainConfig(model="logistic", budget_seconds=5, n_boot=200),
+        TrainConfig(model="lgbm", budget_seconds=10, n_boot=200, seed=1, name="physionet-2012-lgbm-b"),
+    ):
         train(ds, cfg, settings)
 
 
@@ -58,8 +60,12 @@ def realistic_stays(limit: int) -> list[tuple[str, list[dict[str, Any]]]]:
     codes = {c if "|" in c else f"http://loinc.org|{c}" for c in physionet_definition(48).codes()}
     out: list[tuple[str, list[dict[str, Any]]]] = []
     for res in iter_stays(get_settings().data_root / "icu" / "physionet-2012-set-a"):
-        obs = [r for r in res if r["resourceType"] == "Observation"
-               and any(f"{c['system']}|{c['code']}" in codes for c in r["code"]["coding"])]
+        obs = [
+            r
+            for r in res
+            if r["resourceType"] == "Observation"
+            and any(f"{c['system']}|{c['code']}" in codes for c in r["code"]["coding"])
+        ]
         if 100 <= len(obs) <= 300:
             out.append((res[0]["id"], [r for r in res if r["resourceType"] != "Observation"] + obs))
         if len(out) >= limit:
@@ -69,15 +75,22 @@ def realistic_stays(limit: int) -> list[tuple[str, list[dict[str, Any]]]]:
 
 def request_body(pid: str, resources: list[dict[str, Any]]) -> bytes:
     def bundle(rtype: str) -> dict[str, Any]:
-        entries = [{"fullUrl": f"http://ehr.example/fhir/{rtype}/{r['id']}", "resource": r,
-                    "search": {"mode": "match"}} for r in resources if r["resourceType"] == rtype]
+        entries = [
+            {"fullUrl": f"http://ehr.example/fhir/{rtype}/{r['id']}", "resource": r, "search": {"mode": "match"}}
+            for r in resources
+            if r["resourceType"] == rtype
+        ]
         return {"resourceType": "Bundle", "type": "searchset", "total": len(entries), "entry": entries}
 
     patient = next(r for r in resources if r["resourceType"] == "Patient")
-    return orjson.dumps({"hook": "patient-view", "hookInstance": str(uuid.uuid4()),
-                         "context": {"userId": "Practitioner/bench", "patientId": pid},
-                         "prefetch": {"patient": patient, "encounters": bundle("Encounter"),
-                                      "observations": bundle("Observation")}})
+    return orjson.dumps(
+        {
+            "hook": "patient-view",
+            "hookInstance": str(uuid.uuid4()),
+            "context": {"userId": "Practitioner/bench", "patientId": pid},
+            "prefetch": {"patient": patient, "encounters": bundle("Encounter"), "observations": bundle("Observation")},
+        }
+    )
 
 
 def free_port() -> int:
@@ -97,7 +110,8 @@ def ehr_keys(home: Path) -> tuple[Any, Path]:
     jwks.parent.mkdir(parents=True, exist_ok=True)
     jwks.write_text(json.dumps({"keys": [{**jwk, "kid": "bench", "alg": "ES384", "use": "sig"}]}))
     (home / "service" / "service.yaml").write_text(
-        f"issuers:\n  - iss: https://ehr.bench.example/\n    jwks: {jwks}\nrate_per_minute: 1000000\n")
+        f"issuers:\n  - iss: https://ehr.bench.example/\n    jwks: {jwks}\nrate_per_minute: 1000000\n"
+    )
     return key, jwks
 
 
@@ -136,6 +150,7 @@ async def load(url: str, bodies: list[bytes], clients: int, total: int, token: A
     counter = iter(range(total))
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+
         async def worker() -> None:
             for i in counter:
                 headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token()}"}
@@ -153,9 +168,15 @@ async def load(url: str, bodies: list[bytes], clients: int, total: int, token: A
         await asyncio.gather(*(worker() for _ in range(clients)))
         wall = time.perf_counter() - start
     ms = np.array(latencies) * 1000
-    return {"n": total, "p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95)),
-            "p99": float(np.percentile(ms, 99)), "rps": total / wall, "failed": sum(failures.values()),
-            "failures": failures}
+    return {
+        "n": total,
+        "p50": float(np.percentile(ms, 50)),
+        "p95": float(np.percentile(ms, 95)),
+        "p99": float(np.percentile(ms, 99)),
+        "rps": total / wall,
+        "failed": sum(failures.values()),
+        "failures": failures,
+    }
 
 
 def main() -> None:
@@ -167,8 +188,10 @@ def main() -> None:
     ap.add_argument("--stays", type=int, default=60)
     ap.add_argument("--skip-naive", action="store_true")
     args = ap.parse_args()
-    totals = {"medml serve": dict(zip(CONCURRENCY, (int(x) for x in args.requests.split(",")), strict=True)),
-              "naive": dict(zip(CONCURRENCY, (int(x) for x in args.naive_requests.split(",")), strict=True))}
+    totals = {
+        "medml serve": dict(zip(CONCURRENCY, (int(x) for x in args.requests.split(",")), strict=True)),
+        "naive": dict(zip(CONCURRENCY, (int(x) for x in args.naive_requests.split(",")), strict=True)),
+    }
 
     import jwt
 
@@ -180,14 +203,20 @@ def main() -> None:
     train_models(home)
     key, _ = ehr_keys(home)
     medml = [sys.executable, "-m", "medml.cli"]
-    for model, sid in ((SERVICE, SERVICE), ("physionet-2012-logistic", "icu-logistic"),
-                       ("physionet-2012-lgbm-b", "icu-lgbm-b")):
+    for model, sid in (
+        (SERVICE, SERVICE),
+        ("physionet-2012-logistic", "icu-logistic"),
+        ("physionet-2012-lgbm-b", "icu-lgbm-b"),
+    ):
         subprocess.run([*medml, "deploy", model, "--id", sid], env=env, check=True, capture_output=True)
     stays = realistic_stays(args.stays)
     bodies = [request_body(pid, res) for pid, res in stays]
     n_obs = [sum(r["resourceType"] == "Observation" for r in res) for _, res in stays]
-    print(f"{len(stays)} stays, {min(n_obs)}-{max(n_obs)} Observations each (median {int(np.median(n_obs))}), "
-          f"request bodies {min(map(len, bodies)) // 1024}-{max(map(len, bodies)) // 1024} KiB", file=sys.stderr)
+    print(
+        f"{len(stays)} stays, {min(n_obs)}-{max(n_obs)} Observations each (median {int(np.median(n_obs))}), "
+        f"request bodies {min(map(len, bodies)) // 1024}-{max(map(len, bodies)) // 1024} KiB",
+        file=sys.stderr,
+    )
 
     results: dict[str, dict[int, dict[str, Any]]] = {}
     memory: dict[str, float] = {}
@@ -199,17 +228,33 @@ def main() -> None:
         if name == "medml serve":
             cmd = [*medml, "serve", "--port", str(port), "--workers", str(args.workers)]
         else:
-            cmd = [sys.executable, str(ROOT / "benchmarks" / "naive_cds.py"), "--home", str(home), "--model",
-                   f"{SERVICE}@1", "--port", str(port), "--workers", str(args.workers)]
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
+            cmd = [
+                sys.executable,
+                str(ROOT / "benchmarks" / "naive_cds.py"),
+                "--home",
+                str(home),
+                "--model",
+                f"{SERVICE}@1",
+                "--port",
+                str(port),
+                "--workers",
+                str(args.workers),
+            ]
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         try:
             wait_ready(aud, proc)
 
             def token(aud: str = aud) -> str:
                 now = int(time.time())
-                claims = {"iss": "https://ehr.bench.example/", "aud": aud, "iat": now, "exp": now + 300,
-                          "jti": str(uuid.uuid4())}
+                claims = {
+                    "iss": "https://ehr.bench.example/",
+                    "aud": aud,
+                    "iat": now,
+                    "exp": now + 300,
+                    "jti": str(uuid.uuid4()),
+                }
                 return jwt.encode(claims, key, algorithm="ES384", headers={"kid": "bench"})
 
             asyncio.run(load(aud, bodies, 4, 40, token))  # warm up: models loaded, caches filled
@@ -223,24 +268,33 @@ def main() -> None:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
 
-    lines = [f"# CDS Hooks patient-view under load ({platform.node()}, {os.cpu_count()} cores, "
-             f"{platform.processor() or platform.machine()})", "",
-             f"uvicorn workers: {args.workers}; {len(stays)} PhysioNet stays, {min(n_obs)}-{max(n_obs)} "
-             f"Observations per prefetch (median {int(np.median(n_obs))}); closed loop; load generator on the "
-             "same machine.", "",
-             "| service | clients | requests | p50 ms | p95 ms | p99 ms | requests/s | failed |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"# CDS Hooks patient-view under load ({platform.node()}, {os.cpu_count()} cores, "
+        f"{platform.processor() or platform.machine()})",
+        "",
+        f"uvicorn workers: {args.workers}; {len(stays)} PhysioNet stays, {min(n_obs)}-{max(n_obs)} "
+        f"Observations per prefetch (median {int(np.median(n_obs))}); closed loop; load generator on the "
+        "same machine.",
+        "",
+        "| service | clients | requests | p50 ms | p95 ms | p99 ms | requests/s | failed |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, by_c in results.items():
         for c, r in by_c.items():
-            lines.append(f"| {name} | {c} | {r['n']:,} | {r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} | "
-                         f"{r['rps']:.1f} | {r['failed']} |")
+            lines.append(
+                f"| {name} | {c} | {r['n']:,} | {r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} | "
+                f"{r['rps']:.1f} | {r['failed']} |"
+            )
     if "naive" in results:
         lines += ["", "| clients | p99 naive / medml | throughput medml / naive |", "|---:|---:|---:|"]
         for c in CONCURRENCY:
             m, n = results["medml serve"][c], results["naive"][c]
             lines.append(f"| {c} | {n['p99'] / m['p99']:.2f} | {m['rps'] / n['rps']:.2f} |")
-    lines += ["", "Resident memory after the runs (master + workers), 3 models deployed:",
-              *(f"- {name}: {mib:.0f} MiB" for name, mib in memory.items())]
+    lines += [
+        "",
+        "Resident memory after the runs (master + workers), 3 models deployed:",
+        *(f"- {name}: {mib:.0f} MiB" for name, mib in memory.items()),
+    ]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

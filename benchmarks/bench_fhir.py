@@ -45,26 +45,40 @@ DEFAULT_FHIR4DS_PYTHON = ROOT / ".venv" / "peers" / "fhir4ds" / "bin" / "python"
 LOINC = "http://loinc.org"
 
 PATIENT_VIEW: dict[str, Any] = {
-    "resourceType": "ViewDefinition", "name": "patient_demographics", "status": "active", "resource": "Patient",
-    "select": [{"column": [
-        {"name": "id", "path": "id", "type": "id"},
-        {"name": "gender", "path": "gender", "type": "code"},
-        {"name": "birth_date", "path": "birthDate", "type": "date"},
-        {"name": "family", "path": "name.where(use = 'official').first().family", "type": "string"},
-        {"name": "given", "path": "name.where(use = 'official').first().given.join(' ')", "type": "string"},
-        {"name": "deceased", "path": "deceased.exists()", "type": "boolean"},
-    ]}],
+    "resourceType": "ViewDefinition",
+    "name": "patient_demographics",
+    "status": "active",
+    "resource": "Patient",
+    "select": [
+        {
+            "column": [
+                {"name": "id", "path": "id", "type": "id"},
+                {"name": "gender", "path": "gender", "type": "code"},
+                {"name": "birth_date", "path": "birthDate", "type": "date"},
+                {"name": "family", "path": "name.where(use = 'official').first().family", "type": "string"},
+                {"name": "given", "path": "name.where(use = 'official').first().given.join(' ')", "type": "string"},
+                {"name": "deceased", "path": "deceased.exists()", "type": "boolean"},
+            ]
+        }
+    ],
 }
 OBSERVATION_VIEW: dict[str, Any] = {
-    "resourceType": "ViewDefinition", "name": "observation_values", "status": "active", "resource": "Observation",
-    "select": [{"column": [
-        {"name": "id", "path": "id", "type": "id"},
-        {"name": "patient_id", "path": "subject.getReferenceKey(Patient)", "type": "string"},
-        {"name": "loinc", "path": f"code.coding.where(system = '{LOINC}').code.first()", "type": "code"},
-        {"name": "effective", "path": "effective.ofType(dateTime)", "type": "dateTime"},
-        {"name": "value", "path": "value.ofType(Quantity).value", "type": "decimal"},
-        {"name": "unit", "path": "value.ofType(Quantity).unit", "type": "string"},
-    ]}],
+    "resourceType": "ViewDefinition",
+    "name": "observation_values",
+    "status": "active",
+    "resource": "Observation",
+    "select": [
+        {
+            "column": [
+                {"name": "id", "path": "id", "type": "id"},
+                {"name": "patient_id", "path": "subject.getReferenceKey(Patient)", "type": "string"},
+                {"name": "loinc", "path": f"code.coding.where(system = '{LOINC}').code.first()", "type": "code"},
+                {"name": "effective", "path": "effective.ofType(dateTime)", "type": "dateTime"},
+                {"name": "value", "path": "value.ofType(Quantity).value", "type": "decimal"},
+                {"name": "unit", "path": "value.ofType(Quantity).unit", "type": "string"},
+            ]
+        }
+    ],
 }
 VIEWS = {"Patient": PATIENT_VIEW, "Observation": OBSERVATION_VIEW}
 
@@ -114,8 +128,11 @@ NOTES = (
 Say = Callable[..., None]  # print a line of the report (none: an empty line)
 ENGINES = ("medml", "pysof", "fhir4ds", "fhirpathpy", "duckdb-floor", "orjson-parse")
 ENGINE_LABEL = {
-    "medml": "medml (run_view on the store)", "pysof": "pysof 0.2.6 (Rust)", "fhir4ds": "fhir4ds-v2",
-    "fhirpathpy": "fhirpathpy, row by row", "duckdb-floor": "floor: DuckDB read_json + SQL",
+    "medml": "medml (run_view on the store)",
+    "pysof": "pysof 0.2.6 (Rust)",
+    "fhir4ds": "fhir4ds-v2",
+    "fhirpathpy": "fhirpathpy, row by row",
+    "duckdb-floor": "floor: DuckDB read_json + SQL",
     "orjson-parse": "floor: orjson.loads per line (no view)",
 }
 
@@ -123,6 +140,7 @@ ENGINE_LABEL = {
 # ---------------------------------------------------------------------------------------------------------------
 # Data: Synthea Bundles replicated into NDJSON
 # ---------------------------------------------------------------------------------------------------------------
+
 
 def synthea_bundles(folder: Path) -> list[Path]:
     """The Synthea transaction Bundles (gzipped JSON) in ``folder``."""
@@ -140,8 +158,11 @@ def synthea_resources(files: list[Path]) -> dict[str, list[bytes]]:
     urn = re.compile(rb'"reference":"(urn:uuid:[^"]+)"')
     for path in files:
         bundle = orjson.loads(gzip.decompress(path.read_bytes()))
-        local = {e["fullUrl"]: f'{e["resource"]["resourceType"]}/{e["resource"]["id"]}'.encode()
-                 for e in bundle["entry"] if "fullUrl" in e}
+        local = {
+            e["fullUrl"]: f"{e['resource']['resourceType']}/{e['resource']['id']}".encode()
+            for e in bundle["entry"]
+            if "fullUrl" in e
+        }
 
         def to_local(m: re.Match[bytes], local: dict[str, bytes] = local) -> bytes:
             return b'"reference":"' + local[m.group(1).decode()] + b'"'
@@ -187,6 +208,7 @@ def replicate(originals: dict[str, list[bytes]], scale: int, folder: Path) -> di
 # ---------------------------------------------------------------------------------------------------------------
 # Engines: each runs in its own process (`--worker`), times one view and writes its rows
 # ---------------------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Timing:
@@ -256,8 +278,11 @@ def shadow_pysof(folder: Path) -> Path | None:
         return None
     system = {}
     for name in ("libcrypto.so.3", "libssl.so.3"):
-        found = [p for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/lib/x86_64-linux-gnu", "/usr/lib")
-                 if (p := Path(d) / name).exists()]
+        found = [
+            p
+            for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/lib/x86_64-linux-gnu", "/usr/lib")
+            if (p := Path(d) / name).exists()
+        ]
         if not found:
             return None
         system[name.split(".")[0]] = found[0]
@@ -345,8 +370,11 @@ def engine_fhirpathpy(rtype: str, path: Path, limit: int | None) -> tuple[Timing
     from fhirpathpy import compile as fp_compile
     from fhirpathpy.models import models
 
-    options = {"userInvocationTable": {"getReferenceKey": {
-        "fn": fhirpath_reference_key, "arity": {0: [], 1: ["TypeSpecifier"]}}}}
+    options = {
+        "userInvocationTable": {
+            "getReferenceKey": {"fn": fhirpath_reference_key, "arity": {0: [], 1: ["TypeSpecifier"]}}
+        }
+    }
     columns = VIEWS[rtype]["select"][0]["column"]
     compiled = [fp_compile(c["path"], models["r4"], options) for c in columns]
     rows: list[list[Any]] = []
@@ -398,8 +426,12 @@ def engine_orjson(rtype: str, path: Path, limit: int | None) -> tuple[Timing, li
 
 
 WORKERS: dict[str, Callable[[str, Path, int | None], tuple[Timing, list[list[Any]]]]] = {
-    "medml": engine_medml, "pysof": engine_pysof, "fhir4ds": engine_fhir4ds, "fhirpathpy": engine_fhirpathpy,
-    "duckdb-floor": engine_duckdb_floor, "orjson-parse": engine_orjson,
+    "medml": engine_medml,
+    "pysof": engine_pysof,
+    "fhir4ds": engine_fhir4ds,
+    "fhirpathpy": engine_fhirpathpy,
+    "duckdb-floor": engine_duckdb_floor,
+    "orjson-parse": engine_orjson,
 }
 
 
@@ -443,6 +475,7 @@ def worker_main(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # Conformance: the SQL-on-FHIR v2 test suite, run on each engine
 # ---------------------------------------------------------------------------------------------------------------
+
 
 def conformance_cases(folder: Path) -> Iterator[tuple[str, dict[str, Any], list[dict[str, Any]]]]:
     """(file, test, resources) for every test of the suite."""
@@ -507,13 +540,17 @@ def conformance_medml(folder: Path) -> dict[str, Any]:
 
     outcome = run_conformance([folder])
     joins = [r for r in outcome.results if Path(r.file).name == "fn_join.json"]
-    return {"passed": outcome.passed, "total": len(outcome.results),
-            "join": f"{sum(r.passed for r in joins)}/{len(joins)}",
-            "failed": [f"{Path(r.file).name}: {r.title}" for r in outcome.results if not r.passed]}
+    return {
+        "passed": outcome.passed,
+        "total": len(outcome.results),
+        "join": f"{sum(r.passed for r in joins)}/{len(joins)}",
+        "failed": [f"{Path(r.file).name}: {r.title}" for r in outcome.results if not r.passed],
+    }
 
 
-def score(folder: Path, run: Callable[[dict[str, Any], list[dict[str, Any]]], tuple[list[Any], list[str]]]
-          ) -> dict[str, Any]:
+def score(
+    folder: Path, run: Callable[[dict[str, Any], list[dict[str, Any]]], tuple[list[Any], list[str]]]
+) -> dict[str, Any]:
     """Passed tests out of all, and fn_join's share; a test expecting an error passes when the engine refuses it."""
     passed = total = join_pass = join_total = 0
     failed: list[str] = []
@@ -550,6 +587,7 @@ def conformance_main(args: argparse.Namespace) -> None:
 # Ingest: medml's store (and fhir4ds' loader) on the Synthea Bundles
 # ---------------------------------------------------------------------------------------------------------------
 
+
 def ingest_main(args: argparse.Namespace) -> None:
     """Time loading every Bundle in ``--data`` into a fresh in-memory store."""
     files = synthea_bundles(Path(args.data))
@@ -568,8 +606,12 @@ def ingest_main(args: argparse.Namespace) -> None:
             start = time.perf_counter()
             loader = FHIRDataLoader(con)
             n = sum(loader.load_bundle(json.loads(gzip.decompress(p.read_bytes()))) for p in files)
-        payload: dict[str, Any] = {"seconds": time.perf_counter() - start, "resources": n, "files": len(files),
-                                   "peak_mib": peak_mib()}
+        payload: dict[str, Any] = {
+            "seconds": time.perf_counter() - start,
+            "resources": n,
+            "files": len(files),
+            "peak_mib": peak_mib(),
+        }
     except ModuleNotFoundError as exc:
         payload = {"missing": str(exc)}
     except Exception as exc:  # reported in the table
@@ -581,12 +623,17 @@ def ingest_main(args: argparse.Namespace) -> None:
 # The parent: run every child, compare, print
 # ---------------------------------------------------------------------------------------------------------------
 
+
 def run_child(python: str, argv: list[str], timeout: float) -> dict[str, Any]:
     """Run this script as a child with ``argv`` and return the JSON it writes (its timing and rows)."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
         result = Path(fh.name)
-    proc = subprocess.Popen([python, str(SCRIPT), *argv, "--result", str(result)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": ""})
+    proc = subprocess.Popen(
+        [python, str(SCRIPT), *argv, "--result", str(result)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": ""},
+    )
     try:
         output = proc.communicate(timeout=timeout)[0].decode(errors="replace")
     except subprocess.TimeoutExpired:
@@ -639,18 +686,28 @@ def fmt_rate(x: float) -> str:
 def machine() -> str:
     cpu = platform.machine()
     if Path("/proc/cpuinfo").exists():
-        cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                    if ln.startswith("model name")), cpu)
+        cpu = next(
+            (
+                ln.split(":", 1)[1].strip()
+                for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")
+            ),
+            cpu,
+        )
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}, {dt.date.today().isoformat()}; load average at start {load}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}, {dt.date.today().isoformat()}; load average at start {load}"
+    )
 
 
 def versions(python: str, modules: list[str]) -> str:
-    code = ("import importlib.metadata as m\n"
-            f"for n in {modules!r}:\n"
-            "    try: print(f'{n} {m.version(n)}')\n"
-            "    except m.PackageNotFoundError: pass")
+    code = (
+        "import importlib.metadata as m\n"
+        f"for n in {modules!r}:\n"
+        "    try: print(f'{n} {m.version(n)}')\n"
+        "    except m.PackageNotFoundError: pass"
+    )
     try:
         out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60).stdout
     except (OSError, subprocess.TimeoutExpired):
@@ -666,16 +723,31 @@ def main() -> None:
     ap.add_argument("--synthea", help="folder of Synthea Bundles (default: <data root>/fhir/synthea-r4)")
     ap.add_argument("--tests", help="SQL-on-FHIR v2 tests folder (default: <data root>/fhir/sql-on-fhir-v2/tests)")
     ap.add_argument("--engines", default=",".join(ENGINES), help="comma-separated subset of " + ",".join(ENGINES))
-    ap.add_argument("--fhirpathpy-limit", type=int, default=20_000,
-                    help="fhirpathpy runs on the first N resources of each file, rate extrapolated (0: all)")
-    ap.add_argument("--fhir4ds-limit", type=int, default=50_000,
-                    help="fhir4ds runs on the first N resources of each file, rate extrapolated (0: all; about "
-                         "250 s for 200,000 Patients on 2 cores)")
-    ap.add_argument("--fhir4ds-python", default=str(DEFAULT_FHIR4DS_PYTHON) if DEFAULT_FHIR4DS_PYTHON.exists()
-                    else sys.executable, help="a Python whose environment has fhir4ds-v2 (it pins duckdb==1.5.5)")
+    ap.add_argument(
+        "--fhirpathpy-limit",
+        type=int,
+        default=20_000,
+        help="fhirpathpy runs on the first N resources of each file, rate extrapolated (0: all)",
+    )
+    ap.add_argument(
+        "--fhir4ds-limit",
+        type=int,
+        default=50_000,
+        help="fhir4ds runs on the first N resources of each file, rate extrapolated (0: all; about "
+        "250 s for 200,000 Patients on 2 cores)",
+    )
+    ap.add_argument(
+        "--fhir4ds-python",
+        default=str(DEFAULT_FHIR4DS_PYTHON) if DEFAULT_FHIR4DS_PYTHON.exists() else sys.executable,
+        help="a Python whose environment has fhir4ds-v2 (it pins duckdb==1.5.5)",
+    )
     ap.add_argument("--repeat", type=int, default=3, help="runs of a quick engine, the fastest kept (default 3)")
-    ap.add_argument("--repeat-under", type=float, default=20,
-                    help="an engine whose first run took less than this many seconds is repeated (default 20)")
+    ap.add_argument(
+        "--repeat-under",
+        type=float,
+        default=20,
+        help="an engine whose first run took less than this many seconds is repeated (default 20)",
+    )
     ap.add_argument("--timeout", type=float, default=600, help="seconds allowed to each engine on each view")
     ap.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
     ap.add_argument("--conformance", choices=tuple(CONFORMANCE), help=argparse.SUPPRESS)
@@ -709,20 +781,26 @@ def main() -> None:
     say("# FHIR view engines: throughput, ingest and conformance")
     say()
     say(f"machine: {machine()}")
-    say(f"versions: {versions(sys.executable, ['duckdb', 'pyarrow', 'orjson', 'pysof', 'fhirpathpy'])}; "
-        f"fhir4ds env: {versions(args.fhir4ds_python, ['fhir4ds-v2', 'duckdb']) or 'none'}")
+    say(
+        f"versions: {versions(sys.executable, ['duckdb', 'pyarrow', 'orjson', 'pysof', 'fhirpathpy'])}; "
+        f"fhir4ds env: {versions(args.fhir4ds_python, ['fhir4ds-v2', 'duckdb']) or 'none'}"
+    )
     with tempfile.TemporaryDirectory(prefix="bench-fhir-") as tmp:
         start = time.perf_counter()
         files = synthea_bundles(synthea)
         data = replicate(synthea_resources(files), scale, Path(tmp))
         sizes = ", ".join(f"{rt} {n:,} ({p.stat().st_size / 2**20:,.0f} MiB)" for rt, (p, n) in data.items())
-        say(f"data: {len(files)} Synthea Bundles replicated with new ids into NDJSON: {sizes}; "
-            f"written in {time.perf_counter() - start:.0f} s")
+        say(
+            f"data: {len(files)} Synthea Bundles replicated with new ids into NDJSON: {sizes}; "
+            f"written in {time.perf_counter() - start:.0f} s"
+        )
         say()
         say("## 1. View throughput (file to rows, each engine in a fresh process)")
         say()
-        say("| view | engine | resources | ingest s | view s | resources/s (view only) | resources/s (file to rows) "
-            "| vs pysof | vs floor | peak RSS MiB | rows | same rows as floor |")
+        say(
+            "| view | engine | resources | ingest s | view s | resources/s (view only) | resources/s (file to rows) "
+            "| vs pysof | vs floor | peak RSS MiB | rows | same rows as floor |"
+        )
         say("|---|---|---|---|---|---|---|---|---|---|---|---|")
         limits = {"fhirpathpy": args.fhirpathpy_limit, "fhir4ds": args.fhir4ds_limit}
         medml_runs: dict[str, dict[str, Any]] = {}
@@ -770,8 +848,9 @@ def file_to_rows_rate(payload: dict[str, Any], with_ingest: bool = True) -> floa
     return t["resources"] / secs if secs > 0 else 0.0
 
 
-def say_view_row(say: Say, rtype: str, size: int, engine: str, payload: dict[str, Any],
-                 baseline: dict[str, dict[str, Any]]) -> None:
+def say_view_row(
+    say: Say, rtype: str, size: int, engine: str, payload: dict[str, Any], baseline: dict[str, dict[str, Any]]
+) -> None:
     """One table row: an engine's rates on a view, its ratios to pysof and the floor, and its rows checked."""
     label = ENGINE_LABEL[engine]
     if "missing" in payload:
@@ -785,23 +864,36 @@ def say_view_row(say: Say, rtype: str, size: int, engine: str, payload: dict[str
     pysof_rate = file_to_rows_rate(baseline.get("pysof", {})) or (full if engine == "pysof" else 0.0)
     floor_rate = file_to_rows_rate(baseline.get("duckdb-floor", {})) or (full if engine == "duckdb-floor" else 0.0)
     reference = {r[0]: r for r in baseline.get("duckdb-floor", {}).get("rows", [])}
-    check = t["note"] or ("(the reference)" if engine == "duckdb-floor" else
-                          compare(payload["rows"], reference, t["columns"], opaque_keys(rtype)))
+    check = t["note"] or (
+        "(the reference)"
+        if engine == "duckdb-floor"
+        else compare(payload["rows"], reference, t["columns"], opaque_keys(rtype))
+    )
     if t["resources"] < size:
         check = f"{check}; first {t['resources']:,} resources only, rate extrapolated"
     if payload.get("runs", 1) > 1:
         check = f"{check}; best of {payload['runs']}"
     if t["rows"] != t["resources"] and not t["note"]:
         check = f"⚠ {t['rows']:,} rows for {t['resources']:,} resources; {check}"
-    vs_pysof, vs_floor = (f"{full / base:.2g}" if full < base / 10 else f"{full / base:.2f}" if base else "n/a"
-                          for base in (pysof_rate, floor_rate))
-    say(f"| {rtype} | {label} | {t['resources']:,} | {t['ingest_s']:.2f} | {t['view_s']:.2f} | "
+    vs_pysof, vs_floor = (
+        f"{full / base:.2g}" if full < base / 10 else f"{full / base:.2f}" if base else "n/a"
+        for base in (pysof_rate, floor_rate)
+    )
+    say(
+        f"| {rtype} | {label} | {t['resources']:,} | {t['ingest_s']:.2f} | {t['view_s']:.2f} | "
         f"{fmt_rate(view_only)} | {fmt_rate(full)} | {vs_pysof} | {vs_floor} | "
-        f"{t['peak_mib']:,.0f} | {t['rows']:,} | {check} |")
+        f"{t['peak_mib']:,.0f} | {t['rows']:,} | {check} |"
+    )
 
 
-def say_ingest(say: Say, synthea: Path, data: dict[str, tuple[Path, int]],
-               medml_runs: dict[str, dict[str, Any]], python_of: dict[str, str], timeout: float) -> None:
+def say_ingest(
+    say: Say,
+    synthea: Path,
+    data: dict[str, tuple[Path, int]],
+    medml_runs: dict[str, dict[str, Any]],
+    python_of: dict[str, str],
+    timeout: float,
+) -> None:
     """Section 2: resources/s into medml's store from Bundles (and fhir4ds' loader, for scale) and from NDJSON."""
     say("## 2. Ingest rate")
     say()
@@ -813,22 +905,26 @@ def say_ingest(say: Say, synthea: Path, data: dict[str, tuple[Path, int]],
             say(f"| {engine} | Synthea Bundles | {payload.get('missing') or payload.get('error')} ||||")
             continue
         kept = " distinct (type, id)" if engine == "medml" else " (duplicates across Bundles too)"
-        say(f"| {engine} | {payload['files']} Synthea Bundles (.json.gz) | {payload['resources']:,}{kept} | "
+        say(
+            f"| {engine} | {payload['files']} Synthea Bundles (.json.gz) | {payload['resources']:,}{kept} | "
             f"{payload['seconds']:.2f} | {fmt_rate(payload['resources'] / payload['seconds'])} | "
-            f"{payload['peak_mib']:,.0f} |")
+            f"{payload['peak_mib']:,.0f} |"
+        )
     for rtype, (path, _) in data.items():
         payload = medml_runs.get(rtype) or run_child(
-            python_of["medml"], ["--worker", "medml", "--view", rtype, "--data", str(path)], timeout)
+            python_of["medml"], ["--worker", "medml", "--view", rtype, "--data", str(path)], timeout
+        )
         if "timing" not in payload:
             say(f"| medml | {path.name} | {payload.get('missing') or payload.get('error')} ||||")
             continue
         t = payload["timing"]
-        say(f"| medml | {path.name} (NDJSON) | {t['resources']:,} | {t['ingest_s']:.2f} | "
-            f"{fmt_rate(t['resources'] / t['ingest_s'])} | {t['peak_mib']:,.0f} (with the view) |")
+        say(
+            f"| medml | {path.name} (NDJSON) | {t['resources']:,} | {t['ingest_s']:.2f} | "
+            f"{fmt_rate(t['resources'] / t['ingest_s'])} | {t['peak_mib']:,.0f} (with the view) |"
+        )
 
 
-def say_conformance(say: Say, tests: Path, engines: list[str], python_of: dict[str, str],
-                    timeout: float) -> None:
+def say_conformance(say: Say, tests: Path, engines: list[str], python_of: dict[str, str], timeout: float) -> None:
     """Section 3: SQL-on-FHIR v2 tests passed by each engine."""
     total = sum(1 for _ in conformance_cases(tests))
     say(f"## 3. SQL-on-FHIR v2 conformance ({total} tests in {tests.name}/)")
@@ -844,8 +940,7 @@ def say_conformance(say: Say, tests: Path, engines: list[str], python_of: dict[s
         else:
             failed = payload.get("failed") or []
             shown = "; ".join(failed[:12]) + (f"; and {len(failed) - 12} more" if len(failed) > 12 else "")
-            say(f"| {ENGINE_LABEL[engine]} | {payload['passed']}/{payload['total']} | {payload['join']} | "
-                f"{shown} |")
+            say(f"| {ENGINE_LABEL[engine]} | {payload['passed']}/{payload['total']} | {payload['join']} | {shown} |")
 
 
 if __name__ == "__main__":

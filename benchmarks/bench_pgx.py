@@ -45,8 +45,12 @@ def build_multisample(paths: list[Path], out: Path, n: int) -> None:
     donors = [read_vcf_sample(p).genotypes for p in paths]
     with out.open("w") as fh:
         fh.write("\n".join(header) + "\n")
-        fh.write("\t".join(["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO", "FORMAT"]
-                           + [f"S{i}" for i in range(n)]) + "\n")
+        fh.write(
+            "\t".join(
+                ["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO", "FORMAT"] + [f"S{i}" for i in range(n)]
+            )
+            + "\n"
+        )
         for rec in records:
             key = (rec[0] if rec[0].startswith("chr") else f"chr{rec[0]}", int(rec[1]))
             alleles = [rec[3], *rec[4].split(",")]
@@ -83,19 +87,29 @@ def main() -> None:
         build_multisample(paths, multi, N_SAMPLES)
         size_mb = multi.stat().st_size / 2**20
         read_s, call_s, peak = bench_multi(multi)
-    print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"Python {sys.version.split()[0]}, {platform.system()} (one core used)\n")
+    print(
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {sys.version.split()[0]}, {platform.system()} (one core used)\n"
+    )
     print("| workload | samples | total (s) | per sample (ms) | samples/s | peak RSS (MiB) |")
     print("|---|---|---|---|---|---|")
-    print(f"| single-sample VCFs, 19 genes, read + call | {n} | {single_s:.2f} | {1000 * single_s / n:.1f} | "
-          f"{n / single_s:.0f} | |")
+    print(
+        f"| single-sample VCFs, 19 genes, read + call | {n} | {single_s:.2f} | {1000 * single_s / n:.1f} | "
+        f"{n / single_s:.0f} | |"
+    )
     total = read_s + call_s
-    print(f"| {N_SAMPLES}-sample VCF ({size_mb:.1f} MiB), read | {N_SAMPLES} | {read_s:.2f} | "
-          f"{1000 * read_s / N_SAMPLES:.2f} | | |")
-    print(f"| {N_SAMPLES}-sample VCF, call 19 genes | {N_SAMPLES} | {call_s:.2f} | {1000 * call_s / N_SAMPLES:.1f} | "
-          f"{N_SAMPLES / call_s:.0f} | |")
-    print(f"| {N_SAMPLES}-sample VCF, read + call | {N_SAMPLES} | {total:.2f} | {1000 * total / N_SAMPLES:.1f} | "
-          f"{N_SAMPLES / total:.0f} | {peak:.0f} |")
+    print(
+        f"| {N_SAMPLES}-sample VCF ({size_mb:.1f} MiB), read | {N_SAMPLES} | {read_s:.2f} | "
+        f"{1000 * read_s / N_SAMPLES:.2f} | | |"
+    )
+    print(
+        f"| {N_SAMPLES}-sample VCF, call 19 genes | {N_SAMPLES} | {call_s:.2f} | {1000 * call_s / N_SAMPLES:.1f} | "
+        f"{N_SAMPLES / call_s:.0f} | |"
+    )
+    print(
+        f"| {N_SAMPLES}-sample VCF, read + call | {N_SAMPLES} | {total:.2f} | {1000 * total / N_SAMPLES:.1f} | "
+        f"{N_SAMPLES / total:.0f} | {peak:.0f} |"
+    )
 
 
 if __name__ == "__main__":

@@ -24,14 +24,20 @@ from medml.fhir.view import run_view
 
 PATIENT_ADDRESSES = {
     "resource": "Patient",
-    "select": [{"column": [{"name": "id", "path": "getResourceKey()"}]},
-               {"forEach": "address", "column": [{"name": "city", "path": "city"},
-                                                 {"name": "postal_code", "path": "postalCode"}]}],
+    "select": [
+        {"column": [{"name": "id", "path": "getResourceKey()"}]},
+        {
+            "forEach": "address",
+            "column": [{"name": "city", "path": "city"}, {"name": "postal_code", "path": "postalCode"}],
+        },
+    ],
 }
 
 # The parse floor: one multi-path extraction of scalar fields, no view logic.
-FLOORS = {"Observation": ["$.id", "$.subject.reference", "$.effectiveDateTime", "$.valueQuantity.value"],
-          "Patient": ["$.id", "$.gender", "$.birthDate", "$.deceasedDateTime"]}
+FLOORS = {
+    "Observation": ["$.id", "$.subject.reference", "$.effectiveDateTime", "$.valueQuantity.value"],
+    "Patient": ["$.id", "$.gender", "$.birthDate", "$.deceasedDateTime"],
+}
 
 
 def _templates() -> tuple[list[dict], list[dict]]:
@@ -69,8 +75,11 @@ def main() -> None:
     _fill(store, pts, args.n)
     store.con.execute(f"SET threads = {args.threads}")
     print(f"{'view':<20}{'resources':>10}{'rows':>10}{'seconds':>9}{'resources/s':>13}")
-    for name, view in [("observation (6 col)", OBSERVATIONS), ("patient (6 col)", PATIENTS),
-                       ("patient addresses", PATIENT_ADDRESSES)]:
+    for name, view in [
+        ("observation (6 col)", OBSERVATIONS),
+        ("patient (6 col)", PATIENTS),
+        ("patient addresses", PATIENT_ADDRESSES),
+    ]:
         run_view(store.con, view)  # warm up
         best = float("inf")
         for _ in range(3):
@@ -79,7 +88,7 @@ def main() -> None:
             best = min(best, time.perf_counter() - start)
         print(f"{name:<20}{args.n:>10}{table.num_rows:>10}{best:>9.2f}{args.n / best:>13,.0f}")
     for rtype, paths in FLOORS.items():
-        sql = (f"SELECT json_extract_string(resource, {paths}) FROM resources WHERE resource_type = '{rtype}'")
+        sql = f"SELECT json_extract_string(resource, {paths}) FROM resources WHERE resource_type = '{rtype}'"
         best = float("inf")
         for _ in range(3):
             start = time.perf_counter()

@@ -49,8 +49,7 @@ def create_app() -> Any:
 
         built = build_features(resources, spec.definition, pd.Series({patient.id: index}, dtype=object))
         risk = float(bundle.predict_proba(built.X[bundle.feature_names])[0, 1])
-        return {"cards": [{"summary": f"Risk {risk:.0%}", "indicator": "info",
-                           "source": {"label": bundle.ref}}]}
+        return {"cards": [{"summary": f"Risk {risk:.0%}", "indicator": "info", "source": {"label": bundle.ref}}]}
 
     return app
 
@@ -66,8 +65,16 @@ def main() -> None:
     a = p.parse_args()
     os.environ["MEDML_HOME"] = a.home
     os.environ["NAIVE_MODEL"] = a.model
-    uvicorn.run("naive_cds:create_app", factory=True, host="127.0.0.1", port=a.port, workers=a.workers,
-                log_level="warning", access_log=False, app_dir=os.path.dirname(os.path.abspath(__file__)))
+    uvicorn.run(
+        "naive_cds:create_app",
+        factory=True,
+        host="127.0.0.1",
+        port=a.port,
+        workers=a.workers,
+        log_level="warning",
+        access_log=False,
+        app_dir=os.path.dirname(os.path.abspath(__file__)),
+    )
 
 
 if __name__ == "__main__":

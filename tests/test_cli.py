@@ -46,14 +46,21 @@ CASES = {
     "empty file": (lambda d: ["train", str(write(d / "empty.csv", "")), "--target", "y"], ["empty"]),
     "missing target column": (
         lambda d: ["train", str(write(d / "t.csv", "age,sex\n50,F\n60,M\n")), "--target", "died"],
-        ["died", "age"]),
+        ["died", "age"],
+    ),
     "target with one class": (
         lambda d: ["train", str(write(d / "one.csv", "age,died\n" + "50,0\n61,0\n" * 20)), "--target", "died"],
-        ["one", "both"]),
+        ["one", "both"],
+    ),
     "text in a numeric column": (
-        lambda d: ["train", str(write(d / "txt.csv", "age,died\n" + "".join(
-            f"{50 + i},{i % 2}\n" for i in range(40)) + "sixty,1\n")), "--target", "died"],
-        ["age", "sixty"]),
+        lambda d: [
+            "train",
+            str(write(d / "txt.csv", "age,died\n" + "".join(f"{50 + i},{i % 2}\n" for i in range(40)) + "sixty,1\n")),
+            "--target",
+            "died",
+        ],
+        ["age", "sixty"],
+    ),
     "unknown model": (lambda d: ["train", "pima", "--model", "xgboost"], ["xgboost", "lgbm"]),
     "unknown dataset": (lambda d: ["train", "mimic-v"], ["mimic-v", "diabetes-130"]),
     "unknown registered model": (lambda d: ["report", "no-such-model"], ["no-such-model"]),
@@ -71,8 +78,7 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(case: str, home: Path, t
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
     home = tmp_path_factory.mktemp("home")
-    proc = run(["train", "heart-cleveland", "--model", "logistic", "--budget-seconds", "2", "--n-boot", "200"],
-               home)
+    proc = run(["train", "heart-cleveland", "--model", "logistic", "--budget-seconds", "2", "--n-boot", "200"], home)
     return home, proc
 
 
@@ -80,8 +86,15 @@ def test_train_prints_test_metrics_and_where_things_are(trained) -> None:
     home, proc = trained
     assert proc.returncode == 0, proc.stderr
     text = proc.stdout
-    for fragment in ("AUROC (95% CI)", "AUPRC", "Brier", "cal. slope", "heart-cleveland-logistic@1",
-                     "external validation: heart-hungary", "report:"):
+    for fragment in (
+        "AUROC (95% CI)",
+        "AUPRC",
+        "Brier",
+        "cal. slope",
+        "heart-cleveland-logistic@1",
+        "external validation: heart-hungary",
+        "report:",
+    ):
         assert fragment in text, fragment
     report = Path(text.split("report:")[1].split()[0])
     assert report.is_file() and report.stat().st_size > 10_000
@@ -109,19 +122,44 @@ def test_a_users_own_table_from_the_cli(home: Path, tmp_path: Path) -> None:
 
     rng = np.random.default_rng(0)
     n = 400
-    df = pd.DataFrame({"patient": rng.integers(0, 250, n), "age": rng.normal(60, 10, n).round(),
-                       "sex": rng.choice(["F", "M"], n), "lactate": rng.gamma(2, 1, n).round(1)})
+    df = pd.DataFrame(
+        {
+            "patient": rng.integers(0, 250, n),
+            "age": rng.normal(60, 10, n).round(),
+            "sex": rng.choice(["F", "M"], n),
+            "lactate": rng.gamma(2, 1, n).round(1),
+        }
+    )
     df["died"] = (rng.random(n) < 1 / (1 + np.exp(-(df["lactate"] - 3)))).map({True: "yes", False: "no"})
     path = tmp_path / "icu.parquet"
     df.to_parquet(path)
-    proc = run(["train", str(path), "--target", "died", "--id", "patient", "--sensitive", "sex",
-                "--model", "logistic", "--budget-seconds", "1", "--n-boot", "100"], home)
+    proc = run(
+        [
+            "train",
+            str(path),
+            "--target",
+            "died",
+            "--id",
+            "patient",
+            "--sensitive",
+            "sex",
+            "--model",
+            "logistic",
+            "--budget-seconds",
+            "1",
+            "--n-boot",
+            "100",
+        ],
+        home,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "AUROC" in proc.stdout and "report:" in proc.stdout
     # The same table described by a YAML spec, named and with its own task words.
     spec = tmp_path / "icu.yaml"
-    spec.write_text("table: icu.parquet\ntarget: died\npositive: 'yes'\nid: patient\nsensitive: [sex]\n"
-                    "name: icu-death\ntask: in-hospital death\n")
+    spec.write_text(
+        "table: icu.parquet\ntarget: died\npositive: 'yes'\nid: patient\nsensitive: [sex]\n"
+        "name: icu-death\ntask: in-hospital death\n"
+    )
     proc = run(["train", str(spec), "--model", "lgbm", "--budget-seconds", "1", "--n-boot", "100"], home)
     assert proc.returncode == 0, proc.stderr
     assert "icu-death-lgbm@1" in proc.stdout
@@ -139,8 +177,21 @@ def test_datasets_lists_rows_and_prevalence(home: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     text = proc.stdout
     # Counts from ../shared/data's SOURCE files, after each adapter's documented exclusions.
-    for fragment in ("diabetes-130", "99,343", "69,990", "11.4%", "physionet-2012", "3,996", "13.9%",
-                     "heart-va", "pima", "768", "34.9%", "support2", "9,105"):
+    for fragment in (
+        "diabetes-130",
+        "99,343",
+        "69,990",
+        "11.4%",
+        "physionet-2012",
+        "3,996",
+        "13.9%",
+        "heart-va",
+        "pima",
+        "768",
+        "34.9%",
+        "support2",
+        "9,105",
+    ):
         assert fragment in text, fragment
 
 

@@ -25,8 +25,10 @@ def test_fhir_demo_counts_match_the_raw_bundles(tmp_path: Path, monkeypatch: pyt
                 unique.setdefault(e["resource"]["resourceType"], {})[e["resource"]["id"]] = e["resource"]
     obs = unique["Observation"].values()
     assert rows == {
-        "conditions": len(unique["Condition"]), "encounters": len(unique["Encounter"]),
-        "medications": len(unique["MedicationRequest"]), "patient_demographics": len(unique["Patient"]),
+        "conditions": len(unique["Condition"]),
+        "encounters": len(unique["Encounter"]),
+        "medications": len(unique["MedicationRequest"]),
+        "patient_demographics": len(unique["Patient"]),
         "observations": len(obs) + sum(len(o.get("component", [])) for o in obs),
     }
     assert isinstance(out.file, io.StringIO)

@@ -30,8 +30,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Settings,
     settings = Settings(home=root / "home", data_root=root)
     steps: list[str] = []
     config = ImageWorkflowConfig(batch_size=32, n_boot=200, name="squares", calibrate=True)
-    outcome = train_images(data, config, settings, epochs=3, budget_minutes=None,
-                           progress=lambda d, _f: steps.append(d))
+    outcome = train_images(
+        data, config, settings, epochs=3, budget_minutes=None, progress=lambda d, _f: steps.append(d)
+    )
     assert steps[0] == "loading images" and steps[-1] == "writing report"
     return outcome, settings, data
 
@@ -103,15 +104,26 @@ def test_cli_predict_writes_a_fhir_bundle_referencing_the_dicom_study(tmp_path: 
     x = rng.integers(0, 60, size=(60, 64, 64)).astype(np.uint8)
     y = (np.arange(60) % 2).astype(np.uint8)
     x[y == 1, 20:36, 20:36] = 230
-    np.savez(tmp_path / "big.npz", **{f"{p}_images": x[i::3] for i, p in enumerate(("train", "val", "test"))},
-             **{f"{p}_labels": y[i::3, None] for i, p in enumerate(("train", "val", "test"))})
+    np.savez(
+        tmp_path / "big.npz",
+        **{f"{p}_images": x[i::3] for i, p in enumerate(("train", "val", "test"))},
+        **{f"{p}_labels": y[i::3, None] for i, p in enumerate(("train", "val", "test"))},
+    )
     settings = Settings(home=tmp_path / "home", data_root=tmp_path)
-    train_images(tmp_path / "big.npz", ImageWorkflowConfig(widths=(8, 16, 32, 64), n_boot=50, name="big",
-                                                           explain_images=8), settings, epochs=1, budget_minutes=None)
+    train_images(
+        tmp_path / "big.npz",
+        ImageWorkflowConfig(widths=(8, 16, 32, 64), n_boot=50, name="big", explain_images=8),
+        settings,
+        epochs=1,
+        budget_minutes=None,
+    )
     Image.fromarray(x[1]).save(tmp_path / "one.png")
     out = tmp_path / "fhir" / "reports.json"
-    r = CliRunner().invoke(app, ["image", "predict", "big", mr, str(tmp_path / "one.png"), "--fhir", str(out)],
-                           env={"MEDML_HOME": str(settings.home), "COLUMNS": "200"})
+    r = CliRunner().invoke(
+        app,
+        ["image", "predict", "big", mr, str(tmp_path / "one.png"), "--fhir", str(out)],
+        env={"MEDML_HOME": str(settings.home), "COLUMNS": "200"},
+    )
     assert r.exit_code == 0, r.output
     assert "FHIR:" in r.output and "2 DiagnosticReport(s)" in r.output
     bundle = json.loads(out.read_text())
@@ -166,8 +178,9 @@ def test_the_same_command_trains_a_multiclass_or_multilabel_medmnist_file(tmp_pa
     md = load_bundle(task, Settings(home=home, data_root=tmp_path)).metadata
     classes = md.extra["classes"]
     assert md.extra["image_task"] == task and md.split_sizes["test"] == 45
-    assert [c["n_events"] for c in classes["per_class"]] == ([15, 15, 15] if task == "multiclass" else
-                                                              [int(((np.arange(45) >> k) & 1).sum()) for k in range(3)])
+    assert [c["n_events"] for c in classes["per_class"]] == (
+        [15, 15, 15] if task == "multiclass" else [int(((np.arange(45) >> k) & 1).sum()) for k in range(3)]
+    )
     assert md.metrics["auroc"] == classes["macro_auroc"]["value"] > 0.9  # the corners are easy to tell apart
     assert md.metrics["auroc_low"] <= md.metrics["auroc"] <= md.metrics["auroc_high"]
     assert md.evaluation["n"] == 45 * 3  # the report's curves pool (image, class) pairs
@@ -195,8 +208,13 @@ def test_an_ensemble_averages_its_networks_and_saves_them_as_one_state_dict(tmp_
 
     data = write_squares_npz(tmp_path / "ens.npz", sizes=(80, 30, 30), seed=4)
     settings = Settings(home=tmp_path / "home", data_root=tmp_path)
-    outcome = train_images(data, ImageWorkflowConfig(n_boot=100, name="ens", ensemble=2, explain_images=8),
-                           settings, epochs=2, budget_minutes=None)
+    outcome = train_images(
+        data,
+        ImageWorkflowConfig(n_boot=100, name="ens", ensemble=2, explain_images=8),
+        settings,
+        epochs=2,
+        budget_minutes=None,
+    )
     bundle = load_bundle("ens@1", settings)
     members = member_states(bundle.model)
     assert len(members) == 2 and bundle.metadata.params["ensemble"] == 2
@@ -214,8 +232,9 @@ def test_an_ensemble_averages_its_networks_and_saves_them_as_one_state_dict(tmp_
 def _cli(args: list[str], home: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MEDML_HOME": str(home), "COLUMNS": "200"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run([sys.executable, "-m", "medml.cli", "image", *args], capture_output=True, text=True,
-                          env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "medml.cli", "image", *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def test_cli_image_train_prints_auroc_and_where_things_are(tmp_path: Path) -> None:
@@ -288,8 +307,11 @@ def _bad(case: str, root: Path) -> tuple[list[str], str]:
     if case == "wrong_channels":
         x = np.zeros((6, 28, 28, 2), np.uint8)
         y = np.zeros((6, 1), np.uint8)
-        np.savez(root / "two.npz", **{f"{p}_images": x for p in ("train", "val", "test")},
-                 **{f"{p}_labels": y for p in ("train", "val", "test")})
+        np.savez(
+            root / "two.npz",
+            **{f"{p}_images": x for p in ("train", "val", "test")},
+            **{f"{p}_labels": y for p in ("train", "val", "test")},
+        )
         return [str(root / "two.npz")], "channel"
     if case == "wrong_size":
         folder = root / "sizes"
@@ -308,8 +330,19 @@ def _bad(case: str, root: Path) -> tuple[list[str], str]:
     return [str(folder), "--window", "40"], "CENTER,WIDTH"
 
 
-@pytest.mark.parametrize("case", ["missing", "wrong_keys", "empty_class", "wrong_channels", "wrong_size",
-                                  "corrupt_dicom", "labels_not_matching", "bad_window"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing",
+        "wrong_keys",
+        "empty_class",
+        "wrong_channels",
+        "wrong_size",
+        "corrupt_dicom",
+        "labels_not_matching",
+        "bad_window",
+    ],
+)
 def test_cli_bad_input_is_one_error_line_and_registers_nothing(tmp_path: Path, case: str) -> None:
     args, fragment = _bad(case, tmp_path)
     home = tmp_path / "home"
@@ -329,8 +362,23 @@ def test_a_dicom_folder_trains_from_the_cli_resized_and_predicts_new_dicom_files
 
     folder = dicom_folder(tmp_path)
     home = tmp_path / "home"
-    r = _cli(["train", str(folder), "--size", "32", "--window", "600,1600", "--epochs", "2", "--n-boot", "100",
-              "--name", "mr"], home)
+    r = _cli(
+        [
+            "train",
+            str(folder),
+            "--size",
+            "32",
+            "--window",
+            "600,1600",
+            "--epochs",
+            "2",
+            "--n-boot",
+            "100",
+            "--name",
+            "mr",
+        ],
+        home,
+    )
     assert r.returncode == 0, r.stderr
     md = load_bundle("mr", Settings(home=home, data_root=tmp_path)).metadata
     assert md.params["input"] == {"size": 32, "channels": None, "window": [600.0, 1600.0], "frame": None}
@@ -344,7 +392,8 @@ def test_a_dicom_folder_trains_from_the_cli_resized_and_predicts_new_dicom_files
 
 
 def test_cli_predict_refuses_an_image_of_another_size_when_the_model_was_not_trained_resized(
-        trained: tuple, tmp_path: Path) -> None:
+    trained: tuple, tmp_path: Path
+) -> None:
     from PIL import Image
 
     _, settings, _ = trained

@@ -10,11 +10,30 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "medml"
-LAYER = {"data": 0, "fhir": 0, "errors": 0, "config": 0,
-         "models": 1, "evaluate": 1, "explain": 1, "pgx": 1,
-         "report": 2, "registry": 2,
-         "workflow": 3, "imaging_workflow": 3, "demo": 3, "cli": 3, "cli_fhir": 3, "cli_pgx": 3, "cli_image": 3,
-         "cli_audit": 3, "cli_service": 3, "service": 3, "monitor": 3, "scale": 3}
+LAYER = {
+    "data": 0,
+    "fhir": 0,
+    "errors": 0,
+    "config": 0,
+    "models": 1,
+    "evaluate": 1,
+    "explain": 1,
+    "pgx": 1,
+    "report": 2,
+    "registry": 2,
+    "workflow": 3,
+    "imaging_workflow": 3,
+    "demo": 3,
+    "cli": 3,
+    "cli_fhir": 3,
+    "cli_pgx": 3,
+    "cli_image": 3,
+    "cli_audit": 3,
+    "cli_service": 3,
+    "service": 3,
+    "monitor": 3,
+    "scale": 3,
+}
 
 
 def _area(path: Path) -> str:
@@ -52,9 +71,11 @@ def test_evaluate_imports_no_model_code() -> None:
 
 
 def test_importing_medml_is_cheap_and_does_nothing() -> None:
-    code = ("import sys, medml, medml.data, medml.registry, medml.evaluate; "
-            "heavy = [m for m in ('mlflow', 'torch', 'pyspark', 'lightgbm', 'optuna') if m in sys.modules]; "
-            "print(','.join(heavy))")
+    code = (
+        "import sys, medml, medml.data, medml.registry, medml.evaluate; "
+        "heavy = [m for m in ('mlflow', 'torch', 'pyspark', 'lightgbm', 'optuna') if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/")
     assert out.stdout.strip() == ""
 

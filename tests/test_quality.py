@@ -22,13 +22,17 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return Settings(home=tmp_path_factory.mktemp("home"), data_root=get_settings().data_root)
 
 
-@pytest.mark.parametrize(("key", "kind", "low", "high"), [
-    ("physionet-2012", "lgbm", 0.84, 0.92),
-    ("diabetes-130", "lgbm", 0.64, 0.72),
-    ("heart-cleveland", "logistic", 0.85, 1.0),
-])
-def test_test_split_auroc_meets_the_literature(key: str, kind: str, low: float, high: float,
-                                               settings: Settings) -> None:
+@pytest.mark.parametrize(
+    ("key", "kind", "low", "high"),
+    [
+        ("physionet-2012", "lgbm", 0.84, 0.92),
+        ("diabetes-130", "lgbm", 0.64, 0.72),
+        ("heart-cleveland", "logistic", 0.85, 1.0),
+    ],
+)
+def test_test_split_auroc_meets_the_literature(
+    key: str, kind: str, low: float, high: float, settings: Settings
+) -> None:
     ds = load_dataset(key)
     result = train(ds, TrainConfig(model=kind, budget_seconds=8, max_trials=15, n_boot=200), settings)
     auroc = result.evaluation.discrimination["auroc"]

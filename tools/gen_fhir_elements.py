@@ -78,16 +78,39 @@ def main() -> None:
     for path, target in elsewhere.items():
         star = "*" if repeats.get(path, True) else ""
         elements[path] = "=" + target + star
-    data = {"source": "fhirpathpy models/r4 + fhir.resources R4B list annotations",
-            "elements": elements,
-            "choices": {p: [t[0].lower() + t[1:] if t[0].isupper() and t in _PRIMS else t for t in ts]
-                        for p, ts in choices.items()}}
+    data = {
+        "source": "fhirpathpy models/r4 + fhir.resources R4B list annotations",
+        "elements": elements,
+        "choices": {
+            p: [t[0].lower() + t[1:] if t[0].isupper() and t in _PRIMS else t for t in ts] for p, ts in choices.items()
+        },
+    }
     OUT.write_text(json.dumps(data, separators=(",", ":"), sort_keys=True))
     print(f"wrote {OUT} ({OUT.stat().st_size // 1024} KB, {len(elements)} elements)")
 
 
-_PRIMS = {"Boolean", "Integer", "String", "Decimal", "Uri", "Url", "Canonical", "Base64Binary", "Instant", "Date",
-          "DateTime", "Time", "Code", "Oid", "Id", "Markdown", "UnsignedInt", "PositiveInt", "Uuid", "Integer64"}
+_PRIMS = {
+    "Boolean",
+    "Integer",
+    "String",
+    "Decimal",
+    "Uri",
+    "Url",
+    "Canonical",
+    "Base64Binary",
+    "Instant",
+    "Date",
+    "DateTime",
+    "Time",
+    "Code",
+    "Oid",
+    "Id",
+    "Markdown",
+    "UnsignedInt",
+    "PositiveInt",
+    "Uuid",
+    "Integer64",
+}
 
 if __name__ == "__main__":
     main()

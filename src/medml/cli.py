@@ -24,8 +24,12 @@ from medml.cli_image import image_app
 from medml.cli_pgx import pgx_app
 from medml.errors import InputFileError, MedmlError, NotFoundError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="medml: validated, explained, fair clinical risk models, from data to a registered model.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="medml: validated, explained, fair clinical risk models, from data to a registered model.",
+)
 models_app = typer.Typer(no_args_is_help=True, help="The model registry.")
 app.add_typer(models_app, name="models")
 app.add_typer(fhir_app, name="fhir")
@@ -44,8 +48,15 @@ SPEC_SUFFIXES = (".yaml", ".yml")
 @contextmanager
 def progress_bar(title: str) -> Iterator[Any]:
     """A progress bar on stderr; yields a callback (description, fraction) for the workflow steps."""
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                  TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal) as bar:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    ) as bar:
         task = bar.add_task(title, total=1.0)
 
         def update(desc: str, frac: float) -> None:
@@ -58,8 +69,15 @@ def _split_list(value: str | None) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
 
 
-def load_task(source: str, *, target: str | None = None, id_column: str | None = None,
-              sensitive: str | None = None, positive: str | None = None, features: str | None = None) -> Any:
+def load_task(
+    source: str,
+    *,
+    target: str | None = None,
+    id_column: str | None = None,
+    sensitive: str | None = None,
+    positive: str | None = None,
+    features: str | None = None,
+) -> Any:
     """A dataset key, a YAML spec, or a CSV/Parquet table (with --target) as a TaskDataset."""
     from medml.data.datasets import TableSpec, list_datasets, load_dataset, load_spec_yaml, load_table
 
@@ -76,11 +94,17 @@ def load_task(source: str, *, target: str | None = None, id_column: str | None =
             raise InputFileError(f"file not found: {source}", "check the path")
         if not target:
             raise click.UsageError(f"a table needs --target COLUMN (the outcome column of {path.name})")
-        spec = TableSpec(target=target, id=id_column, sensitive=_split_list(sensitive), positive=positive,
-                         features=_split_list(features) or None)
+        spec = TableSpec(
+            target=target,
+            id=id_column,
+            sensitive=_split_list(sensitive),
+            positive=positive,
+            features=_split_list(features) or None,
+        )
         return load_table(path, spec)
-    raise NotFoundError(f"unknown dataset '{source}'",
-                        f"use one of {', '.join(keys)}, a CSV/Parquet file with --target, or a YAML spec")
+    raise NotFoundError(
+        f"unknown dataset '{source}'", f"use one of {', '.join(keys)}, a CSV/Parquet file with --target, or a YAML spec"
+    )
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -95,8 +119,15 @@ def print_metrics(title: str, h: dict[str, Any]) -> None:
     t = Table(title=title, show_header=True, header_style="bold")
     for col in ("n", "events", "AUROC (95% CI)", "AUPRC", "Brier", "cal. slope", "cal. intercept"):
         t.add_column(col, justify="right")
-    t.add_row(str(h["n"]), str(h.get("n_events", "-")), _interval(h), _fmt(h["auprc"]), _fmt(h["brier"]),
-              _fmt(h["calibration_slope"]), _fmt(h["calibration_intercept"]))
+    t.add_row(
+        str(h["n"]),
+        str(h.get("n_events", "-")),
+        _interval(h),
+        _fmt(h["auprc"]),
+        _fmt(h["brier"]),
+        _fmt(h["calibration_slope"]),
+        _fmt(h["calibration_intercept"]),
+    )
     out.print(t)
 
 
@@ -146,8 +177,9 @@ def train(
     ds = load_task(dataset, target=target, id_column=id, sensitive=sensitive, positive=positive)
     infos = {d.key: d for d in list_datasets()}
     external = {k: load_dataset(k) for k in infos[ds.name].external} if ds.name in infos else {}
-    config = TrainConfig(model=model, budget_seconds=budget_seconds, max_trials=max_trials, seed=seed,
-                         name=name, n_boot=n_boot)
+    config = TrainConfig(
+        model=model, budget_seconds=budget_seconds, max_trials=max_trials, seed=seed, name=name, n_boot=n_boot
+    )
     settings = get_settings()
     with progress_bar(f"{ds.name} {model}") as step:
         result = run_train(ds, config, settings, progress=step, external=external)
@@ -157,12 +189,16 @@ def train(
         from medml.evaluate import headline
 
         print_metrics(f"external validation: {key}", headline(rep))
-    out.print(f"calibration: {md.calibration}; search: {result.n_trials} trials in {result.timings['tune']:.0f} s; "
-              f"total {result.seconds:.0f} s")
+    out.print(
+        f"calibration: {md.calibration}; search: {result.n_trials} trials in {result.timings['tune']:.0f} s; "
+        f"total {result.seconds:.0f} s"
+    )
     out.print(f"model:  {md.name}@{md.version} in {settings.models_dir / md.name / str(md.version)}")
     out.print(f"report: {result.report_path}")
-    out.print(f"Decision support, not a diagnosis. Intended use, evaluation population and calibration: the "
-              f"report's model card, or `medml models show {md.name}@{md.version}`.")
+    out.print(
+        f"Decision support, not a diagnosis. Intended use, evaluation population and calibration: the "
+        f"report's model card, or `medml models show {md.name}@{md.version}`."
+    )
 
 
 @app.command()
@@ -224,10 +260,16 @@ def predict(
         scores = score_table(bundle, frame, id_column=id, top=top)
     md = bundle.metadata
     m = md.metrics
-    out.print(f"{md.name}@{md.version}: {md.task} ({md.model_kind}, calibration {md.calibration}). "
-              f"Decision support, not a diagnosis.", highlight=False)
-    out.print(f"Evaluated on {m['n']:,} held-out patients of {md.dataset}: AUROC {_interval(m)}, calibration slope "
-              f"{_fmt(m['calibration_slope'], 2)}, ICI {_fmt(m['ici'])}. Population: {md.population}", highlight=False)
+    out.print(
+        f"{md.name}@{md.version}: {md.task} ({md.model_kind}, calibration {md.calibration}). "
+        f"Decision support, not a diagnosis.",
+        highlight=False,
+    )
+    out.print(
+        f"Evaluated on {m['n']:,} held-out patients of {md.dataset}: AUROC {_interval(m)}, calibration slope "
+        f"{_fmt(m['calibration_slope'], 2)}, ICI {_fmt(m['ici'])}. Population: {md.population}",
+        highlight=False,
+    )
     if out_path is not None:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = out_path.with_name(f".{out_path.name}.tmp")
@@ -284,8 +326,14 @@ def demo(
     ICU stays into the store and the PhysioNet model deployed as a CDS service (`medml serve` runs it)."""
     from medml.demo import run_demo, run_fhir_demo, run_service_demo
 
-    run_demo(out, err, budget_seconds=budget_seconds, keys=_split_list(datasets_) or None, n_boot=n_boot,
-             progress=progress_bar)
+    run_demo(
+        out,
+        err,
+        budget_seconds=budget_seconds,
+        keys=_split_list(datasets_) or None,
+        n_boot=n_boot,
+        progress=progress_bar,
+    )
     run_fhir_demo(out, err)
     run_service_demo(out, err)
 
@@ -299,7 +347,9 @@ app.command()(cli_service.deployments)
 
 # typer 0.29 raises the exceptions of its own copy of click; catch both kinds of usage error.
 USAGE_ERRORS: tuple[type[Exception], ...] = (
-    click.exceptions.UsageError, *(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError"))
+    click.exceptions.UsageError,
+    *(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError"),
+)
 
 
 def main() -> None:
@@ -327,10 +377,11 @@ def main() -> None:
         err.print(f"interrupted after {time.perf_counter() - start:.0f} s; nothing was registered")
         raise SystemExit(130) from None
     except Exception as e:
-        err.print(f"[bold red]internal error:[/] {type(e).__name__}: {escape(str(e))}", highlight=False,
-                  soft_wrap=True)
-        err.print("this is a bug in medml, not in your input: please report it with the command you ran "
-                  "(set MEDML_DEBUG=1 for the traceback)")
+        err.print(f"[bold red]internal error:[/] {type(e).__name__}: {escape(str(e))}", highlight=False, soft_wrap=True)
+        err.print(
+            "this is a bug in medml, not in your input: please report it with the command you ran "
+            "(set MEDML_DEBUG=1 for the traceback)"
+        )
         if os.environ.get("MEDML_DEBUG"):
             raise
         raise SystemExit(1) from None

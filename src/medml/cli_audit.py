@@ -39,8 +39,10 @@ def verify_cmd(log: LogOption = None) -> None:
     if result.ok:
         out.print(f"audit log OK: {result.records} records, chain intact ({path})", highlight=False)
         return
-    out.print(f"audit log {escape(str(path))} FAILED: {len(result.problems)} problems in {result.records} records",
-              highlight=False)
+    out.print(
+        f"audit log {escape(str(path))} FAILED: {len(result.problems)} problems in {result.records} records",
+        highlight=False,
+    )
     for problem in result.problems:
         out.print(f"  {escape(problem)}", highlight=False)
     raise typer.Exit(1)
@@ -51,8 +53,9 @@ def _text(v: Any) -> str:
 
 
 @audit_app.command("show")
-def show_cmd(log: LogOption = None,
-             last: Annotated[int, typer.Option(help="how many of the latest records")] = 20) -> None:
+def show_cmd(
+    log: LogOption = None, last: Annotated[int, typer.Option(help="how many of the latest records")] = 20
+) -> None:
     """The latest records: when, who, which service and model, the answer and the cards shown."""
     from medml.service.audit import read_last
 
@@ -62,8 +65,11 @@ def show_cmd(log: LogOption = None,
     records = read_last(path, last)
     table = Table(title=f"audit log {escape(str(path))}: the last {len(records)} records", header_style="bold")
     for col in ("seq", "time (UTC)", "caller", "service / hook", "patient", "model", "status", "ms"):
-        table.add_column(col, justify="right" if col in ("seq", "status", "ms") else "left",
-                         no_wrap=col not in ("caller", "service / hook"))
+        table.add_column(
+            col,
+            justify="right" if col in ("seq", "status", "ms") else "left",
+            no_wrap=col not in ("caller", "service / hook"),
+        )
     table.add_column("cards", ratio=1)
     for r in records:
         caller = r["caller"] if isinstance(r.get("caller"), dict) else {}
@@ -74,8 +80,15 @@ def show_cmd(log: LogOption = None,
         shown = "; ".join(f"{c.get('indicator', '')}: {c.get('summary', '')}" for c in cards if isinstance(c, dict))
         duration = r.get("duration_ms")
         when = str(r.get("time") or "")[:19].replace("T", " ")
-        table.add_row(_text(r.get("seq")), escape(when), escape(who),
-                      _text(" / ".join(str(v) for v in (r.get("service"), r.get("hook")) if v)),
-                      _text(r.get("patient")), _text(r.get("model")), _text(r.get("status")),
-                      f"{duration:.0f}" if isinstance(duration, int | float) else "", escape(shown))
+        table.add_row(
+            _text(r.get("seq")),
+            escape(when),
+            escape(who),
+            _text(" / ".join(str(v) for v in (r.get("service"), r.get("hook")) if v)),
+            _text(r.get("patient")),
+            _text(r.get("model")),
+            _text(r.get("status")),
+            f"{duration:.0f}" if isinstance(duration, int | float) else "",
+            escape(shown),
+        )
     out.print(table)

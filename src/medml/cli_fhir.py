@@ -22,8 +22,9 @@ fhir_app.add_typer(view_app, name="view")
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
-StoreOption = Annotated[Path | None,
-                        typer.Option("--store", help="DuckDB store file [default: MEDML_HOME/fhir.duckdb]")]
+StoreOption = Annotated[
+    Path | None, typer.Option("--store", help="DuckDB store file [default: MEDML_HOME/fhir.duckdb]")
+]
 
 
 class OnErrorChoice(StrEnum):
@@ -39,9 +40,10 @@ def _store_path(store: Path | None) -> Path:
 def ingest_cmd(
     paths: Annotated[list[Path], typer.Argument(help="Bundles (.json), Bulk Data NDJSON (.ndjson), .gz, directories")],
     store: StoreOption = None,
-    on_error: Annotated[OnErrorChoice, typer.Option(help="abort: write nothing on the first bad line; "
-                                                         "skip: write the rest and list what was skipped")]
-    = OnErrorChoice.abort,
+    on_error: Annotated[
+        OnErrorChoice,
+        typer.Option(help="abort: write nothing on the first bad line; skip: write the rest and list what was skipped"),
+    ] = OnErrorChoice.abort,
 ) -> None:
     """Read FHIR files and upsert their resources (by type and id) into the store, in one transaction."""
     from medml.fhir.ingest import ingest
@@ -50,8 +52,10 @@ def ingest_cmd(
     with FhirStore(_store_path(store)) as fs:
         report = ingest(fs, paths, on_error=on_error.value)
         total = sum(fs.counts().values())
-    out.print(f"ingested {report.resources:,} resources from {report.files} files in {report.seconds:.1f} s "
-              f"({report.rate:,.0f}/s); the store {_store_path(store)} holds {total:,}")
+    out.print(
+        f"ingested {report.resources:,} resources from {report.files} files in {report.seconds:.1f} s "
+        f"({report.rate:,.0f}/s); the store {_store_path(store)} holds {total:,}"
+    )
     for rtype, n in report.by_type.most_common():
         out.print(f"  {rtype:<24} {n:>9,}")
     if report.skipped:
@@ -82,8 +86,9 @@ def stats_cmd(store: StoreOption = None) -> None:
 
 
 @fhir_app.command("get")
-def get_cmd(reference: Annotated[str, typer.Argument(help="Type/id, e.g. Patient/123")],
-            store: StoreOption = None) -> None:
+def get_cmd(
+    reference: Annotated[str, typer.Argument(help="Type/id, e.g. Patient/123")], store: StoreOption = None
+) -> None:
     """Print one stored resource as JSON."""
     from medml.fhir.store import FhirStore
 
@@ -122,19 +127,23 @@ def view_run_cmd(
     else:
         path = Path(view)
         if not path.exists() and path.suffix != ".json":
-            raise ConfigError(f"{view!r} is neither a ViewDefinition file nor a built-in view",
-                              f"built-in views: {', '.join(view_names())}")
+            raise ConfigError(
+                f"{view!r} is neither a ViewDefinition file nor a built-in view",
+                f"built-in views: {', '.join(view_names())}",
+            )
         definition = read_view_file(path)
     if output is not None and output.suffix.lower() not in (".csv", ".parquet"):
-        raise ConfigError(f"cannot write {output.suffix or 'a file without suffix'}",
-                          "use --out rows.csv or rows.parquet")
+        raise ConfigError(
+            f"cannot write {output.suffix or 'a file without suffix'}", "use --out rows.csv or rows.parquet"
+        )
     with FhirStore(_store_path(store), read_only=True) as fs:
         table = run_view(fs.con, definition)
     if output is None:
         frame = table.slice(0, limit).to_pandas()
         out.print(frame.to_string(index=False, max_colwidth=40), highlight=False)
-        out.print(f"{table.num_rows:,} rows" + (f" (first {limit} shown; --out writes all)"
-                                                if table.num_rows > limit else ""))
+        out.print(
+            f"{table.num_rows:,} rows" + (f" (first {limit} shown; --out writes all)" if table.num_rows > limit else "")
+        )
         return
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".partial")
@@ -192,8 +201,9 @@ def convert_cmd(
         raise ConfigError(f"cannot convert {source!r}", "the converter available is physionet-2012")
     src = data if data is not None else (get_settings().data_root / physionet2012.SOURCE).parent
     counts = write_ndjson(src, out_dir, limit=limit, compress=gzip)
-    out.print(f"wrote {', '.join(f'{n:,} {t}' for t, n in counts.items())} to {out_dir}; "
-              f"next: medml fhir ingest {out_dir}")
+    out.print(
+        f"wrote {', '.join(f'{n:,} {t}' for t, n in counts.items())} to {out_dir}; next: medml fhir ingest {out_dir}"
+    )
 
 
 @fhir_app.command("conformance")
@@ -216,8 +226,9 @@ def serve_cmd(
     store: StoreOption = None,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8801,
-    token: Annotated[str | None, typer.Option(envvar="MEDML_FHIR_TOKEN",
-                                              help="require Authorization: Bearer TOKEN on every request")] = None,
+    token: Annotated[
+        str | None, typer.Option(envvar="MEDML_FHIR_TOKEN", help="require Authorization: Bearer TOKEN on every request")
+    ] = None,
 ) -> None:
     """Serve the store as a read-only FHIR R4 server (read, search, metadata) for the CDS service and its demo."""
     import uvicorn

@@ -11,8 +11,9 @@ from rich.table import Table
 
 from medml.errors import InputFileError, MedmlError
 
-image_app = typer.Typer(no_args_is_help=True,
-                        help="Image classifiers (MONAI): MedMNIST .npz, PNG/JPEG class folders, DICOM with labels.")
+image_app = typer.Typer(
+    no_args_is_help=True, help="Image classifiers (MONAI): MedMNIST .npz, PNG/JPEG class folders, DICOM with labels."
+)
 
 
 @image_app.command("train")
@@ -24,19 +25,20 @@ def train_cmd(
     name: Annotated[str | None, typer.Option(help="registered model name (default FILE-image-resnet)")] = None,
     tta: Annotated[bool, typer.Option(help="average each prediction with that of the mirrored image")] = False,
     n_boot: Annotated[int, typer.Option(help="bootstrap resamples for intervals")] = 1000,
-    calibrate: Annotated[bool, typer.Option(
-        help="Platt scaling fitted on the validation split (only if it matches the population of use)")] = False,
+    calibrate: Annotated[
+        bool,
+        typer.Option(help="Platt scaling fitted on the validation split (only if it matches the population of use)"),
+    ] = False,
     ensemble: Annotated[int, typer.Option(help="networks to train (seeds SEED, SEED+1, ...) and average")] = 1,
     label_smoothing: Annotated[float, typer.Option(help="label smoothing of the loss, e.g. 0.1 (0: none)")] = 0.0,
-    labels: Annotated[Path | None, typer.Option(help="labels CSV of a DICOM folder (default FOLDER/labels.csv)")]
-    = None,
+    labels: Annotated[
+        Path | None, typer.Option(help="labels CSV of a DICOM folder (default FOLDER/labels.csv)")
+    ] = None,
     size: Annotated[int | None, typer.Option(help="resize every image to SIZE x SIZE (bilinear)")] = None,
-    channels: Annotated[int | None, typer.Option(help="convert PNG/JPEG images to 1 (grayscale) or 3 (RGB)")]
-    = None,
+    channels: Annotated[int | None, typer.Option(help="convert PNG/JPEG images to 1 (grayscale) or 3 (RGB)")] = None,
     window: Annotated[str | None, typer.Option(help="DICOM window CENTER,WIDTH (default: the file's own)")] = None,
     frame: Annotated[int | None, typer.Option(help="the frame to take from multi-frame DICOM files")] = None,
-    class_names: Annotated[str | None, typer.Option(help="class names of a MedMNIST file, comma-separated")]
-    = None,
+    class_names: Annotated[str | None, typer.Option(help="class names of a MedMNIST file, comma-separated")] = None,
 ) -> None:
     """Train, evaluate on the held-out test split, register and report an image classifier: binary, multiclass
     or multilabel, as the data says."""
@@ -52,31 +54,51 @@ def train_cmd(
 
     if channels not in (None, 1, 3):
         raise MedmlError(f"--channels must be 1 or 3, got {channels}")
-    inputs = ImageInput(labels_csv=str(labels) if labels else None, size=size, channels=channels,  # type: ignore[arg-type]
-                        window=_window(window), frame=frame,
-                        class_names=tuple(c.strip() for c in class_names.split(",")) if class_names else None)
+    inputs = ImageInput(
+        labels_csv=str(labels) if labels else None,
+        size=size,
+        channels=channels,  # type: ignore[arg-type]
+        window=_window(window),
+        frame=frame,
+        class_names=tuple(c.strip() for c in class_names.split(",")) if class_names else None,
+    )
     settings = get_settings()
-    config = ImageWorkflowConfig(seed=seed, tta=tta, n_boot=n_boot, name=name, calibrate=calibrate,
-                                 ensemble=ensemble, label_smoothing=label_smoothing)
+    config = ImageWorkflowConfig(
+        seed=seed,
+        tta=tta,
+        n_boot=n_boot,
+        name=name,
+        calibrate=calibrate,
+        ensemble=ensemble,
+        label_smoothing=label_smoothing,
+    )
     with progress_bar(f"image model on {Path(data).name}") as step:
-        result = train_images(data, config, settings, epochs=epochs, budget_minutes=budget_minutes, progress=step,
-                              inputs=inputs)
+        result = train_images(
+            data, config, settings, epochs=epochs, budget_minutes=budget_minutes, progress=step, inputs=inputs
+        )
     md = result.bundle.metadata
     m = md.metrics
     if result.classes is None:
         print_metrics(f"{md.name}@{md.version} on the held-out test split ({md.task})", m)
-        out.print(f"AUROC {m['auroc']:.3f} (95% CI {m['auroc_low']:.3f}-{m['auroc_high']:.3f}); accuracy "
-                  f"{m['accuracy_at_0_5']:.3f} at 0.5, {m['accuracy_at_reference']:.3f} at the prevalence "
-                  f"{m['reference_threshold']:.3f}", highlight=False)
+        out.print(
+            f"AUROC {m['auroc']:.3f} (95% CI {m['auroc_low']:.3f}-{m['auroc_high']:.3f}); accuracy "
+            f"{m['accuracy_at_0_5']:.3f} at 0.5, {m['accuracy_at_reference']:.3f} at the prevalence "
+            f"{m['reference_threshold']:.3f}",
+            highlight=False,
+        )
     else:
         print_classes(f"{md.name}@{md.version} on the held-out test split ({md.task})", result.classes)
-    out.print(f"training: {len(result.history)} epoch(s), best {md.params['best_epoch']} (validation AUROC "
-              f"{md.params['val_auroc']:.3f}), stopped by {result.stopped_by}; total {result.seconds:.0f} s",
-              highlight=False)
+    out.print(
+        f"training: {len(result.history)} epoch(s), best {md.params['best_epoch']} (validation AUROC "
+        f"{md.params['val_auroc']:.3f}), stopped by {result.stopped_by}; total {result.seconds:.0f} s",
+        highlight=False,
+    )
     out.print(f"model:  {md.name}@{md.version} in {settings.models_dir / md.name / str(md.version)}")
     out.print(f"report: {result.report_path}")
-    out.print("Decision support for image triage, not a diagnosis. Intended use and evaluation population: the "
-              f"report's model card, or `medml models show {md.name}@{md.version}`.")
+    out.print(
+        "Decision support for image triage, not a diagnosis. Intended use and evaluation population: the "
+        f"report's model card, or `medml models show {md.name}@{md.version}`."
+    )
 
 
 def _window(text: str | None) -> tuple[float, float] | None:
@@ -100,11 +122,18 @@ def print_classes(title: str, c: dict[str, Any]) -> None:
         t.add_column(col, justify="left" if col == "class" else "right")
     for r in c["per_class"]:
         a = r.get("auroc")
-        t.add_row(r["name"], f"{r['n_events']:,} ({r['prevalence']:.1%})", _estimate(a) if a else "-",
-                  f"{r['auprc']:.3f}" if r.get("auprc") is not None else "-")
+        t.add_row(
+            r["name"],
+            f"{r['n_events']:,} ({r['prevalence']:.1%})",
+            _estimate(a) if a else "-",
+            f"{r['auprc']:.3f}" if r.get("auprc") is not None else "-",
+        )
     out.print(t)
-    out.print(f"AUROC {_estimate(c['macro_auroc'])} (macro mean over {c['macro_over']}); accuracy "
-              f"{_estimate(c['accuracy'])} ({c['accuracy_definition']})", highlight=False)
+    out.print(
+        f"AUROC {_estimate(c['macro_auroc'])} (macro mean over {c['macro_over']}); accuracy "
+        f"{_estimate(c['accuracy'])} ({c['accuracy_definition']})",
+        highlight=False,
+    )
 
 
 def _estimate(e: dict[str, Any]) -> str:
@@ -117,8 +146,9 @@ def _estimate(e: dict[str, Any]) -> str:
 def predict_cmd(
     model: Annotated[str, typer.Argument(help="NAME or NAME@VERSION of an image model")],
     files: Annotated[list[Path], typer.Argument(help="PNG/JPEG, DICOM or MedMNIST .npz files")],
-    fhir: Annotated[Path | None, typer.Option(help="also write a FHIR R4 Bundle of DiagnosticReports (JSON) here")]
-    = None,
+    fhir: Annotated[
+        Path | None, typer.Option(help="also write a FHIR R4 Bundle of DiagnosticReports (JSON) here")
+    ] = None,
     heatmaps: Annotated[bool, typer.Option(help="attach each image's Grad-CAM heat map to its FHIR report")] = True,
 ) -> None:
     """Probability of the positive class per image, with the model's evaluation and intended use."""
@@ -144,8 +174,10 @@ def predict_cmd(
             fhir.write_text(json.dumps(fhir_reports(bundle, images, sources, probs, heatmaps=heatmaps), indent=1))
     out.print(f"{md.name}@{md.version}: {md.task}. {md.intended_use}", highlight=False)
     macro = " (macro mean over classes)" if probs.ndim == 2 else ""
-    out.print(f"Evaluated on {md.metrics['n']:,} held-out images of {md.dataset}: AUROC {_interval(md.metrics)}"
-              f"{macro}.", highlight=False)
+    out.print(
+        f"Evaluated on {md.metrics['n']:,} held-out images of {md.dataset}: AUROC {_interval(md.metrics)}{macro}.",
+        highlight=False,
+    )
     t = Table(header_style="bold")
     t.add_column("image")
     names = [str(c) for c in md.extra.get("class_names", [])]
@@ -158,8 +190,11 @@ def predict_cmd(
         for name in names:
             t.add_column(f"P({name})", justify="right")
         for source, row in zip(sources, probs, strict=True):
-            call = (names[int(row.argmax())] if md.extra.get("image_task") == "multiclass"
-                    else ", ".join(n for n, q in zip(names, row, strict=True) if q >= 0.5) or "none")
+            call = (
+                names[int(row.argmax())]
+                if md.extra.get("image_task") == "multiclass"
+                else ", ".join(n for n, q in zip(names, row, strict=True) if q >= 0.5) or "none"
+            )
             t.add_row(source.label, call, *[f"{q:.3f}" for q in row])
     out.print(t)
     if fhir is not None:

@@ -16,8 +16,9 @@ from rich.table import Table
 
 from medml.errors import ConfigError, InputFileError
 
-pgx_app = typer.Typer(no_args_is_help=True,
-                      help="Pharmacogenomics: a VCF -> star alleles -> phenotypes -> CPIC drug recommendations.")
+pgx_app = typer.Typer(
+    no_args_is_help=True, help="Pharmacogenomics: a VCF -> star alleles -> phenotypes -> CPIC drug recommendations."
+)
 
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
@@ -60,13 +61,16 @@ def _render(result: Any, fmt: OutputFormat) -> str:
 def _summary(result: Any) -> None:
     table = Table("gene", "diplotype", "phenotype", "source", title=f"sample {result.sample}", header_style="bold")
     for g in result.to_dict()["genes"]:
-        table.add_row(g["gene"], " or ".join(g["diplotypes"]) if g["called"] else "not called",
-                      g["phenotype"] or "-", g["source"])
+        table.add_row(
+            g["gene"], " or ".join(g["diplotypes"]) if g["called"] else "not called", g["phenotype"] or "-", g["source"]
+        )
     out.print(table)
     actions = [(d.drug, r) for d in result.drugs for r in d.actionable]
-    out.print(f"{len(actions)} recommendations change a prescription, for "
-              f"{len({d for d, _ in actions})} drugs: {', '.join(sorted({d for d, _ in actions})) or 'none'}",
-              highlight=False)
+    out.print(
+        f"{len(actions)} recommendations change a prescription, for "
+        f"{len({d for d, _ in actions})} drugs: {', '.join(sorted({d for d, _ in actions})) or 'none'}",
+        highlight=False,
+    )
     for n in result.not_tested:
         out.print(f"not tested: {n.gene} ({n.status})", highlight=False)
     out.print("Decision support, not a diagnosis: a laboratory must confirm these genotypes.", highlight=False)
@@ -75,14 +79,24 @@ def _summary(result: Any) -> None:
 @pgx_app.command("call")
 def call_cmd(
     vcf: Annotated[Path, typer.Argument(help="GRCh38 VCF (plain or bgzipped)")],
-    outside_calls: Annotated[list[Path] | None, typer.Option("--outside-calls", help="outside-call TSV "
-                             "(gene, diplotype, phenotype, activity score), e.g. CYP2D6 from StellarPGx")] = None,
+    outside_calls: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--outside-calls",
+            help="outside-call TSV (gene, diplotype, phenotype, activity score), e.g. CYP2D6 from StellarPGx",
+        ),
+    ] = None,
     sample: Annotated[str | None, typer.Option("--sample", help="sample ID (needed for a multi-sample VCF)")] = None,
-    fmt: Annotated[OutputFormat, typer.Option("--format", help="json, html or fhir (R4 Bundle)")]
-    = OutputFormat.json,
+    fmt: Annotated[OutputFormat, typer.Option("--format", help="json, html or fhir (R4 Bundle)")] = OutputFormat.json,
     output: Annotated[Path | None, typer.Option("--out", help="write here (atomically) [default: stdout]")] = None,
-    patient: Annotated[str | None, typer.Option("--patient", help="with --format json: also save the results as "
-                       "this patient's (a FHIR Patient id) for the CDS service's PGx drug-order alerts")] = None,
+    patient: Annotated[
+        str | None,
+        typer.Option(
+            "--patient",
+            help="with --format json: also save the results as "
+            "this patient's (a FHIR Patient id) for the CDS service's PGx drug-order alerts",
+        ),
+    ] = None,
 ) -> None:
     """Call one sample's genes, phenotype them and match CPIC recommendations; write JSON, HTML or FHIR."""
     from medml.pgx.pipeline import analyse_vcf
@@ -94,8 +108,9 @@ def call_cmd(
         from medml.service.pgx_services import results_path
 
         if fmt is not OutputFormat.json:
-            raise ConfigError(f"--patient saves the JSON results, but --format is {fmt.value}",
-                              "use --format json with --patient")
+            raise ConfigError(
+                f"--patient saves the JSON results, but --format is {fmt.value}", "use --format json with --patient"
+            )
         store = service_home(get_settings()) / "pgx"
         results_path(store, patient)  # refuse an unsafe id before any work or any file
     result = analyse_vcf(vcf, outside_calls=outside_calls or None, sample=sample)
@@ -108,8 +123,9 @@ def call_cmd(
         from medml.service.pgx_services import save_results
 
         saved = save_results(store, patient, json.loads(text))
-        (out if output is not None else err).print(f"saved the results of patient {patient} to {saved}",
-                                                   highlight=False)
+        (out if output is not None else err).print(
+            f"saved the results of patient {patient} to {saved}", highlight=False
+        )
     if output is not None:
         _summary(result)
         out.print(f"wrote {fmt.value} to {output}", highlight=False)
@@ -121,8 +137,7 @@ def _read_results(path: Path) -> dict[str, Any]:
     try:
         return read_results(path)
     except FileNotFoundError as e:
-        raise InputFileError(f"results file {path} not found", "give the JSON of `medml pgx call --format json`") \
-            from e
+        raise InputFileError(f"results file {path} not found", "give the JSON of `medml pgx call --format json`") from e
 
 
 @pgx_app.command("drug")
@@ -143,25 +158,36 @@ def drug_cmd(
     out.print(header, highlight=False)
     if guideline.drug == "warfarin":
         w = document.get("warfarin") or {}
-        out.print(f"genotype: CYP2C9 {w.get('cyp2c9') or 'not tested'}, VKORC1 -1639 {w.get('vkorc1') or 'not tested'}"
-                  f", CYP4F2*3 copies {w.get('cyp4f2_star3_copies', 'not tested')}", highlight=False)
+        out.print(
+            f"genotype: CYP2C9 {w.get('cyp2c9') or 'not tested'}, VKORC1 -1639 {w.get('vkorc1') or 'not tested'}"
+            f", CYP4F2*3 copies {w.get('cyp4f2_star3_copies', 'not tested')}",
+            highlight=False,
+        )
         for note in w.get("notes") or ["CPIC's warfarin guideline is a dosing algorithm: it needs clinical inputs."]:
             out.print(note, highlight=False)
         return
     if not tested:
-        out.print(f"no result for {', '.join(guideline.genes)} in {results}: genotype cannot guide {guideline.drug}; "
-                  "prescribe as usual, or test first", highlight=False)
+        out.print(
+            f"no result for {', '.join(guideline.genes)} in {results}: genotype cannot guide {guideline.drug}; "
+            "prescribe as usual, or test first",
+            highlight=False,
+        )
         return
     alerts = order_alerts(guideline.drug, pheno)
     if not alerts:
         from medml.pgx.cpic import recommendations_for
 
         found = ", ".join(f"{g} {' or '.join(pheno[g].phenotypes) or 'called'}" for g in tested)
-        out.print(f"the CPIC guideline does not change the prescription of {guideline.drug} for this patient "
-                  f"({found})", highlight=False)
+        out.print(
+            f"the CPIC guideline does not change the prescription of {guideline.drug} for this patient ({found})",
+            highlight=False,
+        )
         for r in recommendations_for(guideline.drug, pheno):  # the guidance itself, for information
-            out.print(f"guidance, {r.classification or 'n/a'} ({r.population or 'general'}): {r.text}", highlight=False,
-                      soft_wrap=True)
+            out.print(
+                f"guidance, {r.classification or 'n/a'} ({r.population or 'general'}): {r.text}",
+                highlight=False,
+                soft_wrap=True,
+            )
         return
     for a in alerts:
         found = ", ".join(f"{g}: {v}" for g, v in a.phenotypes)
@@ -186,8 +212,10 @@ def conformance_cmd(
     try:
         report = run_suite(expected)
     except (ValueError, KeyError, TypeError) as e:
-        raise InputFileError(f"{expected} is not a PharmCAT-style test suite ({type(e).__name__}: {e})",
-                             "give a JSON file with a 'cases' list (pgx/pharmcat-tests/expected.json)") from e
+        raise InputFileError(
+            f"{expected} is not a PharmCAT-style test suite ({type(e).__name__}: {e})",
+            "give a JSON file with a 'cases' list (pgx/pharmcat-tests/expected.json)",
+        ) from e
     exp, _ = report.totals()
     by_type = Table("expectation type", "passed", "failed", "not checked", header_style="bold")
     for kind, counts in sorted(report.by_type().items()):

@@ -28,19 +28,23 @@ def _thresholds(text: str | None) -> tuple[float, float] | None:
     try:
         low, high = (float(p) for p in parts)
     except ValueError:
-        raise ConfigError(f"--thresholds {text!r} is not two numbers",
-                          "pass WARNING,CRITICAL, e.g. 0.15,0.40") from None
+        raise ConfigError(
+            f"--thresholds {text!r} is not two numbers", "pass WARNING,CRITICAL, e.g. 0.15,0.40"
+        ) from None
     return low, high
 
 
 def deploy(
     model: Annotated[str, typer.Argument(help="registered model, NAME or NAME@VERSION (default: the latest)")],
     service_id: Annotated[str | None, typer.Option("--id", help="service id (default: the model name)")] = None,
-    thresholds: Annotated[str | None, typer.Option(
-        help="WARNING,CRITICAL risks for the card indicator (default: from the test-set event rate)")] = None,
+    thresholds: Annotated[
+        str | None,
+        typer.Option(help="WARNING,CRITICAL risks for the card indicator (default: from the test-set event rate)"),
+    ] = None,
     title: Annotated[str | None, typer.Option(help="service title shown in the EHR")] = None,
-    risk_assessment: Annotated[str, typer.Option(
-        help="offer the FHIR RiskAssessment as a 'suggestion', a 'system-action', or 'none'")] = "suggestion",
+    risk_assessment: Annotated[
+        str, typer.Option(help="offer the FHIR RiskAssessment as a 'suggestion', a 'system-action', or 'none'")
+    ] = "suggestion",
     config: Annotated[Path | None, typer.Option(help="service.yaml (default MEDML_HOME/service/service.yaml)")] = None,
 ) -> None:
     """Make a registered model a patient-view CDS service, or an image model an image service at
@@ -51,8 +55,15 @@ def deploy(
 
     settings = get_settings()
     cfg = load_config(settings, config)
-    dep = run_deploy(settings, cfg, model, service_id=service_id, thresholds=_thresholds(thresholds), title=title,
-                     risk_assessment=risk_assessment)
+    dep = run_deploy(
+        settings,
+        cfg,
+        model,
+        service_id=service_id,
+        thresholds=_thresholds(thresholds),
+        title=title,
+        risk_assessment=risk_assessment,
+    )
     if not dep.is_hook:
         size = " x ".join(str(v) for v in dep.spec["image_size"])
         out.print(f"deployed {dep.model} as image service '{dep.service_id}' (not a CDS hook)")
@@ -61,10 +72,14 @@ def deploy(
         return
     out.print(f"deployed {dep.model} as CDS service '{dep.service_id}' ({dep.hook})")
     out.print(f"  endpoint   {cfg.service_url(dep.service_id)}")
-    out.print(f"  indicator  warning from {dep.thresholds[0]:.0%}, critical from {dep.thresholds[1]:.0%}: "
-              f"{dep.thresholds_note}")
-    out.print(f"  prefetch   {', '.join(dep.serving.definition.codes()[:6])}, ... "
-              f"({len(dep.serving.definition.codes())} codes)")
+    out.print(
+        f"  indicator  warning from {dep.thresholds[0]:.0%}, critical from {dep.thresholds[1]:.0%}: "
+        f"{dep.thresholds_note}"
+    )
+    out.print(
+        f"  prefetch   {', '.join(dep.serving.definition.codes()[:6])}, ... "
+        f"({len(dep.serving.definition.codes())} codes)"
+    )
 
 
 def undeploy(
@@ -97,8 +112,16 @@ def deployments(config: Annotated[Path | None, typer.Option(help="service.yaml")
         t.add_column(col)
     for sid, d in deps.items():
         if d.is_hook:
-            t.add_row(sid, d.kind, d.hook, d.model, f"{d.thresholds[0]:.0%}", f"{d.thresholds[1]:.0%}",
-                      d.risk_assessment, d.deployed)
+            t.add_row(
+                sid,
+                d.kind,
+                d.hook,
+                d.model,
+                f"{d.thresholds[0]:.0%}",
+                f"{d.thresholds[1]:.0%}",
+                d.risk_assessment,
+                d.deployed,
+            )
         else:
             t.add_row(sid, d.kind, "-", d.model, "-", "-", "-", d.deployed)
     out.print(t)
@@ -110,8 +133,9 @@ def serve(
     workers: Annotated[int, typer.Option(help="worker processes (one per core)")] = 1,
     config: Annotated[Path | None, typer.Option(help="service.yaml (default MEDML_HOME/service/service.yaml)")] = None,
     base_url: Annotated[str | None, typer.Option(help="the URL EHRs call (JWT aud); default http://HOST:PORT")] = None,
-    insecure_no_auth: Annotated[bool, typer.Option(
-        "--insecure-no-auth", help="accept hook calls without a JWT (loopback only; cards say so)")] = False,
+    insecure_no_auth: Annotated[
+        bool, typer.Option("--insecure-no-auth", help="accept hook calls without a JWT (loopback only; cards say so)")
+    ] = False,
     ssl_certfile: Annotated[Path | None, typer.Option(help="TLS certificate (PEM) for HTTPS")] = None,
     ssl_keyfile: Annotated[Path | None, typer.Option(help="TLS private key (PEM) for HTTPS")] = None,
 ) -> None:
@@ -125,8 +149,10 @@ def serve(
     from medml.service.config import load_config
 
     if insecure_no_auth and not _is_loopback(host):
-        raise ConfigError(f"--insecure-no-auth on {host}: hook calls from the network would need no token",
-                          "listen on loopback (127.0.0.1), or configure the EHR's issuer in service.yaml")
+        raise ConfigError(
+            f"--insecure-no-auth on {host}: hook calls from the network would need no token",
+            "listen on loopback (127.0.0.1), or configure the EHR's issuer in service.yaml",
+        )
     if not 1 <= port <= 65535 or workers < 1:
         raise ConfigError(f"port {port} or workers {workers} out of range", "use a port 1-65535 and 1+ workers")
     if (ssl_certfile is None) != (ssl_keyfile is None):
@@ -137,22 +163,36 @@ def serve(
     tls = ssl_certfile is not None
     url = base_url or f"{'https' if tls else 'http'}://{host}:{port}"
     if not tls and not _is_loopback(host) and not url.startswith("https://"):
-        raise ConfigError(f"serving plain HTTP on {host}: CDS Hooks requires HTTPS off loopback",
-                          "give --ssl-certfile and --ssl-keyfile, or --base-url https://... behind a TLS proxy")
+        raise ConfigError(
+            f"serving plain HTTP on {host}: CDS Hooks requires HTTPS off loopback",
+            "give --ssl-certfile and --ssl-keyfile, or --base-url https://... behind a TLS proxy",
+        )
     cfg = load_config(get_settings(), config, base_url=url, auth="off" if insecure_no_auth else None)
     if cfg.auth == "jwt" and not cfg.issuers:
-        err.print("[yellow]warning:[/] no trusted EHR issuers in service.yaml: every hook call will be refused "
-                  "with 401 (the web pages still work). Add issuers, or use --insecure-no-auth on loopback.")
+        err.print(
+            "[yellow]warning:[/] no trusted EHR issuers in service.yaml: every hook call will be refused "
+            "with 401 (the web pages still work). Add issuers, or use --insecure-no-auth on loopback."
+        )
     os.environ["MEDML_SERVICE_BASE_URL"] = cfg.base_url
     os.environ["MEDML_SERVICE_AUTH"] = cfg.auth
     if config is not None:
         os.environ["MEDML_SERVICE_CONFIG"] = str(config.resolve())
-    out.print(f"medml CDS Hooks service on {cfg.base_url}  (discovery: {cfg.base_url}/cds-services, "
-              f"patients: {cfg.base_url}/)")
-    uvicorn.run("medml.service.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level="warning", access_log=False, server_header=False,
-                ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
-                ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None)
+    out.print(
+        f"medml CDS Hooks service on {cfg.base_url}  (discovery: {cfg.base_url}/cds-services, "
+        f"patients: {cfg.base_url}/)"
+    )
+    uvicorn.run(
+        "medml.service.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
+        ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
+    )
 
 
 def _is_loopback(host: str) -> bool:

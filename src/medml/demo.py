@@ -13,8 +13,15 @@ DEMO_DATASETS = ("heart-cleveland", "pima", "support2", "physionet-2012", "diabe
 DEMO_MODELS = ("logistic", "lgbm")
 
 
-def run_demo(out: Console, err: Console, *, budget_seconds: float, keys: Sequence[str] | None, n_boot: int,
-             progress: Callable[[str], Any]) -> list[dict[str, Any]]:
+def run_demo(
+    out: Console,
+    err: Console,
+    *,
+    budget_seconds: float,
+    keys: Sequence[str] | None,
+    n_boot: int,
+    progress: Callable[[str], Any],
+) -> list[dict[str, Any]]:
     """Train, evaluate, register and report each (dataset, model); returns the summary rows."""
     from medml.config import get_settings
     from medml.data.datasets import list_datasets, load_dataset
@@ -37,13 +44,29 @@ def run_demo(out: Console, err: Console, *, budget_seconds: float, keys: Sequenc
             with progress(f"{key} {kind}") as step:
                 result = train(ds, config, settings, progress=step, external=external)
             md = result.bundle.metadata
-            row = {"dataset": key, "model": f"{md.name}@{md.version}", "split": "test", **md.metrics,
-                   "calibration": md.calibration, "seconds": result.seconds + load_s, "report": result.report_path}
+            row = {
+                "dataset": key,
+                "model": f"{md.name}@{md.version}",
+                "split": "test",
+                **md.metrics,
+                "calibration": md.calibration,
+                "seconds": result.seconds + load_s,
+                "report": result.report_path,
+            }
             rows.append(row)
             err.print(f"  {key} {kind}: AUROC {md.metrics['auroc']:.3f} in {row['seconds']:.0f} s")
             for site, rep in result.external.items():
-                rows.append({"dataset": site, "model": row["model"], "split": "external", **headline(rep),
-                             "calibration": md.calibration, "seconds": 0.0, "report": result.report_path})
+                rows.append(
+                    {
+                        "dataset": site,
+                        "model": row["model"],
+                        "split": "external",
+                        **headline(rep),
+                        "calibration": md.calibration,
+                        "seconds": 0.0,
+                        "report": result.report_path,
+                    }
+                )
             load_s = 0.0
     out.print(summary_table(rows, time.perf_counter() - start))
     out.print(f"reports: {settings.reports_dir.resolve()}")
@@ -54,14 +77,32 @@ def run_demo(out: Console, err: Console, *, budget_seconds: float, keys: Sequenc
 
 def summary_table(rows: list[dict[str, Any]], seconds: float) -> Table:
     t = Table(title=f"medml demo: held-out test and external validation ({seconds:.0f} s)", header_style="bold")
-    for col in ("dataset", "model", "split", "n", "AUROC (95% CI)", "AUPRC", "Brier", "cal. slope", "calibration",
-                "time"):
+    for col in (
+        "dataset",
+        "model",
+        "split",
+        "n",
+        "AUROC (95% CI)",
+        "AUPRC",
+        "Brier",
+        "cal. slope",
+        "calibration",
+        "time",
+    ):
         t.add_column(col, justify="right" if col not in ("dataset", "model", "split", "calibration") else "left")
     for r in rows:
-        t.add_row(r["dataset"], r["model"], r["split"], str(r["n"]),
-                  f"{r['auroc']:.3f} ({r['auroc_low']:.3f}-{r['auroc_high']:.3f})", f"{r['auprc']:.3f}",
-                  f"{r['brier']:.3f}", f"{r['calibration_slope']:.2f}", r["calibration"],
-                  f"{r['seconds']:.0f} s" if r["seconds"] else "")
+        t.add_row(
+            r["dataset"],
+            r["model"],
+            r["split"],
+            str(r["n"]),
+            f"{r['auroc']:.3f} ({r['auroc_low']:.3f}-{r['auroc_high']:.3f})",
+            f"{r['auprc']:.3f}",
+            f"{r['brier']:.3f}",
+            f"{r['calibration_slope']:.2f}",
+            r["calibration"],
+            f"{r['seconds']:.0f} s" if r["seconds"] else "",
+        )
     return t
 
 
@@ -88,8 +129,10 @@ def run_fhir_demo(out: Console, err: Console) -> dict[str, int]:
         t.add_row(name, f"{n:,}")
     out.print(t)
     out.print(f"SQL-on-FHIR v2 conformance: {suite.summary()}")
-    out.print(f"FHIR store: {settings.fhir_store.resolve()}  (`medml fhir stats`, `medml fhir view run NAME`); "
-              "train from FHIR: `medml train physionet-2012-fhir`")
+    out.print(
+        f"FHIR store: {settings.fhir_store.resolve()}  (`medml fhir stats`, `medml fhir view run NAME`); "
+        "train from FHIR: `medml train physionet-2012-fhir`"
+    )
     return rows
 
 
@@ -127,8 +170,10 @@ def run_service_demo(out: Console, err: Console, *, stays: int = 40) -> str | No
     config = load_config(settings)
     dep = deploy(settings, config, DEMO_SERVICE_MODEL)
     err.print(f"  CDS service: {len(picked)} test-split ICU stays added to the FHIR store; {dep.model} deployed")
-    out.print(f"CDS Hooks service '{dep.service_id}' ({dep.model}): `medml serve`, then open "
-              f"{config.base_url}/ (patients and their cards) or {config.base_url}/cds-services (discovery)")
+    out.print(
+        f"CDS Hooks service '{dep.service_id}' ({dep.model}): `medml serve`, then open "
+        f"{config.base_url}/ (patients and their cards) or {config.base_url}/cds-services (discovery)"
+    )
     return dep.service_id
 
 
@@ -146,12 +191,14 @@ def _demo_ehr(home: Any) -> None:
     folder = home / "demo-ehr"
     folder.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP384R1())
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     (folder / "private-key.pem").write_bytes(pem)
     (folder / "private-key.pem").chmod(0o600)
     jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
-    (folder / "jwks.json").write_text(json.dumps({"keys": [{**jwk, "kid": "demo-ehr", "alg": "ES384",
-                                                            "use": "sig"}]}, indent=2))
-    config.write_text("# written by `medml demo`: the service trusts one EHR, the demo's (keys in demo-ehr/)\n"
-                      f"issuers:\n  - iss: {DEMO_EHR_ISS}\n    jwks: demo-ehr/jwks.json\n")
+    (folder / "jwks.json").write_text(
+        json.dumps({"keys": [{**jwk, "kid": "demo-ehr", "alg": "ES384", "use": "sig"}]}, indent=2)
+    )
+    config.write_text(
+        "# written by `medml demo`: the service trusts one EHR, the demo's (keys in demo-ehr/)\n"
+        f"issuers:\n  - iss: {DEMO_EHR_ISS}\n    jwks: demo-ehr/jwks.json\n"
+    )

@@ -89,12 +89,23 @@ class ImageInput:
     class_names: tuple[str, ...] | None = None
 
     def load(self, path: str | Path) -> ImageDataset:
-        return load_images(path, labels_csv=self.labels_csv, size=self.size, channels=self.channels,
-                           window=self.window, frame=self.frame, class_names=self.class_names)
+        return load_images(
+            path,
+            labels_csv=self.labels_csv,
+            size=self.size,
+            channels=self.channels,
+            window=self.window,
+            frame=self.frame,
+            class_names=self.class_names,
+        )
 
     def stored(self) -> dict[str, Any]:
-        return {"size": self.size, "channels": self.channels,
-                "window": list(self.window) if self.window is not None else None, "frame": self.frame}
+        return {
+            "size": self.size,
+            "channels": self.channels,
+            "window": list(self.window) if self.window is not None else None,
+            "frame": self.frame,
+        }
 
 
 @dataclass(frozen=True)
@@ -151,11 +162,18 @@ def image_intended_use(ds: ImageDataset) -> str:
 
 
 def _population(ds: ImageDataset, split: Split) -> str:
-    how = ("the source's official train/val/test split" if ds.official_split is not None
-           else "split by patient" if ds.groups is not None else "split by image (no patient ids in the source)")
+    how = (
+        "the source's official train/val/test split"
+        if ds.official_split is not None
+        else "split by patient"
+        if ds.groups is not None
+        else "split by image (no patient ids in the source)"
+    )
     sizes = split.sizes()
-    return (f"{len(ds):,} images ({ds.provenance.get('format', 'images')}: {ds.provenance.get('source', '?')}); "
-            f"{how}: train {sizes['train']:,}, validation {sizes['calibration']:,}, test {sizes['test']:,}")
+    return (
+        f"{len(ds):,} images ({ds.provenance.get('format', 'images')}: {ds.provenance.get('source', '?')}); "
+        f"{how}: train {sizes['train']:,}, validation {sizes['calibration']:,}, test {sizes['test']:,}"
+    )
 
 
 def _names(names: Sequence[str], n: int = 6) -> str:
@@ -169,22 +187,27 @@ def _check_parts(ds: ImageDataset, split: Split) -> None:
         for part, rows in (("training", split.train), ("validation", split.calibration), ("test", split.test)):
             y = ds.labels[rows]
             if len(np.unique(y)) < 2:
-                raise DataError(f"the {part} split has {len(y)} image(s) of {len(np.unique(y))} class(es); "
-                                "a model needs both classes in every split",
-                                "give more images of each class, or check the labels")
+                raise DataError(
+                    f"the {part} split has {len(y)} image(s) of {len(np.unique(y))} class(es); "
+                    "a model needs both classes in every split",
+                    "give more images of each class, or check the labels",
+                )
         return
     k = len(ds.class_names)
     onehot = one_hot(ds.labels, ds.task, k)
     train = onehot[split.train]
     unseen = [ds.class_names[j] for j in range(k) if train[:, j].sum() == 0]
     if unseen:
-        raise DataError(f"the training split has no image of {_names(unseen)}",
-                        "give images of every class, or drop the class")
+        raise DataError(
+            f"the training split has no image of {_names(unseen)}", "give images of every class, or drop the class"
+        )
     for part, rows in (("validation", split.calibration), ("test", split.test)):
         y = onehot[rows]
         if not ((y.sum(axis=0) > 0) & (y.sum(axis=0) < len(y))).any():
-            raise DataError(f"the {part} split has no class with both events and non-events ({len(y)} images)",
-                            "give more images of each class, or check the labels")
+            raise DataError(
+                f"the {part} split has no class with both events and non-events ({len(y)} images)",
+                "give more images of each class, or check the labels",
+            )
 
 
 def accuracy_at(y: npt.ArrayLike, p: npt.ArrayLike, threshold: float) -> float:
@@ -200,13 +223,16 @@ def net_config_of(bundle: ModelBundle) -> Any:
     md = bundle.metadata
     raw = md.params.get("net")
     if bundle.artifact != "torch-state-dict" or not isinstance(raw, Mapping):
-        raise ConfigError(f"{md.ref} is a {md.model_kind} model, not an image classifier",
-                          "give an image model (trained with `medml image train`)")
+        raise ConfigError(
+            f"{md.ref} is a {md.model_kind} model, not an image classifier",
+            "give an image model (trained with `medml image train`)",
+        )
     try:
         return ImageNetConfig(**{**raw, "image_size": tuple(raw["image_size"]), "widths": tuple(raw["widths"])})
     except (TypeError, KeyError) as e:
-        raise IntegrityError(f"{md.ref}: the stored network config is not valid ({e})",
-                             "retrain the model with this version of medml") from None
+        raise IntegrityError(
+            f"{md.ref}: the stored network config is not valid ({e})", "retrain the model with this version of medml"
+        ) from None
 
 
 def predict_bundle(bundle: ModelBundle, images: npt.ArrayLike, *, batch_size: int = 256) -> FloatArray:
@@ -243,18 +269,30 @@ def train_images(
     split = ds.split(seed=config.seed)
     _check_parts(ds, split)
     if config.calibrate and ds.task != "binary":
-        raise ConfigError(f"--calibrate (Platt scaling) is for binary tasks; this is a {ds.task} task",
-                          "train without --calibrate")
+        raise ConfigError(
+            f"--calibrate (Platt scaling) is for binary tasks; this is a {ds.task} task", "train without --calibrate"
+        )
     require_imaging()
     from medml.models.imaging import ImageNetConfig, ImageTrainConfig, predict_images, train_image_model
 
     members: list[ImageTrainResult] = []
     per_member = None if budget_minutes is None else budget_minutes / config.ensemble
     for m in range(config.ensemble):
-        net = ImageNetConfig.for_dataset(ds, architecture=config.architecture, widths=tuple(config.widths),
-                                         blocks=config.blocks, seed=config.seed + m, tta=config.tta)
-        train_cfg = ImageTrainConfig(net=net, batch_size=config.batch_size, learning_rate=config.learning_rate,
-                                     augment=config.augment, label_smoothing=config.label_smoothing)
+        net = ImageNetConfig.for_dataset(
+            ds,
+            architecture=config.architecture,
+            widths=tuple(config.widths),
+            blocks=config.blocks,
+            seed=config.seed + m,
+            tta=config.tta,
+        )
+        train_cfg = ImageTrainConfig(
+            net=net,
+            batch_size=config.batch_size,
+            learning_rate=config.learning_rate,
+            augment=config.augment,
+            label_smoothing=config.label_smoothing,
+        )
         which = f"network {m + 1} of {config.ensemble}, " if config.ensemble > 1 else ""
         step(f"training ({which}{epochs} epochs at most)", 0.1 + 0.6 * m / config.ensemble)
         members.append(train_image_model(ds, train_cfg, budget_minutes=per_member, epochs=epochs, split=split))
@@ -281,71 +319,125 @@ def train_images(
     classes: dict[str, Any] | None = None
     if ds.task == "binary":
         pred = Predictions(ids=test.ids, y_true=test.labels, scores=scores, model=name)
-        evaluation = evaluate_binary(pred, dataset=dataset, split="test", population=population,
-                                     n_boot=config.n_boot, seed=config.seed)
+        evaluation = evaluate_binary(
+            pred, dataset=dataset, split="test", population=population, n_boot=config.n_boot, seed=config.seed
+        )
         reference = evaluation.prevalence
-        accuracy = {"0.5": accuracy_at(test.labels, scores, 0.5),
-                    "reference": accuracy_at(test.labels, scores, reference)}
-        metrics: dict[str, Any] = {**headline(evaluation), "accuracy_at_0_5": accuracy["0.5"],
-                                   "accuracy_at_reference": accuracy["reference"], "reference_threshold": reference}
+        accuracy = {
+            "0.5": accuracy_at(test.labels, scores, 0.5),
+            "reference": accuracy_at(test.labels, scores, reference),
+        }
+        metrics: dict[str, Any] = {
+            **headline(evaluation),
+            "accuracy_at_0_5": accuracy["0.5"],
+            "accuracy_at_reference": accuracy["reference"],
+            "reference_threshold": reference,
+        }
     else:
-        classes = evaluate_classes(test.labels, scores, task=ds.task, class_names=ds.class_names,
-                                   n_boot=config.n_boot, seed=config.seed)
+        classes = evaluate_classes(
+            test.labels, scores, task=ds.task, class_names=ds.class_names, n_boot=config.n_boot, seed=config.seed
+        )
         y_pairs, p_pairs, pair_ids = pooled_pairs(test.labels, scores, ds.task, test.ids, ds.class_names)
         pred = Predictions(ids=pair_ids.astype(object), y_true=y_pairs.astype(np.int8), scores=p_pairs, model=name)
         evaluation = evaluate_binary(
-            pred, dataset=dataset, split="test", n_boot=config.n_boot, seed=config.seed,
+            pred,
+            dataset=dataset,
+            split="test",
+            n_boot=config.n_boot,
+            seed=config.seed,
             population=f"{population}; curves and calibration pool every (image, class) pair, one-vs-rest "
-                       f"(micro-average: {len(test):,} images x {len(ds.class_names)} classes), and their intervals "
-                       "resample pairs; per-class and macro intervals resample images")
+            f"(micro-average: {len(test):,} images x {len(ds.class_names)} classes), and their intervals "
+            "resample pairs; per-class and macro intervals resample images",
+        )
         accuracy = {"accuracy": classes["accuracy"]["value"]}
         pooled = headline(evaluation)
-        metrics = {**pooled, "micro_auroc": pooled["auroc"],
-                   "auroc": classes["macro_auroc"]["value"], "auroc_low": classes["macro_auroc"]["low"],
-                   "auroc_high": classes["macro_auroc"]["high"], "accuracy": classes["accuracy"]["value"],
-                   "accuracy_low": classes["accuracy"]["low"], "accuracy_high": classes["accuracy"]["high"],
-                   "n": len(test), "n_events": None}
+        metrics = {
+            **pooled,
+            "micro_auroc": pooled["auroc"],
+            "auroc": classes["macro_auroc"]["value"],
+            "auroc_low": classes["macro_auroc"]["low"],
+            "auroc_high": classes["macro_auroc"]["high"],
+            "accuracy": classes["accuracy"]["value"],
+            "accuracy_low": classes["accuracy"]["low"],
+            "accuracy_high": classes["accuracy"]["high"],
+            "n": len(test),
+            "n_events": None,
+        }
     saliency: dict[str, Any] = {}
     if config.explain_images > 0:
         step(f"explaining {min(config.explain_images, len(test))} test images (Grad-CAM)", 0.8)
-        saliency = explain_test_images(networks_of(state, net), net, test, scores,
-                                       n_images=config.explain_images, seed=config.seed)
+        saliency = explain_test_images(
+            networks_of(state, net), net, test, scores, n_images=config.explain_images, seed=config.seed
+        )
 
     step("registering", 0.85)
-    train_cfg = ImageTrainConfig(net=net, batch_size=config.batch_size, learning_rate=config.learning_rate,
-                                 augment=config.augment, label_smoothing=config.label_smoothing)
+    train_cfg = ImageTrainConfig(
+        net=net,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        augment=config.augment,
+        label_smoothing=config.label_smoothing,
+    )
     history = [asdict(r) | {"network": m + 1} for m, member in enumerate(members) for r in member.history]
     metadata = BundleMetadata(
-        name=name, version=0, model_kind=f"{KIND_PREFIX}{net.architecture}", dataset=dataset,
-        task=f"image classification ({ds.task}): " + (f"{ds.class_names[1]} vs {ds.class_names[0]}"
-                                                       if ds.task == "binary" else _names(ds.class_names)),
-        target=ds.class_names[1] if ds.task == "binary" else
-        ("most probable class" if ds.task == "multiclass" else "each finding"),
-        intended_use=image_intended_use(ds), population=population,
-        code_version=__version__, data_hash=image_data_hash(ds), seed=config.seed,
-        params={"net": asdict(net), "train": _train_params(train_cfg, epochs, budget_minutes),
-                "input": inputs.stored(), "ensemble": config.ensemble, "best_epoch": result.best_epoch,
-                "stopped_by": result.stopped_by,
-                "val_auroc": result.val_auroc,
-                "members": [{"seed": r.config.seed, "best_epoch": r.best_epoch, "val_auroc": r.val_auroc,
-                             "stopped_by": r.stopped_by, "seconds": r.seconds} for r in members],
-                **({"calibration": platt.to_dict()} if platt is not None else {})},
+        name=name,
+        version=0,
+        model_kind=f"{KIND_PREFIX}{net.architecture}",
+        dataset=dataset,
+        task=f"image classification ({ds.task}): "
+        + (f"{ds.class_names[1]} vs {ds.class_names[0]}" if ds.task == "binary" else _names(ds.class_names)),
+        target=ds.class_names[1]
+        if ds.task == "binary"
+        else ("most probable class" if ds.task == "multiclass" else "each finding"),
+        intended_use=image_intended_use(ds),
+        population=population,
+        code_version=__version__,
+        data_hash=image_data_hash(ds),
+        seed=config.seed,
+        params={
+            "net": asdict(net),
+            "train": _train_params(train_cfg, epochs, budget_minutes),
+            "input": inputs.stored(),
+            "ensemble": config.ensemble,
+            "best_epoch": result.best_epoch,
+            "stopped_by": result.stopped_by,
+            "val_auroc": result.val_auroc,
+            "members": [
+                {
+                    "seed": r.config.seed,
+                    "best_epoch": r.best_epoch,
+                    "val_auroc": r.val_auroc,
+                    "stopped_by": r.stopped_by,
+                    "seconds": r.seconds,
+                }
+                for r in members
+            ],
+            **({"calibration": platt.to_dict()} if platt is not None else {}),
+        },
         calibration="sigmoid (Platt, validation split)" if platt is not None else "none",
-        split_sizes={**split.sizes(), "images": len(ds)}, metrics=metrics, evaluation=evaluation.to_dict(),
-        extra={"provenance": ds.provenance, "class_names": list(ds.class_names), "image_task": ds.task,
-               "history": history, "medml_version": __version__,
-               "explanation_method": saliency.get("method", "none (no test images were explained)"),
-               "saliency": saliency, **({"classes": classes} if classes is not None else {})},
+        split_sizes={**split.sizes(), "images": len(ds)},
+        metrics=metrics,
+        evaluation=evaluation.to_dict(),
+        extra={
+            "provenance": ds.provenance,
+            "class_names": list(ds.class_names),
+            "image_task": ds.task,
+            "history": history,
+            "medml_version": __version__,
+            "explanation_method": saliency.get("method", "none (no test images were explained)"),
+            "saliency": saliency,
+            **({"classes": classes} if classes is not None else {}),
+        },
     )
-    bundle = register(ModelBundle(model=state, features=[], metadata=metadata, artifact="torch-state-dict"),
-                      settings)
+    bundle = register(ModelBundle(model=state, features=[], metadata=metadata, artifact="torch-state-dict"), settings)
 
     step("writing report", 0.95)
     report_path = write_image_report(bundle, settings)
     all_history = tuple(r for member in members for r in member.history)
     stopped = ", ".join(sorted({r.stopped_by for r in members}))
-    return ImageTrainOutcome(bundle, evaluation, pred, accuracy, report_path, all_history, stopped,
-                             time.perf_counter() - t0, classes)
+    return ImageTrainOutcome(
+        bundle, evaluation, pred, accuracy, report_path, all_history, stopped, time.perf_counter() - t0, classes
+    )
 
 
 #: key prefix of each member's tensors in an ensemble's state dict: "member0.", "member1.", ...
@@ -365,14 +457,19 @@ def member_states(state: Mapping[str, Any]) -> list[dict[str, Any]]:
     members: dict[int, dict[str, Any]] = {}
     for key, value in state.items():
         head, _, rest = key.partition(".")
-        if not head[len(MEMBER):].isdigit():
+        if not head[len(MEMBER) :].isdigit():
             return [dict(state)]
-        members.setdefault(int(head[len(MEMBER):]), {})[rest] = value
+        members.setdefault(int(head[len(MEMBER) :]), {})[rest] = value
     return [members[i] for i in sorted(members)]
 
 
-def average_members(predict: Callable[..., FloatArray], state: Mapping[str, Any], net: ImageNetConfig,
-                    images: npt.ArrayLike, **options: Any) -> FloatArray:
+def average_members(
+    predict: Callable[..., FloatArray],
+    state: Mapping[str, Any],
+    net: ImageNetConfig,
+    images: npt.ArrayLike,
+    **options: Any,
+) -> FloatArray:
     """Mean of the members' probabilities (one member: its own)."""
     parts = [predict(s, net, images, **options) for s in member_states(state)]
     return parts[0] if len(parts) == 1 else np.mean(parts, axis=0)
@@ -395,8 +492,13 @@ def networks_of(model_state: Mapping[str, Any], net: ImageNetConfig) -> list[tor
     return out
 
 
-def saliency_maps(networks: Sequence[torch.nn.Module], net: ImageNetConfig, x: npt.NDArray[np.float32], *,
-                  class_index: int | Sequence[int] | None = None) -> npt.NDArray[np.float32]:
+def saliency_maps(
+    networks: Sequence[torch.nn.Module],
+    net: ImageNetConfig,
+    x: npt.NDArray[np.float32],
+    *,
+    class_index: int | Sequence[int] | None = None,
+) -> npt.NDArray[np.float32]:
     """Grad-CAM maps (N x H x W, 0-1) for network input ``x``, of ``class_index`` (one, or one per image) or by
     default of each image's predicted class; for an ensemble, the members' maps of the class the ensemble predicts,
     averaged and rescaled to 0-1."""
@@ -408,12 +510,21 @@ def saliency_maps(networks: Sequence[torch.nn.Module], net: ImageNetConfig, x: n
     if class_index is None:
         p = np.mean([predict_with(n, x, net) for n in networks], axis=0)
         class_index = [int(c) for c in ((p >= 0.5) if p.ndim == 1 else p.argmax(axis=1))]
-    return _unit_range(np.mean([grad_cam(n, x, class_index=class_index, target_layer=target_layer_of(n))
-                                for n in networks], axis=0))
+    return _unit_range(
+        np.mean([grad_cam(n, x, class_index=class_index, target_layer=target_layer_of(n)) for n in networks], axis=0)
+    )
 
 
-def explain_test_images(networks: Sequence[torch.nn.Module], net: ImageNetConfig, test: ImageDataset,
-                        scores: FloatArray, *, n_images: int = 64, per_row: int = 8, seed: int = 0) -> dict[str, Any]:
+def explain_test_images(
+    networks: Sequence[torch.nn.Module],
+    net: ImageNetConfig,
+    test: ImageDataset,
+    scores: FloatArray,
+    *,
+    n_images: int = 64,
+    per_row: int = 8,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Grad-CAM of the predicted class on up to ``n_images`` test images (a seeded sample), the deletion check of
     the maps' faithfulness, and a grid of correct and incorrect images with their heat maps: plain data for the
     bundle and the report (``ReportInputs.saliency``). Binary: correct at 0.5; multiclass: the most probable
@@ -445,8 +556,10 @@ def explain_test_images(networks: Sequence[torch.nn.Module], net: ImageNetConfig
     else:
         right = ((p >= 0.5).astype(int) == y).all(axis=1)
         kind, confidence = y.any(axis=1).astype(int), np.abs(p - 0.5).max(axis=1)
-        captions = [f"true {_label_set(t, names)}\ncalled {_label_set((q >= 0.5).astype(int), names)}"
-                    for t, q in zip(y, p, strict=True)]
+        captions = [
+            f"true {_label_set(t, names)}\ncalled {_label_set((q >= 0.5).astype(int), names)}"
+            for t, q in zip(y, p, strict=True)
+        ]
     # correct: a seeded sample balanced by class; incorrect: the most confident errors, which a reviewer needs most
     by_class = [rng.permutation(np.flatnonzero(right & (kind == k))) for k in np.unique(kind)]
     correct = [i for group in zip(*by_class, strict=False) for i in group][:per_row]
@@ -455,14 +568,20 @@ def explain_test_images(networks: Sequence[torch.nn.Module], net: ImageNetConfig
         correct += rest[: per_row - len(correct)]
     wrong = np.flatnonzero(~right)
     wrong = wrong[np.argsort(-confidence[wrong], kind="stable")][:per_row]
-    grid = {f"Correct ({len(correct)})": [int(i) for i in correct],
-            f"Incorrect ({len(wrong)}, most confident first)": [int(i) for i in wrong]}
+    grid = {
+        f"Correct ({len(correct)})": [int(i) for i in correct],
+        f"Incorrect ({len(wrong)}, most confident first)": [int(i) for i in wrong],
+    }
     png = saliency_grid_png(images, maps, captions, grid) if len(correct) + len(wrong) else b""
     ensemble = f", averaged over {len(networks)} networks" if len(networks) > 1 else ""
-    return {"method": f"Grad-CAM (MONAI) of the predicted class at layer {layer}{ensemble}; faithfulness by "
-                      "deletion curve",
-            "target_layer": layer, "threshold": 0.5, "test_rows": [int(r) for r in rows],
-            "deletion": curve.summary(), "grid_png": base64.b64encode(png).decode("ascii")}
+    return {
+        "method": f"Grad-CAM (MONAI) of the predicted class at layer {layer}{ensemble}; faithfulness by deletion curve",
+        "target_layer": layer,
+        "threshold": 0.5,
+        "test_rows": [int(r) for r in rows],
+        "deletion": curve.summary(),
+        "grid_png": base64.b64encode(png).decode("ascii"),
+    }
 
 
 def _label_set(row: npt.NDArray[Any], names: Sequence[str]) -> str:
@@ -531,8 +650,10 @@ def read_image_sources(paths: Sequence[str | Path], bundle: ModelBundle) -> tupl
     for a, source in zip(arrays, sources, strict=True):
         if a.shape != want:
             got = " x ".join(map(str, a.shape))
-            raise DataError(f"{source.label} is {got} but {bundle.ref} takes {' x '.join(map(str, want))}",
-                            "resize the image (and convert its channels) to the model's input")
+            raise DataError(
+                f"{source.label} is {got} but {bundle.ref} takes {' x '.join(map(str, want))}",
+                "resize the image (and convert its channels) to the model's input",
+            )
     return (np.stack(arrays) if arrays else np.zeros((0, *want), np.float32)), sources
 
 
@@ -542,8 +663,14 @@ def input_preparation(bundle: ModelBundle) -> dict[str, Any]:
     return dict(prep) if isinstance(prep, Mapping) else {}
 
 
-def fhir_reports(bundle: ModelBundle, images: npt.NDArray[Any], sources: Sequence[ImageSource],
-                 probabilities: FloatArray, *, heatmaps: bool = True) -> dict[str, Any]:
+def fhir_reports(
+    bundle: ModelBundle,
+    images: npt.NDArray[Any],
+    sources: Sequence[ImageSource],
+    probabilities: FloatArray,
+    *,
+    heatmaps: bool = True,
+) -> dict[str, Any]:
     """One FHIR R4 collection Bundle of DiagnosticReports, one per image, each referencing its ImagingStudy (the
     DICOM Study Instance UID, else the file's name) and, when ``heatmaps``, carrying its Grad-CAM overlay.
 
@@ -560,12 +687,21 @@ def fhir_reports(bundle: ModelBundle, images: npt.NDArray[Any], sources: Sequenc
 
         net = net_config_of(bundle)
         maps = saliency_maps(networks_of(bundle.model, net), net, as_network_input(images, net))
-        pngs = [overlay_png(img, m, title=_headline(p, md.target, names))
-                for img, m, p in zip(images, maps, probabilities, strict=True)]
+        pngs = [
+            overlay_png(img, m, title=_headline(p, md.target, names))
+            for img, m, p in zip(images, maps, probabilities, strict=True)
+        ]
     reports = []
     for source, p, png in zip(sources, probabilities, pngs, strict=True):
-        subject = ({"type": "Patient", "identifier": {"value": source.patient_id},
-                    "display": f"DICOM PatientID {source.patient_id}"} if source.patient_id else None)
+        subject = (
+            {
+                "type": "Patient",
+                "identifier": {"value": source.patient_id},
+                "display": f"DICOM PatientID {source.patient_id}",
+            }
+            if source.patient_id
+            else None
+        )
         study = study_reference(study_uid=source.study_uid, file_name=source.label)
         row = np.atleast_1d(np.asarray(p, dtype=np.float64))
         if row.size == 1:
@@ -575,9 +711,18 @@ def fhir_reports(bundle: ModelBundle, images: npt.NDArray[Any], sources: Sequenc
             finding, probability = names[top], float(row[top])
             others = {name: float(q) for name, q in zip(names, row, strict=True)}
         multiclass = others is not None and md.extra.get("image_task") == "multiclass"
-        reports.append(diagnostic_report(probability, finding=finding, model=f"{md.name}@{md.version}", study=study,
-                                         subject=subject, heatmap_png=png, class_probabilities=others,
-                                         rule="most-probable" if multiclass else "threshold"))
+        reports.append(
+            diagnostic_report(
+                probability,
+                finding=finding,
+                model=f"{md.name}@{md.version}",
+                study=study,
+                subject=subject,
+                heatmap_png=png,
+                class_probabilities=others,
+                rule="most-probable" if multiclass else "threshold",
+            )
+        )
     return bundle_of(reports)
 
 
@@ -599,4 +744,3 @@ def _read_picture(path: Path, channels: int) -> npt.NDArray[np.float32]:
     except (UnidentifiedImageError, OSError) as e:
         raise InputFileError(f"{path} is not a readable image ({e})", "replace or remove the file") from None
     return arr[..., None] if arr.ndim == 2 else arr
-

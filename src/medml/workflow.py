@@ -83,8 +83,14 @@ def _ensure_both_classes(ds: TaskDataset, where: str) -> None:
         )
 
 
-def train(ds: TaskDataset, config: TrainConfig, settings: Settings, *, progress: Step | None = None,
-          external: Mapping[str, TaskDataset] | None = None) -> TrainResult:
+def train(
+    ds: TaskDataset,
+    config: TrainConfig,
+    settings: Settings,
+    *,
+    progress: Step | None = None,
+    external: Mapping[str, TaskDataset] | None = None,
+) -> TrainResult:
     """Split by patient, tune, fit, calibrate, evaluate on the test split (and external sites), register."""
     step = progress or (lambda _d, _f: None)
     check_model_kind(config.model)
@@ -100,10 +106,16 @@ def train(ds: TaskDataset, config: TrainConfig, settings: Settings, *, progress:
 
     step("tuning", 0.0)
     t = time.perf_counter()
-    tuned = tune(config.model, train_ds, budget_seconds=config.budget_seconds, seed=config.seed,
-                 max_trials=config.max_trials,
-                 on_trial=lambda n, _l: step("tuning", min(n / config.max_trials,
-                                                           (time.perf_counter() - t) / config.budget_seconds)))
+    tuned = tune(
+        config.model,
+        train_ds,
+        budget_seconds=config.budget_seconds,
+        seed=config.seed,
+        max_trials=config.max_trials,
+        on_trial=lambda n, _l: step(
+            "tuning", min(n / config.max_trials, (time.perf_counter() - t) / config.budget_seconds)
+        ),
+    )
     timings["tune"] = time.perf_counter() - t
 
     step("fitting", 0.0)
@@ -118,8 +130,10 @@ def train(ds: TaskDataset, config: TrainConfig, settings: Settings, *, progress:
     t = time.perf_counter()
     name = config.name or f"{ds.name}-{config.model}"
     evaluation = evaluate_split(model, test_ds, name=name, split="test", n_boot=config.n_boot, seed=config.seed)
-    ext_reports = {key: evaluate_split(model, other, name=name, split="external", n_boot=config.n_boot,
-                                       seed=config.seed) for key, other in (external or {}).items()}
+    ext_reports = {
+        key: evaluate_split(model, other, name=name, split="external", n_boot=config.n_boot, seed=config.seed)
+        for key, other in (external or {}).items()
+    }
     timings["evaluate"] = time.perf_counter() - t
 
     step("explaining", 0.0)
@@ -131,14 +145,24 @@ def train(ds: TaskDataset, config: TrainConfig, settings: Settings, *, progress:
     step("registering", 0.0)
     t = time.perf_counter()
     metadata = BundleMetadata(
-        name=name, version=0, model_kind=config.model, dataset=ds.name, task=ds.task,
-        target=ds.binary_target.name, intended_use=intended_use(ds), population=ds.population,
-        created=pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"), code_version=__version__,
+        name=name,
+        version=0,
+        model_kind=config.model,
+        dataset=ds.name,
+        task=ds.task,
+        target=ds.binary_target.name,
+        intended_use=intended_use(ds),
+        population=ds.population,
+        created=pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
+        code_version=__version__,
         data_hash=data_hash(ds),
         params={**tuned.params, "n_trials": tuned.n_trials, "budget_seconds": config.budget_seconds},
-        calibration=model.method_, seed=config.seed,
+        calibration=model.method_,
+        seed=config.seed,
         split_sizes={**split.sizes(), "patients": len(np.unique(ds.groups))},
-        excluded_columns=dict(ds.excluded), metrics=headline(evaluation), evaluation=evaluation.to_dict(),
+        excluded_columns=dict(ds.excluded),
+        metrics=headline(evaluation),
+        evaluation=evaluation.to_dict(),
         extra={
             "external": {k: r.to_dict() for k, r in ext_reports.items()},
             "importance": importance,
@@ -156,8 +180,7 @@ def train(ds: TaskDataset, config: TrainConfig, settings: Settings, *, progress:
 
     step("writing report", 0.0)
     report_path = write_model_report(bundle, settings)
-    return TrainResult(bundle, evaluation, ext_reports, report_path, time.perf_counter() - t0, tuned.n_trials,
-                       timings)
+    return TrainResult(bundle, evaluation, ext_reports, report_path, time.perf_counter() - t0, tuned.n_trials, timings)
 
 
 TABLE_ONE_MAX_FEATURES = 40
@@ -180,11 +203,17 @@ def predict(model: Any, ds: TaskDataset, name: str = "") -> Predictions:
     return Predictions(ids=ds.ids, y_true=ds.binary_target.values, scores=scores, model=name)
 
 
-def evaluate_split(model: Any, ds: TaskDataset, *, name: str, split: str, n_boot: int,
-                   seed: int) -> EvaluationReport:
+def evaluate_split(model: Any, ds: TaskDataset, *, name: str, split: str, n_boot: int, seed: int) -> EvaluationReport:
     """Score ``ds`` and measure discrimination, calibration, net benefit and subgroup gaps."""
-    return evaluate_binary(predict(model, ds, name), dataset=ds.name, split=split, population=ds.population,
-                           sensitive=ds.sensitive, n_boot=n_boot, seed=seed)
+    return evaluate_binary(
+        predict(model, ds, name),
+        dataset=ds.name,
+        split=split,
+        population=ds.population,
+        sensitive=ds.sensitive,
+        n_boot=n_boot,
+        seed=seed,
+    )
 
 
 def example_patients(model: Any, ds: TaskDataset, k: int = 3) -> list[dict[str, Any]]:
@@ -194,24 +223,43 @@ def example_patients(model: Any, ds: TaskDataset, k: int = 3) -> list[dict[str, 
     picks = sorted({int(order[-1]), int(order[len(order) // 2]), int(order[0])}, key=lambda i: -scores[i])[:k]
     rows = ds.X.iloc[picks].reset_index(drop=True)
     factors = top_factors(model, rows, k=5)
-    return [{"id": str(ds.ids[i]), "risk": float(scores[i]), "factors": [f.to_dict() for f in fs]}
-            for i, fs in zip(picks, factors, strict=True)]
+    return [
+        {"id": str(ds.ids[i]), "risk": float(scores[i]), "factors": [f.to_dict() for f in fs]}
+        for i, fs in zip(picks, factors, strict=True)
+    ]
 
 
-def report_inputs(bundle: ModelBundle, evaluation: dict[str, Any] | None = None,
-                  external: dict[str, dict[str, Any]] | None = None) -> ReportInputs:
+def report_inputs(
+    bundle: ModelBundle, evaluation: dict[str, Any] | None = None, external: dict[str, dict[str, Any]] | None = None
+) -> ReportInputs:
     """Everything the HTML report shows, from the bundle alone (so `medml report` needs no retraining)."""
     md = bundle.metadata
     extra = md.extra
     return ReportInputs(
         evaluation=evaluation or md.evaluation,
         external=list((external if external is not None else extra.get("external", {})).values()),
-        model={"name": md.name, "version": md.version, "model_kind": md.model_kind, "params": md.params,
-               "calibration": md.calibration, "created": md.created, "code_version": md.code_version,
-               "data_hash": md.data_hash, "seed": md.seed, "split_sizes": md.split_sizes,
-               "intended_use": md.intended_use, "explanation_method": extra.get("explanation_method", "")},
-        dataset={"key": md.dataset, "task": md.task, "target": md.target, "population": md.population,
-                 "provenance": extra.get("provenance", ""), "excluded": md.excluded_columns},
+        model={
+            "name": md.name,
+            "version": md.version,
+            "model_kind": md.model_kind,
+            "params": md.params,
+            "calibration": md.calibration,
+            "created": md.created,
+            "code_version": md.code_version,
+            "data_hash": md.data_hash,
+            "seed": md.seed,
+            "split_sizes": md.split_sizes,
+            "intended_use": md.intended_use,
+            "explanation_method": extra.get("explanation_method", ""),
+        },
+        dataset={
+            "key": md.dataset,
+            "task": md.task,
+            "target": md.target,
+            "population": md.population,
+            "provenance": extra.get("provenance", ""),
+            "excluded": md.excluded_columns,
+        },
         features=[f.to_dict() for f in bundle.features],
         table_one=extra.get("table_one", {}),
         importance=extra.get("importance", []),
@@ -221,16 +269,18 @@ def report_inputs(bundle: ModelBundle, evaluation: dict[str, Any] | None = None,
     )
 
 
-def write_model_report(bundle: ModelBundle, settings: Settings, *, suffix: str = "",
-                       evaluation: dict[str, Any] | None = None) -> Path:
+def write_model_report(
+    bundle: ModelBundle, settings: Settings, *, suffix: str = "", evaluation: dict[str, Any] | None = None
+) -> Path:
     md = bundle.metadata
     path = settings.reports_dir / f"{md.name}@{md.version}{suffix}.html"
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_report(report_inputs(bundle, evaluation, external={} if evaluation else None), path)
 
 
-def evaluate_registered(ref: str, ds: TaskDataset, settings: Settings, *, n_boot: int = 1000,
-                        seed: int = 0) -> tuple[ModelBundle, EvaluationReport, Path]:
+def evaluate_registered(
+    ref: str, ds: TaskDataset, settings: Settings, *, n_boot: int = 1000, seed: int = 0
+) -> tuple[ModelBundle, EvaluationReport, Path]:
     """Validate a registered model on ``ds`` (another dataset or site) and write a report for it.
 
     On the model's own dataset this is its held-out test split, rebuilt from the stored seed and fractions;
@@ -241,8 +291,10 @@ def evaluate_registered(ref: str, ds: TaskDataset, settings: Settings, *, n_boot
     name = f"{md.name}@{md.version}"
     if ds.name == md.dataset:
         if data_hash(ds) != md.data_hash:
-            raise DataError(f"dataset '{ds.name}' differs from the data {name} was trained on",
-                            "evaluate on another dataset key or retrain the model")
+            raise DataError(
+                f"dataset '{ds.name}' differs from the data {name} was trained on",
+                "evaluate on another dataset key or retrain the model",
+            )
         fr = tuple(md.extra.get("fractions", (0.6, 0.2, 0.2)))
         split = patient_split(ds.groups, ds.binary_target.values, fractions=fr, seed=md.seed)  # type: ignore[arg-type]
         ds, kind = ds.subset(split.test), "test"
@@ -253,12 +305,14 @@ def evaluate_registered(ref: str, ds: TaskDataset, settings: Settings, *, n_boot
     return bundle, report, path
 
 
-def score_table(bundle: ModelBundle, frame: pd.DataFrame, *, id_column: str | None = None,
-                top: int = 3) -> pd.DataFrame:
+def score_table(
+    bundle: ModelBundle, frame: pd.DataFrame, *, id_column: str | None = None, top: int = 3
+) -> pd.DataFrame:
     """Each row's calibrated risk, its top contributing factors in clinical words, and the model that said so."""
     if id_column is not None and id_column not in frame.columns:
-        raise DataError(f"no id column '{id_column}' in the table",
-                        f"columns are: {', '.join(map(str, frame.columns[:20]))}")
+        raise DataError(
+            f"no id column '{id_column}' in the table", f"columns are: {', '.join(map(str, frame.columns[:20]))}"
+        )
     ids = frame[id_column].astype(str).to_numpy() if id_column else np.arange(1, len(frame) + 1).astype(str)
     risk = bundle.model.predict_proba(frame)[:, 1]
     factors = top_factors(bundle.model, frame.reset_index(drop=True), k=top)

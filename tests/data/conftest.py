@@ -67,8 +67,9 @@ def physionet(physionet_cohort: Cohort) -> TaskDataset:
 def heart(data_root: Path) -> dict[str, TaskDataset]:
     from medml.data.datasets import load_dataset
 
-    return {k: load_dataset(k, data_root) for k in ("heart-cleveland", "heart-hungary", "heart-switzerland",
-                                                     "heart-va")}
+    return {
+        k: load_dataset(k, data_root) for k in ("heart-cleveland", "heart-hungary", "heart-switzerland", "heart-va")
+    }
 
 
 @pytest.fixture(scope="session")
@@ -79,6 +80,11 @@ def pima(data_root: Path) -> TaskDataset:
 
 
 @pytest.fixture(scope="session")
-def all_datasets(diabetes: TaskDataset, support2: TaskDataset, physionet: TaskDataset,
-                 heart: dict[str, TaskDataset], pima: TaskDataset) -> dict[str, TaskDataset]:
+def all_datasets(
+    diabetes: TaskDataset,
+    support2: TaskDataset,
+    physionet: TaskDataset,
+    heart: dict[str, TaskDataset],
+    pima: TaskDataset,
+) -> dict[str, TaskDataset]:
     return {"diabetes-130": diabetes, "support2": support2, "physionet-2012": physionet, **heart, "pima": pima}

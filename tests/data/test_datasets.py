@@ -13,8 +13,17 @@ from medml.data import BinaryTarget, TaskDataset
 from medml.data.datasets import DatasetInfo, dataset_summary, list_datasets, load_dataset
 from medml.errors import InputFileError, NotFoundError
 
-KEYS = ["diabetes-130", "support2", "physionet-2012", "physionet-2012-fhir", "heart-cleveland", "heart-hungary",
-        "heart-switzerland", "heart-va", "pima"]
+KEYS = [
+    "diabetes-130",
+    "support2",
+    "physionet-2012",
+    "physionet-2012-fhir",
+    "heart-cleveland",
+    "heart-hungary",
+    "heart-switzerland",
+    "heart-va",
+    "pima",
+]
 #: read from their own sources here; physionet-2012-fhir (the same stays through FHIR) is tested in tests/fhir
 TABULAR_KEYS = [k for k in KEYS if k != "physionet-2012-fhir"]
 
@@ -85,8 +94,9 @@ def test_task_dataset_contract(key: str, all_datasets: dict[str, TaskDataset]) -
 
 
 @pytest.mark.parametrize("key", ["diabetes-130", "support2", "heart-va", "pima"])
-def test_every_source_column_is_a_feature_or_excluded(key: str, data_root: Path,
-                                                      all_datasets: dict[str, TaskDataset]) -> None:
+def test_every_source_column_is_a_feature_or_excluded(
+    key: str, data_root: Path, all_datasets: dict[str, TaskDataset]
+) -> None:
     import importlib
 
     info = {i.key: i for i in list_datasets()}[key]
@@ -94,8 +104,9 @@ def test_every_source_column_is_a_feature_or_excluded(key: str, data_root: Path,
     cohort = module.load_cohort("va", data_root) if key == "heart-va" else module.load_cohort(data_root)
     ds = all_datasets[key]
     derived = {"dnr_before_entry"}
-    source = set(cohort.table.columns) - {"patient_id"} - {c for c in cohort.table.columns
-                                                            if c.endswith("_description")}
+    source = (
+        set(cohort.table.columns) - {"patient_id"} - {c for c in cohort.table.columns if c.endswith("_description")}
+    )
     assert source <= set(ds.X.columns) | set(ds.excluded)
     assert set(ds.X.columns) - derived <= source
 

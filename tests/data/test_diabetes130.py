@@ -51,18 +51,41 @@ def test_no_death_or_hospice_disposition_is_left(diabetes: TaskDataset) -> None:
     assert "Discharged to home" in kept
 
 
-@pytest.mark.parametrize(("code", "group"), [
-    ("250.83", "Diabetes"), ("250", "Diabetes"), ("250.01", "Diabetes"),
-    ("428", "Circulatory"), ("414", "Circulatory"), ("785", "Circulatory"), ("459", "Circulatory"),
-    ("486", "Respiratory"), ("786", "Respiratory"),
-    ("578", "Digestive"), ("787", "Digestive"),
-    ("996", "Injury"), ("800", "Injury"),
-    ("715", "Musculoskeletal"), ("739", "Musculoskeletal"),
-    ("599", "Genitourinary"), ("788", "Genitourinary"),
-    ("174", "Neoplasms"), ("239", "Neoplasms"),
-    ("V57", "Other"), ("V45", "Other"), ("E909", "Other"), ("276", "Other"), ("780", "Other"), ("8", "Other"),
-    ("251", "Other"), ("249", "Other"), ("140", "Neoplasms"), ("389", "Other"), ("520", "Digestive"),
-])
+@pytest.mark.parametrize(
+    ("code", "group"),
+    [
+        ("250.83", "Diabetes"),
+        ("250", "Diabetes"),
+        ("250.01", "Diabetes"),
+        ("428", "Circulatory"),
+        ("414", "Circulatory"),
+        ("785", "Circulatory"),
+        ("459", "Circulatory"),
+        ("486", "Respiratory"),
+        ("786", "Respiratory"),
+        ("578", "Digestive"),
+        ("787", "Digestive"),
+        ("996", "Injury"),
+        ("800", "Injury"),
+        ("715", "Musculoskeletal"),
+        ("739", "Musculoskeletal"),
+        ("599", "Genitourinary"),
+        ("788", "Genitourinary"),
+        ("174", "Neoplasms"),
+        ("239", "Neoplasms"),
+        ("V57", "Other"),
+        ("V45", "Other"),
+        ("E909", "Other"),
+        ("276", "Other"),
+        ("780", "Other"),
+        ("8", "Other"),
+        ("251", "Other"),
+        ("249", "Other"),
+        ("140", "Neoplasms"),
+        ("389", "Other"),
+        ("520", "Digestive"),
+    ],
+)
 def test_icd9_groups_follow_strack_2014(code: str, group: str) -> None:
     assert icd9_group(code) == group
 

@@ -58,7 +58,10 @@ def test_pneumoniamnist_official_split_and_counts(data_root: Path) -> None:
         assert np.array_equal(ds.images[rows][..., 0], raw[f"{part}_images"])
     # The published v2 counts (Yang et al. 2023): normal / pneumonia per part.
     assert [np.bincount(ds.labels[r]).tolist() for r in (split.train, split.calibration, split.test)] == [
-        [1214, 3494], [135, 389], [234, 390]]
+        [1214, 3494],
+        [135, 389],
+        [234, 390],
+    ]
     assert ds.provenance["format"] == "medmnist-npz" and len(ds.provenance["sha256"]) == 64
     assert load_images(path).images.shape == ds.images.shape
 
@@ -92,8 +95,9 @@ def test_multilabel_npz(tmp_path: Path) -> None:
     assert list(ds.label_counts().values()) == all_labels.sum(axis=0).tolist()
 
 
-@pytest.mark.parametrize(("shape", "fragment"), [((4, 28, 28, 2), "(4, 28, 28, 2)"),
-                                                  ((4, 28, 28, 28), "3D MedMNIST volumes")])
+@pytest.mark.parametrize(
+    ("shape", "fragment"), [((4, 28, 28, 2), "(4, 28, 28, 2)"), ((4, 28, 28, 28), "3D MedMNIST volumes")]
+)
 def test_npz_wrong_channel_count(tmp_path: Path, shape: tuple[int, ...], fragment: str) -> None:
     path = _write_npz(tmp_path / "bad.npz", {"train": np.zeros(shape, np.uint8)}, {"train": np.zeros((4, 1))})
     with _expect(DataError, "train_images", fragment):
@@ -107,9 +111,11 @@ def test_npz_bad_layouts(tmp_path: Path) -> None:
     np.savez(tmp_path / "nolabels.npz", train_images=np.zeros((3, 8, 8), np.uint8))
     with _expect(InputFileError, "no train_labels"):
         load_npz(tmp_path / "nolabels.npz")
-    sizes = _write_npz(tmp_path / "sizes.npz", {"train": np.zeros((3, 8, 8), np.uint8),
-                                                "test": np.zeros((3, 9, 9), np.uint8)},
-                       {"train": np.zeros((3, 1)), "test": np.zeros((3, 1))})
+    sizes = _write_npz(
+        tmp_path / "sizes.npz",
+        {"train": np.zeros((3, 8, 8), np.uint8), "test": np.zeros((3, 9, 9), np.uint8)},
+        {"train": np.zeros((3, 1)), "test": np.zeros((3, 1))},
+    )
     with _expect(DataError, "different shapes"):
         load_npz(sizes)
     short = _write_npz(tmp_path / "short.npz", {"train": np.zeros((3, 8, 8), np.uint8)}, {"train": np.zeros((2, 1))})
@@ -133,8 +139,11 @@ def _png(path: Path, array: np.ndarray) -> np.ndarray:
 def png_folder(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
     rng = np.random.default_rng(2)
     root = tmp_path / "xrays"
-    written = {f"{cls}/{i}.png": _png(root / cls / f"{i}.png", rng.integers(0, 256, (16, 20), dtype=np.uint8))
-               for cls, n in (("normal", 3), ("pneumonia", 2)) for i in range(n)}
+    written = {
+        f"{cls}/{i}.png": _png(root / cls / f"{i}.png", rng.integers(0, 256, (16, 20), dtype=np.uint8))
+        for cls, n in (("normal", 3), ("pneumonia", 2))
+        for i in range(n)
+    }
     return root, written
 
 
@@ -216,8 +225,10 @@ def _pydicom_window_01(ds, values: np.ndarray) -> np.ndarray:
     bits, signed = int(ds.BitsStored), int(ds.PixelRepresentation) == 1
     lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
     if "RescaleSlope" in ds:
-        lo, hi = lo * float(ds.RescaleSlope) + float(ds.RescaleIntercept), hi * float(ds.RescaleSlope) + float(
-            ds.RescaleIntercept)
+        lo, hi = (
+            lo * float(ds.RescaleSlope) + float(ds.RescaleIntercept),
+            hi * float(ds.RescaleSlope) + float(ds.RescaleIntercept),
+        )
     return (apply_voi_lut(values.copy(), ds) - lo) / (hi - lo)
 
 
@@ -333,8 +344,10 @@ def test_dicom_folder(dicom_folder: Path) -> None:
 def test_dicom_folder_csv_patient_ids_and_multilabel(dicom_folder: Path) -> None:
     files = [f"series{i % 2}/im{i}.dcm" for i in range(8)]
     csv = dicom_folder / "multi.csv"
-    csv.write_text("file,patient_id,effusion,nodule\n" + "".join(
-        f"{f},S{i % 3},{i % 2},{int(i > 4)}\n" for i, f in enumerate(files)))
+    csv.write_text(
+        "file,patient_id,effusion,nodule\n"
+        + "".join(f"{f},S{i % 3},{i % 2},{int(i > 4)}\n" for i, f in enumerate(files))
+    )
     ds = load_dicom_folder(dicom_folder, csv, window=(100, 500))
     assert ds.task == "multilabel" and ds.class_names == ("effusion", "nodule")
     assert ds.labels[:, 1].tolist() == [0, 0, 0, 0, 0, 1, 1, 1]

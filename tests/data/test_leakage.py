@@ -34,7 +34,7 @@ def test_patient_overlap_raises_on_a_shared_patient(diabetes: TaskDataset) -> No
 def test_row_split_of_repeat_patients_is_caught(diabetes: TaskDataset) -> None:
     n = len(diabetes)
     rows = np.random.default_rng(0).permutation(n)
-    by_row = Split(train=rows[: n // 2], calibration=rows[n // 2: 3 * n // 4], test=rows[3 * n // 4:])
+    by_row = Split(train=rows[: n // 2], calibration=rows[n // 2 : 3 * n // 4], test=rows[3 * n // 4 :])
     with pytest.raises(LeakageError, match="patients are in both"):
         check_patient_overlap(diabetes.groups, by_row)
 
@@ -64,7 +64,10 @@ def test_target_among_features_raises(pima: TaskDataset) -> None:
 def test_check_task_on_real_data(support2: TaskDataset) -> None:
     split = patient_split(support2.groups, support2.binary_target.values, seed=0)
     check_task(support2, split)
-    leaked = replace(support2, X=support2.X.assign(hospdead=support2.binary_target.values),
-                     features=(*support2.features, FeatureSpec("hospdead", "numeric")))
+    leaked = replace(
+        support2,
+        X=support2.X.assign(hospdead=support2.binary_target.values),
+        features=(*support2.features, FeatureSpec("hospdead", "numeric")),
+    )
     with pytest.raises(LeakageError, match="'hospdead' is an exact recoding"):
         check_task(leaked, split)

@@ -39,8 +39,12 @@ def test_patient_fractions_and_prevalence_are_kept(diabetes: TaskDataset, split)
 def test_deterministic_under_seed(diabetes: TaskDataset, split) -> None:
     again = patient_split(diabetes.groups, diabetes.binary_target.values, seed=0)
     other = patient_split(diabetes.groups, diabetes.binary_target.values, seed=1)
-    assert all(np.array_equal(a, b) for a, b in zip(
-        (split.train, split.calibration, split.test), (again.train, again.calibration, again.test), strict=True))
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(
+            (split.train, split.calibration, split.test), (again.train, again.calibration, again.test), strict=True
+        )
+    )
     assert not np.array_equal(split.test, other.test)
 
 

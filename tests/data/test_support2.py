@@ -10,8 +10,25 @@ import pandas as pd
 from medml.data import TaskDataset
 from medml.data.datasets import support2 as mod
 
-LEAKING = ("death", "d.time", "slos", "charges", "totcst", "totmcst", "avtisst", "sfdm2", "surv2m", "surv6m",
-           "sps", "prg2m", "prg6m", "dnr", "dnrday", "hospdead", "adlsc")
+LEAKING = (
+    "death",
+    "d.time",
+    "slos",
+    "charges",
+    "totcst",
+    "totmcst",
+    "avtisst",
+    "sfdm2",
+    "surv2m",
+    "surv6m",
+    "sps",
+    "prg2m",
+    "prg6m",
+    "dnr",
+    "dnrday",
+    "hospdead",
+    "adlsc",
+)
 
 
 def test_counts_match_the_file(support2: TaskDataset, data_root: Path) -> None:

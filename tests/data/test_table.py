@@ -86,13 +86,15 @@ def test_zero_one_target_and_explicit_positive(tmp_path: Path) -> None:
 
 
 def test_parquet_with_boolean_target_and_categories(tmp_path: Path) -> None:
-    frame = pd.DataFrame({
-        "mrn": ["007", "008", "009", "010"],
-        "sbp": [120, 95, 140, 88],
-        "ward": pd.Categorical(["a", "b", "a", "b"]),
-        "on_insulin": [True, False, True, False],
-        "sepsis": [False, True, False, True],
-    })
+    frame = pd.DataFrame(
+        {
+            "mrn": ["007", "008", "009", "010"],
+            "sbp": [120, 95, 140, 88],
+            "ward": pd.Categorical(["a", "b", "a", "b"]),
+            "on_insulin": [True, False, True, False],
+            "sepsis": [False, True, False, True],
+        }
+    )
     p = tmp_path / "cohort.parquet"
     frame.to_parquet(p)
     ds = load_table(p, TableSpec(target="sepsis", id="mrn"))
@@ -116,12 +118,23 @@ def test_yaml_spec_resolves_the_table_beside_it(tmp_path: Path) -> None:
     sub = tmp_path / "study"
     sub.mkdir()
     write(sub, CSV)
-    spec_path = write(sub, "table: cohort.csv\ntarget: died\nid: pid\npositive: yes\nsensitive: [sex, race]\n"
-                           "features: [age, lactate]\nname: sepsis-deaths\ntask: death in hospital\n", "spec.yaml")
+    spec_path = write(
+        sub,
+        "table: cohort.csv\ntarget: died\nid: pid\npositive: yes\nsensitive: [sex, race]\n"
+        "features: [age, lactate]\nname: sepsis-deaths\ntask: death in hospital\n",
+        "spec.yaml",
+    )
     table_path, spec = load_spec_yaml(spec_path)
     assert table_path == sub / "cohort.csv"
-    assert spec == TableSpec(target="died", id="pid", positive=True, sensitive=("sex", "race"),
-                             features=("age", "lactate"), name="sepsis-deaths", task="death in hospital")
+    assert spec == TableSpec(
+        target="died",
+        id="pid",
+        positive=True,
+        sensitive=("sex", "race"),
+        features=("age", "lactate"),
+        name="sepsis-deaths",
+        task="death in hospital",
+    )
     ds = load_table(table_path, spec)
     # YAML reads `yes` as true: it still picks the "yes" value.
     assert ds.binary_target.name == "died = yes" and ds.name == "sepsis-deaths" and ds.task == "death in hospital"
@@ -129,6 +142,7 @@ def test_yaml_spec_resolves_the_table_beside_it(tmp_path: Path) -> None:
 
 
 # ---- bad input: one test per case, each a medml error that names the problem ----
+
 
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(InputFileError, match="no file at .*nothing.csv"):
@@ -176,12 +190,15 @@ def test_duplicate_column_names(tmp_path: Path) -> None:
         load_table(write(tmp_path, "a,a,y\n1,2,0\n3,4,1\n"), TableSpec(target="y"))
 
 
-@pytest.mark.parametrize(("spec", "named"), [
-    (TableSpec(target="death"), "target 'death'"),
-    (TableSpec(target="died", id="patient"), "id 'patient'"),
-    (TableSpec(target="died", features=("lactate", "creatinine")), "feature 'creatinine'"),
-    (TableSpec(target="died", sensitive=("gender",)), "sensitive 'gender'"),
-])
+@pytest.mark.parametrize(
+    ("spec", "named"),
+    [
+        (TableSpec(target="death"), "target 'death'"),
+        (TableSpec(target="died", id="patient"), "id 'patient'"),
+        (TableSpec(target="died", features=("lactate", "creatinine")), "feature 'creatinine'"),
+        (TableSpec(target="died", sensitive=("gender",)), "sensitive 'gender'"),
+    ],
+)
 def test_missing_columns_are_named_with_the_ones_that_exist(tmp_path: Path, spec: TableSpec, named: str) -> None:
     with pytest.raises(DataError) as e:
         load_table(write(tmp_path, CSV), spec)

@@ -9,8 +9,12 @@ from medml.data.datasets import uci_heart
 from medml.errors import NotFoundError
 
 # (rows, patients with num > 0), counted from processed.*.data.
-EXPECTED = {"heart-cleveland": (303, 139), "heart-hungary": (294, 106), "heart-switzerland": (123, 115),
-            "heart-va": (200, 149)}
+EXPECTED = {
+    "heart-cleveland": (303, 139),
+    "heart-hungary": (294, 106),
+    "heart-switzerland": (123, 115),
+    "heart-va": (200, 149),
+}
 
 
 @pytest.mark.parametrize("key", list(EXPECTED))
@@ -24,7 +28,11 @@ def test_features_have_clinical_labels_and_units(heart: dict[str, TaskDataset]) 
     ds = heart["heart-cleveland"]
     spec = {f.name: f for f in ds.features}
     assert (spec["trestbps"].unit, spec["chol"].unit, spec["thalach"].unit, spec["oldpeak"].unit) == (
-        "mmHg", "mg/dL", "bpm", "mm")
+        "mmHg",
+        "mg/dL",
+        "bpm",
+        "mm",
+    )
     assert spec["age"].unit == "years"
     for c in ("cp", "restecg", "slope", "thal", "ca", "sex", "fbs", "exang"):
         assert spec[c].kind == "categorical", c

@@ -71,7 +71,8 @@ def test_a_class_absent_from_the_test_set_is_left_out_of_the_macro_mean() -> Non
     assert r["macro_over"].startswith("3 of 4")
     assert "auroc" not in r["per_class"][3] and r["per_class"][3]["n_events"] == 0
     assert r["macro_auroc"]["value"] == pytest.approx(
-        np.mean([roc_auc_score(y[keep] == k, p[keep, k]) for k in range(3)]))
+        np.mean([roc_auc_score(y[keep] == k, p[keep, k]) for k in range(3)])
+    )
 
 
 def test_pooled_pairs_are_the_micro_average() -> None:

@@ -48,11 +48,15 @@ def test_logistic_attribution_is_coefficient_times_centred_value() -> None:
 
 def test_global_importance_ranks_the_planted_driver_first() -> None:
     rng = np.random.default_rng(2)
-    X = pd.DataFrame({"noise": rng.normal(size=3000), "creatinine": rng.normal(1.0, 0.4, 3000),
-                      "ward": rng.choice(["A", "B"], 3000)})
+    X = pd.DataFrame(
+        {"noise": rng.normal(size=3000), "creatinine": rng.normal(1.0, 0.4, 3000), "ward": rng.choice(["A", "B"], 3000)}
+    )
     y = (rng.random(3000) < 1 / (1 + np.exp(-4 * (X["creatinine"] - 1)))).astype(int)
-    features = [FeatureSpec("noise", "numeric"), FeatureSpec("creatinine", "numeric", "mg/dL", "Creatinine"),
-                FeatureSpec("ward", "categorical", "", "Ward")]
+    features = [
+        FeatureSpec("noise", "numeric"),
+        FeatureSpec("creatinine", "numeric", "mg/dL", "Creatinine"),
+        FeatureSpec("ward", "categorical", "", "Ward"),
+    ]
     for kind in ("logistic", "lgbm"):
         model = make_model(kind, features).fit(X, y)
         imp = global_importance(model, X)
@@ -63,8 +67,10 @@ def test_global_importance_ranks_the_planted_driver_first() -> None:
 def test_top_factors_are_in_clinical_words() -> None:
     X = pd.DataFrame({"creatinine": [0.8, 3.5, 1.0, 0.7] * 50, "age": [40.0, 85, np.nan, 30] * 50})
     y = np.array([0, 1, 0, 0] * 50)
-    features = [FeatureSpec("creatinine", "numeric", "mg/dL", "Creatinine"),
-                FeatureSpec("age", "numeric", "years", "Age")]
+    features = [
+        FeatureSpec("creatinine", "numeric", "mg/dL", "Creatinine"),
+        FeatureSpec("age", "numeric", "years", "Age"),
+    ]
     model = make_model("logistic", features).fit(X, y)
     factors = top_factors(model, X.iloc[[1, 2]], k=2)
     high = factors[0][0]

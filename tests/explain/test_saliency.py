@@ -16,13 +16,16 @@ from medml.errors import ConfigError, DataError
 
 needs_torch = pytest.mark.skipif(
     importlib.util.find_spec("torch") is None or importlib.util.find_spec("monai") is None,
-    reason="the imaging extra (torch, MONAI) is not installed")
+    reason="the imaging extra (torch, MONAI) is not installed",
+)
 SMALL = (8, 16, 32, 64)
 
 
 def test_importing_explain_imports_neither_torch_nor_monai() -> None:
-    code = ("import sys, medml.explain, medml.explain.saliency; "
-            "print(','.join(m for m in ('torch', 'monai') if m in sys.modules))")
+    code = (
+        "import sys, medml.explain, medml.explain.saliency; "
+        "print(','.join(m for m in ('torch', 'monai') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/")
     assert out.stdout.strip() == ""
 
@@ -54,19 +57,30 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
     x, y, corner = corner_squares(400)
     parts = np.split(np.arange(400), [240, 320])
     path = tmp_path_factory.mktemp("corners") / "corners.npz"
-    np.savez(path, **{f"{p}_images": x[r] for p, r in zip(("train", "val", "test"), parts, strict=True)},
-             **{f"{p}_labels": y[r, None] for p, r in zip(("train", "val", "test"), parts, strict=True)})
+    np.savez(
+        path,
+        **{f"{p}_images": x[r] for p, r in zip(("train", "val", "test"), parts, strict=True)},
+        **{f"{p}_labels": y[r, None] for p, r in zip(("train", "val", "test"), parts, strict=True)},
+    )
     ds = load_images(path)
     net_cfg = ImageNetConfig.for_dataset(ds, widths=SMALL)
-    result = train_image_model(ds, ImageTrainConfig(net_cfg, batch_size=32, learning_rate=1e-2, augment=False),
-                               epochs=2)
+    result = train_image_model(
+        ds, ImageTrainConfig(net_cfg, batch_size=32, learning_rate=1e-2, augment=False), epochs=2
+    )
     from medml.models.imaging import build_network
 
     net = build_network(net_cfg)
     net.load_state_dict(result.model_state)
     rows = parts[2]
-    return {"net": net.eval(), "config": net_cfg, "x": as_network_input(x[rows], net_cfg), "images": x[rows],
-            "y": y[rows], "corner": corner[rows], "score": lambda a: predict_with(net, a, net_cfg)}
+    return {
+        "net": net.eval(),
+        "config": net_cfg,
+        "x": as_network_input(x[rows], net_cfg),
+        "images": x[rows],
+        "y": y[rows],
+        "corner": corner[rows],
+        "score": lambda a: predict_with(net, a, net_cfg),
+    }
 
 
 @needs_torch
@@ -160,8 +174,9 @@ def test_saliency_grid_and_overlay_are_pngs(tmp_path: Path) -> None:
 
     images, _, _ = corner_squares(6)
     maps = np.random.default_rng(0).random((6, 28, 28))
-    png = saliency_grid_png(images[..., None], maps, [f"image {i}" for i in range(6)],
-                            {"Correct": [0, 1, 2, 3], "Incorrect": [4]})
+    png = saliency_grid_png(
+        images[..., None], maps, [f"image {i}" for i in range(6)], {"Correct": [0, 1, 2, 3], "Incorrect": [4]}
+    )
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
     from PIL import Image
 

@@ -69,12 +69,17 @@ def test_ingest_stats_get_and_bad_lines(tmp_path: Path, home: Path) -> None:
     assert_clear_error(run(["get", "Patient/ghost"], home), "Patient/ghost is not in the FHIR store")
 
 
-@pytest.mark.parametrize(("make", "fragments"), [
-    (lambda d: [str(d / "missing.ndjson")], ["does not exist"]),
-    (lambda d: [str(_patients(d / "p.txt", "a"))], ["not a FHIR JSON or NDJSON file"]),
-    (lambda d: [str(_patients(d / "p.ndjson", "a")).replace("p.ndjson", "p.ndjson"), "--on-error", "maybe"],
-     ["maybe"]),
-])
+@pytest.mark.parametrize(
+    ("make", "fragments"),
+    [
+        (lambda d: [str(d / "missing.ndjson")], ["does not exist"]),
+        (lambda d: [str(_patients(d / "p.txt", "a"))], ["not a FHIR JSON or NDJSON file"]),
+        (
+            lambda d: [str(_patients(d / "p.ndjson", "a")).replace("p.ndjson", "p.ndjson"), "--on-error", "maybe"],
+            ["maybe"],
+        ),
+    ],
+)
 def test_ingest_bad_arguments(tmp_path: Path, home: Path, make: object, fragments: list[str]) -> None:
     assert callable(make)
     assert_clear_error(run(["ingest", *make(tmp_path)], home), *fragments)
@@ -93,22 +98,42 @@ def test_view_run_to_csv_and_parquet_and_bad_views(tmp_path: Path, home: Path) -
     shown = run(["view", "run", "patient_demographics"], home)
     assert shown.returncode == 0 and "2 rows" in shown.stdout, shown.stderr
     view = tmp_path / "heights.json"
-    view.write_text(json.dumps({"resourceType": "ViewDefinition", "resource": "Observation", "status": "active",
-                                "where": [{"path": "code.coding.where(code = '8302-2').exists()"}],
-                                "select": [{"column": [{"name": "id", "path": "id"},
-                                                       {"name": "cm", "path": "value.ofType(Quantity).value"}]}]}))
+    view.write_text(
+        json.dumps(
+            {
+                "resourceType": "ViewDefinition",
+                "resource": "Observation",
+                "status": "active",
+                "where": [{"path": "code.coding.where(code = '8302-2').exists()"}],
+                "select": [
+                    {"column": [{"name": "id", "path": "id"}, {"name": "cm", "path": "value.ofType(Quantity).value"}]}
+                ],
+            }
+        )
+    )
     out_csv, out_pq = tmp_path / "h.csv", tmp_path / "h.parquet"
     assert run(["view", "run", str(view), "--out", str(out_csv)], home).returncode == 0
     assert run(["view", "run", str(view), "--out", str(out_pq)], home).returncode == 0
     a, b = pd.read_csv(out_csv), pd.read_parquet(out_pq)
     raw = [e["resource"] for f in files for e in _read_gz(f)["entry"]]
-    heights = sorted(r["valueQuantity"]["value"] for r in raw if r["resourceType"] == "Observation"
-                     and any(c["code"] == "8302-2" for c in r["code"]["coding"]))
+    heights = sorted(
+        r["valueQuantity"]["value"]
+        for r in raw
+        if r["resourceType"] == "Observation" and any(c["code"] == "8302-2" for c in r["code"]["coding"])
+    )
     assert sorted(a["cm"]) == heights and sorted(b["cm"]) == heights
 
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"resourceType": "ViewDefinition", "resource": "Patient", "status": "active",
-                               "select": [{"column": [{"name": "x y", "path": "id"}]}]}))
+    bad.write_text(
+        json.dumps(
+            {
+                "resourceType": "ViewDefinition",
+                "resource": "Patient",
+                "status": "active",
+                "select": [{"column": [{"name": "x y", "path": "id"}]}],
+            }
+        )
+    )
     assert_clear_error(run(["view", "run", str(bad)], home), "x y")
     bad.write_text("{")
     assert_clear_error(run(["view", "run", str(bad)], home), "not valid JSON")

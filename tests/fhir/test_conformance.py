@@ -32,16 +32,28 @@ def test_whole_suite_passes(suite: Path) -> None:
 def test_join_tests_pass_including_the_default_separator(suite: Path) -> None:
     result = run_conformance([suite / "fn_join.json"])
     assert [(r.title, r.passed) for r in result.results] == [
-        ("join with comma", True), ("join with empty value", True),
-        ("join with no value - default to no separator", True)]
+        ("join with comma", True),
+        ("join with empty value", True),
+        ("join with no value - default to no separator", True),
+    ]
 
 
 def test_a_wrong_expectation_fails_with_a_reason(tmp_path: Path) -> None:
-    case = {"resources": [{"resourceType": "Patient", "id": "p1"}],
-            "tests": [{"title": "wrong", "view": {"resource": "Patient", "select": [{"column": [
-                {"name": "id", "path": "id"}]}]}, "expect": [{"id": "p2"}]},
-                {"title": "error expected", "expectError": True,
-                 "view": {"resource": "Patient", "select": [{"column": [{"name": "id", "path": "id"}]}]}}]}
+    case = {
+        "resources": [{"resourceType": "Patient", "id": "p1"}],
+        "tests": [
+            {
+                "title": "wrong",
+                "view": {"resource": "Patient", "select": [{"column": [{"name": "id", "path": "id"}]}]},
+                "expect": [{"id": "p2"}],
+            },
+            {
+                "title": "error expected",
+                "expectError": True,
+                "view": {"resource": "Patient", "select": [{"column": [{"name": "id", "path": "id"}]}]},
+            },
+        ],
+    }
     path = tmp_path / "mine.json"
     path.write_text(json.dumps(case))
     result = run_conformance([path])

@@ -78,8 +78,9 @@ def instant(text: str) -> datetime:
 
 
 @pytest.mark.parametrize("rid", PICKED)
-def test_every_resource_validates_against_the_r4b_models(record_dir: Path, outcomes: dict[int, pc.StayOutcome],
-                                                        rid: int) -> None:
+def test_every_resource_validates_against_the_r4b_models(
+    record_dir: Path, outcomes: dict[int, pc.StayOutcome], rid: int
+) -> None:
     resources = convert(record_dir, rid, outcomes)
     assert [r["resourceType"] for r in resources[:2]] == ["Patient", "Encounter"]
     for r in resources:
@@ -88,9 +89,9 @@ def test_every_resource_validates_against_the_r4b_models(record_dir: Path, outco
 
 
 @pytest.mark.parametrize("rid", PICKED)
-def test_observations_are_the_files_measurements_with_time_and_value(record_dir: Path,
-                                                                     outcomes: dict[int, pc.StayOutcome],
-                                                                     rid: int) -> None:
+def test_observations_are_the_files_measurements_with_time_and_value(
+    record_dir: Path, outcomes: dict[int, pc.StayOutcome], rid: int
+) -> None:
     """Counted and read back through the mapping table alone, as a feature builder would (FiO2 rescaled)."""
     resources = convert(record_dir, rid, outcomes)
     start = instant(resources[1]["period"]["start"])
@@ -117,8 +118,12 @@ def test_known_values_of_the_first_record(record_dir: Path, outcomes: dict[int, 
     hr = [o for o in observations if o["code"]["coding"][0]["code"] == "8867-4"]
     assert hr[0]["id"] == "pn2012-132539-HR-7-0"
     assert hr[0]["effectiveDateTime"] == "2000-04-02T01:06:00Z"  # 00:07 after admission
-    assert hr[0]["valueQuantity"] == {"value": 73, "unit": "beats/min", "system": "http://unitsofmeasure.org",
-                                      "code": "/min"}
+    assert hr[0]["valueQuantity"] == {
+        "value": 73,
+        "unit": "beats/min",
+        "system": "http://unitsofmeasure.org",
+        "code": "/min",
+    }
     assert hr[0]["category"][0]["coding"][0]["code"] == "vital-signs"
     urine = {o["id"]: o["valueQuantity"]["value"] for o in observations if "-Urine-1657-" in o["id"]}
     assert urine == {"pn2012-132539-Urine-1657-0": 400, "pn2012-132539-Urine-1657-1": 0}  # 27:37, file order
@@ -174,17 +179,27 @@ def test_the_mapping_covers_every_parameter_with_valid_codes_and_units() -> None
         assert UCUM_CODE.match(m.ucum), f"{m.variable}: {m.ucum!r} does not look like UCUM"
         assert m.category in {"", *pc.CATEGORY_DISPLAY}
     assert {m.variable for m in pc.MAPPINGS if m.system != pc.LOINC} == {"MechVent"}
-    expected = {"HR": ("8867-4", "/min"), "SysABP": ("76215-3", "mm[Hg]"), "DiasABP": ("76213-8", "mm[Hg]"),
-                "MAP": ("76214-6", "mm[Hg]"), "Temp": ("8310-5", "Cel"), "GCS": ("9269-2", "{score}"),
-                "FiO2": ("3150-0", "%"), "Weight": ("29463-7", "kg"), "Height": ("8302-2", "cm"),
-                "Age": ("30525-0", "a"), "pH": ("2744-1", "[pH]"), "Urine": ("9187-6", "mL")}
+    expected = {
+        "HR": ("8867-4", "/min"),
+        "SysABP": ("76215-3", "mm[Hg]"),
+        "DiasABP": ("76213-8", "mm[Hg]"),
+        "MAP": ("76214-6", "mm[Hg]"),
+        "Temp": ("8310-5", "Cel"),
+        "GCS": ("9269-2", "{score}"),
+        "FiO2": ("3150-0", "%"),
+        "Weight": ("29463-7", "kg"),
+        "Height": ("8302-2", "cm"),
+        "Age": ("30525-0", "a"),
+        "pH": ("2744-1", "[pH]"),
+        "Urine": ("9187-6", "mL"),
+    }
     assert {v: (pc.BY_VARIABLE[v].code, pc.BY_VARIABLE[v].ucum) for v in expected} == expected
 
 
 def test_the_docs_table_is_the_codes_table() -> None:
     doc = (ROOT / "docs" / "fhir-physionet-2012-mapping.md").read_text(encoding="utf-8")
     start, end = "<!-- mapping:start -->\n", "<!-- mapping:end -->"
-    table = doc[doc.index(start) + len(start):doc.index(end)]
+    table = doc[doc.index(start) + len(start) : doc.index(end)]
     assert table == pc.mapping_markdown()
     for m in pc.MAPPINGS:
         assert f"| {m.variable} | {m.code} " in table
@@ -205,16 +220,18 @@ def test_reconversion_is_idempotent_in_the_store(record_dir: Path, outcomes: dic
     assert store.con.execute("SELECT count(*) FROM resources").fetchone() == (len(first),)
 
 
-def test_stay_bundle_is_self_contained_and_ingests_to_the_same_resources(record_dir: Path,
-                                                                        outcomes: dict[int, pc.StayOutcome]) -> None:
+def test_stay_bundle_is_self_contained_and_ingests_to_the_same_resources(
+    record_dir: Path, outcomes: dict[int, pc.StayOutcome]
+) -> None:
     from medml.fhir.ingest import bundle_resources
 
     bundle = pc.stay_bundle(record_dir / "132551.txt", outcome=outcomes[132551])
     Bundle.model_validate(bundle)
     assert bundle["type"] == "collection"
     full_urls = {e["fullUrl"] for e in bundle["entry"]}
-    refs = {e["resource"][k]["reference"] for e in bundle["entry"] for k in ("subject", "encounter")
-            if k in e["resource"]}
+    refs = {
+        e["resource"][k]["reference"] for e in bundle["entry"] for k in ("subject", "encounter") if k in e["resource"]
+    }
     assert refs and refs <= full_urls and all(u.startswith("urn:uuid:") for u in full_urls)
     assert list(bundle_resources(bundle)) == convert(record_dir, 132551, outcomes)
 
@@ -247,19 +264,21 @@ def write(path: Path, text: str) -> Path:
 GOOD = "Time,Parameter,Value\n00:00,RecordID,1\n00:00,Age,50\n00:00,Gender,1\n00:05,HR,80\n"
 
 
-@pytest.mark.parametrize(("text", "error", "where"), [
-    ("Time;Parameter;Value\n00:00,RecordID,1\n", InputFileError, "line 1: expected the header"),
-    ("", InputFileError, "line 1"),
-    (GOOD + "00:10,HR,eighty\n", DataError, "line 6: the value 'eighty' of HR is not a number"),
-    (GOOD + "00:10,HR,nan\n", DataError, "line 6"),
-    (GOOD + "0:1O,HR,80\n", DataError, "line 6: the time '0:1O' is not HH:MM"),
-    (GOOD + "00:10,Heart,80\n", DataError, "line 6: unknown parameter 'Heart'"),
-    (GOOD + "00:10,HR\n", DataError, "line 6: expected 3 comma-separated fields"),
-    (GOOD.replace("Gender,1", "Gender,3"), DataError, "line 4: Gender 3"),
-    (GOOD.replace("RecordID,1", "RecordID,2"), DataError, "RecordID line says 2"),
-])
-def test_bad_record_files_name_the_file_and_line(tmp_path: Path, text: str, error: type[Exception],
-                                                 where: str) -> None:
+@pytest.mark.parametrize(
+    ("text", "error", "where"),
+    [
+        ("Time;Parameter;Value\n00:00,RecordID,1\n", InputFileError, "line 1: expected the header"),
+        ("", InputFileError, "line 1"),
+        (GOOD + "00:10,HR,eighty\n", DataError, "line 6: the value 'eighty' of HR is not a number"),
+        (GOOD + "00:10,HR,nan\n", DataError, "line 6"),
+        (GOOD + "0:1O,HR,80\n", DataError, "line 6: the time '0:1O' is not HH:MM"),
+        (GOOD + "00:10,Heart,80\n", DataError, "line 6: unknown parameter 'Heart'"),
+        (GOOD + "00:10,HR\n", DataError, "line 6: expected 3 comma-separated fields"),
+        (GOOD.replace("Gender,1", "Gender,3"), DataError, "line 4: Gender 3"),
+        (GOOD.replace("RecordID,1", "RecordID,2"), DataError, "RecordID line says 2"),
+    ],
+)
+def test_bad_record_files_name_the_file_and_line(tmp_path: Path, text: str, error: type[Exception], where: str) -> None:
     path = write(tmp_path / "1.txt", text)
     with pytest.raises(error) as e:
         pc.convert_record(path)
@@ -280,8 +299,10 @@ def test_bad_inputs_to_write_ndjson_leave_nothing_behind(tmp_path: Path) -> None
     with pytest.raises(DataError, match=r"2\.txt, line 5"):
         pc.write_ndjson(src, tmp_path / "out")
     assert list((tmp_path / "out").iterdir()) == []
-    bad = write(tmp_path / "Outcomes-x.txt", "RecordID,SAPS-I,SOFA,Length_of_stay,Survival,In-hospital_death\n"
-                                              "1,2,3,4,-1,0\n1,2,x,4,-1,0\n")
+    bad = write(
+        tmp_path / "Outcomes-x.txt",
+        "RecordID,SAPS-I,SOFA,Length_of_stay,Survival,In-hospital_death\n1,2,3,4,-1,0\n1,2,x,4,-1,0\n",
+    )
     with pytest.raises(DataError, match=r"Outcomes-x\.txt, line 3"):
         pc.read_outcomes(bad)
 
@@ -306,7 +327,8 @@ def test_all_of_set_a_converts_with_one_observation_per_measurement(tmp_path: Pa
 
 
 def test_iter_stays_reads_the_archive_in_place_as_convert_record_reads_the_files(
-        record_dir: Path, outcomes: dict[int, pc.StayOutcome]) -> None:
+    record_dir: Path, outcomes: dict[int, pc.StayOutcome]
+) -> None:
     picked = sorted(PICKED[:3])
     stays = list(pc.iter_stays(SET_A, record_ids=picked))
     assert stays == [convert(record_dir, rid, outcomes) for rid in picked]

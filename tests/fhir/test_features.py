@@ -84,15 +84,28 @@ def _record_files(root: Path, stay_ids: list[str]) -> list[Path]:
 
 # --- units, windows, plausibility, age and sex, on resources whose answers are known ------------------------
 
+
 def _obs(oid: str, pid: str, code: str, value: float, unit: str, when: str) -> dict[str, Any]:
-    return {"resourceType": "Observation", "id": oid, "status": "final",
-            "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
-            "subject": {"reference": f"Patient/{pid}"}, "effectiveDateTime": when,
-            "valueQuantity": {"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit}}
+    return {
+        "resourceType": "Observation",
+        "id": oid,
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+        "subject": {"reference": f"Patient/{pid}"},
+        "effectiveDateTime": when,
+        "valueQuantity": {"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit},
+    }
 
 
-TEMP = Measurement("temp", "Body temperature", ("8310-5",), "Cel", aggregates=("first", "last", "max", "count"),
-                   conversions=(Conversion("[degF]", multiply=5, divide=9, offset=-160 / 9),), plausible=(25, 45))
+TEMP = Measurement(
+    "temp",
+    "Body temperature",
+    ("8310-5",),
+    "Cel",
+    aggregates=("first", "last", "max", "count"),
+    conversions=(Conversion("[degF]", multiply=5, divide=9, offset=-160 / 9),),
+    plausible=(25, 45),
+)
 HR = Measurement("hr", "Heart rate", ("8867-4",), "/min", aggregates=("mean", "count", "since"))
 DEFINITION = FeatureDefinition("test", (TEMP, HR), window_hours=24)
 INDEX = pd.Series({"p1": datetime(2024, 5, 2, 12, tzinfo=UTC), "p2": datetime(2024, 5, 2, 12, tzinfo=UTC)})

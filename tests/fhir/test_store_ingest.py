@@ -39,9 +39,14 @@ def _patient(pid: str, **extra: Any) -> dict[str, Any]:
 
 
 def _obs(oid: str, subject: str, value: float) -> dict[str, Any]:
-    return {"resourceType": "Observation", "id": oid, "status": "final",
-            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
-            "subject": {"reference": subject}, "valueQuantity": {"value": value, "unit": "/min"}}
+    return {
+        "resourceType": "Observation",
+        "id": oid,
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "subject": {"reference": subject},
+        "valueQuantity": {"value": value, "unit": "/min"},
+    }
 
 
 def _write_ndjson(path: Path, resources: list[Any], gz: bool = False) -> Path:
@@ -78,7 +83,8 @@ def test_reingest_is_idempotent_and_upserts(tmp_path: Path) -> None:
         assert store.counts() == {"Patient": 2}
         assert store.get("Patient", "a")["gender"] == "female"
         assert store.con.execute("SELECT last_updated FROM resources WHERE id = 'a'").fetchall() == [
-            ("2024-01-02T00:00:00Z",)]
+            ("2024-01-02T00:00:00Z",)
+        ]
 
 
 def test_ndjson_gzip_and_directories(tmp_path: Path) -> None:
@@ -97,8 +103,9 @@ def test_ndjson_gzip_and_directories(tmp_path: Path) -> None:
 def test_bundle_kinds(tmp_path: Path, kind: str) -> None:
     bundle = _bundle(kind, _patient("p1"), _obs("o1", "urn:uuid:p1", 70), urn=True)
     if kind == "searchset":
-        bundle["entry"].append({"resource": {"resourceType": "OperationOutcome", "id": "x", "issue": []},
-                                "search": {"mode": "outcome"}})
+        bundle["entry"].append(
+            {"resource": {"resourceType": "OperationOutcome", "id": "x", "issue": []}, "search": {"mode": "outcome"}}
+        )
     f = tmp_path / "b.json"
     f.write_bytes(orjson.dumps(bundle))
     with FhirStore() as store:
@@ -109,15 +116,21 @@ def test_bundle_kinds(tmp_path: Path, kind: str) -> None:
 
 def test_transaction_post_without_id_takes_its_uuid() -> None:
     p = {"resourceType": "Patient"}
-    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"fullUrl": "urn:uuid:9f1c", "resource": p, "request": {"method": "POST", "url": "Patient"}},
-        {"fullUrl": "urn:uuid:77aa", "resource": _obs("o", "urn:uuid:9f1c", 1), "request": {"method": "POST"}}]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"fullUrl": "urn:uuid:9f1c", "resource": p, "request": {"method": "POST", "url": "Patient"}},
+            {"fullUrl": "urn:uuid:77aa", "resource": _obs("o", "urn:uuid:9f1c", 1), "request": {"method": "POST"}},
+        ],
+    }
     resources = list(bundle_resources(bundle))
     assert [r["id"] for r in resources] == ["9f1c", "o"]
     assert resources[1]["subject"]["reference"] == "Patient/9f1c"
 
 
 # --- bad input: a clear error that names the place, and the store unchanged ---------------------------------
+
 
 def _seeded(tmp_path: Path) -> FhirStore:
     store = FhirStore(tmp_path / "s.duckdb")
@@ -151,11 +164,14 @@ def test_bundle_that_is_not_json(tmp_path: Path) -> None:
     _assert_unchanged(store)
 
 
-@pytest.mark.parametrize(("resource", "message"), [
-    ({"resourceType": "Patiant", "id": "x"}, "unknown FHIR R4 resource type 'Patiant'"),
-    ({"resourceType": "Patient"}, "Patient without an id"),
-    ([1, 2], "expected a FHIR resource"),
-])
+@pytest.mark.parametrize(
+    ("resource", "message"),
+    [
+        ({"resourceType": "Patiant", "id": "x"}, "unknown FHIR R4 resource type 'Patiant'"),
+        ({"resourceType": "Patient"}, "Patient without an id"),
+        ([1, 2], "expected a FHIR resource"),
+    ],
+)
 def test_bad_resources_are_refused(tmp_path: Path, resource: Any, message: str) -> None:
     f = _write_ndjson(tmp_path / "x.ndjson", [_patient("new"), resource])
     store = _seeded(tmp_path)

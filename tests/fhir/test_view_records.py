@@ -31,21 +31,38 @@ def _omb(display: Any = None, **value: Any) -> dict[str, Any]:
 
 
 PATIENTS: list[dict[str, Any]] = [
-    {"resourceType": "Patient", "id": "white", "gender": "male",
-     "extension": [_race(_omb("White"), {"url": "text", "valueString": "White"}),
-                   {"url": ETHNICITY, "extension": [_omb("Not Hispanic or Latino")]}],
-     "name": [{"use": "official", "family": "Hartmann", "given": ["Adalberto", "B."]}]},
+    {
+        "resourceType": "Patient",
+        "id": "white",
+        "gender": "male",
+        "extension": [
+            _race(_omb("White"), {"url": "text", "valueString": "White"}),
+            {"url": ETHNICITY, "extension": [_omb("Not Hispanic or Latino")]},
+        ],
+        "name": [{"use": "official", "family": "Hartmann", "given": ["Adalberto", "B."]}],
+    },
     # the first ombCategory has no display: first() takes the next one that has
-    {"resourceType": "Patient", "id": "second",
-     "extension": [{"url": "other"}, _race(_omb(), _omb("Asian")), _race(_omb("Black"))],
-     "name": [{"use": "usual", "given": ["Nick"]}, {"use": "official", "family": "Later", "given": []}]},
+    {
+        "resourceType": "Patient",
+        "id": "second",
+        "extension": [{"url": "other"}, _race(_omb(), _omb("Asian")), _race(_omb("Black"))],
+        "name": [{"use": "usual", "given": ["Nick"]}, {"use": "official", "family": "Later", "given": []}],
+    },
     # ombCategory as a string, not a Coding; a number where text belongs; an extension with no url
-    {"resourceType": "Patient", "id": "odd",
-     "extension": [_race(_omb(valueString="White"), _omb(1.50)), {"extension": [_omb("nourl")]}],
-     "name": [{"family": "NoUse", "given": ["G"]}]},
+    {
+        "resourceType": "Patient",
+        "id": "odd",
+        "extension": [_race(_omb(valueString="White"), _omb(1.50)), {"extension": [_omb("nourl")]}],
+        "name": [{"family": "NoUse", "given": ["G"]}],
+    },
     # a string where the array of extensions belongs, a null member, an empty array
-    {"resourceType": "Patient", "id": "invalid", "extension": [_race(), {"url": RACE, "extension": "White"}],
-     "name": [{"use": None, "family": "Null"}], "address": []},
+    {
+        "resourceType": "Patient",
+        "id": "invalid",
+        "extension": [_race(), {"url": RACE, "extension": "White"}],
+        "name": [{"use": None, "family": "Null"}],
+        "address": [],
+    },
     {"resourceType": "Patient", "id": "bare"},
 ]
 
@@ -82,8 +99,12 @@ def _reference(resource: dict[str, Any], path: str) -> Any:
 
 @pytest.fixture(scope="module")
 def rows() -> dict[str, dict[str, Any]]:
-    view = {"resource": "Patient", "select": [{"column": [{"name": "id", "path": "id"}] + [
-        {"name": name, "path": path} for name, path in PATHS.items()]}]}
+    view = {
+        "resource": "Patient",
+        "select": [
+            {"column": [{"name": "id", "path": "id"}] + [{"name": name, "path": path} for name, path in PATHS.items()]}
+        ],
+    }
     store = FhirStore.in_memory(PATIENTS)
     return {r["id"]: r for r in run_view(store.con, view).to_pylist()}
 
@@ -97,29 +118,56 @@ def test_each_path_gives_what_fhirpath_gives(rows: dict[str, dict[str, Any]], na
 
 
 def test_nested_extensions_are_parsed_once_into_the_members_read() -> None:
-    view = {"resource": "Patient", "select": [{"column": [
-        {"name": "race", "path": PATHS["race"]}, {"name": "ethnicity", "path": PATHS["ethnicity"]}]}]}
+    view = {
+        "resource": "Patient",
+        "select": [
+            {"column": [{"name": "race", "path": PATHS["race"]}, {"name": "ethnicity", "path": PATHS["ethnicity"]}]}
+        ],
+    }
     sql = compile_view(view).sql
-    structure = ('[{"url": "VARCHAR", "extension": [{"url": "VARCHAR", "valueCoding": {"display": "VARCHAR"}}]}]')
+    structure = '[{"url": "VARCHAR", "extension": [{"url": "VARCHAR", "valueCoding": {"display": "VARCHAR"}}]}]'
     assert sql.count(f"json_transform(_r._t[1], '{structure}')") == 2  # the same expression: computed once
     assert "json_extract(" not in sql  # no element re-parsed as JSON
 
 
 def test_members_records_cannot_hold_fall_back_to_json() -> None:
     # a boolean member and a choice read whole are not held as text in a record; the same rows come from the JSON
-    patients = [{"resourceType": "Patient", "id": "a", "extension": [
-        {"url": "x", "valueBoolean": True}, {"url": "x", "valueString": "s"}, {"url": "y", "valueInteger": 1}]}]
-    view = {"resource": "Patient", "select": [{"column": [
-        {"name": "n", "path": "extension.where(url = 'x').where(value.exists()).count()"},
-        {"name": "b", "path": "extension.where(url = 'x').value.ofType(boolean).first()", "type": "boolean"},
-        {"name": "v", "path": "extension.where(url = 'y').value.first()"}]}]}
+    patients = [
+        {
+            "resourceType": "Patient",
+            "id": "a",
+            "extension": [
+                {"url": "x", "valueBoolean": True},
+                {"url": "x", "valueString": "s"},
+                {"url": "y", "valueInteger": 1},
+            ],
+        }
+    ]
+    view = {
+        "resource": "Patient",
+        "select": [
+            {
+                "column": [
+                    {"name": "n", "path": "extension.where(url = 'x').where(value.exists()).count()"},
+                    {
+                        "name": "b",
+                        "path": "extension.where(url = 'x').value.ofType(boolean).first()",
+                        "type": "boolean",
+                    },
+                    {"name": "v", "path": "extension.where(url = 'y').value.first()"},
+                ]
+            }
+        ],
+    }
     store = FhirStore.in_memory(patients)
     assert run_view(store.con, view).to_pylist() == [{"n": 2, "b": True, "v": "1"}]
 
 
 def test_a_record_none_of_whose_members_is_read_is_counted() -> None:
-    view = {"resource": "Patient", "select": [{"column": [
-        {"name": "id", "path": "id"}, {"name": "n", "path": "name.where(true).count()"}]}]}
+    view = {
+        "resource": "Patient",
+        "select": [{"column": [{"name": "id", "path": "id"}, {"name": "n", "path": "name.where(true).count()"}]}],
+    }
     store = FhirStore.in_memory(PATIENTS)
     got = {r["id"]: r["n"] for r in run_view(store.con, view).to_pylist()}
     assert got == {"white": 1, "second": 2, "odd": 1, "invalid": 1, "bare": 0}

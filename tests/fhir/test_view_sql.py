@@ -10,15 +10,31 @@ from medml.fhir.view import InvalidViewError, compile_view, run_view
 from medml.fhir.view._dialect import DIALECTS, Dialect
 
 PATIENTS = [
-    {"resourceType": "Patient", "id": "p1", "gender": "female", "active": True, "birthDate": "1970-06",
-     "name": [{"use": "official", "family": "Ng", "given": ["Ada", "B."]}, {"family": "Old", "given": ["Cy"]}],
-     "address": [{"city": "Oslo"}, {"city": "Bergen"}]},
+    {
+        "resourceType": "Patient",
+        "id": "p1",
+        "gender": "female",
+        "active": True,
+        "birthDate": "1970-06",
+        "name": [{"use": "official", "family": "Ng", "given": ["Ada", "B."]}, {"family": "Old", "given": ["Cy"]}],
+        "address": [{"city": "Oslo"}, {"city": "Bergen"}],
+    },
     {"resourceType": "Patient", "id": "p2", "gender": "male", "active": False},
 ]
-FLAT = {"resource": "Patient", "select": [{"column": [
-    {"name": "id", "path": "getResourceKey()"}, {"name": "gender", "path": "gender"},
-    {"name": "active", "path": "active"}, {"name": "birth", "path": "birthDate"},
-    {"name": "family", "path": "name.where(use = 'official').family.first()"}]}]}
+FLAT = {
+    "resource": "Patient",
+    "select": [
+        {
+            "column": [
+                {"name": "id", "path": "getResourceKey()"},
+                {"name": "gender", "path": "gender"},
+                {"name": "active", "path": "active"},
+                {"name": "birth", "path": "birthDate"},
+                {"name": "family", "path": "name.where(use = 'official').family.first()"},
+            ]
+        }
+    ],
+}
 
 
 @pytest.fixture
@@ -31,20 +47,34 @@ def test_a_flat_view_parses_each_resource_once(store: FhirStore) -> None:
     assert compiled.sql.count("json_extract_string(r.resource, [") == 1
     assert "unnest" not in compiled.sql
     assert [(c.name, c.type, c.collection) for c in compiled.columns] == [
-        ("id", "string", False), ("gender", "code", False), ("active", "boolean", False),
-        ("birth", "date", False), ("family", "string", False)]
+        ("id", "string", False),
+        ("gender", "code", False),
+        ("active", "boolean", False),
+        ("birth", "date", False),
+        ("family", "string", False),
+    ]
     table = run_view(store.con, FLAT)
     assert table.column_names == ["id", "gender", "active", "birth", "family"]
     assert table.schema.field("active").type == pa.bool_()
     assert sorted(table.to_pylist(), key=lambda r: r["id"]) == [
         {"id": "p1", "gender": "female", "active": True, "birth": "1970-06", "family": "Ng"},
-        {"id": "p2", "gender": "male", "active": False, "birth": None, "family": None}]
+        {"id": "p2", "gender": "male", "active": False, "birth": None, "family": None},
+    ]
 
 
 def test_a_collection_column_is_a_list_in_order(store: FhirStore) -> None:
-    view = {"resource": "Patient", "select": [{"column": [
-        {"name": "id", "path": "id"}, {"name": "given", "path": "name.given", "collection": True},
-        {"name": "cities", "path": "address.city", "collection": True, "type": "string"}]}]}
+    view = {
+        "resource": "Patient",
+        "select": [
+            {
+                "column": [
+                    {"name": "id", "path": "id"},
+                    {"name": "given", "path": "name.given", "collection": True},
+                    {"name": "cities", "path": "address.city", "collection": True, "type": "string"},
+                ]
+            }
+        ],
+    }
     compiled = compile_view(view)
     assert [c.collection for c in compiled.columns] == [False, True, True]
     table = run_view(store.con, view)
@@ -78,19 +108,45 @@ def test_a_new_dialect_changes_the_sql_through_the_seam(monkeypatch: pytest.Monk
 
 
 def test_foreach_rows_carry_the_row_index_and_parent_columns(store: FhirStore) -> None:
-    view = {"resource": "Patient", "select": [
-        {"column": [{"name": "id", "path": "id"}]},
-        {"forEachOrNull": "address", "column": [{"name": "i", "path": "%rowIndex"}, {"name": "city", "path": "city"}]}]}
+    view = {
+        "resource": "Patient",
+        "select": [
+            {"column": [{"name": "id", "path": "id"}]},
+            {
+                "forEachOrNull": "address",
+                "column": [{"name": "i", "path": "%rowIndex"}, {"name": "city", "path": "city"}],
+            },
+        ],
+    }
     rows = sorted(run_view(store.con, view).to_pylist(), key=lambda r: (r["id"], r["i"]))
-    assert rows == [{"id": "p1", "i": 0, "city": "Oslo"}, {"id": "p1", "i": 1, "city": "Bergen"},
-                    {"id": "p2", "i": 0, "city": None}]
+    assert rows == [
+        {"id": "p1", "i": 0, "city": "Oslo"},
+        {"id": "p1", "i": 1, "city": "Bergen"},
+        {"id": "p2", "i": 0, "city": None},
+    ]
 
 
 def test_elements_outside_the_r4_map_are_flattened_at_run_time() -> None:
-    store = FhirStore.in_memory([{"resourceType": "Patient", "id": "p1", "birthDate": "2000-01-01",
-                                  "_birthDate": {"extension": [{"url": "u", "valueString": "x"}]},
-                                  "custom": [{"a": 1}, {"a": 2}]}])
-    view = {"resource": "Patient", "select": [{"column": [
-        {"name": "ext", "path": "_birthDate.extension.where(url = 'u').valueString.first()"},
-        {"name": "a", "path": "custom.a", "collection": True}]}]}
+    store = FhirStore.in_memory(
+        [
+            {
+                "resourceType": "Patient",
+                "id": "p1",
+                "birthDate": "2000-01-01",
+                "_birthDate": {"extension": [{"url": "u", "valueString": "x"}]},
+                "custom": [{"a": 1}, {"a": 2}],
+            }
+        ]
+    )
+    view = {
+        "resource": "Patient",
+        "select": [
+            {
+                "column": [
+                    {"name": "ext", "path": "_birthDate.extension.where(url = 'u').valueString.first()"},
+                    {"name": "a", "path": "custom.a", "collection": True},
+                ]
+            }
+        ],
+    }
     assert run_view(store.con, view).to_pylist() == [{"ext": "x", "a": ["1", "2"]}]

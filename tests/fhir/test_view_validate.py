@@ -19,23 +19,31 @@ def _cols(*pairs: tuple[str, str]) -> dict[str, Any]:
     return {"column": [{"name": n, "path": p} for n, p in pairs]}
 
 
-@pytest.mark.parametrize(("view", "reason"), [
-    ({"select": [_cols(("id", "id"))]}, "names no resource"),
-    (_view(), "has no select"),
-    (_view({"forEach": "@@"}), "cannot be parsed"),
-    (_view({"forEach": 1}), "must be a FHIRPath string"),
-    (_view(_cols(("id", "id"), ("id", "gender"))), "'id' is already defined"),
-    (_view(_cols(("id", "id")), _cols(("id", "gender"))), "'id' is already defined"),
-    (_view({"unionAll": [_cols(("a", "id"), ("b", "id")), _cols(("a", "id"), ("c", "id"))]}), "unionAll branch 2"),
-    (_view({"unionAll": [_cols(("a", "id"), ("b", "id")), _cols(("b", "id"), ("a", "id"))]}), "unionAll branch 2"),
-    (_view(_cols(("n", "name.where(use = %nope)"))), "%nope is used but not defined"),
-    (_view(_cols(("n", "name.aggregate($this)"))), "aggregate() is not supported"),
-    (_view(_cols(("n", "name.first(1)"))), "first() takes 0 argument"),
-    (_view(_cols(("bad name", "id"))), "needs a name"),
-    (_view({"forEach": "name", "forEachOrNull": "name", "column": [{"name": "a", "path": "id"}]}), "both forEach"),
-    (_view(_cols(("a", "id")), constant=[{"name": "c"}]), "exactly one supported value"),
-    (_view(_cols(("a", "name.family = ")), ), "unexpected 'end of expression'"),
-])
+@pytest.mark.parametrize(
+    ("view", "reason"),
+    [
+        ({"select": [_cols(("id", "id"))]}, "names no resource"),
+        (_view(), "has no select"),
+        (_view({"forEach": "@@"}), "cannot be parsed"),
+        (_view({"forEach": 1}), "must be a FHIRPath string"),
+        (_view(_cols(("id", "id"), ("id", "gender"))), "'id' is already defined"),
+        (_view(_cols(("id", "id")), _cols(("id", "gender"))), "'id' is already defined"),
+        (_view({"unionAll": [_cols(("a", "id"), ("b", "id")), _cols(("a", "id"), ("c", "id"))]}), "unionAll branch 2"),
+        (_view({"unionAll": [_cols(("a", "id"), ("b", "id")), _cols(("b", "id"), ("a", "id"))]}), "unionAll branch 2"),
+        (_view(_cols(("n", "name.where(use = %nope)"))), "%nope is used but not defined"),
+        (_view(_cols(("n", "name.aggregate($this)"))), "aggregate() is not supported"),
+        (_view(_cols(("n", "name.first(1)"))), "first() takes 0 argument"),
+        (_view(_cols(("bad name", "id"))), "needs a name"),
+        (_view({"forEach": "name", "forEachOrNull": "name", "column": [{"name": "a", "path": "id"}]}), "both forEach"),
+        (_view(_cols(("a", "id")), constant=[{"name": "c"}]), "exactly one supported value"),
+        (
+            _view(
+                _cols(("a", "name.family = ")),
+            ),
+            "unexpected 'end of expression'",
+        ),
+    ],
+)
 def test_invalid_views_raise_with_the_reason(view: dict[str, Any], reason: str) -> None:
     with pytest.raises(InvalidViewError, match=reason.replace("(", r"\(").replace(")", r"\)").replace("$", r"\$")):
         validate_view(view)

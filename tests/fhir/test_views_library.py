@@ -79,8 +79,7 @@ def test_demographics_conditions_medications_encounters(synthea: tuple[FhirStore
         omb = next(e for e in race["extension"] if e["url"] == "ombCategory")
         assert demo[pid]["race"] == omb["valueCoding"]["display"]
         assert "name" not in demo[pid] and "address" not in demo[pid]  # the ML view carries no identifiers
-    for name, rtype in (("conditions", "Condition"), ("medications", "MedicationRequest"),
-                        ("encounters", "Encounter")):
+    for name, rtype in (("conditions", "Condition"), ("medications", "MedicationRequest"), ("encounters", "Encounter")):
         rows = _rows(store, name)
         assert len(rows) == sum(r["resourceType"] == rtype for r in raw), name
         assert all(r["patient_id"] in patients for r in rows), name

@@ -21,8 +21,13 @@ WHEN = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def _report(p: float = 0.873, **kw: object) -> dict:
-    args: dict = {"finding": "pneumonia", "model": "chest-xray@3", "issued": WHEN,
-                  "study": study_reference(study_uid="1.2.840.1.2.3"), **kw}
+    args: dict = {
+        "finding": "pneumonia",
+        "model": "chest-xray@3",
+        "issued": WHEN,
+        "study": study_reference(study_uid="1.2.840.1.2.3"),
+        **kw,
+    }
     return diagnostic_report(p, **args)
 
 
@@ -49,14 +54,16 @@ def test_probability_is_a_fraction_in_unit_1_and_the_finding_follows_the_thresho
     low = _report(0.2)["contained"][0]
     assert low["valueCodeableConcept"]["coding"][0]["code"] == "pneumonia-absent"
     assert _report(0.2, threshold=0.1)["contained"][0]["valueCodeableConcept"]["coding"][0]["code"] == (
-        "pneumonia-present")
+        "pneumonia-present"
+    )
     assert "not a diagnosis" in r["conclusion"] and "0.87" in r["conclusion"]
 
 
 def test_imaging_study_by_dicom_uid_or_by_file_name() -> None:
     r = _report()
-    assert r["imagingStudy"] == [{"type": "ImagingStudy",
-                                  "identifier": {"system": DICOM_UID, "value": "urn:oid:1.2.840.1.2.3"}}]
+    assert r["imagingStudy"] == [
+        {"type": "ImagingStudy", "identifier": {"system": DICOM_UID, "value": "urn:oid:1.2.840.1.2.3"}}
+    ]
     assert r["contained"][0]["derivedFrom"] == r["imagingStudy"]
     by_file = _report(study=study_reference(file_name="scan.png"))
     assert by_file["imagingStudy"][0]["identifier"]["value"] == "scan.png"
@@ -69,7 +76,8 @@ def test_bundle_of_reports_validates_and_bad_input_is_refused() -> None:
     b = bundle_of([_report(), _report(study=study_reference(file_name="a.png"))], timestamp=WHEN)
     Bundle.model_validate(b)
     assert b["type"] == "collection" and [e["fullUrl"] for e in b["entry"]] == [
-        f"urn:uuid:{e['resource']['id']}" for e in b["entry"]]
+        f"urn:uuid:{e['resource']['id']}" for e in b["entry"]
+    ]
     with pytest.raises(DataError, match="outside 0-1"):
         _report(87.3)
     with pytest.raises(DataError, match="status"):

@@ -30,8 +30,9 @@ def test_logistic_equals_sklearn_on_standardised_inputs() -> None:
     y = (rng.random(500) < 1 / (1 + np.exp(-(X["a"] + 0.1 * X["b"] - 2)))).astype(int)
     ours = LogisticRiskModel(C=0.5).fit(X, y)
     ref = LogisticRegression(C=0.5, max_iter=2000).fit(StandardScaler().fit_transform(X), y)
-    np.testing.assert_allclose(ours.predict_proba(X)[:, 1],
-                               ref.predict_proba(StandardScaler().fit_transform(X))[:, 1], atol=1e-6)
+    np.testing.assert_allclose(
+        ours.predict_proba(X)[:, 1], ref.predict_proba(StandardScaler().fit_transform(X))[:, 1], atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("kind", ["logistic", "lgbm"])
@@ -91,10 +92,10 @@ def test_calibration_repairs_an_overconfident_model() -> None:
     X = pd.DataFrame({"x": rng.normal(size=3 * n)})
     y = (rng.random(3 * n) < 1 / (1 + np.exp(-(X["x"] - 1)))).astype(int)
     base = Overconfident().fit(X[:n], y[:n])
-    cal = CalibratedRiskModel(base).fit(X[n:2 * n], y[n:2 * n])
+    cal = CalibratedRiskModel(base).fit(X[n : 2 * n], y[n : 2 * n])
     assert cal.method_ in ("sigmoid", "isotonic")
     assert cal.losses_[cal.method_] < cal.losses_["none"]
-    test_X, test_y = X[2 * n:], y[2 * n:]
+    test_X, test_y = X[2 * n :], y[2 * n :]
 
     def slope(p: np.ndarray) -> float:
         lo = np.log(p / (1 - p))

@@ -20,11 +20,16 @@ FEATURES = ["age", "heart_rate", "lactate", "sbp"]
 
 def record(i: int, **changes: object) -> PredictionRecord:
     fields: dict[str, object] = {
-        "model": "readmission@3", "service": "readmission-risk", "patient": f"patient-{i}",
-        "time": f"2024-05-01T08:{i % 60:02d}:00.000000Z", "score": (i % 1000) / 1000,
+        "model": "readmission@3",
+        "service": "readmission-risk",
+        "patient": f"patient-{i}",
+        "time": f"2024-05-01T08:{i % 60:02d}:00.000000Z",
+        "score": (i % 1000) / 1000,
         "risk": "high" if i % 2 else "low",
         "inputs": summarize_inputs({"age": 70 + i, "heart_rate": None, "lactate": 2.1}, FEATURES),
-        "index_time": "2024-04-30T22:00:00+00:00", "hook_instance": f"hook-{i}"}
+        "index_time": "2024-04-30T22:00:00+00:00",
+        "hook_instance": f"hook-{i}",
+    }
     fields.update(changes)
     return PredictionRecord(**fields)  # type: ignore[arg-type]
 
@@ -57,14 +62,17 @@ def test_round_trip_as_records_and_as_a_table(tmp_path: Path) -> None:
     assert (df["n_present"].dtype, df["n_missing"].tolist()) == (np.dtype("int64"), [2, 2, 2])
 
 
-@pytest.mark.parametrize(("changes", "message"), [
-    ({"model": "readmission"}, "is not NAME@VERSION"),
-    ({"score": 1.5}, "is not a probability between 0 and 1"),
-    ({"score": float("nan")}, "is not a probability"),
-    ({"score": True}, "is not a probability"),
-    ({"time": "2024-05-01T08:30:00"}, "has no time zone"),
-    ({"index_time": "yesterday"}, "is not an ISO 8601 time"),
-])
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"model": "readmission"}, "is not NAME@VERSION"),
+        ({"score": 1.5}, "is not a probability between 0 and 1"),
+        ({"score": float("nan")}, "is not a probability"),
+        ({"score": True}, "is not a probability"),
+        ({"time": "2024-05-01T08:30:00"}, "has no time zone"),
+        ({"index_time": "yesterday"}, "is not an ISO 8601 time"),
+    ],
+)
 def test_invalid_records_are_refused(changes: dict[str, object], message: str) -> None:
     with pytest.raises(DataError, match=message):
         record(1, **changes)
@@ -107,14 +115,14 @@ def test_threads_and_processes_append_whole_lines(tmp_path: Path) -> None:
         p.join(timeout=60)
         assert p.exitcode == 0
     patients = sorted(r.patient for r in PredictionLog(path).read())
-    expected = sorted(f"patient-{k * 1000 + i}" for k, n in ((1, 200), (2, 200), (3, 100), (4, 100))
-                      for i in range(n))
+    expected = sorted(f"patient-{k * 1000 + i}" for k, n in ((1, 200), (2, 200), (3, 100), (4, 100)) for i in range(n))
     assert patients == expected
 
 
 def test_importing_the_monitor_and_audit_is_cheap() -> None:
-    code = ("import sys, medml.monitor, medml.service.audit; "
-            "print(','.join(m for m in ('pandas', 'fastapi', 'numpy') if m in sys.modules))")
+    code = (
+        "import sys, medml.monitor, medml.service.audit; "
+        "print(','.join(m for m in ('pandas', 'fastapi', 'numpy') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/")
     assert out.stdout.strip() == ""
-

@@ -21,8 +21,9 @@ pytestmark = pytest.mark.skipif(not EXAMPLES.is_dir(), reason="the shared PGx da
 
 def run(args: list[str], home: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MEDML_HOME": str(home), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "medml.cli", "pgx", *args], capture_output=True, text=True,
-                          env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "medml.cli", "pgx", *args], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def assert_clear_error(proc: subprocess.CompletedProcess[str], *fragments: str) -> None:
@@ -59,8 +60,15 @@ def test_call_writes_each_format(fmt: str, home: Path, tmp_path: Path) -> None:
 
 
 def test_call_to_stdout_and_drug_check(home: Path, tmp_path: Path) -> None:
-    proc = run(["call", str(EXAMPLES / "pharmcat.example.vcf"), "--outside-calls",
-                str(EXAMPLES / "pharmcat.example.outsideCall.tsv")], home)
+    proc = run(
+        [
+            "call",
+            str(EXAMPLES / "pharmcat.example.vcf"),
+            "--outside-calls",
+            str(EXAMPLES / "pharmcat.example.outsideCall.tsv"),
+        ],
+        home,
+    )
     assert proc.returncode == 0, proc.stderr
     results = tmp_path / "r.json"
     results.write_text(proc.stdout)
@@ -97,7 +105,7 @@ def _no_gt(lines: list[str]) -> list[str]:
     i = _first_record(lines)
     fields = lines[i].rstrip("\n").split("\t")
     fields[8], fields[9] = "DP", "12"
-    return [*lines[:i], "\t".join(fields) + "\n", *lines[i + 1:]]
+    return [*lines[:i], "\t".join(fields) + "\n", *lines[i + 1 :]]
 
 
 def _grch37(lines: list[str]) -> list[str]:
@@ -143,16 +151,20 @@ def test_multi_sample_needs_sample(home: Path) -> None:
 def test_unknown_drug_and_bad_results(home: Path, tmp_path: Path) -> None:
     results = tmp_path / "r.json"
     results.write_text(json.dumps({"schema": "something else", "genes": []}))
-    assert_clear_error(run(["drug", "flucloxacillin", "--results", str(results)], home), "flucloxacillin",
-                       "no CPIC guideline")
+    assert_clear_error(
+        run(["drug", "flucloxacillin", "--results", str(results)], home), "flucloxacillin", "no CPIC guideline"
+    )
     assert_clear_error(run(["drug", "clopidogrel", "--results", str(results)], home), "not a medml PGx result")
     assert_clear_error(run(["drug", "clopidogrel", "--results", str(tmp_path / "none.json")], home), "not found")
 
 
 def test_conformance_counts_and_exit_code(home: Path, tmp_path: Path) -> None:
     suite = json.loads((EXAMPLES.parent / "expected.json").read_text())
-    case = next(c for c in suite["cases"] if any(e["type"] == "matcher_diplotypes" for e in c["expect"])
-                and not c.get("outside_calls"))
+    case = next(
+        c
+        for c in suite["cases"]
+        if any(e["type"] == "matcher_diplotypes" for e in c["expect"]) and not c.get("outside_calls")
+    )
     small = tmp_path / "expected.json"
     for name in ("vcf",):
         case[name] = str((EXAMPLES.parent / case[name]).resolve())

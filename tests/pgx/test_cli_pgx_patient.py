@@ -20,14 +20,28 @@ pytestmark = pytest.mark.skipif(not EXAMPLES.is_dir(), reason="the shared PGx da
 
 def run(args: list[str], home: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MEDML_HOME": str(home), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "medml.cli", "pgx", *args], capture_output=True, text=True,
-                          env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "medml.cli", "pgx", *args], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def test_patient_saves_the_json_results_into_the_service_store(tmp_path: Path) -> None:
     home, out = tmp_path / "home", tmp_path / "r.json"
-    proc = run(["call", str(VCF), "--outside-calls", str(EXAMPLES / "pharmcat.example.outsideCall.tsv"),
-                "--format", "json", "--out", str(out), "--patient", "pt-1.a_B"], home)
+    proc = run(
+        [
+            "call",
+            str(VCF),
+            "--outside-calls",
+            str(EXAMPLES / "pharmcat.example.outsideCall.tsv"),
+            "--format",
+            "json",
+            "--out",
+            str(out),
+            "--patient",
+            "pt-1.a_B",
+        ],
+        home,
+    )
     assert proc.returncode == 0, proc.stderr
     store = home / "service" / "pgx"
     assert [p.name for p in store.iterdir()] == ["pt-1.a_B.json"]  # no temporary file left behind

@@ -32,16 +32,28 @@ def test_expectation_level_counts(report: ConformanceReport) -> None:
 
 def test_fully_agreeing_types(report: ConformanceReport) -> None:
     by_type = report.by_type()
-    for kind in ("called_by_matcher", "not_called_by_matcher", "matcher_first_diplotype", "matcher_num_gene_calls",
-                 "matcher_haplotypes", "matcher_haplotype_matches"):
+    for kind in (
+        "called_by_matcher",
+        "not_called_by_matcher",
+        "matcher_first_diplotype",
+        "matcher_num_gene_calls",
+        "matcher_haplotypes",
+        "matcher_haplotype_matches",
+    ):
         assert by_type[kind]["failed"] == 0, kind
 
 
 def test_every_call_expectation_is_judged(report: ConformanceReport) -> None:
     """Calls, diplotypes and reportability, whether from the VCF or from an outside call (display included)."""
     by_type = report.by_type()
-    for kind in ("print_calls", "source_diplotypes", "recommended_diplotype", "reportable", "called_by_matcher",
-                 "not_called_by_matcher"):
+    for kind in (
+        "print_calls",
+        "source_diplotypes",
+        "recommended_diplotype",
+        "reportable",
+        "called_by_matcher",
+        "not_called_by_matcher",
+    ):
         assert set(by_type[kind]) == {"passed"}, (kind, by_type[kind])
     assert (by_type["print_calls"]["passed"], by_type["reportable"]["passed"]) == (240, 23)
 
@@ -56,6 +68,12 @@ def test_unjudged_types_are_never_passed(report: ConformanceReport) -> None:
 
 def test_every_cpic_and_phenotype_expectation_agrees(report: ConformanceReport) -> None:
     by_type = report.by_type()
-    for kind in ("matched_annotation_count", "has_match_from_source", "no_match_from_source",
-                 "recommended_phenotype", "source_phenotype_contains", "lookup_activity_score"):
+    for kind in (
+        "matched_annotation_count",
+        "has_match_from_source",
+        "no_match_from_source",
+        "recommended_phenotype",
+        "source_phenotype_contains",
+        "lookup_activity_score",
+    ):
         assert by_type[kind]["failed"] == 0 and by_type[kind]["passed"] > 0, (kind, by_type[kind])

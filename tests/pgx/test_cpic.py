@@ -46,8 +46,10 @@ def test_thiopurines_combine_tpmt_and_nudt15() -> None:
 
 
 def test_phenytoin_uses_cyp2c9_score_and_hla_b_status() -> None:
-    ph = {"CYP2C9": phenotype_result("CYP2C9", diplotype="*1/*3"),
-          "HLA-B": phenotype_result("HLA-B", allele_status=["*15:02 negative"])}
+    ph = {
+        "CYP2C9": phenotype_result("CYP2C9", diplotype="*1/*3"),
+        "HLA-B": phenotype_result("HLA-B", allele_status=["*15:02 negative"]),
+    }
     recs = recommendations_for("phenytoin", ph)
     assert {r.population for r in recs} == {"PHT naive", "PHT use >3mos"}
     assert all(dict(r.lookup_key) == {"CYP2C9": "1.0", "HLA-B": "*15:02 negative"} for r in recs)
@@ -66,8 +68,13 @@ def test_lookup_by_rxnorm_and_unknown_drug() -> None:
 
 
 def test_hla_alleles_are_those_the_guidelines_key_on() -> None:
-    keyed = {(g, v.split()[0]) for gl in guidelines().values() for r in gl.rows for g, v in r.lookup_key
-             if g.startswith("HLA") and v != "No Result"}
+    keyed = {
+        (g, v.split()[0])
+        for gl in guidelines().values()
+        for r in gl.rows
+        for g, v in r.lookup_key
+        if g.startswith("HLA") and v != "No Result"
+    }
     assert keyed == {(g, a) for g, alleles in HLA_ALLELES.items() for a in alleles}
 
 
@@ -78,17 +85,20 @@ def test_examples_cpic_matches(name: str) -> None:
     for drug, v in example["drug_recommendations"]["CPIC Guideline Annotation"].items():
         if drug in NOT_IN_SNAPSHOT:
             continue
-        want = sorted((m["population"], m["classification"], json.dumps(m["lookupKey"][0], sort_keys=True))
-                      for m in v["matched_annotations"])
-        have = sorted((r.population, r.classification, json.dumps(dict(r.lookup_key), sort_keys=True))
-                      for r in got.get(drug, []))
+        want = sorted(
+            (m["population"], m["classification"], json.dumps(m["lookupKey"][0], sort_keys=True))
+            for m in v["matched_annotations"]
+        )
+        have = sorted(
+            (r.population, r.classification, json.dumps(dict(r.lookup_key), sort_keys=True)) for r in got.get(drug, [])
+        )
         assert have == want, drug
 
 
 def test_pharmcat_suite_expectations() -> None:
     """Every phenotype/CPIC expectation of the cases whose calls the suite states; known misses listed with why."""
     known = {  # the call that decides these comes from the VCF matcher and is stated nowhere in the case
-        ("PipelineTest/testRecommendationExamples", "celecoxib"),     # CYP2C9 rs1799853 het, needs the matcher
+        ("PipelineTest/testRecommendationExamples", "celecoxib"),  # CYP2C9 rs1799853 het, needs the matcher
         ("PipelineTest/testPartialCallInTwoGene", "amitriptyline"),  # CYP2C19 partial (combination) call
     }
     cases = json.loads((TESTS / "expected.json").read_text())["cases"]

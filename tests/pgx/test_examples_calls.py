@@ -52,4 +52,3 @@ def test_summary_source_and_lookup_diplotypes(name: str, calls: dict[str, dict[s
         call = calls[name][row["Gene"]]
         assert call.diplotypes[0].label == row["Source Diplotype"], row["Gene"]
         assert call.lookup_diplotypes[0].label == row["Recommendation Lookup Diplotype"], row["Gene"]
-

@@ -20,8 +20,12 @@ def bundle() -> dict:
 
 
 def _observations(bundle: dict, code: str) -> list[dict]:
-    return [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"
-            and any(c.get("code") == code for c in e["resource"]["code"]["coding"])]
+    return [
+        e["resource"]
+        for e in bundle["entry"]
+        if e["resource"]["resourceType"] == "Observation"
+        and any(c.get("code") == code for c in e["resource"]["code"]["coding"])
+    ]
 
 
 def test_every_resource_validates_as_fhir_r4(bundle: dict) -> None:
@@ -30,8 +34,10 @@ def test_every_resource_validates_as_fhir_r4(bundle: dict) -> None:
     from fhir.resources.R4B.observation import Observation
 
     Bundle.model_validate(bundle)
-    types: dict[str, type[DiagnosticReport] | type[Observation]] = {"DiagnosticReport": DiagnosticReport,
-                                                                  "Observation": Observation}
+    types: dict[str, type[DiagnosticReport] | type[Observation]] = {
+        "DiagnosticReport": DiagnosticReport,
+        "Observation": Observation,
+    }
     for entry in bundle["entry"]:
         resource = entry["resource"]
         types[resource["resourceType"]].model_validate(resource)
@@ -49,16 +55,20 @@ def test_report_and_references(bundle: dict) -> None:
 
 
 def test_genotype_observations(bundle: dict) -> None:
-    genotypes = {o["component"][0]["valueCodeableConcept"]["coding"][0]["display"]: o
-                 for o in _observations(bundle, "84413-4")}
+    genotypes = {
+        o["component"][0]["valueCodeableConcept"]["coding"][0]["display"]: o for o in _observations(bundle, "84413-4")
+    }
     assert len(genotypes) == 22  # 19 VCF genes + CYP2D6, HLA-B, MT-RNR1 from outside calls
     cyp2c19 = genotypes["CYP2C19"]
     assert cyp2c19["meta"]["profile"] == [PROFILES["genotype"]]
     assert cyp2c19["valueCodeableConcept"]["text"] == "*38/*38"
     gene = cyp2c19["component"][0]
     assert gene["code"]["coding"][0]["code"] == "48018-6"
-    assert gene["valueCodeableConcept"]["coding"][0] == {"system": "http://www.genenames.org/geneid",
-                                                         "code": "HGNC:2621", "display": "CYP2C19"}
+    assert gene["valueCodeableConcept"]["coding"][0] == {
+        "system": "http://www.genenames.org/geneid",
+        "code": "HGNC:2621",
+        "display": "CYP2C19",
+    }
     assert genotypes["CYP2D6"]["method"]["text"] == "outside call"
 
 
@@ -80,8 +90,11 @@ def test_implications_derive_from_the_genotype_and_name_the_drugs(bundle: dict) 
     # CYP2D6 IM: atomoxetine's dose changes (RxNorm 38400 in CPIC's drug table); codeine's label dosing does not
     names = {d["valueCodeableConcept"]["text"] for d in drugs}
     atomoxetine = next(d["valueCodeableConcept"] for d in drugs if d["valueCodeableConcept"]["text"] == "atomoxetine")
-    assert atomoxetine["coding"][0] == {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "38400",
-                                        "display": "atomoxetine"}
+    assert atomoxetine["coding"][0] == {
+        "system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+        "code": "38400",
+        "display": "atomoxetine",
+    }
     assert "codeine" not in names
     assert cyp2d6["note"][0]["text"] == "CYP2D6 activity score 1.0"
     # CYP2C19 normal metabolizer: the proton-pump inhibitors (CPIC's NM row changes chronic dosing), not the
@@ -92,8 +105,9 @@ def test_implications_derive_from_the_genotype_and_name_the_drugs(bundle: dict) 
 
 
 def test_same_result_same_ids(bundle: dict) -> None:
-    again = to_fhir_bundle(analyse_vcf(EXAMPLES / "pharmcat.example.vcf",
-                                       outside_calls=EXAMPLES / "pharmcat.example.outsideCall.tsv"))
+    again = to_fhir_bundle(
+        analyse_vcf(EXAMPLES / "pharmcat.example.vcf", outside_calls=EXAMPLES / "pharmcat.example.outsideCall.tsv")
+    )
     assert [e["fullUrl"] for e in again["entry"]] == [e["fullUrl"] for e in bundle["entry"]]
 
 

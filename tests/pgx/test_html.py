@@ -25,9 +25,22 @@ def test_content_a_clinician_needs(result) -> None:
     page = render_html(result)
     assert f'content="{CSP}"' in page and "default-src 'none'" in page
     assert "<script" not in page and " src=" not in page and " href=" not in page  # nothing to fetch or follow
-    for text in ("Sample_2", "CYP2C19", "*2/*2", "Poor Metabolizer", "clopidogrel", "Avoid clopidogrel",
-                 "Strong", "CPIC guideline annotation 2024-03-25-16-13", "CYP2D6 needs an outside call",
-                 "not a diagnosis", "laboratory", "2024-03", "Warfarin", "VKORC1 -1639 (rs9923231)"):
+    for text in (
+        "Sample_2",
+        "CYP2C19",
+        "*2/*2",
+        "Poor Metabolizer",
+        "clopidogrel",
+        "Avoid clopidogrel",
+        "Strong",
+        "CPIC guideline annotation 2024-03-25-16-13",
+        "CYP2D6 needs an outside call",
+        "not a diagnosis",
+        "laboratory",
+        "2024-03",
+        "Warfarin",
+        "VKORC1 -1639 (rs9923231)",
+    ):
         assert text in page, text
     # the prescription-changing section comes before the gene table
     assert page.index("What changes a prescription") < page.index("<h2>Genes</h2>")

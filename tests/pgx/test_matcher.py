@@ -84,8 +84,9 @@ def test_combination_call_in_research_mode() -> None:
 
 
 def test_undocumented_allele_becomes_a_partial_in_research_mode() -> None:
-    call = _calls("vcf/PipelineTest/testUndocumentedVariationsWithTreatAsReferenceAndCombo.vcf", "TPMT",
-                  find_combinations=True)
+    call = _calls(
+        "vcf/PipelineTest/testUndocumentedVariationsWithTreatAsReferenceAndCombo.vcf", "TPMT", find_combinations=True
+    )
     assert [d.label for d in call.diplotypes] == ["*1/g.18143724C>T"]
 
 

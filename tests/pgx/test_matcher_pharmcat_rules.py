@@ -42,11 +42,14 @@ def _nat2_without_exemptions() -> GeneDefinition:
 # --- NAT2: unphased diplotype priorities ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("vcf", "picked", "all_candidates"), [
-    # NamedAlleleMatcherTest.unphasedPrioritySameScore / DifferentScore: without, then with the exemptions file
-    ("unphasedPrioritySameScore", "*7/*34", ["*6/*40", "*7/*34"]),
-    ("unphasedPriorityDifferentScore", "*1/*6", ["*1/*6", "*4/*34"]),
-])
+@pytest.mark.parametrize(
+    ("vcf", "picked", "all_candidates"),
+    [
+        # NamedAlleleMatcherTest.unphasedPrioritySameScore / DifferentScore: without, then with the exemptions file
+        ("unphasedPrioritySameScore", "*7/*34", ["*6/*40", "*7/*34"]),
+        ("unphasedPriorityDifferentScore", "*1/*6", ["*1/*6", "*4/*34"]),
+    ],
+)
 def test_nat2_priority_picks_one_of_the_unphased_candidates(vcf: str, picked: str, all_candidates: list[str]) -> None:
     path = TESTS / "vcf" / "NamedAlleleMatcherTest" / f"{vcf}.vcf"
     with_priorities = _call(path, "NAT2")
@@ -61,8 +64,7 @@ def test_nat2_priority_can_beat_a_higher_score() -> None:
     # NAT2 sheet row 10: candidates *1/*15 (score 50), *6/*46 and *14/*34 (3 each); PharmCAT picks *6/*46
     path = TESTS / "vcf" / "NamedAlleleMatcherNat2Test" / "nat2Sheet__row_010.vcf"
     assert _labels(_call(path, "NAT2")) == ["*6/*46"]
-    assert set(_labels(_call(path, "NAT2", definition=_nat2_without_exemptions()))) == {
-        "*1/*15", "*6/*46", "*14/*34"}
+    assert set(_labels(_call(path, "NAT2", definition=_nat2_without_exemptions()))) == {"*1/*15", "*6/*46", "*14/*34"}
 
 
 def test_nat2_required_position_applies_only_with_exemptions() -> None:
@@ -89,10 +91,13 @@ def test_priority_needs_every_listed_diplotype_and_takes_the_first_that_applies(
 
 
 def test_priorities_load_in_pharmcats_order_and_must_pick_from_their_list() -> None:
-    raw = {"gene": "NAT2", "unphasedDiplotypePriorities": [
-        {"list": ["*1/*16", "*4/*5"], "pick": "*4/*5"},
-        {"list": ["*1/*6", "*4/*34"], "pick": "*1/*6"},
-    ]}
+    raw = {
+        "gene": "NAT2",
+        "unphasedDiplotypePriorities": [
+            {"list": ["*1/*16", "*4/*5"], "pick": "*4/*5"},
+            {"list": ["*1/*6", "*4/*34"], "pick": "*1/*6"},
+        ],
+    }
     exemption = parse_exemption(raw)
     assert [pick for _, pick in exemption.unphased_priorities] == ["*1/*6", "*4/*5"]  # by the pick's names
     assert exemption.keep_all_unphased
@@ -104,14 +109,18 @@ def test_priorities_load_in_pharmcats_order_and_must_pick_from_their_list() -> N
 # --- DPYD: HapB3 with a phased partial genotype (research mode) ------------------------------------------------
 
 
-@pytest.mark.parametrize(("intron", "exon", "strands", "message"), [
-    ((MISSING, "C"), (MISSING, "T"), (None, HAPB3), None),  # DpydTest.hapB3AndIntronicC_missingFirstAllele
-    (("C", MISSING), ("T", MISSING), (HAPB3, None), None),  # ..._missingSecondAllele
-    ((MISSING, "C"), ("T", MISSING), (HAPB3, HAPB3_INTRONIC), MSG_EXONIC_ONLY),  # ..._missingAlternateStrands1
-    (("C", MISSING), (MISSING, "T"), (HAPB3_INTRONIC, HAPB3), MSG_EXONIC_ONLY),  # ..._missingAlternateStrands2
-])
+@pytest.mark.parametrize(
+    ("intron", "exon", "strands", "message"),
+    [
+        ((MISSING, "C"), (MISSING, "T"), (None, HAPB3), None),  # DpydTest.hapB3AndIntronicC_missingFirstAllele
+        (("C", MISSING), ("T", MISSING), (HAPB3, None), None),  # ..._missingSecondAllele
+        ((MISSING, "C"), ("T", MISSING), (HAPB3, HAPB3_INTRONIC), MSG_EXONIC_ONLY),  # ..._missingAlternateStrands1
+        (("C", MISSING), (MISSING, "T"), (HAPB3_INTRONIC, HAPB3), MSG_EXONIC_ONLY),  # ..._missingAlternateStrands2
+    ],
+)
 def test_hapb3_strand_without_intronic_allele_is_called_from_the_exonic_one(
-        intron: tuple[str, str], exon: tuple[str, str], strands: tuple[str | None, ...], message: str | None) -> None:
+    intron: tuple[str, str], exon: tuple[str, str], strands: tuple[str | None, ...], message: str | None
+) -> None:
     call = call_hapb3(intron, exon, phased=True)
     assert call.per_strand == strands
     assert call.message == message
@@ -127,8 +136,9 @@ def test_hapb3_partial_genotype_end_to_end(tmp_path: Path) -> None:
         research = _call(vcf, "DPYD", research=True)
         assert _labels(research) == [f"Reference/{HAPB3}"]
         assert research.messages == ()
-    alternate = _call(TESTS / "vcf" / "DpydTest" / "hapB3AndIntronicC_missingAlternateStrands1.vcf", "DPYD",
-                      research=True)
+    alternate = _call(
+        TESTS / "vcf" / "DpydTest" / "hapB3AndIntronicC_missingAlternateStrands1.vcf", "DPYD", research=True
+    )
     assert _labels(alternate) == [f"{HAPB3_INTRONIC}/{HAPB3}"]
     assert alternate.messages == (MSG_EXONIC_ONLY,)
 
@@ -155,6 +165,7 @@ def test_unphased_off_reference_partial_is_kept_beside_the_combination() -> None
     # unphased; PharmCAT returns both ways of splitting them over the two strands
     resources = TESTS / "resources" / "org" / "pharmgkb" / "pharmcat" / "haplotype"
     definition = load_definition_file(resources / "NamedAlleleMatcher-cyp2b6.json", False)
-    call = _call(resources / "NamedAlleleMatcher-partialReferenceUnphased.vcf", "CYP2B6", definition=definition,
-                 research=True)
+    call = _call(
+        resources / "NamedAlleleMatcher-partialReferenceUnphased.vcf", "CYP2B6", definition=definition, research=True
+    )
     assert _labels(call) == ["*1/[*9 + g.41012316T>G]", "*9/g.41012316T>G"]

@@ -45,16 +45,22 @@ def _reference_match(data: GeneData, haplotypes: tuple[Haplotype, ...]) -> list[
     elif len(perms) == 1:
         seq = next(iter(perms))
         haps = sorted((h for h, _ in matched.values()), key=lambda h: name_key(h.name))
-        pairs = [(ordered(a.name, b.name), a.score_for(seq, refs) + b.score_for(seq, refs))
-                 for i, a in enumerate(haps) for b in haps[i:]]
+        pairs = [
+            (ordered(a.name, b.name), a.score_for(seq, refs) + b.score_for(seq, refs))
+            for i, a in enumerate(haps)
+            for b in haps[i:]
+        ]
     else:
         names = sorted(matched, key=name_key)
         for i, n1 in enumerate(names):
             h1, s1 = matched[n1]
             for n2 in names[i:]:
                 h2, s2 = matched[n2]
-                scores = [h1.score_for(q, refs) + h2.score_for(c, refs)
-                          for q in s1 if (c := data.complement(q)) is not None and c in s2]
+                scores = [
+                    h1.score_for(q, refs) + h2.score_for(c, refs)
+                    for q in s1
+                    if (c := data.complement(q)) is not None and c in s2
+                ]
                 if scores:
                     pairs.append((ordered(n1, n2), max(scores)))
     return sorted(pairs, key=lambda p: (-p[1], *(name_key(n) for n in p[0])))
@@ -142,16 +148,20 @@ def test_every_position_heterozygous_is_answered_quickly(gene: str) -> None:
     assert data.permutation_count() == 2 ** len(data.positions)
 
 
-@pytest.mark.parametrize(("gene", "first", "second"),
-                         [("CYP2B6", "*17", "*35"), ("NAT2", "*68", "*75"), ("SLCO1B1", "*54", "*55")])
+@pytest.mark.parametrize(
+    ("gene", "first", "second"), [("CYP2B6", "*17", "*35"), ("NAT2", "*68", "*75"), ("SLCO1B1", "*54", "*55")]
+)
 def test_most_heterozygous_pair_of_named_alleles(gene: str, first: str, second: str) -> None:
     # the two named alleles of the gene that differ at the most positions (10, 5 and 6), written unphased
     definition = load_definitions((gene,))[gene]
     a, b = (next(na for na in definition.alleles if na.name == n) for n in (first, second))
     rng = random.Random(0)
-    genotypes = {(p.chromosome, p.position): SampleGenotype((_allele_at(definition, a.alleles[col], col, rng),
-                                                             _allele_at(definition, b.alleles[col], col, rng)))
-                 for col, p in enumerate(definition.positions)}
+    genotypes = {
+        (p.chromosome, p.position): SampleGenotype(
+            (_allele_at(definition, a.alleles[col], col, rng), _allele_at(definition, b.alleles[col], col, rng))
+        )
+        for col, p in enumerate(definition.positions)
+    }
     data = prepare(definition, VcfSample("pair", "test", genotypes))
     haplotypes = build_haplotypes(definition, data)
     fast = [(p.names, p.score) for p in match_diplotypes(data, haplotypes, top_candidate_only=False)]

@@ -28,16 +28,19 @@ def test_comment_lines_and_extra_columns_are_ignored() -> None:
     assert call.diplotypes == (Diplotype(("*1", "*4")),) and call.activity_score is None
 
 
-@pytest.mark.parametrize(("line", "expected"), [
-    ("CYP2D6\t*1/*1x7", ("*1", "*1x≥3")),      # Cyp2d6CopyNumberCallerTest.testInferred
-    ("CYP2D6\t*1/*1x≥3", ("*1", "*1x≥3")),
-    ("CYP2D6\t*1/*42x7", ("*1", "*42x7")),     # no *42x≥3 allele: left as is (testNoInfer1)
-    ("CYP2D6\t*1x2/*4", ("*4", "*1x2")),        # PharmCAT's name order reads the last number (naming.py)
-    ("CYP2D6\t*36+*10/*1", ("*1", "*36+*10")),
-    ("CYP2D6\tCYP2D6*2.001/CYP2D6*1", ("*1", "*2")),
-    ("CYP2C19\t*2/*1", ("*1", "*2")),            # PipelineTest.testOutsideCallDiplotypeNormalization
-    ("HLA-B\tB*57:01:01/*15:02", ("*15:02", "*57:01")),
-])
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("CYP2D6\t*1/*1x7", ("*1", "*1x≥3")),  # Cyp2d6CopyNumberCallerTest.testInferred
+        ("CYP2D6\t*1/*1x≥3", ("*1", "*1x≥3")),
+        ("CYP2D6\t*1/*42x7", ("*1", "*42x7")),  # no *42x≥3 allele: left as is (testNoInfer1)
+        ("CYP2D6\t*1x2/*4", ("*4", "*1x2")),  # PharmCAT's name order reads the last number (naming.py)
+        ("CYP2D6\t*36+*10/*1", ("*1", "*36+*10")),
+        ("CYP2D6\tCYP2D6*2.001/CYP2D6*1", ("*1", "*2")),
+        ("CYP2C19\t*2/*1", ("*1", "*2")),  # PipelineTest.testOutsideCallDiplotypeNormalization
+        ("HLA-B\tB*57:01:01/*15:02", ("*15:02", "*57:01")),
+    ],
+)
 def test_diplotypes_are_normalised_as_pharmcat_does(line: str, expected: tuple[str, ...]) -> None:
     (call,) = parse_outside_calls(line)
     assert call.lookup_diplotypes[0].haplotypes == expected
@@ -66,15 +69,18 @@ def test_no_call_and_two_files_for_one_gene() -> None:
     assert [d.label for d in cyp4f2.diplotypes] == ["*1/*3", "*4/*9"]
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("CYP2D6", "line 1: expected at least 2"),
-    ("# header\n\tx", "line 2: no gene"),
-    ("CYP2D6\t\t\t", "give a diplotype"),
-    ("CYP2D6\t*1/*2/*3", "too many alleles"),
-    ("CYP2D6\t\t\tlots", "not a number"),
-    ("HLA-B\tC*01:02", "not an HLA-B allele"),
-    ("CYP2C19\t\tPM\nCYP2C19\t\tUM", "two different outside results"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("CYP2D6", "line 1: expected at least 2"),
+        ("# header\n\tx", "line 2: no gene"),
+        ("CYP2D6\t\t\t", "give a diplotype"),
+        ("CYP2D6\t*1/*2/*3", "too many alleles"),
+        ("CYP2D6\t\t\tlots", "not a number"),
+        ("HLA-B\tC*01:02", "not an HLA-B allele"),
+        ("CYP2C19\t\tPM\nCYP2C19\t\tUM", "two different outside results"),
+    ],
+)
 def test_malformed_lines_name_file_and_line(text: str, message: str, tmp_path: Path) -> None:
     path = tmp_path / "calls.tsv"
     path.write_text(text)

@@ -73,8 +73,13 @@ def test_unknown_allele_is_na_and_uncalled_is_no_result() -> None:
 def test_lowest_function_gene_uses_the_lookup_diplotype() -> None:
     # DpydTest.testDpydUnphasedMultiple1: four variants, lookup on the two lowest, activity score 0.5
     variants = ("c.1024G>A", "c.1314T>G", "c.1358C>G", "c.2279C>T")
-    call = GeneCall("DPYD", "vcf", variants=variants, lookup=(Diplotype(("c.1024G>A", "c.1314T>G")),),
-                    diplotypes=(Diplotype(("c.1024G>A", "c.1314T>G")),))
+    call = GeneCall(
+        "DPYD",
+        "vcf",
+        variants=variants,
+        lookup=(Diplotype(("c.1024G>A", "c.1314T>G")),),
+        diplotypes=(Diplotype(("c.1024G>A", "c.1314T>G")),),
+    )
     assert phenotype(call).results[0].lookup_keys == ("0.5",)
 
 
@@ -96,11 +101,18 @@ def test_outside_call_overrides_vcf_and_outside_score_gives_phenotype() -> None:
     assert (d6.phenotypes, d6.results[0].lookup_keys) == (("Normal Metabolizer",), ("1.25",))
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("PM", "Poor Metabolizer"), ("em", "Normal Metabolizer"), ("Extensive metaboliser", "Normal Metabolizer"),
-    ("likely intermediate metabolizer", "Likely Intermediate Metabolizer"), ("indeterminate (x)", "Indeterminate"),
-    ("Normal Function", "Normal Function"), ("  ", None),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("PM", "Poor Metabolizer"),
+        ("em", "Normal Metabolizer"),
+        ("Extensive metaboliser", "Normal Metabolizer"),
+        ("likely intermediate metabolizer", "Likely Intermediate Metabolizer"),
+        ("indeterminate (x)", "Indeterminate"),
+        ("Normal Function", "Normal Function"),
+        ("  ", None),
+    ],
+)
 def test_phenotype_synonyms(text: str, expected: str | None) -> None:
     assert normalize_phenotype(text) == expected
 

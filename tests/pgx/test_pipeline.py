@@ -54,11 +54,15 @@ def test_cpic_recommendations_match_pharmcat(worked) -> None:
     for drug, v in example["drug_recommendations"]["CPIC Guideline Annotation"].items():
         if drug in NOT_IN_SNAPSHOT:
             continue
-        want = sorted((m["population"], m["classification"], json.dumps(m["lookupKey"][0], sort_keys=True))
-                      for m in v["matched_annotations"])
+        want = sorted(
+            (m["population"], m["classification"], json.dumps(m["lookupKey"][0], sort_keys=True))
+            for m in v["matched_annotations"]
+        )
         entry = result.drug(drug)
-        have = sorted((r.population, r.classification, json.dumps(dict(r.lookup_key), sort_keys=True))
-                      for r in (entry.recommendations if entry else ()))
+        have = sorted(
+            (r.population, r.classification, json.dumps(dict(r.lookup_key), sort_keys=True))
+            for r in (entry.recommendations if entry else ())
+        )
         assert have == want, drug
 
 
@@ -67,7 +71,8 @@ def test_messages_match_pharmcats_report(worked) -> None:
     report = json.loads((EXAMPLES / f"{name}.report.json").read_text())
     for gene, g in report["genes"].items():
         assert sorted(m.id for m in result.gene_messages.get(gene, ())) == sorted(
-            m["rule_name"] for m in g["messages"]), gene
+            m["rule_name"] for m in g["messages"]
+        ), gene
     for drug, d in report["drugs"]["CPIC Guideline Annotation"].items():
         entry = result.drug(drug)
         ours = sorted(m.id for m in entry.messages) if entry else []

@@ -31,16 +31,14 @@ def test_reads_plain_and_gzipped_and_chr_naming(tmp_path: Path) -> None:
 
 
 def test_phase_and_phase_sets_and_missing(tmp_path: Path) -> None:
-    body = ("chr10\t94781859\t.\tA\tG\t.\tPASS\t.\tGT:PS\t1|0:77\n"
-            "chr2\t233760233\t.\tCAT\tC\t.\tPASS\t.\tGT\t0/.\n")
+    body = "chr10\t94781859\t.\tA\tG\t.\tPASS\t.\tGT:PS\t1|0:77\nchr2\t233760233\t.\tCAT\tC\t.\tPASS\t.\tGT\t0/.\n"
     sample = read_vcf_sample(_write(tmp_path, body), positions=POS)
     assert sample.genotypes[("chr10", 94781859)] == SampleGenotype(("G", "A"), True, "77")
     assert ("chr2", 233760233) not in sample.genotypes  # 0/. is missing, never reference
 
 
 def test_split_multiallelic_records_are_merged(tmp_path: Path) -> None:
-    body = ("chr2\t233760233\t.\tCAT\tC\t.\tPASS\t.\tGT\t0/1\n"
-            "chr2\t233760233\t.\tCAT\tCATAT\t.\tPASS\t.\tGT\t0/1\n")
+    body = "chr2\t233760233\t.\tCAT\tC\t.\tPASS\t.\tGT\t0/1\nchr2\t233760233\t.\tCAT\tCATAT\t.\tPASS\t.\tGT\t0/1\n"
     gt = read_vcf_sample(_write(tmp_path, body), positions=POS).genotypes[("chr2", 233760233)]
     assert gt.alleles == ("C", "CATAT")
 

@@ -9,8 +9,14 @@ from medml.pgx.warfarin import WarfarinPatient, iwpc_weekly_dose, warfarin_dose
 
 
 def _patient(**kw: object) -> WarfarinPatient:
-    base: dict[str, object] = {"age_years": 65, "height_cm": 175, "weight_kg": 80, "race": "white",
-                               "cyp2c9": "*1/*3", "vkorc1": "AG"}
+    base: dict[str, object] = {
+        "age_years": 65,
+        "height_cm": 175,
+        "weight_kg": 80,
+        "race": "white",
+        "cyp2c9": "*1/*3",
+        "vkorc1": "AG",
+    }
     return WarfarinPatient(**{**base, **kw})  # type: ignore[arg-type]
 
 
@@ -46,8 +52,16 @@ def test_african_ancestry_cyp2c9_star8_and_rs12777823() -> None:
     5.6044 - 0.2614*5 + 0.0087*160 + 0.0128*90 - 0.2760 = 5.6044 - 1.3070 + 1.3920 + 1.1520 - 0.2760 = 6.5654
     6.5654**2 = 43.1045 mg/week; *8 carrier -15..30% -> 30.1731..36.6388; rs12777823 A -10..25% -> 22.6299..32.9750
     """
-    p = WarfarinPatient(age_years=50, height_cm=160, weight_kg=90, race="black", cyp2c9="*1/*8", vkorc1="GG",
-                        african_ancestry=True, cyp2c9_african_alleles_tested=True)
+    p = WarfarinPatient(
+        age_years=50,
+        height_cm=160,
+        weight_kg=90,
+        race="black",
+        cyp2c9="*1/*8",
+        vkorc1="GG",
+        african_ancestry=True,
+        cyp2c9_african_alleles_tested=True,
+    )
     assert iwpc_weekly_dose(p) == pytest.approx(43.1045, abs=1e-3)
     dose = warfarin_dose(p)
     assert (dose.low_weekly_mg, dose.high_weekly_mg) == pytest.approx((30.1731, 36.6388), abs=1e-3)

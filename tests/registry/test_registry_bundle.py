@@ -66,8 +66,12 @@ def test_bad_values_from_the_caller_are_config_errors(make_metadata: Callable[..
 
 
 def test_numpy_values_become_plain_json(make_metadata: Callable[..., BundleMetadata]) -> None:
-    meta = make_metadata(seed=np.int64(3), split_sizes={"train": np.int64(400)},
-                         metrics={"auroc": np.float64(0.9)}, evaluation={"curve": np.array([0.1, 0.2])})
+    meta = make_metadata(
+        seed=np.int64(3),
+        split_sizes={"train": np.int64(400)},
+        metrics={"auroc": np.float64(0.9)},
+        evaluation={"curve": np.array([0.1, 0.2])},
+    )
     assert type(meta.seed) is int
     assert type(meta.split_sizes["train"]) is int
     assert meta.evaluation["curve"] == [0.1, 0.2]
@@ -95,8 +99,9 @@ def test_code_version_names_the_commit_in_a_checkout() -> None:
 
     here = Path(medml.__file__).parent
     try:
-        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "--short=12", "HEAD"],
-                                capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("medml is not running from a git checkout here")
     assert re.fullmatch(rf"{re.escape(medml.__version__)}\+git\.{commit}(\.dirty)?", code_version())

@@ -19,8 +19,9 @@ def _state() -> dict[str, Any]:
     return {"conv.weight": torch.arange(12, dtype=torch.float32).reshape(3, 4), "fc.bias": torch.ones(2)}
 
 
-def test_state_dict_round_trips_as_tensors_only(settings: Settings,
-                                                make_metadata: Callable[..., BundleMetadata]) -> None:
+def test_state_dict_round_trips_as_tensors_only(
+    settings: Settings, make_metadata: Callable[..., BundleMetadata]
+) -> None:
     saved = save_bundle(ModelBundle(_state(), [], make_metadata(name="img"), artifact="torch-state-dict"), settings)
     files = {f["name"] for f in show_model("img@1", settings)["files"]}
     assert files == {"model.pt", "features.json", "metadata.json"}  # no model.joblib
@@ -32,8 +33,9 @@ def test_state_dict_round_trips_as_tensors_only(settings: Settings,
         loaded.predict_proba([[0.0]])
 
 
-def test_a_pickled_object_in_model_pt_is_refused(settings: Settings,
-                                                 make_metadata: Callable[..., BundleMetadata]) -> None:
+def test_a_pickled_object_in_model_pt_is_refused(
+    settings: Settings, make_metadata: Callable[..., BundleMetadata]
+) -> None:
     """weights_only: a file that would run code when unpickled is an integrity error, not executed."""
     from medml.registry.manifest import write_manifest
 

@@ -37,8 +37,9 @@ def _leftovers(settings: Settings) -> list[str]:
     return sorted(p.name for p in settings.models_dir.glob(".tmp-*"))
 
 
-def test_save_and_load_round_trip(settings: Settings, make_bundle: Bundle,
-                                  cancer: tuple[pd.DataFrame, pd.Series]) -> None:
+def test_save_and_load_round_trip(
+    settings: Settings, make_bundle: Bundle, cancer: tuple[pd.DataFrame, pd.Series]
+) -> None:
     X, _ = cancer
     saved = save_bundle(make_bundle(kind="lgbm"), settings)
     loaded = load_bundle("sepsis-lr", settings)
@@ -49,7 +50,11 @@ def test_save_and_load_round_trip(settings: Settings, make_bundle: Bundle,
     assert loaded.metadata == saved.metadata
     folder = settings.models_dir / "sepsis-lr" / "1"
     assert sorted(p.name for p in folder.iterdir()) == [
-        "features.json", "manifest.json", "metadata.json", "model.joblib"]
+        "features.json",
+        "manifest.json",
+        "metadata.json",
+        "model.joblib",
+    ]
     assert _leftovers(settings) == []
 
 
@@ -65,8 +70,9 @@ def test_versions_increment_and_latest_resolves(settings: Settings, make_bundle:
 def test_concurrent_saves_get_distinct_versions(settings: Settings, make_bundle: Bundle) -> None:
     bundle = make_bundle()
     got: list[int] = []
-    threads = [threading.Thread(target=lambda: got.append(save_bundle(bundle, settings).version or 0))
-               for _ in range(4)]
+    threads = [
+        threading.Thread(target=lambda: got.append(save_bundle(bundle, settings).version or 0)) for _ in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -77,8 +83,10 @@ def test_concurrent_saves_get_distinct_versions(settings: Settings, make_bundle:
 def test_tampered_model_is_refused_before_unpickling(settings: Settings, make_bundle: Bundle) -> None:
     save_bundle(make_bundle(), settings)
     joblib.dump(_Boom(), settings.models_dir / "sepsis-lr" / "1" / "model.joblib")
-    expected = ("bundle sepsis-lr@1 was modified after it was saved: file model.joblib hash mismatch; "
-                "retrain or restore it from MLflow")
+    expected = (
+        "bundle sepsis-lr@1 was modified after it was saved: file model.joblib hash mismatch; "
+        "retrain or restore it from MLflow"
+    )
     with pytest.raises(IntegrityError, match=re.escape(expected)):
         load_bundle("sepsis-lr@1", settings)
     assert UNPICKLED == []
@@ -100,8 +108,7 @@ def test_tampered_metadata_is_refused(settings: Settings, make_bundle: Bundle) -
 
 
 @pytest.mark.parametrize("change", ["extra file", "missing file", "manifest edited"])
-def test_other_changes_to_the_folder_are_refused(settings: Settings, make_bundle: Bundle,
-                                                 change: str) -> None:
+def test_other_changes_to_the_folder_are_refused(settings: Settings, make_bundle: Bundle, change: str) -> None:
     save_bundle(make_bundle(), settings)
     folder = settings.models_dir / "sepsis-lr" / "1"
     if change == "extra file":
@@ -127,8 +134,9 @@ def test_metadata_missing_a_key_is_a_clear_error(settings: Settings, make_bundle
     del meta["population"]
     (folder / "metadata.json").write_text(json.dumps(meta))
     write_manifest(folder)
-    with pytest.raises(IntegrityError, match="bundle sepsis-lr@1 metadata.json is not valid bundle metadata: "
-                                             "missing key 'population'"):
+    with pytest.raises(
+        IntegrityError, match="bundle sepsis-lr@1 metadata.json is not valid bundle metadata: missing key 'population'"
+    ):
         load_bundle("sepsis-lr", settings)
 
 
@@ -158,22 +166,21 @@ def test_bad_references(settings: Settings, make_bundle: Bundle) -> None:
             resolve(bad, settings)
 
 
-def test_attachments_are_stored_hashed_and_checked(settings: Settings, make_bundle: Bundle,
-                                                   tmp_path: Path) -> None:
+def test_attachments_are_stored_hashed_and_checked(settings: Settings, make_bundle: Bundle, tmp_path: Path) -> None:
     report = tmp_path / "r.html"
     report.write_text("<html>report</html>")
     save_bundle(make_bundle(), settings, attachments={"report.html": report})
     shown = show_model("sepsis-lr@1", settings)
-    assert [f["name"] for f in shown["files"]] == ["features.json", "metadata.json", "model.joblib",
-                                                   "report.html"]
+    assert [f["name"] for f in shown["files"]] == ["features.json", "metadata.json", "model.joblib", "report.html"]
     assert all(len(f["sha256"]) == 64 for f in shown["files"])
     (settings.models_dir / "sepsis-lr" / "1" / "report.html").write_text("<html>edited</html>")
     with pytest.raises(IntegrityError, match="file report.html hash mismatch"):
         load_bundle("sepsis-lr", settings)
 
 
-def test_bad_attachments_fail_before_anything_is_written(settings: Settings, make_bundle: Bundle,
-                                                         tmp_path: Path) -> None:
+def test_bad_attachments_fail_before_anything_is_written(
+    settings: Settings, make_bundle: Bundle, tmp_path: Path
+) -> None:
     with pytest.raises(InputFileError, match="is not a file"):
         save_bundle(make_bundle(), settings, attachments={"report.html": tmp_path / "nope.html"})
     with pytest.raises(ConfigError, match="invalid attachment name"):
@@ -183,8 +190,7 @@ def test_bad_attachments_fail_before_anything_is_written(settings: Settings, mak
     assert list_models(settings) == []
 
 
-def test_failed_write_leaves_nothing(settings: Settings, make_bundle: Bundle,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_write_leaves_nothing(settings: Settings, make_bundle: Bundle, monkeypatch: pytest.MonkeyPatch) -> None:
     save_bundle(make_bundle(), settings)
 
     def broken(folder: Path) -> None:
@@ -218,9 +224,9 @@ def test_list_and_show(settings: Settings, make_bundle: Bundle) -> None:
     save_bundle(make_bundle("sepsis-lr", metrics={"auroc": 0.91}), settings)
     save_bundle(make_bundle("aki-gbm", kind="lgbm", dataset="mimic-demo", metrics={}), settings)
     rows = list_models(settings)
-    assert [(r["name"], r["latest_version"], r["versions"], r["model_kind"], r["dataset"], r["auroc"])
-            for r in rows] == [("aki-gbm", 1, [1], "lgbm", "mimic-demo", None),
-                               ("sepsis-lr", 2, [1, 2], "logistic", "breast-cancer", 0.91)]
+    assert [
+        (r["name"], r["latest_version"], r["versions"], r["model_kind"], r["dataset"], r["auroc"]) for r in rows
+    ] == [("aki-gbm", 1, [1], "lgbm", "mimic-demo", None), ("sepsis-lr", 2, [1, 2], "logistic", "breast-cancer", 0.91)]
     assert all(r["problem"] is None and r["created"] for r in rows)
 
     shown = show_model("sepsis-lr", settings)

@@ -40,8 +40,9 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, P
 
 
 @pytest.fixture(scope="module")
-def registered(home: tuple[Settings, Path], make_bundle: Bundle,
-               tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def registered(
+    home: tuple[Settings, Path], make_bundle: Bundle, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
     """Three versions of one model: logistic, LightGBM, logistic with an HTML report attached."""
     settings, _ = home
     report = tmp_path_factory.mktemp("report") / "report.html"
@@ -75,8 +76,9 @@ def _leftovers(settings: Settings) -> list[str]:
     return [p.name for p in settings.models_dir.glob(".tmp-*")]
 
 
-def test_versions_increment_and_match_mlflow(home: tuple[Settings, Path], registered: dict[str, Any],
-                                             client: MlflowClient) -> None:
+def test_versions_increment_and_match_mlflow(
+    home: tuple[Settings, Path], registered: dict[str, Any], client: MlflowClient
+) -> None:
     settings, _ = home
     assert [b.version for b in registered["bundles"]] == [1, 2, 3]
     assert _active_versions(client, "sepsis") == [1, 2, 3]
@@ -88,8 +90,9 @@ def test_versions_increment_and_match_mlflow(home: tuple[Settings, Path], regist
         assert mv.tags["bundle_hash"] == show_model(b.ref, settings)["bundle_hash"]
 
 
-def test_round_trip_predictions(home: tuple[Settings, Path], registered: dict[str, Any],
-                                cancer: tuple[pd.DataFrame, pd.Series]) -> None:
+def test_round_trip_predictions(
+    home: tuple[Settings, Path], registered: dict[str, Any], cancer: tuple[pd.DataFrame, pd.Series]
+) -> None:
     X, _ = cancer
     for b in registered["bundles"]:
         loaded = load_bundle(b.ref, home[0])
@@ -99,15 +102,21 @@ def test_round_trip_predictions(home: tuple[Settings, Path], registered: dict[st
     assert load_bundle("sepsis@2", home[0]).metadata.model_kind == "lgbm"
 
 
-def test_run_has_params_metrics_tags_and_bundle_files(home: tuple[Settings, Path], registered: dict[str, Any],
-                                                      client: MlflowClient) -> None:
+def test_run_has_params_metrics_tags_and_bundle_files(
+    home: tuple[Settings, Path], registered: dict[str, Any], client: MlflowClient
+) -> None:
     settings, _ = home
     b = registered["bundles"][2]
     run = client.get_run(b.metadata.extra["mlflow"]["run_id"])
     assert run.info.run_name == "sepsis" and run.info.status == "FINISHED"
     p = run.data.params
     assert (p["C"], p["max_iter"], p["scaler.with_mean"], p["split_size.train"], p["seed"]) == (
-        "0.5", "500", "True", "400", "7")
+        "0.5",
+        "500",
+        "True",
+        "400",
+        "7",
+    )
     assert run.data.metrics == {"auroc": 0.99, "auroc_low": 0.98, "auroc_high": 1.0, "brier": 0.03}
     meta = b.metadata
     for key in ("dataset", "task", "model_kind", "data_hash", "code_version", "intended_use"):
@@ -119,8 +128,9 @@ def test_run_has_params_metrics_tags_and_bundle_files(home: tuple[Settings, Path
     assert experiment.artifact_location == settings.mlflow_artifacts.resolve().as_uri()
 
 
-def test_mlflow_copy_serves_probabilities(registered: dict[str, Any], client: MlflowClient,
-                                          cancer: tuple[pd.DataFrame, pd.Series]) -> None:
+def test_mlflow_copy_serves_probabilities(
+    registered: dict[str, Any], client: MlflowClient, cancer: tuple[pd.DataFrame, pd.Series]
+) -> None:
     X, _ = cancer
     b = registered["bundles"][1]  # LightGBM: skops needs its types trusted
     model = mlflow.pyfunc.load_model(client.get_model_version_download_uri("sepsis", "2"))
@@ -128,8 +138,9 @@ def test_mlflow_copy_serves_probabilities(registered: dict[str, Any], client: Ml
     assert [c.name for c in model.metadata.get_input_schema().inputs] == b.feature_names
 
 
-def test_register_is_quiet_and_leaves_the_environment_alone(home: tuple[Settings, Path],
-                                                            registered: dict[str, Any]) -> None:
+def test_register_is_quiet_and_leaves_the_environment_alone(
+    home: tuple[Settings, Path], registered: dict[str, Any]
+) -> None:
     settings, cwd = home
     assert registered["stdout"] == ""
     assert registered["stderr"] == ""
@@ -141,7 +152,11 @@ def test_register_is_quiet_and_leaves_the_environment_alone(home: tuple[Settings
 def test_list_and_show_after_register(home: tuple[Settings, Path], registered: dict[str, Any]) -> None:
     row = next(r for r in list_models(home[0]) if r["name"] == "sepsis")
     assert (row["latest_version"], row["model_kind"], row["dataset"], row["auroc"]) == (
-        3, "logistic", "breast-cancer", 0.99)
+        3,
+        "logistic",
+        "breast-cancer",
+        0.99,
+    )
     shown = show_model("sepsis", home[0])
     assert "report.html" in [f["name"] for f in shown["files"]]
     assert shown["metadata"]["extra"]["mlflow"]["model_uri"] == "models:/sepsis/3"
@@ -149,7 +164,10 @@ def test_list_and_show_after_register(home: tuple[Settings, Path], registered: d
 
 
 def test_failure_after_mlflow_registration_leaves_nothing(
-    home: tuple[Settings, Path], registered: dict[str, Any], client: MlflowClient, make_bundle: Bundle,
+    home: tuple[Settings, Path],
+    registered: dict[str, Any],
+    client: MlflowClient,
+    make_bundle: Bundle,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     settings, _ = home
@@ -165,9 +183,13 @@ def test_failure_after_mlflow_registration_leaves_nothing(
     assert _store_versions(settings, "aki") == [1]
     assert _active_versions(client, "aki") == [1]
     assert _leftovers(settings) == []
-    failed = [r for r in client.search_runs([client.get_experiment_by_name("medml").experiment_id],
-                                            run_view_type=2)  # DELETED_ONLY
-              if r.info.run_name == "aki"]
+    failed = [
+        r
+        for r in client.search_runs(
+            [client.get_experiment_by_name("medml").experiment_id], run_view_type=2
+        )  # DELETED_ONLY
+        if r.info.run_name == "aki"
+    ]
     assert len(failed) == 1 and failed[0].info.status == "FAILED"
     # MLflow does not reuse the deleted number: the next version is 3 in both stores
     again = register(make_bundle("aki"), settings)
@@ -175,10 +197,13 @@ def test_failure_after_mlflow_registration_leaves_nothing(
     assert _store_versions(settings, "aki") == _active_versions(client, "aki") == [1, 3]
 
 
-def test_failure_on_a_new_model_removes_the_registered_model(home: tuple[Settings, Path],
-                                                             registered: dict[str, Any], client: MlflowClient,
-                                                             make_bundle: Bundle,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failure_on_a_new_model_removes_the_registered_model(
+    home: tuple[Settings, Path],
+    registered: dict[str, Any],
+    client: MlflowClient,
+    make_bundle: Bundle,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     settings, _ = home
 
     def broken(*args: Any, **kwargs: Any) -> None:
@@ -193,9 +218,13 @@ def test_failure_on_a_new_model_removes_the_registered_model(home: tuple[Setting
     assert _leftovers(settings) == []
 
 
-def test_failure_before_registration(home: tuple[Settings, Path], registered: dict[str, Any],
-                                     client: MlflowClient, make_bundle: Bundle,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failure_before_registration(
+    home: tuple[Settings, Path],
+    registered: dict[str, Any],
+    client: MlflowClient,
+    make_bundle: Bundle,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     settings, _ = home
 
     def broken(*args: Any, **kwargs: Any) -> None:
@@ -208,8 +237,9 @@ def test_failure_before_registration(home: tuple[Settings, Path], registered: di
     assert client.search_registered_models("name='never'") == []
 
 
-def test_store_and_mlflow_disagreeing_is_refused(home: tuple[Settings, Path], registered: dict[str, Any],
-                                                 client: MlflowClient, make_bundle: Bundle) -> None:
+def test_store_and_mlflow_disagreeing_is_refused(
+    home: tuple[Settings, Path], registered: dict[str, Any], client: MlflowClient, make_bundle: Bundle
+) -> None:
     settings, _ = home
     save_bundle(make_bundle("mixed"), settings)  # store-only: MLflow has never seen "mixed"
     with pytest.raises(IntegrityError, match="MLflow gave mixed version 1, but the bundle store already"):

@@ -54,7 +54,10 @@ def test_a_trained_models_report_renders_in_chromium(tmp_path, open_offline):
 
     settings = Settings(home=tmp_path / "home", data_root=get_settings().data_root)
     external = {k: load_dataset(k) for k in ("heart-hungary", "heart-va")}
-    result = train(load_dataset("heart-cleveland"),
-                   TrainConfig(model="lgbm", budget_seconds=2, max_trials=5, n_boot=100), settings,
-                   external=external)
+    result = train(
+        load_dataset("heart-cleveland"),
+        TrainConfig(model="lgbm", budget_seconds=2, max_trials=5, n_boot=100),
+        settings,
+        external=external,
+    )
     check_in_chromium(open_offline, result.report_path, tmp_path, n_plots=5)

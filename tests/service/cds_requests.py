@@ -49,9 +49,15 @@ def running(app: Any) -> Iterator[str]:
 
 
 def searchset(resources: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"resourceType": "Bundle", "type": "searchset", "total": len(resources),
-            "entry": [{"fullUrl": f"urn:test:{r['resourceType']}/{r['id']}", "resource": r,
-                       "search": {"mode": "match"}} for r in resources]}
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": len(resources),
+        "entry": [
+            {"fullUrl": f"urn:test:{r['resourceType']}/{r['id']}", "resource": r, "search": {"mode": "match"}}
+            for r in resources
+        ],
+    }
 
 
 def prefetch_for(resources: list[dict[str, Any]], codes: list[str]) -> dict[str, Any]:
@@ -62,14 +68,19 @@ def prefetch_for(resources: list[dict[str, Any]], codes: list[str]) -> dict[str,
         return any(f"{c.get('system')}|{c.get('code')}" in wanted for c in obs.get("code", {}).get("coding", []))
 
     patient = next(r for r in resources if r["resourceType"] == "Patient")
-    return {"patient": patient,
-            "encounters": searchset([r for r in resources if r["resourceType"] == "Encounter"]),
-            "observations": searchset([r for r in resources if r["resourceType"] == "Observation" and coded(r)])}
+    return {
+        "patient": patient,
+        "encounters": searchset([r for r in resources if r["resourceType"] == "Encounter"]),
+        "observations": searchset([r for r in resources if r["resourceType"] == "Observation" and coded(r)]),
+    }
 
 
 def hook_request(patient_id: str, prefetch: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"hook": "patient-view", "hookInstance": str(uuid.uuid4()),
-                            "context": {"userId": "Practitioner/example", "patientId": patient_id}}
+    body: dict[str, Any] = {
+        "hook": "patient-view",
+        "hookInstance": str(uuid.uuid4()),
+        "context": {"userId": "Practitioner/example", "patientId": patient_id},
+    }
     if prefetch is not None:
         body["prefetch"] = prefetch
     body.update(extra)

@@ -20,7 +20,6 @@ def serve() -> Iterator[Callable[[Any], str]]:
 # ---- a deployed PhysioNet model and real stays as FHIR, shared by the service tests -------------------------------
 
 
-
 @pytest.fixture(scope="session")
 def model_home(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """Settings whose registry holds a small LightGBM model of PhysioNet 2012 in-hospital death (about 15 s)."""
@@ -36,8 +35,11 @@ def model_home(tmp_path_factory: pytest.TempPathFactory) -> Any:
     mp.setenv("MEDML_HOME", str(home))
     mp.delenv("MLFLOW_TRACKING_URI", raising=False)
     try:
-        train(load_dataset("physionet-2012"), TrainConfig(model="lgbm", budget_seconds=3, max_trials=2, n_boot=100),
-              settings)
+        train(
+            load_dataset("physionet-2012"),
+            TrainConfig(model="lgbm", budget_seconds=3, max_trials=2, n_boot=100),
+            settings,
+        )
     finally:
         mp.undo()
     return settings

@@ -55,8 +55,9 @@ def codes(client: httpx.Client) -> list[str]:
     return [c.removeprefix("http://loinc.org|") for c in tpl.split("code=", 1)[1].split(",")]
 
 
-def test_discovery_lists_the_deployed_model_with_prefetch_for_exactly_its_codes(service: httpx.Client,
-                                                                                 model_home: Settings) -> None:
+def test_discovery_lists_the_deployed_model_with_prefetch_for_exactly_its_codes(
+    service: httpx.Client, model_home: Settings
+) -> None:
     from medml.fhir.tasks import physionet_definition
 
     doc = service.get("/cds-services").json()
@@ -65,12 +66,14 @@ def test_discovery_lists_the_deployed_model_with_prefetch_for_exactly_its_codes(
     assert svc["id"] == SERVICE and svc["hook"] == "patient-view"
     assert svc["prefetch"]["patient"] == "Patient/{{context.patientId}}"
     assert svc["prefetch"]["encounters"] == "Encounter?patient={{context.patientId}}"
-    assert sorted(codes(service)) == sorted(c.removeprefix("http://loinc.org|") for c in
-                                            physionet_definition(48).codes())
+    assert sorted(codes(service)) == sorted(
+        c.removeprefix("http://loinc.org|") for c in physionet_definition(48).codes()
+    )
 
 
 def test_a_stay_gets_one_card_that_validates_and_says_what_a_clinician_needs(
-        service: httpx.Client, stays: dict[str, list[dict[str, Any]]], config: ServiceConfig) -> None:
+    service: httpx.Client, stays: dict[str, list[dict[str, Any]]], config: ServiceConfig
+) -> None:
     from fhir.resources.R4B.riskassessment import RiskAssessment
 
     pid = "pn2012-132539"
@@ -84,8 +87,17 @@ def test_a_stay_gets_one_card_that_validates_and_says_what_a_clinician_needs(
     assert card["indicator"] == ("critical" if risk >= 0.40 else "warning" if risk >= 0.15 else "info")
     assert len(card["summary"]) <= 140 and f"{risk:.0%}" in card["summary"]
     detail = card["detail"]
-    for needed in (f"{SERVICE}@1", "AUROC", "calibration slope", "Evaluation population", "intended use",
-                   "not a diagnosis", "Top factors", "Missing inputs", "Unauthenticated demo"):
+    for needed in (
+        f"{SERVICE}@1",
+        "AUROC",
+        "calibration slope",
+        "Evaluation population",
+        "intended use",
+        "not a diagnosis",
+        "Top factors",
+        "Missing inputs",
+        "Unauthenticated demo",
+    ):
         assert needed in detail, needed
     # 132539 has no lactate in its 48 h: the card names it, never imputes silently
     assert "Lactate" in detail.split("**Missing inputs**")[1]
@@ -113,8 +125,12 @@ def training_scores(model_home: Settings, stay_store: Path) -> dict[str, float]:
 
 
 def test_serving_gives_the_training_numbers_for_the_same_stays(
-        service: httpx.Client, stays: dict[str, list[dict[str, Any]]], stay_store: Path, model_home: Settings,
-        config: ServiceConfig) -> None:
+    service: httpx.Client,
+    stays: dict[str, list[dict[str, Any]]],
+    stay_store: Path,
+    model_home: Settings,
+    config: ServiceConfig,
+) -> None:
     from medml.data.datasets import load_dataset
     from medml.registry import load_bundle
 
@@ -137,15 +153,24 @@ def test_serving_gives_the_training_numbers_for_the_same_stays(
 
 
 def test_without_prefetch_the_service_fetches_from_fhir_server_with_the_token(
-        service: httpx.Client, stays: dict[str, list[dict[str, Any]]], stay_store: Path, config: ServiceConfig,
-        serve: Callable[[Any], str]) -> None:
+    service: httpx.Client,
+    stays: dict[str, list[dict[str, Any]]],
+    stay_store: Path,
+    config: ServiceConfig,
+    serve: Callable[[Any], str],
+) -> None:
     from medml.service.fhir_server import create_fhir_app
 
     token = "opaque-fhir-token-4d1f"
     fhir = serve(create_fhir_app(stay_store, bearer_token=token))
     pid = "pn2012-132551"
-    auth = {"access_token": token, "token_type": "Bearer", "expires_in": 300,
-            "scope": "user/Patient.read user/Observation.read user/Encounter.read", "subject": "cds-service"}
+    auth = {
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "scope": "user/Patient.read user/Observation.read user/Encounter.read",
+        "subject": "cds-service",
+    }
     fetched = service.post(f"/cds-services/{SERVICE}", json=hook_request(pid, fhirServer=fhir, fhirAuthorization=auth))
     assert fetched.status_code == 200, fetched.text
     given = service.post(f"/cds-services/{SERVICE}", json=hook_request(pid, prefetch_for(stays[pid], codes(service))))
@@ -155,13 +180,16 @@ def test_without_prefetch_the_service_fetches_from_fhir_server_with_the_token(
     # part prefetched, part fetched
     partial = prefetch_for(stays[pid], codes(service))
     del partial["observations"]
-    both = service.post(f"/cds-services/{SERVICE}", json=hook_request(pid, partial, fhirServer=fhir,
-                                                                      fhirAuthorization=auth))
+    both = service.post(
+        f"/cds-services/{SERVICE}", json=hook_request(pid, partial, fhirServer=fhir, fhirAuthorization=auth)
+    )
     assert both.status_code == 200
     assert json.loads(config.predictions_path.read_text().splitlines()[-1])["score"] == scores[0]
     # a wrong token: the FHIR server says 401, the service cannot get what it needs: 412
-    bad = service.post(f"/cds-services/{SERVICE}",
-                       json=hook_request(pid, fhirServer=fhir, fhirAuthorization={**auth, "access_token": "nope"}))
+    bad = service.post(
+        f"/cds-services/{SERVICE}",
+        json=hook_request(pid, fhirServer=fhir, fhirAuthorization={**auth, "access_token": "nope"}),
+    )
     assert bad.status_code == 412 and "fhirServer" in bad.json()["error"]
     for f in config.home.iterdir():  # the token reaches no file the service writes
         if f.is_file():
@@ -190,13 +218,18 @@ def bad_requests(stays: dict[str, list[dict[str, Any]]], wanted: list[str]) -> l
         ("context not an object", {**good, "context": "x"}, 400, "context"),
         ("prefetch of the wrong type", wrong_type, 400, "expected a Bundle"),
         ("prefetch of another patient", other_patient, 400, "not Patient/pn2012-132539"),
-        ("fhirAuthorization without fhirServer", {**good, "fhirAuthorization": {"access_token": "x"}}, 400,
-         "fhirServer"),
+        (
+            "fhirAuthorization without fhirServer",
+            {**good, "fhirAuthorization": {"access_token": "x"}},
+            400,
+            "fhirServer",
+        ),
     ]
 
 
 def test_bad_requests_get_the_right_status_and_a_clear_message_and_the_service_keeps_serving(
-        service: httpx.Client, stays: dict[str, list[dict[str, Any]]], config: ServiceConfig) -> None:
+    service: httpx.Client, stays: dict[str, list[dict[str, Any]]], config: ServiceConfig
+) -> None:
     wanted = codes(service)
     for what, body, status, words in bad_requests(stays, wanted):
         raw = body if isinstance(body, bytes) else orjson.dumps(body)
@@ -205,17 +238,20 @@ def test_bad_requests_get_the_right_status_and_a_clear_message_and_the_service_k
         assert words in r.json()["error"], (what, r.json())
     r = service.post("/cds-services/no-such-service", json=hook_request("x"))
     assert r.status_code == 404 and "GET /cds-services" in r.json()["error"]
-    big = service.post(f"/cds-services/{SERVICE}", content=b"x" * 2_000_001,
-                       headers={"content-type": "application/json"})
+    big = service.post(
+        f"/cds-services/{SERVICE}", content=b"x" * 2_000_001, headers={"content-type": "application/json"}
+    )
     assert big.status_code == 413
-    ok = service.post(f"/cds-services/{SERVICE}", json=hook_request("pn2012-132539",
-                                                                    prefetch_for(stays["pn2012-132539"], wanted)))
+    ok = service.post(
+        f"/cds-services/{SERVICE}", json=hook_request("pn2012-132539", prefetch_for(stays["pn2012-132539"], wanted))
+    )
     assert ok.status_code == 200
     assert not config.predictions_path.read_text().count("\n") > 1  # only the good call was scored
 
 
-def test_every_call_is_audited_in_an_intact_chain(service: httpx.Client, stays: dict[str, list[dict[str, Any]]],
-                                                  config: ServiceConfig) -> None:
+def test_every_call_is_audited_in_an_intact_chain(
+    service: httpx.Client, stays: dict[str, list[dict[str, Any]]], config: ServiceConfig
+) -> None:
     pid = "pn2012-132548"
     service.post(f"/cds-services/{SERVICE}", json=hook_request(pid, prefetch_for(stays[pid], codes(service))))
     service.post(f"/cds-services/{SERVICE}", content=b"{", headers={"content-type": "application/json"})
@@ -228,12 +264,13 @@ def test_every_call_is_audited_in_an_intact_chain(service: httpx.Client, stays: 
     assert second["status"] == 400 and "not valid JSON" in second["error"]
 
 
-def test_feedback_on_a_card_is_stored_with_its_reason(service: httpx.Client,
-                                                      stays: dict[str, list[dict[str, Any]]],
-                                                      config: ServiceConfig) -> None:
+def test_feedback_on_a_card_is_stored_with_its_reason(
+    service: httpx.Client, stays: dict[str, list[dict[str, Any]]], config: ServiceConfig
+) -> None:
     pid = "pn2012-132539"
-    card = service.post(f"/cds-services/{SERVICE}",
-                        json=hook_request(pid, prefetch_for(stays[pid], codes(service)))).json()["cards"][0]
+    card = service.post(
+        f"/cds-services/{SERVICE}", json=hook_request(pid, prefetch_for(stays[pid], codes(service)))
+    ).json()["cards"][0]
     example = json.loads((CDS / "spec-2.0.1-examples" / "feedback-overridden-with-reason.json").read_text())
     check(example, "feedback-request")
     example["feedback"][0]["card"] = card["uuid"]
@@ -246,8 +283,9 @@ def test_feedback_on_a_card_is_stored_with_its_reason(service: httpx.Client,
     rows = [json.loads(x) for x in config.feedback_path.read_text().splitlines()]
     assert [r["outcome"] for r in rows] == ["overridden", "accepted"]
     assert rows[0]["known_card"] and rows[0]["overrideReason"]["reason"]["code"] == "not-applicable"
-    bad = service.post(f"/cds-services/{SERVICE}/feedback", json={"feedback": [{"card": card["uuid"],
-                                                                                "outcome": "maybe"}]})
+    bad = service.post(
+        f"/cds-services/{SERVICE}/feedback", json={"feedback": [{"card": card["uuid"], "outcome": "maybe"}]}
+    )
     assert bad.status_code == 400 and "accepted" in bad.json()["error"]
     assert verify(config.audit_path).ok
 
@@ -257,8 +295,8 @@ EHR_JKU = "https://fhir-ehr.example.com/jwk_uri"
 
 
 def test_hook_calls_need_the_ehr_jwt_and_a_refused_call_is_a_bare_401(
-        model_home: Settings, tmp_path: Path, serve: Callable[[Any], str],
-        stays: dict[str, list[dict[str, Any]]]) -> None:
+    model_home: Settings, tmp_path: Path, serve: Callable[[Any], str], stays: dict[str, list[dict[str, Any]]]
+) -> None:
     import time
     import uuid
 
@@ -267,8 +305,11 @@ def test_hook_calls_need_the_ehr_jwt_and_a_refused_call_is_a_bare_401(
     from medml.service.config import TrustedIssuer
 
     spec = CDS / "spec-2.0.1-examples"
-    cfg = ServiceConfig(home=tmp_path / "service", base_url="https://cds.example.org",
-                        issuers=(TrustedIssuer(EHR_ISS, str(spec / "jwks-public.json"), (EHR_JKU,)),))
+    cfg = ServiceConfig(
+        home=tmp_path / "service",
+        base_url="https://cds.example.org",
+        issuers=(TrustedIssuer(EHR_ISS, str(spec / "jwks-public.json"), (EHR_JKU,)),),
+    )
     deploy(model_home, cfg, SERVICE)
     key = jwt.PyJWK(json.loads((spec / "jwk-private-EXAMPLE-ONLY.json").read_text())).key
     aud = cfg.service_url(SERVICE)

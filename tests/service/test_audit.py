@@ -44,20 +44,39 @@ ACCESS_TOKEN = "access-token-that-must-not-appear"
 
 
 def request(i: int, token: str = ACCESS_TOKEN) -> dict[str, Any]:
-    return {"hook": "patient-view", "hookInstance": f"hook-instance-{i:04d}", "fhirServer": "https://ehr.example/fhir",
-            "fhirAuthorization": {"access_token": token, "token_type": "Bearer", "scope": "patient/*.read"},
-            "context": {"userId": "Practitioner/7", "patientId": f"patient-{i:04d}"}}
+    return {
+        "hook": "patient-view",
+        "hookInstance": f"hook-instance-{i:04d}",
+        "fhirServer": "https://ehr.example/fhir",
+        "fhirAuthorization": {"access_token": token, "token_type": "Bearer", "scope": "patient/*.read"},
+        "context": {"userId": "Practitioner/7", "patientId": f"patient-{i:04d}"},
+    }
 
 
-RESPONSE = {"cards": [{"uuid": "c1", "summary": "30-day readmission risk 23% (high)", "indicator": "warning",
-                       "source": {"label": "medml readmission@3", "url": "https://cds.example/models/readmission"},
-                       "detail": "long markdown the audit does not need"}]}
+RESPONSE = {
+    "cards": [
+        {
+            "uuid": "c1",
+            "summary": "30-day readmission risk 23% (high)",
+            "indicator": "warning",
+            "source": {"label": "medml readmission@3", "url": "https://cds.example/models/readmission"},
+            "detail": "long markdown the audit does not need",
+        }
+    ]
+}
 CALLER = Caller(iss="https://ehr.example", sub="ehr-client-1", address="10.0.0.5:51234", jti="jti-1")
 
 
 def entry(i: int) -> AuditEntry:
-    return hook_entry(service="readmission", request=request(i), response=RESPONSE, status=200, duration_ms=12.5,
-                      caller=CALLER, model="readmission@3")
+    return hook_entry(
+        service="readmission",
+        request=request(i),
+        response=RESPONSE,
+        status=200,
+        duration_ms=12.5,
+        caller=CALLER,
+        model="readmission@3",
+    )
 
 
 def write_log(path: Path, n: int) -> Path:
@@ -101,12 +120,22 @@ def test_a_record_holds_who_what_and_when_and_no_token(log6: Path) -> None:
         body = {k: v for k, v in r.items() if k != "hash"}
         assert r["hash"] == hashlib.sha256(canonical_json(body)).hexdigest()
     first = records[0]
-    assert first["caller"] == {"iss": "https://ehr.example", "sub": "ehr-client-1", "address": "10.0.0.5:51234",
-                               "jti": "jti-1"}
+    assert first["caller"] == {
+        "iss": "https://ehr.example",
+        "sub": "ehr-client-1",
+        "address": "10.0.0.5:51234",
+        "jti": "jti-1",
+    }
     assert (first["service"], first["hook"], first["hook_instance"], first["patient"], first["model"]) == (
-        "readmission", "patient-view", "hook-instance-0001", "patient-0001", "readmission@3")
-    assert first["cards"] == [{"summary": "30-day readmission risk 23% (high)", "indicator": "warning",
-                               "source": "medml readmission@3"}]
+        "readmission",
+        "patient-view",
+        "hook-instance-0001",
+        "patient-0001",
+        "readmission@3",
+    )
+    assert first["cards"] == [
+        {"summary": "30-day readmission risk 23% (high)", "indicator": "warning", "source": "medml readmission@3"}
+    ]
     assert first["status"] == 200 and first["duration_ms"] == 12.5
     assert first["output_sha256"] == hashlib.sha256(canonical_json(RESPONSE)).hexdigest()
     # the input hash leaves the access token out, so it identifies the clinical input whoever's token came with it
@@ -126,9 +155,17 @@ def test_a_record_holds_who_what_and_when_and_no_token(log6: Path) -> None:
 def test_text_shaped_like_a_credential_is_redacted(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     with JsonlAuditLog(path, durable=False) as log:
-        stored = log.append(hook_entry(service="s", request=None, response=None, status=401, duration_ms=0.4,
-                                       caller=Caller(sub=TOKEN, address="10.0.0.9:4000"),
-                                       error="rejected header Authorization: Bearer abcdefghijklmnop"))
+        stored = log.append(
+            hook_entry(
+                service="s",
+                request=None,
+                response=None,
+                status=401,
+                duration_ms=0.4,
+                caller=Caller(sub=TOKEN, address="10.0.0.9:4000"),
+                error="rejected header Authorization: Bearer abcdefghijklmnop",
+            )
+        )
     data = path.read_bytes()
     assert TOKEN.encode() not in data and b"abcdefghijklmnop" not in data
     assert stored["caller"]["sub"] == "[redacted credential]"
@@ -187,42 +224,81 @@ def _not_json(lines: list[bytes]) -> None:
 
 TAMPERING: list[tuple[str, Callable[[list[bytes]], None], set[str]]] = [
     ("edit a field", _edit, {"record 3 was edited: its hash does not match its content"}),
-    ("edit and recompute the hash", _edit_and_rehash,
-     {"record 5 does not chain to record 4: its prev is not that record's hash (a record before it was forged, "
-      "replaced or removed)"}),
+    (
+        "edit and recompute the hash",
+        _edit_and_rehash,
+        {
+            "record 5 does not chain to record 4: its prev is not that record's hash (a record before it was forged, "
+            "replaced or removed)"
+        },
+    ),
     ("delete a middle record", lambda ls: ls.__delitem__(2), {"record 3 is missing (seq jumps from 2 to 4)"}),
-    ("delete two middle records", lambda ls: ls.__delitem__(slice(1, 3)),
-     {"records 2-3 are missing (seq jumps from 1 to 4)"}),
+    (
+        "delete two middle records",
+        lambda ls: ls.__delitem__(slice(1, 3)),
+        {"records 2-3 are missing (seq jumps from 1 to 4)"},
+    ),
     ("delete the first record", lambda ls: ls.__delitem__(0), {"record 1 is missing (the log starts at record 2)"}),
-    ("delete the last record", lambda ls: ls.__delitem__(-1),
-     {"the log ends at record 5 but the head says 6: records were deleted from the end"}),
-    ("delete the last two records", lambda ls: ls.__delitem__(slice(4, 6)),
-     {"the log ends at record 4 but the head says 6: records were deleted from the end"}),
-    ("delete every record", lambda ls: ls.clear(),
-     {"the log has no records but the head says it ends at record 6: the log was emptied or replaced"}),
+    (
+        "delete the last record",
+        lambda ls: ls.__delitem__(-1),
+        {"the log ends at record 5 but the head says 6: records were deleted from the end"},
+    ),
+    (
+        "delete the last two records",
+        lambda ls: ls.__delitem__(slice(4, 6)),
+        {"the log ends at record 4 but the head says 6: records were deleted from the end"},
+    ),
+    (
+        "delete every record",
+        lambda ls: ls.clear(),
+        {"the log has no records but the head says it ends at record 6: the log was emptied or replaced"},
+    ),
     ("reorder two records", _swap, {"record 3 is out of order: it comes after record 4"}),
-    ("insert a forged record", _insert_forged,
-     {"record 4 appears again on line 5 (a copy or a forged record)",
-      "record 5 does not chain to record 4: its prev is not that record's hash (a record before it was forged, "
-      "replaced or removed)"}),
-    ("insert a record and renumber the rest", _insert_and_renumber,
-     {"record 6 is not the one the head recorded (its hash differs): the log was rewritten",
-      "record 7 is after the head (record 6): written without updating the head (a process stopped during an "
-      "append, or forged)"}),
-    ("append a forged record", _append_forged,
-     {"record 7 is after the head (record 6): written without updating the head (a process stopped during an "
-      "append, or forged)"}),
-    ("a line that is not JSON", _not_json,
-     {"line 2 is not valid JSON (an edit or a write cut off)", "record 2 is missing (seq jumps from 1 to 3)"}),
+    (
+        "insert a forged record",
+        _insert_forged,
+        {
+            "record 4 appears again on line 5 (a copy or a forged record)",
+            "record 5 does not chain to record 4: its prev is not that record's hash (a record before it was forged, "
+            "replaced or removed)",
+        },
+    ),
+    (
+        "insert a record and renumber the rest",
+        _insert_and_renumber,
+        {
+            "record 6 is not the one the head recorded (its hash differs): the log was rewritten",
+            "record 7 is after the head (record 6): written without updating the head (a process stopped during an "
+            "append, or forged)",
+        },
+    ),
+    (
+        "append a forged record",
+        _append_forged,
+        {
+            "record 7 is after the head (record 6): written without updating the head (a process stopped during an "
+            "append, or forged)"
+        },
+    ),
+    (
+        "a line that is not JSON",
+        _not_json,
+        {"line 2 is not valid JSON (an edit or a write cut off)", "record 2 is missing (seq jumps from 1 to 3)"},
+    ),
     ("a blank line", lambda ls: ls.insert(2, b"   "), {"line 3 is blank"}),
-    ("a JSON line that is no record", lambda ls: ls.insert(2, b'{"seq": "3"}'),
-     {"line 3 is not an audit record (it lacks seq, prev or hash)"}),
+    (
+        "a JSON line that is no record",
+        lambda ls: ls.insert(2, b'{"seq": "3"}'),
+        {"line 3 is not an audit record (it lacks seq, prev or hash)"},
+    ),
 ]
 
 
 @pytest.mark.parametrize(("tamper", "expected"), [t[1:] for t in TAMPERING], ids=[t[0] for t in TAMPERING])
-def test_tampering_is_reported_in_plain_words(log6: Path, tamper: Callable[[list[bytes]], None],
-                                              expected: set[str]) -> None:
+def test_tampering_is_reported_in_plain_words(
+    log6: Path, tamper: Callable[[list[bytes]], None], expected: set[str]
+) -> None:
     lines = lines_of(log6)
     tamper(lines)
     save(log6, lines)
@@ -236,18 +312,21 @@ def test_a_missing_or_broken_head_is_a_problem(log6: Path) -> None:
     head = log6.with_name("audit.jsonl.head")
     head.write_bytes(b"{not a head")
     assert verify(log6).problems == (
-        "the head file audit.jsonl.head is not a valid head: records deleted from the end would go unnoticed",)
+        "the head file audit.jsonl.head is not a valid head: records deleted from the end would go unnoticed",
+    )
     head.unlink()
     assert verify(log6).problems == (
-        "the head file audit.jsonl.head is missing: records deleted from the end would go unnoticed",)
+        "the head file audit.jsonl.head is missing: records deleted from the end would go unnoticed",
+    )
 
 
 def test_a_deleted_log_is_a_problem_while_its_head_remains(log6: Path) -> None:
     log6.unlink()
     result = verify(log6)
     assert not result.ok and result.records == 0
-    assert result.problems == (f"the log file {log6} is missing but its head says it held 6 records: the log was "
-                               f"deleted",)
+    assert result.problems == (
+        f"the log file {log6} is missing but its head says it held 6 records: the log was deleted",
+    )
 
 
 def test_limit_deleting_log_and_head_together_leaves_no_trace(log6: Path) -> None:
@@ -265,7 +344,8 @@ def test_limit_rewriting_log_and_head_together_goes_unnoticed(log6: Path) -> Non
     save(log6, lines)
     assert not verify(log6).ok  # the head still catches a rewrite of the chain alone
     log6.with_name("audit.jsonl.head").write_bytes(
-        canonical_json({"seq": 6, "hash": rec(lines[-1])["hash"], "size": log6.stat().st_size}))
+        canonical_json({"seq": 6, "hash": rec(lines[-1])["hash"], "size": log6.stat().st_size})
+    )
     assert verify(log6).ok
 
 
@@ -301,8 +381,9 @@ def test_a_torn_last_line_does_not_swallow_the_next_record(log6: Path) -> None:
 
 
 @pytest.mark.parametrize(("durable", "syncs"), [(True, 3), (False, 0)])
-def test_durable_appends_wait_for_the_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, durable: bool,
-                                           syncs: int) -> None:
+def test_durable_appends_wait_for_the_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, durable: bool, syncs: int
+) -> None:
     calls: list[int] = []
     real = os.fdatasync
 
@@ -330,8 +411,13 @@ def test_sinks_share_one_protocol_and_the_memory_sink_chains_the_same_way() -> N
 
 
 def test_cards_and_entries_from_odd_bodies() -> None:
-    e = hook_entry(service="s", request={"hook": "order-select", "context": "not a mapping"},
-                   response={"cards": [{"summary": "x"}, "junk"]}, status=200, duration_ms=1.0)
+    e = hook_entry(
+        service="s",
+        request={"hook": "order-select", "context": "not a mapping"},
+        response={"cards": [{"summary": "x"}, "junk"]},
+        status=200,
+        duration_ms=1.0,
+    )
     assert e.patient is None and e.hook == "order-select" and e.hook_instance is None
     assert e.cards == (CardSeen(summary="x", indicator="", source=None),)
 
@@ -343,8 +429,15 @@ def test_read_last_gives_the_newest_records_oldest_first(log6: Path) -> None:
 
 def _append_many(log: JsonlAuditLog, tag: str, n: int) -> None:
     for i in range(n):
-        log.append(hook_entry(service="readmission", request={"hook": "patient-view", "hookInstance": f"{tag}-{i}"},
-                              response=RESPONSE, status=200, duration_ms=1.0))
+        log.append(
+            hook_entry(
+                service="readmission",
+                request={"hook": "patient-view", "hookInstance": f"{tag}-{i}"},
+                response=RESPONSE,
+                status=200,
+                duration_ms=1.0,
+            )
+        )
 
 
 def _instances(path: Path) -> list[str]:

@@ -89,8 +89,9 @@ def rsa_jwks(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> Path:
     return path
 
 
-def make_config(tmp_path: Path, rsa_jwks: Path | None = None, *, jku: tuple[str, ...] = (EHR_JKU,),
-                **settings: Any) -> ServiceConfig:
+def make_config(
+    tmp_path: Path, rsa_jwks: Path | None = None, *, jku: tuple[str, ...] = (EHR_JKU,), **settings: Any
+) -> ServiceConfig:
     issuers = [TrustedIssuer(EHR_ISS, str(SPEC / "jwks-public.json"), jku)]
     if rsa_jwks is not None:
         issuers.append(TrustedIssuer(RSA_ISS, str(rsa_jwks)))
@@ -99,21 +100,27 @@ def make_config(tmp_path: Path, rsa_jwks: Path | None = None, *, jku: tuple[str,
 
 def claims(**changes: Any) -> dict[str, Any]:
     """Claims of a good token from the spec's example EHR, issued now; a change of None drops that claim."""
-    base: dict[str, Any] = {"iss": EHR_ISS, "aud": f"{BASE_URL}/cds-services/{SERVICE}", "iat": int(NOW),
-                            "exp": int(NOW) + 300, "jti": str(uuid.uuid4()), "tenant": "2ddd6c3a"}
+    base: dict[str, Any] = {
+        "iss": EHR_ISS,
+        "aud": f"{BASE_URL}/cds-services/{SERVICE}",
+        "iat": int(NOW),
+        "exp": int(NOW) + 300,
+        "jti": str(uuid.uuid4()),
+        "tenant": "2ddd6c3a",
+    }
     base.update(changes)
     return {k: v for k, v in base.items() if v is not None}
 
 
-def sign(payload: dict[str, Any], key: Any, alg: str = "ES384", kid: str = "example-kid",
-         **header: Any) -> str:
+def sign(payload: dict[str, Any], key: Any, alg: str = "ES384", kid: str = "example-kid", **header: Any) -> str:
     return jwt.encode(payload, key, algorithm=alg, headers={"kid": kid, "typ": "JWT", **header})
 
 
 def rejection(verifier: JwtVerifier, token: str, authorization: str | None = None) -> str:
     with pytest.raises(AuthError) as caught:
-        verifier.verify(authorization if authorization is not None else f"Bearer {token}",
-                        f"{BASE_URL}/cds-services/{SERVICE}")
+        verifier.verify(
+            authorization if authorization is not None else f"Bearer {token}", f"{BASE_URL}/cds-services/{SERVICE}"
+        )
     reason = caught.value.reason
     assert token not in reason and str(caught.value) == reason
     assert not any(len(part) >= 8 and part in reason for part in token.split("."))
@@ -122,13 +129,16 @@ def rejection(verifier: JwtVerifier, token: str, authorization: str | None = Non
 
 # --- the spec's own test vector -----------------------------------------------------------------------------------
 
+
 def test_spec_example_token_verifies_with_the_spec_jwks_when_expiry_is_off(
-        tmp_path: Path, spec_token: str, spec_payload: dict[str, Any]) -> None:
+    tmp_path: Path, spec_token: str, spec_payload: dict[str, Any]
+) -> None:
     config = make_config(tmp_path, check_expiry=False)
     assert config.service_url(SERVICE) == spec_payload["aud"]
     caller = JwtVerifier(config, clock=FakeClock()).verify(f"Bearer {spec_token}", spec_payload["aud"])
-    assert caller == Caller(iss=spec_payload["iss"], sub=None, jti=spec_payload["jti"],
-                            tenant=spec_payload["tenant"], kid="example-kid")
+    assert caller == Caller(
+        iss=spec_payload["iss"], sub=None, jti=spec_payload["jti"], tenant=spec_payload["tenant"], kid="example-kid"
+    )
     assert caller.authenticated
 
 
@@ -150,8 +160,10 @@ def test_spec_example_token_is_refused_for_another_service(tmp_path: Path, spec_
 
 # --- fresh tokens ---------------------------------------------------------------------------------------------------
 
-def test_good_es384_and_rs384_tokens_are_accepted(tmp_path: Path, rsa_jwks: Path, ec_key: Any,
-                                                  rsa_key: rsa.RSAPrivateKey) -> None:
+
+def test_good_es384_and_rs384_tokens_are_accepted(
+    tmp_path: Path, rsa_jwks: Path, ec_key: Any, rsa_key: rsa.RSAPrivateKey
+) -> None:
     verifier = JwtVerifier(make_config(tmp_path, rsa_jwks), clock=FakeClock())
     audience = f"{BASE_URL}/cds-services/{SERVICE}"
     es = verifier.verify(f"Bearer {sign(claims(sub='ehr-client', jti='a1'), ec_key, jku=EHR_JKU)}", audience)
@@ -168,14 +180,21 @@ def test_aud_may_be_a_list_naming_the_service(tmp_path: Path, ec_key: Any) -> No
 
 def forge_hs256(payload: dict[str, Any], secret: bytes) -> str:
     """An HS256 token whose HMAC secret is the EHR's *public* key: the classic algorithm-confusion attack."""
-    signing_input = (b64url(json.dumps({"alg": "HS256", "typ": "JWT", "kid": "example-kid"}).encode()) + "."
-                     + b64url(json.dumps(payload).encode()))
+    signing_input = (
+        b64url(json.dumps({"alg": "HS256", "typ": "JWT", "kid": "example-kid"}).encode())
+        + "."
+        + b64url(json.dumps(payload).encode())
+    )
     return signing_input + "." + b64url(hmac.new(secret, signing_input.encode(), hashlib.sha256).digest())
 
 
 def unsigned(payload: dict[str, Any]) -> str:
-    return (b64url(json.dumps({"alg": "none", "typ": "JWT", "kid": "example-kid"}).encode()) + "."
-            + b64url(json.dumps(payload).encode()) + ".")
+    return (
+        b64url(json.dumps({"alg": "none", "typ": "JWT", "kid": "example-kid"}).encode())
+        + "."
+        + b64url(json.dumps(payload).encode())
+        + "."
+    )
 
 
 def tampered(token: str) -> str:
@@ -197,8 +216,14 @@ REJECTED: list[tuple[str, Callable[[Any, Any], str], str]] = [
     ("RS384 header with the EC key's kid", lambda k, r: sign(claims(), r, "RS384"), "no RS384 key"),
     ("signed by a stranger's key", lambda k, r: sign(claims(), other_ec_key()), "signature does not verify"),
     ("alg none", lambda k, r: unsigned(claims()), "alg 'none'"),
-    ("HS256 with the public key", lambda k, r: forge_hs256(claims(), k.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)), "alg 'HS256'"),
+    (
+        "HS256 with the public key",
+        lambda k, r: forge_hs256(
+            claims(),
+            k.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
+        ),
+        "alg 'HS256'",
+    ),
     ("ES256", lambda k, r: sign(claims(), ec.generate_private_key(ec.SECP256R1()), "ES256"), "alg 'ES256'"),
     ("tampered payload", lambda k, r: tampered(sign(claims(), k)), "signature does not verify"),
     ("missing jti", lambda k, r: sign(claims(jti=None), k), "jti"),
@@ -221,22 +246,24 @@ REJECTED: list[tuple[str, Callable[[Any, Any], str], str]] = [
 
 @pytest.mark.parametrize(("make", "words"), [(m, w) for _, m, w in REJECTED], ids=[c for c, _, _ in REJECTED])
 def test_bad_tokens_are_refused_with_a_reason_that_hides_the_token(
-        tmp_path: Path, rsa_jwks: Path, ec_key: Any, rsa_key: rsa.RSAPrivateKey,
-        make: Callable[[Any, Any], str], words: str) -> None:
+    tmp_path: Path, rsa_jwks: Path, ec_key: Any, rsa_key: rsa.RSAPrivateKey, make: Callable[[Any, Any], str], words: str
+) -> None:
     verifier = JwtVerifier(make_config(tmp_path, rsa_jwks), clock=FakeClock())
     assert words in rejection(verifier, make(ec_key, rsa_key))
 
 
-@pytest.mark.parametrize(("header", "words"), [
-    (None, "no Authorization header"),
-    ("", "no Authorization header"),
-    ("{token}", "Bearer <JWT>"),
-    ("Basic {token}", "Bearer <JWT>"),
-    ("Bearer", "Bearer <JWT>"),
-    ("Bearer {token} extra", "Bearer <JWT>"),
-])
-def test_authorization_header_must_be_bearer_jwt(tmp_path: Path, ec_key: Any, header: str | None,
-                                                 words: str) -> None:
+@pytest.mark.parametrize(
+    ("header", "words"),
+    [
+        (None, "no Authorization header"),
+        ("", "no Authorization header"),
+        ("{token}", "Bearer <JWT>"),
+        ("Basic {token}", "Bearer <JWT>"),
+        ("Bearer", "Bearer <JWT>"),
+        ("Bearer {token} extra", "Bearer <JWT>"),
+    ],
+)
+def test_authorization_header_must_be_bearer_jwt(tmp_path: Path, ec_key: Any, header: str | None, words: str) -> None:
     token = sign(claims(), ec_key)
     verifier = JwtVerifier(make_config(tmp_path), clock=FakeClock())
     with pytest.raises(AuthError) as caught:
@@ -266,8 +293,10 @@ def test_replayed_jti_is_refused_even_when_requests_race(tmp_path: Path, ec_key:
     assert outcomes.count("accepted") == 1
     assert all("already used" in o for o in outcomes if o != "accepted")
     # the same jti from another issuer is another token
-    assert "already used" in rejection(verifier, sign(claims(jti=json.loads(
-        base64.urlsafe_b64decode(token.split(".")[1] + "==").decode())["jti"]), ec_key))
+    assert "already used" in rejection(
+        verifier,
+        sign(claims(jti=json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "==").decode())["jti"]), ec_key),
+    )
 
 
 def test_leeway_allows_small_clock_skew(tmp_path: Path, ec_key: Any) -> None:
@@ -345,8 +374,10 @@ def test_unreadable_jwks_file_is_reported(tmp_path: Path, ec_key: Any) -> None:
 
 # --- a JWK Set fetched over HTTP ----------------------------------------------------------------------------------
 
+
 def test_jwks_served_over_http_is_fetched_cached_and_refetched_for_a_new_kid(
-        serve: Callable[[Any], str], tmp_path: Path, ec_key: Any) -> None:
+    serve: Callable[[Any], str], tmp_path: Path, ec_key: Any
+) -> None:
     class Served:
         jwks: dict[str, Any] = json.loads((SPEC / "jwks-public.json").read_text())
         hits = 0
@@ -391,8 +422,9 @@ def test_unreachable_jwks_url_fails_closed_and_fast(tmp_path: Path, ec_key: Any)
         raise ConnectionError("connection refused")
 
     clock = FakeClock()
-    config = dataclasses.replace(make_config(tmp_path),
-                                 issuers=(TrustedIssuer(EHR_ISS, "https://fhir-ehr.example.com/jwks"),))
+    config = dataclasses.replace(
+        make_config(tmp_path), issuers=(TrustedIssuer(EHR_ISS, "https://fhir-ehr.example.com/jwks"),)
+    )
     verifier = JwtVerifier(config, clock=clock, http_get=down, min_refetch_s=30)
     for _ in range(3):
         assert "could not fetch the JWKS" in rejection(verifier, sign(claims(), ec_key))
@@ -406,6 +438,7 @@ def test_plain_http_jwks_is_refused_off_loopback(tmp_path: Path, ec_key: Any) ->
     def never(url: str) -> bytes:
         raise AssertionError("must not fetch")
 
-    config = dataclasses.replace(make_config(tmp_path),
-                                 issuers=(TrustedIssuer(EHR_ISS, "http://fhir-ehr.example.com/jwks"),))
+    config = dataclasses.replace(
+        make_config(tmp_path), issuers=(TrustedIssuer(EHR_ISS, "http://fhir-ehr.example.com/jwks"),)
+    )
     assert "https" in rejection(JwtVerifier(config, clock=FakeClock(), http_get=never), sign(claims(), ec_key))

@@ -40,8 +40,15 @@ INFERNO = CDS / "inferno-crd-fixtures"
 PID = "pn2012-132539"
 #: the patient-view context fields (hook library 1.0), all primitive, and the user identifiers a prefetch token
 #: may name (CDS Hooks 2.0, "Prefetch tokens")
-PREFETCH_TOKENS = {"context.userId", "context.patientId", "context.encounterId", "userPractitionerId",
-                   "userPractitionerRoleId", "userPatientId", "userRelatedPersonId"}
+PREFETCH_TOKENS = {
+    "context.userId",
+    "context.patientId",
+    "context.encounterId",
+    "userPractitionerId",
+    "userPractitionerRoleId",
+    "userPatientId",
+    "userRelatedPersonId",
+}
 
 FORMATS = jsonschema.FormatChecker()
 
@@ -97,8 +104,12 @@ def json_body(r: httpx.Response) -> Any:
 
 @pytest.fixture(scope="module")
 def config(tmp_path_factory: pytest.TempPathFactory) -> ServiceConfig:
-    return ServiceConfig(home=tmp_path_factory.mktemp("conformance") / "service", auth="off",
-                         max_body_bytes=2_000_000, fhir_timeout_s=3.0)
+    return ServiceConfig(
+        home=tmp_path_factory.mktemp("conformance") / "service",
+        auth="off",
+        max_body_bytes=2_000_000,
+        fhir_timeout_s=3.0,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -150,12 +161,21 @@ def hook(client: httpx.Client, body: Any, service_id: str = SERVICE) -> httpx.Re
 
 def test_the_spec_examples_validate_against_the_schemas_and_known_bad_ones_do_not() -> None:
     valid = {
-        "discovery-response": [SPEC / "discovery-response.json", SPEC / "discovery-response-with-extension.json",
-                               INFERNO / "misc" / "cds-services.json"],
-        "service-request": [SPEC / "request-patient-view.json", SPEC / "request-with-extension.json",
-                            *sorted((INFERNO / "hook-requests").glob("*.json"))],
-        "service-response": [SPEC / "response-cards-links-overrideReasons.json", SPEC / "response-empty-cards.json",
-                             SPEC / "response-systemActions.json"],
+        "discovery-response": [
+            SPEC / "discovery-response.json",
+            SPEC / "discovery-response-with-extension.json",
+            INFERNO / "misc" / "cds-services.json",
+        ],
+        "service-request": [
+            SPEC / "request-patient-view.json",
+            SPEC / "request-with-extension.json",
+            *sorted((INFERNO / "hook-requests").glob("*.json")),
+        ],
+        "service-response": [
+            SPEC / "response-cards-links-overrideReasons.json",
+            SPEC / "response-empty-cards.json",
+            SPEC / "response-systemActions.json",
+        ],
         "feedback-request": sorted(SPEC.glob("feedback-*.json")),
     }
     for name, paths in valid.items():
@@ -163,8 +183,10 @@ def test_the_spec_examples_validate_against_the_schemas_and_known_bad_ones_do_no
         for path in paths:
             assert not schema_errors(load(path), name), (path.name, schema_errors(load(path), name))
     # the spec erratum: a card without its REQUIRED indicator
-    assert any("'indicator' is a required property" in e
-               for e in schema_errors(load(SPEC / "response-autolaunchable.json"), "service-response"))
+    assert any(
+        "'indicator' is a required property" in e
+        for e in schema_errors(load(SPEC / "response-autolaunchable.json"), "service-response")
+    )
     # and the rules the service's cards are held to below can fail
     good = load(SPEC / "response-cards-links-overrideReasons.json")
     card = good["cards"][0]
@@ -175,21 +197,27 @@ def test_the_spec_examples_validate_against_the_schemas_and_known_bad_ones_do_no
         "suggestions without selectionBehavior": {**card, "suggestions": [{"label": "do it"}]},
         "an override reason without display": {**card, "overrideReasons": [{"code": "c", "system": "urn:x"}]},
         "an unknown indicator": {**card, "indicator": "hard-stop"},
-        "a create action without a resource": {**card, "selectionBehavior": "any", "suggestions": [
-            {"label": "do it", "actions": [{"type": "create", "description": "make one"}]}]},
+        "a create action without a resource": {
+            **card,
+            "selectionBehavior": "any",
+            "suggestions": [{"label": "do it", "actions": [{"type": "create", "description": "make one"}]}],
+        },
     }
     for what, bad in broken.items():
         assert schema_errors({"cards": [bad]}, "service-response"), what
     assert no_null_or_empty(good) == []
     assert no_null_or_empty({"cards": [{**card, "detail": ""}], "systemActions": []}) == [
-        "$.cards[0].detail", "$.systemActions"]
+        "$.cards[0].detail",
+        "$.systemActions",
+    ]
 
 
 # ---- discovery --------------------------------------------------------------------------------------------------
 
 
 def test_discovery_is_valid_json_and_every_service_it_lists_answers_at_its_endpoint(
-        service: httpx.Client, stays: dict[str, list[dict[str, Any]]], codes: list[str]) -> None:
+    service: httpx.Client, stays: dict[str, list[dict[str, Any]]], codes: list[str]
+) -> None:
     r = service.get("/cds-services")
     assert r.status_code == 200
     doc = json_body(r)
@@ -262,7 +290,8 @@ def check_action(action: dict[str, Any], patient_id: str) -> None:
 
 
 def test_hook_responses_validate_and_every_card_meets_the_card_rules(
-        service: httpx.Client, stays: dict[str, list[dict[str, Any]]], codes: list[str]) -> None:
+    service: httpx.Client, stays: dict[str, list[dict[str, Any]]], codes: list[str]
+) -> None:
     seen: list[str] = []
     for pid in ("pn2012-132539", "pn2012-132548", "pn2012-132551", "pn2012-135757"):
         for _ in range(2):
@@ -280,7 +309,8 @@ def test_hook_responses_validate_and_every_card_meets_the_card_rules(
 
 
 def test_a_recording_deployment_sends_the_risk_assessment_as_a_valid_system_action(
-        service: httpx.Client, stays: dict[str, list[dict[str, Any]]], codes: list[str]) -> None:
+    service: httpx.Client, stays: dict[str, list[dict[str, Any]]], codes: list[str]
+) -> None:
     r = hook(service, hook_request(PID, full(stays, codes)), RECORDING)
     assert r.status_code == 200, r.text
     body = json_body(r)
@@ -301,8 +331,12 @@ def count_lines(path: Path) -> int:
 
 @pytest.mark.parametrize("service_id", [SERVICE, RECORDING])
 def test_a_patient_the_model_does_not_apply_to_gets_200_and_no_cards(
-        service: httpx.Client, stays: dict[str, list[dict[str, Any]]], codes: list[str], config: ServiceConfig,
-        service_id: str) -> None:
+    service: httpx.Client,
+    stays: dict[str, list[dict[str, Any]]],
+    codes: list[str],
+    config: ServiceConfig,
+    service_id: str,
+) -> None:
     before = count_lines(config.predictions_path)
     for encounters in (None, searchset([])):  # null: the EHR has no Encounter; or an empty searchset
         prefetch = {**full(stays, codes), "encounters": encounters}
@@ -316,7 +350,8 @@ def test_a_patient_the_model_does_not_apply_to_gets_200_and_no_cards(
 
 
 def test_a_null_prefetch_value_means_no_data_not_a_missing_key(
-        service: httpx.Client, stays: dict[str, list[dict[str, Any]]], codes: list[str]) -> None:
+    service: httpx.Client, stays: dict[str, list[dict[str, Any]]], codes: list[str]
+) -> None:
     r = hook(service, hook_request(PID, {"patient": None, "encounters": None, "observations": None}))
     assert r.status_code == 200, r.text  # not 412: the EHR looked and found nothing
     assert json_body(r) == {"cards": []}
@@ -336,11 +371,16 @@ def test_a_null_prefetch_value_means_no_data_not_a_missing_key(
 
 
 def test_operation_outcomes_in_a_prefetch_bundle_are_left_out(
-        service: httpx.Client, stays: dict[str, list[dict[str, Any]]], codes: list[str]) -> None:
+    service: httpx.Client, stays: dict[str, list[dict[str, Any]]], codes: list[str]
+) -> None:
     plain = hook(service, hook_request(PID, full(stays, codes))).json()
-    outcome = {"resource": {"resourceType": "OperationOutcome", "issue": [
-        {"severity": "warning", "code": "incomplete", "diagnostics": "some results are not available"}]},
-        "search": {"mode": "outcome"}}
+    outcome = {
+        "resource": {
+            "resourceType": "OperationOutcome",
+            "issue": [{"severity": "warning", "code": "incomplete", "diagnostics": "some results are not available"}],
+        },
+        "search": {"mode": "outcome"},
+    }
     prefetch = full(stays, codes)
     for key in ("encounters", "observations"):
         prefetch[key] = {**prefetch[key], "entry": [*prefetch[key]["entry"], outcome]}
@@ -351,10 +391,13 @@ def test_operation_outcomes_in_a_prefetch_bundle_are_left_out(
 
 
 def test_a_prefetch_key_the_ehr_could_not_fill_counts_as_not_prefetched(
-        service: httpx.Client, stays: dict[str, list[dict[str, Any]]], codes: list[str]) -> None:
+    service: httpx.Client, stays: dict[str, list[dict[str, Any]]], codes: list[str]
+) -> None:
     prefetch = full(stays, codes)
-    prefetch["observations"] = {"resourceType": "OperationOutcome", "issue": [
-        {"severity": "error", "code": "timeout", "diagnostics": "search timed out"}]}
+    prefetch["observations"] = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "timeout", "diagnostics": "search timed out"}],
+    }
     r = hook(service, hook_request(PID, prefetch))
     assert r.status_code == 412, r.text  # no fhirServer to fetch the Observations from
     assert "observations" in json_body(r)["error"]
@@ -362,9 +405,14 @@ def test_a_prefetch_key_the_ehr_could_not_fill_counts_as_not_prefetched(
 
 def test_browser_clients_get_cors_preflight_and_headers_without_a_token(service: httpx.Client) -> None:
     origin = "https://sandbox.cds-hooks.org"
-    pre = service.options(f"/cds-services/{SERVICE}", headers={
-        "Origin": origin, "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "authorization,content-type"})
+    pre = service.options(
+        f"/cds-services/{SERVICE}",
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type",
+        },
+    )
     assert pre.status_code == 200, pre.text
     assert pre.headers["access-control-allow-origin"] in ("*", origin)
     assert "POST" in pre.headers["access-control-allow-methods"]
@@ -374,11 +422,15 @@ def test_browser_clients_get_cors_preflight_and_headers_without_a_token(service:
 
 
 def test_extensions_unknown_fields_and_prefetch_keys_the_service_did_not_ask_for_are_ignored(
-        service: httpx.Client, stays: dict[str, list[dict[str, Any]]], codes: list[str]) -> None:
+    service: httpx.Client, stays: dict[str, list[dict[str, Any]]], codes: list[str]
+) -> None:
     plain = hook(service, hook_request(PID, full(stays, codes))).json()
     example = load(SPEC / "request-with-extension.json")
-    prefetch = {**full(stays, codes), **load(SPEC / "request-patient-view.json")["prefetch"],
-                **load(SPEC / "prefetch-data-example.json")["prefetch"]}
+    prefetch = {
+        **full(stays, codes),
+        **load(SPEC / "request-patient-view.json")["prefetch"],
+        **load(SPEC / "prefetch-data-example.json")["prefetch"],
+    }
     prefetch["patient"] = full(stays, codes)["patient"]
     body = hook_request(PID, prefetch, extension=example["extension"], **{"com.example.unknown": {"a": 1}})
     body["context"]["extension"] = {"com.example.note": "a field the hook does not define"}
@@ -392,7 +444,8 @@ def test_extensions_unknown_fields_and_prefetch_keys_the_service_did_not_ask_for
 
 
 def test_the_spec_patient_view_requests_get_412_when_what_the_service_needs_cannot_be_had(
-        service: httpx.Client) -> None:
+    service: httpx.Client,
+) -> None:
     # its prefetch holds only "patientToGreet"; its fhirServer cannot be reached from here
     r = hook(service, load(SPEC / "request-patient-view.json"))
     assert r.status_code == 412, r.text
@@ -414,7 +467,8 @@ def test_the_spec_patient_view_requests_get_412_when_what_the_service_needs_cann
 
 @pytest.mark.parametrize("example", ["patient-view-context-example-1.json", "patient-view-context-example-2.json"])
 def test_the_hook_library_patient_view_contexts_are_scored_from_prefetch_and_412_without(
-        service: httpx.Client, stays: dict[str, list[dict[str, Any]]], codes: list[str], example: str) -> None:
+    service: httpx.Client, stays: dict[str, list[dict[str, Any]]], codes: list[str], example: str
+) -> None:
     context = load(LIBRARY / example)["context"]
     body = {"hook": "patient-view", "hookInstance": str(uuid.uuid4()), "context": context}
     check(body, "service-request")
@@ -446,7 +500,8 @@ def other_hook_requests() -> list[tuple[str, dict[str, Any]]]:
 
 
 def test_requests_of_other_hooks_are_refused_with_400_naming_the_hook(
-        service: httpx.Client, stays: dict[str, list[dict[str, Any]]], codes: list[str]) -> None:
+    service: httpx.Client, stays: dict[str, list[dict[str, Any]]], codes: list[str]
+) -> None:
     requests = other_hook_requests()
     assert len(requests) == 13
     for name, body in requests:
@@ -464,15 +519,19 @@ def test_requests_of_other_hooks_are_refused_with_400_naming_the_hook(
 def test_the_spec_feedback_examples_are_accepted_and_stored(service: httpx.Client, config: ServiceConfig) -> None:
     before = count_lines(config.feedback_path)
     examples = sorted(SPEC.glob("feedback-*.json"))
-    assert [p.name for p in examples] == ["feedback-accepted.json", "feedback-overridden-with-reason.json",
-                                          "feedback-overridden.json"]
+    assert [p.name for p in examples] == [
+        "feedback-accepted.json",
+        "feedback-overridden-with-reason.json",
+        "feedback-overridden.json",
+    ]
     for path in examples:
         r = service.post(f"/cds-services/{SERVICE}/feedback", json=load(path))
         assert r.status_code == 200, (path.name, r.text)
         json_body(r)
     rows = [json.loads(x) for x in config.feedback_path.read_text().splitlines()[before:]]
-    assert [(r["card"], r["outcome"]) for r in rows] == [(load(p)["feedback"][0]["card"],
-                                                          load(p)["feedback"][0]["outcome"]) for p in examples]
+    assert [(r["card"], r["outcome"]) for r in rows] == [
+        (load(p)["feedback"][0]["card"], load(p)["feedback"][0]["outcome"]) for p in examples
+    ]
     assert rows[1]["overrideReason"]["userComment"] == "A comment entered by the clinician."
     assert not any(r["known_card"] for r in rows)  # the spec's card uuids were never issued here
 
@@ -487,20 +546,25 @@ def test_malformed_feedback_is_refused_with_400_and_a_reason(service: httpx.Clie
         ("an empty list", {"feedback": []}, "non-empty list"),
         ("no card", {"feedback": [{k: v for k, v in good.items() if k != "card"}]}, "'card'"),
         ("an unknown outcome", {"feedback": [{**good, "outcome": "dismissed"}]}, "'accepted' or 'overridden'"),
-        ("no outcomeTimestamp", {"feedback": [{k: v for k, v in good.items() if k != "outcomeTimestamp"}]},
-         "outcomeTimestamp"),
+        (
+            "no outcomeTimestamp",
+            {"feedback": [{k: v for k, v in good.items() if k != "outcomeTimestamp"}]},
+            "outcomeTimestamp",
+        ),
         ("no outcome", {"feedback": [{k: v for k, v in accepted.items() if k != "outcome"}]}, "outcome"),
         ("a reason that is text", {"feedback": [{**good, "overrideReason": "no"}]}, "overrideReason"),
-        ("acceptedSuggestions not a list", {"feedback": [{**accepted, "acceptedSuggestions": {}}]},
-         "acceptedSuggestions"),
+        (
+            "acceptedSuggestions not a list",
+            {"feedback": [{**accepted, "acceptedSuggestions": {}}]},
+            "acceptedSuggestions",
+        ),
     ]
     before = count_lines(config.feedback_path)
     for what, body, words in cases:
         if not isinstance(body, bytes):
             assert schema_errors(body, "feedback-request"), what  # the schema refuses it too
         raw = body if isinstance(body, bytes) else orjson.dumps(body)
-        r = service.post(f"/cds-services/{SERVICE}/feedback", content=raw,
-                         headers={"content-type": "application/json"})
+        r = service.post(f"/cds-services/{SERVICE}/feedback", content=raw, headers={"content-type": "application/json"})
         assert r.status_code == 400, (what, r.text)
         assert words in json_body(r)["error"], (what, r.text)
     r = service.post("/cds-services/no-such-service/feedback", json=load(SPEC / "feedback-overridden.json"))
@@ -512,7 +576,8 @@ def test_malformed_feedback_is_refused_with_400_and_a_reason(service: httpx.Clie
 
 
 def test_every_answer_is_json_and_the_service_keeps_serving_after_each_bad_request(
-        service: httpx.Client, stays: dict[str, list[dict[str, Any]]], codes: list[str]) -> None:
+    service: httpx.Client, stays: dict[str, list[dict[str, Any]]], codes: list[str]
+) -> None:
     good = hook_request(PID, full(stays, codes))
     bad: list[tuple[str, Any, int]] = [
         ("invalid JSON", b"{not json", 400),
@@ -521,9 +586,15 @@ def test_every_answer_is_json_and_the_service_keeps_serving_after_each_bad_reque
         ("hookInstance a number", {**good, "hookInstance": 7}, 400),
         ("context a list", {**good, "context": [PID]}, 400),
         ("fhirServer not a URL", {**good, "fhirServer": "hooks.example.org"}, 400),
-        ("fhirAuthorization of another token type", {**good, "fhirServer": "https://ehr.example/fhir",
-                                                     "fhirAuthorization": {"access_token": "x", "token_type": "MAC"}},
-         400),
+        (
+            "fhirAuthorization of another token type",
+            {
+                **good,
+                "fhirServer": "https://ehr.example/fhir",
+                "fhirAuthorization": {"access_token": "x", "token_type": "MAC"},
+            },
+            400,
+        ),
         ("prefetch a list", {**good, "prefetch": [good["prefetch"]["patient"]]}, 400),
         ("prefetch of another patient", hook_request("pn2012-132548", good["prefetch"]), 400),
         ("no prefetch, no fhirServer", hook_request(PID), 412),
@@ -534,8 +605,11 @@ def test_every_answer_is_json_and_the_service_keeps_serving_after_each_bad_reque
         assert r.status_code == status, (what, r.text)
         assert json_body(r)["error"], what
         assert hook(service, good).status_code == 200, f"after {what}"
-    for method, path, status in (("GET", f"/cds-services/{SERVICE}", 405), ("POST", "/cds-services", 405),
-                                 ("POST", "/cds-services/no-such-service", 404)):
+    for method, path, status in (
+        ("GET", f"/cds-services/{SERVICE}", 405),
+        ("POST", "/cds-services", 405),
+        ("POST", "/cds-services/no-such-service", 404),
+    ):
         r = service.request(method, path, json=good)
         assert r.status_code == status, (method, path)
         json_body(r)

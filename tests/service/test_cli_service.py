@@ -44,17 +44,20 @@ def test_deploy_list_and_undeploy(home: Path) -> None:
     assert "no CDS services deployed" in run(home, "deployments").stdout
 
 
-@pytest.mark.parametrize(("args", "words"), [
-    (("deploy", "no-such-model"), "no-such-model"),
-    (("deploy", SERVICE, "--thresholds", "0.5,0.2"), "0 < warning < critical < 1"),
-    (("deploy", SERVICE, "--thresholds", "high"), "two numbers"),
-    (("deploy", SERVICE, "--id", "a b"), "service id"),
-    (("deploy", SERVICE, "--risk-assessment", "always"), "suggestion"),
-    (("undeploy", "nothing-here"), "no deployed service"),
-    (("serve", "--insecure-no-auth", "--host", "0.0.0.0"), "loopback"),
-    (("serve", "--host", "0.0.0.0"), "HTTPS"),
-    (("serve", "--ssl-certfile", "cert.pem"), "both --ssl-certfile and --ssl-keyfile"),
-])
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("deploy", "no-such-model"), "no-such-model"),
+        (("deploy", SERVICE, "--thresholds", "0.5,0.2"), "0 < warning < critical < 1"),
+        (("deploy", SERVICE, "--thresholds", "high"), "two numbers"),
+        (("deploy", SERVICE, "--id", "a b"), "service id"),
+        (("deploy", SERVICE, "--risk-assessment", "always"), "suggestion"),
+        (("undeploy", "nothing-here"), "no deployed service"),
+        (("serve", "--insecure-no-auth", "--host", "0.0.0.0"), "loopback"),
+        (("serve", "--host", "0.0.0.0"), "HTTPS"),
+        (("serve", "--ssl-certfile", "cert.pem"), "both --ssl-certfile and --ssl-keyfile"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2_and_changes_nothing(home: Path, args: tuple[str, ...], words: str) -> None:
     deployments = home / "service" / "deployments.json"
     before = deployments.read_bytes() if deployments.exists() else None
@@ -83,16 +86,22 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
     cert_path, key_path = folder / "cert.pem", folder / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return cert_path, key_path
 
 
@@ -103,9 +112,23 @@ def test_serve_runs_over_https_and_picks_up_a_new_deployment_without_restart(hom
     env = {**os.environ, "MEDML_HOME": str(home)}
     log = home / "serve.log"
     with log.open("w") as sink:
-        proc = subprocess.Popen([*MEDML, "serve", "--port", str(port), "--insecure-no-auth", "--ssl-certfile",
-                                 str(cert), "--ssl-keyfile", str(key)], env=env, stdout=sink,
-                                stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            [
+                *MEDML,
+                "serve",
+                "--port",
+                str(port),
+                "--insecure-no-auth",
+                "--ssl-certfile",
+                str(cert),
+                "--ssl-keyfile",
+                str(key),
+            ],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     try:
         base = f"https://127.0.0.1:{port}"
         with httpx.Client(base_url=base, verify=ssl.create_default_context(cafile=str(cert)), timeout=10) as client:

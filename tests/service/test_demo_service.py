@@ -25,7 +25,8 @@ pytestmark = needs_physionet
 
 
 def test_the_demo_deploys_the_model_fills_the_store_and_trusts_its_ehr(
-        model_home: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, serve: Callable[[Any], str]) -> None:
+    model_home: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, serve: Callable[[Any], str]
+) -> None:
     home = tmp_path / "home"
     shutil.copytree(model_home.home, home, ignore=shutil.ignore_patterns("service", "fhir.duckdb"))
     monkeypatch.setenv("MEDML_HOME", str(home))
@@ -44,10 +45,20 @@ def test_the_demo_deploys_the_model_fills_the_store_and_trusts_its_ehr(
 
         private = load_pem_private_key((home / "service" / "demo-ehr" / "private-key.pem").read_bytes(), None)
         now = int(time.time())
-        token = jwt.encode({"iss": DEMO_EHR_ISS, "aud": config.service_url(DEMO_SERVICE_MODEL), "iat": now,
-                            "exp": now + 60, "jti": str(uuid.uuid4())}, private, algorithm="ES384",
-                           headers={"kid": "demo-ehr"})
-        r = client.post(f"/cds-services/{DEMO_SERVICE_MODEL}", json=hook_request(pid),
-                        headers={"Authorization": f"Bearer {token}"})
+        token = jwt.encode(
+            {
+                "iss": DEMO_EHR_ISS,
+                "aud": config.service_url(DEMO_SERVICE_MODEL),
+                "iat": now,
+                "exp": now + 60,
+                "jti": str(uuid.uuid4()),
+            },
+            private,
+            algorithm="ES384",
+            headers={"kid": "demo-ehr"},
+        )
+        r = client.post(
+            f"/cds-services/{DEMO_SERVICE_MODEL}", json=hook_request(pid), headers={"Authorization": f"Bearer {token}"}
+        )
         assert r.status_code == 412  # authenticated; no prefetch and no fhirServer in this request
         assert client.post(f"/cds-services/{DEMO_SERVICE_MODEL}", json=hook_request(pid)).status_code == 401

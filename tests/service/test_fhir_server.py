@@ -104,8 +104,19 @@ def test_read_returns_the_stored_resource_and_404_otherwise(fhir: httpx.Client, 
     assert fhir.post("/Patient", content=b"{}").json()["resourceType"] == "OperationOutcome"
 
 
-@pytest.mark.parametrize("rtype", ["Observation", "Condition", "Encounter", "MedicationRequest", "Procedure",
-                                   "DiagnosticReport", "Immunization", "AllergyIntolerance"])
+@pytest.mark.parametrize(
+    "rtype",
+    [
+        "Observation",
+        "Condition",
+        "Encounter",
+        "MedicationRequest",
+        "Procedure",
+        "DiagnosticReport",
+        "Immunization",
+        "AllergyIntolerance",
+    ],
+)
 def test_search_by_patient_matches_the_store(fhir: httpx.Client, stored: list[dict[str, Any]], rtype: str) -> None:
     patients = sorted(r["id"] for r in stored if r["resourceType"] == "Patient")
     for pid in patients:
@@ -144,33 +155,47 @@ def test_code_tokens_match_any_coding(fhir: httpx.Client, stored: list[dict[str,
     vaccine = next(r for r in stored if r["resourceType"] == "Immunization")
     system, code = next(iter(_codes(vaccine, "vaccineCode")))
     found = fhir.get("/Immunization", params={"vaccine-code": f"{system}|{code}", "_count": 1000}).json()
-    assert sorted(_ids(found)) == sorted(r["id"] for r in stored if r["resourceType"] == "Immunization"
-                                         and (system, code) in _codes(r, "vaccineCode"))
+    assert sorted(_ids(found)) == sorted(
+        r["id"] for r in stored if r["resourceType"] == "Immunization" and (system, code) in _codes(r, "vaccineCode")
+    )
 
 
 def test_status_and_category(fhir: httpx.Client, stored: list[dict[str, Any]]) -> None:
     active = fhir.get("/Condition", params={"clinical-status": "active", "_count": 1000}).json()
     assert sorted(_ids(active)) == sorted(
-        r["id"] for r in stored if r["resourceType"] == "Condition" and "active" in
-        [c["code"] for c in r.get("clinicalStatus", {}).get("coding", [])])
+        r["id"]
+        for r in stored
+        if r["resourceType"] == "Condition"
+        and "active" in [c["code"] for c in r.get("clinicalStatus", {}).get("coding", [])]
+    )
     final = fhir.get("/Observation", params={"status": "final,amended", "_count": 0}).json()
-    assert final["total"] == sum(r["resourceType"] == "Observation" and r["status"] in ("final", "amended")
-                                 for r in stored) and "entry" not in final
+    assert (
+        final["total"]
+        == sum(r["resourceType"] == "Observation" and r["status"] in ("final", "amended") for r in stored)
+        and "entry" not in final
+    )
     labs = fhir.get("/Observation", params={"category": "laboratory", "_count": 0}).json()
-    assert labs["total"] == sum(r["resourceType"] == "Observation" and "laboratory" in
-                                [c["code"] for cat in r.get("category", []) for c in cat["coding"]] for r in stored)
+    assert labs["total"] == sum(
+        r["resourceType"] == "Observation"
+        and "laboratory" in [c["code"] for cat in r.get("category", []) for c in cat["coding"]]
+        for r in stored
+    )
     assert labs["total"] > 0
 
 
-@pytest.mark.parametrize(("param", "test"), [
-    ("ge2015-01-01", lambda d: d >= datetime(2015, 1, 1, tzinfo=UTC)),
-    ("lt2015-01-01", lambda d: d < datetime(2015, 1, 1, tzinfo=UTC)),
-    ("gt2015", lambda d: d >= datetime(2016, 1, 1, tzinfo=UTC)),
-    ("le2015-06", lambda d: d < datetime(2015, 7, 1, tzinfo=UTC)),
-    ("2016", lambda d: datetime(2016, 1, 1, tzinfo=UTC) <= d < datetime(2017, 1, 1, tzinfo=UTC)),
-])
-def test_date_prefixes_on_observations(fhir: httpx.Client, stored: list[dict[str, Any]], param: str,
-                                       test: Callable[[datetime], bool]) -> None:
+@pytest.mark.parametrize(
+    ("param", "test"),
+    [
+        ("ge2015-01-01", lambda d: d >= datetime(2015, 1, 1, tzinfo=UTC)),
+        ("lt2015-01-01", lambda d: d < datetime(2015, 1, 1, tzinfo=UTC)),
+        ("gt2015", lambda d: d >= datetime(2016, 1, 1, tzinfo=UTC)),
+        ("le2015-06", lambda d: d < datetime(2015, 7, 1, tzinfo=UTC)),
+        ("2016", lambda d: datetime(2016, 1, 1, tzinfo=UTC) <= d < datetime(2017, 1, 1, tzinfo=UTC)),
+    ],
+)
+def test_date_prefixes_on_observations(
+    fhir: httpx.Client, stored: list[dict[str, Any]], param: str, test: Callable[[datetime], bool]
+) -> None:
     expected = sorted(r["id"] for r in stored if r["resourceType"] == "Observation" and test(_when(r)))
     assert len(expected) > 0
     pages, total = _all_pages(fhir, f"/Observation?date={param}&_count=1000")
@@ -185,8 +210,12 @@ def test_date_range_and_sort_on_encounters(fhir: httpx.Client, stored: list[dict
     low = starts[len(starts) // 4].replace(hour=0, minute=0, second=0)  # whole days: the search's day boundaries
     high = starts[3 * len(starts) // 4].replace(hour=0, minute=0, second=0)
     expected = [r for r in mine if low <= datetime.fromisoformat(r["period"]["start"]) < high]
-    params = [("patient", pid), ("date", f"ge{low:%Y-%m-%d}"), ("date", f"lt{high:%Y-%m-%dT%H:%M:%S}Z"),
-              ("_sort", "-date")]
+    params = [
+        ("patient", pid),
+        ("date", f"ge{low:%Y-%m-%d}"),
+        ("date", f"lt{high:%Y-%m-%dT%H:%M:%S}Z"),
+        ("_sort", "-date"),
+    ]
     bundle = fhir.get("/Encounter", params=params).json()
     assert 0 < len(expected) < len(mine)
     assert sorted(_ids(bundle)) == sorted(r["id"] for r in expected)
@@ -219,18 +248,21 @@ def test_count_is_capped_and_id_search(fhir: httpx.Client, stored: list[dict[str
     assert sorted(_ids(found)) == sorted(two)
 
 
-@pytest.mark.parametrize(("query", "named"), [
-    ("/Observation?patient=1&categroy=laboratory", "categroy"),
-    ("/Observation?code:text=pulse", "code:text"),
-    ("/Encounter?code=1234", "'code'"),
-    ("/Observation?date=sa2015", "sa"),
-    ("/Observation?date=2015-13-45", "2015-13-45"),
-    ("/Observation?_count=ten", "_count"),
-    ("/Observation?_sort=value", "value"),
-    ("/Observation?patient=Group/1", "Patient only"),
-    ("/Observation?patient=", "empty"),
-    ("/Observation?code=a|b|c", "a|b|c"),
-])
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ("/Observation?patient=1&categroy=laboratory", "categroy"),
+        ("/Observation?code:text=pulse", "code:text"),
+        ("/Encounter?code=1234", "'code'"),
+        ("/Observation?date=sa2015", "sa"),
+        ("/Observation?date=2015-13-45", "2015-13-45"),
+        ("/Observation?_count=ten", "_count"),
+        ("/Observation?_sort=value", "value"),
+        ("/Observation?patient=Group/1", "Patient only"),
+        ("/Observation?patient=", "empty"),
+        ("/Observation?code=a|b|c", "a|b|c"),
+    ],
+)
 def test_bad_searches_are_refused_with_the_reason(fhir: httpx.Client, query: str, named: str) -> None:
     r = fhir.get(query)
     assert r.status_code == 400, r.text
@@ -238,8 +270,7 @@ def test_bad_searches_are_refused_with_the_reason(fhir: httpx.Client, query: str
     assert outcome["resourceType"] == "OperationOutcome" and named in outcome["issue"][0]["diagnostics"]
 
 
-def test_bearer_token_is_required(serve: Callable[[Any], str], store_path: Path,
-                                  stored: list[dict[str, Any]]) -> None:
+def test_bearer_token_is_required(serve: Callable[[Any], str], store_path: Path, stored: list[dict[str, Any]]) -> None:
     base = serve(create_fhir_app(store_path, bearer_token=TOKEN))
     pid = next(r["id"] for r in stored if r["resourceType"] == "Patient")
     with httpx.Client(base_url=base) as client:

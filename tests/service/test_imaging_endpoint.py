@@ -81,16 +81,28 @@ def signer(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
 
 @pytest.fixture()
 def config(tmp_path: Path, signer: tuple[Any, Path]) -> ServiceConfig:
-    return ServiceConfig(home=tmp_path / "service", base_url="https://cds.example.org", pages=False,
-                         issuers=(TrustedIssuer(ISS, str(signer[1])),), max_dicom_bytes=200_000)
+    return ServiceConfig(
+        home=tmp_path / "service",
+        base_url="https://cds.example.org",
+        pages=False,
+        issuers=(TrustedIssuer(ISS, str(signer[1])),),
+        max_dicom_bytes=200_000,
+    )
 
 
 def token(signer: tuple[Any, Path], aud: str, **changes: Any) -> str:
     import jwt
 
     now = int(time.time())
-    claims = {"iss": ISS, "sub": "radiology-viewer", "aud": aud, "exp": now + 300, "iat": now,
-              "jti": str(uuid.uuid4()), **changes}
+    claims = {
+        "iss": ISS,
+        "sub": "radiology-viewer",
+        "aud": aud,
+        "exp": now + 300,
+        "iat": now,
+        "jti": str(uuid.uuid4()),
+        **changes,
+    }
     return str(jwt.encode(claims, signer[0], algorithm="ES384", headers={"kid": KID}))
 
 
@@ -101,8 +113,16 @@ def client(home: Settings, config: ServiceConfig, serve: Callable[[Any], str]) -
         yield c
 
 
-def post(client: httpx.Client, signer: tuple[Any, Path], config: ServiceConfig, path: str | Path | bytes, *,
-         params: dict[str, str] | None = None, service: str = SERVICE, headers: dict[str, str] = DICOM) -> Any:
+def post(
+    client: httpx.Client,
+    signer: tuple[Any, Path],
+    config: ServiceConfig,
+    path: str | Path | bytes,
+    *,
+    params: dict[str, str] | None = None,
+    service: str = SERVICE,
+    headers: dict[str, str] = DICOM,
+) -> Any:
     body = path if isinstance(path, bytes) else Path(path).read_bytes()
     auth = {"Authorization": f"Bearer {token(signer, config.imaging_url(service))}"}
     return client.post(f"/imaging/{service}", content=body, params=params, headers={**headers, **auth})
@@ -123,7 +143,8 @@ def prepared(path: str | Path, frame: int | None = None) -> np.ndarray:
 
 
 def test_a_dicom_file_gets_the_models_probability_heat_map_and_evaluation(
-        client: httpx.Client, signer: tuple[Any, Path], config: ServiceConfig, home: Settings) -> None:
+    client: httpx.Client, signer: tuple[Any, Path], config: ServiceConfig, home: Settings
+) -> None:
     from medml.imaging_workflow import predict_bundle
     from medml.registry import load_bundle
 
@@ -164,7 +185,8 @@ def test_a_dicom_file_gets_the_models_probability_heat_map_and_evaluation(
 
 
 def test_a_multi_frame_file_is_scored_on_the_frame_asked_for(
-        client: httpx.Client, signer: tuple[Any, Path], config: ServiceConfig, home: Settings) -> None:
+    client: httpx.Client, signer: tuple[Any, Path], config: ServiceConfig, home: Settings
+) -> None:
     from medml.imaging_workflow import predict_bundle
     from medml.registry import load_bundle
 
@@ -177,7 +199,8 @@ def test_a_multi_frame_file_is_scored_on_the_frame_asked_for(
 
 
 def test_format_fhir_is_an_r4_bundle_whose_report_references_the_dicom_study(
-        client: httpx.Client, signer: tuple[Any, Path], config: ServiceConfig) -> None:
+    client: httpx.Client, signer: tuple[Any, Path], config: ServiceConfig
+) -> None:
     pytest.importorskip("fhir.resources")
     from fhir.resources.R4B.bundle import Bundle
 
@@ -195,7 +218,8 @@ def test_format_fhir_is_an_r4_bundle_whose_report_references_the_dicom_study(
 
 
 def test_bad_input_gets_a_clear_error_and_every_refusal_is_audited(
-        client: httpx.Client, signer: tuple[Any, Path], config: ServiceConfig) -> None:
+    client: httpx.Client, signer: tuple[Any, Path], config: ServiceConfig
+) -> None:
     cases: list[tuple[str, Any, dict[str, Any], int, tuple[str, ...]]] = [
         ("not DICOM", b"this is not an image" * 20, {}, 400, ("not a readable DICOM file",)),
         ("truncated pixel data", TRUNCATED, {}, 400, ("pixel data", "the uploaded file")),
@@ -222,10 +246,14 @@ def test_bad_input_gets_a_clear_error_and_every_refusal_is_audited(
 
 
 def test_calls_need_the_ehrs_jwt_for_this_endpoint_and_a_refusal_is_a_bare_401(
-        client: httpx.Client, signer: tuple[Any, Path], config: ServiceConfig) -> None:
+    client: httpx.Client, signer: tuple[Any, Path], config: ServiceConfig
+) -> None:
     body = Path(CT).read_bytes()
-    refused = {"no token": None, "a token for a CDS hook": token(signer, config.service_url(SERVICE)),
-               "expired": token(signer, config.imaging_url(SERVICE), exp=int(time.time()) - 3600)}
+    refused = {
+        "no token": None,
+        "a token for a CDS hook": token(signer, config.service_url(SERVICE)),
+        "expired": token(signer, config.imaging_url(SERVICE), exp=int(time.time()) - 3600),
+    }
     for what, tok in refused.items():
         headers = {**DICOM, **({"Authorization": f"Bearer {tok}"} if tok else {})}
         r = client.post(f"/imaging/{SERVICE}", content=body, headers=headers)
@@ -237,13 +265,17 @@ def test_calls_need_the_ehrs_jwt_for_this_endpoint_and_a_refusal_is_a_bare_401(
 
 
 def test_a_file_over_max_dicom_bytes_is_413_and_hook_bodies_keep_their_limit(
-        client: httpx.Client, signer: tuple[Any, Path], config: ServiceConfig) -> None:
+    client: httpx.Client, signer: tuple[Any, Path], config: ServiceConfig
+) -> None:
     big = Path(CT).read_bytes() + b"\0" * config.max_dicom_bytes
     r = post(client, signer, config, big)
     assert r.status_code == 413 and "max_dicom_bytes" in r.json()["error"]
     assert post(client, signer, config, CT).status_code == 200  # 39 kB: over nothing
-    hook = client.post(f"/cds-services/{SERVICE}", content=b"{}" + b" " * config.max_body_bytes,
-                       headers={"Content-Type": "application/json"})
+    hook = client.post(
+        f"/cds-services/{SERVICE}",
+        content=b"{}" + b" " * config.max_body_bytes,
+        headers={"Content-Type": "application/json"},
+    )
     assert hook.status_code == 413 and "max_body_bytes" in hook.json()["error"]
 
 
@@ -258,8 +290,8 @@ def test_an_image_service_is_not_a_hook(client: httpx.Client, config: ServiceCon
 
 @needs_physionet
 def test_a_hook_and_an_image_service_side_by_side_each_404_on_the_others_route(
-        home: Settings, model_home: Settings, config: ServiceConfig, serve: Callable[[Any], str],
-        signer: tuple[Any, Path]) -> None:
+    home: Settings, model_home: Settings, config: ServiceConfig, serve: Callable[[Any], str], signer: tuple[Any, Path]
+) -> None:
     from medml.registry.store import bundle_dir
 
     hook = "physionet-2012-lgbm"
@@ -281,9 +313,20 @@ def test_a_deployment_stored_before_image_services_loads_as_a_hook() -> None:
 
     spec = serving_spec("physionet-2012")
     assert spec is not None
-    old = {"service_id": "icu", "model": "m@1", "title": "t", "description": "d", "thresholds": [0.1, 0.3],
-           "thresholds_note": "n", "spec": spec.to_dict(), "evaluation": {}, "intended_use": "u",
-           "risk_assessment": "suggestion", "hook": "patient-view", "deployed": "2026-01-01T00:00:00+00:00"}
+    old = {
+        "service_id": "icu",
+        "model": "m@1",
+        "title": "t",
+        "description": "d",
+        "thresholds": [0.1, 0.3],
+        "thresholds_note": "n",
+        "spec": spec.to_dict(),
+        "evaluation": {},
+        "intended_use": "u",
+        "risk_assessment": "suggestion",
+        "hook": "patient-view",
+        "deployed": "2026-01-01T00:00:00+00:00",
+    }
     dep = Deployment.from_dict(old)
     assert dep.kind == "cds-hook" and dep.is_hook
 
@@ -291,8 +334,9 @@ def test_a_deployment_stored_before_image_services_loads_as_a_hook() -> None:
 def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MEDML_HOME": str(home)}
     env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run([sys.executable, "-m", "medml.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "medml.cli", *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def test_medml_deploy_of_an_image_model_lists_it_as_an_image_service(home: Settings) -> None:
@@ -314,15 +358,22 @@ def test_card_options_are_refused_for_an_image_model(home: Settings, config: Ser
 
 
 def test_the_service_imports_without_torch() -> None:
-    code = ("import sys; import medml.service.app, medml.service.imaging, medml.service.deploy; "
-            "sys.exit(1 if {'torch', 'monai'} & set(sys.modules) else 0)")
+    code = (
+        "import sys; import medml.service.app, medml.service.imaging, medml.service.deploy; "
+        "sys.exit(1 if {'torch', 'monai'} & set(sys.modules) else 0)"
+    )
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
 
 
 def test_the_model_card_page_shows_the_image_models_report_and_its_image_service(
-        home: Settings, signer: tuple[Any, Path], tmp_path: Path, serve: Callable[[Any], str]) -> None:
-    config = ServiceConfig(home=tmp_path / "service", base_url="https://cds.example.org", pages=True,
-                           issuers=(TrustedIssuer(ISS, str(signer[1])),))
+    home: Settings, signer: tuple[Any, Path], tmp_path: Path, serve: Callable[[Any], str]
+) -> None:
+    config = ServiceConfig(
+        home=tmp_path / "service",
+        base_url="https://cds.example.org",
+        pages=True,
+        issuers=(TrustedIssuer(ISS, str(signer[1])),),
+    )
     deploy(home, config, MODEL, service_id=SERVICE)
     with httpx.Client(base_url=serve(create_app(home, config)), timeout=60) as c:
         r = c.get(f"/models/{MODEL}/1")

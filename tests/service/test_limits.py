@@ -38,6 +38,7 @@ def echo_app() -> FastAPI:
 
 # --- RateLimiter --------------------------------------------------------------------------------------------------
 
+
 def test_bucket_allows_the_burst_then_refuses_until_a_token_refills() -> None:
     clock = FakeClock()
     limiter = RateLimiter(60, burst=2, clock=clock)  # one token a second
@@ -104,6 +105,7 @@ def test_client_address_is_the_peer_host() -> None:
 
 # --- middlewares under uvicorn ------------------------------------------------------------------------------------
 
+
 @pytest.fixture()
 def client() -> Iterator[httpx.Client]:
     with httpx.Client(timeout=10) as c:
@@ -129,8 +131,9 @@ def uvicorn_errors() -> Iterator[list[logging.LogRecord]]:
         logger.removeHandler(handler)
 
 
-def test_declared_oversize_body_gets_413_and_the_server_keeps_serving(serve: Callable[[Any], str],
-                                                                       client: httpx.Client) -> None:
+def test_declared_oversize_body_gets_413_and_the_server_keeps_serving(
+    serve: Callable[[Any], str], client: httpx.Client
+) -> None:
     url = serve(BodySizeLimitMiddleware(echo_app(), max_body_bytes=1000))
     response = client.post(f"{url}/echo", content=b"x" * 1001)
     assert response.status_code == 413

@@ -47,8 +47,9 @@ def document() -> dict[str, Any]:
     """The JSON `medml pgx call --format json` writes for PharmCAT's example and its outside calls."""
     from medml.pgx.pipeline import analyse_vcf
 
-    result = analyse_vcf(EXAMPLES / "pharmcat.example.vcf",
-                         outside_calls=[EXAMPLES / "pharmcat.example.outsideCall.tsv"])
+    result = analyse_vcf(
+        EXAMPLES / "pharmcat.example.vcf", outside_calls=[EXAMPLES / "pharmcat.example.outsideCall.tsv"]
+    )
     return dict(json.loads(str(result.to_json())))
 
 
@@ -58,8 +59,9 @@ def config(tmp_path: Path) -> ServiceConfig:
 
 
 @pytest.fixture()
-def client(tmp_path: Path, config: ServiceConfig, document: dict[str, Any],
-           serve: Callable[[Any], str]) -> Iterator[httpx.Client]:
+def client(
+    tmp_path: Path, config: ServiceConfig, document: dict[str, Any], serve: Callable[[Any], str]
+) -> Iterator[httpx.Client]:
     save_results(config.pgx_results_dir, PID, document)
     base = serve(create_app(Settings(home=tmp_path, data_root=data_root()), config))
     with httpx.Client(base_url=base, timeout=30) as c:
@@ -70,8 +72,14 @@ def medication_request(rid: str, text: str, rxnorm: str | None = None) -> dict[s
     concept: dict[str, Any] = {"text": text}
     if rxnorm:
         concept["coding"] = [{"system": RXNORM, "code": rxnorm, "display": text}]
-    return {"resourceType": "MedicationRequest", "id": rid, "status": "draft", "intent": "order",
-            "medicationCodeableConcept": concept, "subject": {"reference": f"Patient/{PID}"}}
+    return {
+        "resourceType": "MedicationRequest",
+        "id": rid,
+        "status": "draft",
+        "intent": "order",
+        "medicationCodeableConcept": concept,
+        "subject": {"reference": f"Patient/{PID}"},
+    }
 
 
 ABACAVIR = medication_request("mr-abacavir", "abacavir 300 MG Oral Tablet", "190521")
@@ -81,11 +89,14 @@ CLOPIDOGREL = medication_request("mr-clopidogrel", "clopidogrel 75 MG Oral Table
 AMOXICILLIN = medication_request("mr-amoxicillin", "amoxicillin 500 MG Oral Capsule", "308191")
 
 
-def order_request(hook: str, orders: list[dict[str, Any]], patient: str = PID,
-                  selections: list[str] | None = None) -> dict[str, Any]:
-    context: dict[str, Any] = {"userId": "Practitioner/example", "patientId": patient,
-                               "draftOrders": {"resourceType": "Bundle", "type": "collection",
-                                               "entry": [{"resource": r} for r in orders]}}
+def order_request(
+    hook: str, orders: list[dict[str, Any]], patient: str = PID, selections: list[str] | None = None
+) -> dict[str, Any]:
+    context: dict[str, Any] = {
+        "userId": "Practitioner/example",
+        "patientId": patient,
+        "draftOrders": {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in orders]},
+    }
     if selections is not None:
         context["selections"] = selections
     return {"hook": hook, "hookInstance": str(uuid.uuid4()), "context": context}
@@ -108,7 +119,8 @@ def test_discovery_lists_both_services_without_prefetch(client: httpx.Client) ->
 
 
 def test_the_services_are_not_offered_when_switched_off_or_without_a_results_store(
-        tmp_path: Path, serve: Callable[[Any], str], document: dict[str, Any]) -> None:
+    tmp_path: Path, serve: Callable[[Any], str], document: dict[str, Any]
+) -> None:
     settings = Settings(home=tmp_path, data_root=data_root())
     off = ServiceConfig(home=tmp_path / "off", auth="off", pgx_services=False)
     save_results(off.pgx_results_dir, PID, document)
@@ -127,24 +139,39 @@ def test_order_sign_gives_the_cpic_recommendation_as_a_card(client: httpx.Client
     (card,) = r.json()["cards"]
     (reference,) = order_alerts("abacavir", phenotypes_from_dict(document))
     assert reference.strength == "Strong" and reference.alternative_drug
-    assert card["summary"] == "abacavir, HLA-B *15:02 positive, *57:01 positive, *58:01 negative: Abacavir is not " \
-                              "recommended"
+    assert (
+        card["summary"] == "abacavir, HLA-B *15:02 positive, *57:01 positive, *58:01 negative: Abacavir is not "
+        "recommended"
+    )
     assert card["indicator"] == "critical"
     detail = card["detail"]
-    for fragment in (f"> {reference.recommendation}", "Strong", *reference.implications, reference.guideline,
-                     reference.version, "*15:02/*57:01", "not a diagnosis"):
+    for fragment in (
+        f"> {reference.recommendation}",
+        "Strong",
+        *reference.implications,
+        reference.guideline,
+        reference.version,
+        "*15:02/*57:01",
+        "not a diagnosis",
+    ):
         assert fragment in detail, fragment
     assert card["source"] == {"label": f"medml PGx · {reference.version}", "url": reference.guideline_url}
     assert reference.version.startswith("CPIC ")
     (suggestion,) = card["suggestions"]
-    assert suggestion["actions"] == [{"type": "delete", "description": "Remove the draft abacavir order",
-                                      "resourceId": "MedicationRequest/mr-abacavir"}]
+    assert suggestion["actions"] == [
+        {
+            "type": "delete",
+            "description": "Remove the draft abacavir order",
+            "resourceId": "MedicationRequest/mr-abacavir",
+        }
+    ]
     assert card["selectionBehavior"] == "at-most-one"
     assert {o["code"] for o in card["overrideReasons"]} >= {"benefit-outweighs-risk", "results-wrong"}
 
 
 def test_a_dose_change_is_a_warning_without_a_suggestion_and_the_drug_is_found_by_name(
-        client: httpx.Client, document: dict[str, Any]) -> None:
+    client: httpx.Client, document: dict[str, Any]
+) -> None:
     from medml.pgx.pipeline import phenotypes_from_dict
 
     cards = call(client, SIGN, order_request("order-sign", [AMITRIPTYLINE])).json()["cards"]
@@ -168,28 +195,49 @@ def test_a_patient_without_stored_results_gets_no_cards(client: httpx.Client) ->
 
 def test_order_select_answers_only_for_the_selected_order(client: httpx.Client) -> None:
     both = [ABACAVIR, AMITRIPTYLINE]
-    cards = call(client, SELECT, order_request("order-select", both, selections=["MedicationRequest/mr-amitriptyline"])
-                 ).json()["cards"]
+    cards = call(
+        client, SELECT, order_request("order-select", both, selections=["MedicationRequest/mr-amitriptyline"])
+    ).json()["cards"]
     assert [c["summary"].split(",")[0] for c in cards] == ["amitriptyline"]
-    cards = call(client, SELECT, order_request("order-select", both, selections=[
-        "MedicationRequest/mr-abacavir", "MedicationRequest/mr-amitriptyline"])).json()["cards"]
+    cards = call(
+        client,
+        SELECT,
+        order_request(
+            "order-select", both, selections=["MedicationRequest/mr-abacavir", "MedicationRequest/mr-amitriptyline"]
+        ),
+    ).json()["cards"]
     assert sorted(c["summary"].split(",")[0] for c in cards) == ["abacavir", "amitriptyline"]
 
 
 BAD = {
     "wrong hook": (SIGN, lambda b: {**b, "hook": "order-select"}, "answers the order-sign hook"),
     "patient-view": (SELECT, lambda b: {**b, "hook": "patient-view"}, "answers the order-select hook"),
-    "no draftOrders": (SIGN, lambda b: {**b, "context": {k: v for k, v in b["context"].items() if k != "draftOrders"}},
-                       "context.draftOrders"),
-    "draftOrders not a Bundle": (SIGN, lambda b: {**b, "context": {**b["context"], "draftOrders": [ABACAVIR]}},
-                                 "context.draftOrders"),
+    "no draftOrders": (
+        SIGN,
+        lambda b: {**b, "context": {k: v for k, v in b["context"].items() if k != "draftOrders"}},
+        "context.draftOrders",
+    ),
+    "draftOrders not a Bundle": (
+        SIGN,
+        lambda b: {**b, "context": {**b["context"], "draftOrders": [ABACAVIR]}},
+        "context.draftOrders",
+    ),
     "no selections": (SELECT, lambda b: b, "context.selections"),
-    "selections not references": (SELECT, lambda b: {**b, "context": {**b["context"], "selections": [1]}},
-                                  "context.selections"),
-    "no userId": (SIGN, lambda b: {**b, "context": {k: v for k, v in b["context"].items() if k != "userId"}},
-                  "context.userId"),
-    "unsafe patientId": (SIGN, lambda b: {**b, "context": {**b["context"], "patientId": "../../audit"}},
-                         "not a FHIR id"),
+    "selections not references": (
+        SELECT,
+        lambda b: {**b, "context": {**b["context"], "selections": [1]}},
+        "context.selections",
+    ),
+    "no userId": (
+        SIGN,
+        lambda b: {**b, "context": {k: v for k, v in b["context"].items() if k != "userId"}},
+        "context.userId",
+    ),
+    "unsafe patientId": (
+        SIGN,
+        lambda b: {**b, "context": {**b["context"], "patientId": "../../audit"}},
+        "not a FHIR id",
+    ),
 }
 
 
@@ -207,16 +255,20 @@ def library_example(name: str) -> dict[str, Any]:
     return {"hook": name.split("-context")[0], "hookInstance": str(uuid.uuid4()), "context": example["context"]}
 
 
-def test_the_hooks_library_examples_are_answered(client: httpx.Client, config: ServiceConfig,
-                                                 document: dict[str, Any]) -> None:
+def test_the_hooks_library_examples_are_answered(
+    client: httpx.Client, config: ServiceConfig, document: dict[str, Any]
+) -> None:
     sign = library_example("order-sign-context-R4.json")
     patient = sign["context"]["patientId"]
     save_results(config.pgx_results_dir, patient, document)
     r = call(client, SIGN, sign)  # a diet and amoxicillin/clavulanate: CPIC has nothing to say
     assert r.status_code == 200 and r.json() == {"cards": []}
     as_abacavir = copy.deepcopy(sign)
-    (mr,) = (e["resource"] for e in as_abacavir["context"]["draftOrders"]["entry"]
-             if e["resource"]["resourceType"] == "MedicationRequest")
+    (mr,) = (
+        e["resource"]
+        for e in as_abacavir["context"]["draftOrders"]["entry"]
+        if e["resource"]["resourceType"] == "MedicationRequest"
+    )
     mr["medicationCodeableConcept"] = ABACAVIR["medicationCodeableConcept"]
     (card,) = call(client, SIGN, as_abacavir).json()["cards"]
     assert card["suggestions"][0]["actions"][0]["resourceId"] == f"MedicationRequest/{mr['id']}"
@@ -239,18 +291,26 @@ def test_every_call_is_audited_with_the_cpic_version(client: httpx.Client, confi
 
 def test_feedback_on_a_pgx_card_is_stored(client: httpx.Client, config: ServiceConfig) -> None:
     (card,) = call(client, SIGN, order_request("order-sign", [ABACAVIR])).json()["cards"]
-    feedback = {"feedback": [{"card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-01-01T00:00:00Z",
-                              "overrideReason": {"reason": card["overrideReasons"][1]}}]}
+    feedback = {
+        "feedback": [
+            {
+                "card": card["uuid"],
+                "outcome": "overridden",
+                "outcomeTimestamp": "2026-01-01T00:00:00Z",
+                "overrideReason": {"reason": card["overrideReasons"][1]},
+            }
+        ]
+    }
     assert client.post(f"/cds-services/{SIGN}/feedback", json=feedback).status_code == 200
     (row,) = (json.loads(x) for x in config.feedback_path.read_text().splitlines())
     assert row["known_card"] is True and row["outcome"] == "overridden"
 
 
-def test_a_hook_call_without_the_ehr_jwt_is_a_bare_401(tmp_path: Path, serve: Callable[[Any], str],
-                                                       document: dict[str, Any]) -> None:
+def test_a_hook_call_without_the_ehr_jwt_is_a_bare_401(
+    tmp_path: Path, serve: Callable[[Any], str], document: dict[str, Any]
+) -> None:
     cfg = ServiceConfig(home=tmp_path / "service", auth="jwt")
     save_results(cfg.pgx_results_dir, PID, document)
-    with httpx.Client(base_url=serve(create_app(Settings(home=tmp_path, data_root=data_root()), cfg)),
-                      timeout=30) as c:
+    with httpx.Client(base_url=serve(create_app(Settings(home=tmp_path, data_root=data_root()), cfg)), timeout=30) as c:
         r = c.post(f"/cds-services/{SIGN}", json=order_request("order-sign", [ABACAVIR]))
         assert r.status_code == 401 and r.content == b""

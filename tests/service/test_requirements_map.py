@@ -26,8 +26,11 @@ STATUSES = ("covered", "not-applicable", "not-covered")
 def service_shalls(path: Path) -> dict[str, dict[str, str]]:
     """The SHALL and SHALL NOT statements whose actors include the CDS Service, by id."""
     with path.open(newline="", encoding="utf-8") as f:
-        return {r["id"]: r for r in csv.DictReader(f) if r["conformance"] in ("SHALL", "SHALL NOT")
-                and "Service" in (a.strip() for a in r["actors"].split(","))}
+        return {
+            r["id"]: r
+            for r in csv.DictReader(f)
+            if r["conformance"] in ("SHALL", "SHALL NOT") and "Service" in (a.strip() for a in r["actors"].split(","))
+        }
 
 
 def read_map(path: Path) -> list[dict[str, str]]:
@@ -45,8 +48,11 @@ def defined_tests(path: Path) -> tuple[set[str], set[str]]:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith("test"):
             names.add(node.name)
         elif isinstance(node, ast.ClassDef) and node.name.startswith("Test"):
-            names |= {f"{node.name}::{m.name}" for m in node.body
-                      if isinstance(m, ast.FunctionDef | ast.AsyncFunctionDef) and m.name.startswith("test")}
+            names |= {
+                f"{node.name}::{m.name}"
+                for m in node.body
+                if isinstance(m, ast.FunctionDef | ast.AsyncFunctionDef) and m.name.startswith("test")
+            }
     strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
     return names, strings
 
@@ -101,7 +107,8 @@ def shalls() -> dict[str, dict[str, str]]:
 
 
 def test_the_map_has_every_service_shall_once_each_with_real_tests_or_a_reason(
-        shalls: dict[str, dict[str, str]]) -> None:
+    shalls: dict[str, dict[str, str]],
+) -> None:
     rows = read_map(MAP)
     assert len(shalls) == 73  # the list's SHALL and SHALL NOT statements for a service
     assert problems(rows, shalls, ROOT) == []

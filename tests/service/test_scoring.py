@@ -26,8 +26,9 @@ def scorer(model_home: Settings, tmp_path: Path) -> Scorer:
     return Scorer(dep, load_bundle(dep.model, model_home))
 
 
-def test_a_batch_gives_each_patient_what_scoring_it_alone_gives(scorer: Scorer,
-                                                                 stays: dict[str, list[dict[str, Any]]]) -> None:
+def test_a_batch_gives_each_patient_what_scoring_it_alone_gives(
+    scorer: Scorer, stays: dict[str, list[dict[str, Any]]]
+) -> None:
     jobs = [Job(pid, res, None, NOW) for pid, res in stays.items()]
     together = scorer.score_many(jobs)
     for job, both in zip(jobs, together, strict=True):
@@ -40,7 +41,8 @@ def test_a_batch_gives_each_patient_what_scoring_it_alone_gives(scorer: Scorer,
 
 
 def test_a_patient_without_an_encounter_is_not_scored_and_does_not_stop_the_others(
-        scorer: Scorer, stays: dict[str, list[dict[str, Any]]]) -> None:
+    scorer: Scorer, stays: dict[str, list[dict[str, Any]]]
+) -> None:
     pid, res = next(iter(stays.items()))
     no_encounter = [r for r in res if r["resourceType"] != "Encounter"]
     other, other_res = list(stays.items())[1]
@@ -51,8 +53,9 @@ def test_a_patient_without_an_encounter_is_not_scored_and_does_not_stop_the_othe
         scorer.score_many([Job(other, other_res, None, NOW)] * 2)
 
 
-def test_concurrent_requests_are_batched_with_the_same_results(scorer: Scorer,
-                                                               stays: dict[str, list[dict[str, Any]]]) -> None:
+def test_concurrent_requests_are_batched_with_the_same_results(
+    scorer: Scorer, stays: dict[str, list[dict[str, Any]]]
+) -> None:
     sizes: list[int] = []
     original = scorer.score_many
 
@@ -77,7 +80,8 @@ def test_concurrent_requests_are_batched_with_the_same_results(scorer: Scorer,
 
 
 def test_a_card_summary_stays_under_140_characters_whatever_the_outcome_name(
-        scorer: Scorer, stays: dict[str, list[dict[str, Any]]]) -> None:
+    scorer: Scorer, stays: dict[str, list[dict[str, Any]]]
+) -> None:
     import dataclasses
 
     from medml.service.cards import summary

@@ -36,8 +36,14 @@ SERVICE = "physionet-2012-lgbm"
 MODEL = f"{SERVICE}@1"
 PID = "pn2012-132539"
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 #: markup in a patient id and an encounter id (no '/', which a FHIR reference could not carry)
 EVIL_PATIENT = "x\"'><img src=x onerror=alert(1)><script>alert(2)<\\script>"
 EVIL_ENCOUNTER = "enc<script>alert(3)<\\script>**b**"
@@ -74,6 +80,7 @@ def site(model_home: Settings, config: ServiceConfig, serve: Callable[[Any], str
 
 
 # -- a browser that may talk to the app's origin only ---------------------------------------------------------------
+
 
 @dataclass
 class AppPage:
@@ -144,10 +151,14 @@ def open_app(chromium: Any) -> Iterator[Callable[[str], AppPage]]:
 
 # -- in the browser ---------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.browser
 def test_a_clinician_opens_a_stay_and_sees_the_card_the_ehr_would_receive(
-        site: httpx.Client, open_app: Callable[[str], AppPage], stays: dict[str, list[dict[str, Any]]],
-        config: ServiceConfig) -> None:
+    site: httpx.Client,
+    open_app: Callable[[str], AppPage],
+    stays: dict[str, list[dict[str, Any]]],
+    config: ServiceConfig,
+) -> None:
     seen = open_app(str(site.base_url))
     page = seen.page
     listed = page.locator("table.patients a.patient").all_inner_texts()
@@ -187,8 +198,10 @@ def test_a_clinician_opens_a_stay_and_sees_the_card_the_ehr_would_receive(
 
     # the raw request is the hook an EHR sends, its prefetch summarised
     request = json.loads(page.locator("details.request pre").text_content() or "")
-    assert request["hook"] == "patient-view" and request["context"] == {"userId": "Practitioner/medml-demo",
-                                                                       "patientId": PID}
+    assert request["hook"] == "patient-view" and request["context"] == {
+        "userId": "Practitioner/medml-demo",
+        "patientId": PID,
+    }
     n_obs = len(prefetch_for(stays[PID], codes(site))["observations"]["entry"])
     assert request["prefetch"]["observations"] == f"Bundle (searchset) of {n_obs} entries"
 
@@ -213,9 +226,12 @@ def evil_store(tmp_path: Path, stay: list[dict[str, Any]]) -> Path:
     """One stay whose patient id and encounter id carry markup."""
     from medml.fhir.store import FhirStore
 
-    text = json.dumps(stay).replace('"pn2012-132539"', json.dumps(EVIL_PATIENT)) \
-        .replace('"Patient/pn2012-132539"', json.dumps(f"Patient/{EVIL_PATIENT}")) \
+    text = (
+        json.dumps(stay)
+        .replace('"pn2012-132539"', json.dumps(EVIL_PATIENT))
+        .replace('"Patient/pn2012-132539"', json.dumps(f"Patient/{EVIL_PATIENT}"))
         .replace('"Encounter/pn2012-132539"', json.dumps(f"Encounter/{EVIL_ENCOUNTER}"))
+    )
     resources = json.loads(text)
     for res in resources:
         if res["resourceType"] == "Encounter":
@@ -228,8 +244,12 @@ def evil_store(tmp_path: Path, stay: list[dict[str, Any]]) -> Path:
 
 @pytest.mark.browser
 def test_markup_in_ids_and_card_text_renders_inert(
-        model_home: Settings, tmp_path: Path, stays: dict[str, list[dict[str, Any]]], serve: Callable[[Any], str],
-        open_app: Callable[[str], AppPage]) -> None:
+    model_home: Settings,
+    tmp_path: Path,
+    stays: dict[str, list[dict[str, Any]]],
+    serve: Callable[[Any], str],
+    open_app: Callable[[str], AppPage],
+) -> None:
     config = make_config(tmp_path, evil_store(tmp_path, copy.deepcopy(stays[PID])))
     deploy(model_home, config, SERVICE, thresholds=(0.15, 0.40))
     base = serve(create_app(model_home, config))
@@ -259,6 +279,7 @@ def test_markup_in_ids_and_card_text_renders_inert(
 
 # -- the HTML over HTTP ---------------------------------------------------------------------------------------------
 
+
 def test_pages_are_self_contained_with_a_strict_policy(site: httpx.Client) -> None:
     for path in ("/", f"/patients/{PID}", "/models/no-such-model/1"):
         r = site.get(path)
@@ -275,8 +296,9 @@ def test_pages_are_self_contained_with_a_strict_policy(site: httpx.Client) -> No
         assert "Decision support, not a diagnosis." in r.text
 
 
-def test_the_list_pages_and_searches_by_id(site: httpx.Client, monkeypatch: pytest.MonkeyPatch,
-                                           stays: dict[str, list[dict[str, Any]]]) -> None:
+def test_the_list_pages_and_searches_by_id(
+    site: httpx.Client, monkeypatch: pytest.MonkeyPatch, stays: dict[str, list[dict[str, Any]]]
+) -> None:
     monkeypatch.setattr(web, "PAGE_SIZE", 5)
     ids = []
     for n in (1, 2, 3):
@@ -290,14 +312,15 @@ def test_the_list_pages_and_searches_by_id(site: httpx.Client, monkeypatch: pyte
     assert found == matching[:5] and f"({len(matching)} matching" in r.text and len(matching) > 5
     assert "No patient id contains" in site.get("/", params={"q": "<nobody>"}).text
     # the row of a stay: its sex, birth year, one encounter and every observation
-    row = re.search(rf'>{PID}</a></td>(.*?)</tr>', site.get("/").text)
+    row = re.search(rf">{PID}</a></td>(.*?)</tr>", site.get("/").text)
     assert row is not None
     n_obs = sum(r["resourceType"] == "Observation" for r in stays[PID])
     assert re.findall(r"<td[^>]*>([^<]*)</td>", row.group(1))[:5] == ["female", "1946", "≈54", "1", f"{n_obs}"]
 
 
 def test_the_prefetch_is_what_the_fhir_server_returns(
-        site: httpx.Client, stay_store: Path, serve: Callable[[Any], str], monkeypatch: pytest.MonkeyPatch) -> None:
+    site: httpx.Client, stay_store: Path, serve: Callable[[Any], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from medml.service.fhir_client import fetch_prefetch
     from medml.service.fhir_server import FhirIndex, create_fhir_app
 
@@ -326,8 +349,9 @@ def test_the_prefetch_is_what_the_fhir_server_returns(
     assert ours["observations"]["total"] > 50
 
 
-def test_without_a_store_the_page_says_how_to_load_one(model_home: Settings, tmp_path: Path,
-                                                       serve: Callable[[Any], str]) -> None:
+def test_without_a_store_the_page_says_how_to_load_one(
+    model_home: Settings, tmp_path: Path, serve: Callable[[Any], str]
+) -> None:
     config = make_config(tmp_path, tmp_path / "absent.duckdb")
     with httpx.Client(base_url=serve(create_app(model_home, config))) as client:
         for path in ("/", f"/patients/{PID}"):
@@ -336,7 +360,8 @@ def test_without_a_store_the_page_says_how_to_load_one(model_home: Settings, tmp
 
 
 def test_without_a_deployment_the_patient_page_says_how_to_deploy(
-        model_home: Settings, config: ServiceConfig, serve: Callable[[Any], str]) -> None:
+    model_home: Settings, config: ServiceConfig, serve: Callable[[Any], str]
+) -> None:
     with httpx.Client(base_url=serve(create_app(model_home, config))) as client:
         r = client.get(f"/patients/{PID}")
         assert r.status_code == 200 and "medml deploy MODEL" in r.text and "article" not in r.text
@@ -344,8 +369,9 @@ def test_without_a_deployment_the_patient_page_says_how_to_deploy(
     assert not config.audit_path.exists() or "medml-web" not in config.audit_path.read_text()
 
 
-def test_pages_off_serve_nothing(model_home: Settings, tmp_path: Path, stay_store: Path,
-                                 serve: Callable[[Any], str]) -> None:
+def test_pages_off_serve_nothing(
+    model_home: Settings, tmp_path: Path, stay_store: Path, serve: Callable[[Any], str]
+) -> None:
     config = make_config(tmp_path, stay_store, pages=False)
     with httpx.Client(base_url=serve(create_app(model_home, config))) as client:
         for path in ("/", f"/patients/{PID}", f"/models/{SERVICE}/1"):
@@ -354,7 +380,8 @@ def test_pages_off_serve_nothing(model_home: Settings, tmp_path: Path, stay_stor
 
 
 def test_the_model_card_without_a_report_comes_from_the_bundle(
-        model_home: Settings, tmp_path: Path, stay_store: Path, serve: Callable[[Any], str]) -> None:
+    model_home: Settings, tmp_path: Path, stay_store: Path, serve: Callable[[Any], str]
+) -> None:
     from medml.registry import show_model
 
     home = tmp_path / "home"
@@ -382,14 +409,22 @@ def test_the_model_card_without_a_report_comes_from_the_bundle(
 
 
 def test_card_markdown_keeps_emphasis_lists_and_links_and_drops_html() -> None:
-    out = web.markdown("**Risk** *high*\n\n- a <b>x</b>\n- [card](http://127.0.0.1:8800/models/m/1) "
-                       "[bad](javascript:alert(1)) <script>alert(1)</script>", "http://127.0.0.1:8800")
+    out = web.markdown(
+        "**Risk** *high*\n\n- a <b>x</b>\n- [card](http://127.0.0.1:8800/models/m/1) "
+        "[bad](javascript:alert(1)) <script>alert(1)</script>",
+        "http://127.0.0.1:8800",
+    )
     assert "<strong>Risk</strong> <em>high</em>" in out and out.count("<li>") == 2
     assert '<a href="/models/m/1" rel="noopener noreferrer">card</a>' in out
     assert "javascript:" not in out.replace("[bad](javascript:alert(1))", "") and "<script" not in out
     assert "&lt;b&gt;x&lt;/b&gt;" in out and "&lt;script&gt;" in out
-    card = {"summary": "<i>s</i>", "indicator": "bogus\" onclick=\"x", "detail": "d",
-            "source": {"label": "L", "url": "javascript:alert(1)"}, "links": [{"label": "x", "url": "data:x"}]}
+    card = {
+        "summary": "<i>s</i>",
+        "indicator": 'bogus" onclick="x',
+        "detail": "d",
+        "source": {"label": "L", "url": "javascript:alert(1)"},
+        "links": [{"label": "x", "url": "data:x"}],
+    }
     dep = type("Dep", (), {"model": "m@1"})()
     rendered = web.render_card(card, dep, "http://127.0.0.1:8800")
     assert "indicator-info" in rendered and "onclick" not in rendered and "&lt;i&gt;s&lt;/i&gt;" in rendered

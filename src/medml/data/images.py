@@ -91,8 +91,14 @@ class ImageDataset:
         def take(a: Array | None) -> Array | None:
             return None if a is None else a[r]
 
-        return replace(self, images=self.images[r], labels=self.labels[r], ids=self.ids[r],
-                       groups=take(self.groups), official_split=take(self.official_split))
+        return replace(
+            self,
+            images=self.images[r],
+            labels=self.labels[r],
+            ids=self.ids[r],
+            groups=take(self.groups),
+            official_split=take(self.official_split),
+        )
 
     def split(self, *, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2), seed: int = 0) -> Split:
         """The source's official split when it has one (its "val" part as calibration), else patients to parts.
@@ -126,8 +132,10 @@ def load_npz(path: str | Path, *, class_names: Sequence[str] | None = None) -> I
         raise InputFileError(f"{p} is not a readable .npz file ({e})", "check the file; re-download it") from e
     parts = [s for s in NPZ_SPLITS if f"{s}_images" in arrays]
     if not parts:
-        raise InputFileError(f"{p} has no train_images, val_images or test_images (keys: {sorted(arrays)})",
-                             "give a file in the MedMNIST layout")
+        raise InputFileError(
+            f"{p} has no train_images, val_images or test_images (keys: {sorted(arrays)})",
+            "give a file in the MedMNIST layout",
+        )
     images, labels, split = [], [], []
     for s in parts:
         if f"{s}_labels" not in arrays:
@@ -136,15 +144,19 @@ def load_npz(path: str | Path, *, class_names: Sequence[str] | None = None) -> I
         if y.ndim == 1:
             y = y[:, None]
         if y.ndim != 2 or len(y) != len(x):
-            raise DataError(f"{p}: {s}_labels has shape {y.shape} for {len(x)} images",
-                            "labels must be N x 1 (one class per image) or N x K (multilabel)")
+            raise DataError(
+                f"{p}: {s}_labels has shape {y.shape} for {len(x)} images",
+                "labels must be N x 1 (one class per image) or N x K (multilabel)",
+            )
         images.append(x)
         labels.append(y)
         split += [s] * len(x)
     shapes = {x.shape[1:] for x in images}
     if len(shapes) > 1:
-        raise DataError(f"{p}: the parts have images of different shapes {sorted(shapes)}",
-                        "every part of one file must have images of one size and channel count")
+        raise DataError(
+            f"{p}: the parts have images of different shapes {sorted(shapes)}",
+            "every part of one file must have images of one size and channel count",
+        )
     if len({y.shape[1] for y in labels}) > 1:
         raise DataError(f"{p}: the parts have labels of different widths", "fix the file")
     y_all = np.concatenate(labels).astype(np.int64)
@@ -161,22 +173,34 @@ def load_npz(path: str | Path, *, class_names: Sequence[str] | None = None) -> I
         task = "binary" if k <= 2 else "multiclass"
     names = _class_names(class_names, k, p)
     return ImageDataset(
-        images=np.concatenate(images), labels=y_out, task=task, class_names=names,
+        images=np.concatenate(images),
+        labels=y_out,
+        task=task,
+        class_names=names,
         ids=np.array([f"{s}/{i}" for s, x in zip(parts, images, strict=True) for i in range(len(x))]),
-        official_split=np.array(split), provenance={
-            "source": str(p), "format": "medmnist-npz", "sha256": _sha256(p),
-            "parts": ", ".join(f"{s} {len(x)}" for s, x in zip(parts, images, strict=True))})
+        official_split=np.array(split),
+        provenance={
+            "source": str(p),
+            "format": "medmnist-npz",
+            "sha256": _sha256(p),
+            "parts": ", ".join(f"{s} {len(x)}" for s, x in zip(parts, images, strict=True)),
+        },
+    )
 
 
 def _npz_images(x: Array, path: Path, part: str) -> Array:
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim == 4 and x.shape[-1] in (2, 4):  # grey + alpha, RGBA: a channel count the networks do not take
-        raise DataError(f"{path}: {part}_images has shape {x.shape}: {x.shape[-1]} channels per image",
-                        "store grayscale (N x H x W) or RGB (N x H x W x 3) images")
+        raise DataError(
+            f"{path}: {part}_images has shape {x.shape}: {x.shape[-1]} channels per image",
+            "store grayscale (N x H x W) or RGB (N x H x W x 3) images",
+        )
     if x.ndim != 4 or x.shape[-1] not in (1, 3):
-        raise DataError(f"{path}: {part}_images has shape {x.shape}",
-                        "expected N x H x W (grayscale) or N x H x W x 3 (RGB); 3D MedMNIST volumes are not 2D images")
+        raise DataError(
+            f"{path}: {part}_images has shape {x.shape}",
+            "expected N x H x W (grayscale) or N x H x W x 3 (RGB); 3D MedMNIST volumes are not 2D images",
+        )
     if x.dtype == np.uint8:
         return x
     if np.issubdtype(x.dtype, np.floating):
@@ -203,8 +227,9 @@ def _sha256(path: Path) -> str:
 # --- a folder of PNG / JPEG files, one sub-folder per class ---------------------------------------------------------
 
 
-def load_image_folder(path: str | Path, size: int | tuple[int, int] | None = None, *,
-                      channels: Literal[1, 3] | None = None) -> ImageDataset:
+def load_image_folder(
+    path: str | Path, size: int | tuple[int, int] | None = None, *, channels: Literal[1, 3] | None = None
+) -> ImageDataset:
     """``path/<class>/<image>.png|.jpg``: class names are the sub-folders, sorted; 2 classes make a binary task.
 
     Images must share one size unless ``size`` (an int or (height, width)) asks to resize them, and one channel
@@ -215,26 +240,33 @@ def load_image_folder(path: str | Path, size: int | tuple[int, int] | None = Non
         raise InputFileError(f"no folder at {root}", "give a folder with one sub-folder of images per class")
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if len(class_dirs) < 2:
-        raise DataError(f"{root} has {len(class_dirs)} class sub-folders",
-                        "put the images of each class in its own sub-folder (at least 2)")
+        raise DataError(
+            f"{root} has {len(class_dirs)} class sub-folders",
+            "put the images of each class in its own sub-folder (at least 2)",
+        )
     files: list[Path] = []
     labels: list[int] = []
     for k, d in enumerate(class_dirs):
         found = sorted(f for f in d.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."))
         if not found:
-            raise DataError(f"class folder {d} has no PNG or JPEG images",
-                            "add its images or remove the folder")
+            raise DataError(f"class folder {d} has no PNG or JPEG images", "add its images or remove the folder")
         files += found
         labels += [k] * len(found)
     target = _target_size(size)
     arrays = [_read_picture(f, channels) for f in files]
     images = _stack(arrays, files, target)
     return ImageDataset(
-        images=images, labels=np.array(labels, dtype=np.int64),
-        task="binary" if len(class_dirs) == 2 else "multiclass", class_names=tuple(d.name for d in class_dirs),
+        images=images,
+        labels=np.array(labels, dtype=np.int64),
+        task="binary" if len(class_dirs) == 2 else "multiclass",
+        class_names=tuple(d.name for d in class_dirs),
         ids=np.array([f.relative_to(root).as_posix() for f in files]),
-        provenance={"source": str(root), "format": "image-folder",
-                    "resized_to": "" if target is None else f"{target[0]}x{target[1]}"})
+        provenance={
+            "source": str(root),
+            "format": "image-folder",
+            "resized_to": "" if target is None else f"{target[0]}x{target[1]}",
+        },
+    )
 
 
 def _read_picture(path: Path, channels: Literal[1, 3] | None) -> Array:
@@ -244,9 +276,10 @@ def _read_picture(path: Path, channels: Literal[1, 3] | None) -> Array:
         with Image.open(path) as im:
             im.load()
             if channels is None and im.mode not in _PIL_CHANNELS:
-                raise InputFileError(f"{path} has Pillow mode {im.mode} ({len(im.getbands())} channels)",
-                                     "use grayscale or RGB images, or convert them (channels=1 or 3; --channels "
-                                     "on the command line)")
+                raise InputFileError(
+                    f"{path} has Pillow mode {im.mode} ({len(im.getbands())} channels)",
+                    "use grayscale or RGB images, or convert them (channels=1 or 3; --channels on the command line)",
+                )
             picture = im if channels is None else im.convert("L" if channels == 1 else "RGB")
             arr = np.asarray(picture, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
@@ -268,12 +301,15 @@ def _stack(arrays: list[Array], files: Sequence[Path], target: tuple[int, int] |
     first = arrays[0]
     for a, f in zip(arrays, files, strict=True):
         if a.shape[-1] != first.shape[-1]:
-            raise DataError(f"{f} has {a.shape[-1]} channel(s) but {files[0]} has {first.shape[-1]}",
-                            "convert all images to one channel count (channels=1 or 3; --channels on the command line)")
+            raise DataError(
+                f"{f} has {a.shape[-1]} channel(s) but {files[0]} has {first.shape[-1]}",
+                "convert all images to one channel count (channels=1 or 3; --channels on the command line)",
+            )
         if target is None and a.shape[:2] != first.shape[:2]:
-            raise DataError(f"{f} is {a.shape[0]}x{a.shape[1]} but {files[0]} is {first.shape[0]}x{first.shape[1]}",
-                            "make the images one size, or resize them (size=(height, width); --size on the "
-                            "command line)")
+            raise DataError(
+                f"{f} is {a.shape[0]}x{a.shape[1]} but {files[0]} is {first.shape[0]}x{first.shape[1]}",
+                "make the images one size, or resize them (size=(height, width); --size on the command line)",
+            )
     if target is not None:
         arrays = [resize_image(a, target) for a in arrays]
     return np.stack(arrays)
@@ -287,8 +323,9 @@ def resize_image(a: Array, target: tuple[int, int]) -> Array:
     if a.shape[:2] == target:
         return a
     h, w = target
-    planes = [np.asarray(Image.fromarray(a[..., c]).resize((w, h), Image.Resampling.BILINEAR))
-              for c in range(a.shape[-1])]
+    planes = [
+        np.asarray(Image.fromarray(a[..., c]).resize((w, h), Image.Resampling.BILINEAR)) for c in range(a.shape[-1])
+    ]
     return np.stack(planes, axis=-1).astype(a.dtype)
 
 
@@ -314,19 +351,25 @@ def modality_values(ds: Any, frame: int | None = None, *, source: str = "") -> A
     if "PixelData" not in ds:
         raise InputFileError(f"{name} has no PixelData", "it is not an image (a report or structured set?): remove it")
     if ds.get("ModalityLUTSequence"):
-        raise InputFileError(f"{name} uses a Modality LUT Sequence, which medml does not apply",
-                             "convert it to rescale slope/intercept, or leave it out")
+        raise InputFileError(
+            f"{name} uses a Modality LUT Sequence, which medml does not apply",
+            "convert it to rescale slope/intercept, or leave it out",
+        )
     n_frames = int(ds.get("NumberOfFrames") or 1)
     if n_frames > 1 and frame is None:
         raise InputFileError(f"{name} is multi-frame ({n_frames} frames)", "pass frame=<index from 0> to take one")
     if frame is not None and not 0 <= frame < n_frames:
-        raise ConfigError(f"frame {frame} is out of range for {name}, which has {n_frames} frame(s)",
-                          f"give a frame from 0 to {n_frames - 1}")
+        raise ConfigError(
+            f"frame {frame} is out of range for {name}, which has {n_frames} frame(s)",
+            f"give a frame from 0 to {n_frames - 1}",
+        )
     try:
         arr = np.asarray(ds.pixel_array)
     except (ValueError, RuntimeError, NotImplementedError, AttributeError, TypeError, KeyError) as e:
-        raise InputFileError(f"the pixel data of {name} cannot be read ({e})",
-                             "the file is corrupt or needs a decoder (pylibjpeg, gdcm): fix or remove it") from e
+        raise InputFileError(
+            f"the pixel data of {name} cannot be read ({e})",
+            "the file is corrupt or needs a decoder (pylibjpeg, gdcm): fix or remove it",
+        ) from e
     if n_frames > 1:
         arr = arr[frame]
     samples = int(ds.get("SamplesPerPixel") or 1)
@@ -357,8 +400,7 @@ def apply_window(values: Array, center: float, width: float, *, function: str = 
     return np.clip((values - center) / width + 0.5, 0.0, 1.0)
 
 
-def read_dicom(path: str | Path, *, window: tuple[float, float] | None = None,
-               frame: int | None = None) -> DicomImage:
+def read_dicom(path: str | Path, *, window: tuple[float, float] | None = None, frame: int | None = None) -> DicomImage:
     """Read one DICOM image to H x W x C float32 in 0-1.
 
     Grayscale: rescale slope/intercept, then the window ``(center, width)`` given, else the file's first Window
@@ -377,11 +419,14 @@ def read_dicom(path: str | Path, *, window: tuple[float, float] | None = None,
     samples = int(ds.get("SamplesPerPixel") or 1)
     if samples == 3 and photometric == "RGB":
         top = float(2 ** int(ds.get("BitsStored") or 8) - 1)
-        return DicomImage((values / top).astype(np.float32), _tag(ds, "PatientID"), _tag(ds, "StudyInstanceUID"),
-                          "colour / max")
+        return DicomImage(
+            (values / top).astype(np.float32), _tag(ds, "PatientID"), _tag(ds, "StudyInstanceUID"), "colour / max"
+        )
     if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise InputFileError(f"{p} has {samples} samples per pixel, photometric {photometric}",
-                             "medml reads MONOCHROME1, MONOCHROME2 and RGB images")
+        raise InputFileError(
+            f"{p} has {samples} samples per pixel, photometric {photometric}",
+            "medml reads MONOCHROME1, MONOCHROME2 and RGB images",
+        )
     how: str
     if window is not None:
         center, width = window
@@ -417,8 +462,14 @@ def _tag(ds: Any, keyword: str) -> str:
     return str(ds.get(keyword) or "")
 
 
-def load_dicom_folder(path: str | Path, labels_csv: str | Path, *, window: tuple[float, float] | None = None,
-                      frame: int | None = None, size: int | tuple[int, int] | None = None) -> ImageDataset:
+def load_dicom_folder(
+    path: str | Path,
+    labels_csv: str | Path,
+    *,
+    window: tuple[float, float] | None = None,
+    frame: int | None = None,
+    size: int | tuple[int, int] | None = None,
+) -> ImageDataset:
     """DICOM files under ``path`` (``.dcm`` or no suffix) with labels from a CSV.
 
     The CSV has a ``file`` column (path relative to ``path``), optional ``patient_id`` / ``study_id`` columns, and
@@ -429,28 +480,48 @@ def load_dicom_folder(path: str | Path, labels_csv: str | Path, *, window: tuple
     if not root.is_dir():
         raise InputFileError(f"no folder at {root}", "give the folder that holds the DICOM files")
     table = _read_labels_csv(Path(labels_csv))
-    on_disk = {f.relative_to(root).as_posix() for f in root.rglob("*")
-               if f.is_file() and (f.suffix.lower() == ".dcm" or f.suffix == "") and f.name != "DICOMDIR"
-               and not f.name.startswith(".")}
+    on_disk = {
+        f.relative_to(root).as_posix()
+        for f in root.rglob("*")
+        if f.is_file()
+        and (f.suffix.lower() == ".dcm" or f.suffix == "")
+        and f.name != "DICOMDIR"
+        and not f.name.startswith(".")
+    }
     listed = [Path(str(f)).as_posix() for f in table["file"]]
     missing = [f for f in listed if f not in on_disk]
     if missing:
-        raise InputFileError(f"{len(missing)} file(s) in {labels_csv} are not under {root}: {_few(missing)}",
-                             "fix the paths in the CSV (relative to the folder) or add the files")
+        raise InputFileError(
+            f"{len(missing)} file(s) in {labels_csv} are not under {root}: {_few(missing)}",
+            "fix the paths in the CSV (relative to the folder) or add the files",
+        )
     extra = sorted(on_disk - set(listed))
     if extra:
-        raise DataError(f"{len(extra)} DICOM file(s) under {root} have no row in {labels_csv}: {_few(extra)}",
-                        "add a row for each file, or move the unlabelled files out of the folder")
+        raise DataError(
+            f"{len(extra)} DICOM file(s) under {root} have no row in {labels_csv}: {_few(extra)}",
+            "add a row for each file, or move the unlabelled files out of the folder",
+        )
     files = [root / f for f in listed]
     read = [read_dicom(f, window=window, frame=frame) for f in files]
     images = _stack([r.pixels for r in read], files, _target_size(size))
     labels, task, names = _labels_from_table(table, Path(labels_csv))
     groups, group_by = _dicom_groups(table, read)
     return ImageDataset(
-        images=images, labels=labels, task=task, class_names=names, ids=np.array(listed), groups=groups,
-        provenance={"source": str(root), "labels": str(labels_csv), "format": "dicom-folder", "group_by": group_by,
-                    "windows": ", ".join(sorted({r.window.split(" ")[0] for r in read})),
-                    "frame": "" if frame is None else str(frame)})
+        images=images,
+        labels=labels,
+        task=task,
+        class_names=names,
+        ids=np.array(listed),
+        groups=groups,
+        provenance={
+            "source": str(root),
+            "labels": str(labels_csv),
+            "format": "dicom-folder",
+            "group_by": group_by,
+            "windows": ", ".join(sorted({r.window.split(" ")[0] for r in read})),
+            "frame": "" if frame is None else str(frame),
+        },
+    )
 
 
 def _read_labels_csv(path: Path) -> pd.DataFrame:
@@ -461,8 +532,9 @@ def _read_labels_csv(path: Path) -> pd.DataFrame:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise InputFileError(f"{path} is not a readable CSV ({e})", "save it as comma-separated UTF-8") from e
     if "file" not in table.columns:
-        raise DataError(f"{path} has no 'file' column (columns: {list(table.columns)})",
-                        "name the column of file paths 'file'")
+        raise DataError(
+            f"{path} has no 'file' column (columns: {list(table.columns)})", "name the column of file paths 'file'"
+        )
     if table.empty:
         raise DataError(f"{path} has no rows", "add one row per DICOM file")
     dup = table["file"][table["file"].duplicated()].unique().tolist()
@@ -477,8 +549,10 @@ def _labels_from_table(table: pd.DataFrame, path: Path) -> tuple[Array, TaskKind
         raise DataError(f"{path} has no label column", "add a 'label' column, or one 0/1 column per label")
     blanks = table[label_cols].isna().any(axis=1)
     if blanks.any():
-        raise DataError(f"{path}: {int(blanks.sum())} row(s) have no label, e.g. {table['file'][blanks].iloc[0]}",
-                        "fill in every label")
+        raise DataError(
+            f"{path}: {int(blanks.sum())} row(s) have no label, e.g. {table['file'][blanks].iloc[0]}",
+            "fill in every label",
+        )
     if label_cols == ["label"]:
         values = table["label"]
         names_sorted = sorted(values.unique().tolist())  # integers sort as numbers, text as text
@@ -489,8 +563,10 @@ def _labels_from_table(table: pd.DataFrame, path: Path) -> tuple[Array, TaskKind
         task: TaskKind = "binary" if len(names_sorted) == 2 else "multiclass"
         return labels, task, tuple(str(v) for v in names_sorted)
     if len(label_cols) < 2:
-        raise DataError(f"{path}: label column {label_cols[0]!r} is not named 'label'",
-                        "name a single label column 'label', or give one 0/1 column per label")
+        raise DataError(
+            f"{path}: label column {label_cols[0]!r} is not named 'label'",
+            "name a single label column 'label', or give one 0/1 column per label",
+        )
     matrix = table[label_cols].to_numpy()
     if not np.isin(matrix, (0, 1)).all():
         raise DataError(f"{path}: multilabel columns {label_cols} must hold only 0 and 1")
@@ -516,9 +592,16 @@ def _few(items: Sequence[str], n: int = 5) -> str:
 # --- one entry point ------------------------------------------------------------------------------------------------
 
 
-def load_images(path: str | Path, *, labels_csv: str | Path | None = None, size: int | tuple[int, int] | None = None,
-                channels: Literal[1, 3] | None = None, window: tuple[float, float] | None = None,
-                frame: int | None = None, class_names: Sequence[str] | None = None) -> ImageDataset:
+def load_images(
+    path: str | Path,
+    *,
+    labels_csv: str | Path | None = None,
+    size: int | tuple[int, int] | None = None,
+    channels: Literal[1, 3] | None = None,
+    window: tuple[float, float] | None = None,
+    frame: int | None = None,
+    class_names: Sequence[str] | None = None,
+) -> ImageDataset:
     """Pick the loader by what ``path`` is: a ``.npz`` file, a DICOM folder (with ``labels_csv``, or a
     ``labels.csv`` inside it), or a folder of class sub-folders of PNG/JPEG images."""
     p = Path(path)
@@ -529,8 +612,10 @@ def load_images(path: str | Path, *, labels_csv: str | Path | None = None, size:
             raise ConfigError(f"option(s) {', '.join(given)} do not apply to {kind} {p}", "leave them out")
 
     if p.is_file() and p.suffix.lower() == ".npz":
-        refuse({"labels_csv": labels_csv, "size": size, "channels": channels, "window": window, "frame": frame},
-               "the .npz file")
+        refuse(
+            {"labels_csv": labels_csv, "size": size, "channels": channels, "window": window, "frame": frame},
+            "the .npz file",
+        )
         return load_npz(p, class_names=class_names)
     if p.is_dir():
         csv = Path(labels_csv) if labels_csv is not None else p / "labels.csv"
@@ -540,6 +625,8 @@ def load_images(path: str | Path, *, labels_csv: str | Path | None = None, size:
         refuse({"window": window, "frame": frame, "class_names": class_names}, "the image folder")
         return load_image_folder(p, size, channels=channels)
     if p.exists():
-        raise InputFileError(f"{p} is neither a .npz file nor a folder",
-                             "give a MedMNIST .npz, a folder of class sub-folders, or a DICOM folder with labels")
+        raise InputFileError(
+            f"{p} is neither a .npz file nor a folder",
+            "give a MedMNIST .npz, a folder of class sub-folders, or a DICOM folder with labels",
+        )
     raise InputFileError(f"no file or folder at {p}", "check the path")

@@ -14,11 +14,13 @@ from medml.errors import LeakageError
 def check_patient_overlap(groups: npt.ArrayLike, split: Split) -> None:
     """Raise when any patient has rows in more than one part of ``split``."""
     g = np.asarray(groups)
-    parts = {name: set(g[idx].tolist()) for name, idx in
-             (("train", split.train), ("calibration", split.calibration), ("test", split.test))}
+    parts = {
+        name: set(g[idx].tolist())
+        for name, idx in (("train", split.train), ("calibration", split.calibration), ("test", split.test))
+    }
     names = list(parts)
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             both = parts[a] & parts[b]
             if both:
                 example = sorted(map(str, both))[:3]

@@ -26,8 +26,13 @@ class Split:
         return {"train": len(self.train), "calibration": len(self.calibration), "test": len(self.test)}
 
 
-def patient_split(groups: npt.ArrayLike, y: npt.ArrayLike | None = None, *,
-                  fractions: tuple[float, float, float] = (0.6, 0.2, 0.2), seed: int = 0) -> Split:
+def patient_split(
+    groups: npt.ArrayLike,
+    y: npt.ArrayLike | None = None,
+    *,
+    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
+    seed: int = 0,
+) -> Split:
     """Assign whole patients to train / calibration / test in the given fractions of patients.
 
     With ``y``, patients are stratified by whether any of their rows is positive, so each part keeps about the
@@ -56,8 +61,9 @@ def patient_split(groups: npt.ArrayLike, y: npt.ArrayLike | None = None, *,
     return Split(*(np.flatnonzero(row_part == k) for k in range(3)))
 
 
-def patient_kfold(groups: npt.ArrayLike, y: npt.ArrayLike, *, k: int = 5,
-                  seed: int = 0) -> Iterator[tuple[Index, Index]]:
+def patient_kfold(
+    groups: npt.ArrayLike, y: npt.ArrayLike, *, k: int = 5, seed: int = 0
+) -> Iterator[tuple[Index, Index]]:
     """k folds of (train rows, held-out rows), stratified by outcome and grouped by patient."""
     g = np.asarray(groups)
     if len(np.unique(g)) < k:

@@ -38,15 +38,17 @@ class FeatureSpec:
         return cls(name=d["name"], kind=kind, unit=d.get("unit", ""), label=d.get("label", ""))  # type: ignore[arg-type]
 
 
-def infer_features(X: pd.DataFrame, units: Mapping[str, str] | None = None,
-                   labels: Mapping[str, str] | None = None) -> tuple[FeatureSpec, ...]:
+def infer_features(
+    X: pd.DataFrame, units: Mapping[str, str] | None = None, labels: Mapping[str, str] | None = None
+) -> tuple[FeatureSpec, ...]:
     """Numeric columns stay numeric, everything else is categorical."""
     units = units or {}
     labels = labels or {}
     return tuple(
         FeatureSpec(
             name=str(c),
-            kind="numeric" if pd.api.types.is_numeric_dtype(X[c]) and not pd.api.types.is_bool_dtype(X[c])
+            kind="numeric"
+            if pd.api.types.is_numeric_dtype(X[c]) and not pd.api.types.is_bool_dtype(X[c])
             else "categorical",
             unit=units.get(str(c), ""),
             label=labels.get(str(c), ""),
@@ -79,8 +81,12 @@ class TaskDataset:
 
     def __post_init__(self) -> None:
         n = len(self.X)
-        for what, size in (("target", len(self.y)), ("groups", len(self.groups)),
-                           ("sensitive attributes", len(self.sensitive)), ("ids", len(self.ids))):
+        for what, size in (
+            ("target", len(self.y)),
+            ("groups", len(self.groups)),
+            ("sensitive attributes", len(self.sensitive)),
+            ("ids", len(self.ids)),
+        ):
             if size != n:
                 raise DataError(f"task '{self.name}': {what} has {size} rows but the features have {n}")
         if self.index_time is not None and len(self.index_time) != n:

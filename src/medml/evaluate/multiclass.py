@@ -27,8 +27,10 @@ def one_hot(y: npt.ArrayLike, task: ClassTask, n_classes: int) -> npt.NDArray[np
     a = np.asarray(y)
     if task == "multilabel":
         if a.ndim != 2 or a.shape[1] != n_classes or not np.isin(a, (0, 1)).all():
-            raise DataError(f"multilabel labels must be N x {n_classes} of 0/1, got shape {a.shape}",
-                            "give one 0/1 column per label")
+            raise DataError(
+                f"multilabel labels must be N x {n_classes} of 0/1, got shape {a.shape}",
+                "give one 0/1 column per label",
+            )
         return a.astype(np.int64)
     a = a.reshape(-1)
     if a.size and (a.min() < 0 or a.max() >= n_classes or not np.all(a == np.round(a))):
@@ -65,8 +67,10 @@ def evaluate_classes(
     probs = np.asarray(p, dtype=np.float64)
     k = len(class_names)
     if probs.ndim != 2 or probs.shape[1] != k:
-        raise DataError(f"probabilities must be N x {k} (one column per class), got shape {probs.shape}",
-                        "pass one probability column per class name")
+        raise DataError(
+            f"probabilities must be N x {k} (one column per class), got shape {probs.shape}",
+            "pass one probability column per class name",
+        )
     if not np.isfinite(probs).all() or probs.min() < 0 or probs.max() > 1:
         raise DataError("probabilities must be finite and in [0, 1]", "pass model probabilities, not logits")
     onehot = one_hot(y, task, k)
@@ -85,15 +89,15 @@ def evaluate_classes(
     with single_threaded_blas():
         for counts in resample_counts(n, n_boot, seed) if n_boot else ():
             for j, order in layouts.items():
-                aurocs[j].append(auroc_weighted(onehot[order, j].astype(np.float64), probs[order, j],
-                                                counts[:, order]))
+                aurocs[j].append(auroc_weighted(onehot[order, j].astype(np.float64), probs[order, j], counts[:, order]))
             accuracy_draws.append(counts @ correct.astype(np.float64) / n)
     ones = np.ones((1, n))
-    point = {j: float(auroc_weighted(onehot[layouts[j], j].astype(np.float64), probs[layouts[j], j],
-                                     ones)[0]) for j in scorable}
+    point = {
+        j: float(auroc_weighted(onehot[layouts[j], j].astype(np.float64), probs[layouts[j], j], ones)[0])
+        for j in scorable
+    }
     draws = {j: np.concatenate(v) if v else np.empty(0) for j, v in aurocs.items()}
-    macro_draws = (np.nanmean(np.vstack([draws[j] for j in scorable]), axis=0) if n_boot
-                   else np.empty(0))
+    macro_draws = np.nanmean(np.vstack([draws[j] for j in scorable]), axis=0) if n_boot else np.empty(0)
 
     def est(value: float, values: FloatArray) -> dict[str, float | None]:
         low, high = percentile_interval(values, level, n_boot)
@@ -102,12 +106,20 @@ def evaluate_classes(
     per_class = []
     for j, name in enumerate(class_names):
         yj, pj = onehot[:, j], probs[:, j]
-        row: dict[str, Any] = {"name": str(name), "n_events": int(yj.sum()), "prevalence": float(yj.mean()),
-                               "mean_probability": float(pj.mean()), "brier": brier(yj, pj)}
+        row: dict[str, Any] = {
+            "name": str(name),
+            "n_events": int(yj.sum()),
+            "prevalence": float(yj.mean()),
+            "mean_probability": float(pj.mean()),
+            "brier": brier(yj, pj),
+        }
         if j in point:
-            row |= {"auroc": est(point[j], draws[j]), "auprc": auprc(yj, pj),
-                    "calibration_slope": _safe(calibration_slope, yj, pj),
-                    "calibration_intercept": _safe(calibration_intercept, yj, pj)}
+            row |= {
+                "auroc": est(point[j], draws[j]),
+                "auprc": auprc(yj, pj),
+                "calibration_slope": _safe(calibration_slope, yj, pj),
+                "calibration_intercept": _safe(calibration_intercept, yj, pj),
+            }
         per_class.append(row)
     out: dict[str, Any] = {
         "task": task,
@@ -116,8 +128,11 @@ def evaluate_classes(
         "macro_auroc": est(float(np.mean([point[j] for j in scorable])), macro_draws),
         "macro_over": f"{len(scorable)} of {k} classes (those with events and non-events)",
         "accuracy": est(float(correct.mean()), np.concatenate(accuracy_draws) if accuracy_draws else np.empty(0)),
-        "accuracy_definition": ("share of images whose most probable class is the true one" if task == "multiclass"
-                                else f"mean over labels of the share of images labelled right at {threshold}"),
+        "accuracy_definition": (
+            "share of images whose most probable class is the true one"
+            if task == "multiclass"
+            else f"mean over labels of the share of images labelled right at {threshold}"
+        ),
         "per_class": per_class,
         "bootstrap": {"n": n_boot, "level": level, "seed": seed, "method": "percentile", "unit": "image"},
     }
@@ -127,15 +142,18 @@ def evaluate_classes(
     return out
 
 
-def pooled_pairs(y: npt.ArrayLike, p: npt.ArrayLike, task: ClassTask, ids: npt.ArrayLike,
-                 class_names: Sequence[str]) -> tuple[npt.NDArray[np.int64], FloatArray, npt.NDArray[np.str_]]:
+def pooled_pairs(
+    y: npt.ArrayLike, p: npt.ArrayLike, task: ClassTask, ids: npt.ArrayLike, class_names: Sequence[str]
+) -> tuple[npt.NDArray[np.int64], FloatArray, npt.NDArray[np.str_]]:
     """Every (image, class) pair as one binary prediction (the micro-average, one-vs-rest): 0/1 outcomes,
     probabilities, and ids ``image|class``."""
     probs = np.asarray(p, dtype=np.float64)
     onehot = one_hot(y, task, len(class_names))
     image_ids = np.asarray(ids).astype(str)
-    pair_ids = np.char.add(np.char.add(np.repeat(image_ids, len(class_names)), "|"),
-                           np.tile(np.asarray(class_names, dtype=str), len(image_ids)))
+    pair_ids = np.char.add(
+        np.char.add(np.repeat(image_ids, len(class_names)), "|"),
+        np.tile(np.asarray(class_names, dtype=str), len(image_ids)),
+    )
     return onehot.reshape(-1), probs.reshape(-1), pair_ids
 
 

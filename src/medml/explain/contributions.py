@@ -56,16 +56,24 @@ def _display(v: Any) -> str:
     return str(v)
 
 
-def global_importance(model: ContributionModel, X: pd.DataFrame, *, max_rows: int = 5000,
-                      seed: int = 0) -> list[dict[str, Any]]:
+def global_importance(
+    model: ContributionModel, X: pd.DataFrame, *, max_rows: int = 5000, seed: int = 0
+) -> list[dict[str, Any]]:
     """Mean absolute contribution of each feature (log-odds), largest first, on up to ``max_rows`` rows."""
     if len(X) > max_rows:
         X = X.sample(max_rows, random_state=seed)
     contrib = model.contributions(X).drop(columns="bias")
     imp = contrib.abs().mean(axis=0)
     specs = {f.name: f for f in model.features_}
-    rows = [{"feature": str(name), "label": specs[str(name)].clinical_name, "unit": specs[str(name)].unit,
-             "importance": float(value)} for name, value in imp.items()]
+    rows = [
+        {
+            "feature": str(name),
+            "label": specs[str(name)].clinical_name,
+            "unit": specs[str(name)].unit,
+            "importance": float(value),
+        }
+        for name, value in imp.items()
+    ]
     return sorted(rows, key=lambda r: -r["importance"])
 
 
@@ -83,7 +91,6 @@ def top_factors(model: ContributionModel, X: pd.DataFrame, *, k: int = 5) -> lis
             if values[i, j] == 0:
                 continue
             spec = specs[name]
-            factors.append(Factor(name, spec.clinical_name, _display(X.iloc[i][name]), spec.unit,
-                                  float(values[i, j])))
+            factors.append(Factor(name, spec.clinical_name, _display(X.iloc[i][name]), spec.unit, float(values[i, j])))
         out.append(factors)
     return out

@@ -45,8 +45,10 @@ def target_layer_of(net: torch.nn.Module) -> str:
             return name
     convs = [name for name, m in modules.items() if isinstance(m, _ConvNd)]
     if not convs:
-        raise ConfigError(f"{type(net).__name__} has no convolution for Grad-CAM to read",
-                          "pass target_layer= with the name of a layer whose output is a spatial feature map")
+        raise ConfigError(
+            f"{type(net).__name__} has no convolution for Grad-CAM to read",
+            "pass target_layer= with the name of a layer whose output is a spatial feature map",
+        )
     return convs[-1]
 
 
@@ -88,15 +90,21 @@ def grad_cam(
     net.eval()
     try:
         with torch.no_grad():
-            logits = np.concatenate([net(torch.from_numpy(x[s : s + batch_size])).numpy()
-                                     for s in range(0, len(x), batch_size)]) if len(x) else np.zeros((0, 1))
+            logits = (
+                np.concatenate(
+                    [net(torch.from_numpy(x[s : s + batch_size])).numpy() for s in range(0, len(x), batch_size)]
+                )
+                if len(x)
+                else np.zeros((0, 1))
+            )
         if class_index is None:
             classes = logits.argmax(axis=1)
         else:
             classes = np.broadcast_to(np.asarray(class_index, dtype=np.int64), (len(x),))
         if len(x) and (classes.min() < 0 or classes.max() >= logits.shape[1]):
-            raise ConfigError(f"class index {classes.max()} is out of range",
-                              f"the network has {logits.shape[1]} outputs")
+            raise ConfigError(
+                f"class index {classes.max()} is out of range", f"the network has {logits.shape[1]} outputs"
+            )
         # Identity post-processing: MONAI's default normaliser maps each map's max to 0 (high = not salient).
         cam = GradCAM(net, target_layers=layer, postprocessing=lambda m: m)
         maps = np.zeros(x.shape[:1] + x.shape[2:], np.float32)
@@ -171,8 +179,10 @@ def _probabilities(model_fn: ScoreFn, x: npt.NDArray[np.float32]) -> FloatArray:
     if p.ndim == 1:  # a binary model's positive class
         p = np.column_stack([1 - p, p])
     if p.ndim != 2 or len(p) != len(x):
-        raise DataError(f"the model returned shape {p.shape} for {len(x)} images",
-                        "model_fn must return N x K class probabilities (or N positive-class probabilities)")
+        raise DataError(
+            f"the model returned shape {p.shape} for {len(x)} images",
+            "model_fn must return N x K class probabilities (or N positive-class probabilities)",
+        )
     return p
 
 
@@ -194,8 +204,9 @@ def deletion_curve(
     x = _as_nchw(images)
     s = np.asarray(saliency, dtype=np.float64)
     if s.shape != (x.shape[0], *x.shape[2:]):
-        raise DataError(f"saliency maps have shape {s.shape}, images {x.shape}",
-                        "give one H x W map per image, at the image's size")
+        raise DataError(
+            f"saliency maps have shape {s.shape}, images {x.shape}", "give one H x W map per image, at the image's size"
+        )
     if steps < 1 or n_random < 1:
         raise ConfigError(f"steps={steps}, n_random={n_random}", "give at least 1 step and 1 random order")
     n, _, h, w = x.shape
@@ -265,8 +276,10 @@ def saliency_grid_png(
 
     imgs, maps = np.asarray(images), np.asarray(heatmaps)
     if len(imgs) != len(maps) or len(captions) != len(imgs):
-        raise DataError(f"{len(imgs)} images, {len(maps)} heat maps and {len(captions)} captions",
-                        "give one heat map and one caption per image")
+        raise DataError(
+            f"{len(imgs)} images, {len(maps)} heat maps and {len(captions)} captions",
+            "give one heat map and one caption per image",
+        )
     shown = {title: list(idx) for title, idx in rows.items() if len(idx)}
     if not shown:
         raise DataError("no images to show in the saliency grid", "give at least one row with an image index")

@@ -73,8 +73,10 @@ def _load(path: Path) -> dict[str, Any]:
         raise InputFileError(f"cannot read SQL-on-FHIR test file {path}: {exc}", "give a readable JSON file") from exc
     ok = isinstance(data, dict) and isinstance(data.get("resources"), list) and isinstance(data.get("tests"), list)
     if not ok or not all(isinstance(t, dict) and "view" in t for t in data["tests"]):
-        raise InputFileError(f"{path} is not a SQL-on-FHIR test file",
-                             "a test file is an object with 'resources' and 'tests' (each test with a 'view')")
+        raise InputFileError(
+            f"{path} is not a SQL-on-FHIR test file",
+            "a test file is an object with 'resources' and 'tests' (each test with a 'view')",
+        )
     return data
 
 
@@ -85,8 +87,10 @@ def _store(resources: list[Any], path: Path) -> FhirStore:
     for i, res in enumerate(anonymous):
         if not isinstance(res, dict) or not isinstance(res.get("resourceType"), str):
             raise InputFileError(f"{path}: resource without resourceType", "fix the test file's resources")
-        store.con.execute("INSERT INTO resources VALUES (?, ?, NULL, ?)",
-                          [res["resourceType"], f"_anonymous_{i + 1}", orjson.dumps(res).decode()])
+        store.con.execute(
+            "INSERT INTO resources VALUES (?, ?, NULL, ?)",
+            [res["resourceType"], f"_anonymous_{i + 1}", orjson.dumps(res).decode()],
+        )
     return store
 
 

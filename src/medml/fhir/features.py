@@ -75,8 +75,10 @@ class Measurement:
     def __post_init__(self) -> None:
         unknown = set(self.aggregates) - set(AGGREGATES)
         if unknown or not self.aggregates:
-            raise ConfigError(f"measurement {self.name}: unknown aggregates {sorted(unknown)}",
-                              f"choose among {', '.join(AGGREGATES)}")
+            raise ConfigError(
+                f"measurement {self.name}: unknown aggregates {sorted(unknown)}",
+                f"choose among {', '.join(AGGREGATES)}",
+            )
         if not self.codes:
             raise ConfigError(f"measurement {self.name} has no code", "give at least one LOINC code")
 
@@ -117,8 +119,10 @@ class FeatureDefinition:
                 continue
             for a in m.aggregates:
                 col = f"{m.name}_{a}"
-                labels[col] = {"count": f"{m.label}: measurements{window}",
-                               "since": f"{m.label}: hours since the last result"}.get(a, f"{m.label} ({a}{window})")
+                labels[col] = {
+                    "count": f"{m.label}: measurements{window}",
+                    "since": f"{m.label}: hours since the last result",
+                }.get(a, f"{m.label} ({a}{window})")
                 units[col] = {"count": "count", "since": "h"}.get(a, m.unit)
         return labels, units
 
@@ -138,14 +142,22 @@ class FeatureDefinition:
         """The definition back from :meth:`to_dict`; a stored definition that does not fit is a ConfigError."""
         try:
             measurements = tuple(
-                Measurement(**{**m, "codes": tuple(m["codes"]), "aggregates": tuple(m["aggregates"]),
-                               "plausible": tuple(m["plausible"]) if m.get("plausible") else None,
-                               "conversions": tuple(Conversion(**c) for c in m.get("conversions", ()))})
-                for m in d["measurements"])
+                Measurement(
+                    **{
+                        **m,
+                        "codes": tuple(m["codes"]),
+                        "aggregates": tuple(m["aggregates"]),
+                        "plausible": tuple(m["plausible"]) if m.get("plausible") else None,
+                        "conversions": tuple(Conversion(**c) for c in m.get("conversions", ())),
+                    }
+                )
+                for m in d["measurements"]
+            )
             return cls(**{**d, "measurements": measurements})
         except (KeyError, TypeError) as e:
-            raise ConfigError(f"stored feature definition is not valid: {e}",
-                              "deploy the model again with this medml version") from None
+            raise ConfigError(
+                f"stored feature definition is not valid: {e}", "deploy the model again with this medml version"
+            ) from None
 
 
 @dataclass
@@ -231,8 +243,11 @@ def _view_sql(name: str) -> str:
 
 def _observation_sql(definition: FeatureDefinition) -> str:
     obs_sql = _view_sql("observations")
-    window = ("" if definition.window_hours is None else
-              f"AND {_TS} >= i.index_time - to_microseconds({int(definition.window_hours * 3_600_000_000)})")
+    window = (
+        ""
+        if definition.window_hours is None
+        else f"AND {_TS} >= i.index_time - to_microseconds({int(definition.window_hours * 3_600_000_000)})"
+    )
     return f"""
     WITH obs AS ({obs_sql}),
     coded AS (
@@ -249,20 +264,31 @@ def _observation_sql(definition: FeatureDefinition) -> str:
     """
 
 
-def build_features(source: FhirStore | Mapping[str, Any] | Iterable[dict[str, Any]], definition: FeatureDefinition,
-                   index_times: Mapping[str, datetime] | pd.Series | None = None) -> BuiltFeatures:
+def build_features(
+    source: FhirStore | Mapping[str, Any] | Iterable[dict[str, Any]],
+    definition: FeatureDefinition,
+    index_times: Mapping[str, datetime] | pd.Series | None = None,
+) -> BuiltFeatures:
     """The definition's features for each patient at their index time (default: now, for every patient)."""
     store = as_store(source)
     con = store.con.cursor()
     if index_times is None:
         now = datetime.now(UTC)
-        ids = [r[0] for r in con.execute("SELECT id FROM resources WHERE resource_type = 'Patient' ORDER BY id")
-               .fetchall()]
+        ids = [
+            r[0] for r in con.execute("SELECT id FROM resources WHERE resource_type = 'Patient' ORDER BY id").fetchall()
+        ]
         index_times = pd.Series(dict.fromkeys(ids, now), dtype=object)
     index = _index_frame(index_times)
     utc = index["index_time"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
-    con.register("_medml_index", pa.table({"patient_id": pa.array(index["patient_id"], pa.string()),
-                                           "index_time": pa.array(utc, pa.timestamp("us", tz="UTC"))}))
+    con.register(
+        "_medml_index",
+        pa.table(
+            {
+                "patient_id": pa.array(index["patient_id"], pa.string()),
+                "index_time": pa.array(utc, pa.timestamp("us", tz="UTC")),
+            }
+        ),
+    )
     con.register("_medml_measures", _measure_table(definition))
     try:
         con.execute(f"CREATE TEMP TABLE _medml_matched AS {_observation_sql(definition)}")
@@ -279,13 +305,16 @@ def build_features(source: FhirStore | Mapping[str, Any] | Iterable[dict[str, An
         con.unregister("_medml_measures")
         con.close()
     X = X[definition.columns()]
-    return BuiltFeatures(X=X.reset_index(drop=True), patient_ids=list(index["patient_id"]),
-                         index_times=index.set_index("patient_id")["index_time"],
-                         dropped_by_patient=dropped)
+    return BuiltFeatures(
+        X=X.reset_index(drop=True),
+        patient_ids=list(index["patient_id"]),
+        index_times=index.set_index("patient_id")["index_time"],
+        dropped_by_patient=dropped,
+    )
 
 
 def _aggregate_sql() -> str:
-    aggs = ", ".join(f"{sql} AS \"{name}\"" for name, sql in _AGG_SQL.items())
+    aggs = ", ".join(f'{sql} AS "{name}"' for name, sql in _AGG_SQL.items())
     return f"""SELECT patient_id, name, {aggs} FROM _medml_matched
                WHERE unit_ok AND v BETWEEN lo AND hi GROUP BY patient_id, name"""
 
@@ -321,7 +350,7 @@ def _pivot(long: pd.DataFrame, index: pd.DataFrame, definition: FeatureDefinitio
                 continue
             m = by_name[str(name)]
             rows = np.array([pos[p] for p in g["patient_id"]], dtype=np.int64)
-            for agg in (("first",) if m.static else m.aggregates):
+            for agg in ("first",) if m.static else m.aggregates:
                 out[rows, col_of[m.name if m.static else f"{m.name}_{agg}"]] = g[agg].to_numpy(dtype=float)
     return pd.DataFrame(out, columns=columns)
 

@@ -28,8 +28,19 @@ from medml.fhir.store import FhirStore, Row, Staging, resource_row
 OnError = Literal["abort", "skip"]
 NDJSON_SUFFIXES = (".ndjson", ".jsonl")
 JSON_SUFFIXES = (".json",)
-BUNDLE_TYPES = frozenset({"transaction", "batch", "collection", "searchset", "document", "transaction-response",
-                          "batch-response", "history", "message"})
+BUNDLE_TYPES = frozenset(
+    {
+        "transaction",
+        "batch",
+        "collection",
+        "searchset",
+        "document",
+        "transaction-response",
+        "batch-response",
+        "history",
+        "message",
+    }
+)
 _URN_REF = re.compile(r'"reference":"(urn:(?:uuid|oid):[^"]+)"')
 
 
@@ -71,13 +82,17 @@ def fhir_files(paths: Sequence[str | Path]) -> list[Path]:
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.is_file() and _kind(p) is not None)
             if not found:
-                raise InputFileError(f"no FHIR files in {path}",
-                                     "expected .json/.ndjson files (optionally .gz): Bundles or Bulk Data exports")
+                raise InputFileError(
+                    f"no FHIR files in {path}",
+                    "expected .json/.ndjson files (optionally .gz): Bundles or Bulk Data exports",
+                )
             out += found
         elif path.is_file():
             if _kind(path) is None:
-                raise InputFileError(f"{path} is not a FHIR JSON or NDJSON file",
-                                     "give .json (a Bundle or a resource) or .ndjson files, optionally gzipped")
+                raise InputFileError(
+                    f"{path} is not a FHIR JSON or NDJSON file",
+                    "give .json (a Bundle or a resource) or .ndjson files, optionally gzipped",
+                )
             out.append(path)
         else:
             raise InputFileError(f"{path} does not exist", "check the path")
@@ -106,8 +121,9 @@ def _read_bytes(path: Path) -> bytes:
 class _Collector:
     """Rows read so far, with the problems met; raises at once when aborting, hands full chunks to ``flush``."""
 
-    def __init__(self, on_error: OnError, flush: Callable[[list[Row]], None] | None = None,
-                 chunk: int = 50_000) -> None:
+    def __init__(
+        self, on_error: OnError, flush: Callable[[list[Row]], None] | None = None, chunk: int = 50_000
+    ) -> None:
         self.on_error = on_error
         self.rows: list[Row] = []
         self.problems: list[IngestProblem] = []
@@ -117,8 +133,10 @@ class _Collector:
     def problem(self, path: Path, where: str, what: str) -> None:
         issue = IngestProblem(str(path), where, what)
         if self.on_error == "abort":
-            raise DataError(f"{issue}; nothing was ingested",
-                            "fix the file, or rerun with --on-error skip to ingest the rest and list what was skipped")
+            raise DataError(
+                f"{issue}; nothing was ingested",
+                "fix the file, or rerun with --on-error skip to ingest the rest and list what was skipped",
+            )
         self.problems.append(issue)
 
     def add(self, path: Path, where: str, resource: Any, text: str | None = None) -> None:
@@ -143,7 +161,7 @@ class _Collector:
 def _lines(path: Path) -> Iterator[bytes]:
     """The lines of a (gzipped) file, streamed: a Bulk Data export can be larger than memory."""
     try:
-        with (gzip.open(path, "rb") if path.name.lower().endswith(".gz") else path.open("rb")) as fh:
+        with gzip.open(path, "rb") if path.name.lower().endswith(".gz") else path.open("rb") as fh:
             yield from fh
     except (OSError, EOFError) as exc:
         raise InputFileError(f"cannot read {path}: {exc}", "check that the file is complete and not corrupt") from exc

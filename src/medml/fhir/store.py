@@ -31,12 +31,16 @@ def check_resource(resource: Any, where: str = "") -> tuple[str, str]:
     """The (type, id) of a resource, or a DataError that says which one is wrong and why."""
     at = f" ({where})" if where else ""
     if not isinstance(resource, dict):
-        raise DataError(f"expected a FHIR resource (a JSON object){at}, got {type(resource).__name__}",
-                        "each resource must be a JSON object with resourceType and id")
+        raise DataError(
+            f"expected a FHIR resource (a JSON object){at}, got {type(resource).__name__}",
+            "each resource must be a JSON object with resourceType and id",
+        )
     rtype = resource.get("resourceType")
     if rtype not in R4_RESOURCE_TYPES:
-        raise DataError(f"unknown FHIR R4 resource type {rtype!r}{at}",
-                        "resourceType must be one of the FHIR R4 resource types, spelt as in the specification")
+        raise DataError(
+            f"unknown FHIR R4 resource type {rtype!r}{at}",
+            "resourceType must be one of the FHIR R4 resource types, spelt as in the specification",
+        )
     rid = resource.get("id")
     if not isinstance(rid, str) or not rid:
         raise DataError(f"{rtype} without an id{at}", "every stored resource needs an id; add one or export with ids")
@@ -48,8 +52,12 @@ def resource_row(resource: Any, where: str = "", text: str | None = None) -> Row
     rtype, rid = check_resource(resource, where)
     meta = resource.get("meta")
     updated = meta.get("lastUpdated") if isinstance(meta, dict) else None
-    return (rtype, rid, updated if isinstance(updated, str) else None,
-            text if text is not None else orjson.dumps(resource).decode())
+    return (
+        rtype,
+        rid,
+        updated if isinstance(updated, str) else None,
+        text if text is not None else orjson.dumps(resource).decode(),
+    )
 
 
 def split_reference(reference: str) -> tuple[str, str]:
@@ -58,8 +66,10 @@ def split_reference(reference: str) -> tuple[str, str]:
     if "_history" in parts:
         parts = parts[: parts.index("_history")]
     if len(parts) < 2 or parts[-2] not in R4_RESOURCE_TYPES or not parts[-1]:
-        raise DataError(f"cannot resolve reference {reference!r}",
-                        "a resolvable reference looks like Patient/123 (urn:uuid: ones resolve only inside a Bundle)")
+        raise DataError(
+            f"cannot resolve reference {reference!r}",
+            "a resolvable reference looks like Patient/123 (urn:uuid: ones resolve only inside a Bundle)",
+        )
     return parts[-2], parts[-1]
 
 
@@ -71,18 +81,28 @@ class Staging:
         self.seq = 0
         self.files = 0
         # resource is JSON here already (validated once, on the way in), so the final insert need not parse it again
-        con.execute("CREATE OR REPLACE TEMP TABLE _medml_staging (seq BIGINT, file INTEGER, resource_type VARCHAR, "
-                    "id VARCHAR, last_updated VARCHAR, resource JSON, id_type VARCHAR)")
-        con.execute("CREATE OR REPLACE TEMP TABLE _medml_r4types AS SELECT unnest(?::VARCHAR[]) AS t",
-                    [sorted(R4_RESOURCE_TYPES)])
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _medml_staging (seq BIGINT, file INTEGER, resource_type VARCHAR, "
+            "id VARCHAR, last_updated VARCHAR, resource JSON, id_type VARCHAR)"
+        )
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _medml_r4types AS SELECT unnest(?::VARCHAR[]) AS t",
+            [sorted(R4_RESOURCE_TYPES)],
+        )
 
     def append(self, rows: list[Row]) -> None:
         """Rows already checked (by :func:`check_resource`)."""
         rtypes, ids, updated, texts = zip(*rows, strict=True)
-        batch = pa.table({"seq": pa.array(range(self.seq, self.seq + len(rows)), pa.int64()),
-                          "file": pa.array([-1] * len(rows), pa.int32()),
-                          "resource_type": pa.array(rtypes, pa.string()), "id": pa.array(ids, pa.string()),
-                          "last_updated": pa.array(updated, pa.string()), "resource": pa.array(texts, pa.string())})
+        batch = pa.table(
+            {
+                "seq": pa.array(range(self.seq, self.seq + len(rows)), pa.int64()),
+                "file": pa.array([-1] * len(rows), pa.int32()),
+                "resource_type": pa.array(rtypes, pa.string()),
+                "id": pa.array(ids, pa.string()),
+                "last_updated": pa.array(updated, pa.string()),
+                "resource": pa.array(texts, pa.string()),
+            }
+        )
         self.seq += len(rows)
         self.con.register("_medml_batch", batch)
         try:
@@ -99,12 +119,15 @@ class Staging:
         self.files += 1
         try:
             # one parse per line for the three fields (a multi-path extraction), and the type of id from that
-            self.con.execute(f"""
+            self.con.execute(
+                f"""
                 INSERT INTO _medml_staging
                 SELECT {self.seq} + row_number() OVER () - 1, {self.files}, e[1] ->> '$', e[2] ->> '$', e[3] ->> '$',
                        j, json_type(e[2])
                 FROM (SELECT j, json_extract(j, ['$.resourceType', '$.id', '$.meta.lastUpdated']) AS e
-                      FROM read_json_objects(?, format = 'newline_delimited') AS t(j))""", [str(path)])
+                      FROM read_json_objects(?, format = 'newline_delimited') AS t(j))""",
+                [str(path)],
+            )
         except duckdb.Error:
             self.con.execute(f"DELETE FROM _medml_staging WHERE file = {self.files}")
             return False
@@ -124,13 +147,15 @@ class Staging:
         try:
             self.con.execute("""DELETE FROM resources r USING _medml_staging s
                                 WHERE r.resource_type = s.resource_type AND r.id = s.id""")
-            duplicates = self.con.execute("SELECT count(*) - count(DISTINCT (resource_type, id)) FROM _medml_staging"
-                                          ).fetchall()[0][0]
+            duplicates = self.con.execute(
+                "SELECT count(*) - count(DISTINCT (resource_type, id)) FROM _medml_staging"
+            ).fetchall()[0][0]
             last = "QUALIFY row_number() OVER (PARTITION BY resource_type, id ORDER BY seq DESC) = 1"
             self.con.execute(f"""INSERT INTO resources SELECT resource_type, id, last_updated, resource
-                                 FROM _medml_staging {last if duplicates else ''}""")
-            counts = self.con.execute("SELECT resource_type, count(DISTINCT id) FROM _medml_staging GROUP BY 1"
-                                      ).fetchall()
+                                 FROM _medml_staging {last if duplicates else ""}""")
+            counts = self.con.execute(
+                "SELECT resource_type, count(DISTINCT id) FROM _medml_staging GROUP BY 1"
+            ).fetchall()
             self.con.execute("COMMIT")
         except BaseException:
             self.con.execute("ROLLBACK")
@@ -154,8 +179,10 @@ class FhirStore:
         try:
             self.con = duckdb.connect(self.path, read_only=read_only)
         except duckdb.Error as exc:
-            raise InputFileError(f"cannot open the FHIR store {self.path}: {exc}",
-                                 "is it a medml DuckDB store? is another process writing to it?") from exc
+            raise InputFileError(
+                f"cannot open the FHIR store {self.path}: {exc}",
+                "is it a medml DuckDB store? is another process writing to it?",
+            ) from exc
         if not read_only:
             self.con.execute(SCHEMA)
 
@@ -186,9 +213,20 @@ class FhirStore:
         For a small in-memory store reused across CDS requests: no staging tables, one insert.
         """
         rows = {(r[0], r[1]): r for r in (resource_row(res, f"resource {i + 1}") for i, res in enumerate(resources))}
-        batch = pa.table({name: pa.array(col, pa.string()) for name, col in
-                          zip(("resource_type", "id", "last_updated", "resource"), zip(*rows.values(), strict=True),
-                              strict=True)}) if rows else None
+        batch = (
+            pa.table(
+                {
+                    name: pa.array(col, pa.string())
+                    for name, col in zip(
+                        ("resource_type", "id", "last_updated", "resource"),
+                        zip(*rows.values(), strict=True),
+                        strict=True,
+                    )
+                }
+            )
+            if rows
+            else None
+        )
         self.con.execute("BEGIN TRANSACTION")
         try:
             self.con.execute("DELETE FROM resources")
@@ -215,17 +253,21 @@ class FhirStore:
 
     def counts(self) -> dict[str, int]:
         """Resources per type, largest first."""
-        rows = self.con.execute("SELECT resource_type, count(*) AS n FROM resources GROUP BY 1 "
-                                "ORDER BY n DESC, resource_type").fetchall()
+        rows = self.con.execute(
+            "SELECT resource_type, count(*) AS n FROM resources GROUP BY 1 ORDER BY n DESC, resource_type"
+        ).fetchall()
         return {str(t): int(n) for t, n in rows}
 
     def get(self, resource_type: str, resource_id: str) -> dict[str, Any]:
         """One resource, or NotFoundError."""
-        rows = self.con.execute("SELECT resource FROM resources WHERE resource_type = ? AND id = ?",
-                                [resource_type, resource_id]).fetchall()
+        rows = self.con.execute(
+            "SELECT resource FROM resources WHERE resource_type = ? AND id = ?", [resource_type, resource_id]
+        ).fetchall()
         if not rows:
-            raise NotFoundError(f"{resource_type}/{resource_id} is not in the FHIR store",
-                                "ingest the export or bundle that holds it (medml fhir ingest PATH)")
+            raise NotFoundError(
+                f"{resource_type}/{resource_id} is not in the FHIR store",
+                "ingest the export or bundle that holds it (medml fhir ingest PATH)",
+            )
         resource: dict[str, Any] = orjson.loads(rows[0][0])
         return resource
 

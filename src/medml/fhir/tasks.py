@@ -49,11 +49,21 @@ def physionet_definition(hours: float = 48) -> FeatureDefinition:
         if m.scale != 1:  # FiO2: percent in FHIR, a fraction in the tabular data and the model
             unit, conversions = "1", (Conversion(m.ucum, divide=m.scale),)
         static = var in tabular.STATIC
-        measurements.append(Measurement(
-            name=var, label=m.label, codes=(code,), unit=unit, conversions=conversions, static=static,
-            aggregates=("first",) if static else tabular.AGGREGATES, plausible=tabular.PLAUSIBLE.get(var)))
-    return FeatureDefinition(name="physionet-2012-48h", measurements=tuple(measurements), window_hours=hours,
-                             age=None, sex="Gender")
+        measurements.append(
+            Measurement(
+                name=var,
+                label=m.label,
+                codes=(code,),
+                unit=unit,
+                conversions=conversions,
+                static=static,
+                aggregates=("first",) if static else tabular.AGGREGATES,
+                plausible=tabular.PLAUSIBLE.get(var),
+            )
+        )
+    return FeatureDefinition(
+        name="physionet-2012-48h", measurements=tuple(measurements), window_hours=hours, age=None, sex="Gender"
+    )
 
 
 def stays(store: FhirStore) -> pd.DataFrame:
@@ -61,8 +71,10 @@ def stays(store: FhirStore) -> pd.DataFrame:
     enc = run_view(store.con, get_view("encounters")).to_pandas()
     enc = enc[enc["encounter_id"].str.startswith(_STAY_PREFIX, na=False)].copy()
     if enc.empty:
-        raise DataError("the FHIR store holds no PhysioNet 2012 stays (Encounters pn2012-*)",
-                        "convert and ingest them: medml fhir convert physionet-2012 DIR, then medml fhir ingest DIR")
+        raise DataError(
+            "the FHIR store holds no PhysioNet 2012 stays (Encounters pn2012-*)",
+            "convert and ingest them: medml fhir convert physionet-2012 DIR, then medml fhir ingest DIR",
+        )
     enc["admitted"] = pd.to_datetime(enc["start"], utc=True, errors="coerce")
     if enc["admitted"].isna().any():
         raise DataError("some PhysioNet Encounters have no period.start", "convert the stays again")
@@ -74,8 +86,10 @@ def stays(store: FhirStore) -> pd.DataFrame:
 def physionet_in_hospital_death(store: FhirStore, hours: float = 48) -> TaskDataset:
     """In-hospital death from the first ``hours`` of each stay, read from FHIR (see the module docstring)."""
     if not 0 < hours <= 48:
-        raise DataError(f"the records cover the first 48 hours of each stay; hours={hours} is outside (0, 48]",
-                        "choose a window of at most 48 hours")
+        raise DataError(
+            f"the records cover the first 48 hours of each stay; hours={hours} is outside (0, 48]",
+            "choose a window of at most 48 hours",
+        )
     enc = stays(store)
     definition = physionet_definition(hours)
     index = pd.Series((enc["admitted"] + pd.Timedelta(hours=hours)).to_numpy(), index=enc["patient_id"].to_numpy())
@@ -94,12 +108,16 @@ def physionet_in_hospital_death(store: FhirStore, hours: float = 48) -> TaskData
         features=infer_features(X, units, labels),
         sensitive=sensitive_frame({"sex": sex, "age_band": age_band(X["Age"])}),
         ids=id_array(enc["stay_id"]),
-        population=(f"{len(enc):,} adult ICU stays of PhysioNet/CinC Challenge 2012 set A (MIMIC-II, Beth Israel "
-                    f"Deaconess Medical Center, 2001-2008), read as FHIR R4 from {store.path}"),
+        population=(
+            f"{len(enc):,} adult ICU stays of PhysioNet/CinC Challenge 2012 set A (MIMIC-II, Beth Israel "
+            f"Deaconess Medical Center, 2001-2008), read as FHIR R4 from {store.path}"
+        ),
         provenance=f"FHIR store {store.path}; converted by medml.fhir.convert.physionet2012",
-        excluded={"deceasedDateTime": "Patient.deceasedDateTime holds the death itself: the outcome",
-                  "Encounter.length": "length of stay: known only at discharge",
-                  "dischargeDisposition": "the outcome"},
+        excluded={
+            "deceasedDateTime": "Patient.deceasedDateTime holds the death itself: the outcome",
+            "Encounter.length": "length of stay: known only at discharge",
+            "dischargeDisposition": "the outcome",
+        },
     )
 
 
@@ -144,15 +162,24 @@ class ServingSpec:
             raise ConfigError(f"unknown index anchor {self.anchor!r}", "use 'now' or 'encounter-start'")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"definition": self.definition.to_dict(), "outcome": self.outcome, "anchor": self.anchor,
-                "hours": self.hours, "encounter_classes": list(self.encounter_classes)}
+        return {
+            "definition": self.definition.to_dict(),
+            "outcome": self.outcome,
+            "anchor": self.anchor,
+            "hours": self.hours,
+            "encounter_classes": list(self.encounter_classes),
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ServingSpec:
         try:
-            return cls(definition=FeatureDefinition.from_dict(d["definition"]), outcome=str(d["outcome"]),
-                       anchor=str(d["anchor"]), hours=float(d["hours"]),
-                       encounter_classes=tuple(d["encounter_classes"]))
+            return cls(
+                definition=FeatureDefinition.from_dict(d["definition"]),
+                outcome=str(d["outcome"]),
+                anchor=str(d["anchor"]),
+                hours=float(d["hours"]),
+                encounter_classes=tuple(d["encounter_classes"]),
+            )
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"stored serving spec is not valid: {e}", "deploy the model again") from None
 
@@ -164,8 +191,13 @@ def serving_spec(dataset: str) -> ServingSpec | None:
     tests/fhir/test_features.py), so a model trained on either scores a stay from FHIR.
     """
     if dataset in (KEY, tabular.KEY):
-        return ServingSpec(definition=physionet_definition(48), outcome="death in hospital",
-                           anchor="encounter-start", hours=48, encounter_classes=("IMP", "ACUTE", "ICU"))
+        return ServingSpec(
+            definition=physionet_definition(48),
+            outcome="death in hospital",
+            anchor="encounter-start",
+            hours=48,
+            encounter_classes=("IMP", "ACUTE", "ICU"),
+        )
     return None
 
 
@@ -174,9 +206,21 @@ def load(data_root: str | Path | None = None) -> TaskDataset:
     root = resolve_data_root(data_root)
     with physionet_store(root) as store:
         ds = physionet_in_hospital_death(store, 48)
-    return dataclasses.replace(ds, provenance=provenance(root, tabular.SOURCE, tabular.OUTCOMES)
-                               + " -> FHIR R4 (medml.fhir.convert) -> ViewDefinitions (medml.fhir.views)")
+    return dataclasses.replace(
+        ds,
+        provenance=provenance(root, tabular.SOURCE, tabular.OUTCOMES)
+        + " -> FHIR R4 (medml.fhir.convert) -> ViewDefinitions (medml.fhir.views)",
+    )
 
 
-__all__ = ["AGGREGATES", "KEY", "ServingSpec", "load", "physionet_definition", "physionet_in_hospital_death",
-           "physionet_store", "serving_spec", "stays"]
+__all__ = [
+    "AGGREGATES",
+    "KEY",
+    "ServingSpec",
+    "load",
+    "physionet_definition",
+    "physionet_in_hospital_death",
+    "physionet_store",
+    "serving_spec",
+    "stays",
+]

@@ -42,8 +42,14 @@ def _apply_map(mapper: Any, p: npt.NDArray[np.float64]) -> npt.NDArray[np.float6
     return np.clip(np.asarray(mapper.predict(p), dtype=float), _EPS, 1 - _EPS)
 
 
-def choose_method(p: npt.NDArray[np.float64], y: npt.NDArray[np.int_], groups: npt.ArrayLike | None = None,
-                  *, folds: int = 5, seed: int = 0) -> tuple[str, dict[str, float]]:
+def choose_method(
+    p: npt.NDArray[np.float64],
+    y: npt.NDArray[np.int_],
+    groups: npt.ArrayLike | None = None,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+) -> tuple[str, dict[str, float]]:
     """Pick the calibration map with the lowest cross-validated log loss within the calibration split.
 
     Folds are grouped by patient. Returns the method and the mean out-of-fold log loss of each candidate.

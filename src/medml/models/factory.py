@@ -22,8 +22,9 @@ def check_model_kind(kind: str) -> None:
         raise ConfigError(f"unknown model '{kind}'", f"choose one of: {', '.join(MODEL_KINDS)}")
 
 
-def make_model(kind: str, features: Sequence[FeatureSpec], params: Mapping[str, Any] | None = None,
-               seed: int = 0) -> LogisticRiskModel | LightGBMRiskModel:
+def make_model(
+    kind: str, features: Sequence[FeatureSpec], params: Mapping[str, Any] | None = None, seed: int = 0
+) -> LogisticRiskModel | LightGBMRiskModel:
     """A fresh, unfitted model of ``kind`` for ``features`` with ``params``."""
     check_model_kind(kind)
     params = dict(params or {})

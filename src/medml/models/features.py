@@ -58,7 +58,9 @@ def categorical_frame(X: pd.DataFrame, specs: Sequence[FeatureSpec]) -> pd.DataF
     out = {}
     for f in specs:
         col = X[f.name]
-        out[f.name] = col.astype(object).where(col.notna(), np.nan).map(
-            lambda v: v if isinstance(v, float) and np.isnan(v) else str(v)
+        out[f.name] = (
+            col.astype(object)
+            .where(col.notna(), np.nan)
+            .map(lambda v: v if isinstance(v, float) and np.isnan(v) else str(v))
         )
     return pd.DataFrame(out, index=X.index, dtype=object)

@@ -25,10 +25,19 @@ class LightGBMRiskModel(ClassifierMixin, BaseEstimator):
 
     explanation_method = "TreeSHAP (LightGBM pred_contrib), log-odds scale"
 
-    def __init__(self, features: Sequence[FeatureSpec] | None = None, n_estimators: int = 400,
-                 learning_rate: float = 0.05, num_leaves: int = 31, min_child_samples: int = 20,
-                 subsample: float = 0.8, colsample_bytree: float = 0.8, reg_lambda: float = 1.0,
-                 n_jobs: int = 2, seed: int = 0) -> None:
+    def __init__(
+        self,
+        features: Sequence[FeatureSpec] | None = None,
+        n_estimators: int = 400,
+        learning_rate: float = 0.05,
+        num_leaves: int = 31,
+        min_child_samples: int = 20,
+        subsample: float = 0.8,
+        colsample_bytree: float = 0.8,
+        reg_lambda: float = 1.0,
+        n_jobs: int = 2,
+        seed: int = 0,
+    ) -> None:
         self.features = features
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -54,14 +63,28 @@ class LightGBMRiskModel(ClassifierMixin, BaseEstimator):
 
     def _booster_params(self) -> dict[str, Any]:
         return dict(
-            n_estimators=self.n_estimators, learning_rate=self.learning_rate, num_leaves=self.num_leaves,
-            min_child_samples=self.min_child_samples, subsample=self.subsample, subsample_freq=1,
-            colsample_bytree=self.colsample_bytree, reg_lambda=self.reg_lambda, n_jobs=self.n_jobs,
-            random_state=self.seed, deterministic=True, force_row_wise=True, verbose=-1,
+            n_estimators=self.n_estimators,
+            learning_rate=self.learning_rate,
+            num_leaves=self.num_leaves,
+            min_child_samples=self.min_child_samples,
+            subsample=self.subsample,
+            subsample_freq=1,
+            colsample_bytree=self.colsample_bytree,
+            reg_lambda=self.reg_lambda,
+            n_jobs=self.n_jobs,
+            random_state=self.seed,
+            deterministic=True,
+            force_row_wise=True,
+            verbose=-1,
         )
 
-    def fit(self, X: pd.DataFrame, y: npt.ArrayLike, eval_set: tuple[pd.DataFrame, npt.ArrayLike] | None = None,
-            early_stopping_rounds: int = 50) -> LightGBMRiskModel:
+    def fit(
+        self,
+        X: pd.DataFrame,
+        y: npt.ArrayLike,
+        eval_set: tuple[pd.DataFrame, npt.ArrayLike] | None = None,
+        early_stopping_rounds: int = 50,
+    ) -> LightGBMRiskModel:
         """Fit; with ``eval_set``, stop when its log loss has not improved for ``early_stopping_rounds``."""
         self.features_ = resolve_features(X, self.features)
         cats = categorical_frame(X, [f for f in self.features_ if f.kind == "categorical"])

@@ -29,8 +29,14 @@ class LogisticRiskModel(ClassifierMixin, BaseEstimator):
 
     explanation_method = "exact: coefficient x (value - training mean), log-odds scale"
 
-    def __init__(self, features: Sequence[FeatureSpec] | None = None, C: float = 1.0,
-                 max_iter: int = 2000, min_category_frequency: int = 10, seed: int = 0) -> None:
+    def __init__(
+        self,
+        features: Sequence[FeatureSpec] | None = None,
+        C: float = 1.0,
+        max_iter: int = 2000,
+        min_category_frequency: int = 10,
+        seed: int = 0,
+    ) -> None:
         self.features = features
         self.C = C
         self.max_iter = max_iter
@@ -49,20 +55,47 @@ class LogisticRiskModel(ClassifierMixin, BaseEstimator):
         cat = [f.name for f in self.features_ if f.kind == "categorical"]
         transformers: list[tuple[str, Any, list[str]]] = []
         if num:
-            transformers.append(("num", Pipeline([
-                ("impute", SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)),
-                ("scale", StandardScaler()),
-            ]), num))
+            transformers.append(
+                (
+                    "num",
+                    Pipeline(
+                        [
+                            ("impute", SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)),
+                            ("scale", StandardScaler()),
+                        ]
+                    ),
+                    num,
+                )
+            )
         if cat:
-            transformers.append(("cat", Pipeline([
-                ("impute", SimpleImputer(strategy="constant", fill_value="(missing)", keep_empty_features=True)),
-                ("onehot", OneHotEncoder(handle_unknown="infrequent_if_exist",
-                                         min_frequency=self.min_category_frequency, sparse_output=False)),
-            ]), cat))
-        self.pipeline_ = Pipeline([
-            ("prep", ColumnTransformer(transformers, verbose_feature_names_out=True)),
-            ("clf", LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=self.seed)),
-        ])
+            transformers.append(
+                (
+                    "cat",
+                    Pipeline(
+                        [
+                            (
+                                "impute",
+                                SimpleImputer(strategy="constant", fill_value="(missing)", keep_empty_features=True),
+                            ),
+                            (
+                                "onehot",
+                                OneHotEncoder(
+                                    handle_unknown="infrequent_if_exist",
+                                    min_frequency=self.min_category_frequency,
+                                    sparse_output=False,
+                                ),
+                            ),
+                        ]
+                    ),
+                    cat,
+                )
+            )
+        self.pipeline_ = Pipeline(
+            [
+                ("prep", ColumnTransformer(transformers, verbose_feature_names_out=True)),
+                ("clf", LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=self.seed)),
+            ]
+        )
         frame = self._frame(X)
         self.pipeline_.fit(frame, np.asarray(y))
         self.classes_ = self.pipeline_.classes_
@@ -79,7 +112,7 @@ class LogisticRiskModel(ClassifierMixin, BaseEstimator):
         for n in names:
             body = n.split("__", 1)[1]
             if body.startswith("missingindicator_"):
-                body = body[len("missingindicator_"):]
+                body = body[len("missingindicator_") :]
             owners.append(next(f for f in features if body == f or body.startswith(f + "_")))
         return owners
 

@@ -45,8 +45,15 @@ class TuningResult:
     history: list[float] = field(default_factory=list)
 
 
-def tune(kind: str, train: TaskDataset, *, budget_seconds: float, seed: int = 0, max_trials: int = 60,
-         on_trial: Callable[[int, float], None] | None = None) -> TuningResult:
+def tune(
+    kind: str,
+    train: TaskDataset,
+    *,
+    budget_seconds: float,
+    seed: int = 0,
+    max_trials: int = 60,
+    on_trial: Callable[[int, float], None] | None = None,
+) -> TuningResult:
     """Search ``kind``'s space, scoring log loss on a patient-grouped inner validation part of ``train``.
 
     Stops at ``budget_seconds`` or ``max_trials``, whichever comes first. With the same trials run, the result

@@ -69,8 +69,12 @@ def summarize_inputs(features: Mapping[str, Any], expected: Sequence[str] | None
     names = list(expected) if expected is not None else sorted(features)
     missing = tuple(n for n in names if _is_missing(features.get(n)))
     vector = [[n, _plain(features.get(n))] for n in names]
-    return InputSummary(n_present=len(names) - len(missing), n_missing=len(missing), missing=missing,
-                        features_sha256=hashlib.sha256(orjson.dumps(vector)).hexdigest())
+    return InputSummary(
+        n_present=len(names) - len(missing),
+        n_missing=len(missing),
+        missing=missing,
+        features_sha256=hashlib.sha256(orjson.dumps(vector)).hexdigest(),
+    )
 
 
 def _check_time(name: str, value: str | None) -> None:
@@ -79,8 +83,7 @@ def _check_time(name: str, value: str | None) -> None:
     try:
         parsed = datetime.fromisoformat(value)
     except (TypeError, ValueError):
-        raise DataError(f"{name} {value!r} is not an ISO 8601 time",
-                        "give e.g. 2024-05-01T08:30:00Z") from None
+        raise DataError(f"{name} {value!r} is not an ISO 8601 time", "give e.g. 2024-05-01T08:30:00Z") from None
     if parsed.tzinfo is None:
         raise DataError(f"{name} {value!r} has no time zone", "give UTC times, e.g. 2024-05-01T08:30:00Z")
 
@@ -103,28 +106,51 @@ class PredictionRecord:
         if not isinstance(self.model, str) or not _MODEL.match(self.model):
             raise DataError(f"model {self.model!r} is not NAME@VERSION", "pass the bundle's name@version")
         if isinstance(self.score, bool) or not isinstance(self.score, int | float) or not 0.0 <= self.score <= 1.0:
-            raise DataError(f"score {self.score!r} is not a probability between 0 and 1",
-                            "record the calibrated probability")
+            raise DataError(
+                f"score {self.score!r} is not a probability between 0 and 1", "record the calibrated probability"
+            )
         object.__setattr__(self, "score", float(self.score))
         _check_time("time", self.time)
         _check_time("index_time", self.index_time)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"v": _VERSION, "model": self.model, "service": self.service, "patient": self.patient,
-                "time": self.time, "index_time": self.index_time, "score": self.score, "risk": self.risk,
-                "hook_instance": self.hook_instance,
-                "inputs": {"n_present": self.inputs.n_present, "n_missing": self.inputs.n_missing,
-                           "missing": list(self.inputs.missing), "features_sha256": self.inputs.features_sha256}}
+        return {
+            "v": _VERSION,
+            "model": self.model,
+            "service": self.service,
+            "patient": self.patient,
+            "time": self.time,
+            "index_time": self.index_time,
+            "score": self.score,
+            "risk": self.risk,
+            "hook_instance": self.hook_instance,
+            "inputs": {
+                "n_present": self.inputs.n_present,
+                "n_missing": self.inputs.n_missing,
+                "missing": list(self.inputs.missing),
+                "features_sha256": self.inputs.features_sha256,
+            },
+        }
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> PredictionRecord:
         inputs = raw["inputs"]
-        return cls(model=raw["model"], service=raw["service"], patient=raw["patient"], time=raw["time"],
-                   index_time=raw.get("index_time"), score=raw["score"], risk=raw["risk"],
-                   hook_instance=raw.get("hook_instance"),
-                   inputs=InputSummary(n_present=int(inputs["n_present"]), n_missing=int(inputs["n_missing"]),
-                                       missing=tuple(inputs["missing"]),
-                                       features_sha256=str(inputs["features_sha256"])))
+        return cls(
+            model=raw["model"],
+            service=raw["service"],
+            patient=raw["patient"],
+            time=raw["time"],
+            index_time=raw.get("index_time"),
+            score=raw["score"],
+            risk=raw["risk"],
+            hook_instance=raw.get("hook_instance"),
+            inputs=InputSummary(
+                n_present=int(inputs["n_present"]),
+                n_missing=int(inputs["n_missing"]),
+                missing=tuple(inputs["missing"]),
+                features_sha256=str(inputs["features_sha256"]),
+            ),
+        )
 
 
 class PredictionLog:
@@ -157,7 +183,7 @@ class PredictionLog:
                     line = b"\n" + line  # after a torn line, start on a line of our own
                 view = memoryview(line)
                 while view:
-                    view = view[os.write(fd, view):]
+                    view = view[os.write(fd, view) :]
                 if self.durable:
                     os.fdatasync(fd)
                 self._end = size + len(line)
@@ -173,8 +199,9 @@ class PredictionLog:
     def read(self) -> list[PredictionRecord]:
         """Every record, in the order written; a line that is not a record is an error naming its number."""
         if not self.path.exists():
-            raise InputFileError(f"no prediction log at {self.path}",
-                                 "check the path; the service writes it with its first prediction")
+            raise InputFileError(
+                f"no prediction log at {self.path}", "check the path; the service writes it with its first prediction"
+            )
         with self.path.open("rb") as fh:
             fcntl.flock(fh.fileno(), fcntl.LOCK_SH)  # no half-written line while we read
             data = fh.read()
@@ -188,20 +215,47 @@ class PredictionLog:
                     raise TypeError("not a JSON object")
                 records.append(PredictionRecord.from_dict(raw))
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, DataError) as e:
-                raise InputFileError(f"{self.path}, line {number} is not a prediction record ({e})",
-                                     "fix or remove that line; the service only appends, so it was edited or torn"
-                                     ) from None
+                raise InputFileError(
+                    f"{self.path}, line {number} is not a prediction record ({e})",
+                    "fix or remove that line; the service only appends, so it was edited or torn",
+                ) from None
         return records
 
     def frame(self) -> pd.DataFrame:
         """Every record as a table, one row each: inputs flattened, ``time`` and ``index_time`` as UTC datetimes."""
         import pandas as pd
 
-        columns = ["model", "service", "patient", "time", "index_time", "score", "risk", "hook_instance",
-                   "n_present", "n_missing", "missing", "features_sha256"]
-        rows = [(r.model, r.service, r.patient, r.time, r.index_time, r.score, r.risk, r.hook_instance,
-                 r.inputs.n_present, r.inputs.n_missing, r.inputs.missing, r.inputs.features_sha256)
-                for r in self.read()]
+        columns = [
+            "model",
+            "service",
+            "patient",
+            "time",
+            "index_time",
+            "score",
+            "risk",
+            "hook_instance",
+            "n_present",
+            "n_missing",
+            "missing",
+            "features_sha256",
+        ]
+        rows = [
+            (
+                r.model,
+                r.service,
+                r.patient,
+                r.time,
+                r.index_time,
+                r.score,
+                r.risk,
+                r.hook_instance,
+                r.inputs.n_present,
+                r.inputs.n_missing,
+                r.inputs.missing,
+                r.inputs.features_sha256,
+            )
+            for r in self.read()
+        ]
         df = pd.DataFrame(rows, columns=columns)
         for col in ("time", "index_time"):
             df[col] = pd.to_datetime(df[col], utc=True, format="ISO8601")

@@ -54,8 +54,7 @@ def changes_prescription(rec: Recommendation) -> bool:
     return (rec.dosing_information or rec.alternate_drug) and rec.classification not in _NO_ACTION
 
 
-def order_alerts(drug: str, phenotypes: Mapping[str, GenePhenotype],
-                 data_root: Path | None = None) -> list[OrderAlert]:
+def order_alerts(drug: str, phenotypes: Mapping[str, GenePhenotype], data_root: Path | None = None) -> list[OrderAlert]:
     """The alerts for ordering ``drug`` (name in any case, or RxNorm code); empty when genotype changes nothing.
 
     Raises :class:`~medml.errors.NotFoundError` for a drug CPIC has no guideline for.
@@ -63,8 +62,21 @@ def order_alerts(drug: str, phenotypes: Mapping[str, GenePhenotype],
     guideline = find_guideline(drug, data_root)
     if not any(phenotypes[g].called for g in guideline.genes if g in phenotypes):
         return []
-    return [OrderAlert(drug=r.drug, rxnorm=r.rxnorm, population=r.population, recommendation=r.text,
-                       strength=r.classification, implications=r.implications, alternative_drug=r.alternate_drug,
-                       dose_change=r.dosing_information, phenotypes=r.phenotypes, guideline=r.guideline,
-                       guideline_url=r.guideline_url, version=r.version)
-            for r in recommendations_for(guideline.drug, phenotypes, data_root) if changes_prescription(r)]
+    return [
+        OrderAlert(
+            drug=r.drug,
+            rxnorm=r.rxnorm,
+            population=r.population,
+            recommendation=r.text,
+            strength=r.classification,
+            implications=r.implications,
+            alternative_drug=r.alternate_drug,
+            dose_change=r.dosing_information,
+            phenotypes=r.phenotypes,
+            guideline=r.guideline,
+            guideline_url=r.guideline_url,
+            version=r.version,
+        )
+        for r in recommendations_for(guideline.drug, phenotypes, data_root)
+        if changes_prescription(r)
+    ]

@@ -52,8 +52,13 @@ class GeneCall:
 
     @property
     def called(self) -> bool:
-        return bool(self.diplotypes) or bool(self.variants) or self.phenotype is not None \
-            or self.activity_score is not None or bool(self.allele_status)
+        return (
+            bool(self.diplotypes)
+            or bool(self.variants)
+            or self.phenotype is not None
+            or self.activity_score is not None
+            or bool(self.allele_status)
+        )
 
     @property
     def lookup_diplotypes(self) -> tuple[Diplotype, ...]:

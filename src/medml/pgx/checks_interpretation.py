@@ -128,12 +128,17 @@ def _reference_call(gene: str, root: Path) -> GeneCall | None:
     if not path.is_file():
         return None
     ref = json.loads(path.read_text())["namedAlleles"][0]["name"]
-    return GeneCall(gene=gene, source="vcf", diplotypes=(Diplotype((ref, ref)),),
-                    warnings=("inferred: no VCF edit for this gene, so reference/reference",))
+    return GeneCall(
+        gene=gene,
+        source="vcf",
+        diplotypes=(Diplotype((ref, ref)),),
+        warnings=("inferred: no VCF edit for this gene, so reference/reference",),
+    )
 
 
-def case_calls_from_expectations(case: Mapping[str, Any], tests_dir: Path,
-                                 data_root: Path | None = None) -> dict[str, GeneCall]:
+def case_calls_from_expectations(
+    case: Mapping[str, Any], tests_dir: Path, data_root: Path | None = None
+) -> dict[str, GeneCall]:
     """The calls a case states itself: outside-call files, then recommended/source/printed diplotypes.
 
     Genes of the case that no expectation names and the test builder left untouched are taken as reference (the
@@ -153,8 +158,9 @@ def case_calls_from_expectations(case: Mapping[str, Any], tests_dir: Path,
     calls: dict[str, GeneCall] = {}
     for gene in {*lookups, *sources}:
         lookup = tuple(lookups[gene]) if gene in lookups else None
-        calls[gene] = GeneCall(gene=gene, source="vcf", diplotypes=tuple(sources.get(gene) or lookups[gene]),
-                               lookup=lookup)
+        calls[gene] = GeneCall(
+            gene=gene, source="vcf", diplotypes=tuple(sources.get(gene) or lookups[gene]), lookup=lookup
+        )
     edits = (case.get("vcf_generation") or {}).get("edits") or {}
     skip = set() if (case.get("options") or {}).get("callCyp2d6") else {"CYP2D6"}  # CYP2D6 needs an outside call
     for gene in case.get("genes", ()):

@@ -57,8 +57,11 @@ def _overlaps(a: Haplotype, b: Haplotype) -> bool:
 
 def _partials(data: GeneData, components: tuple[Haplotype, ...], seq: Sequence) -> tuple[str, ...]:
     """The strand's variants at positions none of ``components`` defines, as ``g.`` HGVS names."""
-    return tuple(hgvs_for(locus, a) for i, (locus, a) in enumerate(zip(data.positions, seq, strict=True))
-                 if a != locus.ref and all(c.pattern[i] is None for c in components))
+    return tuple(
+        hgvs_for(locus, a)
+        for i, (locus, a) in enumerate(zip(data.positions, seq, strict=True))
+        if a != locus.ref and all(c.pattern[i] is None for c in components)
+    )
 
 
 def _explain(data: GeneData, components: tuple[Haplotype, ...], seq: Sequence) -> StrandMatch:

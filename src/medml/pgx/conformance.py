@@ -163,7 +163,8 @@ CHECKS: dict[str, Check] = {
     "matcher_num_gene_calls": lambda c, e: _same(e["value"], len(c.genes_with_data)),
     "matcher_gene": lambda c, e: _same(e["value"], c.gene(e)),
     "matcher_num_missing_positions": lambda c, e: _same(
-        e["value"], len(c.calls[c.gene(e)].missing_positions) if c.gene(e) in c.calls else None),
+        e["value"], len(c.calls[c.gene(e)].missing_positions) if c.gene(e) in c.calls else None
+    ),
     "called_by_matcher": _check_called,
     "reportable": _check_reportable,
     "not_called_by_matcher": _check_not_called,
@@ -225,8 +226,10 @@ class ConformanceReport:
 
     def summary(self) -> str:
         exp, cases = self.totals()
-        return (f"expectations: {exp['passed']} passed, {exp['failed']} failed, {exp['not checked']} not checked; "
-                f"cases: {cases['passed']} passed, {cases['failed']} failed, {cases['not checked']} not checked")
+        return (
+            f"expectations: {exp['passed']} passed, {exp['failed']} failed, {exp['not checked']} not checked; "
+            f"cases: {cases['passed']} passed, {cases['failed']} failed, {cases['not checked']} not checked"
+        )
 
 
 def _word(verdict: bool | None) -> str:
@@ -275,14 +278,19 @@ def run_case(case: dict[str, Any], base: Path) -> CaseResult:
         definitions = _called_definitions(base, options)
         positions = frozenset((p.chromosome, p.position) for d in definitions.values() for p in d.positions)
         sample = read_vcf_sample(base / case["vcf"], positions=positions)
-        calls = call_genes(sample, definitions=definitions, genes=list(definitions),
-                           top_candidate_only=bool(options.get("topCandidateOnly", True)),
-                           find_combinations=bool(options.get("findCombinations", False)))
+        calls = call_genes(
+            sample,
+            definitions=definitions,
+            genes=list(definitions),
+            top_candidate_only=bool(options.get("topCandidateOnly", True)),
+            find_combinations=bool(options.get("findCombinations", False)),
+        )
     except MedmlError as err:
         result.error = str(err)
         return result
-    with_data = frozenset(g for g, d in definitions.items()
-                          if any((p.chromosome, p.position) in sample.genotypes for p in d.positions))
+    with_data = frozenset(
+        g for g, d in definitions.items() if any((p.chromosome, p.position) in sample.genotypes for p in d.positions)
+    )
     files = case.get("outside_calls", [])
     outside: dict[str, GeneCall] = {}
     outside_error = None

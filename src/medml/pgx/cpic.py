@@ -95,13 +95,20 @@ def _annotation_rows(recs: list[dict]) -> tuple[Row, ...]:
     for r in recs:
         cls = (r.get("classification") or {}).get("term")
         drugs = tuple(c["name"] for c in r.get("relatedChemicals") or ())
-        rows.append(Row(id=str(r["id"]), drugs=drugs, lookup_key=tuple(r["lookupKey"].items()),
-                        population=r.get("population"), classification=cls,
-                        implications=tuple(r.get("implications") or ()),
-                        text=_text((r.get("text") or {}).get("html") or ""),
-                        dosing_information=bool(r.get("dosingInformation")),
-                        alternate_drug=bool(r.get("alternateDrugAvailable")),
-                        other_guidance=bool(r.get("otherPrescribingGuidance"))))
+        rows.append(
+            Row(
+                id=str(r["id"]),
+                drugs=drugs,
+                lookup_key=tuple(r["lookupKey"].items()),
+                population=r.get("population"),
+                classification=cls,
+                implications=tuple(r.get("implications") or ()),
+                text=_text((r.get("text") or {}).get("html") or ""),
+                dosing_information=bool(r.get("dosingInformation")),
+                alternate_drug=bool(r.get("alternateDrugAvailable")),
+                other_guidance=bool(r.get("otherPrescribingGuidance")),
+            )
+        )
     return tuple(rows)
 
 
@@ -112,10 +119,20 @@ def _api_rows(drug: str, recs: list[dict]) -> tuple[Row, ...]:
         text = r.get("drugrecommendation") or ""
         implications = tuple(f"{g}: {v}" for g, v in (r.get("implications") or {}).items())
         routine = bool(re.search(r"(?i)no reason to avoid|standard dos|recommended starting dose|no action", text))
-        rows.append(Row(id=f"{drug}-v1.30.0-{i}", drugs=(drug,), lookup_key=tuple((r.get("lookupkey") or {}).items()),
-                        population=r.get("population"), classification=r.get("classification"),
-                        implications=implications, text=text, dosing_information=not routine,
-                        alternate_drug=False, other_guidance=False))
+        rows.append(
+            Row(
+                id=f"{drug}-v1.30.0-{i}",
+                drugs=(drug,),
+                lookup_key=tuple((r.get("lookupkey") or {}).items()),
+                population=r.get("population"),
+                classification=r.get("classification"),
+                implications=implications,
+                text=text,
+                dosing_information=not routine,
+                alternate_drug=False,
+                other_guidance=False,
+            )
+        )
     return tuple(rows)
 
 
@@ -134,20 +151,36 @@ def _load(root: Path) -> dict[str, Guideline]:
             for chem in g["relatedChemicals"]:
                 drug = chem["name"]
                 mine = tuple(r for r in rows if drug in r.drugs)
-                out[drug] = Guideline(drug, rxnorm.get(drug), g["name"].removeprefix("Annotation of "), g.get("url"),
-                                      genes, mine, f"CPIC guideline annotation {data['version']}")
+                out[drug] = Guideline(
+                    drug,
+                    rxnorm.get(drug),
+                    g["name"].removeprefix("Annotation of "),
+                    g.get("url"),
+                    genes,
+                    mine,
+                    f"CPIC guideline annotation {data['version']}",
+                )
         for path in sorted((cpic / API).glob("*.json")):
             data = json.loads(path.read_text())
             drug = data["drugname"]
             if drug not in out:
                 rows = _api_rows(drug, data.get("recommendations") or [])
-                out[drug] = Guideline(drug, data.get("drugid"), data.get("guidelinename") or drug, data.get("url"),
-                                      tuple(data.get("genes") or ()), rows,
-                                      f"CPIC API {data.get('cpicVersion', 'v1.30.0')}", data.get("notesonusage"))
+                out[drug] = Guideline(
+                    drug,
+                    data.get("drugid"),
+                    data.get("guidelinename") or drug,
+                    data.get("url"),
+                    tuple(data.get("genes") or ()),
+                    rows,
+                    f"CPIC API {data.get('cpicVersion', 'v1.30.0')}",
+                    data.get("notesonusage"),
+                )
         return out
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise DataError(f"cannot read the CPIC recommendation data under {cpic}: {e}",
-                        "restore pgx/cpic from the shared data (see its PROVENANCE.md)") from e
+        raise DataError(
+            f"cannot read the CPIC recommendation data under {cpic}: {e}",
+            "restore pgx/cpic from the shared data (see its PROVENANCE.md)",
+        ) from e
 
 
 def guidelines(data_root: Path | None = None) -> dict[str, Guideline]:
@@ -163,9 +196,11 @@ def find_guideline(drug: str, data_root: Path | None = None) -> Guideline:
     for g in table.values():
         if g.drug.lower() == query or (g.rxnorm and g.rxnorm.lower().removeprefix("rxnorm:") == code):
             return g
-    raise NotFoundError(f"no CPIC guideline for drug {drug!r}",
-                        "give a drug name or RxNorm code; medml.pgx.cpic.guidelines() lists the "
-                        f"{len(table)} drugs CPIC covers (e.g. clopidogrel, RxNorm:32968)")
+    raise NotFoundError(
+        f"no CPIC guideline for drug {drug!r}",
+        "give a drug name or RxNorm code; medml.pgx.cpic.guidelines() lists the "
+        f"{len(table)} drugs CPIC covers (e.g. clopidogrel, RxNorm:32968)",
+    )
 
 
 def _matches(row: Row, keys: Mapping[str, tuple[str, ...]]) -> bool:
@@ -184,22 +219,35 @@ def _match(guideline: Guideline, phenotypes: Mapping[str, GenePhenotype]) -> lis
         for row in guideline.rows:
             if row.lookup_key and row.id not in found and _matches(row, keys):
                 found[row.id] = Recommendation(
-                    drug=guideline.drug, rxnorm=guideline.rxnorm, guideline=guideline.name,
-                    guideline_url=guideline.url, version=guideline.version, id=row.id, population=row.population,
-                    classification=row.classification, lookup_key=row.lookup_key, phenotypes=used,
-                    implications=row.implications, text=row.text, dosing_information=row.dosing_information,
-                    alternate_drug=row.alternate_drug, other_guidance=row.other_guidance)
+                    drug=guideline.drug,
+                    rxnorm=guideline.rxnorm,
+                    guideline=guideline.name,
+                    guideline_url=guideline.url,
+                    version=guideline.version,
+                    id=row.id,
+                    population=row.population,
+                    classification=row.classification,
+                    lookup_key=row.lookup_key,
+                    phenotypes=used,
+                    implications=row.implications,
+                    text=row.text,
+                    dosing_information=row.dosing_information,
+                    alternate_drug=row.alternate_drug,
+                    other_guidance=row.other_guidance,
+                )
     return list(found.values())
 
 
-def recommendations_for(drug: str, phenotypes: Mapping[str, GenePhenotype],
-                        data_root: Path | None = None) -> list[Recommendation]:
+def recommendations_for(
+    drug: str, phenotypes: Mapping[str, GenePhenotype], data_root: Path | None = None
+) -> list[Recommendation]:
     """The CPIC recommendations for one drug (name or RxNorm code); one per matching population."""
     return _match(find_guideline(drug, data_root), phenotypes)
 
 
-def recommendations(phenotypes: Mapping[str, GenePhenotype],
-                    data_root: Path | None = None) -> dict[str, list[Recommendation]]:
+def recommendations(
+    phenotypes: Mapping[str, GenePhenotype], data_root: Path | None = None
+) -> dict[str, list[Recommendation]]:
     """Every drug whose guideline involves one of the patient's called genes -> its matching recommendations."""
     called = {g for g, p in phenotypes.items() if p.called}
     return {d: _match(g, phenotypes) for d, g in guidelines(data_root).items() if called & set(g.genes)}

@@ -30,10 +30,28 @@ def definition_dir() -> Path:
 def positions_vcf() -> Path:
     return pharmcat_dir() / "pharmcat_positions.vcf"
 
+
 #: genes called from VCF by default (CYP2D6 needs an outside call unless research mode asks for it)
 DEFAULT_GENES = (
-    "ABCG2", "CACNA1S", "CFTR", "CYP2B6", "CYP2C19", "CYP2C9", "CYP3A4", "CYP3A5", "CYP4F2", "DPYD", "G6PD",
-    "IFNL3", "NAT2", "NUDT15", "RYR1", "SLCO1B1", "TPMT", "UGT1A1", "VKORC1",
+    "ABCG2",
+    "CACNA1S",
+    "CFTR",
+    "CYP2B6",
+    "CYP2C19",
+    "CYP2C9",
+    "CYP3A4",
+    "CYP3A5",
+    "CYP4F2",
+    "DPYD",
+    "G6PD",
+    "IFNL3",
+    "NAT2",
+    "NUDT15",
+    "RYR1",
+    "SLCO1B1",
+    "TPMT",
+    "UGT1A1",
+    "VKORC1",
 )
 #: an allele seen at a defining position but in no definition is read as reference for these genes (with a warning)
 TREAT_UNDOCUMENTED_AS_REFERENCE = frozenset({"CACNA1S", "DPYD", "G6PD", "NUDT15", "RYR1", "TPMT"})
@@ -109,8 +127,12 @@ class GeneDefinition:
 
 def _locus(raw: dict[str, Any]) -> VariantLocus:
     return VariantLocus(
-        chromosome=raw["chromosome"], position=int(raw["position"]), rsid=raw.get("rsid"), ref=raw["ref"],
-        alts=tuple(raw.get("alts") or ()), hgvs=raw.get("chromosomeHgvsName") or "",
+        chromosome=raw["chromosome"],
+        position=int(raw["position"]),
+        rsid=raw.get("rsid"),
+        ref=raw["ref"],
+        alts=tuple(raw.get("alts") or ()),
+        hgvs=raw.get("chromosomeHgvsName") or "",
         cpic_to_vcf=dict(raw.get("cpicToVcfAlleleMap") or {}),
     )
 
@@ -123,29 +145,47 @@ def parse_definition(raw: dict[str, Any], exemption: Exemption | None = None) ->
     for i, na in enumerate(raw["namedAlleles"]):
         cells = na["alleles"]
         if len(cells) != len(positions):
-            raise DataError(f"{raw.get('gene')} allele {na['name']} has {len(cells)} alleles for "
-                            f"{len(positions)} positions", "use an unmodified PharmCAT definition file")
-        alleles.append(NamedAllele(name=na["name"], id=na.get("id") or na["name"],
-                                   alleles=tuple(cells[j] for j in order),
-                                   reference=bool(na.get("reference", i == 0))))
+            raise DataError(
+                f"{raw.get('gene')} allele {na['name']} has {len(cells)} alleles for {len(positions)} positions",
+                "use an unmodified PharmCAT definition file",
+            )
+        alleles.append(
+            NamedAllele(
+                name=na["name"],
+                id=na.get("id") or na["name"],
+                alleles=tuple(cells[j] for j in order),
+                reference=bool(na.get("reference", i == 0)),
+            )
+        )
     if not alleles or not alleles[0].reference:
         alleles = sorted(alleles, key=lambda a: not a.reference)
-    return GeneDefinition(gene=raw["gene"], chromosome=raw["chromosome"],
-                          positions=tuple(positions[j] for j in order), alleles=tuple(alleles),
-                          exemption=exemption or Exemption())
+    return GeneDefinition(
+        gene=raw["gene"],
+        chromosome=raw["chromosome"],
+        positions=tuple(positions[j] for j in order),
+        alleles=tuple(alleles),
+        exemption=exemption or Exemption(),
+    )
 
 
 def parse_exemption(raw: dict[str, Any]) -> Exemption:
     """One gene's entry of exemptions.json."""
+
     def _positions(items: list[Any]) -> frozenset[int]:
         return frozenset(int(p["position"]) if isinstance(p, dict) else int(p) for p in items or ())
 
-    priorities = tuple(sorted(((frozenset(p["list"]), p["pick"]) for p in raw.get("unphasedDiplotypePriorities") or ()),
-                              key=_priority_order))
+    priorities = tuple(
+        sorted(
+            ((frozenset(p["list"]), p["pick"]) for p in raw.get("unphasedDiplotypePriorities") or ()),
+            key=_priority_order,
+        )
+    )
     for options, pick in priorities:
         if pick not in options:
-            raise DataError(f"{raw.get('gene')}: unphased priority {sorted(options)} picks {pick}, not in its list",
-                            "restore exemptions.json from the PharmCAT 3.1.1 release")
+            raise DataError(
+                f"{raw.get('gene')}: unphased priority {sorted(options)} picks {pick}, not in its list",
+                "restore exemptions.json from the PharmCAT 3.1.1 release",
+            )
     return Exemption(
         required_positions=_positions(raw.get("requiredPositions", [])),
         ignored_positions=_positions(raw.get("ignoredPositions", [])),
@@ -169,11 +209,14 @@ def _read_json(path: Path) -> Any:
         with path.open(encoding="utf-8") as fh:
             return json.load(fh)
     except FileNotFoundError as err:
-        raise InputFileError(f"allele definition file {path} not found",
-                             "point MEDML_PGX_DATA at the folder holding pharmcat-3.1.1/") from err
+        raise InputFileError(
+            f"allele definition file {path} not found", "point MEDML_PGX_DATA at the folder holding pharmcat-3.1.1/"
+        ) from err
     except json.JSONDecodeError as err:
-        raise InputFileError(f"{path} is not valid JSON ({err.msg}, line {err.lineno})",
-                             "restore the file from the PharmCAT 3.1.1 release") from err
+        raise InputFileError(
+            f"{path} is not valid JSON ({err.msg}, line {err.lineno})",
+            "restore the file from the PharmCAT 3.1.1 release",
+        ) from err
 
 
 def load_exemptions(directory: Path | None = None) -> dict[str, Exemption]:
@@ -199,8 +242,10 @@ def load_definition_file(path: Path, with_exemptions: bool = True) -> GeneDefini
     return parse_definition(raw, exemption)
 
 
-def load_definitions(genes: tuple[str, ...] | None = None, directory: Path | None = None,
-                     ) -> dict[str, GeneDefinition]:
+def load_definitions(
+    genes: tuple[str, ...] | None = None,
+    directory: Path | None = None,
+) -> dict[str, GeneDefinition]:
     """Definitions for ``genes`` (default: :data:`DEFAULT_GENES`), each file read once per process."""
     folder = Path(directory) if directory is not None else definition_dir()
     return {g: load_definition_file(folder / f"{g}_translation.json") for g in genes or DEFAULT_GENES}

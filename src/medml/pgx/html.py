@@ -61,21 +61,28 @@ def _strength(classification: str | None) -> str:
 def _recommendation(r: Recommendation, drug: DrugResult) -> str:
     found = ", ".join(f"{g}: {v}" for g, v in r.phenotypes)
     alt = "yes: see the text" if r.alternate_drug else "no"
-    return (f"<tr><td>{_e(r.population or 'general')}</td><td>{_strength(r.classification)}</td>"
-            f"<td>{_e(found)}</td><td class=\"rec-text\">{_e(r.text)}</td><td>{_list(r.implications)}</td>"
-            f"<td>{_e(alt)}</td></tr>")
+    return (
+        f"<tr><td>{_e(r.population or 'general')}</td><td>{_strength(r.classification)}</td>"
+        f'<td>{_e(found)}</td><td class="rec-text">{_e(r.text)}</td><td>{_list(r.implications)}</td>'
+        f"<td>{_e(alt)}</td></tr>"
+    )
 
 
 def _drug(d: DrugResult) -> str:
-    head = (f"<h3 id=\"drug-{_e(d.drug.replace(' ', '-'))}\">{_e(d.drug)}</h3><p class=\"meta\">"
-            f"{_e(d.guideline)} ({_e(', '.join(d.genes))}); {_e(d.version)}"
-            f"{'; RxNorm ' + _e(d.rxnorm.removeprefix('RxNorm:')) if d.rxnorm else ''}</p>")
+    head = (
+        f'<h3 id="drug-{_e(d.drug.replace(" ", "-"))}">{_e(d.drug)}</h3><p class="meta">'
+        f"{_e(d.guideline)} ({_e(', '.join(d.genes))}); {_e(d.version)}"
+        f"{'; RxNorm ' + _e(d.rxnorm.removeprefix('RxNorm:')) if d.rxnorm else ''}</p>"
+    )
     if not d.recommendations:
         body = "<p>No CPIC recommendation row matches these results.</p>"
     else:
-        body = ("<table><thead><tr><th>population</th><th>strength</th><th>matched on</th><th>recommendation</th>"
-                "<th>implications</th><th>alternative drug</th></tr></thead><tbody>"
-                + "".join(_recommendation(r, d) for r in d.recommendations) + "</tbody></table>")
+        body = (
+            "<table><thead><tr><th>population</th><th>strength</th><th>matched on</th><th>recommendation</th>"
+            "<th>implications</th><th>alternative drug</th></tr></thead><tbody>"
+            + "".join(_recommendation(r, d) for r in d.recommendations)
+            + "</tbody></table>"
+        )
     notes = _list((m.text for m in d.messages), "warn")
     return head + body + notes
 
@@ -94,11 +101,14 @@ def _genes(result: PgxResult) -> str:
         source = "outside call" if p.source == "outside" else "VCF"
         notes = [*p.warnings, *(m.text for m in result.gene_messages.get(gene, ()) if m.kind != "footnote")]
         call_text = " or ".join(dips) if p.called else "not called"
-        rows.append(f"<tr><td><b>{_e(gene)}</b></td><td>{_e(call_text)}</td><td>{_e(pheno)}</td><td>{_e(score)}</td>"
-                    f"<td>{_e(functions)}</td><td>{_e(source)}</td><td>{_list(notes, 'warn')}</td></tr>")
-    return ("<table><thead><tr><th>gene</th><th>diplotype</th><th>phenotype</th><th>activity score</th>"
-            "<th>allele function</th><th>source</th><th>notes</th></tr></thead><tbody>" + "".join(rows)
-            + "</tbody></table>")
+        rows.append(
+            f"<tr><td><b>{_e(gene)}</b></td><td>{_e(call_text)}</td><td>{_e(pheno)}</td><td>{_e(score)}</td>"
+            f"<td>{_e(functions)}</td><td>{_e(source)}</td><td>{_list(notes, 'warn')}</td></tr>"
+        )
+    return (
+        "<table><thead><tr><th>gene</th><th>diplotype</th><th>phenotype</th><th>activity score</th>"
+        "<th>allele function</th><th>source</th><th>notes</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+    )
 
 
 def _actions(result: PgxResult) -> str:
@@ -108,11 +118,13 @@ def _actions(result: PgxResult) -> str:
             if changes_prescription(r):
                 first = r.text.split("\n", 1)[0]
                 found = ", ".join(f"{g} {v}" for g, v in r.phenotypes)
-                items.append(f"<div class=\"action\"><b>{_e(d.drug)}</b> ({_e(r.population or 'general')}) "
-                             f"{_strength(r.classification)}: {_e(first)} <span class=\"meta\">[{_e(found)}]</span>"
-                             "</div>")
+                items.append(
+                    f'<div class="action"><b>{_e(d.drug)}</b> ({_e(r.population or "general")}) '
+                    f'{_strength(r.classification)}: {_e(first)} <span class="meta">[{_e(found)}]</span>'
+                    "</div>"
+                )
     if not items:
-        return "<p class=\"routine\">No CPIC recommendation changes the usual prescription for these results.</p>"
+        return '<p class="routine">No CPIC recommendation changes the usual prescription for these results.</p>'
     return "".join(items)
 
 
@@ -123,29 +135,36 @@ def _warfarin(result: PgxResult) -> str:
 
     def show(v: object) -> str:
         return "not tested" if v is None else str(v)
-    rows = [("CYP2C9", show(w.cyp2c9)), ("VKORC1 -1639 (rs9923231)", show(w.vkorc1)),
-            ("CYP4F2*3 (rs2108622 T) copies", show(w.cyp4f2_star3_copies)),
-            ("rs12777823 A copies", show(w.rs12777823_a_copies)),
-            ("CYP2C9 *5, *6, *8, *11 tested", "yes" if w.cyp2c9_african_alleles_tested else "no")]
-    table = "<table><tbody>" + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows) + \
-        "</tbody></table>"
+
+    rows = [
+        ("CYP2C9", show(w.cyp2c9)),
+        ("VKORC1 -1639 (rs9923231)", show(w.vkorc1)),
+        ("CYP4F2*3 (rs2108622 T) copies", show(w.cyp4f2_star3_copies)),
+        ("rs12777823 A copies", show(w.rs12777823_a_copies)),
+        ("CYP2C9 *5, *6, *8, *11 tested", "yes" if w.cyp2c9_african_alleles_tested else "no"),
+    ]
+    table = (
+        "<table><tbody>" + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows) + "</tbody></table>"
+    )
     return table + _list(w.notes)
 
 
 def _not_tested(result: PgxResult) -> str:
     if not result.not_tested:
         return "<p>Every gene was tested.</p>"
-    rows = "".join(f"<tr><td><b>{_e(n.gene)}</b></td><td>{_e(n.status)}</td><td>{_e(n.reason)}</td></tr>"
-                   for n in result.not_tested)
-    return ("<table><thead><tr><th>gene</th><th>status</th><th>why</th></tr></thead><tbody>" + rows
-            + "</tbody></table>")
+    rows = "".join(
+        f"<tr><td><b>{_e(n.gene)}</b></td><td>{_e(n.status)}</td><td>{_e(n.reason)}</td></tr>"
+        for n in result.not_tested
+    )
+    return "<table><thead><tr><th>gene</th><th>status</th><th>why</th></tr></thead><tbody>" + rows + "</tbody></table>"
 
 
 def _versions(result: PgxResult) -> str:
     v = dict(result.versions)
     tables = v.pop("phenotype_tables", {})
-    rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(', '.join(x) if isinstance(x, list) else x)}</td></tr>"
-                   for k, x in v.items())
+    rows = "".join(
+        f"<tr><th>{_e(k)}</th><td>{_e(', '.join(x) if isinstance(x, list) else x)}</td></tr>" for k, x in v.items()
+    )
     rows += f"<tr><th>phenotype tables</th><td>{_e(', '.join(f'{g} {t}' for g, t in tables.items()))}</td></tr>"
     return f"<table><tbody>{rows}</tbody></table>"
 
@@ -165,7 +184,7 @@ def render_html(result: PgxResult) -> str:
 <style>{_CSS}</style></head>
 <body><main>
 <h1>Pharmacogenomic report</h1>
-<p class="meta">Sample <b>{_e(result.sample)}</b>{' from ' + _e(result.source) if result.source else ''};
+<p class="meta">Sample <b>{_e(result.sample)}</b>{" from " + _e(result.source) if result.source else ""};
 generated {_e(result.generated)}; CPIC guideline data 2024-03.</p>
 <div class="use"><b>Intended use.</b> {_e(INTENDED_USE)}</div>
 <h2>What changes a prescription</h2>
@@ -173,7 +192,7 @@ generated {_e(result.generated)}; CPIC guideline data 2024-03.</p>
 <h2>Genes</h2>
 {_genes(result)}
 <h2>Drugs whose recommendation changes the prescription</h2>
-{drugs or '<p>None.</p>'}
+{drugs or "<p>None.</p>"}
 <h2>Drugs at standard prescribing</h2>
 <p class="meta">{len(routine)} drugs whose CPIC recommendation for these results is the usual prescription, or which
 have no matching recommendation ({len(actionable)} above need attention).</p>
@@ -184,7 +203,7 @@ have no matching recommendation ({len(actionable)} above need attention).</p>
 {_not_tested(result)}
 <h2>Limits</h2>
 {_list(LIMITS)}
-{('<h3>Notes on strand</h3>' + _list(dict.fromkeys(footnotes))) if footnotes else ''}
+{("<h3>Notes on strand</h3>" + _list(dict.fromkeys(footnotes))) if footnotes else ""}
 <h2>Versions</h2>
 {_versions(result)}
 <footer>Allele definitions and phenotypes: PharmCAT 3.1.1 data (MPL-2.0; CPIC/ClinPGx, CC BY-SA 4.0).

@@ -56,8 +56,14 @@ def _flags(allele: str, alleles: tuple[str, ...]) -> list[bool]:
     return [a == allele for a in alleles]
 
 
-def call_hapb3(intron: tuple[str, ...] | None, exon: tuple[str, ...] | None, *, phased: bool,
-               intron_allele: str = "C", exon_allele: str = "T") -> HapB3Call:
+def call_hapb3(
+    intron: tuple[str, ...] | None,
+    exon: tuple[str, ...] | None,
+    *,
+    phased: bool,
+    intron_allele: str = "C",
+    exon_allele: str = "T",
+) -> HapB3Call:
     """HapB3 from the sample's alleles at rs75017182 (``intron``) and rs56038477 (``exon``), None when missing.
 
     ``phased``: the alleles are in strand order (phased, or effectively phased), so the call is made per strand."""
@@ -176,8 +182,11 @@ def _flip(g: SampleGenotype) -> tuple[str, ...]:
     return tuple(reversed(g.alleles))
 
 
-def _hapb3_alleles(definition: GeneDefinition, data: GeneData, strands: Strands | None,
-                   ) -> tuple[tuple[str, ...] | None, tuple[str, ...] | None, str, str]:
+def _hapb3_alleles(
+    definition: GeneDefinition,
+    data: GeneData,
+    strands: Strands | None,
+) -> tuple[tuple[str, ...] | None, tuple[str, ...] | None, str, str]:
     """The sample's alleles at the intronic and exonic HapB3 positions (strand-ordered when given), and HapB3's."""
     hap = next(a for a in definition.alleles if a.name == HAPB3)
     cells = {locus.rsid: cell for locus, cell in zip(definition.positions, hap.alleles, strict=True) if cell}
@@ -185,18 +194,22 @@ def _hapb3_alleles(definition: GeneDefinition, data: GeneData, strands: Strands 
     for i, (locus, gt) in enumerate(zip(data.positions, data.genotypes, strict=True)):
         if locus.rsid in (HAPB3_EXONIC_RSID, HAPB3_INTRONIC_RSID):
             found[locus.rsid] = strands[i] if strands is not None else gt.alleles
-    return (found.get(HAPB3_INTRONIC_RSID), found.get(HAPB3_EXONIC_RSID),
-            cells[HAPB3_INTRONIC_RSID], cells[HAPB3_EXONIC_RSID])
+    return (
+        found.get(HAPB3_INTRONIC_RSID),
+        found.get(HAPB3_EXONIC_RSID),
+        cells[HAPB3_INTRONIC_RSID],
+        cells[HAPB3_EXONIC_RSID],
+    )
 
 
 def _hapb3(definition: GeneDefinition, data: GeneData, strands: Strands | None) -> HapB3Call:
     intron, exon, intron_allele, exon_allele = _hapb3_alleles(definition, data, strands)
-    return call_hapb3(intron, exon, phased=strands is not None, intron_allele=intron_allele,
-                      exon_allele=exon_allele)
+    return call_hapb3(intron, exon, phased=strands is not None, intron_allele=intron_allele, exon_allele=exon_allele)
 
 
-def call_lowest_function(definition: GeneDefinition, sample: VcfSample, *,
-                         keep_partial_strands: bool = False) -> GeneCall:
+def call_lowest_function(
+    definition: GeneDefinition, sample: VcfSample, *, keep_partial_strands: bool = False
+) -> GeneCall:
     """DPYD or RYR1 for one sample: diplotypes when (effectively) phased, else the variants found.
 
     ``keep_partial_strands`` (research mode): a phased partial genotype (``1|.``) keeps the strand of its one allele,
@@ -206,8 +219,12 @@ def call_lowest_function(definition: GeneDefinition, sample: VcfSample, *,
     full = prepare(definition, sample)
     if keep_partial_strands:
         full.genotypes = [_with_strands(g) for g in full.genotypes]
-    base = GeneCall(gene=gene, source="vcf", missing_positions=tuple(p.position for p in full.missing),
-                    warnings=tuple(full.warnings))
+    base = GeneCall(
+        gene=gene,
+        source="vcf",
+        missing_positions=tuple(p.position for p in full.missing),
+        warnings=tuple(full.warnings),
+    )
     if not full.positions:
         return replace(base, warnings=(f"no {gene} positions in the VCF",))
     hapb3_positions = [p.position for p in full.positions if p.rsid in (HAPB3_EXONIC_RSID, HAPB3_INTRONIC_RSID)]
@@ -235,8 +252,14 @@ def call_lowest_function(definition: GeneDefinition, sample: VcfSample, *,
         lookup = tuple(sorted((_lowest(gene, strands[i]) for i in order), key=name_key))
         calls.setdefault(haps, Diplotype(lookup))
     ordered = sorted(calls, key=lambda h: tuple(name_key(n) for n in h))
-    return replace(base, diplotypes=tuple(Diplotype(h) for h in ordered), phased=full.phased,
-                   effectively_phased=True, lookup=tuple(calls[h] for h in ordered), messages=tuple(messages))
+    return replace(
+        base,
+        diplotypes=tuple(Diplotype(h) for h in ordered),
+        phased=full.phased,
+        effectively_phased=True,
+        lookup=tuple(calls[h] for h in ordered),
+        messages=tuple(messages),
+    )
 
 
 def _unphased(definition: GeneDefinition, data: GeneData, hapb3: HapB3Call, base: GeneCall) -> GeneCall:
@@ -258,9 +281,17 @@ def _unphased(definition: GeneDefinition, data: GeneData, hapb3: HapB3Call, base
     lowest = sorted(variants, key=lambda n: (activity.get(n, 1.0), name_key(n)))[:2]
     lookup = (Diplotype(tuple(sorted(lowest, key=name_key))),) if len(lowest) == 2 else ()
     messages = (hapb3.message,) if hapb3.message else ()
-    return replace(base, variants=tuple(variants), lookup=lookup, messages=messages, phased=False,
-                   effectively_phased=False)
+    return replace(
+        base, variants=tuple(variants), lookup=lookup, messages=messages, phased=False, effectively_phased=False
+    )
 
 
-__all__ = ["HAPB3", "HAPB3_INTRONIC", "MSG_EXONIC_ONLY", "MSG_MISMATCH", "HapB3Call", "call_hapb3",
-           "call_lowest_function"]
+__all__ = [
+    "HAPB3",
+    "HAPB3_INTRONIC",
+    "MSG_EXONIC_ONLY",
+    "MSG_MISMATCH",
+    "HapB3Call",
+    "call_hapb3",
+    "call_lowest_function",
+]

@@ -21,8 +21,19 @@ from medml.pgx.naming import compare_names, name_key
 from medml.pgx.phenotype import slco1b1_rs4149056_diplotype
 from medml.pgx.vcf import SampleGenotype, VcfSample
 
-IUPAC = {"R": "AG", "Y": "CT", "S": "CG", "W": "AT", "K": "GT", "M": "AC", "B": "CGT", "D": "AGT", "H": "ACT",
-         "V": "ACG", "N": "ACGT"}
+IUPAC = {
+    "R": "AG",
+    "Y": "CT",
+    "S": "CG",
+    "W": "AT",
+    "K": "GT",
+    "M": "AC",
+    "B": "CGT",
+    "D": "AGT",
+    "H": "ACT",
+    "V": "ACG",
+    "N": "ACGT",
+}
 
 Sequence = tuple[str, ...]
 #: genes called variant by variant, recommendations from the lowest-function variants
@@ -52,8 +63,10 @@ class GeneData:
     def strand_fixed(self) -> list[bool]:
         """Per position: is the strand of each allele known (homozygous, haploid, or phased in the main set)?"""
         main_set = next((g.phase_set for g in self.genotypes if g.phased and not g.homozygous), None)
-        return [g.alleles[0] == g.alleles[-1] or (g.phased and g.phase_set == main_set)  # haploid or homozygous
-                for g in self.genotypes]
+        return [
+            g.alleles[0] == g.alleles[-1] or (g.phased and g.phase_set == main_set)  # haploid or homozygous
+            for g in self.genotypes
+        ]
 
     def permutations(self) -> set[Sequence]:
         """Every strand sequence the genotypes allow (PharmCAT's CombinationUtil.generatePermutations)."""
@@ -81,10 +94,11 @@ class GeneData:
         if self.haploid:
             return 1
         free = sum(not known for known in fixed)
-        split = any(known and len(g.alleles) == 2 and not g.homozygous
-                    for g, known in zip(self.genotypes, fixed, strict=True))
+        split = any(
+            known and len(g.alleles) == 2 and not g.homozygous for g, known in zip(self.genotypes, fixed, strict=True)
+        )
         diploid = all(len(g.alleles) == 2 for g in self.genotypes)
-        return 2 ** free * (2 if split and diploid else 1)
+        return 2**free * (2 if split and diploid else 1)
 
     def complement(self, seq: Sequence) -> Sequence | None:
         """The other strand, given one: the other allele at each heterozygous position."""
@@ -121,8 +135,13 @@ def _accepts(cell: str) -> frozenset[str]:
     return frozenset(IUPAC[cell]) if len(cell) == 1 and cell in IUPAC else frozenset((cell,))
 
 
-def prepare(definition: GeneDefinition, sample: VcfSample, *, skip_positions: Iterable[int] = (),
-            keep_undocumented: bool = False) -> GeneData:
+def prepare(
+    definition: GeneDefinition,
+    sample: VcfSample,
+    *,
+    skip_positions: Iterable[int] = (),
+    keep_undocumented: bool = False,
+) -> GeneData:
     """Collect the sample's genotypes at the gene's positions; undocumented alleles become reference for the
     toxicity genes (PharmCAT's TREAT_UNDOCUMENTED_VARIATIONS_AS_REFERENCE) and block the call otherwise.
     ``keep_undocumented`` (research mode, combinations) keeps them as they are, to be named as partials."""
@@ -139,13 +158,17 @@ def prepare(definition: GeneDefinition, sample: VcfSample, *, skip_positions: It
             data.partial = True
         if not known.issuperset(gt.alleles):
             if definition.gene in TREAT_UNDOCUMENTED_AS_REFERENCE and not keep_undocumented:
-                data.warnings.append(f"undocumented allele at {locus.chromosome}:{locus.position} "
-                                     f"({'/'.join(gt.alleles)}) treated as reference")
+                data.warnings.append(
+                    f"undocumented allele at {locus.chromosome}:{locus.position} "
+                    f"({'/'.join(gt.alleles)}) treated as reference"
+                )
                 gt = replace(gt, alleles=tuple(a if a in known else locus.ref for a in gt.alleles))
             else:
                 data.undocumented = True
-                data.warnings.append(f"undocumented allele at {locus.chromosome}:{locus.position} "
-                                     f"({'/'.join(gt.alleles)}): {definition.gene} not called")
+                data.warnings.append(
+                    f"undocumented allele at {locus.chromosome}:{locus.position} "
+                    f"({'/'.join(gt.alleles)}): {definition.gene} not called"
+                )
         data.positions.append(locus)
         data.genotypes.append(gt)
     return data
@@ -173,8 +196,11 @@ def _matched_loci(definition: GeneDefinition) -> tuple[tuple[VariantLocus, tuple
     memo = definition_memo(definition)
     if "matched_loci" not in memo:
         unused = _unused_positions(definition)
-        memo["matched_loci"] = tuple((locus, (locus.chromosome, locus.position), locus.vcf_alleles)
-                                      for locus in definition.positions if locus.position not in unused)
+        memo["matched_loci"] = tuple(
+            (locus, (locus.chromosome, locus.position), locus.vcf_alleles)
+            for locus in definition.positions
+            if locus.position not in unused
+        )
     result: tuple[tuple[VariantLocus, tuple[str, int], frozenset[str]], ...] = memo["matched_loci"]
     return result
 
@@ -192,8 +218,9 @@ def _unused_positions(definition: GeneDefinition) -> frozenset[int]:
     return frozenset(used_by_ignored - used_by_others)
 
 
-def build_haplotypes(definition: GeneDefinition, data: GeneData, *, assume_reference: bool = True,
-                     exclude: Iterable[str] = ()) -> tuple[Haplotype, ...]:
+def build_haplotypes(
+    definition: GeneDefinition, data: GeneData, *, assume_reference: bool = True, exclude: Iterable[str] = ()
+) -> tuple[Haplotype, ...]:
     """Named alleles over the available positions; blank cells take the reference allele when ``assume_reference``.
 
     Built once per definition and set of available positions (most samples have the same positions)."""
@@ -208,8 +235,9 @@ def build_haplotypes(definition: GeneDefinition, data: GeneData, *, assume_refer
     return found
 
 
-def _build_haplotypes(definition: GeneDefinition, positions: list[VariantLocus], assume_reference: bool,
-                      exclude: frozenset[str]) -> tuple[Haplotype, ...]:
+def _build_haplotypes(
+    definition: GeneDefinition, positions: list[VariantLocus], assume_reference: bool, exclude: frozenset[str]
+) -> tuple[Haplotype, ...]:
     index = {p.position: i for i, p in enumerate(definition.positions)}
     cols = [index[p.position] for p in positions]
     ref = definition.reference
@@ -229,8 +257,16 @@ def _build_haplotypes(definition: GeneDefinition, positions: list[VariantLocus],
                 r = ref.alleles[col]
                 c = locus.ref if r is None or r in IUPAC else r
             pattern.append(None if c is None else _accepts(c))
-        out.append(Haplotype(na.name, tuple(pattern), score, na.reference, wobbles,
-                             _ref_mask(tuple(pattern), [p.ref for p in positions])))
+        out.append(
+            Haplotype(
+                na.name,
+                tuple(pattern),
+                score,
+                na.reference,
+                wobbles,
+                _ref_mask(tuple(pattern), [p.ref for p in positions]),
+            )
+        )
     return tuple(out)
 
 
@@ -355,8 +391,9 @@ def match_diplotypes(data: GeneData, haplotypes: Iterable[Haplotype], *, top_can
             continue
         acc2 = strands.accepted(hap, strands.second, strands.second_is_ref) if diploid else acc1
         either = acc1 | acc2
-        if either == strands.all_positions and (not strands.fixed or (strands.fixed & ~acc1) == 0
-                                                or (strands.fixed & ~acc2) == 0):
+        if either == strands.all_positions and (
+            not strands.fixed or (strands.fixed & ~acc1) == 0 or (strands.fixed & ~acc2) == 0
+        ):
             matched[hap.name] = (hap, acc1, acc2)
     pairs: list[_Pair] = []
     if single:
@@ -365,8 +402,11 @@ def match_diplotypes(data: GeneData, haplotypes: Iterable[Haplotype], *, top_can
             pairs = [_Pair(h, None, h.score_for(seq, strands.refs)) for h, _, _ in matched.values()]
         else:
             haps = sorted((h for h, _, _ in matched.values()), key=lambda h: name_key(h.name))
-            pairs = [_Pair(*_ordered(a, b), a.score_for(seq, strands.refs) + b.score_for(seq, strands.refs))
-                     for i, a in enumerate(haps) for b in haps[i:]]
+            pairs = [
+                _Pair(*_ordered(a, b), a.score_for(seq, strands.refs) + b.score_for(seq, strands.refs))
+                for i, a in enumerate(haps)
+                for b in haps[i:]
+            ]
     elif diploid:
         names = sorted(matched, key=name_key)
         unfixed = strands.all_positions & ~strands.fixed
@@ -387,8 +427,9 @@ def match_diplotypes(data: GeneData, haplotypes: Iterable[Haplotype], *, top_can
     return pairs
 
 
-def call_gene(definition: GeneDefinition, sample: VcfSample, *, top_candidate_only: bool = True,
-              find_combinations: bool = False) -> GeneCall:
+def call_gene(
+    definition: GeneDefinition, sample: VcfSample, *, top_candidate_only: bool = True, find_combinations: bool = False
+) -> GeneCall:
     """Call one gene of one sample (DPYD goes through the lowest-function caller)."""
     if definition.gene in LOWEST_FUNCTION_GENES:
         from medml.pgx.lowest_function import call_lowest_function
@@ -418,17 +459,29 @@ def call_gene(definition: GeneDefinition, sample: VcfSample, *, top_candidate_on
         from medml.pgx.combinations import combination_diplotypes
 
         combos = combination_diplotypes(definition, data)  # unscored: every pair, whatever topCandidateOnly
-        return _with(base, diplotypes=tuple(Diplotype(c.names, c.score) for c in combos), phased=data.phased,
-                     effectively_phased=data.permutation_count() <= 2, warnings=tuple(data.warnings))
+        return _with(
+            base,
+            diplotypes=tuple(Diplotype(c.names, c.score) for c in combos),
+            phased=data.phased,
+            effectively_phased=data.permutation_count() <= 2,
+            warnings=tuple(data.warnings),
+        )
     warnings = tuple(data.warnings)
     if not effectively_phased and len(pairs) > 1:
         picked = pick_by_priority(pairs, definition.exemption.unphased_priorities)
         if picked is not None:
             pairs = [picked]
-            warnings += (f"unphased {definition.gene} variants gave several calls; picked {picked.label} "
-                         "from frequency data (PharmCAT's unphased priorities)",)
-    return _with(base, diplotypes=tuple(Diplotype(p.names, p.score) for p in pairs),
-                 phased=data.phased, effectively_phased=effectively_phased, warnings=warnings)
+            warnings += (
+                f"unphased {definition.gene} variants gave several calls; picked {picked.label} "
+                "from frequency data (PharmCAT's unphased priorities)",
+            )
+    return _with(
+        base,
+        diplotypes=tuple(Diplotype(p.names, p.score) for p in pairs),
+        phased=data.phased,
+        effectively_phased=effectively_phased,
+        warnings=warnings,
+    )
 
 
 def pick_by_priority(pairs: list[_Pair], priorities: Iterable[tuple[frozenset[str], str]]) -> _Pair | None:
@@ -448,14 +501,21 @@ def _with(call: GeneCall, **changes: object) -> GeneCall:
     return replace(call, **changes)  # type: ignore[arg-type]
 
 
-def call_genes(sample: VcfSample, *, genes: Iterable[str] | None = None, find_combinations: bool = False,
-               top_candidate_only: bool = True, definitions: Mapping[str, GeneDefinition] | None = None,
-               ) -> dict[str, GeneCall]:
+def call_genes(
+    sample: VcfSample,
+    *,
+    genes: Iterable[str] | None = None,
+    find_combinations: bool = False,
+    top_candidate_only: bool = True,
+    definitions: Mapping[str, GeneDefinition] | None = None,
+) -> dict[str, GeneCall]:
     """Call every gene (default: PharmCAT's default set, CYP2D6 excluded) of one VCF sample."""
     defs = definitions if definitions is not None else load_definitions(tuple(genes) if genes else None)
     wanted = list(genes) if genes else list(defs)
-    calls = {g: call_gene(defs[g], sample, top_candidate_only=top_candidate_only,
-                          find_combinations=find_combinations) for g in wanted}
+    calls = {
+        g: call_gene(defs[g], sample, top_candidate_only=top_candidate_only, find_combinations=find_combinations)
+        for g in wanted
+    }
     if "SLCO1B1" in calls and not calls["SLCO1B1"].called:
         calls["SLCO1B1"] = slco1b1_fallback(calls["SLCO1B1"], sample)
     return calls
@@ -475,5 +535,8 @@ def slco1b1_fallback(call: GeneCall, sample: VcfSample) -> GeneCall:
         return call
     lookup = slco1b1_rs4149056_diplotype("/".join(gt.alleles))
     shown = "/".join(f"rs4149056 {a}" for a in sorted(gt.alleles))
-    return replace(call, lookup=(lookup,),
-                   warnings=(*call.warnings, f"no star-allele call; recommendations from rs4149056 alone ({shown})"))
+    return replace(
+        call,
+        lookup=(lookup,),
+        warnings=(*call.warnings, f"no star-allele call; recommendations from rs4149056 alone ({shown})"),
+    )

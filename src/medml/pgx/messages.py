@@ -24,8 +24,15 @@ from medml.pgx.definitions import GeneDefinition, VariantLocus
 from medml.pgx.phenotype import pgx_data_root
 from medml.pgx.vcf import VcfSample
 
-__all__ = ["OUTSIDE_CALL", "REFERENCE_ALLELE", "Message", "drug_messages", "gene_messages", "load_rules",
-           "message_by_id"]
+__all__ = [
+    "OUTSIDE_CALL",
+    "REFERENCE_ALLELE",
+    "Message",
+    "drug_messages",
+    "gene_messages",
+    "load_rules",
+    "message_by_id",
+]
 
 #: the message PharmCAT attaches to every outside call
 OUTSIDE_CALL = "pcat-outside-call"
@@ -71,17 +78,24 @@ def _load(path: Path) -> tuple[Rule, ...]:
         for r in raw:
             m = r["matches"]
             variant = m.get("variant") or ()
-            rules.append(Rule(
-                message=Message(r["rule_name"], r.get("exception_type") or "note", _plain(r.get("message") or "")),
-                gene=m.get("gene") or None, haps_called=tuple(m.get("hapsCalled") or ()),
-                haps_missing=tuple(m.get("hapsMissing") or ()),
-                variants=(variant,) if isinstance(variant, str) else tuple(variant),
-                variants_missing=tuple(m.get("variantsMissing") or ()), dips=tuple(m.get("dips") or ()),
-                drugs=tuple(m.get("drugs") or ())))
+            rules.append(
+                Rule(
+                    message=Message(r["rule_name"], r.get("exception_type") or "note", _plain(r.get("message") or "")),
+                    gene=m.get("gene") or None,
+                    haps_called=tuple(m.get("hapsCalled") or ()),
+                    haps_missing=tuple(m.get("hapsMissing") or ()),
+                    variants=(variant,) if isinstance(variant, str) else tuple(variant),
+                    variants_missing=tuple(m.get("variantsMissing") or ()),
+                    dips=tuple(m.get("dips") or ()),
+                    drugs=tuple(m.get("drugs") or ()),
+                )
+            )
         return tuple(rules)
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise DataError(f"cannot read PharmCAT's messages {path}: {e}",
-                        "restore it from PharmCAT 3.1.1 (see pgx/pharmcat-3.1.1/PROVENANCE.md)") from e
+        raise DataError(
+            f"cannot read PharmCAT's messages {path}: {e}",
+            "restore it from PharmCAT 3.1.1 (see pgx/pharmcat-3.1.1/PROVENANCE.md)",
+        ) from e
 
 
 def load_rules(data_root: Path | None = None) -> tuple[Rule, ...]:
@@ -102,8 +116,12 @@ def _reference_note(call: GeneCall, definition: GeneDefinition) -> Message | Non
     ref = definition.reference.name
     if call.gene in _NO_REFERENCE_NOTE or not any(ref in d.haplotypes for d in call.diplotypes):
         return None
-    return Message(REFERENCE_ALLELE, "note", f"The {call.gene} {ref} allele assignment is characterized by the "
-                   "absence of variants at the positions that are included in the underlying allele definitions.")
+    return Message(
+        REFERENCE_ALLELE,
+        "note",
+        f"The {call.gene} {ref} allele assignment is characterized by the "
+        "absence of variants at the positions that are included in the underlying allele definitions.",
+    )
 
 
 def _uncalled_haplotypes(definition: GeneDefinition, missing: set[int]) -> set[str]:
@@ -120,11 +138,11 @@ def _matches(rule: Rule, call: GeneCall, definition: GeneDefinition, sample: Vcf
     if rule.message.kind == "non-match":  # written for a gene that is not called; PharmCAT shows none on a call
         return False
     haplotypes = {h for d in call.diplotypes for h in d.haplotypes} | set(call.variants)
-    if rule.haps_called and not all(any(h.strip() in haplotypes for h in spec.split(";"))
-                                    for spec in rule.haps_called):
+    if rule.haps_called and not all(any(h.strip() in haplotypes for h in spec.split(";")) for spec in rule.haps_called):
         return False
-    if rule.haps_missing and not set(rule.haps_missing) <= _uncalled_haplotypes(definition,
-                                                                                 set(call.missing_positions)):
+    if rule.haps_missing and not set(rule.haps_missing) <= _uncalled_haplotypes(
+        definition, set(call.missing_positions)
+    ):
         return False
     loci = _loci(definition)
     genotypes = {rsid: sample.genotypes.get((p.chromosome, p.position)) for rsid, p in loci.items()}
@@ -138,14 +156,16 @@ def _matches(rule: Rule, call: GeneCall, definition: GeneDefinition, sample: Vcf
     if rule.message.kind == "ambiguity":
         if rule.dips and call.phased:
             return False
-        if rule.variants and not all((g := genotypes[v]) is not None and len(g.alleles) == 2 and not g.homozygous
-                                     for v in rule.variants):
+        if rule.variants and not all(
+            (g := genotypes[v]) is not None and len(g.alleles) == 2 and not g.homozygous for v in rule.variants
+        ):
             return False
     return True
 
 
-def gene_messages(call: GeneCall, definition: GeneDefinition | None, sample: VcfSample | None,
-                  data_root: Path | None = None) -> tuple[Message, ...]:
+def gene_messages(
+    call: GeneCall, definition: GeneDefinition | None, sample: VcfSample | None, data_root: Path | None = None
+) -> tuple[Message, ...]:
     """The messages for one gene call: the matcher's own (``call.messages``), then messages.json's rules."""
     rules = load_rules(data_root)
     if call.source == "outside":
@@ -154,19 +174,26 @@ def gene_messages(call: GeneCall, definition: GeneDefinition | None, sample: Vcf
     out = [m for name in call.messages if (m := message_by_id(name, data_root)) is not None]
     if not call.called or definition is None or sample is None:
         return tuple(out)
-    out += [r.message for r in rules if r.gene == call.gene and r.message.text and r.message not in out
-            and _matches(r, call, definition, sample)]
+    out += [
+        r.message
+        for r in rules
+        if r.gene == call.gene and r.message.text and r.message not in out and _matches(r, call, definition, sample)
+    ]
     if (note := _reference_note(call, definition)) is not None:
         out.append(note)
     return tuple(out)
 
 
-def drug_messages(drug: str, gene_message_ids: Mapping[str, Iterable[str]],
-                  data_root: Path | None = None) -> tuple[Message, ...]:
+def drug_messages(
+    drug: str, gene_message_ids: Mapping[str, Iterable[str]], data_root: Path | None = None
+) -> tuple[Message, ...]:
     """The messages for a drug: rules naming it with no gene, or whose gene got the same message."""
     out = []
     for r in load_rules(data_root):
-        if drug in r.drugs and r.message.text and (r.gene is None or r.message.id in set(
-                gene_message_ids.get(r.gene, ()))):
+        if (
+            drug in r.drugs
+            and r.message.text
+            and (r.gene is None or r.message.id in set(gene_message_ids.get(r.gene, ())))
+        ):
             out.append(r.message)
     return tuple(out)

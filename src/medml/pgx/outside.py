@@ -147,10 +147,19 @@ class _Parser:
         return new
 
     def calls(self) -> list[GeneCall]:
-        return [GeneCall(gene=g, source="outside", diplotypes=tuple(e.diplotypes), phenotype=e.phenotype,
-                         activity_score=e.activity_score, allele_status=tuple(e.allele_status),
-                         lookup=tuple(e.lookups) if e.lookups != e.diplotypes else None,
-                         warnings=tuple(e.warnings)) for g, e in self.genes.items()]
+        return [
+            GeneCall(
+                gene=g,
+                source="outside",
+                diplotypes=tuple(e.diplotypes),
+                phenotype=e.phenotype,
+                activity_score=e.activity_score,
+                allele_status=tuple(e.allele_status),
+                lookup=tuple(e.lookups) if e.lookups != e.diplotypes else None,
+                warnings=tuple(e.warnings),
+            )
+            for g, e in self.genes.items()
+        ]
 
 
 def _parse_into(parser: _Parser, text: str, name: str) -> None:
@@ -175,7 +184,8 @@ def read_outside_calls(paths: Path | str | Iterable[Path | str], data_root: Path
         try:
             text = p.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
-            raise InputFileError(f"cannot read the outside-call file {p}: {e}",
-                                 "check the path and that it is UTF-8 text") from e
+            raise InputFileError(
+                f"cannot read the outside-call file {p}: {e}", "check the path and that it is UTF-8 text"
+            ) from e
         _parse_into(parser, text, str(p))
     return parser.calls()

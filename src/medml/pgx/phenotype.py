@@ -63,16 +63,23 @@ _OLDER_TABLES = {
     "G6PD": "phenotype-older/76bfe08c/cpic/G6PD.json",
     "RYR1": "phenotype-older/5cb67175/cpic/RYR1.json",
 }
-_ABBREVIATIONS = {"pm": "Poor Metabolizer", "im": "Intermediate Metabolizer", "nm": "Normal Metabolizer",
-                  "em": "Normal Metabolizer", "um": "Ultrarapid Metabolizer"}
+_ABBREVIATIONS = {
+    "pm": "Poor Metabolizer",
+    "im": "Intermediate Metabolizer",
+    "nm": "Normal Metabolizer",
+    "em": "Normal Metabolizer",
+    "um": "Ultrarapid Metabolizer",
+}
 
 
 def pgx_data_root(data_root: Path | None = None) -> Path:
     """The ``pgx`` folder of the shared data (``MEDML_DATA``), or ``data_root`` itself when it is one."""
     root = data_root if data_root is not None else get_settings().data_root / "pgx"
     if not (root / "pharmcat-3.1.1").is_dir():
-        raise NotFoundError(f"no PharmCAT reference data under {root}",
-                            "set MEDML_DATA to the shared data folder that holds pgx/pharmcat-3.1.1")
+        raise NotFoundError(
+            f"no PharmCAT reference data under {root}",
+            "set MEDML_DATA to the shared data folder that holds pgx/pharmcat-3.1.1",
+        )
     return root
 
 
@@ -112,17 +119,28 @@ class PhenotypeTable:
 def _load_table(path: Path) -> PhenotypeTable:
     try:
         data = json.loads(path.read_text())
-        rows = {frozenset(Counter(d["diplotypekey"]).items()):
-                TableRow(d["generesult"], d.get("activityScore"), d["lookupkey"]) for d in data["diplotypes"]}
+        rows = {
+            frozenset(Counter(d["diplotypekey"]).items()): TableRow(
+                d["generesult"], d.get("activityScore"), d["lookupkey"]
+            )
+            for d in data["diplotypes"]
+        }
         # activity genes keep activity values in "haplotypes"; the function is in namedAlleles (absent in old G6PD)
         named = data.get("namedAlleles") or []
         functions = {n["name"]: n["functionValue"] for n in named} if named else dict(data["haplotypes"])
-        return PhenotypeTable(gene=data["gene"], version=str(data["version"]), path=str(path),
-                              functions=functions, activity_values=dict(data.get("activityValues") or {}),
-                              rows=rows)
+        return PhenotypeTable(
+            gene=data["gene"],
+            version=str(data["version"]),
+            path=str(path),
+            functions=functions,
+            activity_values=dict(data.get("activityValues") or {}),
+            rows=rows,
+        )
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise DataError(f"cannot read the phenotype table {path}: {e}",
-                        "restore it from PharmCAT 3.1.1 (see pgx/pharmcat-3.1.1/PROVENANCE.md)") from e
+        raise DataError(
+            f"cannot read the phenotype table {path}: {e}",
+            "restore it from PharmCAT 3.1.1 (see pgx/pharmcat-3.1.1/PROVENANCE.md)",
+        ) from e
 
 
 def load_phenotype_table(gene: str, data_root: Path | None = None) -> PhenotypeTable | None:
@@ -266,11 +284,22 @@ def phenotypes(calls: Iterable[GeneCall], data_root: Path | None = None) -> dict
     return {g: phenotype(c, data_root) for g, c in chosen.items()}
 
 
-def phenotype_result(gene: str, phenotype_: str | None = None, activity_score: str | None = None,
-                     allele_status: Iterable[str] = (), diplotype: str | None = None,
-                     data_root: Path | None = None) -> GenePhenotype:
+def phenotype_result(
+    gene: str,
+    phenotype_: str | None = None,
+    activity_score: str | None = None,
+    allele_status: Iterable[str] = (),
+    diplotype: str | None = None,
+    data_root: Path | None = None,
+) -> GenePhenotype:
     """A result as a lab or the EHR reports it (``CYP2C19``, ``PM``; ``CYP2D6`` score ``0.0``; ``*57:01 positive``)."""
     dips = (Diplotype(tuple(diplotype.split("/"))),) if diplotype else ()
-    call = GeneCall(gene=gene, source="outside", diplotypes=dips, phenotype=phenotype_,
-                    activity_score=activity_score, allele_status=tuple(allele_status))
+    call = GeneCall(
+        gene=gene,
+        source="outside",
+        diplotypes=dips,
+        phenotype=phenotype_,
+        activity_score=activity_score,
+        allele_status=tuple(allele_status),
+    )
     return phenotype(call, data_root)

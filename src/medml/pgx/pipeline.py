@@ -31,13 +31,25 @@ from medml.pgx.outside import read_outside_calls
 from medml.pgx.phenotype import HLA_ALLELES, DiplotypePhenotype, GenePhenotype, pgx_data_root, phenotypes
 from medml.pgx.vcf import VcfSample, read_vcf
 
-__all__ = ["INTENDED_USE", "LIMITS", "SCHEMA", "DrugResult", "NotTested", "PgxResult", "WarfarinGenotype",
-           "analyse_calls", "analyse_vcf", "phenotypes_from_dict"]
+__all__ = [
+    "INTENDED_USE",
+    "LIMITS",
+    "SCHEMA",
+    "DrugResult",
+    "NotTested",
+    "PgxResult",
+    "WarfarinGenotype",
+    "analyse_calls",
+    "analyse_vcf",
+    "phenotypes_from_dict",
+]
 
 SCHEMA = "medml.pgx.result/1"
-INTENDED_USE = ("Clinical decision support, not a diagnosis. Genotypes called by software from a sequencing or array "
-                "VCF must be confirmed by an accredited laboratory before they guide prescribing; the prescriber "
-                "decides, with the patient's clinical picture.")
+INTENDED_USE = (
+    "Clinical decision support, not a diagnosis. Genotypes called by software from a sequencing or array "
+    "VCF must be confirmed by an accredited laboratory before they guide prescribing; the prescriber "
+    "decides, with the patient's clinical picture."
+)
 LIMITS = (
     "CYP2D6 is not called from the VCF (copy number and structural variants decide it): its result comes only from "
     "an outside call (e.g. StellarPGx, Aldy, or a laboratory report). HLA-A, HLA-B and MT-RNR1 likewise.",
@@ -121,17 +133,25 @@ class PgxResult:
             "generated": self.generated,
             "intended_use": INTENDED_USE,
             "limits": list(LIMITS),
-            "genes": [_gene_dict(self.phenotypes[g], self.calls.get(g), self.gene_messages.get(g, ()))
-                      for g in sorted(self.phenotypes)],
+            "genes": [
+                _gene_dict(self.phenotypes[g], self.calls.get(g), self.gene_messages.get(g, ()))
+                for g in sorted(self.phenotypes)
+            ],
             "drugs": [_drug_dict(d) for d in self.drugs],
-            "warfarin": None if self.warfarin is None else {
-                "cyp2c9": self.warfarin.cyp2c9, "vkorc1": self.warfarin.vkorc1,
+            "warfarin": None
+            if self.warfarin is None
+            else {
+                "cyp2c9": self.warfarin.cyp2c9,
+                "vkorc1": self.warfarin.vkorc1,
                 "cyp4f2_star3_copies": self.warfarin.cyp4f2_star3_copies,
                 "rs12777823_a_copies": self.warfarin.rs12777823_a_copies,
                 "cyp2c9_african_alleles_tested": self.warfarin.cyp2c9_african_alleles_tested,
-                "notes": list(self.warfarin.notes)},
-            "not_tested": [{"gene": n.gene, "status": n.status, "reason": n.reason,
-                            "missing_positions": list(n.missing_positions)} for n in self.not_tested],
+                "notes": list(self.warfarin.notes),
+            },
+            "not_tested": [
+                {"gene": n.gene, "status": n.status, "reason": n.reason, "missing_positions": list(n.missing_positions)}
+                for n in self.not_tested
+            ],
             "versions": dict(self.versions),
         }
 
@@ -146,10 +166,15 @@ def _one(values: Iterable[str | None]) -> str | None:
 
 
 def _result_dict(r: DiplotypePhenotype) -> dict[str, Any]:
-    return {"diplotype": r.diplotype.label if r.diplotype else None,
-            "haplotypes": list(r.diplotype.haplotypes) if r.diplotype else [],
-            "phenotype": r.phenotype, "activity_score": r.activity_score, "functions": list(r.functions),
-            "activity_values": list(r.activity_values), "lookup_keys": list(r.lookup_keys)}
+    return {
+        "diplotype": r.diplotype.label if r.diplotype else None,
+        "haplotypes": list(r.diplotype.haplotypes) if r.diplotype else [],
+        "phenotype": r.phenotype,
+        "activity_score": r.activity_score,
+        "functions": list(r.functions),
+        "activity_values": list(r.activity_values),
+        "lookup_keys": list(r.lookup_keys),
+    }
 
 
 def _gene_dict(p: GenePhenotype, call: GeneCall | None, messages: tuple[Message, ...]) -> dict[str, Any]:
@@ -161,7 +186,9 @@ def _gene_dict(p: GenePhenotype, call: GeneCall | None, messages: tuple[Message,
     if phenotype is None and p.gene in HLA_ALLELES:
         phenotype = _one(", ".join(r.lookup_keys) for r in results)
     return {
-        "gene": p.gene, "source": p.source, "called": p.called,
+        "gene": p.gene,
+        "source": p.source,
+        "called": p.called,
         "diplotypes": source_dips,
         "lookup_diplotypes": [r.diplotype.label for r in results if r.diplotype],
         "phenotype": phenotype if p.called else None,
@@ -178,14 +205,27 @@ def _gene_dict(p: GenePhenotype, call: GeneCall | None, messages: tuple[Message,
 
 def _drug_dict(d: DrugResult) -> dict[str, Any]:
     return {
-        "drug": d.drug, "rxnorm": d.rxnorm, "guideline": d.guideline, "guideline_url": d.guideline_url,
-        "version": d.version, "genes": list(d.genes),
-        "recommendations": [{
-            "population": r.population, "classification": r.classification, "text": r.text,
-            "implications": list(r.implications), "alternate_drug": r.alternate_drug,
-            "dosing_information": r.dosing_information, "other_guidance": r.other_guidance,
-            "changes_prescription": changes_prescription(r), "lookup_key": dict(r.lookup_key),
-            "phenotypes": dict(r.phenotypes)} for r in d.recommendations],
+        "drug": d.drug,
+        "rxnorm": d.rxnorm,
+        "guideline": d.guideline,
+        "guideline_url": d.guideline_url,
+        "version": d.version,
+        "genes": list(d.genes),
+        "recommendations": [
+            {
+                "population": r.population,
+                "classification": r.classification,
+                "text": r.text,
+                "implications": list(r.implications),
+                "alternate_drug": r.alternate_drug,
+                "dosing_information": r.dosing_information,
+                "other_guidance": r.other_guidance,
+                "changes_prescription": changes_prescription(r),
+                "lookup_key": dict(r.lookup_key),
+                "phenotypes": dict(r.phenotypes),
+            }
+            for r in d.recommendations
+        ],
         "messages": [{"id": m.id, "type": m.kind, "text": m.text} for m in d.messages],
     }
 
@@ -207,20 +247,37 @@ def read_results(path: Path, fix: str = "give the JSON of `medml pgx call --form
 def phenotypes_from_dict(document: Mapping[str, Any]) -> dict[str, GenePhenotype]:
     """The gene results of a :meth:`PgxResult.to_dict` document, ready for :func:`medml.pgx.alerts.order_alerts`."""
     if document.get("schema") != SCHEMA or not isinstance(document.get("genes"), list):
-        raise InputFileError(f"not a medml PGx result (schema {document.get('schema')!r}, expected {SCHEMA!r})",
-                             "give the JSON that `medml pgx call SAMPLE.vcf --format json` writes")
+        raise InputFileError(
+            f"not a medml PGx result (schema {document.get('schema')!r}, expected {SCHEMA!r})",
+            "give the JSON that `medml pgx call SAMPLE.vcf --format json` writes",
+        )
     out = {}
     try:
         for g in document["genes"]:
-            results = tuple(DiplotypePhenotype(
-                Diplotype(tuple(r["haplotypes"])) if r.get("haplotypes") else None, tuple(r.get("functions") or ()),
-                tuple(r.get("activity_values") or ()), r.get("phenotype"), r.get("activity_score"),
-                tuple(r.get("lookup_keys") or ())) for r in g.get("results") or ())
-            out[g["gene"]] = GenePhenotype(g["gene"], g["source"], results, bool(g["called"]),
-                                           g.get("phenotype_table_version"), tuple(g.get("warnings") or ()))
+            results = tuple(
+                DiplotypePhenotype(
+                    Diplotype(tuple(r["haplotypes"])) if r.get("haplotypes") else None,
+                    tuple(r.get("functions") or ()),
+                    tuple(r.get("activity_values") or ()),
+                    r.get("phenotype"),
+                    r.get("activity_score"),
+                    tuple(r.get("lookup_keys") or ()),
+                )
+                for r in g.get("results") or ()
+            )
+            out[g["gene"]] = GenePhenotype(
+                g["gene"],
+                g["source"],
+                results,
+                bool(g["called"]),
+                g.get("phenotype_table_version"),
+                tuple(g.get("warnings") or ()),
+            )
     except (KeyError, TypeError, AttributeError) as e:
-        raise InputFileError(f"a gene entry of the PGx result is malformed ({type(e).__name__}: {e})",
-                             "regenerate it with `medml pgx call SAMPLE.vcf --format json`") from e
+        raise InputFileError(
+            f"a gene entry of the PGx result is malformed ({type(e).__name__}: {e})",
+            "regenerate it with `medml pgx call SAMPLE.vcf --format json`",
+        ) from e
     return out
 
 
@@ -235,9 +292,14 @@ def _read_sample(vcf_path: Path, sample: str | None) -> VcfSample:
     return samples[0]
 
 
-def analyse_vcf(vcf_path: str | Path, *, outside_calls: str | Path | Iterable[str | Path] | None = None,
-                sample: str | None = None, find_combinations: bool = False,
-                data_root: Path | None = None) -> PgxResult:
+def analyse_vcf(
+    vcf_path: str | Path,
+    *,
+    outside_calls: str | Path | Iterable[str | Path] | None = None,
+    sample: str | None = None,
+    find_combinations: bool = False,
+    data_root: Path | None = None,
+) -> PgxResult:
     """Analyse one sample of a GRCh38 VCF (``sample`` picks one of a multi-sample file), with optional outside-call
     files (``gene<TAB>diplotype<TAB>phenotype<TAB>activity score``) that replace the VCF's calls."""
     path = Path(vcf_path)
@@ -247,14 +309,27 @@ def analyse_vcf(vcf_path: str | Path, *, outside_calls: str | Path | Iterable[st
     defs = load_definitions()
     calls = call_genes(vcf_sample, definitions=defs, find_combinations=find_combinations)
     outside = read_outside_calls(outside_calls, data_root) if outside_calls is not None else []
-    return analyse_calls(calls.values(), outside_calls=outside, sample=vcf_sample.sample_id, genotypes=vcf_sample,
-                         source=path.name, definitions=defs, data_root=data_root)
+    return analyse_calls(
+        calls.values(),
+        outside_calls=outside,
+        sample=vcf_sample.sample_id,
+        genotypes=vcf_sample,
+        source=path.name,
+        definitions=defs,
+        data_root=data_root,
+    )
 
 
-def analyse_calls(calls: Iterable[GeneCall], *, outside_calls: Iterable[GeneCall] = (), sample: str = "unknown",
-                  genotypes: VcfSample | None = None, source: str | None = None,
-                  definitions: Mapping[str, GeneDefinition] | None = None,
-                  data_root: Path | None = None) -> PgxResult:
+def analyse_calls(
+    calls: Iterable[GeneCall],
+    *,
+    outside_calls: Iterable[GeneCall] = (),
+    sample: str = "unknown",
+    genotypes: VcfSample | None = None,
+    source: str | None = None,
+    definitions: Mapping[str, GeneDefinition] | None = None,
+    data_root: Path | None = None,
+) -> PgxResult:
     """Interpret gene calls (VCF calls, and outside calls that replace them): phenotypes, CPIC recommendations,
     messages, warfarin's genotype part and what was not tested. ``genotypes`` (the sample's VCF genotypes) lets
     messages and warfarin read single positions."""
@@ -262,22 +337,47 @@ def analyse_calls(calls: Iterable[GeneCall], *, outside_calls: Iterable[GeneCall
     chosen: dict[str, GeneCall] = {c.gene: c for c in calls}
     for oc in outside_calls:
         if oc.gene in chosen and chosen[oc.gene].source == "vcf" and chosen[oc.gene].called:
-            oc = replace(oc, warnings=(*oc.warnings, f"the outside call replaces the VCF call "
-                                                     f"{', '.join(_labels(chosen[oc.gene]))}"))
+            oc = replace(
+                oc,
+                warnings=(
+                    *oc.warnings,
+                    f"the outside call replaces the VCF call {', '.join(_labels(chosen[oc.gene]))}",
+                ),
+            )
         chosen[oc.gene] = oc
     pheno = phenotypes(chosen.values(), data_root)
     g_messages = {g: gene_messages(c, defs.get(g), genotypes, data_root) for g, c in chosen.items()}
     ids = {g: [m.id for m in ms] for g, ms in g_messages.items()}
     table = guidelines(data_root)
-    drugs = tuple(DrugResult(drug=d, rxnorm=table[d].rxnorm, guideline=table[d].name, guideline_url=table[d].url,
-                             version=table[d].version, genes=table[d].genes, recommendations=tuple(recs),
-                             messages=drug_messages(d, ids, data_root))
-                  for d, recs in sorted(recommendations(pheno, data_root).items()))
-    warfarin = _warfarin(chosen, pheno, genotypes, defs) if any(
-        pheno[g].called for g in WARFARIN_GENES if g in pheno) else None
-    return PgxResult(sample=sample, source=source, calls=chosen, phenotypes=pheno, drugs=drugs,
-                     not_tested=_not_tested(chosen, defs), gene_messages=g_messages, warfarin=warfarin,
-                     versions=_versions(pheno, defs, data_root))
+    drugs = tuple(
+        DrugResult(
+            drug=d,
+            rxnorm=table[d].rxnorm,
+            guideline=table[d].name,
+            guideline_url=table[d].url,
+            version=table[d].version,
+            genes=table[d].genes,
+            recommendations=tuple(recs),
+            messages=drug_messages(d, ids, data_root),
+        )
+        for d, recs in sorted(recommendations(pheno, data_root).items())
+    )
+    warfarin = (
+        _warfarin(chosen, pheno, genotypes, defs)
+        if any(pheno[g].called for g in WARFARIN_GENES if g in pheno)
+        else None
+    )
+    return PgxResult(
+        sample=sample,
+        source=source,
+        calls=chosen,
+        phenotypes=pheno,
+        drugs=drugs,
+        not_tested=_not_tested(chosen, defs),
+        gene_messages=g_messages,
+        warfarin=warfarin,
+        versions=_versions(pheno, defs, data_root),
+    )
 
 
 def _labels(call: GeneCall) -> list[str]:
@@ -292,8 +392,11 @@ def _not_tested(calls: Mapping[str, GeneCall], defs: Mapping[str, GeneDefinition
             continue
         if gene in OUTSIDE_ONLY and (call is None or not call.called):
             how = "copy number and structural variants decide it" if gene == "CYP2D6" else "it is not typed from a VCF"
-            out.append(NotTested(gene, "outside call needed",
-                                 f"{gene} needs an outside call ({how}); give one with --outside-calls"))
+            out.append(
+                NotTested(
+                    gene, "outside call needed", f"{gene} needs an outside call ({how}); give one with --outside-calls"
+                )
+            )
             continue
         if call is None:
             out.append(NotTested(gene, "not called", "not analysed"))
@@ -303,14 +406,27 @@ def _not_tested(calls: Mapping[str, GeneCall], defs: Mapping[str, GeneDefinition
         missing = tuple(call.missing_positions)
         if not call.called:
             if definition is not None and len(missing) >= n_positions:
-                out.append(NotTested(gene, "not in the VCF", f"none of {gene}'s {n_positions} positions is in the "
-                                     "VCF (a missing position is a no-call, never reference)", missing))
+                out.append(
+                    NotTested(
+                        gene,
+                        "not in the VCF",
+                        f"none of {gene}'s {n_positions} positions is in the "
+                        "VCF (a missing position is a no-call, never reference)",
+                        missing,
+                    )
+                )
             else:
                 why = "; ".join(call.warnings) or "no diplotype matches the genotypes"
                 out.append(NotTested(gene, "not called", why, missing))
         elif missing:
-            out.append(NotTested(gene, "incomplete", f"{len(missing)} of {n_positions} positions missing: alleles "
-                                 "defined there cannot be ruled out", missing))
+            out.append(
+                NotTested(
+                    gene,
+                    "incomplete",
+                    f"{len(missing)} of {n_positions} positions missing: alleles defined there cannot be ruled out",
+                    missing,
+                )
+            )
     return tuple(out)
 
 
@@ -325,11 +441,17 @@ def _copies(genotypes: VcfSample | None, locus_defs: Iterable[Any], rsid: str) -
     return None
 
 
-def _warfarin(calls: Mapping[str, GeneCall], pheno: Mapping[str, GenePhenotype], genotypes: VcfSample | None,
-              defs: Mapping[str, GeneDefinition]) -> WarfarinGenotype:
-    notes = ["CPIC's warfarin guideline is a dosing algorithm, not a lookup: the dose needs age, height, weight, "
-             "ancestry, amiodarone and enzyme-inducer use (medml.pgx.warfarin.warfarin_dose computes the IWPC dose "
-             "and CPIC 2017's adjustments from them)."]
+def _warfarin(
+    calls: Mapping[str, GeneCall],
+    pheno: Mapping[str, GenePhenotype],
+    genotypes: VcfSample | None,
+    defs: Mapping[str, GeneDefinition],
+) -> WarfarinGenotype:
+    notes = [
+        "CPIC's warfarin guideline is a dosing algorithm, not a lookup: the dose needs age, height, weight, "
+        "ancestry, amiodarone and enzyme-inducer use (medml.pgx.warfarin.warfarin_dose computes the IWPC dose "
+        "and CPIC 2017's adjustments from them)."
+    ]
     c9 = calls.get("CYP2C9")
     cyp2c9 = None
     if c9 is not None and c9.called:
@@ -350,8 +472,13 @@ def _warfarin(calls: Mapping[str, GeneCall], pheno: Mapping[str, GenePhenotype],
     african = False
     if c9 is not None and c9.source == "vcf" and c9.called and c9_def is not None:
         names = {"*5", "*6", "*8", "*11"}
-        needed = {p.position for a in c9_def.alleles if a.name in names
-                  for p, cell in zip(c9_def.positions, a.alleles, strict=True) if cell is not None}
+        needed = {
+            p.position
+            for a in c9_def.alleles
+            if a.name in names
+            for p, cell in zip(c9_def.positions, a.alleles, strict=True)
+            if cell is not None
+        }
         african = not (needed & set(c9.missing_positions))
     if cyp2c9 in ("*2/*3", "*3/*3"):
         notes.append("CYP2C9 poor metabolizer: consider an alternative agent (CPIC 2017, Figure 2 footnote e)")
@@ -366,8 +493,9 @@ def _definition_version(path: Path) -> str | None:
         return None
 
 
-def _versions(pheno: Mapping[str, GenePhenotype], defs: Mapping[str, GeneDefinition],
-              data_root: Path | None) -> dict[str, Any]:
+def _versions(
+    pheno: Mapping[str, GenePhenotype], defs: Mapping[str, GeneDefinition], data_root: Path | None
+) -> dict[str, Any]:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -378,7 +506,9 @@ def _versions(pheno: Mapping[str, GenePhenotype], defs: Mapping[str, GeneDefinit
     alleles = root / "pharmcat-3.1.1" / "definition" / "alleles"
     definition_versions = sorted({v for g in defs if (v := _definition_version(alleles / f"{g}_translation.json"))})
     return {
-        "schema": SCHEMA, "medml": medml_version, "pharmcat_data": "3.1.1",
+        "schema": SCHEMA,
+        "medml": medml_version,
+        "pharmcat_data": "3.1.1",
         "allele_definitions": ", ".join(definition_versions),
         "cpic_guidelines": sorted({g.version for g in guidelines(data_root).values()}),
         "cpic_sources": [f"pgx/cpic/{ANNOTATIONS}", f"pgx/cpic/{API}"],

@@ -106,18 +106,24 @@ def _check_build(path: Path, lineno: int, line: str) -> None:
     if line.startswith("##reference=") or line.startswith("##assembly="):
         value = line.split("=", 1)[1]
         if _OTHER_BUILD.search(value) and "38" not in value:
-            raise InputFileError(f"{path} line {lineno}: the VCF was called against {value.strip()}, not GRCh38",
-                                 "lift the VCF over to GRCh38 (PharmCAT positions are GRCh38 only)")
+            raise InputFileError(
+                f"{path} line {lineno}: the VCF was called against {value.strip()}, not GRCh38",
+                "lift the VCF over to GRCh38 (PharmCAT positions are GRCh38 only)",
+            )
     elif line.startswith("##contig="):
         cid, length = _CONTIG_ID.search(line), _CONTIG_LENGTH.search(line)
         if cid and length and normalize_chromosome(cid.group(1)) == "chr1":
             build = _CHR1_LENGTHS.get(int(length.group(1)))
             if build and build != "GRCh38":
-                raise InputFileError(f"{path} line {lineno}: contig chr1 has length {length.group(1)}, i.e. {build}",
-                                     "lift the VCF over to GRCh38 (PharmCAT positions are GRCh38 only)")
+                raise InputFileError(
+                    f"{path} line {lineno}: contig chr1 has length {length.group(1)}, i.e. {build}",
+                    "lift the VCF over to GRCh38 (PharmCAT positions are GRCh38 only)",
+                )
         if re.search(r"assembly=(GRCh37|hg19|b37)", line):
-            raise InputFileError(f"{path} line {lineno}: contig header names a GRCh37 assembly",
-                                 "lift the VCF over to GRCh38 (PharmCAT positions are GRCh38 only)")
+            raise InputFileError(
+                f"{path} line {lineno}: contig header names a GRCh37 assembly",
+                "lift the VCF over to GRCh38 (PharmCAT positions are GRCh38 only)",
+            )
 
 
 def _parse_gt(gt: str, alleles: list[str], where: str) -> SampleGenotype | None:
@@ -129,8 +135,10 @@ def _parse_gt(gt: str, alleles: list[str], where: str) -> SampleGenotype | None:
     try:
         seqs = tuple(alleles[int(p)] for p in called[:2])
     except (ValueError, IndexError) as err:
-        raise InputFileError(f"{where}: genotype {gt!r} does not index the record's alleles",
-                             "fix the GT field (allele indexes 0..number of ALT alleles)") from err
+        raise InputFileError(
+            f"{where}: genotype {gt!r} does not index the record's alleles",
+            "fix the GT field (allele indexes 0..number of ALT alleles)",
+        ) from err
     if len(called) < len(parts):
         missing = parts.index(".") if phased and len(parts) == 2 else None
         return SampleGenotype(alleles=seqs, phased=False, partial=True, missing_strand=missing)
@@ -147,8 +155,9 @@ def _merge(old: SampleGenotype, new: SampleGenotype, ref: str) -> SampleGenotype
     return SampleGenotype(alleles=tuple(alts[:2]), phased=False)
 
 
-def read_vcf(path: str | Path, *, samples: Iterable[str] | None = None,
-             positions: frozenset[Key] | None = None) -> list[VcfSample]:
+def read_vcf(
+    path: str | Path, *, samples: Iterable[str] | None = None, positions: frozenset[Key] | None = None
+) -> list[VcfSample]:
     """Read the genotypes at ``positions`` (default: PharmCAT's) for ``samples`` (default: all) of a VCF."""
     path = Path(path)
     keys = positions if positions is not None else pharmcat_positions()
@@ -156,12 +165,15 @@ def read_vcf(path: str | Path, *, samples: Iterable[str] | None = None,
         with _open(path) as fh:
             return _read(path, fh, keys, samples)
     except (EOFError, gzip.BadGzipFile, UnicodeDecodeError) as err:
-        raise InputFileError(f"{path} is truncated or not a (b)gzipped/plain-text VCF ({err})",
-                             "re-export the VCF; check the download or copy completed") from err
+        raise InputFileError(
+            f"{path} is truncated or not a (b)gzipped/plain-text VCF ({err})",
+            "re-export the VCF; check the download or copy completed",
+        ) from err
 
 
-def read_vcf_sample(path: str | Path, sample: str | None = None, *,
-                    positions: frozenset[Key] | None = None) -> VcfSample:
+def read_vcf_sample(
+    path: str | Path, sample: str | None = None, *, positions: frozenset[Key] | None = None
+) -> VcfSample:
     """One sample of a VCF: the named one, or the only/first one."""
     found = read_vcf(path, samples=None if sample is None else [sample], positions=positions)
     if not found:
@@ -169,8 +181,9 @@ def read_vcf_sample(path: str | Path, sample: str | None = None, *,
     return found[0]
 
 
-def _read(path: Path, lines: Iterator[str] | IO[str], keys: frozenset[Key],
-          wanted: Iterable[str] | None) -> list[VcfSample]:
+def _read(
+    path: Path, lines: Iterator[str] | IO[str], keys: frozenset[Key], wanted: Iterable[str] | None
+) -> list[VcfSample]:
     header: list[str] | None = None
     columns: list[int] = []
     ncols = 0
@@ -185,20 +198,26 @@ def _read(path: Path, lines: Iterator[str] | IO[str], keys: frozenset[Key],
                 _check_build(path, lineno, line)
                 continue
             if not line.startswith("#CHROM"):
-                raise InputFileError(f"{path} line {lineno}: expected the #CHROM header line, found {line[:40]!r}",
-                                     "give a VCF file (header lines, then #CHROM, then records)")
+                raise InputFileError(
+                    f"{path} line {lineno}: expected the #CHROM header line, found {line[:40]!r}",
+                    "give a VCF file (header lines, then #CHROM, then records)",
+                )
             header = line.split("\t")
             if len(header) < 10:
-                raise InputFileError(f"{path} line {lineno}: no sample columns in the #CHROM line",
-                                     "a VCF with genotypes (FORMAT + at least one sample) is needed")
+                raise InputFileError(
+                    f"{path} line {lineno}: no sample columns in the #CHROM line",
+                    "a VCF with genotypes (FORMAT + at least one sample) is needed",
+                )
             names = header[9:]
             if wanted is None:
                 columns = list(range(9, len(header)))
             else:
                 missing = [s for s in wanted if s not in names]
                 if missing:
-                    raise InputFileError(f"{path}: sample(s) {', '.join(missing)} not in the VCF",
-                                         f"choose among {', '.join(names[:10])}")
+                    raise InputFileError(
+                        f"{path}: sample(s) {', '.join(missing)} not in the VCF",
+                        f"choose among {', '.join(names[:10])}",
+                    )
                 columns = [9 + names.index(s) for s in wanted]
             ncols = len(header)
             calls = [{} for _ in columns]
@@ -206,8 +225,11 @@ def _read(path: Path, lines: Iterator[str] | IO[str], keys: frozenset[Key],
         if not line or line.startswith("#"):
             continue
         if line.count("\t") != ncols - 1:
-            raise InputFileError(f"{path} line {lineno}: {line.count(chr(9)) + 1} columns where the header has "
-                                 f"{ncols} (truncated or malformed line)", "repair or re-export the VCF")
+            raise InputFileError(
+                f"{path} line {lineno}: {line.count(chr(9)) + 1} columns where the header has "
+                f"{ncols} (truncated or malformed line)",
+                "repair or re-export the VCF",
+            )
         chrom_raw, pos_raw, _ = line.split("\t", 2)
         chrom = chrom_cache.get(chrom_raw)
         if chrom is None:
@@ -215,8 +237,9 @@ def _read(path: Path, lines: Iterator[str] | IO[str], keys: frozenset[Key],
         try:
             pos = int(pos_raw)
         except ValueError as err:
-            raise InputFileError(f"{path} line {lineno}: POS {pos_raw!r} is not a number",
-                                 "repair or re-export the VCF") from err
+            raise InputFileError(
+                f"{path} line {lineno}: POS {pos_raw!r} is not a number", "repair or re-export the VCF"
+            ) from err
         if (chrom, pos) not in keys and not _maybe_shifted(chrom, pos, keys):
             continue
         fields = line.split("\t")
@@ -230,8 +253,10 @@ def _read(path: Path, lines: Iterator[str] | IO[str], keys: frozenset[Key],
             continue
         fmt = fields[8].split(":")
         if "GT" not in fmt:
-            raise InputFileError(f"{path} line {lineno}: no GT in FORMAT {fields[8]!r}",
-                                 "PharmCAT needs genotypes (GT) at every position it reads")
+            raise InputFileError(
+                f"{path} line {lineno}: no GT in FORMAT {fields[8]!r}",
+                "PharmCAT needs genotypes (GT) at every position it reads",
+            )
         gt_idx = fmt.index("GT")
         ps_idx = fmt.index("PS") if "PS" in fmt else -1
         for out, col in zip(calls, columns, strict=True):
@@ -247,8 +272,10 @@ def _read(path: Path, lines: Iterator[str] | IO[str], keys: frozenset[Key],
                 out[key] = gt
     if header is None:
         raise InputFileError(f"{path} has no #CHROM header line (empty or not a VCF)", "give a VCF file")
-    return [VcfSample(sample_id=header[col], source=str(path), genotypes=out, warnings=tuple(warnings))
-            for out, col in zip(calls, columns, strict=True)]
+    return [
+        VcfSample(sample_id=header[col], source=str(path), genotypes=out, warnings=tuple(warnings))
+        for out, col in zip(calls, columns, strict=True)
+    ]
 
 
 def _maybe_shifted(chrom: str, pos: int, keys: frozenset[Key]) -> bool:

@@ -43,12 +43,24 @@ VKORC1 = Literal["GG", "AG", "AA"]
 
 #: IWPC (Klein 2009, Appendix S1e) pharmacogenetic coefficients on the square root of the weekly dose
 IWPC = {
-    "intercept": 5.6044, "age_decades": -0.2614, "height_cm": 0.0087, "weight_kg": 0.0128,
-    "VKORC1 AG": -0.8677, "VKORC1 AA": -1.6974, "VKORC1 unknown": -0.4854,
-    "CYP2C9 *1/*2": -0.5211, "CYP2C9 *1/*3": -0.9357, "CYP2C9 *2/*2": -1.0616, "CYP2C9 *2/*3": -1.9206,
-    "CYP2C9 *3/*3": -2.3312, "CYP2C9 unknown": -0.2188,
-    "asian": -0.1092, "black": -0.2760, "mixed_or_missing": -0.1032,
-    "enzyme_inducer": 1.1816, "amiodarone": -0.5503,
+    "intercept": 5.6044,
+    "age_decades": -0.2614,
+    "height_cm": 0.0087,
+    "weight_kg": 0.0128,
+    "VKORC1 AG": -0.8677,
+    "VKORC1 AA": -1.6974,
+    "VKORC1 unknown": -0.4854,
+    "CYP2C9 *1/*2": -0.5211,
+    "CYP2C9 *1/*3": -0.9357,
+    "CYP2C9 *2/*2": -1.0616,
+    "CYP2C9 *2/*3": -1.9206,
+    "CYP2C9 *3/*3": -2.3312,
+    "CYP2C9 unknown": -0.2188,
+    "asian": -0.1092,
+    "black": -0.2760,
+    "mixed_or_missing": -0.1032,
+    "enzyme_inducer": 1.1816,
+    "amiodarone": -0.5503,
 }
 _AFRICAN_CYP2C9 = frozenset({"*5", "*6", "*8", "*11"})
 _IWPC_CYP2C9 = frozenset({"*1/*1", "*1/*2", "*1/*3", "*2/*2", "*2/*3", "*3/*3"})
@@ -100,8 +112,10 @@ def _cyp2c9_key(genotype: str | None) -> str:
 def iwpc_weekly_dose(p: WarfarinPatient) -> float:
     """The IWPC pharmacogenetic weekly dose in mg (Klein 2009), before any CPIC adjustment."""
     if not (18 <= p.age_years <= 120 and 100 <= p.height_cm <= 250 and 20 <= p.weight_kg <= 300):
-        raise DataError(f"warfarin inputs out of range: age {p.age_years}, height {p.height_cm} cm, "
-                        f"weight {p.weight_kg} kg", "the IWPC algorithm is for adults; check units (years, cm, kg)")
+        raise DataError(
+            f"warfarin inputs out of range: age {p.age_years}, height {p.height_cm} cm, weight {p.weight_kg} kg",
+            "the IWPC algorithm is for adults; check units (years, cm, kg)",
+        )
     x = IWPC["intercept"] + IWPC["age_decades"] * min(math.floor(p.age_years / 10), 9)
     x += IWPC["height_cm"] * p.height_cm + IWPC["weight_kg"] * p.weight_kg
     x += IWPC.get(f"VKORC1 {p.vkorc1}", 0.0) if p.vkorc1 else IWPC["VKORC1 unknown"]
@@ -130,8 +144,10 @@ def warfarin_dose(p: WarfarinPatient) -> WarfarinDose:
             homozygous = len(carried) == 1 and p.cyp2c9 is not None and p.cyp2c9.count(carried[0]) == 2
             lo, hi = (0.20, 0.40) if homozygous else (0.15, 0.30)
             low, high = low * (1 - hi), high * (1 - lo)
-            notes.append(f"CYP2C9 {', '.join(carried)} carrier: decrease the calculated dose by "
-                         f"{lo:.0%}-{hi:.0%} (CPIC 2017 Fig. 2{', footnote g' if homozygous else ''})")
+            notes.append(
+                f"CYP2C9 {', '.join(carried)} carrier: decrease the calculated dose by "
+                f"{lo:.0%}-{hi:.0%} (CPIC 2017 Fig. 2{', footnote g' if homozygous else ''})"
+            )
         if p.rs12777823_a_copies:
             low, high = low * 0.75, high * 0.90
             notes.append("rs12777823 A carrier (African American): decrease the dose by 10-25% (CPIC 2017 Fig. 2)")

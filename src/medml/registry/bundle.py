@@ -53,11 +53,17 @@ def code_version() -> str:
     try:
         commit = subprocess.run(
             ["git", "-C", str(here), "rev-parse", "--short=12", "HEAD"],
-            capture_output=True, text=True, timeout=5, check=True,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
         changes = subprocess.run(
             ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no", "--", "."],
-            capture_output=True, text=True, timeout=5, check=True,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return version
@@ -89,8 +95,19 @@ def _plain(value: Any, where: str) -> Any:
     )
 
 
-_TEXT = ("name", "model_kind", "dataset", "task", "target", "intended_use", "population", "created",
-         "code_version", "data_hash", "calibration")
+_TEXT = (
+    "name",
+    "model_kind",
+    "dataset",
+    "task",
+    "target",
+    "intended_use",
+    "population",
+    "created",
+    "code_version",
+    "data_hash",
+    "calibration",
+)
 _DICTS = ("params", "split_sizes", "excluded_columns", "metrics", "evaluation", "extra")
 
 
@@ -127,8 +144,10 @@ class BundleMetadata:
     def __post_init__(self) -> None:
         problems = _problems(self.__dict__)
         if problems:
-            raise ConfigError(f"invalid bundle metadata for {self.name!r}: " + "; ".join(problems),
-                              "fix the values passed to BundleMetadata")
+            raise ConfigError(
+                f"invalid bundle metadata for {self.name!r}: " + "; ".join(problems),
+                "fix the values passed to BundleMetadata",
+            )
         # Defensive JSON-ready copies: later changes to the caller's dicts do not reach a saved bundle.
         for key in _DICTS:
             object.__setattr__(self, key, _plain(getattr(self, key), key))
@@ -148,8 +167,10 @@ class BundleMetadata:
     def from_dict(cls, d: Mapping[str, Any], source: str = "metadata") -> BundleMetadata:
         """Read stored metadata; every key must be present and of the right type, else IntegrityError."""
         if not isinstance(d, Mapping):
-            raise IntegrityError(f"{source} is a {type(d).__name__}, not a JSON object",
-                                 "retrain the model or restore the bundle from MLflow")
+            raise IntegrityError(
+                f"{source} is a {type(d).__name__}, not a JSON object",
+                "retrain the model or restore the bundle from MLflow",
+            )
         names = [f.name for f in fields(cls)]
         missing = [k for k in names if k not in d]
         unknown = sorted(set(d) - set(names))
@@ -157,8 +178,10 @@ class BundleMetadata:
         if not problems:
             problems = _problems(d)
         if problems:
-            raise IntegrityError(f"{source} is not valid bundle metadata: " + "; ".join(problems),
-                                 "retrain the model, or restore the bundle from MLflow with a matching medml")
+            raise IntegrityError(
+                f"{source} is not valid bundle metadata: " + "; ".join(problems),
+                "retrain the model, or restore the bundle from MLflow with a matching medml",
+            )
         return cls(**{k: d[k] for k in names})
 
     def with_version(self, version: int, **changes: Any) -> BundleMetadata:
@@ -237,22 +260,30 @@ class ModelBundle:
 
         name = self.metadata.name
         if self.artifact not in ARTIFACT_KINDS:
-            raise ConfigError(f"unknown artifact kind {self.artifact!r} for {name!r}",
-                              f"use one of {', '.join(ARTIFACT_KINDS)}")
+            raise ConfigError(
+                f"unknown artifact kind {self.artifact!r} for {name!r}", f"use one of {', '.join(ARTIFACT_KINDS)}"
+            )
         feats = list(self.features)
         if self.artifact == "torch-state-dict":
-            if not isinstance(self.model, Mapping) or not self.model or not all(
-                isinstance(k, str) and hasattr(v, "shape") for k, v in self.model.items()
+            if (
+                not isinstance(self.model, Mapping)
+                or not self.model
+                or not all(isinstance(k, str) and hasattr(v, "shape") for k, v in self.model.items())
             ):
-                raise ConfigError(f"model for {name!r} is not a state_dict of tensors",
-                                  "bundle net.state_dict() (or ImageTrainResult.model_state)")
+                raise ConfigError(
+                    f"model for {name!r} is not a state_dict of tensors",
+                    "bundle net.state_dict() (or ImageTrainResult.model_state)",
+                )
         else:
             if not callable(getattr(self.model, "predict_proba", None)):
-                raise ConfigError(f"model for {name!r} is a {type(self.model).__name__} without predict_proba",
-                                  "bundle a fitted classifier")
+                raise ConfigError(
+                    f"model for {name!r} is a {type(self.model).__name__} without predict_proba",
+                    "bundle a fitted classifier",
+                )
             if not feats:
-                raise ConfigError(f"features for {name!r} must be a non-empty list of FeatureSpec",
-                                  "pass task.features")
+                raise ConfigError(
+                    f"features for {name!r} must be a non-empty list of FeatureSpec", "pass task.features"
+                )
         if not all(isinstance(f, FeatureSpec) for f in feats):
             raise ConfigError(f"features for {name!r} must be a list of FeatureSpec", "pass task.features")
         names = [f.name for f in feats]
@@ -260,8 +291,10 @@ class ModelBundle:
             raise ConfigError(f"features for {name!r} repeat a column name", "give each feature one spec")
         n_in = getattr(self.model, "n_features_in_", None)
         if isinstance(n_in, int) and n_in != len(feats):
-            raise ConfigError(f"model for {name!r} was fitted on {n_in} columns but {len(feats)} features "
-                              "are declared", "pass the feature specs of the columns the model was fitted on")
+            raise ConfigError(
+                f"model for {name!r} was fitted on {n_in} columns but {len(feats)} features are declared",
+                "pass the feature specs of the columns the model was fitted on",
+            )
         object.__setattr__(self, "features", feats)
 
     @property
@@ -287,6 +320,8 @@ class ModelBundle:
     def predict_proba(self, X: Any) -> Any:
         """The model's class probabilities for ``X`` (columns in ``feature_names`` order); joblib bundles only."""
         if self.artifact != "joblib":
-            raise ConfigError(f"{self.ref} holds {self.artifact} weights, not a classifier with predict_proba",
-                              "predict with the model's own workflow (medml image predict for image models)")
+            raise ConfigError(
+                f"{self.ref} holds {self.artifact} weights, not a classifier with predict_proba",
+                "predict with the model's own workflow (medml image predict for image models)",
+            )
         return self.model.predict_proba(X)

@@ -55,8 +55,11 @@ def read_manifest(folder: Path, ref: str) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_bytes())
         files = manifest["files"]
-        ok = (manifest.get("format") == FORMAT and isinstance(files, dict)
-              and all(isinstance(v, dict) and isinstance(v.get("sha256"), str) for v in files.values()))
+        ok = (
+            manifest.get("format") == FORMAT
+            and isinstance(files, dict)
+            and all(isinstance(v, dict) and isinstance(v.get("sha256"), str) for v in files.values())
+        )
     except FileNotFoundError:
         raise _modified(ref, "manifest.json is missing") from None
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -68,8 +71,7 @@ def read_manifest(folder: Path, ref: str) -> dict[str, Any]:
     return manifest
 
 
-def verify_folder(folder: Path, ref: str,
-                  keep: tuple[str, ...] = ()) -> tuple[dict[str, Any], dict[str, bytes]]:
+def verify_folder(folder: Path, ref: str, keep: tuple[str, ...] = ()) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Check every file against the manifest before anything is parsed or unpickled.
 
     Returns the manifest and the verified bytes of the files named in ``keep``: callers parse exactly the
@@ -97,5 +99,4 @@ def verify_folder(folder: Path, ref: str,
 
 
 def _modified(ref: str, what: str) -> IntegrityError:
-    return IntegrityError(f"bundle {ref} was modified after it was saved: {what}",
-                          "retrain or restore it from MLflow")
+    return IntegrityError(f"bundle {ref} was modified after it was saved: {what}", "retrain or restore it from MLflow")

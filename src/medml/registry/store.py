@@ -47,6 +47,7 @@ LOCK_TIMEOUT_S = 300.0
 
 # --- references -------------------------------------------------------------------------------------------
 
+
 def parse_ref(ref: str) -> tuple[str, int | None]:
     """``"name"`` and ``"name@latest"`` -> ``(name, None)``; ``"name@3"`` -> ``(name, 3)``."""
     name, at, version = ref.partition("@")
@@ -63,8 +64,9 @@ def model_names(settings: Settings) -> list[str]:
     root = settings.models_dir
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir()
-                  if p.is_dir() and not p.name.startswith(".") and versions(settings, p.name))
+    return sorted(
+        p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and versions(settings, p.name)
+    )
 
 
 def versions(settings: Settings, name: str) -> list[int]:
@@ -85,17 +87,22 @@ def resolve(ref: str, settings: Settings) -> tuple[str, int, Path]:
     if not have:
         names = model_names(settings)
         listing = ", ".join(names) if names else "none yet"
-        raise NotFoundError(f"no model named {name!r} in {settings.models_dir} (models: {listing})",
-                            "check the name with `medml models list`, or train and register one")
+        raise NotFoundError(
+            f"no model named {name!r} in {settings.models_dir} (models: {listing})",
+            "check the name with `medml models list`, or train and register one",
+        )
     if version is None:
         version = have[-1]
     elif version not in have:
-        raise NotFoundError(f"model {name!r} has no version {version} (versions: "
-                            f"{', '.join(map(str, have))})", f"use one of these, or {name}@latest")
+        raise NotFoundError(
+            f"model {name!r} has no version {version} (versions: {', '.join(map(str, have))})",
+            f"use one of these, or {name}@latest",
+        )
     return name, version, bundle_dir(settings, name, version)
 
 
 # --- writing ----------------------------------------------------------------------------------------------
+
 
 @contextmanager
 def store_lock(settings: Settings, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
@@ -112,8 +119,10 @@ def store_lock(settings: Settings, timeout_s: float = LOCK_TIMEOUT_S) -> Iterato
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise MedmlError(f"another process has been writing to {settings.models_dir} for over "
-                                     f"{timeout_s:.0f} s", "wait for it to finish, or stop it") from None
+                    raise MedmlError(
+                        f"another process has been writing to {settings.models_dir} for over {timeout_s:.0f} s",
+                        "wait for it to finish, or stop it",
+                    ) from None
                 time.sleep(0.05)
         try:
             yield
@@ -144,8 +153,10 @@ def check_attachments(attachments: Mapping[str, str | os.PathLike[str]] | None) 
     out: dict[str, Path] = {}
     for name, src in (attachments or {}).items():
         if not isinstance(name, str) or not _ATTACHMENT.match(name) or name in RESERVED:
-            raise ConfigError(f"invalid attachment name {name!r}",
-                              f"use a plain file name (letters, digits, '_.-') other than {sorted(RESERVED)}")
+            raise ConfigError(
+                f"invalid attachment name {name!r}",
+                f"use a plain file name (letters, digits, '_.-') other than {sorted(RESERVED)}",
+            )
         path = Path(src)
         if not path.is_file():
             raise InputFileError(f"attachment {name!r}: {path} is not a file", "check the path")
@@ -177,16 +188,19 @@ def commit(staged: Path, settings: Settings, name: str, version: int) -> Path:
     """Move a staged bundle into ``models_dir/<name>/<version>`` in one step; never overwrite a version."""
     target = bundle_dir(settings, name, version)
     if target.exists():
-        raise IntegrityError(f"bundle {name}@{version} already exists in {settings.models_dir}",
-                             "versions are never overwritten; save this one as a new version")
+        raise IntegrityError(
+            f"bundle {name}@{version} already exists in {settings.models_dir}",
+            "versions are never overwritten; save this one as a new version",
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staged, target)
     _fsync(target.parent)
     return target
 
 
-def save_bundle(bundle: ModelBundle, settings: Settings,
-                attachments: Mapping[str, str | os.PathLike[str]] | None = None) -> ModelBundle:
+def save_bundle(
+    bundle: ModelBundle, settings: Settings, attachments: Mapping[str, str | os.PathLike[str]] | None = None
+) -> ModelBundle:
     """Save to the bundle store only (no MLflow); returns the bundle with its version.
 
     A bundle without a version gets the highest saved version + 1. Use :func:`medml.registry.register` for
@@ -206,6 +220,7 @@ def save_bundle(bundle: ModelBundle, settings: Settings,
 
 # --- reading ----------------------------------------------------------------------------------------------
 
+
 def load_bundle(ref: str, settings: Settings) -> ModelBundle:
     """Load ``name``, ``name@latest`` or ``name@3``; every file is verified before the model is read.
 
@@ -219,8 +234,10 @@ def load_bundle(ref: str, settings: Settings) -> ModelBundle:
     features = _features(data[FEATURES], r)
     kinds = [k for k, f in MODEL_FILES.items() if f in manifest["files"]]
     if len(kinds) != 1:
-        raise IntegrityError(f"bundle {r} holds {len(kinds)} model files (of {', '.join(MODEL_FILES.values())})",
-                             "retrain or restore it from MLflow")
+        raise IntegrityError(
+            f"bundle {r} holds {len(kinds)} model files (of {', '.join(MODEL_FILES.values())})",
+            "retrain or restore it from MLflow",
+        )
     kind = kinds[0]
     if kind == "torch-state-dict":
         return ModelBundle(_state_dict(data[WEIGHTS], r), features, metadata, artifact="torch-state-dict")
@@ -239,11 +256,14 @@ def _state_dict(data: bytes, ref: str) -> dict[str, Any]:
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
-        raise IntegrityError(f"bundle {ref}: model.pt is not a readable state_dict ({e})",
-                             "retrain or restore it from MLflow") from None
+        raise IntegrityError(
+            f"bundle {ref}: model.pt is not a readable state_dict ({e})", "retrain or restore it from MLflow"
+        ) from None
     if not isinstance(state, dict):
-        raise IntegrityError(f"bundle {ref}: model.pt holds a {type(state).__name__}, not a state_dict",
-                             "retrain or restore it from MLflow")
+        raise IntegrityError(
+            f"bundle {ref}: model.pt holds a {type(state).__name__}, not a state_dict",
+            "retrain or restore it from MLflow",
+        )
     return state
 
 
@@ -261,8 +281,9 @@ def show_model(ref: str, settings: Settings) -> dict[str, Any]:
         "path": str(folder),
         "verified": True,
         "bundle_hash": manifest["bundle_hash"],
-        "files": [{"name": n, "size": f.get("size"), "sha256": f["sha256"]}
-                  for n, f in sorted(manifest["files"].items())],
+        "files": [
+            {"name": n, "size": f.get("size"), "sha256": f["sha256"]} for n, f in sorted(manifest["files"].items())
+        ],
         "features": [f.to_dict() for f in _features(data[FEATURES], r)],
         "metadata": metadata.to_dict(),
     }
@@ -277,14 +298,25 @@ def list_models(settings: Settings) -> list[dict[str, Any]]:
     for name in model_names(settings):
         have = versions(settings, name)
         folder = bundle_dir(settings, name, have[-1])
-        row: dict[str, Any] = {"name": name, "latest_version": have[-1], "versions": have, "model_kind": None,
-                               "dataset": None, "task": None, "created": None, "auroc": None, "problem": None}
+        row: dict[str, Any] = {
+            "name": name,
+            "latest_version": have[-1],
+            "versions": have,
+            "model_kind": None,
+            "dataset": None,
+            "task": None,
+            "created": None,
+            "auroc": None,
+            "problem": None,
+        }
         try:
             manifest = read_manifest(folder, f"{name}@{have[-1]}")
             data = (folder / METADATA).read_bytes()
             if sha256_bytes(data) != manifest["files"].get(METADATA, {}).get("sha256"):
-                raise IntegrityError(f"bundle {name}@{have[-1]} was modified after it was saved: "
-                                     "file metadata.json hash mismatch", "retrain or restore it from MLflow")
+                raise IntegrityError(
+                    f"bundle {name}@{have[-1]} was modified after it was saved: file metadata.json hash mismatch",
+                    "retrain or restore it from MLflow",
+                )
             meta = json.loads(data)
             row.update({k: meta.get(k) for k in ("model_kind", "dataset", "task", "created")})
             row["auroc"] = headline(meta.get("metrics") or {}, "auroc")
@@ -300,12 +332,15 @@ def _metadata(data: bytes, ref: str, name: str, version: int) -> BundleMetadata:
     try:
         raw = json.loads(data)
     except ValueError as e:
-        raise IntegrityError(f"bundle {ref}: metadata.json is not JSON ({e})",
-                             "retrain or restore it from MLflow") from None
+        raise IntegrityError(
+            f"bundle {ref}: metadata.json is not JSON ({e})", "retrain or restore it from MLflow"
+        ) from None
     metadata = BundleMetadata.from_dict(raw, source=f"bundle {ref} metadata.json")
     if (metadata.name, metadata.version) != (name, version):
-        raise IntegrityError(f"bundle {ref}: metadata.json describes {metadata.ref}",
-                             "a bundle folder was moved or copied by hand; restore it from MLflow")
+        raise IntegrityError(
+            f"bundle {ref}: metadata.json describes {metadata.ref}",
+            "a bundle folder was moved or copied by hand; restore it from MLflow",
+        )
     return metadata
 
 
@@ -315,8 +350,9 @@ def _features(data: bytes, ref: str) -> list[FeatureSpec]:
     try:
         return [FeatureSpec.from_dict(d) for d in json.loads(data)]
     except (ValueError, KeyError, TypeError, AttributeError, MedmlError) as e:
-        raise IntegrityError(f"bundle {ref}: features.json is not a list of feature specs ({e})",
-                             "retrain or restore it from MLflow") from None
+        raise IntegrityError(
+            f"bundle {ref}: features.json is not a list of feature specs ({e})", "retrain or restore it from MLflow"
+        ) from None
 
 
 def _fsync(path: Path) -> None:

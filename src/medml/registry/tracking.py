@@ -43,8 +43,9 @@ _MAX_TAG = 5000
 log = logging.getLogger(__name__)
 
 
-def register(bundle: ModelBundle, settings: Settings,
-             attachments: Mapping[str, str | os.PathLike[str]] | None = None) -> ModelBundle:
+def register(
+    bundle: ModelBundle, settings: Settings, attachments: Mapping[str, str | os.PathLike[str]] | None = None
+) -> ModelBundle:
     """Save ``bundle`` as the next version of its model and register it in MLflow; returns it, versioned.
 
     Logs a run named after the model in experiment ``medml`` (params, headline metrics, tags, the bundle
@@ -84,8 +85,9 @@ def _import_mlflow() -> None:
         import mlflow.sklearn  # noqa: F401
 
 
-def _register_locked(mlflow: Any, client: MlflowClient, undo: _Undo, bundle: ModelBundle,
-                     settings: Settings, files: dict[str, Path]) -> ModelBundle:
+def _register_locked(
+    mlflow: Any, client: MlflowClient, undo: _Undo, bundle: ModelBundle, settings: Settings, files: dict[str, Path]
+) -> ModelBundle:
     meta = bundle.metadata
     name = meta.name
     experiment_id = _experiment(client, settings)
@@ -114,13 +116,18 @@ def _register_locked(mlflow: Any, client: MlflowClient, undo: _Undo, bundle: Mod
             undo.version = version
             if bundle_dir(settings, name, version).exists():
                 raise IntegrityError(
-                    f"MLflow gave {name} version {version}, but the bundle store already holds "
-                    f"{name}@{version}",
+                    f"MLflow gave {name} version {version}, but the bundle store already holds {name}@{version}",
                     "the MLflow database and models_dir disagree (was mlflow.db replaced, or "
                     "MLFLOW_TRACKING_URI changed?); point both at the same MEDML_HOME or use a new name",
                 )
-            extra = {**meta.extra, "mlflow": {"run_id": run.info.run_id, "model_id": undo.model_id,
-                                               "model_uri": f"models:/{name}/{version}"}}
+            extra = {
+                **meta.extra,
+                "mlflow": {
+                    "run_id": run.info.run_id,
+                    "model_id": undo.model_id,
+                    "model_uri": f"models:/{name}/{version}",
+                },
+            }
             saved = bundle.with_metadata(meta.with_version(version, extra=extra))
             manifest = write_bundle(saved, tmp, files)
             mlflow.log_artifacts(str(tmp), artifact_path=BUNDLE_ARTIFACT)
@@ -205,16 +212,29 @@ def _registered_model_exists(client: MlflowClient, name: str) -> bool:
 
 def _tags(bundle: ModelBundle) -> dict[str, str]:
     m = bundle.metadata
-    tags = {"dataset": m.dataset, "task": m.task, "target": m.target, "model_kind": m.model_kind,
-            "data_hash": m.data_hash, "code_version": m.code_version, "intended_use": m.intended_use,
-            "population": m.population, "calibration": m.calibration, "medml.model_name": m.name}
+    tags = {
+        "dataset": m.dataset,
+        "task": m.task,
+        "target": m.target,
+        "model_kind": m.model_kind,
+        "data_hash": m.data_hash,
+        "code_version": m.code_version,
+        "intended_use": m.intended_use,
+        "population": m.population,
+        "calibration": m.calibration,
+        "medml.model_name": m.name,
+    }
     return {k: _clip(v) for k, v in tags.items()}
 
 
 def _params(bundle: ModelBundle) -> dict[str, str]:
     m = bundle.metadata
-    flat: dict[str, Any] = {"model_kind": m.model_kind, "calibration": m.calibration, "seed": m.seed,
-                            "n_features": len(bundle.features)}
+    flat: dict[str, Any] = {
+        "model_kind": m.model_kind,
+        "calibration": m.calibration,
+        "seed": m.seed,
+        "n_features": len(bundle.features),
+    }
     flat |= _flatten(m.params, "")
     flat |= _flatten(m.split_sizes, "split_size.")
     return {_key(k): str(v)[:_MAX_PARAM] for k, v in flat.items()}
@@ -365,9 +385,11 @@ def _quiet_mlflow() -> Iterator[None]:
     """
     from mlflow.utils import logging_utils
 
-    quiet_env = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-                 "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
-                 "MLFLOW_DISABLE_TELEMETRY": os.environ.get("MLFLOW_DISABLE_TELEMETRY", "true")}
+    quiet_env = {
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+        "MLFLOW_DISABLE_TELEMETRY": os.environ.get("MLFLOW_DISABLE_TELEMETRY", "true"),
+    }
     with ExitStack() as stack:
         for name in ("mlflow", "alembic"):
             logger = logging.getLogger(name)

@@ -95,20 +95,31 @@ def classes(i: ReportInputs) -> str:
     c = i.classes
     multiclass = c.get("task") == "multiclass"
     head: list[Cell] = ["Class" if multiclass else "Finding"] + [
-        (h, "num") for h in ("Events (prevalence)", "Mean probability", "AUROC", "AUPRC", "Brier",
-                             "Calibration slope", "Calibration intercept")]
+        (h, "num")
+        for h in (
+            "Events (prevalence)",
+            "Mean probability",
+            "AUROC",
+            "AUPRC",
+            "Brier",
+            "Calibration slope",
+            "Calibration intercept",
+        )
+    ]
     rows: list[list[Cell] | Row] = []
     for r in c.get("per_class", []):
-        rows.append([
-            esc(r.get("name")),
-            (f'{esc(count(r.get("n_events")))} <span class="ci">({esc(pct(r.get("prevalence")))})</span>', "num"),
-            (esc(pct(r.get("mean_probability"))), "num"),
-            (est_html(r.get("auroc")) if r.get("auroc") else "no events and non-events", "num"),
-            (esc(num(r.get("auprc"))), "num"),
-            (esc(num(r.get("brier"))), "num"),
-            (esc(num(r.get("calibration_slope"), 2)), "num"),
-            (esc(num(r.get("calibration_intercept"), 2)), "num"),
-        ])
+        rows.append(
+            [
+                esc(r.get("name")),
+                (f'{esc(count(r.get("n_events")))} <span class="ci">({esc(pct(r.get("prevalence")))})</span>', "num"),
+                (esc(pct(r.get("mean_probability"))), "num"),
+                (est_html(r.get("auroc")) if r.get("auroc") else "no events and non-events", "num"),
+                (esc(num(r.get("auprc"))), "num"),
+                (esc(num(r.get("brier"))), "num"),
+                (esc(num(r.get("calibration_slope"), 2)), "num"),
+                (esc(num(r.get("calibration_intercept"), 2)), "num"),
+            ]
+        )
     boot = c.get("bootstrap", {})
     out = (
         f"<p>{esc(count(c.get('n')))} images, {len(c.get('classes', []))} "
@@ -118,14 +129,20 @@ def classes(i: ReportInputs) -> str:
         f"Intervals: {esc(count(boot.get('n')))} bootstrap resamples of images, {esc(pct(boot.get('level'), 0))} "
         "percentile. The discrimination, calibration and decision-curve sections below pool every (image, class) "
         "pair (the micro-average).</p>"
-        + table(head, rows, "classes", "Each class against all the others: is this class more probable in the "
-                "images that show it? Calibration slope 1 and intercept 0 are ideal.")
+        + table(
+            head,
+            rows,
+            "classes",
+            "Each class against all the others: is this class more probable in the "
+            "images that show it? Calibration slope 1 and intercept 0 are ideal.",
+        )
     )
     if multiclass and c.get("confusion"):
         names = [esc(n) for n in c.get("classes", [])]
         cm_head: list[Cell] = ["True \\ predicted", *[(n, "num") for n in names]]
         cm_rows: list[list[Cell] | Row] = [
-            [names[k], *[(esc(count(v)), "num") for v in row]] for k, row in enumerate(c["confusion"])]
+            [names[k], *[(esc(count(v)), "num") for v in row]] for k, row in enumerate(c["confusion"])
+        ]
         out += table(cm_head, cm_rows, "confusion", "Rows: the true class; columns: the most probable class.")
     return out
 
@@ -244,33 +261,50 @@ _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 def _saliency(s: Mapping[str, Any], target: str) -> str:
     """Heat maps over test images the model got right and wrong, and the deletion check of their faithfulness."""
     grid = str(s.get("grid_png") or "")
-    img = (f'<img class="saliency" src="data:image/png;base64,{grid}" alt="Test images with their heat maps">'
-           if grid and _BASE64.fullmatch(grid) else None)
+    img = (
+        f'<img class="saliency" src="data:image/png;base64,{grid}" alt="Test images with their heat maps">'
+        if grid and _BASE64.fullmatch(grid)
+        else None
+    )
     parts = [
         "<h3>Where the network looked</h3>",
-        figure(img, f"{esc(s.get('method') or 'Grad-CAM')} heat maps over held-out test images (red: the regions "
-               f"that raised the predicted class's score most), correct and incorrect at a probability of "
-               f"{esc(num(s.get('threshold'), 2))} for {esc(target)}. Each caption gives the true label and the "
-               "predicted probability. A heat map shows where the network looked, not why: check it against the "
-               "anatomy.", "Saliency grid"),
+        figure(
+            img,
+            f"{esc(s.get('method') or 'Grad-CAM')} heat maps over held-out test images (red: the regions "
+            f"that raised the predicted class's score most), correct and incorrect at a probability of "
+            f"{esc(num(s.get('threshold'), 2))} for {esc(target)}. Each caption gives the true label and the "
+            "predicted probability. A heat map shows where the network looked, not why: check it against the "
+            "anatomy.",
+            "Saliency grid",
+        ),
     ]
     d = s.get("deletion") or {}
     if d:
         sal, rnd = value_of(d.get("auc_saliency")), value_of(d.get("auc_random"))
-        parts.append(figure(plots.deletion_plot(d), "Pixels are deleted (set to the image's mean) in steps, the "
-                            "most salient first or in random order, and the predicted class's score is read after "
-                            "each step. A faithful map lowers the score faster than random order.", "Deletion curve"))
+        parts.append(
+            figure(
+                plots.deletion_plot(d),
+                "Pixels are deleted (set to the image's mean) in steps, the "
+                "most salient first or in random order, and the predicted class's score is read after "
+                "each step. A faithful map lowers the score faster than random order.",
+                "Deletion curve",
+            )
+        )
         rows = [
             ["Images", esc(count(d.get("n_images")))],
             ["Area under the deletion curve, most salient first (lower = more faithful)", esc(num(sal, 3))],
-            [f"Area under the deletion curve, random order (mean of {esc(count(d.get('n_random')))})",
-             esc(num(rnd, 3))],
+            [
+                f"Area under the deletion curve, random order (mean of {esc(count(d.get('n_random')))})",
+                esc(num(rnd, 3)),
+            ],
             ["Images whose score fell faster than with random order", esc(pct(d.get("share_faster_than_random")))],
         ]
-        verdict = ("The heat maps are more faithful than random order." if sal is not None and rnd is not None
-                   and sal < rnd else "The heat maps are not more faithful than random order: do not rely on them.")
-        parts.append(table(["Faithfulness (deletion check)", ("Value", "num")], rows,
-                           caption=esc(verdict)))
+        verdict = (
+            "The heat maps are more faithful than random order."
+            if sal is not None and rnd is not None and sal < rnd
+            else "The heat maps are not more faithful than random order: do not rely on them."
+        )
+        parts.append(table(["Faithfulness (deletion check)", ("Value", "num")], rows, caption=esc(verdict)))
     return "".join(parts)
 
 

@@ -82,16 +82,18 @@ class ServiceState:
         everything = deployments(self.config)
         current = {sid: d for sid, d in everything.items() if d.is_hook}
         self.images = {sid: d for sid, d in everything.items() if not d.is_hook}
-        self.image_models = {sid: m for sid, m in self.image_models.items()
-                             if sid in self.images and m.deployment == self.images[sid]}
-        kept = {sid: s for sid, s in self.scorers.items()
-                if sid in current and s.deployment == current[sid]}
+        self.image_models = {
+            sid: m for sid, m in self.image_models.items() if sid in self.images and m.deployment == self.images[sid]
+        }
+        kept = {sid: s for sid, s in self.scorers.items() if sid in current and s.deployment == current[sid]}
         for sid, dep in current.items():
             if sid not in kept:
                 kept[sid] = Scorer(dep, load_bundle(dep.model, self.settings))
         self.scorers = kept
-        self.batchers = {sid: self.batchers[sid] if sid in self.batchers and self.batchers[sid].scorer is s
-                         else Batcher(s) for sid, s in kept.items()}
+        self.batchers = {
+            sid: self.batchers[sid] if sid in self.batchers and self.batchers[sid].scorer is s else Batcher(s)
+            for sid, s in kept.items()
+        }
         self.deployed_mtime = mtime
 
     def remember_card(self, card_uuid: str, service_id: str) -> None:
@@ -106,12 +108,19 @@ def discovery(scorers: Mapping[str, Scorer], *, pgx: bool = False) -> dict[str, 
     services = []
     for sid, s in scorers.items():
         dep = s.deployment
-        services.append({
-            "hook": dep.hook, "id": sid, "title": dep.title, "description": dep.description,
-            "prefetch": s.templates,
-            "usageRequirements": ("Needs the patient's Encounters and the Observations named in the prefetch; "
-                                  "without prefetch, a fhirServer and fhirAuthorization with read access to them."),
-        })
+        services.append(
+            {
+                "hook": dep.hook,
+                "id": sid,
+                "title": dep.title,
+                "description": dep.description,
+                "prefetch": s.templates,
+                "usageRequirements": (
+                    "Needs the patient's Encounters and the Observations named in the prefetch; "
+                    "without prefetch, a fhirServer and fhirAuthorization with read access to them."
+                ),
+            }
+        )
     if pgx:
         services += pgx_services.discovery_entries()
     return {"services": services}
@@ -127,19 +136,30 @@ def failure(exc: Exception, doing: str, consequence: str) -> tuple[dict[str, Any
         return {"error": str(exc)}, 400
     ref = uuid.uuid4().hex[:12]
     log.error("error %s %s", ref, doing, exc_info=exc)
-    return {"error": f"internal error (reference {ref}); {consequence}. Tell the medml team the reference; the "
-                     "service keeps serving"}, 500
+    return {
+        "error": f"internal error (reference {ref}); {consequence}. Tell the medml team the reference; the "
+        "service keeps serving"
+    }, 500
 
 
-def create_app(settings: Settings, config: ServiceConfig, *, verifier: JwtVerifier | None = None,
-               audit_sink: audit.AuditSink | None = None, clock: Any = None) -> FastAPI:
+def create_app(
+    settings: Settings,
+    config: ServiceConfig,
+    *,
+    verifier: JwtVerifier | None = None,
+    audit_sink: audit.AuditSink | None = None,
+    clock: Any = None,
+) -> FastAPI:
     """The FastAPI app; ``verifier``, ``audit_sink`` and ``clock`` (-> aware datetime) may be given for tests."""
     config.home.mkdir(parents=True, exist_ok=True)
     state = ServiceState(
-        settings=settings, config=config, verifier=verifier or JwtVerifier(config),
+        settings=settings,
+        config=config,
+        verifier=verifier or JwtVerifier(config),
         audit=audit_sink or audit.JsonlAuditLog(config.audit_path),
         predictions=PredictionLog(config.predictions_path),
-        per_caller=RateLimiter(config.rate_per_minute))
+        per_caller=RateLimiter(config.rate_per_minute),
+    )
     now = clock or (lambda: datetime.now(UTC))
 
     @asynccontextmanager
@@ -150,23 +170,38 @@ def create_app(settings: Settings, config: ServiceConfig, *, verifier: JwtVerifi
             yield
         state.http = None
 
-    app = FastAPI(title="medml CDS Hooks service", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url=None)
+    app = FastAPI(title="medml CDS Hooks service", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.medml = state
-    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=config.max_body_bytes, per_path=[
-        PathLimit("/imaging/", config.max_dicom_bytes, "send a smaller DICOM file (one image), or raise "
-                                                       "max_dicom_bytes in service.yaml")])
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_body_bytes=config.max_body_bytes,
+        per_path=[
+            PathLimit(
+                "/imaging/",
+                config.max_dicom_bytes,
+                "send a smaller DICOM file (one image), or raise max_dicom_bytes in service.yaml",
+            )
+        ],
+    )
     # CORS (CDS Hooks 2.0: services called from browser-based clients); preflights need no token
-    app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
-                       allow_headers=["Authorization", "Content-Type"], max_age=600)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=list(config.cors_origins),
+        allow_methods=["GET", "POST"],
+        allow_headers=["Authorization", "Content-Type"],
+        max_age=600,
+    )
     app.add_middleware(RateLimitMiddleware, limiter=RateLimiter(config.rate_per_minute * 4))
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> Response:
         ref = uuid.uuid4().hex[:12]
         log.exception("unhandled error %s on %s", ref, request.url.path)
-        return _error(500, f"internal error (reference {ref}); the request was not scored. Tell the medml team "
-                           "the reference; the service keeps serving")
+        return _error(
+            500,
+            f"internal error (reference {ref}); the request was not scored. Tell the medml team "
+            "the reference; the service keeps serving",
+        )
 
     @app.get("/cds-services")
     async def services() -> Response:
@@ -194,16 +229,27 @@ def create_app(settings: Settings, config: ServiceConfig, *, verifier: JwtVerifi
             if scorer is not None:
                 response = await answer(state, scorer, body, now())
             else:
-                response, model = await run_in_threadpool(pgx_services.answer, config.pgx_results_dir, service_id,
-                                                           body, authenticated=config.auth == "jwt")
+                response, model = await run_in_threadpool(
+                    pgx_services.answer, config.pgx_results_dir, service_id, body, authenticated=config.auth == "jwt"
+                )
                 for c in response["cards"]:
                     state.remember_card(c["uuid"], service_id)
             status = 200
         except Exception as e:  # the EHR gets a message or a reference; the call is audited either way
             response, status = failure(e, f"answering {service_id}", "the patient was not scored")
         duration = (time.perf_counter() - started) * 1000
-        _audit(state, service_id, body, response if status == 200 else None, status, duration, caller, request,
-               model, None if status == 200 else response.get("error", "unauthorised"))
+        _audit(
+            state,
+            service_id,
+            body,
+            response if status == 200 else None,
+            status,
+            duration,
+            caller,
+            request,
+            model,
+            None if status == 200 else response.get("error", "unauthorised"),
+        )
         if status == 401:
             return Response(status_code=401, headers={"WWW-Authenticate": 'Bearer realm="cds-services"'})
         return _json(response, status)
@@ -225,11 +271,20 @@ def create_app(settings: Settings, config: ServiceConfig, *, verifier: JwtVerifi
         except HookError as e:
             status, response, event_note = e.status, ({} if e.status == 401 else {"error": e.message}), e.message
         duration = (time.perf_counter() - started) * 1000
-        entry = audit.hook_entry(service=service_id, request=None, response=None, status=status,
-                                 duration_ms=duration, caller=_audit_caller(caller, request),
-                                 error=None if status == 200 else event_note)
-        record = {**entry.to_dict(), "event": "feedback",
-                  "input_sha256": audit.digest(body) if body is not None else None}
+        entry = audit.hook_entry(
+            service=service_id,
+            request=None,
+            response=None,
+            status=status,
+            duration_ms=duration,
+            caller=_audit_caller(caller, request),
+            error=None if status == 200 else event_note,
+        )
+        record = {
+            **entry.to_dict(),
+            "event": "feedback",
+            "input_sha256": audit.digest(body) if body is not None else None,
+        }
         state.audit.append(record)
         if status == 401:
             return Response(status_code=401, headers={"WWW-Authenticate": 'Bearer realm="cds-services"'})
@@ -275,8 +330,9 @@ def _parse(raw: bytes) -> dict[str, Any]:
     except orjson.JSONDecodeError as e:
         raise HookError(400, f"the request body is not valid JSON ({e}); send a CDS Hooks request object") from None
     if not isinstance(body, dict):
-        raise HookError(400, f"the request body is a JSON {type(body).__name__}, not an object; send a CDS Hooks "
-                             "request object")
+        raise HookError(
+            400, f"the request body is a JSON {type(body).__name__}, not an object; send a CDS Hooks request object"
+        )
     return body
 
 
@@ -284,8 +340,9 @@ def check_request(body: Mapping[str, Any], dep: Deployment) -> tuple[str, str | 
     """The patient id and encounter id of a valid hook request, or a HookError (400) naming what is wrong."""
     for key in ("hook", "hookInstance", "context"):
         if key not in body:
-            raise HookError(400, f"the request has no '{key}'; a CDS Hooks request needs hook, hookInstance and "
-                                 "context")
+            raise HookError(
+                400, f"the request has no '{key}'; a CDS Hooks request needs hook, hookInstance and context"
+            )
     if body["hook"] != dep.hook:
         raise HookError(400, f"service '{dep.service_id}' answers the {dep.hook} hook, not {body['hook']!r}")
     instance = body["hookInstance"]
@@ -302,17 +359,22 @@ def check_request(body: Mapping[str, Any], dep: Deployment) -> tuple[str, str | 
     if encounter is not None and (not isinstance(encounter, str) or not encounter):
         raise HookError(400, "context.encounterId, when given, must be a non-empty string")
     fhir_server = body.get("fhirServer")
-    if fhir_server is not None and (not isinstance(fhir_server, str)
-                                    or not fhir_server.startswith(("http://", "https://"))):
+    if fhir_server is not None and (
+        not isinstance(fhir_server, str) or not fhir_server.startswith(("http://", "https://"))
+    ):
         raise HookError(400, "fhirServer must be the base URL of the EHR's FHIR server (http or https)")
     auth = body.get("fhirAuthorization")
     if auth is not None:
         if fhir_server is None:
             raise HookError(400, "fhirAuthorization is given without fhirServer; send both or neither")
-        if not isinstance(auth, dict) or not isinstance(auth.get("access_token"), str) or \
-                auth.get("token_type") != "Bearer":
-            raise HookError(400, "fhirAuthorization needs access_token and token_type 'Bearer' (and expires_in, "
-                                 "scope, subject)")
+        if (
+            not isinstance(auth, dict)
+            or not isinstance(auth.get("access_token"), str)
+            or auth.get("token_type") != "Bearer"
+        ):
+            raise HookError(
+                400, "fhirAuthorization needs access_token and token_type 'Bearer' (and expires_in, scope, subject)"
+            )
     prefetch = body.get("prefetch")
     if prefetch is not None and not isinstance(prefetch, dict):
         raise HookError(400, "prefetch must be a JSON object of prefetch keys")
@@ -323,8 +385,11 @@ async def answer(state: ServiceState, scorer: Scorer, body: dict[str, Any], now:
     dep = scorer.deployment
     patient_id, encounter_id = check_request(body, dep)
     # a prefetch key the EHR could not fill (an OperationOutcome in its place) counts as not prefetched
-    prefetch: dict[str, Any] = {k: v for k, v in (body.get("prefetch") or {}).items()
-                                if not (isinstance(v, dict) and v.get("resourceType") == "OperationOutcome")}
+    prefetch: dict[str, Any] = {
+        k: v
+        for k, v in (body.get("prefetch") or {}).items()
+        if not (isinstance(v, dict) and v.get("resourceType") == "OperationOutcome")
+    }
     absent = {k: q for k, q in scorer.templates.items() if k not in prefetch}
     if absent:
         prefetch.update(await _fetch(state, body, absent, patient_id))
@@ -338,28 +403,47 @@ async def answer(state: ServiceState, scorer: Scorer, body: dict[str, Any], now:
         return {"cards": []}
     authenticated = state.config.auth == "jwt"
     model_card = f"{state.config.base_url}/models/{dep.name}/{dep.version}"
-    card = cards.card(dep, result, patient_id, model_kind=scorer.bundle.metadata.model_kind,
-                      model_card_url=model_card, authenticated=authenticated)
+    card = cards.card(
+        dep,
+        result,
+        patient_id,
+        model_kind=scorer.bundle.metadata.model_kind,
+        model_card_url=model_card,
+        authenticated=authenticated,
+    )
     state.remember_card(card["uuid"], dep.service_id)
     response: dict[str, Any] = {"cards": [card]}
     actions = cards.system_actions(dep, result, patient_id)
     if actions:
         response["systemActions"] = actions
     inputs = summarize_inputs(result.features, scorer.columns)
-    state.predictions.append(PredictionRecord(
-        model=dep.model, service=dep.service_id, patient=patient_id, time=_iso(now), score=result.risk,
-        risk=result.category, inputs=inputs, index_time=_iso(result.index_time),
-        hook_instance=str(body["hookInstance"])))
+    state.predictions.append(
+        PredictionRecord(
+            model=dep.model,
+            service=dep.service_id,
+            patient=patient_id,
+            time=_iso(now),
+            score=result.risk,
+            risk=result.category,
+            inputs=inputs,
+            index_time=_iso(result.index_time),
+            hook_instance=str(body["hookInstance"]),
+        )
+    )
     return response
 
 
-async def _fetch(state: ServiceState, body: Mapping[str, Any], queries: Mapping[str, str],
-                 patient_id: str) -> dict[str, Any]:
+async def _fetch(
+    state: ServiceState, body: Mapping[str, Any], queries: Mapping[str, str], patient_id: str
+) -> dict[str, Any]:
     """What the EHR did not prefetch, from its FHIR server; 412 when there is no server to ask or it fails."""
     server = body.get("fhirServer")
     if not server:
-        raise HookError(412, f"prefetch lacks {sorted(queries)} and the request names no fhirServer to fetch them "
-                             "from; send the prefetch of the discovery document, or fhirServer and fhirAuthorization")
+        raise HookError(
+            412,
+            f"prefetch lacks {sorted(queries)} and the request names no fhirServer to fetch them "
+            "from; send the prefetch of the discovery document, or fhirServer and fhirAuthorization",
+        )
     filled = {k: q.replace("{{context.patientId}}", patient_id) for k, q in queries.items()}
     auth = body.get("fhirAuthorization") or {}
     assert state.http is not None
@@ -386,16 +470,23 @@ def _store_feedback(state: ServiceState, service_id: str, body: Mapping[str, Any
         if reason is not None and not isinstance(reason, dict):
             raise HookError(400, f"feedback[{i}].overrideReason must be an object with reason and userComment")
         accepted = item.get("acceptedSuggestions", [])
-        if not isinstance(accepted, list) or not all(isinstance(a, dict) and isinstance(a.get("id"), str)
-                                                     for a in accepted):
+        if not isinstance(accepted, list) or not all(
+            isinstance(a, dict) and isinstance(a.get("id"), str) for a in accepted
+        ):
             raise HookError(400, f"feedback[{i}].acceptedSuggestions must be a list of {{id}} objects")
-        rows.append({
-            "received": _iso(datetime.now(UTC)), "service": service_id, "card": item["card"],
-            "known_card": state.issued_cards.get(item["card"]) == service_id, "outcome": outcome,
-            "outcomeTimestamp": item["outcomeTimestamp"],
-            "acceptedSuggestions": accepted,
-            "overrideReason": reason, "caller": {"iss": caller.iss, "sub": caller.sub},
-        })
+        rows.append(
+            {
+                "received": _iso(datetime.now(UTC)),
+                "service": service_id,
+                "card": item["card"],
+                "known_card": state.issued_cards.get(item["card"]) == service_id,
+                "outcome": outcome,
+                "outcomeTimestamp": item["outcomeTimestamp"],
+                "acceptedSuggestions": accepted,
+                "overrideReason": reason,
+                "caller": {"iss": caller.iss, "sub": caller.sub},
+            }
+        )
     path: Path = state.config.feedback_path
     with path.open("ab") as f:
         f.write(b"".join(orjson.dumps(r) + b"\n" for r in rows))
@@ -409,11 +500,28 @@ def _audit_caller(caller: Caller, request: Request) -> audit.Caller:
     return audit.Caller(iss=caller.iss, sub=caller.sub, address=address, jti=caller.jti)
 
 
-def _audit(state: ServiceState, service_id: str, body: dict[str, Any] | None, response: dict[str, Any] | None,
-           status: int, duration: float, caller: Caller, request: Request, model: str | None,
-           error: str | None) -> None:
-    entry = audit.hook_entry(service=service_id, request=body, response=response, status=status,
-                             duration_ms=duration, caller=_audit_caller(caller, request), model=model, error=error)
+def _audit(
+    state: ServiceState,
+    service_id: str,
+    body: dict[str, Any] | None,
+    response: dict[str, Any] | None,
+    status: int,
+    duration: float,
+    caller: Caller,
+    request: Request,
+    model: str | None,
+    error: str | None,
+) -> None:
+    entry = audit.hook_entry(
+        service=service_id,
+        request=body,
+        response=response,
+        status=status,
+        duration_ms=duration,
+        caller=_audit_caller(caller, request),
+        model=model,
+        error=error,
+    )
     state.audit.append(entry)
 
 
@@ -430,6 +538,10 @@ def app_from_env() -> FastAPI:
 
     settings = get_settings()
     path = os.environ.get("MEDML_SERVICE_CONFIG")
-    config = load_config(settings, Path(path) if path else None, base_url=os.environ.get("MEDML_SERVICE_BASE_URL"),
-                         auth=os.environ.get("MEDML_SERVICE_AUTH"))
+    config = load_config(
+        settings,
+        Path(path) if path else None,
+        base_url=os.environ.get("MEDML_SERVICE_BASE_URL"),
+        auth=os.environ.get("MEDML_SERVICE_AUTH"),
+    )
     return create_app(settings, config)

@@ -119,8 +119,13 @@ def cards_seen(cards: Any) -> tuple[CardSeen, ...]:
             continue
         source = card.get("source")
         label = source.get("label") if isinstance(source, Mapping) else None
-        seen.append(CardSeen(summary=str(card.get("summary", "")), indicator=str(card.get("indicator", "")),
-                             source=None if label is None else str(label)))
+        seen.append(
+            CardSeen(
+                summary=str(card.get("summary", "")),
+                indicator=str(card.get("indicator", "")),
+                source=None if label is None else str(label),
+            )
+        )
     return tuple(seen)
 
 
@@ -150,19 +155,38 @@ class AuditEntry:
     def to_dict(self) -> dict[str, Any]:
         return {
             "time": None if self.time is None else _iso(self.time),
-            "event": self.event, "service": self.service, "hook": self.hook, "hook_instance": self.hook_instance,
+            "event": self.event,
+            "service": self.service,
+            "hook": self.hook,
+            "hook_instance": self.hook_instance,
             "patient": self.patient,
-            "caller": {"iss": self.caller.iss, "sub": self.caller.sub, "address": self.caller.address,
-                       "jti": self.caller.jti},
-            "model": self.model, "input_sha256": self.input_sha256, "output_sha256": self.output_sha256,
+            "caller": {
+                "iss": self.caller.iss,
+                "sub": self.caller.sub,
+                "address": self.caller.address,
+                "jti": self.caller.jti,
+            },
+            "model": self.model,
+            "input_sha256": self.input_sha256,
+            "output_sha256": self.output_sha256,
             "cards": [{"summary": c.summary, "indicator": c.indicator, "source": c.source} for c in self.cards],
-            "status": int(self.status), "duration_ms": round(float(self.duration_ms), 3), "error": self.error,
+            "status": int(self.status),
+            "duration_ms": round(float(self.duration_ms), 3),
+            "error": self.error,
         }
 
 
-def hook_entry(*, service: str, request: Mapping[str, Any] | None, response: Mapping[str, Any] | None,
-               status: int, duration_ms: float, caller: Caller | None = None, model: str | None = None,
-               error: str | None = None) -> AuditEntry:
+def hook_entry(
+    *,
+    service: str,
+    request: Mapping[str, Any] | None,
+    response: Mapping[str, Any] | None,
+    status: int,
+    duration_ms: float,
+    caller: Caller | None = None,
+    model: str | None = None,
+    error: str | None = None,
+) -> AuditEntry:
     """An :class:`AuditEntry` from a hook call's request and response bodies (either may be None, e.g. on a 401)."""
     request = request if isinstance(request, Mapping) else None
     context = request.get("context") if request else None
@@ -172,13 +196,19 @@ def hook_entry(*, service: str, request: Mapping[str, Any] | None, response: Map
         return None if v is None else str(v)
 
     return AuditEntry(
-        service=service, status=status, duration_ms=duration_ms,
+        service=service,
+        status=status,
+        duration_ms=duration_ms,
         hook=text(request.get("hook")) if request else None,
         hook_instance=text(request.get("hookInstance")) if request else None,
-        patient=text(patient), caller=caller or Caller(), model=model,
+        patient=text(patient),
+        caller=caller or Caller(),
+        model=model,
         input_sha256=request_digest(request) if request is not None else None,
         output_sha256=digest(response) if response is not None else None,
-        cards=cards_seen(response.get("cards")) if isinstance(response, Mapping) else (), error=error)
+        cards=cards_seen(response.get("cards")) if isinstance(response, Mapping) else (),
+        error=error,
+    )
 
 
 def _redact(value: Any) -> Any:
@@ -290,7 +320,7 @@ def _lines_backwards(fd: int, size: int) -> Iterator[bytes]:
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 class JsonlAuditLog:
@@ -336,8 +366,12 @@ class JsonlAuditLog:
         last = next((t for t in map(_parse_tip, _lines_backwards(fd, size)) if t is not None), None)
         if head is not None and (last is None or last[0] <= head.seq):
             if head.size > size:
-                log.warning("audit log %s is shorter than its head says (record %d): records were removed; "
-                            "continuing the chain from the head so that the gap stays visible", self.path, head.seq)
+                log.warning(
+                    "audit log %s is shorter than its head says (record %d): records were removed; "
+                    "continuing the chain from the head so that the gap stays visible",
+                    self.path,
+                    head.seq,
+                )
             return _Tip(head.seq, head.hash, size)
         if last is not None:  # records after the head: a process stopped between writing a record and its head
             return _Tip(last[0], last[1], size)
@@ -401,8 +435,9 @@ def _records_word(lo: int, hi: int) -> str:
     return f"record {lo} is" if lo == hi else f"records {lo}-{hi} are"
 
 
-def verify_lines(lines: Iterable[bytes], head: Mapping[str, Any] | None = None,
-                 head_problem: str | None = None) -> AuditVerification:
+def verify_lines(
+    lines: Iterable[bytes], head: Mapping[str, Any] | None = None, head_problem: str | None = None
+) -> AuditVerification:
     """Check a chain given as lines in file order, and its end against ``head`` (``{"seq": ..., "hash": ...}``)."""
     problems: list[str] = []
     records = 0
@@ -430,8 +465,10 @@ def verify_lines(lines: Iterable[bytes], head: Mapping[str, Any] | None = None,
             problems.append(f"record {seq} was edited: its hash does not match its content")
         if seq == max_seq + 1:
             if rec["prev"] != hash_at_max:
-                problems.append(f"record {seq} does not chain to record {max_seq}: its prev is not that record's "
-                                f"hash (a record before it was forged, replaced or removed)")
+                problems.append(
+                    f"record {seq} does not chain to record {max_seq}: its prev is not that record's "
+                    f"hash (a record before it was forged, replaced or removed)"
+                )
         elif seq > max_seq + 1:
             missing.append((max_seq + 1, seq - 1, max_seq, seq))
         else:
@@ -454,19 +491,25 @@ def verify_lines(lines: Iterable[bytes], head: Mapping[str, Any] | None = None,
         problems.append(head_problem)
     elif head is not None and head_seq is not None:
         if records == 0 and head_seq > 0:
-            problems.append(f"the log has no records but the head says it ends at record {head_seq}: "
-                            f"the log was emptied or replaced")
+            problems.append(
+                f"the log has no records but the head says it ends at record {head_seq}: "
+                f"the log was emptied or replaced"
+            )
         elif max_seq < head_seq:
-            problems.append(f"the log ends at record {max_seq} but the head says {head_seq}: records were deleted "
-                            f"from the end")
+            problems.append(
+                f"the log ends at record {max_seq} but the head says {head_seq}: records were deleted from the end"
+            )
         else:
             if hash_at_head is not None and hash_at_head != head["hash"]:
-                problems.append(f"record {head_seq} is not the one the head recorded (its hash differs): "
-                                f"the log was rewritten")
+                problems.append(
+                    f"record {head_seq} is not the one the head recorded (its hash differs): the log was rewritten"
+                )
             if max_seq > head_seq:
-                problems.append(f"{_records_word(head_seq + 1, max_seq)} after the head (record {head_seq}): "
-                                f"written without updating the head (a process stopped during an append, "
-                                f"or forged)")
+                problems.append(
+                    f"{_records_word(head_seq + 1, max_seq)} after the head (record {head_seq}): "
+                    f"written without updating the head (a process stopped during an append, "
+                    f"or forged)"
+                )
     return AuditVerification(ok=not problems, records=records, problems=tuple(problems), last_seq=max_seq)
 
 
@@ -497,18 +540,26 @@ def verify(path: Path) -> AuditVerification:
     if not path.exists():
         head = _read_head(head_path)
         if head is None:
-            raise InputFileError(f"no audit log at {path}",
-                                 "pass the log with --log PATH, or let the service record a request first")
-        return AuditVerification(ok=False, records=0, last_seq=0, problems=(
-            f"the log file {path} is missing but its head says it held {head.seq} records: the log was deleted",))
+            raise InputFileError(
+                f"no audit log at {path}", "pass the log with --log PATH, or let the service record a request first"
+            )
+        return AuditVerification(
+            ok=False,
+            records=0,
+            last_seq=0,
+            problems=(
+                f"the log file {path} is missing but its head says it held {head.seq} records: the log was deleted",
+            ),
+        )
     try:
         with path.open("rb") as fh:
             fcntl.flock(fh.fileno(), fcntl.LOCK_SH)
             size = os.fstat(fh.fileno()).st_size
             head = _read_head(head_path)
     except OSError as e:
-        raise InputFileError(f"cannot read the audit log {path}: {e.strerror}",
-                             "check the path and its permissions") from None
+        raise InputFileError(
+            f"cannot read the audit log {path}: {e.strerror}", "check the path and its permissions"
+        ) from None
     head_problem = None
     if head is None and size > 0:
         state = "not a valid head" if head_path.exists() else "missing"
@@ -521,8 +572,9 @@ def read_last(path: Path, n: int) -> list[dict[str, Any]]:
     """The last ``n`` records of an audit log, oldest first (lines that are not records are skipped)."""
     path = Path(path)
     if not path.exists():
-        raise InputFileError(f"no audit log at {path}",
-                             "pass the log with --log PATH, or let the service record a request first")
+        raise InputFileError(
+            f"no audit log at {path}", "pass the log with --log PATH, or let the service record a request first"
+        )
     found: list[dict[str, Any]] = []
     with path.open("rb") as fh:
         for line in _lines_backwards(fh.fileno(), os.fstat(fh.fileno()).st_size):

@@ -107,8 +107,10 @@ class _ReplayCache:
             if key in self._until:
                 raise AuthError(f"jti {_show(key[1])} of iss {_show(key[0])} was already used (a replayed token)")
             if len(self._until) >= self._max:
-                raise AuthError(f"the replay cache holds {self._max} unexpired tokens; refusing more until some "
-                                "expire (is a client sending a flood of tokens, or are its exp times too long?)")
+                raise AuthError(
+                    f"the replay cache holds {self._max} unexpired tokens; refusing more until some "
+                    "expire (is a client sending a flood of tokens, or are its exp times too long?)"
+                )
             self._until[key] = until
             heapq.heappush(self._heap, (until, key))
 
@@ -139,18 +141,29 @@ class _SharedReplayCache(_ReplayCache):
             self._inserts += 1
             if self._inserts % 1000 == 1:
                 self._db.execute("DELETE FROM seen WHERE until < ?", (now,))
-            cur = self._db.execute("INSERT INTO seen VALUES (?, ?, ?) ON CONFLICT (iss, jti) DO UPDATE "
-                                   "SET until = excluded.until WHERE seen.until < ?", (*key, until, now))
+            cur = self._db.execute(
+                "INSERT INTO seen VALUES (?, ?, ?) ON CONFLICT (iss, jti) DO UPDATE "
+                "SET until = excluded.until WHERE seen.until < ?",
+                (*key, until, now),
+            )
             if cur.rowcount != 1:
-                raise AuthError(f"jti {_show(key[1])} of iss {_show(key[0])} was already used (a replayed token, "
-                                "seen by another worker)")
+                raise AuthError(
+                    f"jti {_show(key[1])} of iss {_show(key[0])} was already used (a replayed token, "
+                    "seen by another worker)"
+                )
 
 
 class _KeySet:
     """One issuer's JWK Set (a file or a URL), cached for ``ttl_s`` and read again once on an unknown ``kid``."""
 
-    def __init__(self, issuer: TrustedIssuer, http_get: Callable[[str], bytes], clock: Callable[[], float],
-                 ttl_s: float, min_refetch_s: float) -> None:
+    def __init__(
+        self,
+        issuer: TrustedIssuer,
+        http_get: Callable[[str], bytes],
+        clock: Callable[[], float],
+        ttl_s: float,
+        min_refetch_s: float,
+    ) -> None:
         self._issuer = issuer
         self._http_get = http_get
         self._clock = clock
@@ -171,20 +184,25 @@ class _KeySet:
         source = self.source
         if source.startswith(("http://", "https://")):
             if source.startswith("http://") and not _is_loopback(source):
-                raise AuthError(f"the JWKS URL {source} of iss {self._issuer.iss} is plain http; use an https URL "
-                                "(plain http is accepted on loopback only)")
+                raise AuthError(
+                    f"the JWKS URL {source} of iss {self._issuer.iss} is plain http; use an https URL "
+                    "(plain http is accepted on loopback only)"
+                )
             try:
                 return self._http_get(source)
             except AuthError:
                 raise
             except Exception as e:  # any failure of the fetch (transport, status, a custom getter's) means no keys
-                raise AuthError(f"could not fetch the JWKS of iss {self._issuer.iss} from {source}: "
-                                f"{type(e).__name__}: {e}") from None
+                raise AuthError(
+                    f"could not fetch the JWKS of iss {self._issuer.iss} from {source}: {type(e).__name__}: {e}"
+                ) from None
         try:
             return Path(source).read_bytes()
         except OSError as e:
-            raise AuthError(f"could not read the JWKS file {source} of iss {self._issuer.iss}: {e.strerror}; "
-                            "fix issuers[].jwks in service.yaml") from None
+            raise AuthError(
+                f"could not read the JWKS file {source} of iss {self._issuer.iss}: {e.strerror}; "
+                "fix issuers[].jwks in service.yaml"
+            ) from None
 
     def _load(self, now: float, *, expired: bool) -> None:
         """Read the key set. If it fails, keys past their TTL (``expired``) are dropped, and for ``min_refetch_s``
@@ -230,19 +248,26 @@ class _KeySet:
                 self._load(now, expired=False)  # the issuer may have rotated its keys since we last read them
             candidates = [jwk for jwk in self._jwks.get(kid, []) if _usable(jwk, alg)]
             if not candidates:
-                raise AuthError(f"no {alg} key with kid {_show(kid)} in the JWKS of iss {self._issuer.iss} "
-                                f"({self.source})")
+                raise AuthError(
+                    f"no {alg} key with kid {_show(kid)} in the JWKS of iss {self._issuer.iss} ({self.source})"
+                )
             if len(candidates) > 1:
-                raise AuthError(f"the JWKS of iss {self._issuer.iss} has {len(candidates)} {alg} keys with kid "
-                                f"{_show(kid)}; kid must be unique")
+                raise AuthError(
+                    f"the JWKS of iss {self._issuer.iss} has {len(candidates)} {alg} keys with kid "
+                    f"{_show(kid)}; kid must be unique"
+                )
             try:
                 key = jwt.PyJWK(dict(candidates[0]), algorithm=alg).key
             except jwt.PyJWTError as e:
-                raise AuthError(f"the key {_show(kid)} in the JWKS of iss {self._issuer.iss} is not a valid {alg} "
-                                f"public key: {type(e).__name__}") from None
+                raise AuthError(
+                    f"the key {_show(kid)} in the JWKS of iss {self._issuer.iss} is not a valid {alg} "
+                    f"public key: {type(e).__name__}"
+                ) from None
             if alg == "RS384" and key.key_size < _MIN_RSA_BITS:
-                raise AuthError(f"the RSA key {_show(kid)} of iss {self._issuer.iss} has {key.key_size} bits; "
-                                f"at least {_MIN_RSA_BITS} are required")
+                raise AuthError(
+                    f"the RSA key {_show(kid)} of iss {self._issuer.iss} has {key.key_size} bits; "
+                    f"at least {_MIN_RSA_BITS} are required"
+                )
             self._keys[(kid, alg)] = key
             return key
 
@@ -261,8 +286,10 @@ def _httpx_getter(timeout_s: float) -> Callable[[str], bytes]:
     def get(url: str) -> bytes:
         import httpx
 
-        with httpx.Client(timeout=timeout_s, follow_redirects=False) as client, \
-                client.stream("GET", url, headers={"Accept": "application/json"}) as response:
+        with (
+            httpx.Client(timeout=timeout_s, follow_redirects=False) as client,
+            client.stream("GET", url, headers={"Accept": "application/json"}) as response,
+        ):
             response.raise_for_status()
             body = bytearray()
             for chunk in response.iter_bytes():
@@ -296,10 +323,17 @@ class JwtVerifier:
     ``verify`` is thread-safe and may block on a JWKS fetch: call it from a worker thread, not the event loop.
     """
 
-    def __init__(self, config: ServiceConfig, *, clock: Callable[[], float] = time.time,
-                 http_get: Callable[[str], bytes] | None = None, jwks_ttl_s: float = 300.0,
-                 min_refetch_s: float = 30.0, replay_window_s: float = 3600.0,
-                 max_remembered_tokens: int = 100_000) -> None:
+    def __init__(
+        self,
+        config: ServiceConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        http_get: Callable[[str], bytes] | None = None,
+        jwks_ttl_s: float = 300.0,
+        min_refetch_s: float = 30.0,
+        replay_window_s: float = 3600.0,
+        max_remembered_tokens: int = 100_000,
+    ) -> None:
         self._config = config
         self._clock = clock
         self._replay_window_s = replay_window_s
@@ -337,8 +371,10 @@ class JwtVerifier:
             raise AuthError(f"the JWT payload is not valid ({e})") from None
         alg = header.get("alg")
         if alg not in ACCEPTED_ALGORITHMS:
-            raise AuthError(f"the JWT is signed with alg {_show(alg)}; only {' or '.join(ACCEPTED_ALGORITHMS)} "
-                            "are accepted (CDS Hooks 2.0 forbids none and symmetric algorithms)")
+            raise AuthError(
+                f"the JWT is signed with alg {_show(alg)}; only {' or '.join(ACCEPTED_ALGORITHMS)} "
+                "are accepted (CDS Hooks 2.0 forbids none and symmetric algorithms)"
+            )
         if not isinstance(header.get("typ"), str) or header["typ"].upper() != "JWT":
             raise AuthError(f"the JWT header's typ is {_show(header.get('typ'))}; CDS Hooks 2.0 requires 'JWT'")
         kid = header.get("kid")
@@ -351,24 +387,39 @@ class JwtVerifier:
             raise AuthError("the JWT has no iss; CDS Hooks 2.0 requires the issuer's URI")
         key_set = self._key_sets.get(iss)
         if key_set is None:
-            raise AuthError(f"iss {_show(iss)} is not a trusted issuer; add it under issuers: in service.yaml "
-                            "if this EHR should be allowed")
+            raise AuthError(
+                f"iss {_show(iss)} is not a trusted issuer; add it under issuers: in service.yaml "
+                "if this EHR should be allowed"
+            )
         jku = header.get("jku")
         if jku is not None:
             allowed = next(i.jku for i in self._config.issuers if i.iss == iss)
             if jku not in allowed:
-                raise AuthError(f"the JWT names jku {_show(jku)}, which is not allowed for iss {iss}; add it to "
-                                "that issuer's jku list in service.yaml if it is the EHR's")
+                raise AuthError(
+                    f"the JWT names jku {_show(jku)}, which is not allowed for iss {iss}; add it to "
+                    "that issuer's jku list in service.yaml if it is the EHR's"
+                )
         key = key_set.key(kid, alg)
         try:
-            claims = jwt.decode(token, key, algorithms=[alg], audience=audience, issuer=iss,
-                                options={"verify_exp": False, "verify_iat": False, "verify_nbf": False,
-                                         "require": ["iss", "aud", "exp", "iat", "jti"]})
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=audience,
+                issuer=iss,
+                options={
+                    "verify_exp": False,
+                    "verify_iat": False,
+                    "verify_nbf": False,
+                    "require": ["iss", "aud", "exp", "iat", "jti"],
+                },
+            )
         except jwt.InvalidSignatureError:
             raise AuthError(f"the JWT's signature does not verify with key {_show(kid)} of iss {iss}") from None
         except jwt.InvalidAudienceError:
-            raise AuthError(f"the JWT's aud {_show(unverified.get('aud'))} is not the URL of the service called "
-                            f"({audience})") from None
+            raise AuthError(
+                f"the JWT's aud {_show(unverified.get('aud'))} is not the URL of the service called ({audience})"
+            ) from None
         except jwt.MissingRequiredClaimError as e:
             raise AuthError(f"the JWT has no {e.claim} claim, which CDS Hooks 2.0 requires") from None
         except jwt.PyJWTError as e:
@@ -382,8 +433,9 @@ class JwtVerifier:
                 raise AuthError(f"the JWT's {name} is {_show(value)}, not a number of seconds since the epoch")
         now, leeway = self._clock(), self._config.leeway_s
         if iat > now + leeway:
-            raise AuthError(f"the JWT's iat is {iat - now:.0f} s in the future (leeway {leeway:g} s); "
-                            "check the EHR's clock")
+            raise AuthError(
+                f"the JWT's iat is {iat - now:.0f} s in the future (leeway {leeway:g} s); check the EHR's clock"
+            )
         if claims.get("nbf", 0) > now + leeway:
             raise AuthError("the JWT is not valid yet (nbf is in the future)")
         if self._config.check_expiry and exp <= now - leeway:

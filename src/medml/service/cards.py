@@ -26,13 +26,16 @@ OVERRIDE_REASONS = (
     ("data-wrong", "The inputs shown are wrong or out of date"),
     ("disagree", "Clinical judgement differs from the estimate"),
 )
-QUALITATIVE = {"info": ("low", "Low likelihood"), "warning": ("moderate", "Moderate likelihood"),
-               "critical": ("high", "High likelihood")}
+QUALITATIVE = {
+    "info": ("low", "Low likelihood"),
+    "warning": ("moderate", "Moderate likelihood"),
+    "critical": ("high", "High likelihood"),
+}
 MISSING_HANDLING = {
     "lgbm": "the model routes a missing input down the branch learned for missing values in training; "
-            "no value is filled in",
+    "no value is filled in",
     "logistic": "the model fills a missing input with the training median and adds a missing-input flag, "
-                "as in training",
+    "as in training",
 }
 
 
@@ -58,15 +61,21 @@ def detail(dep: Deployment, s: Scored, model_kind: str, *, authenticated: bool) 
     lines = []
     when = s.index_time.strftime("%Y-%m-%d %H:%M UTC")
     if s.hours_observed is not None:
-        lines.append(f"**{_pct(s.risk)}** calibrated risk of {spec.outcome}, from the first "
-                     f"{s.hours_observed:.0f} h of encounter {s.encounter_id} (results up to {when}; "
-                     f"{s.results_used} results used).")
+        lines.append(
+            f"**{_pct(s.risk)}** calibrated risk of {spec.outcome}, from the first "
+            f"{s.hours_observed:.0f} h of encounter {s.encounter_id} (results up to {when}; "
+            f"{s.results_used} results used)."
+        )
         if s.hours_observed < spec.hours:
-            lines.append(f"\n**Early estimate:** only {s.hours_observed:.0f} h of the {spec.hours:g} h the model was "
-                         "built for have passed; fewer results than the model expects, and the risk may change.")
+            lines.append(
+                f"\n**Early estimate:** only {s.hours_observed:.0f} h of the {spec.hours:g} h the model was "
+                "built for have passed; fewer results than the model expects, and the risk may change."
+            )
     else:
-        lines.append(f"**{_pct(s.risk)}** calibrated risk of {spec.outcome} (results up to {when}; "
-                     f"{s.results_used} results used).")
+        lines.append(
+            f"**{_pct(s.risk)}** calibrated risk of {spec.outcome} (results up to {when}; "
+            f"{s.results_used} results used)."
+        )
     if s.factors:
         lines.append("\n**Top factors for this patient** (TreeSHAP contributions):")
         for f in s.factors:
@@ -74,24 +83,35 @@ def detail(dep: Deployment, s: Scored, model_kind: str, *, authenticated: bool) 
             lines.append(f"- {f.label}: {f.value}{unit} ({f.direction})")
     if s.missing:
         how = MISSING_HANDLING.get(model_kind, "handled as in training")
-        lines.append(f"\n**Missing inputs** ({len(s.missing)}, no result in the window): {', '.join(s.missing)}. "
-                     f"For these, {how}.")
+        lines.append(
+            f"\n**Missing inputs** ({len(s.missing)}, no result in the window): {', '.join(s.missing)}. "
+            f"For these, {how}."
+        )
     if s.dropped:
-        lines.append("\n**Results left out** (unit not accepted, or implausible value): "
-                     + ", ".join(f"{k}: {v}" for k, v in s.dropped.items()) + ".")
+        lines.append(
+            "\n**Results left out** (unit not accepted, or implausible value): "
+            + ", ".join(f"{k}: {v}" for k, v in s.dropped.items())
+            + "."
+        )
     auroc = ev.get("auroc") or [None, None, None]
     slope = ev.get("calibration_slope") or [None, None, None]
     intercept = ev.get("calibration_intercept") or [None, None, None]
-    lines.append(f"\n**How the model did** on {ev.get('n')} {ev.get('split', 'test')} patients "
-                 f"({ev.get('n_events')} events): AUROC {_num(auroc[0], '.3f')} (95% CI {_num(auroc[1], '.3f')}–"
-                 f"{_num(auroc[2], '.3f')}); calibration slope {_num(slope[0])} (95% CI {_num(slope[1])}–"
-                 f"{_num(slope[2])}), intercept {_num(intercept[0])}. {near_this_risk(ev, s.risk)}")
+    lines.append(
+        f"\n**How the model did** on {ev.get('n')} {ev.get('split', 'test')} patients "
+        f"({ev.get('n_events')} events): AUROC {_num(auroc[0], '.3f')} (95% CI {_num(auroc[1], '.3f')}–"
+        f"{_num(auroc[2], '.3f')}); calibration slope {_num(slope[0])} (95% CI {_num(slope[1])}–"
+        f"{_num(slope[2])}), intercept {_num(intercept[0])}. {near_this_risk(ev, s.risk)}"
+    )
     lines.append(f"\n**Evaluation population:** {ev.get('population', 'not recorded')}")
-    lines.append(f"\n**Indicator:** warning from {_pct(dep.thresholds[0])}, critical from {_pct(dep.thresholds[1])}: "
-                 f"{dep.thresholds_note}.")
+    lines.append(
+        f"\n**Indicator:** warning from {_pct(dep.thresholds[0])}, critical from {_pct(dep.thresholds[1])}: "
+        f"{dep.thresholds_note}."
+    )
     lines.append(f"\n**Model** {dep.model} — intended use: {dep.intended_use}")
-    lines.append("\n*Decision support, not a diagnosis.*"
-                 + ("" if authenticated else " *Unauthenticated demo service: not for clinical use.*"))
+    lines.append(
+        "\n*Decision support, not a diagnosis.*"
+        + ("" if authenticated else " *Unauthenticated demo service: not for clinical use.*")
+    )
     return "\n".join(lines)
 
 
@@ -104,8 +124,10 @@ def near_this_risk(ev: dict[str, Any], risk: float) -> str:
     i = min(range(len(predicted)), key=lambda j: abs(float(predicted[j]) - risk))
     n = int(count[i])
     events = round(float(observed[i]) * n)
-    return (f"In the test set, of {n} patients with a mean predicted risk of {_pct(float(predicted[i]))}, "
-            f"{events} ({_pct(float(observed[i]))}) had the outcome.")
+    return (
+        f"In the test set, of {n} patients with a mean predicted risk of {_pct(float(predicted[i]))}, "
+        f"{events} ({_pct(float(observed[i]))}) had the outcome."
+    )
 
 
 def risk_assessment(dep: Deployment, s: Scored, patient_id: str) -> dict[str, Any]:
@@ -117,17 +139,25 @@ def risk_assessment(dep: Deployment, s: Scored, patient_id: str) -> dict[str, An
         "status": "final" if complete else "preliminary",
         "subject": {"reference": f"Patient/{patient_id}"},
         "occurrenceDateTime": s.index_time.isoformat(timespec="seconds").replace("+00:00", "Z"),
-        "method": {"coding": [{"system": MODEL_SYSTEM, "code": dep.model, "display": dep.title}],
-                   "text": f"medml model {dep.model}"},
-        "prediction": [{
-            "outcome": {"text": dep.serving.outcome},
-            "probabilityDecimal": round(s.risk, 4),
-            "qualitativeRisk": {"coding": [{"system": RISK_PROBABILITY, "code": code, "display": display}]},
-            "rationale": "; ".join(f.sentence() for f in s.factors[:3]) or "no single factor stood out",
-        }],
-        "note": [{"text": "probabilityDecimal is the calibrated probability as a fraction between 0 and 1 "
-                          f"(0.18 means 18%), not a percentage. Model {dep.model}; intended use: {dep.intended_use}. "
-                          "Decision support, not a diagnosis."}],
+        "method": {
+            "coding": [{"system": MODEL_SYSTEM, "code": dep.model, "display": dep.title}],
+            "text": f"medml model {dep.model}",
+        },
+        "prediction": [
+            {
+                "outcome": {"text": dep.serving.outcome},
+                "probabilityDecimal": round(s.risk, 4),
+                "qualitativeRisk": {"coding": [{"system": RISK_PROBABILITY, "code": code, "display": display}]},
+                "rationale": "; ".join(f.sentence() for f in s.factors[:3]) or "no single factor stood out",
+            }
+        ],
+        "note": [
+            {
+                "text": "probabilityDecimal is the calibrated probability as a fraction between 0 and 1 "
+                f"(0.18 means 18%), not a percentage. Model {dep.model}; intended use: {dep.intended_use}. "
+                "Decision support, not a diagnosis."
+            }
+        ],
     }
     if s.encounter_id:
         res["encounter"] = {"reference": f"Encounter/{s.encounter_id}"}
@@ -135,28 +165,44 @@ def risk_assessment(dep: Deployment, s: Scored, patient_id: str) -> dict[str, An
     return res
 
 
-def card(dep: Deployment, s: Scored, patient_id: str, *, model_kind: str, model_card_url: str,
-         authenticated: bool) -> dict[str, Any]:
+def card(
+    dep: Deployment, s: Scored, patient_id: str, *, model_kind: str, model_card_url: str, authenticated: bool
+) -> dict[str, Any]:
     """One card; the RiskAssessment rides along as a suggestion when the deployment says so."""
     out: dict[str, Any] = {
         "uuid": str(uuid.uuid4()),
         "summary": summary(dep, s),
         "indicator": s.category,
         "detail": detail(dep, s, model_kind, authenticated=authenticated),
-        "source": {"label": f"medml · {dep.model}", "url": model_card_url,
-                   "topic": {"system": MODEL_SYSTEM, "code": dep.model, "display": dep.title}},
-        "links": [{"label": f"Model card: {dep.model} (calibration, evaluation population)",
-                   "url": model_card_url, "type": "absolute"}],
+        "source": {
+            "label": f"medml · {dep.model}",
+            "url": model_card_url,
+            "topic": {"system": MODEL_SYSTEM, "code": dep.model, "display": dep.title},
+        },
+        "links": [
+            {
+                "label": f"Model card: {dep.model} (calibration, evaluation population)",
+                "url": model_card_url,
+                "type": "absolute",
+            }
+        ],
         "overrideReasons": [{"code": c, "system": OVERRIDE_SYSTEM, "display": d} for c, d in OVERRIDE_REASONS],
     }
     if dep.risk_assessment == "suggestion":
-        out["suggestions"] = [{
-            "label": "Record this risk assessment in the chart",
-            "uuid": str(uuid.uuid4()),
-            "isRecommended": False,
-            "actions": [{"type": "create", "description": f"Create a RiskAssessment from {dep.model}",
-                         "resource": risk_assessment(dep, s, patient_id)}],
-        }]
+        out["suggestions"] = [
+            {
+                "label": "Record this risk assessment in the chart",
+                "uuid": str(uuid.uuid4()),
+                "isRecommended": False,
+                "actions": [
+                    {
+                        "type": "create",
+                        "description": f"Create a RiskAssessment from {dep.model}",
+                        "resource": risk_assessment(dep, s, patient_id),
+                    }
+                ],
+            }
+        ]
         out["selectionBehavior"] = "at-most-one"
     return out
 
@@ -165,5 +211,10 @@ def system_actions(dep: Deployment, s: Scored, patient_id: str) -> list[dict[str
     """The RiskAssessment as a system action, for deployments that record every score."""
     if dep.risk_assessment != "system-action":
         return []
-    return [{"type": "create", "description": f"Record the RiskAssessment from {dep.model}",
-             "resource": risk_assessment(dep, s, patient_id)}]
+    return [
+        {
+            "type": "create",
+            "description": f"Record the RiskAssessment from {dep.model}",
+            "resource": risk_assessment(dep, s, patient_id),
+        }
+    ]

@@ -74,8 +74,10 @@ class ServiceConfig:
         if self.auth not in ("jwt", "off"):
             raise ConfigError(f"auth must be 'jwt' or 'off', got {self.auth!r}", "set auth: jwt in service.yaml")
         if not self.base_url.startswith(("http://", "https://")):
-            raise ConfigError(f"base_url {self.base_url!r} is not an http(s) URL",
-                              "set base_url to the URL the EHR calls, e.g. https://cds.hospital.example")
+            raise ConfigError(
+                f"base_url {self.base_url!r} is not an http(s) URL",
+                "set base_url to the URL the EHR calls, e.g. https://cds.hospital.example",
+            )
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
         for name in ("max_body_bytes", "max_dicom_bytes", "rate_per_minute"):
             if int(getattr(self, name)) < 1:
@@ -141,9 +143,21 @@ def load_config(settings: Settings, path: Path | None = None, **overrides: Any) 
         if not isinstance(loaded, dict):
             raise ConfigError(f"{source} must be a mapping of settings", "see `medml serve --help`")
         raw = loaded
-    known = {"base_url", "issuers", "auth", "check_expiry", "leeway_s", "max_body_bytes", "max_dicom_bytes",
-             "rate_per_minute",
-             "fhir_timeout_s", "fhir_store", "pages", "cors_origins", "pgx_services"}
+    known = {
+        "base_url",
+        "issuers",
+        "auth",
+        "check_expiry",
+        "leeway_s",
+        "max_body_bytes",
+        "max_dicom_bytes",
+        "rate_per_minute",
+        "fhir_timeout_s",
+        "fhir_store",
+        "pages",
+        "cors_origins",
+        "pgx_services",
+    }
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"{source}: unknown settings {unknown}", f"use only {sorted(known)}")
@@ -151,8 +165,10 @@ def load_config(settings: Settings, path: Path | None = None, **overrides: Any) 
     issuers = []
     for i, item in enumerate(raw.pop("issuers", None) or []):
         if not isinstance(item, dict) or not isinstance(item.get("iss"), str) or not isinstance(item.get("jwks"), str):
-            raise ConfigError(f"{source}: issuers[{i}] needs 'iss' and 'jwks' (text)",
-                              "give each trusted EHR its iss and its JWK Set file or URL")
+            raise ConfigError(
+                f"{source}: issuers[{i}] needs 'iss' and 'jwks' (text)",
+                "give each trusted EHR its iss and its JWK Set file or URL",
+            )
         jwks = item["jwks"]
         if not jwks.startswith(("http://", "https://")) and not Path(jwks).is_absolute():
             jwks = str((source.parent / jwks).resolve())
@@ -163,7 +179,8 @@ def load_config(settings: Settings, path: Path | None = None, **overrides: Any) 
         origins = raw["cors_origins"]
         raw["cors_origins"] = tuple([origins] if isinstance(origins, str) else origins or ())
     try:
-        return ServiceConfig(home=home, issuers=tuple(issuers),
-                             fhir_store=Path(store) if store else settings.fhir_store, **raw)
+        return ServiceConfig(
+            home=home, issuers=tuple(issuers), fhir_store=Path(store) if store else settings.fhir_store, **raw
+        )
     except TypeError as e:
         raise ConfigError(f"{source}: {e}", "fix the setting's type") from None

@@ -94,11 +94,14 @@ class Deployment:
         try:
             dep = cls(**{**d, "thresholds": tuple(d["thresholds"])})
         except (TypeError, KeyError) as e:
-            raise IntegrityError(f"a stored deployment is not valid: {e}",
-                                 "undeploy it and deploy the model again") from None
+            raise IntegrityError(
+                f"a stored deployment is not valid: {e}", "undeploy it and deploy the model again"
+            ) from None
         if dep.kind not in (HOOK_KIND, IMAGE_KIND):
-            raise IntegrityError(f"deployment {dep.service_id!r} is of unknown kind {dep.kind!r}",
-                                 "undeploy it and deploy the model again with this medml version")
+            raise IntegrityError(
+                f"deployment {dep.service_id!r} is of unknown kind {dep.kind!r}",
+                "undeploy it and deploy the model again with this medml version",
+            )
         if dep.is_hook:
             dep.serving  # noqa: B018 - validates the stored spec now, not on the first request
         return dep
@@ -107,8 +110,10 @@ class Deployment:
 def check_thresholds(thresholds: tuple[float, float]) -> tuple[float, float]:
     low, high = (float(t) for t in thresholds)
     if not (0 < low < high < 1) or math.isnan(low + high):
-        raise ConfigError(f"thresholds must be two risks with 0 < warning < critical < 1, got {low:g}, {high:g}",
-                          "pass e.g. --thresholds 0.15,0.40 (warning, critical)")
+        raise ConfigError(
+            f"thresholds must be two risks with 0 < warning < critical < 1, got {low:g}, {high:g}",
+            "pass e.g. --thresholds 0.15,0.40 (warning, critical)",
+        )
     return low, high
 
 
@@ -119,8 +124,9 @@ def default_thresholds(bundle: ModelBundle) -> tuple[tuple[float, float], str]:
         return (0.15, 0.40), "medml's defaults: the model's evaluation has no usable event rate"
     low = round(rate, 2)
     high = round(min(3 * rate, 0.5), 2)
-    return (low, high), ("warning at the event rate of the model's test set (above-average risk), critical at "
-                         "three times it")
+    return (low, high), (
+        "warning at the event rate of the model's test set (above-average risk), critical at three times it"
+    )
 
 
 def _event_rate(evaluation: Mapping[str, Any]) -> float | None:
@@ -166,50 +172,76 @@ def _value(v: Any) -> list[float | None]:
 def deployable(bundle: ModelBundle) -> ServingSpec:
     """The model's FHIR serving spec, or a ConfigError saying why this model cannot be a CDS service."""
     if bundle.artifact != "joblib":
-        raise ConfigError(f"{bundle.ref} is an image model; the patient-view service scores tabular risk models",
-                          "deploy a risk model trained from FHIR, e.g. one from `medml train physionet-2012-fhir`")
+        raise ConfigError(
+            f"{bundle.ref} is an image model; the patient-view service scores tabular risk models",
+            "deploy a risk model trained from FHIR, e.g. one from `medml train physionet-2012-fhir`",
+        )
     stored = bundle.metadata.extra.get("serving")
     spec = ServingSpec.from_dict(stored) if isinstance(stored, Mapping) else serving_spec(bundle.metadata.dataset)
     if spec is None:
-        raise ConfigError(f"{bundle.ref} was trained on table columns of '{bundle.metadata.dataset}', which has no "
-                          "FHIR reading", "deploy a model trained on physionet-2012 or physionet-2012-fhir")
+        raise ConfigError(
+            f"{bundle.ref} was trained on table columns of '{bundle.metadata.dataset}', which has no FHIR reading",
+            "deploy a model trained on physionet-2012 or physionet-2012-fhir",
+        )
     columns = spec.definition.columns()
     if sorted(columns) != sorted(bundle.feature_names):
         missing = sorted(set(bundle.feature_names) - set(columns))[:5]
-        raise ConfigError(f"{bundle.ref} reads columns the FHIR definition does not build ({missing})",
-                          "retrain the model with this medml version")
+        raise ConfigError(
+            f"{bundle.ref} reads columns the FHIR definition does not build ({missing})",
+            "retrain the model with this medml version",
+        )
     return spec
 
 
-def deploy(settings: Settings, config: ServiceConfig, ref: str, *, service_id: str | None = None,
-           thresholds: tuple[float, float] | None = None, title: str | None = None,
-           risk_assessment: str = "suggestion") -> Deployment:
+def deploy(
+    settings: Settings,
+    config: ServiceConfig,
+    ref: str,
+    *,
+    service_id: str | None = None,
+    thresholds: tuple[float, float] | None = None,
+    title: str | None = None,
+    risk_assessment: str = "suggestion",
+) -> Deployment:
     """Make a registered model a CDS service, or an image model an image service (replacing a deployment of the
     same id); returns the deployment. An image model's weights are not read, so deploying needs no torch."""
     shown = show_model(ref, settings)
     if WEIGHTS in {f["name"] for f in shown["files"]}:
         if thresholds is not None or risk_assessment != "suggestion":
-            raise ConfigError(f"{shown['ref']} is an image model: its service answers with probabilities, not "
-                              "cards, so --thresholds and --risk-assessment do not apply", "leave them out")
+            raise ConfigError(
+                f"{shown['ref']} is an image model: its service answers with probabilities, not "
+                "cards, so --thresholds and --risk-assessment do not apply",
+                "leave them out",
+            )
         metadata = BundleMetadata.from_dict(shown["metadata"], f"{shown['ref']} metadata")
         return _store(config, image_deployment(metadata, _service_id(service_id or metadata.name), title))
     bundle = load_bundle(ref, settings)
     spec = deployable(bundle)
     sid = _service_id(service_id or bundle.name)
     if risk_assessment not in RISK_ASSESSMENT_MODES:
-        raise ConfigError(f"unknown RiskAssessment mode {risk_assessment!r}",
-                          f"use one of {', '.join(RISK_ASSESSMENT_MODES)}")
+        raise ConfigError(
+            f"unknown RiskAssessment mode {risk_assessment!r}", f"use one of {', '.join(RISK_ASSESSMENT_MODES)}"
+        )
     if thresholds is None:
         chosen, note = default_thresholds(bundle)
     else:
         chosen, note = check_thresholds(thresholds), "set at deployment"
     md = bundle.metadata
     dep = Deployment(
-        service_id=sid, model=bundle.ref, thresholds=chosen, thresholds_note=note, spec=spec.to_dict(),
+        service_id=sid,
+        model=bundle.ref,
+        thresholds=chosen,
+        thresholds_note=note,
+        spec=spec.to_dict(),
         title=title or f"Risk of {spec.outcome} ({md.name})",
-        description=(f"{md.task}: the calibrated risk from model {bundle.ref}, with its top factors, calibration "
-                     "and evaluation population. Decision support, not a diagnosis."),
-        evaluation=evaluation_summary(bundle), intended_use=md.intended_use, risk_assessment=risk_assessment)
+        description=(
+            f"{md.task}: the calibrated risk from model {bundle.ref}, with its top factors, calibration "
+            "and evaluation population. Decision support, not a diagnosis."
+        ),
+        evaluation=evaluation_summary(bundle),
+        intended_use=md.intended_use,
+        risk_assessment=risk_assessment,
+    )
     return _store(config, dep)
 
 
@@ -232,47 +264,72 @@ def image_deployment(md: BundleMetadata, service_id: str, title: str | None = No
     test evaluation to show with every answer."""
     net = md.params.get("net")
     if not md.model_kind.startswith("image-") or not isinstance(net, Mapping):
-        raise ConfigError(f"{md.ref} has image weights but no image network config (model kind {md.model_kind})",
-                          "retrain the model with `medml image train`")
+        raise ConfigError(
+            f"{md.ref} has image weights but no image network config (model kind {md.model_kind})",
+            "retrain the model with `medml image train`",
+        )
     try:
-        spec = {"task": str(net["task"]), "image_size": [int(v) for v in net["image_size"]],
-                "in_channels": int(net["in_channels"]), "n_classes": int(net["n_classes"]),
-                "class_names": [str(c) for c in md.extra.get("class_names", [])], "target": md.target,
-                "model_kind": md.model_kind,
-                # how the training images were read (DICOM window, frame, resizing): new images are read the same way
-                "input": dict(md.params.get("input") or {})}
+        spec = {
+            "task": str(net["task"]),
+            "image_size": [int(v) for v in net["image_size"]],
+            "in_channels": int(net["in_channels"]),
+            "n_classes": int(net["n_classes"]),
+            "class_names": [str(c) for c in md.extra.get("class_names", [])],
+            "target": md.target,
+            "model_kind": md.model_kind,
+            # how the training images were read (DICOM window, frame, resizing): new images are read the same way
+            "input": dict(md.params.get("input") or {}),
+        }
     except (KeyError, TypeError, ValueError) as e:
-        raise IntegrityError(f"{md.ref}: the stored network config is not valid ({e})",
-                             "retrain the model with this medml version") from None
+        raise IntegrityError(
+            f"{md.ref}: the stored network config is not valid ({e})", "retrain the model with this medml version"
+        ) from None
     ev = md.evaluation
     m = md.metrics
     evaluation = {
         "auroc": [m.get("auroc"), m.get("auroc_low"), m.get("auroc_high")],
         "auroc_of": "the positive class" if spec["task"] == "binary" else "each class against the rest, macro mean",
         # the calibration of the probabilities returned (for multiclass and multilabel: over all (image, class) pairs)
-        "calibration": {"slope": m.get("calibration_slope"), "intercept": m.get("calibration_intercept"),
-                        "brier": m.get("brier")},
-        "n": m.get("n", ev.get("n")), "n_events": m.get("n_events", ev.get("n_events")),
+        "calibration": {
+            "slope": m.get("calibration_slope"),
+            "intercept": m.get("calibration_intercept"),
+            "brier": m.get("brier"),
+        },
+        "n": m.get("n", ev.get("n")),
+        "n_events": m.get("n_events", ev.get("n_events")),
         "split": ev.get("split", "test"),
-        "population": md.population or ev.get("population", ""), "dataset": md.dataset,
-        "calibration_method": md.calibration, "report": f"medml image report {md.ref}",
+        "population": md.population or ev.get("population", ""),
+        "dataset": md.dataset,
+        "calibration_method": md.calibration,
+        "report": f"medml image report {md.ref}",
     }
     return Deployment(
-        service_id=service_id, model=md.ref, kind=IMAGE_KIND, hook="", spec=spec, evaluation=evaluation,
+        service_id=service_id,
+        model=md.ref,
+        kind=IMAGE_KIND,
+        hook="",
+        spec=spec,
+        evaluation=evaluation,
         thresholds=(IMAGE_THRESHOLD, IMAGE_THRESHOLD),
         thresholds_note=f"the finding is called present at probability {IMAGE_THRESHOLD:g}, as in the model's report",
         title=title or f"{md.target} on an image ({md.name})",
-        description=(f"{md.task}: POST a DICOM file; the probabilities from model {md.ref} with a Grad-CAM heat "
-                     "map. Decision support, not a diagnosis."),
-        intended_use=md.intended_use, risk_assessment="none")
+        description=(
+            f"{md.task}: POST a DICOM file; the probabilities from model {md.ref} with a Grad-CAM heat "
+            "map. Decision support, not a diagnosis."
+        ),
+        intended_use=md.intended_use,
+        risk_assessment="none",
+    )
 
 
 def undeploy(config: ServiceConfig, service_id: str) -> Deployment:
     with _locked(config):
         current = _read(config)
         if service_id not in current:
-            raise NotFoundError(f"no deployed service {service_id!r}",
-                                f"deployed: {', '.join(current) or 'none'} (see `medml deployments`)")
+            raise NotFoundError(
+                f"no deployed service {service_id!r}",
+                f"deployed: {', '.join(current) or 'none'} (see `medml deployments`)",
+            )
         gone = current.pop(service_id)
         _write(config, current)
     return gone

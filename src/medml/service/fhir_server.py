@@ -77,8 +77,10 @@ class FhirHttpError(Exception):
 
 
 def operation_outcome(code: str, diagnostics: str, severity: str = "error") -> dict[str, Any]:
-    return {"resourceType": "OperationOutcome",
-            "issue": [{"severity": severity, "code": code, "diagnostics": diagnostics}]}
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": severity, "code": code, "diagnostics": diagnostics}],
+    }
 
 
 # -- the index ---------------------------------------------------------------------------------------------------
@@ -99,8 +101,9 @@ def _index_select(rtype: str, spec: SearchSpec) -> str:
     for element in spec.dates:
         shape[element] = {"start": "VARCHAR"} if element.endswith("Period") or element == "period" else "VARCHAR"
     codes = _TOKENS.format(f"s.{spec.code[1]}.coding") if spec.code else "NULL"
-    category = f"flatten(list_transform(s.category, lambda cc: {_TOKENS.format('cc.coding')}))" \
-        if spec.category else "NULL"
+    category = (
+        f"flatten(list_transform(s.category, lambda cc: {_TOKENS.format('cc.coding')}))" if spec.category else "NULL"
+    )
     if spec.status is None:
         status = "NULL"
     elif spec.status[1] == "status":
@@ -112,8 +115,10 @@ def _index_select(rtype: str, spec: SearchSpec) -> str:
     if dates:
         raw = f"coalesce({', '.join(dates)})" if len(dates) > 1 else dates[0]
         # partial dates (2019, 2019-02) count from their first instant; a dateTime without offset as UTC
-        date = (f"epoch_us(TRY_CAST(CASE length({raw}) WHEN 4 THEN {raw} || '-01-01' WHEN 7 THEN {raw} || '-01' "
-                f"ELSE {raw} END AS TIMESTAMPTZ))")
+        date = (
+            f"epoch_us(TRY_CAST(CASE length({raw}) WHEN 4 THEN {raw} || '-01-01' WHEN 7 THEN {raw} || '-01' "
+            f"ELSE {raw} END AS TIMESTAMPTZ))"
+        )
     shape_json = orjson.dumps(shape).decode().replace("'", "''")
     return f"""
         SELECT resource_type, id, rid,
@@ -148,16 +153,19 @@ class FhirIndex:
             self.con.execute("SELECT resource_type, id, resource FROM store.resources LIMIT 0")
         except duckdb.Error as exc:
             self.con.close()
-            raise InputFileError(f"cannot serve the FHIR store {store_path}: {exc}",
-                                 "is it a medml FHIR store (medml fhir ingest)? is another process writing it?"
-                                 ) from exc
+            raise InputFileError(
+                f"cannot serve the FHIR store {store_path}: {exc}",
+                "is it a medml FHIR store (medml fhir ingest)? is another process writing it?",
+            ) from exc
         try:
             self._build()
         except BaseException:
             self.con.close()
             raise
-        self.counts: dict[str, int] = {str(t): int(n) for t, n in self.con.execute(
-            "SELECT resource_type, count(*) FROM idx GROUP BY 1 ORDER BY 1").fetchall()}
+        self.counts: dict[str, int] = {
+            str(t): int(n)
+            for t, n in self.con.execute("SELECT resource_type, count(*) FROM idx GROUP BY 1 ORDER BY 1").fetchall()
+        }
         self.started = datetime.now(UTC)
         self.build_seconds = time.perf_counter() - start
         log.info("FHIR index of %d resources built in %.1f s", sum(self.counts.values()), self.build_seconds)
@@ -188,8 +196,9 @@ class FhirIndex:
         """The stored JSON of one resource, or a 404."""
         _check_type(rtype)
         with self.cursor() as cur:
-            rows = cur.execute("SELECT resource FROM store.resources WHERE resource_type = ? AND id = ?",
-                               [rtype, rid]).fetchall()
+            rows = cur.execute(
+                "SELECT resource FROM store.resources WHERE resource_type = ? AND id = ?", [rtype, rid]
+            ).fetchall()
         if not rows:
             raise FhirHttpError(404, "not-found", f"{rtype}/{rid} is not on this server")
         return str(rows[0][0]).encode()
@@ -202,8 +211,12 @@ class FhirIndex:
             where: list[str] = ["resource_type = ?"]
             args: list[Any] = [rtype]
             for ids in query.patients:
-                keys = [int(r[0]) for r in cur.execute(
-                    "SELECT pkey FROM patients WHERE patient IN (SELECT unnest(?::VARCHAR[]))", [ids]).fetchall()]
+                keys = [
+                    int(r[0])
+                    for r in cur.execute(
+                        "SELECT pkey FROM patients WHERE patient IN (SELECT unnest(?::VARCHAR[]))", [ids]
+                    ).fetchall()
+                ]
                 if not keys:
                     return SearchPage(0, [], query.count, query.offset)
                 # one key as `=` so that DuckDB prunes row groups by their min and max
@@ -215,13 +228,17 @@ class FhirIndex:
             total = int(cur.execute(f"SELECT count(*) FROM idx WHERE {sql_where}", args).fetchall()[0][0])
             if query.count == 0 or query.offset >= total:
                 return SearchPage(total, [], query.count, query.offset)
-            rows = cur.execute(f"SELECT rid, id FROM idx WHERE {sql_where} ORDER BY {query.order} LIMIT ? OFFSET ?",
-                               [*args, query.count, query.offset]).fetchall()
-            found = dict(cur.execute("SELECT rowid, resource FROM store.resources "
-                                     "WHERE rowid IN (SELECT unnest(?::BIGINT[]))", [[r[0] for r in rows]]
-                                     ).fetchall())
-        return SearchPage(total, [(str(rid), str(found[row]).encode()) for row, rid in rows], query.count,
-                          query.offset)
+            rows = cur.execute(
+                f"SELECT rid, id FROM idx WHERE {sql_where} ORDER BY {query.order} LIMIT ? OFFSET ?",
+                [*args, query.count, query.offset],
+            ).fetchall()
+            found = dict(
+                cur.execute(
+                    "SELECT rowid, resource FROM store.resources WHERE rowid IN (SELECT unnest(?::BIGINT[]))",
+                    [[r[0] for r in rows]],
+                ).fetchall()
+            )
+        return SearchPage(total, [(str(rid), str(found[row]).encode()) for row, rid in rows], query.count, query.offset)
 
 
 def _check_type(rtype: str) -> None:
@@ -230,6 +247,7 @@ def _check_type(rtype: str) -> None:
 
 
 # -- search parameters -------------------------------------------------------------------------------------------
+
 
 @dataclass
 class _Query:
@@ -267,7 +285,7 @@ def _split(value: str, sep: str) -> list[str]:
     while i < len(value):
         ch = value[i]
         if ch == "\\" and i + 1 < len(value):
-            cur.append(value[i: i + 2])
+            cur.append(value[i : i + 2])
             i += 2
             continue
         if ch == sep:
@@ -312,8 +330,10 @@ def _token_match(column: str, name: str, value: str) -> tuple[str, list[Any]]:
     return "(" + " OR ".join(ors) + ")", args
 
 
-_DATE = re.compile(r"^(eq|ne|gt|lt|ge|le|sa|eb|ap)?(\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?"
-                   r"(Z|[+-]\d{2}:\d{2})?)?)?)?)$")
+_DATE = re.compile(
+    r"^(eq|ne|gt|lt|ge|le|sa|eb|ap)?(\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?"
+    r"(Z|[+-]\d{2}:\d{2})?)?)?)?)$"
+)
 
 
 def _date_range(name: str, text: str) -> tuple[str, int, int]:
@@ -323,8 +343,11 @@ def _date_range(name: str, text: str) -> tuple[str, int, int]:
         raise FhirHttpError(400, "invalid", f"parameter {name!r}: {text!r} is not a FHIR date (e.g. ge2024-01-31)")
     prefix, value = m.group(1) or "eq", m.group(2)
     if prefix in ("sa", "eb", "ap"):
-        raise FhirHttpError(400, "not-supported", f"parameter {name!r}: prefix {prefix!r} is not supported; "
-                                                  "use eq, ne, gt, lt, ge or le")
+        raise FhirHttpError(
+            400,
+            "not-supported",
+            f"parameter {name!r}: prefix {prefix!r} is not supported; use eq, ne, gt, lt, ge or le",
+        )
     try:
         if len(value) == 4:
             low = datetime(int(value), 1, 1, tzinfo=UTC)
@@ -350,8 +373,14 @@ def _date_range(name: str, text: str) -> tuple[str, int, int]:
     return prefix, (low - epoch) // timedelta(microseconds=1), (high - epoch) // timedelta(microseconds=1)
 
 
-_DATE_SQL = {"eq": "(date >= ? AND date < ?)", "ne": "(date < ? OR date >= ?)", "ge": "date >= ?",
-             "gt": "date >= ?", "le": "date < ?", "lt": "date < ?"}
+_DATE_SQL = {
+    "eq": "(date >= ? AND date < ?)",
+    "ne": "(date < ? OR date >= ?)",
+    "ge": "date >= ?",
+    "gt": "date >= ?",
+    "le": "date < ?",
+    "lt": "date < ?",
+}
 
 
 def _int_param(name: str, value: str, low: int) -> int:
@@ -372,8 +401,9 @@ def _parse_search(rtype: str, params: Sequence[tuple[str, str]]) -> _Query:
             seen.add(name)
         elif name not in allowed:
             known = ", ".join([*allowed, *RESULT_PARAMS])
-            raise FhirHttpError(400, "not-supported",
-                                f"unknown search parameter {name!r} for {rtype}; this server supports {known}")
+            raise FhirHttpError(
+                400, "not-supported", f"unknown search parameter {name!r} for {rtype}; this server supports {known}"
+            )
         if name == "_count":
             q.count = min(_int_param(name, value, 0), MAX_COUNT)
         elif name == "_offset":
@@ -383,8 +413,11 @@ def _parse_search(rtype: str, params: Sequence[tuple[str, str]]) -> _Query:
             if spec is not None and spec.dates:
                 orders |= {"date": "date NULLS LAST, id", "-date": "date DESC NULLS LAST, id"}
             if value not in orders:
-                raise FhirHttpError(400, "not-supported", f"_sort={value!r} is not supported for {rtype}; "
-                                                          f"use one of {', '.join(orders)}")
+                raise FhirHttpError(
+                    400,
+                    "not-supported",
+                    f"_sort={value!r} is not supported for {rtype}; use one of {', '.join(orders)}",
+                )
             q.order = orders[value]
         elif name == "_id":
             q.where.append("list_contains(?::VARCHAR[], id)")
@@ -394,15 +427,19 @@ def _parse_search(rtype: str, params: Sequence[tuple[str, str]]) -> _Query:
             for ref in _values(name, value):
                 parts = ref.rstrip("/").split("/")
                 if (len(parts) >= 2 and parts[-2] != "Patient") or not parts[-1]:
-                    raise FhirHttpError(400, "invalid", f"{name}={ref!r}: this server searches by Patient only "
-                                                        "(give 123 or Patient/123)")
+                    raise FhirHttpError(
+                        400,
+                        "invalid",
+                        f"{name}={ref!r}: this server searches by Patient only (give 123 or Patient/123)",
+                    )
                 ids.append(parts[-1])
             q.patients.append(ids)
         elif name == "date":
             prefix, low, high = _date_range(name, value)
             q.where.append(_DATE_SQL[prefix])
-            q.args += {"eq": [low, high], "ne": [low, high], "ge": [low], "gt": [high], "le": [high], "lt": [low]
-                       }[prefix]
+            q.args += {"eq": [low, high], "ne": [low, high], "ge": [low], "gt": [high], "le": [high], "lt": [low]}[
+                prefix
+            ]
         elif spec is not None and name == "category":
             sql, args = _token_match("category", name, value)
             q.where.append(sql)
@@ -420,24 +457,39 @@ def _parse_search(rtype: str, params: Sequence[tuple[str, str]]) -> _Query:
 
 # -- the HTTP layer ----------------------------------------------------------------------------------------------
 
+
 def capability_statement(index: FhirIndex, base_url: str, secured: bool) -> dict[str, Any]:
     """What this server does: read and search-type for each type, with the search parameters it understands."""
     resources = []
     for rtype in sorted(set(index.counts) | set(SEARCHES)):
         params = [{"name": n, "type": t} for n, t in search_params(rtype).items()]
-        resources.append({"type": rtype, "interaction": [{"code": "read"}, {"code": "search-type"}],
-                          "searchParam": params,
-                          "documentation": f"{index.counts.get(rtype, 0)} resources; results: _count (default "
-                                           f"{DEFAULT_COUNT}, at most {MAX_COUNT}), _offset, _sort"})
-    rest: dict[str, Any] = {"mode": "server", "resource": resources,
-                            "documentation": "read-only; unknown search parameters are refused (400)"}
+        resources.append(
+            {
+                "type": rtype,
+                "interaction": [{"code": "read"}, {"code": "search-type"}],
+                "searchParam": params,
+                "documentation": f"{index.counts.get(rtype, 0)} resources; results: _count (default "
+                f"{DEFAULT_COUNT}, at most {MAX_COUNT}), _offset, _sort",
+            }
+        )
+    rest: dict[str, Any] = {
+        "mode": "server",
+        "resource": resources,
+        "documentation": "read-only; unknown search parameters are refused (400)",
+    }
     if secured:
         rest["security"] = {"description": "every request needs Authorization: Bearer <token>"}
-    return {"resourceType": "CapabilityStatement", "status": "active", "kind": "instance",
-            "date": index.started.isoformat(timespec="seconds"), "fhirVersion": "4.0.1", "format": [FHIR_JSON],
-            "software": {"name": "medml FHIR server"},
-            "implementation": {"description": "medml FHIR store, read-only", "url": base_url},
-            "rest": [rest]}
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "kind": "instance",
+        "date": index.started.isoformat(timespec="seconds"),
+        "fhirVersion": "4.0.1",
+        "format": [FHIR_JSON],
+        "software": {"name": "medml FHIR server"},
+        "implementation": {"description": "medml FHIR store, read-only", "url": base_url},
+        "rest": [rest],
+    }
 
 
 def searchset(base: str, rtype: str, params: Sequence[tuple[str, str]], page: SearchPage) -> bytes:
@@ -457,13 +509,17 @@ def searchset(base: str, rtype: str, params: Sequence[tuple[str, str]], page: Se
     head = orjson.dumps({"resourceType": "Bundle", "type": "searchset", "total": total, "link": links})
     entries = []
     for rid, raw in page.resources:
-        entries.append(b'{"fullUrl":' + orjson.dumps(f"{base}{rtype}/{rid}") + b',"resource":' + raw
-                       + b',"search":{"mode":"match"}}')
+        entries.append(
+            b'{"fullUrl":'
+            + orjson.dumps(f"{base}{rtype}/{rid}")
+            + b',"resource":'
+            + raw
+            + b',"search":{"mode":"match"}}'
+        )
     return head[:-1] + b',"entry":[' + b",".join(entries) + b"]}" if entries else head
 
 
-def _fhir_response(body: bytes | dict[str, Any], status: int = 200,
-                   headers: dict[str, str] | None = None) -> Response:
+def _fhir_response(body: bytes | dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Response:
     content = body if isinstance(body, bytes) else orjson.dumps(body)
     return Response(content=content, status_code=status, media_type=FHIR_JSON, headers=headers)
 
@@ -483,8 +539,9 @@ def create_fhir_app(store_path: Path, *, bearer_token: str | None = None) -> Fas
         yield
         index.close()
 
-    app = FastAPI(title="medml FHIR server (read-only)", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url=None)
+    app = FastAPI(
+        title="medml FHIR server (read-only)", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
     app.state.fhir_index = index
 
     @app.middleware("http")
@@ -493,12 +550,18 @@ def create_fhir_app(store_path: Path, *, bearer_token: str | None = None) -> Fas
             return await call_next(request)
         given = request.headers.get("authorization")
         if given is None:
-            return _fhir_response(operation_outcome("login", "this server needs Authorization: Bearer <token>"),
-                                  401, {"WWW-Authenticate": 'Bearer realm="medml-fhir"'})
+            return _fhir_response(
+                operation_outcome("login", "this server needs Authorization: Bearer <token>"),
+                401,
+                {"WWW-Authenticate": 'Bearer realm="medml-fhir"'},
+            )
         # compared in constant time; the token itself is never logged nor echoed
         if not hmac.compare_digest(given.encode(), expected):
-            return _fhir_response(operation_outcome("login", "the bearer token is not valid for this server"),
-                                  401, {"WWW-Authenticate": 'Bearer realm="medml-fhir", error="invalid_token"'})
+            return _fhir_response(
+                operation_outcome("login", "the bearer token is not valid for this server"),
+                401,
+                {"WWW-Authenticate": 'Bearer realm="medml-fhir", error="invalid_token"'},
+            )
         return await call_next(request)
 
     @app.exception_handler(FhirHttpError)
@@ -508,8 +571,9 @@ def create_fhir_app(store_path: Path, *, bearer_token: str | None = None) -> Fas
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Any:
         code = {404: "not-found", 405: "not-supported"}.get(exc.status_code, "processing")
-        return _fhir_response(operation_outcome(code, f"{request.method} {request.url.path}: {exc.detail}"),
-                              exc.status_code)
+        return _fhir_response(
+            operation_outcome(code, f"{request.method} {request.url.path}: {exc.detail}"), exc.status_code
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Any:
@@ -535,5 +599,17 @@ def create_fhir_app(store_path: Path, *, bearer_token: str | None = None) -> Fas
     return app
 
 
-__all__ = ["DEFAULT_COUNT", "FHIR_JSON", "MAX_COUNT", "SEARCHES", "FhirHttpError", "FhirIndex", "SearchPage",
-           "SearchSpec", "capability_statement", "create_fhir_app", "operation_outcome", "search_params"]
+__all__ = [
+    "DEFAULT_COUNT",
+    "FHIR_JSON",
+    "MAX_COUNT",
+    "SEARCHES",
+    "FhirHttpError",
+    "FhirIndex",
+    "SearchPage",
+    "SearchSpec",
+    "capability_statement",
+    "create_fhir_app",
+    "operation_outcome",
+    "search_params",
+]

@@ -33,9 +33,11 @@ from medml.service.deploy import Deployment
 
 #: Content-Types taken as a DICOM Part 10 file (application/dicom is the registered one, PS3.18)
 DICOM_TYPES = ("application/dicom", "application/octet-stream")
-DECISION_SUPPORT = ("Decision support, not a diagnosis: the model's probabilities and heat map inform, and do not "
-                    "replace, a clinician's reading of the image. Validate locally before use with other scanners, "
-                    "sites or populations.")
+DECISION_SUPPORT = (
+    "Decision support, not a diagnosis: the model's probabilities and heat map inform, and do not "
+    "replace, a clinician's reading of the image. Validate locally before use with other scanners, "
+    "sites or populations."
+)
 _load_lock = threading.Lock()
 
 
@@ -69,14 +71,27 @@ def listing(state: ServiceState) -> dict[str, Any]:
     services = []
     for sid, dep in state.images.items():
         spec = dep.spec
-        services.append({
-            "id": sid, "title": dep.title, "description": dep.description, "model": dep.model,
-            "url": state.config.imaging_url(sid), "task": spec.get("task"), "classes": _classes(dep),
-            "input": {"image_size": spec.get("image_size"), "channels": spec.get("in_channels"),
-                      "content_type": "application/dicom", "max_bytes": state.config.max_dicom_bytes},
-            "usageRequirements": ("POST one DICOM file (Content-Type: application/dicom) with the EHR's JWT; "
-                                  "?frame=N for a multi-frame file, ?format=fhir for a FHIR R4 Bundle"),
-        })
+        services.append(
+            {
+                "id": sid,
+                "title": dep.title,
+                "description": dep.description,
+                "model": dep.model,
+                "url": state.config.imaging_url(sid),
+                "task": spec.get("task"),
+                "classes": _classes(dep),
+                "input": {
+                    "image_size": spec.get("image_size"),
+                    "channels": spec.get("in_channels"),
+                    "content_type": "application/dicom",
+                    "max_bytes": state.config.max_dicom_bytes,
+                },
+                "usageRequirements": (
+                    "POST one DICOM file (Content-Type: application/dicom) with the EHR's JWT; "
+                    "?frame=N for a multi-frame file, ?format=fhir for a FHIR R4 Bundle"
+                ),
+            }
+        )
     return {"services": services}
 
 
@@ -99,8 +114,9 @@ def mount(app: FastAPI, state: ServiceState) -> None:
             state.refresh()
             dep = state.images.get(service_id)
             if dep is None:
-                what = ("a CDS Hooks service, not an image service" if service_id in state.scorers
-                        else "no image service")
+                what = (
+                    "a CDS Hooks service, not an image service" if service_id in state.scorers else "no image service"
+                )
                 raise HookError(404, f"'{service_id}' is {what}; GET /imaging lists the image services")
             model = dep.model
             caller = await _authenticate(state, request, state.config.imaging_url(service_id))
@@ -110,16 +126,27 @@ def mount(app: FastAPI, state: ServiceState) -> None:
         except Exception as e:  # the caller gets a message or a reference; the call is audited either way
             response, status = failure(e, f"scoring an image for {service_id}", "the image was not scored")
         duration = (time.perf_counter() - started) * 1000
-        entry = audit.hook_entry(service=service_id, request=None, response=None, status=status,
-                                 duration_ms=duration, caller=_audit_caller(caller, request), model=model,
-                                 error=None if status == 200 else response.get("error", "unauthorised"))
-        state.audit.append({
-            **entry.to_dict(), "event": "imaging", "patient": seen.get("patient_id") or None,
-            "study_uid": seen.get("study_uid") or None,
-            "input_sha256": upload.sha256 if upload is not None else None,
-            "input_bytes": len(upload.data) if upload is not None else None,
-            "output_sha256": audit.digest(response) if status == 200 else None,
-        })
+        entry = audit.hook_entry(
+            service=service_id,
+            request=None,
+            response=None,
+            status=status,
+            duration_ms=duration,
+            caller=_audit_caller(caller, request),
+            model=model,
+            error=None if status == 200 else response.get("error", "unauthorised"),
+        )
+        state.audit.append(
+            {
+                **entry.to_dict(),
+                "event": "imaging",
+                "patient": seen.get("patient_id") or None,
+                "study_uid": seen.get("study_uid") or None,
+                "input_sha256": upload.sha256 if upload is not None else None,
+                "input_bytes": len(upload.data) if upload is not None else None,
+                "output_sha256": audit.digest(response) if status == 200 else None,
+            }
+        )
         if status == 401:
             return Response(status_code=401, headers={"WWW-Authenticate": 'Bearer realm="imaging"'})
         return _json(response, status)
@@ -128,8 +155,11 @@ def mount(app: FastAPI, state: ServiceState) -> None:
 def _upload(request: Request, body: bytes) -> Upload:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in DICOM_TYPES:
-        raise HookError(415, f"the body is {content_type or 'of no stated type'}; send one DICOM file with "
-                             "Content-Type: application/dicom")
+        raise HookError(
+            415,
+            f"the body is {content_type or 'of no stated type'}; send one DICOM file with "
+            "Content-Type: application/dicom",
+        )
     if not body:
         raise HookError(400, "the body is empty; send one DICOM file with Content-Type: application/dicom")
     query = request.query_params
@@ -168,16 +198,23 @@ def answer(state: ServiceState, dep: Deployment, upload: Upload, seen: dict[str,
     if state.config.pages_on:
         evaluation["model_card"] = f"{state.config.base_url}/models/{dep.name}/{dep.version}"
     return {
-        "service": dep.service_id, "model": dep.model, "model_kind": md.model_kind,
-        "task": dep.spec["task"], "task_description": md.task, "intended_use": dep.intended_use,
+        "service": dep.service_id,
+        "model": dep.model,
+        "model_kind": md.model_kind,
+        "task": dep.spec["task"],
+        "task_description": md.task,
+        "intended_use": dep.intended_use,
         "evaluation": evaluation,
         "probabilities": class_probabilities(dep, probabilities),
         "threshold": dep.thresholds[0] if dep.spec["task"] != "multiclass" else None,
         "dicom": {"study_instance_uid": dicom.study_id or None, "patient_id": dicom.patient_id or None},
         "preparation": preparation,
-        "heatmap": {"method": f"Grad-CAM (MONAI) of the class '{explained}'" + (
-                        f", averaged over the ensemble's {ensemble} networks" if ensemble > 1 else ""),
-                    "class": explained, **heatmap},
+        "heatmap": {
+            "method": f"Grad-CAM (MONAI) of the class '{explained}'"
+            + (f", averaged over the ensemble's {ensemble} networks" if ensemble > 1 else ""),
+            "class": explained,
+            **heatmap,
+        },
         "decision_support": DECISION_SUPPORT,
         # false only in a loopback demo run with --insecure-no-auth, as the hook cards say
         "authenticated": state.config.auth == "jwt",
@@ -223,14 +260,23 @@ def read_upload(upload: Upload, dep: Deployment) -> tuple[Any, dict[str, Any]]:
             frames = int(header.get("NumberOfFrames") or 1)
             rows, columns = int(header.get("Rows") or 0), int(header.get("Columns") or 0)
         except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as e:
-            raise HookError(400, f"the body is not a readable DICOM file ({e}); send one DICOM Part 10 file "
-                                 "(with its 'DICM' header) as Content-Type: application/dicom") from None
+            raise HookError(
+                400,
+                f"the body is not a readable DICOM file ({e}); send one DICOM Part 10 file "
+                "(with its 'DICM' header) as Content-Type: application/dicom",
+            ) from None
         if frames > 1 and upload.frame is None:
-            raise HookError(400, f"the file is multi-frame ({frames} frames) and the model takes one image; "
-                                 f"pass ?frame=N with N from 0 to {frames - 1}")
+            raise HookError(
+                400,
+                f"the file is multi-frame ({frames} frames) and the model takes one image; "
+                f"pass ?frame=N with N from 0 to {frames - 1}",
+            )
         if upload.frame is not None and upload.frame >= frames:
-            raise HookError(400, f"frame={upload.frame} is out of range: the file has {frames} frame(s); pass "
-                                 f"?frame=N with N from 0 to {frames - 1}")
+            raise HookError(
+                400,
+                f"frame={upload.frame} is out of range: the file has {frames} frame(s); pass "
+                f"?frame=N with N from 0 to {frames - 1}",
+            )
         stored = dep.spec.get("input") or {}
         window = tuple(stored["window"]) if stored.get("window") else None
         try:
@@ -240,12 +286,18 @@ def read_upload(upload: Upload, dep: Deployment) -> tuple[Any, dict[str, Any]]:
     channels = int(dicom.pixels.shape[-1])
     takes = int(dep.spec["in_channels"])
     if channels != takes:
-        raise HookError(422, f"the image has {channels} channel(s) ({_channel_word(channels)}) but model "
-                             f"{dep.model} takes {takes} ({_channel_word(takes)}); send a "
-                             f"{_channel_word(takes)} image")
+        raise HookError(
+            422,
+            f"the image has {channels} channel(s) ({_channel_word(channels)}) but model "
+            f"{dep.model} takes {takes} ({_channel_word(takes)}); send a "
+            f"{_channel_word(takes)} image",
+        )
     preparation = {
-        "rows": rows or int(dicom.pixels.shape[0]), "columns": columns or int(dicom.pixels.shape[1]),
-        "frames": frames, "frame": upload.frame if frames > 1 else None, "channels": channels,
+        "rows": rows or int(dicom.pixels.shape[0]),
+        "columns": columns or int(dicom.pixels.shape[1]),
+        "frames": frames,
+        "frame": upload.frame if frames > 1 else None,
+        "channels": channels,
         "window": dicom.window,
     }
     return dicom, preparation
@@ -265,11 +317,15 @@ def prepare(pixels: npt.NDArray[Any], dep: Deployment, preparation: dict[str, An
         preparation["resized"] = None
         return pixels.astype(np.float32)
     preparation["resized"] = {
-        "from": [int(pixels.shape[0]), int(pixels.shape[1])], "to": [h, w],
+        "from": [int(pixels.shape[0]), int(pixels.shape[1])],
+        "to": [h, w],
         "method": "bilinear (Pillow), channel by channel, as medml resizes training images",
-        "note": (f"the network takes {h} x {w} images, so the {pixels.shape[0]} x {pixels.shape[1]} image was "
-                 "resized" + ("" if pixels.shape[0] * w == pixels.shape[1] * h else
-                              " (its aspect ratio changed)") + "; detail finer than the network's input is lost"),
+        "note": (
+            f"the network takes {h} x {w} images, so the {pixels.shape[0]} x {pixels.shape[1]} image was "
+            "resized"
+            + ("" if pixels.shape[0] * w == pixels.shape[1] * h else " (its aspect ratio changed)")
+            + "; detail finer than the network's input is lost"
+        ),
     }
     return np.clip(resize_image(pixels.astype(np.float32), (h, w)), 0.0, 1.0).astype(np.float32)
 
@@ -288,8 +344,9 @@ def class_probabilities(dep: Deployment, probabilities: npt.NDArray[Any]) -> dic
     values = np.atleast_1d(np.asarray(probabilities, dtype=np.float64))
     names = _classes(dep)
     if len(values) != len(names):
-        raise HookError(500, f"model {dep.model} returned {len(values)} probabilities for {len(names)} classes; "
-                             "redeploy the model")
+        raise HookError(
+            500, f"model {dep.model} returned {len(values)} probabilities for {len(names)} classes; redeploy the model"
+        )
     return {name: float(v) for name, v in zip(names, values, strict=True)}
 
 
@@ -301,8 +358,9 @@ def _explained_class(dep: Deployment, probabilities: npt.NDArray[Any]) -> int:
     return int(np.argmax(values))
 
 
-def _heatmap(loaded: LoadedImageModel, image: npt.NDArray[np.float32],
-             probabilities: npt.NDArray[Any]) -> tuple[str, dict[str, Any]]:
+def _heatmap(
+    loaded: LoadedImageModel, image: npt.NDArray[np.float32], probabilities: npt.NDArray[Any]
+) -> tuple[str, dict[str, Any]]:
     from PIL import Image
 
     from medml.explain.saliency import overlay_png
@@ -323,13 +381,20 @@ def _heatmap(loaded: LoadedImageModel, image: npt.NDArray[np.float32],
         "overlay_png": base64.b64encode(overlay).decode("ascii"),
         "map_png": base64.b64encode(buffer.getvalue()).decode("ascii"),
         "map_size": [int(cam.shape[0]), int(cam.shape[1])],
-        "note": ("overlay_png: the prepared image with the heat map over it; map_png: the heat map alone at the "
-                 "network's input size, 0-255 (255 = most salient)"),
+        "note": (
+            "overlay_png: the prepared image with the heat map over it; map_png: the heat map alone at the "
+            "network's input size, 0-255 (255 = most salient)"
+        ),
     }
 
 
-def _fhir(loaded: LoadedImageModel, image: npt.NDArray[np.float32], dicom: Any, probabilities: npt.NDArray[Any],
-          upload: Upload) -> dict[str, Any]:
+def _fhir(
+    loaded: LoadedImageModel,
+    image: npt.NDArray[np.float32],
+    dicom: Any,
+    probabilities: npt.NDArray[Any],
+    upload: Upload,
+) -> dict[str, Any]:
     """A FHIR R4 collection Bundle with the image's DiagnosticReport (its heat map as a presentedForm)."""
     from medml.imaging_workflow import ImageSource, fhir_reports
 

@@ -25,9 +25,13 @@ log = logging.getLogger(__name__)
 
 async def _send_error(send: Send, status: int, message: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
     body = json.dumps({"error": message}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            *headers]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -61,8 +65,11 @@ class BodySizeLimitMiddleware:
         for limit in self.per_path:
             if path.startswith(limit.prefix):
                 return limit
-        return PathLimit("/", self.max_body_bytes, "send a smaller request (fewer prefetch resources), or raise "
-                                                   "max_body_bytes in service.yaml")
+        return PathLimit(
+            "/",
+            self.max_body_bytes,
+            "send a smaller request (fewer prefetch resources), or raise max_body_bytes in service.yaml",
+        )
 
     @staticmethod
     def _message(limit: PathLimit, size: str) -> str:
@@ -79,8 +86,9 @@ class BodySizeLimitMiddleware:
                 try:
                     declared = int(value)
                 except ValueError:
-                    await _send_error(send, 400, "the Content-Length header is not a number; send a valid request",
-                                      close)
+                    await _send_error(
+                        send, 400, "the Content-Length header is not a number; send a valid request", close
+                    )
                     return
                 if declared > limit.max_bytes:
                     await _send_error(send, 413, self._message(limit, f"{declared} bytes"), close)
@@ -128,8 +136,13 @@ class RateLimiter:
     stays bounded. Thread-safe.
     """
 
-    def __init__(self, rate_per_minute: float, burst: int | None = None,
-                 clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000) -> None:
+    def __init__(
+        self,
+        rate_per_minute: float,
+        burst: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = 100_000,
+    ) -> None:
         if rate_per_minute <= 0:
             raise ValueError(f"rate_per_minute must be positive, got {rate_per_minute}")
         self.rate_per_minute = rate_per_minute
@@ -191,6 +204,11 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         seconds = max(1, math.ceil(retry_after))
-        await _send_error(send, 429, f"too many requests from this client (the limit is "
-                          f"{self.limiter.rate_per_minute:g} a minute, {self.limiter.burst} at once); retry after "
-                          f"{seconds} s", [(b"retry-after", str(seconds).encode())])
+        await _send_error(
+            send,
+            429,
+            f"too many requests from this client (the limit is "
+            f"{self.limiter.rate_per_minute:g} a minute, {self.limiter.burst} at once); retry after "
+            f"{seconds} s",
+            [(b"retry-after", str(seconds).encode())],
+        )

@@ -55,8 +55,10 @@ _MAX_ID = 256
 def results_path(store: Path, patient_id: str) -> Path:
     """Where a patient's results live in ``store``; ConfigError for an id that is not safe as a file name."""
     if not _SAFE_ID.fullmatch(patient_id):
-        raise ConfigError(f"patient id {patient_id!r} is not a safe id",
-                          "use 1-64 letters, digits, '-', '.' or '_', starting with a letter or digit (a FHIR id)")
+        raise ConfigError(
+            f"patient id {patient_id!r} is not a safe id",
+            "use 1-64 letters, digits, '-', '.' or '_', starting with a letter or digit (a FHIR id)",
+        )
     return store / f"{patient_id}.json"
 
 
@@ -95,14 +97,19 @@ def offered(enabled: bool, store: Path, service_id: str | None = None) -> bool:
 
 
 def discovery_entries() -> list[dict[str, Any]]:
-    return [{
-        "hook": hook, "id": sid, "title": f"Pharmacogenomic drug-order alerts ({hook})",
-        "description": "CPIC recommendations for the drugs being ordered, from the patient's PGx results: a card when "
-                       "the genotype changes the prescription (another drug, or another dose).",
-        "usageRequirements": "No prefetch: the patient's PGx results come from medml's own store (medml pgx call "
-                             "--patient ID). Needs context.draftOrders with MedicationRequests coded in RxNorm or "
-                             "named in text; a patient without stored results gets no cards.",
-    } for sid, hook in SERVICES.items()]
+    return [
+        {
+            "hook": hook,
+            "id": sid,
+            "title": f"Pharmacogenomic drug-order alerts ({hook})",
+            "description": "CPIC recommendations for the drugs being ordered, from the patient's PGx results: a card "
+            "when the genotype changes the prescription (another drug, or another dose).",
+            "usageRequirements": "No prefetch: the patient's PGx results come from medml's own store (medml pgx call "
+            "--patient ID). Needs context.draftOrders with MedicationRequests coded in RxNorm or "
+            "named in text; a patient without stored results gets no cards.",
+        }
+        for sid, hook in SERVICES.items()
+    ]
 
 
 # ---- a hook call ----------------------------------------------------------------------------------------------------
@@ -136,17 +143,30 @@ def check_order_request(body: Mapping[str, Any], service_id: str) -> tuple[str, 
     if not _SAFE_ID.fullmatch(patient_id):
         raise _refuse(f"context.patientId {patient_id[:80]!r} is not a FHIR id (letters, digits, '-', '.')")
     orders = context.get("draftOrders")
-    if not isinstance(orders, dict) or orders.get("resourceType") != "Bundle" or \
-            not isinstance(orders.get("entry", []), list):
+    if (
+        not isinstance(orders, dict)
+        or orders.get("resourceType") != "Bundle"
+        or not isinstance(orders.get("entry", []), list)
+    ):
         raise _refuse(f"context.draftOrders is required for {hook} and must be a FHIR Bundle of the draft orders")
-    requests = [e["resource"] for e in orders.get("entry", []) if isinstance(e, dict)
-                and isinstance(e.get("resource"), dict) and e["resource"].get("resourceType") == "MedicationRequest"]
+    requests = [
+        e["resource"]
+        for e in orders.get("entry", [])
+        if isinstance(e, dict)
+        and isinstance(e.get("resource"), dict)
+        and e["resource"].get("resourceType") == "MedicationRequest"
+    ]
     if hook == "order-select":
         selections = context.get("selections")
-        if not isinstance(selections, list) or not selections or \
-                not all(isinstance(s, str) and "/" in s for s in selections):
-            raise _refuse("context.selections is required for order-select and must be a non-empty list of "
-                          "references to draft orders (e.g. 'MedicationRequest/123')")
+        if (
+            not isinstance(selections, list)
+            or not selections
+            or not all(isinstance(s, str) and "/" in s for s in selections)
+        ):
+            raise _refuse(
+                "context.selections is required for order-select and must be a non-empty list of "
+                "references to draft orders (e.g. 'MedicationRequest/123')"
+            )
         chosen = set(selections)
         requests = [r for r in requests if f"MedicationRequest/{r.get('id')}" in chosen]
     return patient_id, requests
@@ -189,10 +209,16 @@ def card_summary(alert: OrderAlert) -> str:
 
 
 def card_detail(alert: OrderAlert, document: Mapping[str, Any], *, authenticated: bool) -> str:
-    diplotypes = {g.get("gene"): " or ".join(g.get("diplotypes") or []) for g in document.get("genes") or []
-                  if isinstance(g, dict)}
-    lines = [f"**CPIC recommendation** (classification {alert.strength or 'none'}"
-             f"{'; population: ' + alert.population if alert.population else ''}):", ""]
+    diplotypes = {
+        g.get("gene"): " or ".join(g.get("diplotypes") or [])
+        for g in document.get("genes") or []
+        if isinstance(g, dict)
+    }
+    lines = [
+        f"**CPIC recommendation** (classification {alert.strength or 'none'}"
+        f"{'; population: ' + alert.population if alert.population else ''}):",
+        "",
+    ]
     lines.append("\n>\n".join(f"> {line}" for line in alert.recommendation.splitlines()))  # a paragraph each
     if alert.implications:
         lines += ["", "**Implications:**", *(f"- {i}" for i in alert.implications)]
@@ -202,35 +228,50 @@ def card_detail(alert: OrderAlert, document: Mapping[str, Any], *, authenticated
     lines += [f"\n*Results:* {source}."]
     guideline = f"[{alert.guideline}]({alert.guideline_url})" if alert.guideline_url else alert.guideline
     lines += [f"\n**Guideline:** {guideline}, {alert.version}."]
-    lines.append("\n*Decision support, not a diagnosis: a laboratory must confirm the genotypes; the prescriber "
-                 "decides.*" + ("" if authenticated else " *Unauthenticated demo service: not for clinical use.*"))
+    lines.append(
+        "\n*Decision support, not a diagnosis: a laboratory must confirm the genotypes; the prescriber "
+        "decides.*" + ("" if authenticated else " *Unauthenticated demo service: not for clinical use.*")
+    )
     return "\n".join(lines)
 
 
-def order_card(alert: OrderAlert, request: Mapping[str, Any], document: Mapping[str, Any], *,
-               authenticated: bool) -> dict[str, Any]:
+def order_card(
+    alert: OrderAlert, request: Mapping[str, Any], document: Mapping[str, Any], *, authenticated: bool
+) -> dict[str, Any]:
     source: dict[str, Any] = {"label": f"medml PGx · {alert.version}"}
     if alert.guideline_url:
         source["url"] = alert.guideline_url
     card: dict[str, Any] = {
-        "uuid": str(uuid.uuid4()), "summary": card_summary(alert), "indicator": indicator(alert),
-        "detail": card_detail(alert, document, authenticated=authenticated), "source": source,
+        "uuid": str(uuid.uuid4()),
+        "summary": card_summary(alert),
+        "indicator": indicator(alert),
+        "detail": card_detail(alert, document, authenticated=authenticated),
+        "source": source,
         "overrideReasons": [{"code": c, "system": OVERRIDE_SYSTEM, "display": d} for c, d in OVERRIDE_REASONS],
     }
     order_id = request.get("id")
     if alert.alternative_drug and isinstance(order_id, str) and order_id:
-        card["suggestions"] = [{
-            "label": f"Remove the {alert.drug} order and choose an alternative", "uuid": str(uuid.uuid4()),
-            "isRecommended": indicator(alert) == "critical",
-            "actions": [{"type": "delete", "description": f"Remove the draft {alert.drug} order",
-                         "resourceId": f"MedicationRequest/{order_id}"}],
-        }]
+        card["suggestions"] = [
+            {
+                "label": f"Remove the {alert.drug} order and choose an alternative",
+                "uuid": str(uuid.uuid4()),
+                "isRecommended": indicator(alert) == "critical",
+                "actions": [
+                    {
+                        "type": "delete",
+                        "description": f"Remove the draft {alert.drug} order",
+                        "resourceId": f"MedicationRequest/{order_id}",
+                    }
+                ],
+            }
+        ]
         card["selectionBehavior"] = "at-most-one"
     return card
 
 
-def answer(store: Path, service_id: str, body: Mapping[str, Any], *,
-           authenticated: bool) -> tuple[dict[str, Any], str | None]:
+def answer(
+    store: Path, service_id: str, body: Mapping[str, Any], *, authenticated: bool
+) -> tuple[dict[str, Any], str | None]:
     """The response to a hook call and the audit's model label (``pgx@<CPIC versions consulted>``, None when no
     guideline was consulted)."""
     patient_id, requests = check_order_request(body, service_id)
@@ -241,12 +282,17 @@ def answer(store: Path, service_id: str, body: Mapping[str, Any], *,
         phenotypes: dict[str, GenePhenotype] = phenotypes_from_dict(document)
     except InputFileError as e:  # our store's fault, not the caller's
         log.error("PGx results of a patient unusable: %s", e)
-        raise _refuse("the stored PGx results for this patient are unreadable; the order was not checked. Tell the "
-                      "medml team, who must save them again", 500) from None
+        raise _refuse(
+            "the stored PGx results for this patient are unreadable; the order was not checked. Tell the "
+            "medml team, who must save them again",
+            500,
+        ) from None
     cards, versions = [], set()
     for request in requests:
         for guideline in ordered_drugs(request):
             versions.add(guideline.version)
-            cards += [order_card(a, request, document, authenticated=authenticated)
-                      for a in order_alerts(guideline.drug, phenotypes)]
+            cards += [
+                order_card(a, request, document, authenticated=authenticated)
+                for a in order_alerts(guideline.drug, phenotypes)
+            ]
     return {"cards": cards}, ("pgx@" + " + ".join(sorted(versions))) if versions else None

@@ -69,8 +69,11 @@ def prefetch_templates(deployment: Deployment) -> dict[str, str]:
 
 
 #: what each prefetch key must hold: a resource type (a read) or the entries' type of a searchset Bundle
-EXPECTED = {"patient": ("Patient", None), "encounters": ("Bundle", "Encounter"),
-            "observations": ("Bundle", "Observation")}
+EXPECTED = {
+    "patient": ("Patient", None),
+    "encounters": ("Bundle", "Encounter"),
+    "observations": ("Bundle", "Observation"),
+}
 
 
 def collect(prefetch: Mapping[str, Any], patient_id: str) -> list[dict[str, Any]]:
@@ -86,13 +89,17 @@ def collect(prefetch: Mapping[str, Any], patient_id: str) -> list[dict[str, Any]
         rtype, entry_type = EXPECTED[key]
         if not isinstance(value, Mapping) or value.get("resourceType") != rtype:
             got = value.get("resourceType") if isinstance(value, Mapping) else type(value).__name__
-            raise PrefetchError(f"prefetch '{key}' is a {got}, expected a {rtype}"
-                                + (f" of {entry_type} resources" if entry_type else ""),
-                                "send what the service's discovery prefetch template asks for")
+            raise PrefetchError(
+                f"prefetch '{key}' is a {got}, expected a {rtype}"
+                + (f" of {entry_type} resources" if entry_type else ""),
+                "send what the service's discovery prefetch template asks for",
+            )
         if entry_type is None:
             if value.get("id") != patient_id:
-                raise PrefetchError(f"prefetch '{key}' is Patient/{value.get('id')}, but context.patientId is "
-                                    f"{patient_id}", "prefetch the patient in context")
+                raise PrefetchError(
+                    f"prefetch '{key}' is Patient/{value.get('id')}, but context.patientId is {patient_id}",
+                    "prefetch the patient in context",
+                )
             out.append(dict(value))
             continue
         entries = value.get("entry") or []
@@ -104,16 +111,19 @@ def collect(prefetch: Mapping[str, Any], patient_id: str) -> list[dict[str, Any]
                 continue
             ref = (res.get("subject") or res.get("patient") or {}).get("reference", "")
             if not _is_patient(ref, patient_id):
-                raise PrefetchError(f"prefetch '{key}' entry {i} ({entry_type}/{res.get('id')}) is about "
-                                    f"{ref or 'no one'}, not Patient/{patient_id}",
-                                    "prefetch only the patient in context")
+                raise PrefetchError(
+                    f"prefetch '{key}' entry {i} ({entry_type}/{res.get('id')}) is about "
+                    f"{ref or 'no one'}, not Patient/{patient_id}",
+                    "prefetch only the patient in context",
+                )
             out.append(dict(res))
     return out
 
 
 def _is_patient(reference: Any, patient_id: str) -> bool:
-    return isinstance(reference, str) and (reference == f"Patient/{patient_id}"
-                                           or reference.endswith(f"/Patient/{patient_id}"))
+    return isinstance(reference, str) and (
+        reference == f"Patient/{patient_id}" or reference.endswith(f"/Patient/{patient_id}")
+    )
 
 
 _local = threading.local()
@@ -166,8 +176,14 @@ class Scorer:
         self.columns = bundle.feature_names
         self.templates = prefetch_templates(deployment)
 
-    def score(self, patient_id: str, resources: list[dict[str, Any]], *, encounter_id: str | None = None,
-              now: datetime | None = None) -> Scored | NotScored:
+    def score(
+        self,
+        patient_id: str,
+        resources: list[dict[str, Any]],
+        *,
+        encounter_id: str | None = None,
+        now: datetime | None = None,
+    ) -> Scored | NotScored:
         return self.score_many([Job(patient_id, resources, encounter_id, now or datetime.now(UTC))])[0]
 
     def score_many(self, jobs: list[Job]) -> list[Scored | NotScored]:
@@ -201,12 +217,17 @@ class Scorer:
             risk = float(risks[row])
             dropped = built.dropped_by_patient.get(job.patient_id, {})
             out[i] = Scored(
-                risk=risk, category=self.deployment.category(risk), factors=factors[row],
-                missing=built.missing(job.patient_id, self.spec.definition), index_time=t,
+                risk=risk,
+                category=self.deployment.category(risk),
+                factors=factors[row],
+                missing=built.missing(job.patient_id, self.spec.definition),
+                index_time=t,
                 encounter_id=encounter[0] if encounter else None,
                 hours_observed=(t - encounter[1]).total_seconds() / 3600 if encounter else None,
-                results_used=int(used[row]), dropped={f"{n} ({why})": k for (n, why), k in dropped.items()},
-                features=dict(zip(self.columns, X.iloc[row].tolist(), strict=True)))
+                results_used=int(used[row]),
+                dropped={f"{n} ({why})": k for (n, why), k in dropped.items()},
+                features=dict(zip(self.columns, X.iloc[row].tolist(), strict=True)),
+            )
         return out
 
     def _index_time(self, job: Job) -> tuple[tuple[str, datetime] | None, datetime] | NotScored:
@@ -290,8 +311,9 @@ class Batcher:
             self._running = False
 
 
-def choose_encounter(resources: list[dict[str, Any]], encounter_id: str | None,
-                     classes: tuple[str, ...]) -> tuple[str, datetime] | None:
+def choose_encounter(
+    resources: list[dict[str, Any]], encounter_id: str | None, classes: tuple[str, ...]
+) -> tuple[str, datetime] | None:
     """The encounter in context if it is in the data, else the patient's latest of the model's classes."""
     found = []
     for res in resources:

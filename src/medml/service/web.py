@@ -56,8 +56,8 @@ DISCLAIMER = "Decision support, not a diagnosis."
 INDICATORS = {"info": ("ℹ", "Info"), "warning": ("⚠", "Warning"), "critical": ("⛔", "Critical")}
 
 
-
 # -- the store ----------------------------------------------------------------------------------------------------
+
 
 class StoreView:
     """The FHIR store behind the pages: a :class:`FhirIndex`, built on first use and again when the file changes."""
@@ -107,8 +107,12 @@ def find_patients(index: FhirIndex, query: str, offset: int, limit: int) -> tupl
     args: list[Any] = [query] if query else []
     with index.cursor() as cur:
         total = int(cur.execute(f"SELECT count(*) FROM idx WHERE {where}", args).fetchall()[0][0])
-        ids = [str(r[0]) for r in cur.execute(f"SELECT id FROM idx WHERE {where} ORDER BY id LIMIT ? OFFSET ?",
-                                              [*args, limit, offset]).fetchall()]
+        ids = [
+            str(r[0])
+            for r in cur.execute(
+                f"SELECT id FROM idx WHERE {where} ORDER BY id LIMIT ? OFFSET ?", [*args, limit, offset]
+            ).fetchall()
+        ]
     return total, patient_rows(index, ids)
 
 
@@ -117,13 +121,22 @@ def patient_rows(index: FhirIndex, ids: Sequence[str]) -> list[PatientRow]:
     if not ids:
         return []
     with index.cursor() as cur:
-        rids = [int(r[0]) for r in cur.execute(
-            "SELECT rid FROM idx WHERE resource_type = 'Patient' AND list_contains(?::VARCHAR[], id)",
-            [list(ids)]).fetchall()]
+        rids = [
+            int(r[0])
+            for r in cur.execute(
+                "SELECT rid FROM idx WHERE resource_type = 'Patient' AND list_contains(?::VARCHAR[], id)", [list(ids)]
+            ).fetchall()
+        ]
         # the rows by rowid, given as a list (as FhirIndex.search reads them): only those are read from the store
-        stored = dict(cur.execute("SELECT id, resource FROM store.resources WHERE rowid IN "
-                                  "(SELECT unnest(?::BIGINT[]))", [rids]).fetchall())
-        counts = {str(r[0]): r[1:] for r in cur.execute("""
+        stored = dict(
+            cur.execute(
+                "SELECT id, resource FROM store.resources WHERE rowid IN (SELECT unnest(?::BIGINT[]))", [rids]
+            ).fetchall()
+        )
+        counts = {
+            str(r[0]): r[1:]
+            for r in cur.execute(
+                """
             SELECT p.patient,
                    count(*) FILTER (WHERE i.resource_type = 'Encounter'),
                    count(*) FILTER (WHERE i.resource_type = 'Observation'),
@@ -131,7 +144,10 @@ def patient_rows(index: FhirIndex, ids: Sequence[str]) -> list[PatientRow]:
                    arg_max(i.id, i.date) FILTER (WHERE i.resource_type = 'Encounter')
             FROM patients p JOIN idx i ON i.pkey = p.pkey
             WHERE list_contains(?::VARCHAR[], p.patient) AND i.resource_type IN ('Encounter', 'Observation')
-            GROUP BY p.patient""", [list(ids)]).fetchall()}
+            GROUP BY p.patient""",
+                [list(ids)],
+            ).fetchall()
+        }
     rows = []
     for pid in ids:
         if pid not in stored:
@@ -139,11 +155,17 @@ def patient_rows(index: FhirIndex, ids: Sequence[str]) -> list[PatientRow]:
         res = orjson.loads(stored[pid])
         enc, obs, latest, latest_id = counts.get(pid, (0, 0, None, None))
         gender, birth = res.get("gender"), res.get("birthDate")
-        rows.append(PatientRow(
-            id=pid, gender=gender if isinstance(gender, str) else None,
-            birth_date=birth if isinstance(birth, str) else None, encounters=int(enc), observations=int(obs),
-            latest_encounter=None if latest_id is None else str(latest_id),
-            latest_start=None if latest is None else datetime.fromtimestamp(int(latest) / 1e6, UTC)))
+        rows.append(
+            PatientRow(
+                id=pid,
+                gender=gender if isinstance(gender, str) else None,
+                birth_date=birth if isinstance(birth, str) else None,
+                encounters=int(enc),
+                observations=int(obs),
+                latest_encounter=None if latest_id is None else str(latest_id),
+                latest_start=None if latest is None else datetime.fromtimestamp(int(latest) / 1e6, UTC),
+            )
+        )
     return rows
 
 
@@ -166,8 +188,9 @@ def prefetch(index: FhirIndex, templates: Mapping[str, str], patient_id: str) ->
         params = parse_qsl(qs, keep_blank_values=True)
         pages: list[dict[str, Any]] = []
         while not pages or len(pages) * MAX_COUNT < pages[0]["total"]:
-            found = index.search(parts[0], [*params, ("_count", str(MAX_COUNT)),
-                                            ("_offset", str(len(pages) * MAX_COUNT))])
+            found = index.search(
+                parts[0], [*params, ("_count", str(MAX_COUNT)), ("_offset", str(len(pages) * MAX_COUNT))]
+            )
             pages.append(orjson.loads(searchset(STORE_BASE, parts[0], params, found)))
         # the first page's total and self link (its first link), every page's entries
         out[key] = {**pages[0], "link": pages[0]["link"][:1], "entry": [x for p in pages for x in p.get("entry", [])]}
@@ -176,12 +199,18 @@ def prefetch(index: FhirIndex, templates: Mapping[str, str], patient_id: str) ->
 
 def prefetch_summary(prefetch: Mapping[str, Any]) -> dict[str, str]:
     """What each prefetch key holds, in a few words (the raw request shows this instead of every resource)."""
-    return {k: "null (nothing found)" if v is None else
-            f"Bundle ({v.get('type')}) of {len(v.get('entry') or [])} entries" if v.get("resourceType") == "Bundle"
-            else f"{v.get('resourceType')}/{v.get('id')}" for k, v in prefetch.items()}
+    return {
+        k: "null (nothing found)"
+        if v is None
+        else f"Bundle ({v.get('type')}) of {len(v.get('entry') or [])} entries"
+        if v.get("resourceType") == "Bundle"
+        else f"{v.get('resourceType')}/{v.get('id')}"
+        for k, v in prefetch.items()
+    }
 
 
 # -- one hook call, as the EHR makes it ---------------------------------------------------------------------------
+
 
 @dataclass
 class HookCall:
@@ -194,13 +223,17 @@ class HookCall:
     not_applied: str | None = None
 
 
-async def call_service(state: ServiceState, scorer: Scorer, patient_id: str, prefetched: dict[str, Any],
-                       address: str | None) -> HookCall:
+async def call_service(
+    state: ServiceState, scorer: Scorer, patient_id: str, prefetched: dict[str, Any], address: str | None
+) -> HookCall:
     """The request an EHR sends for patient-view, answered by the endpoint's own path and audited as it is."""
     dep = scorer.deployment
-    body: dict[str, Any] = {"hook": dep.hook, "hookInstance": str(uuid.uuid4()),
-                            "context": {"userId": DEMO_USER, "patientId": patient_id},
-                            "prefetch": prefetched}
+    body: dict[str, Any] = {
+        "hook": dep.hook,
+        "hookInstance": str(uuid.uuid4()),
+        "context": {"userId": DEMO_USER, "patientId": patient_id},
+        "prefetch": prefetched,
+    }
     started = time.perf_counter()
     try:
         response = await answer(state, scorer, body, datetime.now(UTC))
@@ -214,10 +247,16 @@ async def call_service(state: ServiceState, scorer: Scorer, patient_id: str, pre
         log.exception("error %s answering %s from the web page", ref, dep.service_id)
         response, status = {"error": f"internal error (reference {ref}); the patient was not scored"}, 500
     duration = (time.perf_counter() - started) * 1000
-    entry = audit.hook_entry(service=dep.service_id, request=body, response=response if status == 200 else None,
-                             status=status, duration_ms=duration,
-                             caller=audit.Caller(sub=WEB_CALLER, address=address), model=dep.model,
-                             error=None if status == 200 else str(response.get("error")))
+    entry = audit.hook_entry(
+        service=dep.service_id,
+        request=body,
+        response=response if status == 200 else None,
+        status=status,
+        duration_ms=duration,
+        caller=audit.Caller(sub=WEB_CALLER, address=address),
+        model=dep.model,
+        error=None if status == 200 else str(response.get("error")),
+    )
     state.audit.append(entry)
     call = HookCall(scorer, body, response, status)
     if status == 200 and not response.get("cards"):
@@ -245,6 +284,7 @@ def _why_not(scorer: Scorer, prefetched: Mapping[str, Any], patient_id: str) -> 
 
 # -- HTML -----------------------------------------------------------------------------------------------------------
 
+
 def esc(value: Any) -> str:
     """Escaped text of any value (quotes too, so it is safe in attributes)."""
     return html.escape("" if value is None else str(value), quote=True)
@@ -258,22 +298,31 @@ def _css() -> tuple[str, str]:
 
 
 def _headers(style_src: str) -> dict[str, str]:
-    csp = (f"default-src 'none'; style-src {style_src}; img-src data:; script-src 'none'; form-action 'self'; "
-           "base-uri 'none'; frame-ancestors 'none'")
-    return {"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
-            "Cache-Control": "no-store", "X-Frame-Options": "DENY"}
+    csp = (
+        f"default-src 'none'; style-src {style_src}; img-src data:; script-src 'none'; form-action 'self'; "
+        "base-uri 'none'; frame-ancestors 'none'"
+    )
+    return {
+        "Content-Security-Policy": csp,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-store",
+        "X-Frame-Options": "DENY",
+    }
 
 
 def page(state: ServiceState, title: str, body: str, status: int = 200) -> HTMLResponse:
     css, css_hash = _css()
     auth = "" if state.config.auth == "jwt" else " Unauthenticated demo service: not for clinical use."
-    doc = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-           "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-           f"<link rel=\"icon\" href=\"data:,\"><title>{esc(title)} · medml</title><style>{css}</style></head><body>"
-           "<header class=\"bar\"><a href=\"/\">medml · patients</a><span>CDS Hooks patient-view demo</span>"
-           f"<span class=\"note\">{DISCLAIMER}{esc(auth)}</span></header>"
-           f"<main>{body}</main><footer>{DISCLAIMER} Cards come from the models named on each card; the risk is a "
-           f"calibrated probability from data, not a clinical judgement.{esc(auth)}</footer></body></html>\n")
+    doc = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f'<link rel="icon" href="data:,"><title>{esc(title)} · medml</title><style>{css}</style></head><body>'
+        '<header class="bar"><a href="/">medml · patients</a><span>CDS Hooks patient-view demo</span>'
+        f'<span class="note">{DISCLAIMER}{esc(auth)}</span></header>'
+        f"<main>{body}</main><footer>{DISCLAIMER} Cards come from the models named on each card; the risk is a "
+        f"calibrated probability from data, not a clinical judgement.{esc(auth)}</footer></body></html>\n"
+    )
     return HTMLResponse(doc, status_code=status, headers=_headers(f"'{css_hash}'"))
 
 
@@ -310,14 +359,14 @@ def markdown(text: str, base_url: str) -> str:
 
 def local_url(url: str, base_url: str) -> str:
     """A URL under the service's base_url as a path on this site (the page may be opened on another port)."""
-    return url[len(base_url):] if url.startswith(base_url + "/") else url
+    return url[len(base_url) :] if url.startswith(base_url + "/") else url
 
 
 def _link(url: Any, label: Any, base_url: str) -> str:
     href = local_url(str(url), base_url) if isinstance(url, str) else ""
     if SAFE_URL.match(href):
         return f'<a href="{esc(href)}" rel="noopener noreferrer">{esc(label)}</a>'
-    return f"{esc(label)} <span class=\"muted\">({esc(url)})</span>"
+    return f'{esc(label)} <span class="muted">({esc(url)})</span>'
 
 
 def _json(value: Any) -> str:
@@ -329,19 +378,30 @@ def render_card(card: Mapping[str, Any], dep: Deployment, base_url: str) -> str:
     indicator = card.get("indicator") if card.get("indicator") in INDICATORS else "info"
     icon, word = INDICATORS[str(indicator)]
     source: Mapping[str, Any] = card["source"] if isinstance(card.get("source"), Mapping) else {}
-    parts = [f'<article class="card indicator-{indicator}" data-indicator="{indicator}" '
-             f'data-uuid="{esc(card.get("uuid"))}">',
-             f'<div class="head"><span class="icon" role="img" aria-label="{word}" title="{word}">{icon}</span>'
-             f'<h3 class="summary">{esc(card.get("summary"))}</h3></div>']
+    parts = [
+        f'<article class="card indicator-{indicator}" data-indicator="{indicator}" '
+        f'data-uuid="{esc(card.get("uuid"))}">',
+        f'<div class="head"><span class="icon" role="img" aria-label="{word}" title="{word}">{icon}</span>'
+        f'<h3 class="summary">{esc(card.get("summary"))}</h3></div>',
+    ]
     if isinstance(card.get("detail"), str):
         parts.append(f'<div class="detail">{markdown(card["detail"], base_url)}</div>')
-    parts.append(f'<p class="meta source">Source: {_link(source.get("url"), source.get("label"), base_url)} · '
-                 f'produced by model <b class="model">{esc(dep.model)}</b> · {DISCLAIMER}</p>')
+    parts.append(
+        f'<p class="meta source">Source: {_link(source.get("url"), source.get("label"), base_url)} · '
+        f'produced by model <b class="model">{esc(dep.model)}</b> · {DISCLAIMER}</p>'
+    )
     links = [link for link in card.get("links") or [] if isinstance(link, Mapping)]
     if links:
-        items = "".join(f"<li>{_link(link.get('url'), link.get('label'), base_url)}"
-                        + (" <span class=\"muted\">(SMART app: not launched from this page)</span>"
-                           if link.get("type") == "smart" else "") + "</li>" for link in links)
+        items = "".join(
+            f"<li>{_link(link.get('url'), link.get('label'), base_url)}"
+            + (
+                ' <span class="muted">(SMART app: not launched from this page)</span>'
+                if link.get("type") == "smart"
+                else ""
+            )
+            + "</li>"
+            for link in links
+        )
         parts.append(f'<ul class="meta links">{items}</ul>')
     actions = ['<div class="actions">']
     for sug in card.get("suggestions") or []:
@@ -350,16 +410,21 @@ def render_card(card: Mapping[str, Any], dep: Deployment, base_url: str) -> str:
         lines = []
         for act in sug.get("actions") or []:
             res = act.get("resource") if isinstance(act.get("resource"), Mapping) else {}
-            lines.append(f'<p><b>{esc(act.get("type"))}</b> {esc(res.get("resourceType"))}: '
-                         f'{esc(act.get("description"))}</p><pre class="resource">{_json(res)}</pre>')
-        actions.append(f'<details class="suggestion"><summary>{esc(sug.get("label"))}</summary>'
-                       f'<p class="muted">In an EHR this button accepts the suggestion; this page records nothing.</p>'
-                       f'{"".join(lines)}</details>')
+            lines.append(
+                f"<p><b>{esc(act.get('type'))}</b> {esc(res.get('resourceType'))}: "
+                f'{esc(act.get("description"))}</p><pre class="resource">{_json(res)}</pre>'
+            )
+        actions.append(
+            f'<details class="suggestion"><summary>{esc(sug.get("label"))}</summary>'
+            f'<p class="muted">In an EHR this button accepts the suggestion; this page records nothing.</p>'
+            f"{''.join(lines)}</details>"
+        )
     reasons = [r for r in card.get("overrideReasons") or [] if isinstance(r, Mapping)]
     if reasons:
         items = "".join(f"<li>{esc(r.get('display'))} <code>{esc(r.get('code'))}</code></li>" for r in reasons)
-        actions.append(f'<details class="dismiss"><summary>Dismiss: override reasons</summary><ul>{items}</ul>'
-                       "</details>")
+        actions.append(
+            f'<details class="dismiss"><summary>Dismiss: override reasons</summary><ul>{items}</ul></details>'
+        )
     actions.append("</div>")
     parts += [*actions, "</article>"]
     return "".join(parts)
@@ -367,22 +432,28 @@ def render_card(card: Mapping[str, Any], dep: Deployment, base_url: str) -> str:
 
 def render_call(call: HookCall, base_url: str) -> str:
     dep = call.scorer.deployment
-    head = (f'<section class="service" data-service="{esc(dep.service_id)}"><h2>{esc(dep.title)} '
-            f'<small>service {esc(dep.service_id)} · model {esc(dep.model)}</small></h2>')
+    head = (
+        f'<section class="service" data-service="{esc(dep.service_id)}"><h2>{esc(dep.title)} '
+        f"<small>service {esc(dep.service_id)} · model {esc(dep.model)}</small></h2>"
+    )
     if call.status != 200:
-        body = (f'<p class="error">The service answered HTTP {call.status}: {esc(call.response.get("error"))}</p>')
+        body = f'<p class="error">The service answered HTTP {call.status}: {esc(call.response.get("error"))}</p>'
     elif call.not_applied is not None:
         body = f'<p class="notice no-card">no card (the model does not apply: {esc(call.not_applied)})</p>'
     else:
         body = "".join(render_card(c, dep, base_url) for c in call.response.get("cards", []))
         for act in call.response.get("systemActions") or []:
-            body += (f'<p class="muted">System action: {esc(act.get("type"))} '
-                     f'{esc((act.get("resource") or {}).get("resourceType"))}: {esc(act.get("description"))}</p>')
+            body += (
+                f'<p class="muted">System action: {esc(act.get("type"))} '
+                f"{esc((act.get('resource') or {}).get('resourceType'))}: {esc(act.get('description'))}</p>"
+            )
     shown = {**call.request, "prefetch": prefetch_summary(call.request.get("prefetch") or {})}
-    raw = (f'<details class="raw request"><summary>Request sent (POST /cds-services/{esc(dep.service_id)}; '
-           f'prefetch summarised)</summary><pre>{_json(shown)}</pre></details>'
-           f'<details class="raw response"><summary>Response returned (HTTP {call.status}, JSON as the EHR receives '
-           f'it)</summary><pre class="response-json">{_json(call.response)}</pre></details>')
+    raw = (
+        f'<details class="raw request"><summary>Request sent (POST /cds-services/{esc(dep.service_id)}; '
+        f"prefetch summarised)</summary><pre>{_json(shown)}</pre></details>"
+        f'<details class="raw response"><summary>Response returned (HTTP {call.status}, JSON as the EHR receives '
+        f'it)</summary><pre class="response-json">{_json(call.response)}</pre></details>'
+    )
     return head + body + raw + "</section>"
 
 
@@ -397,27 +468,39 @@ def _age(birth: str | None, at: datetime | None) -> str:
 
 
 def _banner(row: PatientRow) -> str:
-    latest = "none" if row.latest_start is None else \
-        f"{row.latest_start:%Y-%m-%d %H:%M} UTC ({row.latest_encounter})"
-    cells = [("Patient", row.id), ("Sex", row.gender or "unknown"), ("Birth date", row.birth_date or "unknown"),
-             ("Age at latest encounter", _age(row.birth_date, row.latest_start) or "unknown"),
-             ("Encounters", row.encounters), ("Observations", row.observations), ("Latest encounter", latest)]
-    return '<div class="banner">' + "".join(f"<div><span>{esc(k)}</span><b>{esc(v)}</b></div>"
-                                            for k, v in cells) + "</div>"
+    latest = "none" if row.latest_start is None else f"{row.latest_start:%Y-%m-%d %H:%M} UTC ({row.latest_encounter})"
+    cells = [
+        ("Patient", row.id),
+        ("Sex", row.gender or "unknown"),
+        ("Birth date", row.birth_date or "unknown"),
+        ("Age at latest encounter", _age(row.birth_date, row.latest_start) or "unknown"),
+        ("Encounters", row.encounters),
+        ("Observations", row.observations),
+        ("Latest encounter", latest),
+    ]
+    return (
+        '<div class="banner">'
+        + "".join(f"<div><span>{esc(k)}</span><b>{esc(v)}</b></div>" for k, v in cells)
+        + "</div>"
+    )
 
 
 def _store_problem(state: ServiceState, path: Path, err: MedmlError) -> HTMLResponse:
     if isinstance(err, NotFoundError):
-        body = (f"<h1>No patients yet</h1><div class=\"notice no-store\"><p>There is no FHIR store at "
-                f"<code>{esc(path)}</code>.</p><p>Load patients with <code>medml fhir ingest PATH... --store "
-                f"{esc(path)}</code> (FHIR Bundles, Bulk Data NDJSON, or a folder of them), or set "
-                "<code>fhir_store</code> in service.yaml to an existing store; then reload this page.</p></div>")
+        body = (
+            f'<h1>No patients yet</h1><div class="notice no-store"><p>There is no FHIR store at '
+            f"<code>{esc(path)}</code>.</p><p>Load patients with <code>medml fhir ingest PATH... --store "
+            f"{esc(path)}</code> (FHIR Bundles, Bulk Data NDJSON, or a folder of them), or set "
+            "<code>fhir_store</code> in service.yaml to an existing store; then reload this page.</p></div>"
+        )
         return page(state, "No FHIR store", body)
-    return page(state, "FHIR store unreadable",
-                f'<h1>The FHIR store cannot be read</h1><p class="error">{esc(err)}</p>', 503)
+    return page(
+        state, "FHIR store unreadable", f'<h1>The FHIR store cannot be read</h1><p class="error">{esc(err)}</p>', 503
+    )
 
 
 # -- routes ---------------------------------------------------------------------------------------------------------
+
 
 def mount(app: FastAPI, state: ServiceState) -> None:
     """Add the pages to the service's app; the store's index is closed when the app shuts down."""
@@ -447,32 +530,45 @@ def mount(app: FastAPI, state: ServiceState) -> None:
         except MedmlError as err:
             return _store_problem(state, path, err)
         pages = max(1, -(-total // PAGE_SIZE))
-        body = [f"<h1>Patients <small class=\"muted\">({total:,}{' matching' if query else ''} in "
-                f"<code>{esc(path.name)}</code>)</small></h1>",
-                '<form class="search" method="get" action="/"><label for="q">Patient id</label>'
-                f'<input id="q" name="q" type="search" value="{esc(query)}" placeholder="search by id">'
-                '<button type="submit">Search</button></form>']
+        body = [
+            f'<h1>Patients <small class="muted">({total:,}{" matching" if query else ""} in '
+            f"<code>{esc(path.name)}</code>)</small></h1>",
+            '<form class="search" method="get" action="/"><label for="q">Patient id</label>'
+            f'<input id="q" name="q" type="search" value="{esc(query)}" placeholder="search by id">'
+            '<button type="submit">Search</button></form>',
+        ]
         if not state.scorers:
-            body.append('<p class="notice">No CDS service is deployed: patients open without cards. Deploy a model '
-                        "with <code>medml deploy MODEL</code>.</p>")
+            body.append(
+                '<p class="notice">No CDS service is deployed: patients open without cards. Deploy a model '
+                "with <code>medml deploy MODEL</code>.</p>"
+            )
         if rows:
-            body.append('<table class="patients"><thead><tr><th>Patient id</th><th>Sex</th><th>Birth date</th>'
-                        '<th class="num">Age at latest encounter</th><th class="num">Encounters</th>'
-                        '<th class="num">Observations</th><th>Latest encounter</th></tr></thead><tbody>')
+            body.append(
+                '<table class="patients"><thead><tr><th>Patient id</th><th>Sex</th><th>Birth date</th>'
+                '<th class="num">Age at latest encounter</th><th class="num">Encounters</th>'
+                '<th class="num">Observations</th><th>Latest encounter</th></tr></thead><tbody>'
+            )
             for r in rows:
                 latest = "" if r.latest_start is None else f"{r.latest_start:%Y-%m-%d %H:%M} · {r.latest_encounter}"
-                body.append(f'<tr><td><a class="patient" href="/patients/{esc(quote(r.id, safe=""))}">{esc(r.id)}</a>'
-                            f"</td><td>{esc(r.gender)}</td><td>{esc(r.birth_date)}</td>"
-                            f'<td class="num">{esc(_age(r.birth_date, r.latest_start))}</td>'
-                            f'<td class="num">{r.encounters:,}</td><td class="num">{r.observations:,}</td>'
-                            f"<td>{esc(latest)}</td></tr>")
+                body.append(
+                    f'<tr><td><a class="patient" href="/patients/{esc(quote(r.id, safe=""))}">{esc(r.id)}</a>'
+                    f"</td><td>{esc(r.gender)}</td><td>{esc(r.birth_date)}</td>"
+                    f'<td class="num">{esc(_age(r.birth_date, r.latest_start))}</td>'
+                    f'<td class="num">{r.encounters:,}</td><td class="num">{r.observations:,}</td>'
+                    f"<td>{esc(latest)}</td></tr>"
+                )
             body.append("</tbody></table>")
         else:
-            body.append(f'<p class="notice">No patient id contains “{esc(query)}”.</p>' if query
-                        else '<p class="notice">The store holds no Patient resources.</p>')
+            body.append(
+                f'<p class="notice">No patient id contains “{esc(query)}”.</p>'
+                if query
+                else '<p class="notice">The store holds no Patient resources.</p>'
+            )
         if pages > 1:
+
             def at(n: int) -> str:
                 return "/?" + urlencode({**({"q": query} if query else {}), "page_no": n})
+
             prev = f'<a rel="prev" href="{esc(at(number - 1))}">← previous</a>' if number > 1 else ""
             nxt = f'<a rel="next" href="{esc(at(number + 1))}">next →</a>' if number < pages else ""
             body.append(f'<nav class="pager">{prev}<span>page {number} of {pages}</span>{nxt}</nav>')
@@ -486,17 +582,26 @@ def mount(app: FastAPI, state: ServiceState) -> None:
         except MedmlError as err:
             return _store_problem(state, path, err)
         if not rows:
-            return page(state, "Patient not found", f"<h1>No patient {esc(patient_id)}</h1><p class=\"error\">"
-                        f"Patient/{esc(patient_id)} is not in the FHIR store. <a href=\"/\">Back to the list</a>.</p>",
-                        404)
+            return page(
+                state,
+                "Patient not found",
+                f'<h1>No patient {esc(patient_id)}</h1><p class="error">'
+                f'Patient/{esc(patient_id)} is not in the FHIR store. <a href="/">Back to the list</a>.</p>',
+                404,
+            )
         state.refresh()
-        body = [f"<h1>Patient {esc(patient_id)}</h1>", _banner(rows[0]),
-                '<h2>CDS Hooks: patient-view <small class="muted">(the cards as the EHR receives them)</small></h2>']
+        body = [
+            f"<h1>Patient {esc(patient_id)}</h1>",
+            _banner(rows[0]),
+            '<h2>CDS Hooks: patient-view <small class="muted">(the cards as the EHR receives them)</small></h2>',
+        ]
         scorers = [s for s in state.scorers.values() if s.deployment.hook == "patient-view"]
         if not scorers:
-            body.append('<p class="notice no-deployment">No CDS service is deployed, so there are no cards. Deploy a '
-                        "registered model with <code>medml deploy MODEL</code> (see <code>medml models list</code>); "
-                        "a running service picks it up without a restart.</p>")
+            body.append(
+                '<p class="notice no-deployment">No CDS service is deployed, so there are no cards. Deploy a '
+                "registered model with <code>medml deploy MODEL</code> (see <code>medml models list</code>); "
+                "a running service picks it up without a restart.</p>"
+            )
         address = request.client.host if request.client else None
         fetched: dict[tuple[tuple[str, str], ...], dict[str, Any]] = {}
         for scorer in scorers:
@@ -505,8 +610,10 @@ def mount(app: FastAPI, state: ServiceState) -> None:
                 try:
                     fetched[key] = await run_in_threadpool(prefetch, index, scorer.templates, patient_id)
                 except FhirHttpError as err:
-                    body.append(f'<p class="error">Prefetch for {esc(scorer.deployment.service_id)} failed: '
-                                f"{esc(err.diagnostics)}</p>")
+                    body.append(
+                        f'<p class="error">Prefetch for {esc(scorer.deployment.service_id)} failed: '
+                        f"{esc(err.diagnostics)}</p>"
+                    )
                     continue
             call = await call_service(state, scorer, patient_id, fetched[key], address)
             body.append(render_call(call, base_url))
@@ -520,7 +627,7 @@ def mount(app: FastAPI, state: ServiceState) -> None:
                 raise NotFoundError(f"{version!r} is not a version number", "")
             shown = await run_in_threadpool(show_model, ref, state.settings)
         except MedmlError as err:
-            return page(state, "No such model", f"<h1>No model {esc(ref)}</h1><p class=\"error\">{esc(err)}</p>", 404)
+            return page(state, "No such model", f'<h1>No model {esc(ref)}</h1><p class="error">{esc(err)}</p>', 404)
         state.refresh()
         using = [s.deployment for s in state.scorers.values() if s.deployment.model == shown["ref"]]
         using += [d for d in state.images.values() if d.model == shown["ref"]]
@@ -533,30 +640,41 @@ def mount(app: FastAPI, state: ServiceState) -> None:
 def _deployment_list(using: Sequence[Deployment]) -> str:
     if not using:
         return "<p>Not deployed as a CDS service.</p>"
-    items = "".join(f"<li>service <code>{esc(d.service_id)}</code>: warning from {d.thresholds[0]:.0%}, critical "
-                    f"from {d.thresholds[1]:.0%} ({esc(d.thresholds_note)})</li>" if d.is_hook else
-                    f"<li>image service <code>{esc(d.service_id)}</code>: POST a DICOM file to "
-                    f"<code>/imaging/{esc(d.service_id)}</code> ({esc(d.thresholds_note)})</li>" for d in using)
-    return f"<ul class=\"deployments\">{items}</ul>"
+    items = "".join(
+        f"<li>service <code>{esc(d.service_id)}</code>: warning from {d.thresholds[0]:.0%}, critical "
+        f"from {d.thresholds[1]:.0%} ({esc(d.thresholds_note)})</li>"
+        if d.is_hook
+        else f"<li>image service <code>{esc(d.service_id)}</code>: POST a DICOM file to "
+        f"<code>/imaging/{esc(d.service_id)}</code> ({esc(d.thresholds_note)})</li>"
+        for d in using
+    )
+    return f'<ul class="deployments">{items}</ul>'
 
 
 def _report(path: Path, ref: str, using: Sequence[Deployment]) -> HTMLResponse:
     """The HTML report medml wrote at training, with a bar on top: back to the patients, where the model is deployed."""
     text = path.read_text(encoding="utf-8")
-    bar = ("<style>.medml-web{background:#16324f;color:#fff;padding:.5rem 1rem;font:14px system-ui,sans-serif}"
-           ".medml-web a{color:#fff}.medml-web ul{margin:.2rem 0}</style>"
-           f'<div class="medml-web"><a href="/">← patients</a> · model card of <b>{esc(ref)}</b> (the report '
-           f"written at training) · {DISCLAIMER}{_deployment_list(using)}</div>")
+    bar = (
+        "<style>.medml-web{background:#16324f;color:#fff;padding:.5rem 1rem;font:14px system-ui,sans-serif}"
+        ".medml-web a{color:#fff}.medml-web ul{margin:.2rem 0}</style>"
+        f'<div class="medml-web"><a href="/">← patients</a> · model card of <b>{esc(ref)}</b> (the report '
+        f"written at training) · {DISCLAIMER}{_deployment_list(using)}</div>"
+    )
     at = text.find("<body>")
-    text = text[: at + 6] + bar + text[at + 6:] if at >= 0 else bar + text
+    text = text[: at + 6] + bar + text[at + 6 :] if at >= 0 else bar + text
     # the report's own CSS is inline (no script, nothing fetched), as its meta CSP says
     return HTMLResponse(text, headers=_headers("'unsafe-inline'"))
 
 
 def _ci(v: Any, fmt: str) -> str:
     """A value with its 95% CI, from [value, low, high] or {"value", "low", "high"}."""
-    value, low, high = [v.get("value"), v.get("low"), v.get("high")] if isinstance(v, Mapping) else \
-        [*v, None, None][:3] if isinstance(v, list) else [v, None, None]
+    value, low, high = (
+        [v.get("value"), v.get("low"), v.get("high")]
+        if isinstance(v, Mapping)
+        else [*v, None, None][:3]
+        if isinstance(v, list)
+        else [v, None, None]
+    )
     num = [format(float(x), fmt) if isinstance(x, int | float) else "n/a" for x in (value, low, high)]
     return num[0] + (f" (95% CI {num[1]}–{num[2]})" if low is not None and high is not None else "")
 
@@ -568,32 +686,61 @@ def _model_card(shown: Mapping[str, Any], using: Sequence[Deployment]) -> str:
     ev = md.get("evaluation") or {}
     cal: Mapping[str, Any] = ev["calibration"] if isinstance(ev.get("calibration"), Mapping) else {}
     curve: Mapping[str, Any] = cal["curve"] if isinstance(cal.get("curve"), Mapping) else {}
-    facts = [("Model", shown["ref"]), ("Kind", md.get("model_kind")), ("Task", md.get("task")),
-             ("Dataset", md.get("dataset")), ("Created", md.get("created")),
-             ("Intended use", md.get("intended_use")), ("Population", md.get("population")),
-             ("Evaluated on", f"{ev.get('n', 'n/a')} {ev.get('split', 'test')} patients, "
-                              f"{ev.get('n_events', 'n/a')} events"),
-             ("AUROC", _ci([metrics.get("auroc"), metrics.get("auroc_low"), metrics.get("auroc_high")], ".3f")),
-             ("Calibration slope", _ci(cal.get("slope"), ".2f")),
-             ("Calibration intercept", _ci(cal.get("intercept"), ".2f")),
-             ("Calibration method", md.get("calibration"))]
+    facts = [
+        ("Model", shown["ref"]),
+        ("Kind", md.get("model_kind")),
+        ("Task", md.get("task")),
+        ("Dataset", md.get("dataset")),
+        ("Created", md.get("created")),
+        ("Intended use", md.get("intended_use")),
+        ("Population", md.get("population")),
+        (
+            "Evaluated on",
+            f"{ev.get('n', 'n/a')} {ev.get('split', 'test')} patients, {ev.get('n_events', 'n/a')} events",
+        ),
+        ("AUROC", _ci([metrics.get("auroc"), metrics.get("auroc_low"), metrics.get("auroc_high")], ".3f")),
+        ("Calibration slope", _ci(cal.get("slope"), ".2f")),
+        ("Calibration intercept", _ci(cal.get("intercept"), ".2f")),
+        ("Calibration method", md.get("calibration")),
+    ]
     rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts)
-    out = [f"<h1>Model card: {esc(shown['ref'])}</h1>", f'<table class="facts">{rows}</table>',
-           "<h2>Calibration by decile of predicted risk</h2>"]
+    out = [
+        f"<h1>Model card: {esc(shown['ref'])}</h1>",
+        f'<table class="facts">{rows}</table>',
+        "<h2>Calibration by decile of predicted risk</h2>",
+    ]
     predicted, observed, count = (list(curve.get(k) or []) for k in ("predicted", "observed", "count"))
     if predicted and len(predicted) == len(observed) == len(count):
-        out.append('<table class="deciles"><thead><tr><th class="num">Mean predicted risk</th>'
-                   '<th class="num">Observed rate</th><th class="num">Patients</th></tr></thead><tbody>')
-        out += [f'<tr><td class="num">{float(p):.1%}</td><td class="num">{float(o):.1%}</td>'
-                f'<td class="num">{int(n)}</td></tr>' for p, o, n in zip(predicted, observed, count, strict=True)]
+        out.append(
+            '<table class="deciles"><thead><tr><th class="num">Mean predicted risk</th>'
+            '<th class="num">Observed rate</th><th class="num">Patients</th></tr></thead><tbody>'
+        )
+        out += [
+            f'<tr><td class="num">{float(p):.1%}</td><td class="num">{float(o):.1%}</td>'
+            f'<td class="num">{int(n)}</td></tr>'
+            for p, o, n in zip(predicted, observed, count, strict=True)
+        ]
         out.append("</tbody></table>")
     else:
         out.append("<p>The bundle records no calibration curve.</p>")
-    out += ["<h2>Deployments</h2>", _deployment_list(using),
-            f"<p class=\"muted\">No training report was found; this page is built from the bundle's metadata. "
-            f"{DISCLAIMER}</p>"]
+    out += [
+        "<h2>Deployments</h2>",
+        _deployment_list(using),
+        f'<p class="muted">No training report was found; this page is built from the bundle\'s metadata. '
+        f"{DISCLAIMER}</p>",
+    ]
     return "".join(out)
 
 
-__all__ = ["PatientRow", "StoreView", "call_service", "esc", "find_patients", "markdown", "mount", "patient_rows",
-           "prefetch", "render_card"]
+__all__ = [
+    "PatientRow",
+    "StoreView",
+    "call_service",
+    "esc",
+    "find_patients",
+    "markdown",
+    "mount",
+    "patient_rows",
+    "prefetch",
+    "render_card",
+]

@@ -50,8 +50,9 @@ def provenance(root: Path, *relative: str) -> str:
 
 def age_band(age: pd.Series) -> pd.Series:
     """Age in years -> "<40", "40-59", "60-79", "80+"; missing -> "Unknown"."""
-    bands = pd.cut(pd.to_numeric(age, errors="coerce"), [-np.inf, 40, 60, 80, np.inf], right=False,
-                   labels=list(AGE_BANDS))
+    bands = pd.cut(
+        pd.to_numeric(age, errors="coerce"), [-np.inf, 40, 60, 80, np.inf], right=False, labels=list(AGE_BANDS)
+    )
     return bands.astype("string").fillna(UNKNOWN).astype(str)
 
 
@@ -64,8 +65,7 @@ def sensitive_frame(columns: Mapping[str, pd.Series | Sequence[object]]) -> pd.D
     return pd.DataFrame(out).astype(str)
 
 
-def categorical(values: pd.Series, categories: Sequence[str],
-                mapping: Mapping[Any, str] | None = None) -> pd.Series:
+def categorical(values: pd.Series, categories: Sequence[str], mapping: Mapping[Any, str] | None = None) -> pd.Series:
     """A categorical column with a fixed category list, so that every site and split shares one schema.
 
     ``mapping`` translates source codes to labels first; codes it does not know, and values outside

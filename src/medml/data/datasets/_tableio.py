@@ -49,31 +49,43 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if frame.shape[1] == 0:
         raise InputFileError(f"{p} has no columns", "export the table again, with a header row and data rows")
     if len(frame) == 0:
-        raise InputFileError(f"{p} has a header ({frame.shape[1]} columns) but no data rows",
-                             "export the table again with its data rows")
+        raise InputFileError(
+            f"{p} has a header ({frame.shape[1]} columns) but no data rows", "export the table again with its data rows"
+        )
     return frame
 
 
 def _read_csv(p: Path) -> pd.DataFrame:
     sep = "\t" if p.name.lower().endswith((".tsv", ".tsv.gz")) else ","
     try:
-        frame = pd.read_csv(p, sep=sep, dtype=str, keep_default_na=False, na_values=list(MISSING_TOKENS),
-                            encoding="utf-8-sig", skipinitialspace=True)
+        frame = pd.read_csv(
+            p,
+            sep=sep,
+            dtype=str,
+            keep_default_na=False,
+            na_values=list(MISSING_TOKENS),
+            encoding="utf-8-sig",
+            skipinitialspace=True,
+        )
     except pd.errors.EmptyDataError as e:
         raise InputFileError(f"{p} is empty (no header row)", "export the table again, with a header row") from e
     except UnicodeDecodeError as e:
-        raise InputFileError(f"{p} is not UTF-8 text (byte {e.start}: {e.reason})",
-                             "save it as UTF-8 CSV, or as Parquet") from e
+        raise InputFileError(
+            f"{p} is not UTF-8 text (byte {e.start}: {e.reason})", "save it as UTF-8 CSV, or as Parquet"
+        ) from e
     except (pd.errors.ParserError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputFileError(f"{p} is not a readable CSV table: {first}",
-                             "check that every row has the same number of comma-separated fields") from e
+        raise InputFileError(
+            f"{p} is not a readable CSV table: {first}",
+            "check that every row has the same number of comma-separated fields",
+        ) from e
     except (OSError, EOFError) as e:
         raise InputFileError(f"cannot read {p}: {e}", "check that the file is a complete CSV (or .csv.gz)") from e
     duplicated = _duplicate_header(p, sep)
     if duplicated:
-        raise InputFileError(f"{p} has duplicate column names: {', '.join(duplicated)}",
-                             "give every column a distinct name")
+        raise InputFileError(
+            f"{p} has duplicate column names: {', '.join(duplicated)}", "give every column a distinct name"
+        )
     return frame
 
 
@@ -101,8 +113,10 @@ def _read_parquet(p: Path) -> pd.DataFrame:
     try:
         table = pq.read_table(p)
     except (pa.ArrowException, OSError, ValueError) as e:
-        raise InputFileError(f"{p} is not a readable Parquet file ({e})",
-                             "write it again with pandas.DataFrame.to_parquet or pyarrow, or save it as CSV") from e
+        raise InputFileError(
+            f"{p} is not a readable Parquet file ({e})",
+            "write it again with pandas.DataFrame.to_parquet or pyarrow, or save it as CSV",
+        ) from e
     names = table.column_names
     dups = sorted({n for n in names if names.count(n) > 1})
     if dups:
@@ -111,8 +125,12 @@ def _read_parquet(p: Path) -> pd.DataFrame:
 
 
 def is_text(col: pd.Series) -> bool:
-    return not (pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col)
-                or isinstance(col.dtype, pd.CategoricalDtype) or pd.api.types.is_datetime64_any_dtype(col))
+    return not (
+        pd.api.types.is_numeric_dtype(col)
+        or pd.api.types.is_bool_dtype(col)
+        or isinstance(col.dtype, pd.CategoricalDtype)
+        or pd.api.types.is_datetime64_any_dtype(col)
+    )
 
 
 def as_numeric_if_numeric(col: pd.Series, name: str, where: str, line_offset: int) -> pd.Series:

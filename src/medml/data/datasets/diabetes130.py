@@ -50,19 +50,55 @@ _MAPPING_MEMBER = "IDs_mapping.csv"
 DEATH_OR_HOSPICE = (11, 13, 14, 19, 20, 21)
 """discharge_disposition_id codes meaning expired or discharged to hospice (IDs_mapping.csv)."""
 
-ICD9_GROUPS = ("Circulatory", "Respiratory", "Digestive", "Diabetes", "Injury", "Musculoskeletal",
-               "Genitourinary", "Neoplasms", "Other")
+ICD9_GROUPS = (
+    "Circulatory",
+    "Respiratory",
+    "Digestive",
+    "Diabetes",
+    "Injury",
+    "Musculoskeletal",
+    "Genitourinary",
+    "Neoplasms",
+    "Other",
+)
 
 _MISSING_DESCRIPTIONS = {"NULL", "Not Available", "Not Mapped", "Unknown/Invalid", ""}
 _ID_COLUMNS = ("admission_type_id", "discharge_disposition_id", "admission_source_id")
-_DRUGS = ("metformin", "repaglinide", "nateglinide", "chlorpropamide", "glimepiride", "acetohexamide",
-          "glipizide", "glyburide", "tolbutamide", "pioglitazone", "rosiglitazone", "acarbose", "miglitol",
-          "troglitazone", "tolazamide", "examide", "citoglipton", "insulin", "glyburide-metformin",
-          "glipizide-metformin", "glimepiride-pioglitazone", "metformin-rosiglitazone", "metformin-pioglitazone")
+_DRUGS = (
+    "metformin",
+    "repaglinide",
+    "nateglinide",
+    "chlorpropamide",
+    "glimepiride",
+    "acetohexamide",
+    "glipizide",
+    "glyburide",
+    "tolbutamide",
+    "pioglitazone",
+    "rosiglitazone",
+    "acarbose",
+    "miglitol",
+    "troglitazone",
+    "tolazamide",
+    "examide",
+    "citoglipton",
+    "insulin",
+    "glyburide-metformin",
+    "glipizide-metformin",
+    "glimepiride-pioglitazone",
+    "metformin-rosiglitazone",
+    "metformin-pioglitazone",
+)
 _CONSTANT_DRUGS = ("examide", "citoglipton")
 _DOSE = ("No", "Steady", "Up", "Down")
-_COUNTS = ("num_lab_procedures", "num_procedures", "num_medications", "number_outpatient", "number_emergency",
-           "number_inpatient")
+_COUNTS = (
+    "num_lab_procedures",
+    "num_procedures",
+    "num_medications",
+    "number_outpatient",
+    "number_emergency",
+    "number_inpatient",
+)
 _AGE_BRACKETS = tuple(f"[{lo}-{lo + 10})" for lo in range(0, 100, 10))
 
 _LABELS: dict[str, tuple[str, str]] = {
@@ -114,8 +150,7 @@ def icd9_groups(codes: pd.Series) -> pd.Series:
     present = text.notna().to_numpy(dtype=bool)
     groups = np.select(conditions, list(ICD9_GROUPS[:-1]), default="Other").astype(object)
     groups[~present] = None
-    return pd.Series(pd.Categorical(groups, categories=list(ICD9_GROUPS)),
-                     index=codes.index, name=codes.name)
+    return pd.Series(pd.Categorical(groups, categories=list(ICD9_GROUPS)), index=codes.index, name=codes.name)
 
 
 def icd9_group(code: str | None) -> str | None:
@@ -148,21 +183,38 @@ def load_cohort(data_root: str | Path | None = None) -> Cohort:
         with zipfile.ZipFile(path) as z:
             members = {Path(n).name: n for n in z.namelist()}
             if _DATA_MEMBER not in members or _MAPPING_MEMBER not in members:
-                raise InputFileError(f"{path} lacks {_DATA_MEMBER} or {_MAPPING_MEMBER}",
-                                     "restore the original zip (see SOURCE.txt)")
+                raise InputFileError(
+                    f"{path} lacks {_DATA_MEMBER} or {_MAPPING_MEMBER}", "restore the original zip (see SOURCE.txt)"
+                )
             mapping = read_id_mapping(z.read(members[_MAPPING_MEMBER]).decode("utf-8"))
             with z.open(members[_DATA_MEMBER]) as f:
-                table = pd.read_csv(f, keep_default_na=False, na_values=["?"], low_memory=False,
-                                    dtype={"payer_code": "string", "diag_1": "string", "diag_2": "string",
-                                           "diag_3": "string", "medical_specialty": "string"})
+                table = pd.read_csv(
+                    f,
+                    keep_default_na=False,
+                    na_values=["?"],
+                    low_memory=False,
+                    dtype={
+                        "payer_code": "string",
+                        "diag_1": "string",
+                        "diag_2": "string",
+                        "diag_3": "string",
+                        "medical_specialty": "string",
+                    },
+                )
     except zipfile.BadZipFile as e:
         raise InputFileError(f"{path} is not a readable zip ({e})", "restore the original file") from e
     for col in _ID_COLUMNS:
         codes = mapping.get(col, {})
         desc = {k: (None if v in _MISSING_DESCRIPTIONS else v) for k, v in codes.items()}
         table[f"{col}_description"] = table[col].map(desc)
-    return Cohort(name=KEY, table=table, patient_id="patient_nbr", unit_id="encounter_id",
-                  provenance=provenance(root, SOURCE), units={"time_in_hospital": "days", "age": "years"})
+    return Cohort(
+        name=KEY,
+        table=table,
+        patient_id="patient_nbr",
+        unit_id="encounter_id",
+        provenance=provenance(root, SOURCE),
+        units={"time_in_hospital": "days", "age": "years"},
+    )
 
 
 def readmission_within(cohort: Cohort, days: int = 30) -> TaskDataset:
@@ -182,22 +234,27 @@ def readmission_within(cohort: Cohort, days: int = 30) -> TaskDataset:
         return sorted(full[col].dropna().astype(str).unique())
 
     age = t["age"].str.extract(r"\[(\d+)-", expand=False).astype(float) + 5.0
-    X = pd.DataFrame({
-        "gender": categorical(t["gender"], SEX),
-        "age": age,
-        **{c: categorical(t[f"{c}_description"], levels(f"{c}_description")) for c in _ID_COLUMNS},
-        "time_in_hospital": t["time_in_hospital"].astype(float),
-        "medical_specialty": categorical(t["medical_specialty"], levels("medical_specialty")),
-        **{c: t[c].astype(float) for c in _COUNTS},
-        **{c: icd9_groups(t[c]) for c in ("diag_1", "diag_2", "diag_3")},
-        "number_diagnoses": t["number_diagnoses"].astype(float),
-        "max_glu_serum": categorical(t["max_glu_serum"].replace("None", "Not measured"),
-                                     ("Not measured", "Norm", ">200", ">300")),
-        "A1Cresult": categorical(t["A1Cresult"].replace("None", "Not measured"), ("Not measured", "Norm", ">7", ">8")),
-        **{d: categorical(t[d], _DOSE) for d in _DRUGS if d not in _CONSTANT_DRUGS},
-        "change": categorical(t["change"], ("No", "Changed"), {"No": "No", "Ch": "Changed"}),
-        "diabetesMed": categorical(t["diabetesMed"], ("No", "Yes")),
-    })
+    X = pd.DataFrame(
+        {
+            "gender": categorical(t["gender"], SEX),
+            "age": age,
+            **{c: categorical(t[f"{c}_description"], levels(f"{c}_description")) for c in _ID_COLUMNS},
+            "time_in_hospital": t["time_in_hospital"].astype(float),
+            "medical_specialty": categorical(t["medical_specialty"], levels("medical_specialty")),
+            **{c: t[c].astype(float) for c in _COUNTS},
+            **{c: icd9_groups(t[c]) for c in ("diag_1", "diag_2", "diag_3")},
+            "number_diagnoses": t["number_diagnoses"].astype(float),
+            "max_glu_serum": categorical(
+                t["max_glu_serum"].replace("None", "Not measured"), ("Not measured", "Norm", ">200", ">300")
+            ),
+            "A1Cresult": categorical(
+                t["A1Cresult"].replace("None", "Not measured"), ("Not measured", "Norm", ">7", ">8")
+            ),
+            **{d: categorical(t[d], _DOSE) for d in _DRUGS if d not in _CONSTANT_DRUGS},
+            "change": categorical(t["change"], ("No", "Changed"), {"No": "No", "Ch": "Changed"}),
+            "diabetesMed": categorical(t["diabetesMed"], ("No", "Yes")),
+        }
+    )
     excluded = {
         "encounter_id": "identifies the encounter (TaskDataset.ids), not a predictor",
         "patient_nbr": "identifies the patient (TaskDataset.groups), not a predictor",
@@ -213,17 +270,22 @@ def readmission_within(cohort: Cohort, days: int = 30) -> TaskDataset:
         X=X,
         y=BinaryTarget(y, f"readmitted within {days} days"),
         groups=id_array(t["patient_nbr"]),
-        features=infer_features(X, {c: u for c, (_, u) in _LABELS.items() if u},
-                                {c: lab for c, (lab, _) in _LABELS.items()}),
-        sensitive=sensitive_frame({
-            "race": t["race"].replace("AfricanAmerican", "African American"),
-            "sex": t["gender"].where(t["gender"].isin(SEX)),
-            "age_band": age_band(age),
-        }),
+        features=infer_features(
+            X, {c: u for c, (_, u) in _LABELS.items() if u}, {c: lab for c, (lab, _) in _LABELS.items()}
+        ),
+        sensitive=sensitive_frame(
+            {
+                "race": t["race"].replace("AfricanAmerican", "African American"),
+                "sex": t["gender"].where(t["gender"].isin(SEX)),
+                "age_band": age_band(age),
+            }
+        ),
         ids=id_array(t["encounter_id"]),
-        population=(f"{len(t):,} inpatient encounters of {t['patient_nbr'].nunique():,} patients with diabetes at "
-                    f"130 US hospitals, 1999-2008, discharged alive and not to hospice "
-                    f"({int(died.sum()):,} encounters ending in death or hospice were left out)"),
+        population=(
+            f"{len(t):,} inpatient encounters of {t['patient_nbr'].nunique():,} patients with diabetes at "
+            f"130 US hospitals, 1999-2008, discharged alive and not to hospice "
+            f"({int(died.sum()):,} encounters ending in death or hospice were left out)"
+        ),
         provenance=cohort.provenance,
         excluded=excluded,
     )

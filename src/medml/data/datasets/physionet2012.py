@@ -110,8 +110,12 @@ ICU_TYPES = {1: "Coronary care unit", 2: "Cardiac surgery recovery unit", 3: "Me
 #: Inclusive physiological limits; values outside are recording errors and are dropped.
 PLAUSIBLE: dict[str, tuple[float, float]] = {
     "HR": (1, 350),
-    "SysABP": (1, 350), "DiasABP": (1, 350), "MAP": (1, 350),
-    "NISysABP": (1, 350), "NIDiasABP": (1, 350), "NIMAP": (1, 350),
+    "SysABP": (1, 350),
+    "DiasABP": (1, 350),
+    "MAP": (1, 350),
+    "NISysABP": (1, 350),
+    "NIDiasABP": (1, 350),
+    "NIMAP": (1, 350),
     "Temp": (25, 45),
     "pH": (6.5, 8.0),
     "PaO2": (1, 800),
@@ -159,16 +163,20 @@ def _parse_archive(path: Path) -> pd.DataFrame:
     try:
         raw = pd.read_csv(buffer, header=None, names=list(dtypes), dtype=dtypes, skip_blank_lines=False)
     except (ValueError, pd.errors.ParserError) as e:
-        raise InputFileError(f"cannot parse the records in {path}: {e}",
-                             "each line must read HH:MM,Parameter,Value; restore the original archive") from e
+        raise InputFileError(
+            f"cannot parse the records in {path}: {e}",
+            "each line must read HH:MM,Parameter,Value; restore the original archive",
+        ) from e
     raw.insert(0, "stay_id", np.repeat(np.asarray(ids, dtype=np.int64), counts))
     raw = raw[raw["variable"].notna().to_numpy()]
-    return pd.DataFrame({
-        "stay_id": raw["stay_id"].to_numpy(),
-        "time": (raw["hours"] * 60 + raw["minutes"]).to_numpy(dtype=np.int32),
-        "variable": raw["variable"].cat.remove_unused_categories().to_numpy(),
-        "value": raw["value"].to_numpy(dtype=float),
-    })
+    return pd.DataFrame(
+        {
+            "stay_id": raw["stay_id"].to_numpy(),
+            "time": (raw["hours"] * 60 + raw["minutes"]).to_numpy(dtype=np.int32),
+            "variable": raw["variable"].cat.remove_unused_categories().to_numpy(),
+            "value": raw["value"].to_numpy(dtype=float),
+        }
+    )
 
 
 def _cached_long_table(path: Path) -> pd.DataFrame:
@@ -229,8 +237,10 @@ def load_cohort(data_root: str | Path | None = None) -> Cohort:
         raise InputFileError(f"cannot read {outcomes_path}: {e}", "restore the original file") from e
     needed = {"RecordID", "In-hospital_death"}
     if not needed <= set(outcomes.columns):
-        raise InputFileError(f"{outcomes_path} lacks {', '.join(sorted(needed - set(outcomes.columns)))}",
-                             f"its columns are {', '.join(outcomes.columns)}; restore the original file")
+        raise InputFileError(
+            f"{outcomes_path} lacks {', '.join(sorted(needed - set(outcomes.columns)))}",
+            f"its columns are {', '.join(outcomes.columns)}; restore the original file",
+        )
     long = clean_events(_cached_long_table(archive))
     stays = pd.Index(outcomes["RecordID"].astype(np.int64), name="stay_id")
     static = _static(long, stays)
@@ -243,8 +253,15 @@ def load_cohort(data_root: str | Path | None = None) -> Cohort:
     events = events.reset_index(drop=True)
     events["variable"] = events["variable"].astype(pd.CategoricalDtype(list(VARIABLES)))
     units = {v: u for v, (_, u) in (VARIABLES | STATIC).items() if u}
-    return Cohort(name=KEY, table=table, patient_id="patient_id", unit_id="stay_id", events=events,
-                  units=units, provenance=provenance(root, SOURCE, OUTCOMES))
+    return Cohort(
+        name=KEY,
+        table=table,
+        patient_id="patient_id",
+        unit_id="stay_id",
+        events=events,
+        units=units,
+        provenance=provenance(root, SOURCE, OUTCOMES),
+    )
 
 
 def aggregate_events(events: pd.DataFrame, stays: pd.Index, hours: float) -> pd.DataFrame:
@@ -264,8 +281,10 @@ def aggregate_events(events: pd.DataFrame, stays: pd.Index, hours: float) -> pd.
 def in_hospital_death(cohort: Cohort, hours: float = 48) -> TaskDataset:
     """In-hospital death, from the first ``hours`` of the ICU stay (see the module docstring)."""
     if not 0 < hours <= 48:
-        raise DataError(f"the records cover the first 48 hours of each stay; hours={hours} is outside (0, 48]",
-                        "choose a window of at most 48 hours")
+        raise DataError(
+            f"the records cover the first 48 hours of each stay; hours={hours} is outside (0, 48]",
+            "choose a window of at most 48 hours",
+        )
     if cohort.events is None:
         raise DataError("the PhysioNet 2012 cohort has no events", "build it with physionet2012.load_cohort")
     full = cohort.table
@@ -273,11 +292,13 @@ def in_hospital_death(cohort: Cohort, hours: float = 48) -> TaskDataset:
     stays = pd.Index(t["stay_id"], name="stay_id")
     agg = aggregate_events(cohort.events, stays, hours)
     has_icu_type = t["ICUType"].notna().any()
-    static = pd.DataFrame({
-        "Age": t["Age"].astype(float),
-        "Gender": categorical(t["Gender"], SEX, {0.0: "Female", 1.0: "Male"}),
-        "Height": t["Height"].astype(float),
-    })
+    static = pd.DataFrame(
+        {
+            "Age": t["Age"].astype(float),
+            "Gender": categorical(t["Gender"], SEX, {0.0: "Female", 1.0: "Male"}),
+            "Height": t["Height"].astype(float),
+        }
+    )
     if has_icu_type:
         static["ICUType"] = categorical(t["ICUType"], list(ICU_TYPES.values()), ICU_TYPES)
     X = static.join(agg)
@@ -307,14 +328,18 @@ def in_hospital_death(cohort: Cohort, hours: float = 48) -> TaskDataset:
         y=BinaryTarget(t["In-hospital_death"].to_numpy(dtype=np.int8), "died in hospital"),
         groups=id_array(t["patient_id"]),
         features=infer_features(X, units, labels),
-        sensitive=sensitive_frame({
-            "sex": t["Gender"].map({0.0: "Female", 1.0: "Male"}),
-            "age_band": age_band(t["Age"]),
-        }),
+        sensitive=sensitive_frame(
+            {
+                "sex": t["Gender"].map({0.0: "Female", 1.0: "Male"}),
+                "age_band": age_band(t["Age"]),
+            }
+        ),
         ids=id_array(t["stay_id"]),
-        population=(f"{len(t):,} adult ICU stays of at least 48 hours at Beth Israel Deaconess Medical Center, "
-                    f"Boston (MIMIC-II, 2001-2008; PhysioNet/CinC Challenge 2012 set A); {n_missing} stays of "
-                    f"Outcomes-a.txt without a time-series file ({deaths_missing} of them deaths) were left out"),
+        population=(
+            f"{len(t):,} adult ICU stays of at least 48 hours at Beth Israel Deaconess Medical Center, "
+            f"Boston (MIMIC-II, 2001-2008; PhysioNet/CinC Challenge 2012 set A); {n_missing} stays of "
+            f"Outcomes-a.txt without a time-series file ({deaths_missing} of them deaths) were left out"
+        ),
         provenance=cohort.provenance,
         excluded=excluded,
     )

@@ -56,8 +56,14 @@ def load_cohort(data_root: str | Path | None = None) -> Cohort:
     except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         raise InputFileError(f"cannot read {path}: {e}", "restore the original file (see SOURCE.txt)") from e
     table.insert(0, "patient_id", [f"pima-{i + 1}" for i in range(len(table))])
-    return Cohort(name=KEY, table=table, patient_id="patient_id", unit_id="patient_id",
-                  provenance=provenance(root, SOURCE), units={c: u for c, (_, u) in FEATURES.items() if u})
+    return Cohort(
+        name=KEY,
+        table=table,
+        patient_id="patient_id",
+        unit_id="patient_id",
+        provenance=provenance(root, SOURCE),
+        units={c: u for c, (_, u) in FEATURES.items() if u},
+    )
 
 
 def diabetes_diagnosis(cohort: Cohort) -> TaskDataset:
@@ -72,12 +78,15 @@ def diabetes_diagnosis(cohort: Cohort) -> TaskDataset:
         X=X,
         y=BinaryTarget(t["diabetes"].to_numpy(dtype=np.int8), "diabetes (WHO criteria)"),
         groups=id_array(t["patient_id"]),
-        features=infer_features(X, {c: u for c, (_, u) in FEATURES.items() if u},
-                                {c: lab for c, (lab, _) in FEATURES.items()}),
+        features=infer_features(
+            X, {c: u for c, (_, u) in FEATURES.items() if u}, {c: lab for c, (lab, _) in FEATURES.items()}
+        ),
         sensitive=sensitive_frame({"age_band": age_band(t["age"])}),
         ids=id_array(t["patient_id"]),
-        population=(f"{len(t):,} women of Pima Indian heritage aged 21 or older near Phoenix, Arizona, USA "
-                    "(NIDDK longitudinal study, data published 1988)"),
+        population=(
+            f"{len(t):,} women of Pima Indian heritage aged 21 or older near Phoenix, Arizona, USA "
+            "(NIDDK longitudinal study, data published 1988)"
+        ),
         provenance=cohort.provenance,
         excluded={"diabetes": "the outcome (last column of the file)"},
     )

@@ -56,10 +56,10 @@ EXCLUDED: dict[str, str] = {
     "prg2m": "the physician's 2-month survival estimate: a human prediction of the outcome, not a measurement",
     "prg6m": "the physician's 6-month survival estimate: a human prediction of the outcome, not a measurement",
     "dnr": "DNR order status including orders written after study entry (62% of those patients died in "
-           "hospital, many orders just before death): kept only as dnr_before_entry",
+    "hospital, many orders just before death): kept only as dnr_before_entry",
     "dnrday": "day of the DNR order: most orders come after study entry, often just before death",
     "adlsc": "Harrell's imputed ADL calibrated to the surrogate: an imputation model's output; the raw "
-             "adlp and adls are kept",
+    "adlp and adls are kept",
     "dzclass": "a coarser grouping of dzgroup, which is kept",
     "race": "sensitive attribute: kept in `sensitive` for the fairness audit, not used as a predictor",
 }
@@ -109,29 +109,38 @@ def load_cohort(data_root: str | Path | None = None) -> Cohort:
         table = pd.read_csv(path, skipinitialspace=True)
     except (OSError, EOFError, pd.errors.ParserError, UnicodeDecodeError) as e:
         raise InputFileError(f"cannot read {path}: {e}", "restore the original file (see SOURCE.txt)") from e
-    return Cohort(name=KEY, table=table, patient_id="sno", unit_id="sno", provenance=provenance(root, SOURCE),
-                  units={c: u for c, (_, u) in _NUMERIC.items() if u})
+    return Cohort(
+        name=KEY,
+        table=table,
+        patient_id="sno",
+        unit_id="sno",
+        provenance=provenance(root, SOURCE),
+        units={c: u for c, (_, u) in _NUMERIC.items() if u},
+    )
 
 
 def in_hospital_death(cohort: Cohort) -> TaskDataset:
     """Death in hospital, predicted at study day 3 (see the module docstring)."""
     t = cohort.table.reset_index(drop=True)
     yes_no = {0: "no", 1: "yes"}
-    X = pd.DataFrame({
-        "age": t["age"].astype(float),
-        "sex": categorical(t["sex"].str.capitalize(), SEX),
-        "dzgroup": categorical(t["dzgroup"], _DZGROUP),
-        "num.co": t["num.co"].astype(float),
-        "edu": t["edu"].astype(float),
-        "income": categorical(t["income"], _INCOME),
-        "diabetes": categorical(t["diabetes"], ("no", "yes"), yes_no),
-        "dementia": categorical(t["dementia"], ("no", "yes"), yes_no),
-        "ca": categorical(t["ca"], ("no", "yes", "metastatic")),
-        "hday": t["hday"].astype(float),
-        "dnr_before_entry": categorical(t["dnr"], ("no", "yes"),
-                                        {"dnr before sadm": "yes", "dnr after sadm": "no", "no dnr": "no"}),
-        **{c: t[c].astype(float) for c in _NUMERIC if c not in ("age", "num.co", "edu", "hday")},
-    })
+    X = pd.DataFrame(
+        {
+            "age": t["age"].astype(float),
+            "sex": categorical(t["sex"].str.capitalize(), SEX),
+            "dzgroup": categorical(t["dzgroup"], _DZGROUP),
+            "num.co": t["num.co"].astype(float),
+            "edu": t["edu"].astype(float),
+            "income": categorical(t["income"], _INCOME),
+            "diabetes": categorical(t["diabetes"], ("no", "yes"), yes_no),
+            "dementia": categorical(t["dementia"], ("no", "yes"), yes_no),
+            "ca": categorical(t["ca"], ("no", "yes", "metastatic")),
+            "hday": t["hday"].astype(float),
+            "dnr_before_entry": categorical(
+                t["dnr"], ("no", "yes"), {"dnr before sadm": "yes", "dnr after sadm": "no", "no dnr": "no"}
+            ),
+            **{c: t[c].astype(float) for c in _NUMERIC if c not in ("age", "num.co", "edu", "hday")},
+        }
+    )
     labels = {c: lab for c, (lab, _) in _NUMERIC.items()} | _CATEGORICAL_LABELS
     return TaskDataset(
         name=KEY,
@@ -140,14 +149,18 @@ def in_hospital_death(cohort: Cohort) -> TaskDataset:
         y=BinaryTarget(t["hospdead"].to_numpy(dtype=np.int8), "died in hospital"),
         groups=id_array(t["sno"]),
         features=infer_features(X, {c: u for c, (_, u) in _NUMERIC.items() if u}, labels),
-        sensitive=sensitive_frame({
-            "sex": t["sex"].str.capitalize(),
-            "age_band": age_band(t["age"]),
-            "race": t["race"].str.capitalize(),
-        }),
+        sensitive=sensitive_frame(
+            {
+                "sex": t["sex"].str.capitalize(),
+                "age_band": age_band(t["age"]),
+                "race": t["race"].str.capitalize(),
+            }
+        ),
         ids=id_array(t["sno"]),
-        population=(f"{len(t):,} seriously ill adults in nine disease groups at five US teaching hospitals, "
-                    "1989-1994 (SUPPORT phases I and II), in hospital at study day 3"),
+        population=(
+            f"{len(t):,} seriously ill adults in nine disease groups at five US teaching hospitals, "
+            "1989-1994 (SUPPORT phases I and II), in hospital at study day 3"
+        ),
         provenance=cohort.provenance,
         excluded=dict(EXCLUDED),
     )

@@ -26,8 +26,26 @@ from medml.data.targets import BinaryTarget
 from medml.data.task import TaskDataset, infer_features
 from medml.errors import ConfigError, DataError, InputFileError
 
-POSITIVE_WORDS = frozenset({"1", "yes", "y", "true", "t", "positive", "pos", "present", "case", "event", "dead",
-                            "died", "death", "deceased", "disease", "abnormal"})
+POSITIVE_WORDS = frozenset(
+    {
+        "1",
+        "yes",
+        "y",
+        "true",
+        "t",
+        "positive",
+        "pos",
+        "present",
+        "case",
+        "event",
+        "dead",
+        "died",
+        "death",
+        "deceased",
+        "disease",
+        "abnormal",
+    }
+)
 _TRUE_WORDS = frozenset({"1", "yes", "y", "true", "t", "on"})
 _FALSE_WORDS = frozenset({"0", "no", "n", "false", "f", "off"})
 _AGE_NAMES = frozenset({"age", "age_years", "age_at_index"})
@@ -38,8 +56,10 @@ def _names(value: object, key: str) -> tuple[str, ...]:
         return (value,)
     if isinstance(value, Sequence) and all(isinstance(v, str) for v in value):
         return tuple(value)
-    raise ConfigError(f"spec entry '{key}' must be a column name or a list of column names, got {value!r}",
-                      f"write {key}: [col_a, col_b]")
+    raise ConfigError(
+        f"spec entry '{key}' must be a column name or a list of column names, got {value!r}",
+        f"write {key}: [col_a, col_b]",
+    )
 
 
 @dataclass(frozen=True)
@@ -57,8 +77,10 @@ class TableSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.target, str) or not self.target.strip():
-            raise ConfigError(f"the spec's target must be a column name, got {self.target!r}",
-                              "name the outcome column, e.g. target: died")
+            raise ConfigError(
+                f"the spec's target must be a column name, got {self.target!r}",
+                "name the outcome column, e.g. target: died",
+            )
         for key in ("id", "name", "task"):
             value = getattr(self, key)
             if value is not None and not isinstance(value, str):
@@ -75,8 +97,9 @@ class TableSpec:
         allowed = [f.name for f in fields(cls)]
         unknown = sorted(set(d) - set(allowed))
         if unknown:
-            raise ConfigError(f"{where} has unknown entries: {', '.join(unknown)}",
-                              f"the entries are: table, {', '.join(allowed)}")
+            raise ConfigError(
+                f"{where} has unknown entries: {', '.join(unknown)}", f"the entries are: table, {', '.join(allowed)}"
+            )
         if "target" not in d:
             raise ConfigError(f"{where} has no 'target' entry", "add target: <outcome column>")
         return cls(**{k: d[k] for k in allowed if k in d})
@@ -105,8 +128,10 @@ def load_spec_yaml(path: str | Path) -> tuple[Path, TableSpec]:
     if doc is None:
         raise ConfigError(f"{p} is empty", "write at least 'table: <file>' and 'target: <outcome column>'")
     if not isinstance(doc, dict):
-        raise ConfigError(f"{p} must be a mapping of key: value entries, got {type(doc).__name__}",
-                          "write e.g. 'table: patients.csv' and 'target: died' on separate lines")
+        raise ConfigError(
+            f"{p} must be a mapping of key: value entries, got {type(doc).__name__}",
+            "write e.g. 'table: patients.csv' and 'target: died' on separate lines",
+        )
     doc = dict(doc)
     table = doc.pop("table", None)
     if not isinstance(table, str) or not table.strip():
@@ -148,8 +173,11 @@ def _positive_value(values: list[str], spec: TableSpec) -> str:
             if not hits:
                 hits = [v for v in values if _same_number(v, want)]
         if len(hits) != 1:
-            raise DataError(f"the positive value '{_label(spec.positive)}' is not one of the target "
-                            f"'{spec.target}' values ('{a}', '{b}')", f"pass --positive '{a}' or --positive '{b}'")
+            raise DataError(
+                f"the positive value '{_label(spec.positive)}' is not one of the target "
+                f"'{spec.target}' values ('{a}', '{b}')",
+                f"pass --positive '{a}' or --positive '{b}'",
+            )
         return hits[0]
     if set(values) == {"0", "1"}:
         return "1"
@@ -158,8 +186,10 @@ def _positive_value(values: list[str], spec: TableSpec) -> str:
     hits = [v for v in values if v.lower() in POSITIVE_WORDS]
     if len(hits) == 1:
         return hits[0]
-    raise DataError(f"cannot tell which value of the target '{spec.target}' is the positive outcome: '{a}' or '{b}'",
-                    f"name it with --positive (e.g. --positive '{b}'), or positive: in the YAML spec")
+    raise DataError(
+        f"cannot tell which value of the target '{spec.target}' is the positive outcome: '{a}' or '{b}'",
+        f"name it with --positive (e.g. --positive '{b}'), or positive: in the YAML spec",
+    )
 
 
 def _same_number(a: str, b: str) -> bool:
@@ -170,23 +200,34 @@ def _same_number(a: str, b: str) -> bool:
 
 
 def _require_columns(columns: list[str], spec: TableSpec, path: Path) -> None:
-    roles = [("target", [spec.target]), ("id", [spec.id] if spec.id else []),
-             ("feature", list(spec.features or ())), ("sensitive", list(spec.sensitive)), ("drop", list(spec.drop))]
+    roles = [
+        ("target", [spec.target]),
+        ("id", [spec.id] if spec.id else []),
+        ("feature", list(spec.features or ())),
+        ("sensitive", list(spec.sensitive)),
+        ("drop", list(spec.drop)),
+    ]
     present = set(columns)
     missing = [f"{role} '{c}'" for role, names in roles for c in names if c not in present]
     if missing:
         shown = ", ".join(columns[:40]) + (f" ... ({len(columns)} in all)" if len(columns) > 40 else "")
-        raise DataError(f"{path.name} has no column for {', '.join(missing)}",
-                        f"its columns are: {shown}; check the spelling (names are case-sensitive)")
+        raise DataError(
+            f"{path.name} has no column for {', '.join(missing)}",
+            f"its columns are: {shown}; check the spelling (names are case-sensitive)",
+        )
     if spec.id and spec.id == spec.target:
         raise DataError(f"column '{spec.target}' is named as both the target and the id", "name two columns")
     for role, names in (("feature", spec.features or ()), ("sensitive attribute", spec.sensitive)):
         if spec.target in names:
-            raise DataError(f"the target '{spec.target}' is also listed as a {role}",
-                            f"remove it from the {role}s: a model must not see its outcome")
+            raise DataError(
+                f"the target '{spec.target}' is also listed as a {role}",
+                f"remove it from the {role}s: a model must not see its outcome",
+            )
     if spec.id and spec.id in (spec.features or ()):
-        raise DataError(f"the id column '{spec.id}' is listed as a feature",
-                        "remove it from the features: an identifier is not a predictor")
+        raise DataError(
+            f"the id column '{spec.id}' is listed as a feature",
+            "remove it from the features: an identifier is not a predictor",
+        )
 
 
 def _target(frame: pd.DataFrame, spec: TableSpec) -> tuple[np.ndarray, str, np.ndarray]:
@@ -197,17 +238,22 @@ def _target(frame: pd.DataFrame, spec: TableSpec) -> tuple[np.ndarray, str, np.n
     has = labels.notna().to_numpy()
     n = int(has.sum())
     if n == 0:
-        raise DataError(f"the target '{spec.target}' is empty in all {len(frame)} rows",
-                        "choose the column that holds the outcome")
+        raise DataError(
+            f"the target '{spec.target}' is empty in all {len(frame)} rows", "choose the column that holds the outcome"
+        )
     values = sorted(set(labels[has]))
     if len(values) == 1:
-        raise DataError(f"only one outcome value ({values[0]}) in {n} rows of target '{spec.target}': "
-                        "a model needs both", "check the target column, or that the file holds both outcomes")
+        raise DataError(
+            f"only one outcome value ({values[0]}) in {n} rows of target '{spec.target}': a model needs both",
+            "check the target column, or that the file holds both outcomes",
+        )
     if len(values) > 2:
         shown = ", ".join(values[:6]) + (", ..." if len(values) > 6 else "")
-        raise DataError(f"the target '{spec.target}' has {len(values)} different values in {n} rows ({shown}): "
-                        "a binary task needs exactly two",
-                        "choose a yes/no outcome column, or map its values to two (e.g. 0/1) first")
+        raise DataError(
+            f"the target '{spec.target}' has {len(values)} different values in {n} rows ({shown}): "
+            "a binary task needs exactly two",
+            "choose a yes/no outcome column, or map its values to two (e.g. 0/1) first",
+        )
     pos = _positive_value(values, spec)
     y = (labels[has] == pos).to_numpy(dtype=np.int8)
     return y, pos, has
@@ -259,8 +305,10 @@ def load_table(path: str | Path, spec: TableSpec) -> TaskDataset:
     not_features = {spec.target, *([spec.id] if spec.id else []), *spec.sensitive, *spec.drop}
     feature_names = list(spec.features) if spec.features is not None else [c for c in columns if c not in not_features]
     if not feature_names:
-        raise DataError(f"{p.name} has no feature columns left besides the target, id, sensitive and dropped ones",
-                        "add the predictor columns to the table, or list them under features")
+        raise DataError(
+            f"{p.name} has no feature columns left besides the target, id, sensitive and dropped ones",
+            "add the predictor columns to the table, or list them under features",
+        )
     X = pd.DataFrame({c: _feature_column(frame[c], c, p.name, line_offset) for c in feature_names})
     X = X.loc[has].reset_index(drop=True)
     kept = frame.loc[has].reset_index(drop=True)
@@ -269,8 +317,10 @@ def load_table(path: str | Path, spec: TableSpec) -> TaskDataset:
         pid = kept[spec.id].map(lambda v: None if pd.isna(v) else _label(v, parse_text=False))
         empty = pid.isna() | pid.isin(MISSING_TOKENS)
         if empty.any():
-            raise DataError(f"the id column '{spec.id}' is empty in {int(empty.sum())} rows",
-                            "give every row its patient id, or leave out --id to treat each row as a patient")
+            raise DataError(
+                f"the id column '{spec.id}' is empty in {int(empty.sum())} rows",
+                "give every row its patient id, or leave out --id to treat each row as a patient",
+            )
         groups = id_array(pid)
         occurrence = pid.groupby(pid).cumcount() + 1
         ids = groups if pid.is_unique else id_array(pid + "#" + occurrence.astype(str))

@@ -36,21 +36,42 @@ from medml.errors import InputFileError, NotFoundError
 
 FOLDER = "tabular/uci-heart-disease"
 SITES: dict[str, tuple[str, str]] = {
-    "cleveland": ("processed.cleveland.data",
-                  "patients referred for coronary angiography at the Cleveland Clinic Foundation, Cleveland, "
-                  "Ohio, USA, 1981-1984"),
-    "hungary": ("processed.hungarian.data",
-                "patients referred for coronary angiography at the Hungarian Institute of Cardiology, "
-                "Budapest, Hungary, 1983-1987"),
-    "switzerland": ("processed.switzerland.data",
-                    "patients referred for coronary angiography at the University Hospitals of Zurich and "
-                    "Basel, Switzerland, 1985"),
-    "va": ("processed.va.data",
-           "patients referred for coronary angiography at the Veterans Administration Medical Center, "
-           "Long Beach, California, USA, 1984-1987"),
+    "cleveland": (
+        "processed.cleveland.data",
+        "patients referred for coronary angiography at the Cleveland Clinic Foundation, Cleveland, "
+        "Ohio, USA, 1981-1984",
+    ),
+    "hungary": (
+        "processed.hungarian.data",
+        "patients referred for coronary angiography at the Hungarian Institute of Cardiology, "
+        "Budapest, Hungary, 1983-1987",
+    ),
+    "switzerland": (
+        "processed.switzerland.data",
+        "patients referred for coronary angiography at the University Hospitals of Zurich and Basel, Switzerland, 1985",
+    ),
+    "va": (
+        "processed.va.data",
+        "patients referred for coronary angiography at the Veterans Administration Medical Center, "
+        "Long Beach, California, USA, 1984-1987",
+    ),
 }
-COLUMNS = ("age", "sex", "cp", "trestbps", "chol", "fbs", "restecg", "thalach", "exang", "oldpeak", "slope", "ca",
-           "thal", "num")
+COLUMNS = (
+    "age",
+    "sex",
+    "cp",
+    "trestbps",
+    "chol",
+    "fbs",
+    "restecg",
+    "thalach",
+    "exang",
+    "oldpeak",
+    "slope",
+    "ca",
+    "thal",
+    "num",
+)
 
 _NUMERIC: dict[str, tuple[str, str]] = {
     "age": ("Age", "years"),
@@ -61,11 +82,9 @@ _NUMERIC: dict[str, tuple[str, str]] = {
 }
 _CATEGORICAL: dict[str, tuple[str, dict[float, str]]] = {
     "sex": ("Sex", {0: "Female", 1: "Male"}),
-    "cp": ("Chest pain type", {1: "typical angina", 2: "atypical angina", 3: "non-anginal pain",
-                               4: "asymptomatic"}),
+    "cp": ("Chest pain type", {1: "typical angina", 2: "atypical angina", 3: "non-anginal pain", 4: "asymptomatic"}),
     "fbs": ("Fasting blood sugar > 120 mg/dL", {0: "no", 1: "yes"}),
-    "restecg": ("Resting ECG", {0: "normal", 1: "ST-T wave abnormality",
-                                2: "left ventricular hypertrophy (Estes)"}),
+    "restecg": ("Resting ECG", {0: "normal", 1: "ST-T wave abnormality", 2: "left ventricular hypertrophy (Estes)"}),
     "exang": ("Exercise-induced angina", {0: "no", 1: "yes"}),
     "slope": ("Slope of the peak exercise ST segment", {1: "upsloping", 2: "flat", 3: "downsloping"}),
     "ca": ("Major vessels coloured by fluoroscopy", {0: "0", 1: "1", 2: "2", 3: "3"}),
@@ -86,8 +105,14 @@ def load_cohort(site: str = "cleveland", data_root: str | Path | None = None) ->
     except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         raise InputFileError(f"cannot read {path}: {e}", "restore the original file (see SOURCE.txt)") from e
     table.insert(0, "patient_id", [f"{site}-{i + 1}" for i in range(len(table))])
-    return Cohort(name=f"heart-{site}", table=table, patient_id="patient_id", unit_id="patient_id",
-                  provenance=provenance(root, rel), units={c: u for c, (_, u) in _NUMERIC.items()})
+    return Cohort(
+        name=f"heart-{site}",
+        table=table,
+        patient_id="patient_id",
+        unit_id="patient_id",
+        provenance=provenance(root, rel),
+        units={c: u for c, (_, u) in _NUMERIC.items()},
+    )
 
 
 def coronary_artery_disease(cohort: Cohort) -> TaskDataset:
@@ -97,10 +122,12 @@ def coronary_artery_disease(cohort: Cohort) -> TaskDataset:
     num = t[list(_NUMERIC)].copy()
     for c in _ZERO_IS_MISSING:
         num[c] = num[c].where(num[c] != 0)
-    X = pd.DataFrame({
-        c: (num[c] if c in _NUMERIC else categorical(t[c], list(_CATEGORICAL[c][1].values()), _CATEGORICAL[c][1]))
-        for c in COLUMNS[:-1]
-    })
+    X = pd.DataFrame(
+        {
+            c: (num[c] if c in _NUMERIC else categorical(t[c], list(_CATEGORICAL[c][1].values()), _CATEGORICAL[c][1]))
+            for c in COLUMNS[:-1]
+        }
+    )
     labels = {c: lab for c, (lab, _) in _NUMERIC.items()} | {c: lab for c, (lab, _) in _CATEGORICAL.items()}
     return TaskDataset(
         name=cohort.name,

@@ -88,89 +88,323 @@ class VariableMap:
 
 
 _LAB, _VITAL = "laboratory", "vital-signs"
-_BP_NOTE = ("the method-specific code comes first; the generic vital-signs code is sent too, as FHIR's vital "
-            "signs guidance asks, so a query for {generic} finds invasive and cuff pressures alike")
+_BP_NOTE = (
+    "the method-specific code comes first; the generic vital-signs code is sent too, as FHIR's vital "
+    "signs guidance asks, so a query for {generic} finds invasive and cuff pressures alike"
+)
 
 #: The mapping table: the 37 time-series parameters (alphabetical), then the descriptors Age and Height.
 MAPPINGS: tuple[VariableMap, ...] = (
-    VariableMap("ALP", "6768-6", "Alkaline phosphatase [Enzymatic activity/volume] in Serum or Plasma", "U/L",
-                "U/L", _LAB, "IU/L", notes="IU/L and U/L are the same unit"),
-    VariableMap("ALT", "1742-6", "Alanine aminotransferase [Enzymatic activity/volume] in Serum or Plasma", "U/L",
-                "U/L", _LAB, "IU/L"),
-    VariableMap("AST", "1920-8", "Aspartate aminotransferase [Enzymatic activity/volume] in Serum or Plasma",
-                "U/L", "U/L", _LAB, "IU/L", notes="25 AST/ALT values (and a Urine) are written as 1.422e+04"),
+    VariableMap(
+        "ALP",
+        "6768-6",
+        "Alkaline phosphatase [Enzymatic activity/volume] in Serum or Plasma",
+        "U/L",
+        "U/L",
+        _LAB,
+        "IU/L",
+        notes="IU/L and U/L are the same unit",
+    ),
+    VariableMap(
+        "ALT",
+        "1742-6",
+        "Alanine aminotransferase [Enzymatic activity/volume] in Serum or Plasma",
+        "U/L",
+        "U/L",
+        _LAB,
+        "IU/L",
+    ),
+    VariableMap(
+        "AST",
+        "1920-8",
+        "Aspartate aminotransferase [Enzymatic activity/volume] in Serum or Plasma",
+        "U/L",
+        "U/L",
+        _LAB,
+        "IU/L",
+        notes="25 AST/ALT values (and a Urine) are written as 1.422e+04",
+    ),
     VariableMap("Albumin", "1751-7", "Albumin [Mass/volume] in Serum or Plasma", "g/dL", "g/dL", _LAB, "g/dL"),
     VariableMap("BUN", "3094-0", "Urea nitrogen [Mass/volume] in Serum or Plasma", "mg/dL", "mg/dL", _LAB, "mg/dL"),
-    VariableMap("Bilirubin", "1975-2", "Bilirubin.total [Mass/volume] in Serum or Plasma", "mg/dL", "mg/dL", _LAB,
-                "mg/dL", notes="the challenge says only 'bilirubin'; total bilirubin is assumed"),
-    VariableMap("Cholesterol", "2093-3", "Cholesterol [Mass/volume] in Serum or Plasma", "mg/dL", "mg/dL", _LAB,
-                "mg/dL"),
-    VariableMap("Creatinine", "2160-0", "Creatinine [Mass/volume] in Serum or Plasma", "mg/dL", "mg/dL", _LAB,
-                "mg/dL"),
-    VariableMap("DiasABP", "76213-8", "Invasive Diastolic blood pressure", "mm[Hg]", "mmHg", _VITAL, "mmHg",
-                generic=("8462-4", "Diastolic blood pressure"), notes=_BP_NOTE.format(generic="8462-4")),
-    VariableMap("FiO2", "3150-0", "Inhaled oxygen concentration", "%", "%", _VITAL, "fraction (0-1)", scale=100,
-                notes="the files hold a fraction (0.21-1); FHIR gets percent (x100, exact decimal arithmetic) as "
-                      "US Core and LOINC's example unit do; divide by 100 to get the tabular value back"),
-    VariableMap("GCS", "9269-2", "Glasgow coma score total", "{score}", "score", "survey", "points (3-15)",
-                notes="category survey, as for other assessment scales (Apgar)"),
-    VariableMap("Glucose", "2345-7", "Glucose [Mass/volume] in Serum or Plasma", "mg/dL", "mg/dL", _LAB, "mg/dL",
-                notes="debatable: the source does not say serum or whole blood (2339-0); serum is assumed"),
-    VariableMap("HCO3", "1963-8", "Bicarbonate [Moles/volume] in Serum or Plasma", "mmol/L", "mmol/L", _LAB,
-                "mmol/L", notes="debatable: MIMIC-II chemistry panels may report total CO2 (2028-9)"),
-    VariableMap("HCT", "20570-8", "Hematocrit [Volume Fraction] of Blood", "%", "%", _LAB, "%",
-                notes="the method-free code: the source mixes analyser and blood-gas haematocrits"),
+    VariableMap(
+        "Bilirubin",
+        "1975-2",
+        "Bilirubin.total [Mass/volume] in Serum or Plasma",
+        "mg/dL",
+        "mg/dL",
+        _LAB,
+        "mg/dL",
+        notes="the challenge says only 'bilirubin'; total bilirubin is assumed",
+    ),
+    VariableMap(
+        "Cholesterol", "2093-3", "Cholesterol [Mass/volume] in Serum or Plasma", "mg/dL", "mg/dL", _LAB, "mg/dL"
+    ),
+    VariableMap("Creatinine", "2160-0", "Creatinine [Mass/volume] in Serum or Plasma", "mg/dL", "mg/dL", _LAB, "mg/dL"),
+    VariableMap(
+        "DiasABP",
+        "76213-8",
+        "Invasive Diastolic blood pressure",
+        "mm[Hg]",
+        "mmHg",
+        _VITAL,
+        "mmHg",
+        generic=("8462-4", "Diastolic blood pressure"),
+        notes=_BP_NOTE.format(generic="8462-4"),
+    ),
+    VariableMap(
+        "FiO2",
+        "3150-0",
+        "Inhaled oxygen concentration",
+        "%",
+        "%",
+        _VITAL,
+        "fraction (0-1)",
+        scale=100,
+        notes="the files hold a fraction (0.21-1); FHIR gets percent (x100, exact decimal arithmetic) as "
+        "US Core and LOINC's example unit do; divide by 100 to get the tabular value back",
+    ),
+    VariableMap(
+        "GCS",
+        "9269-2",
+        "Glasgow coma score total",
+        "{score}",
+        "score",
+        "survey",
+        "points (3-15)",
+        notes="category survey, as for other assessment scales (Apgar)",
+    ),
+    VariableMap(
+        "Glucose",
+        "2345-7",
+        "Glucose [Mass/volume] in Serum or Plasma",
+        "mg/dL",
+        "mg/dL",
+        _LAB,
+        "mg/dL",
+        notes="debatable: the source does not say serum or whole blood (2339-0); serum is assumed",
+    ),
+    VariableMap(
+        "HCO3",
+        "1963-8",
+        "Bicarbonate [Moles/volume] in Serum or Plasma",
+        "mmol/L",
+        "mmol/L",
+        _LAB,
+        "mmol/L",
+        notes="debatable: MIMIC-II chemistry panels may report total CO2 (2028-9)",
+    ),
+    VariableMap(
+        "HCT",
+        "20570-8",
+        "Hematocrit [Volume Fraction] of Blood",
+        "%",
+        "%",
+        _LAB,
+        "%",
+        notes="the method-free code: the source mixes analyser and blood-gas haematocrits",
+    ),
     VariableMap("HR", "8867-4", "Heart rate", "/min", "beats/min", _VITAL, "bpm"),
-    VariableMap("K", "2823-3", "Potassium [Moles/volume] in Serum or Plasma", "mmol/L", "mmol/L", _LAB, "mEq/L",
-                notes="mEq/L = mmol/L for a monovalent ion: no conversion"),
-    VariableMap("Lactate", "32693-4", "Lactate [Moles/volume] in Blood", "mmol/L", "mmol/L", _LAB, "mmol/L",
-                notes="debatable: whole blood (blood gas), as MIMIC maps it; 2524-7 would say serum or plasma"),
-    VariableMap("MAP", "76214-6", "Invasive Mean blood pressure", "mm[Hg]", "mmHg", _VITAL, "mmHg",
-                generic=("8478-0", "Mean blood pressure"), notes=_BP_NOTE.format(generic="8478-0")),
-    VariableMap("MechVent", "MechVent", "Mechanical ventilation", "1", "1 = on", "therapy", "1 = on",
-                system=PARAMETER_SYSTEM,
-                notes="no LOINC fits a ventilation on/off flag: a local code; the files only ever hold 1 "
-                      "(ventilation charted at that time); arguably a Procedure or device use, kept an "
-                      "Observation so that every parameter is read the same way"),
-    VariableMap("Mg", "19123-9", "Magnesium [Mass/volume] in Serum or Plasma", "mg/dL", "mg/dL", _LAB,
-                "mmol/L per the challenge; the values are mg/dL",
-                notes="the challenge lists mmol/L, but the values (median 2.0) are mg/dL, as the tabular "
-                      "adapter labels them; hence the mass code, not 2601-3"),
-    VariableMap("NIDiasABP", "76535-4", "Diastolic blood pressure by Noninvasive", "mm[Hg]", "mmHg", _VITAL,
-                "mmHg", generic=("8462-4", "Diastolic blood pressure"), notes=_BP_NOTE.format(generic="8462-4")),
-    VariableMap("NIMAP", "76536-2", "Mean blood pressure by Noninvasive", "mm[Hg]", "mmHg", _VITAL, "mmHg",
-                generic=("8478-0", "Mean blood pressure"), notes=_BP_NOTE.format(generic="8478-0")),
-    VariableMap("NISysABP", "76534-7", "Systolic blood pressure by Noninvasive", "mm[Hg]", "mmHg", _VITAL, "mmHg",
-                generic=("8480-6", "Systolic blood pressure"), notes=_BP_NOTE.format(generic="8480-6")),
-    VariableMap("Na", "2951-2", "Sodium [Moles/volume] in Serum or Plasma", "mmol/L", "mmol/L", _LAB, "mEq/L",
-                notes="mEq/L = mmol/L for a monovalent ion: no conversion"),
-    VariableMap("PaCO2", "2019-8", "Carbon dioxide [Partial pressure] in Arterial blood", "mm[Hg]", "mmHg", _LAB,
-                "mmHg"),
+    VariableMap(
+        "K",
+        "2823-3",
+        "Potassium [Moles/volume] in Serum or Plasma",
+        "mmol/L",
+        "mmol/L",
+        _LAB,
+        "mEq/L",
+        notes="mEq/L = mmol/L for a monovalent ion: no conversion",
+    ),
+    VariableMap(
+        "Lactate",
+        "32693-4",
+        "Lactate [Moles/volume] in Blood",
+        "mmol/L",
+        "mmol/L",
+        _LAB,
+        "mmol/L",
+        notes="debatable: whole blood (blood gas), as MIMIC maps it; 2524-7 would say serum or plasma",
+    ),
+    VariableMap(
+        "MAP",
+        "76214-6",
+        "Invasive Mean blood pressure",
+        "mm[Hg]",
+        "mmHg",
+        _VITAL,
+        "mmHg",
+        generic=("8478-0", "Mean blood pressure"),
+        notes=_BP_NOTE.format(generic="8478-0"),
+    ),
+    VariableMap(
+        "MechVent",
+        "MechVent",
+        "Mechanical ventilation",
+        "1",
+        "1 = on",
+        "therapy",
+        "1 = on",
+        system=PARAMETER_SYSTEM,
+        notes="no LOINC fits a ventilation on/off flag: a local code; the files only ever hold 1 "
+        "(ventilation charted at that time); arguably a Procedure or device use, kept an "
+        "Observation so that every parameter is read the same way",
+    ),
+    VariableMap(
+        "Mg",
+        "19123-9",
+        "Magnesium [Mass/volume] in Serum or Plasma",
+        "mg/dL",
+        "mg/dL",
+        _LAB,
+        "mmol/L per the challenge; the values are mg/dL",
+        notes="the challenge lists mmol/L, but the values (median 2.0) are mg/dL, as the tabular "
+        "adapter labels them; hence the mass code, not 2601-3",
+    ),
+    VariableMap(
+        "NIDiasABP",
+        "76535-4",
+        "Diastolic blood pressure by Noninvasive",
+        "mm[Hg]",
+        "mmHg",
+        _VITAL,
+        "mmHg",
+        generic=("8462-4", "Diastolic blood pressure"),
+        notes=_BP_NOTE.format(generic="8462-4"),
+    ),
+    VariableMap(
+        "NIMAP",
+        "76536-2",
+        "Mean blood pressure by Noninvasive",
+        "mm[Hg]",
+        "mmHg",
+        _VITAL,
+        "mmHg",
+        generic=("8478-0", "Mean blood pressure"),
+        notes=_BP_NOTE.format(generic="8478-0"),
+    ),
+    VariableMap(
+        "NISysABP",
+        "76534-7",
+        "Systolic blood pressure by Noninvasive",
+        "mm[Hg]",
+        "mmHg",
+        _VITAL,
+        "mmHg",
+        generic=("8480-6", "Systolic blood pressure"),
+        notes=_BP_NOTE.format(generic="8480-6"),
+    ),
+    VariableMap(
+        "Na",
+        "2951-2",
+        "Sodium [Moles/volume] in Serum or Plasma",
+        "mmol/L",
+        "mmol/L",
+        _LAB,
+        "mEq/L",
+        notes="mEq/L = mmol/L for a monovalent ion: no conversion",
+    ),
+    VariableMap(
+        "PaCO2", "2019-8", "Carbon dioxide [Partial pressure] in Arterial blood", "mm[Hg]", "mmHg", _LAB, "mmHg"
+    ),
     VariableMap("PaO2", "2703-7", "Oxygen [Partial pressure] in Arterial blood", "mm[Hg]", "mmHg", _LAB, "mmHg"),
-    VariableMap("Platelets", "777-3", "Platelets [#/volume] in Blood by Automated count", "10*3/uL", "10^3/uL",
-                _LAB, "cells/nL", notes="cells/nL = 10^3/uL: no conversion"),
+    VariableMap(
+        "Platelets",
+        "777-3",
+        "Platelets [#/volume] in Blood by Automated count",
+        "10*3/uL",
+        "10^3/uL",
+        _LAB,
+        "cells/nL",
+        notes="cells/nL = 10^3/uL: no conversion",
+    ),
     VariableMap("RespRate", "9279-1", "Respiratory rate", "/min", "breaths/min", _VITAL, "breaths/min"),
-    VariableMap("SaO2", "2708-6", "Oxygen saturation in Arterial blood", "%", "%", _LAB, "%",
-                notes="arterial blood-gas saturation (about 2 a stay), not pulse oximetry SpO2 (59408-5)"),
-    VariableMap("SysABP", "76215-3", "Invasive Systolic blood pressure", "mm[Hg]", "mmHg", _VITAL, "mmHg",
-                generic=("8480-6", "Systolic blood pressure"), notes=_BP_NOTE.format(generic="8480-6")),
-    VariableMap("Temp", "8310-5", "Body temperature", "Cel", "degC", _VITAL, "degC",
-                notes="site not recorded (no 8331-1 oral, 8332-9 rectal)"),
-    VariableMap("TroponinI", "10839-9", "Troponin I.cardiac [Mass/volume] in Serum or Plasma", "ug/L", "ug/L",
-                _LAB, "ug/L"),
-    VariableMap("TroponinT", "6598-7", "Troponin T.cardiac [Mass/volume] in Serum or Plasma", "ug/L", "ug/L",
-                _LAB, "ug/L"),
-    VariableMap("Urine", "9187-6", "Urine output", "mL", "mL", _VITAL, "mL",
-                notes="volume charted since the previous entry, not a rate; no observation category fits output "
-                      "charting: vital-signs, as ICU flowsheets keep it beside them"),
-    VariableMap("WBC", "6690-2", "Leukocytes [#/volume] in Blood by Automated count", "10*3/uL", "10^3/uL", _LAB,
-                "cells/nL", notes="cells/nL = 10^3/uL: no conversion"),
-    VariableMap("Weight", "29463-7", "Body weight", "kg", "kg", _VITAL, "kg",
-                notes="the 00:00 line is the admission weight (descriptor), later lines the time series"),
-    VariableMap("pH", "2744-1", "pH of Arterial blood", "[pH]", "pH", _LAB, "",
-                notes="the challenge says arterial pH; 11558-4 would leave the specimen open"),
-    VariableMap("Age", "30525-0", "Age", "a", "years", "", "years",
-                notes="descriptor, at admission; 200 and over (MIMIC-II's 'over 89') -> 90 with comparator >="),
+    VariableMap(
+        "SaO2",
+        "2708-6",
+        "Oxygen saturation in Arterial blood",
+        "%",
+        "%",
+        _LAB,
+        "%",
+        notes="arterial blood-gas saturation (about 2 a stay), not pulse oximetry SpO2 (59408-5)",
+    ),
+    VariableMap(
+        "SysABP",
+        "76215-3",
+        "Invasive Systolic blood pressure",
+        "mm[Hg]",
+        "mmHg",
+        _VITAL,
+        "mmHg",
+        generic=("8480-6", "Systolic blood pressure"),
+        notes=_BP_NOTE.format(generic="8480-6"),
+    ),
+    VariableMap(
+        "Temp",
+        "8310-5",
+        "Body temperature",
+        "Cel",
+        "degC",
+        _VITAL,
+        "degC",
+        notes="site not recorded (no 8331-1 oral, 8332-9 rectal)",
+    ),
+    VariableMap(
+        "TroponinI", "10839-9", "Troponin I.cardiac [Mass/volume] in Serum or Plasma", "ug/L", "ug/L", _LAB, "ug/L"
+    ),
+    VariableMap(
+        "TroponinT", "6598-7", "Troponin T.cardiac [Mass/volume] in Serum or Plasma", "ug/L", "ug/L", _LAB, "ug/L"
+    ),
+    VariableMap(
+        "Urine",
+        "9187-6",
+        "Urine output",
+        "mL",
+        "mL",
+        _VITAL,
+        "mL",
+        notes="volume charted since the previous entry, not a rate; no observation category fits output "
+        "charting: vital-signs, as ICU flowsheets keep it beside them",
+    ),
+    VariableMap(
+        "WBC",
+        "6690-2",
+        "Leukocytes [#/volume] in Blood by Automated count",
+        "10*3/uL",
+        "10^3/uL",
+        _LAB,
+        "cells/nL",
+        notes="cells/nL = 10^3/uL: no conversion",
+    ),
+    VariableMap(
+        "Weight",
+        "29463-7",
+        "Body weight",
+        "kg",
+        "kg",
+        _VITAL,
+        "kg",
+        notes="the 00:00 line is the admission weight (descriptor), later lines the time series",
+    ),
+    VariableMap(
+        "pH",
+        "2744-1",
+        "pH of Arterial blood",
+        "[pH]",
+        "pH",
+        _LAB,
+        "",
+        notes="the challenge says arterial pH; 11558-4 would leave the specimen open",
+    ),
+    VariableMap(
+        "Age",
+        "30525-0",
+        "Age",
+        "a",
+        "years",
+        "",
+        "years",
+        notes="descriptor, at admission; 200 and over (MIMIC-II's 'over 89') -> 90 with comparator >=",
+    ),
     VariableMap("Height", "8302-2", "Body height", "cm", "cm", _VITAL, "cm", notes="descriptor, at admission"),
 )
 BY_VARIABLE: dict[str, VariableMap] = {m.variable: m for m in MAPPINGS}
@@ -218,8 +452,10 @@ def read_outcomes(path: str | Path) -> dict[int, StayOutcome]:
     rows = list(csv.reader(io.StringIO(text)))
     if not rows or tuple(c.strip() for c in rows[0]) != _OUTCOME_COLUMNS:
         found = ",".join(rows[0]) if rows else "nothing"
-        raise InputFileError(f"{p}, line 1: expected the header {','.join(_OUTCOME_COLUMNS)}, found {found!r}",
-                             "give the challenge's Outcomes-*.txt file unchanged")
+        raise InputFileError(
+            f"{p}, line 1: expected the header {','.join(_OUTCOME_COLUMNS)}, found {found!r}",
+            "give the challenge's Outcomes-*.txt file unchanged",
+        )
     out: dict[int, StayOutcome] = {}
     for lineno, row in enumerate(rows[1:], start=2):
         if not row:
@@ -227,14 +463,17 @@ def read_outcomes(path: str | Path) -> dict[int, StayOutcome]:
         try:
             rid, saps, sofa, los, survival, death = (int(c) for c in row)
         except ValueError as e:
-            raise DataError(f"{p}, line {lineno}: expected {len(_OUTCOME_COLUMNS)} whole numbers, found "
-                            f"{','.join(row)!r}", "correct the line, or restore the original file") from e
+            raise DataError(
+                f"{p}, line {lineno}: expected {len(_OUTCOME_COLUMNS)} whole numbers, found {','.join(row)!r}",
+                "correct the line, or restore the original file",
+            ) from e
         if death not in (0, 1):
-            raise DataError(f"{p}, line {lineno}: In-hospital_death is {death}, not 0 or 1",
-                            "correct the line, or restore the original file")
+            raise DataError(
+                f"{p}, line {lineno}: In-hospital_death is {death}, not 0 or 1",
+                "correct the line, or restore the original file",
+            )
         out[rid] = StayOutcome(rid, death == 1, _known(los), _known(survival), _known(saps), _known(sofa))
     return out
-
 
 
 def _minutes(token: str) -> int | None:
@@ -283,8 +522,10 @@ def _codeable(m: VariableMap) -> dict[str, Any]:
 
 
 _CODES = {m.variable: orjson.dumps(_codeable(m)) for m in MAPPINGS}
-_CATEGORIES = {c: orjson.dumps([{"coding": [{"system": OBSERVATION_CATEGORY, "code": c, "display": d}]}])
-               for c, d in CATEGORY_DISPLAY.items()}
+_CATEGORIES = {
+    c: orjson.dumps([{"coding": [{"system": OBSERVATION_CATEGORY, "code": c, "display": d}]}])
+    for c, d in CATEGORY_DISPLAY.items()
+}
 
 
 class _Record:
@@ -294,8 +535,10 @@ class _Record:
         lines = text.splitlines()
         first = lines[0].lstrip("\ufeff").strip() if lines else ""
         if first != HEADER:
-            raise InputFileError(f"{source}, line 1: expected the header '{HEADER}', found {first!r}",
-                                 "give a PhysioNet 2012 record file (Time,Parameter,Value) unchanged")
+            raise InputFileError(
+                f"{source}, line 1: expected the header '{HEADER}', found {first!r}",
+                "give a PhysioNet 2012 record file (Time,Parameter,Value) unchanged",
+            )
         self.source = source
         self.gender: int | None = None
         self.icu_type: int | None = None
@@ -337,16 +580,22 @@ class _Record:
         if record_id is None:
             record_id = stem_id
         elif stem_id is not None and record_id != stem_id:
-            raise DataError(f"{source}: its RecordID line says {record_id} but the file is named {stem_id}",
-                            "rename the file after its RecordID, or restore the original")
+            raise DataError(
+                f"{source}: its RecordID line says {record_id} but the file is named {stem_id}",
+                "rename the file after its RecordID, or restore the original",
+            )
         if record_id is None:
-            raise DataError(f"{source}: no RecordID line and no numeric file name",
-                            "give the record's RecordID line, or name the file <RecordID>.txt")
+            raise DataError(
+                f"{source}: no RecordID line and no numeric file name",
+                "give the record's RecordID line, or name the file <RecordID>.txt",
+            )
         self.record_id = record_id
 
     def _fail(self, lineno: int, what: str) -> NoReturn:
-        raise DataError(f"{self.source}, line {lineno}: {what}",
-                        "each line must read HH:MM,Parameter,Value with a number value (-1 = missing)")
+        raise DataError(
+            f"{self.source}, line {lineno}: {what}",
+            "each line must read HH:MM,Parameter,Value with a number value (-1 = missing)",
+        )
 
     def _whole(self, lineno: int, value: float, name: str) -> int:
         if value != int(value):
@@ -355,9 +604,12 @@ class _Record:
 
 
 def _patient(rec: _Record, pid: str, admitted: datetime, outcome: StayOutcome | None) -> Resource:
-    patient: Resource = {"resourceType": "Patient", "id": pid,
-                         "identifier": [{"system": RECORD_ID_SYSTEM, "value": str(rec.record_id)}],
-                         "gender": GENDER[rec.gender] if rec.gender is not None else "unknown"}
+    patient: Resource = {
+        "resourceType": "Patient",
+        "id": pid,
+        "identifier": [{"system": RECORD_ID_SYSTEM, "value": str(rec.record_id)}],
+        "gender": GENDER[rec.gender] if rec.gender is not None else "unknown",
+    }
     if rec.age is not None and 0 < rec.age < AGE_DEIDENTIFIED:
         patient["birthDate"] = str(admitted.year - round(rec.age))  # approximate: the year only, +-1
     if outcome is not None and outcome.survival is not None:
@@ -367,7 +619,8 @@ def _patient(rec: _Record, pid: str, admitted: datetime, outcome: StayOutcome | 
 
 def _encounter(rec: _Record, pid: str, admitted: datetime, outcome: StayOutcome | None) -> Resource:
     encounter: Resource = {
-        "resourceType": "Encounter", "id": pid,
+        "resourceType": "Encounter",
+        "id": pid,
         "identifier": [{"system": RECORD_ID_SYSTEM, "value": str(rec.record_id)}],
         "status": "finished",
         "class": {"system": ACT_CODE, "code": "IMP", "display": "inpatient encounter"},
@@ -376,17 +629,23 @@ def _encounter(rec: _Record, pid: str, admitted: datetime, outcome: StayOutcome 
     }
     if rec.icu_type is not None:
         if rec.icu_type not in ICU_TYPES:
-            raise DataError(f"{rec.source}: ICUType {rec.icu_type} is not one of 1-4",
-                            "correct the ICUType line (1 coronary care, 2 cardiac surgery, 3 medical, 4 surgical)")
-        encounter["serviceType"] = {"coding": [{"system": ICU_TYPE_SYSTEM, "code": str(rec.icu_type),
-                                                "display": ICU_TYPES[rec.icu_type]}]}
+            raise DataError(
+                f"{rec.source}: ICUType {rec.icu_type} is not one of 1-4",
+                "correct the ICUType line (1 coronary care, 2 cardiac surgery, 3 medical, 4 surgical)",
+            )
+        encounter["serviceType"] = {
+            "coding": [{"system": ICU_TYPE_SYSTEM, "code": str(rec.icu_type), "display": ICU_TYPES[rec.icu_type]}]
+        }
     if outcome is not None:
         if outcome.length_of_stay is not None:
             encounter["length"] = {"value": outcome.length_of_stay, "unit": "days", "system": UCUM, "code": "d"}
         code, display = ("exp", "Expired") if outcome.in_hospital_death else ("oth", "Other")
-        encounter["hospitalization"] = {"dischargeDisposition": {
-            "coding": [{"system": DISCHARGE_DISPOSITION, "code": code, "display": display}],
-            "text": "died in hospital" if outcome.in_hospital_death else "discharged alive"}}
+        encounter["hospitalization"] = {
+            "dischargeDisposition": {
+                "coding": [{"system": DISCHARGE_DISPOSITION, "code": code, "display": display}],
+                "text": "died in hospital" if outcome.in_hospital_death else "discharged alive",
+            }
+        }
     return encounter
 
 
@@ -403,33 +662,58 @@ def _observation_lines(rec: _Record, pid: str, admitted: datetime) -> Iterator[b
         when = times.get(minutes)
         if when is None:
             when = times[minutes] = _iso(admitted + timedelta(minutes=minutes))
-        quantity: dict[str, Any] = {"value": _fhir_decimal(token, value, m.scale), "unit": m.unit,
-                                    "system": UCUM, "code": m.ucum}
+        quantity: dict[str, Any] = {
+            "value": _fhir_decimal(token, value, m.scale),
+            "unit": m.unit,
+            "system": UCUM,
+            "code": m.ucum,
+        }
         extra = b""
         if param == "Age" and value >= AGE_DEIDENTIFIED:
             quantity = {"value": AGE_TOP, "comparator": ">=", "unit": m.unit, "system": UCUM, "code": m.ucum}
-            extra = b',"note":' + orjson.dumps([{"text": f"the file's Age is {token}: MIMIC-II's code for an age "
-                                                          "over 89"}])
+            extra = b',"note":' + orjson.dumps(
+                [{"text": f"the file's Age is {token}: MIMIC-II's code for an age over 89"}]
+            )
         category = b'"category":' + _CATEGORIES[m.category] + b"," if m.category else b""
-        yield b"".join((
-            b'{"resourceType":"Observation","id":"', f"{pid}-{param}-{minutes}-{k}".encode(),
-            b'","status":"final",', category, b'"code":', _CODES[param],
-            b',"subject":', subject, b',"encounter":', encounter,
-            b',"effectiveDateTime":"', when.encode(), b'","valueQuantity":', orjson.dumps(quantity), extra, b"}",
-        ))
+        yield b"".join(
+            (
+                b'{"resourceType":"Observation","id":"',
+                f"{pid}-{param}-{minutes}-{k}".encode(),
+                b'","status":"final",',
+                category,
+                b'"code":',
+                _CODES[param],
+                b',"subject":',
+                subject,
+                b',"encounter":',
+                encounter,
+                b',"effectiveDateTime":"',
+                when.encode(),
+                b'","valueQuantity":',
+                orjson.dumps(quantity),
+                extra,
+                b"}",
+            )
+        )
 
 
-def _convert(text: str, source: str, stem_id: int | None,
-             outcomes: Mapping[int, StayOutcome] | StayOutcome | None) -> tuple[Resource, Resource, list[bytes]]:
+def _convert(
+    text: str, source: str, stem_id: int | None, outcomes: Mapping[int, StayOutcome] | StayOutcome | None
+) -> tuple[Resource, Resource, list[bytes]]:
     rec = _Record(text, source, stem_id)
     pid = f"{ID_PREFIX}-{rec.record_id}"
     admitted = admission_instant(rec.record_id)
     outcome = outcomes if isinstance(outcomes, StayOutcome) or outcomes is None else outcomes.get(rec.record_id)
     if outcome is not None and outcome.record_id != rec.record_id:
-        raise DataError(f"{source}: the outcome given is for RecordID {outcome.record_id}, not {rec.record_id}",
-                        "pass the outcome of this stay (read_outcomes(path)[record_id])")
-    return (_patient(rec, pid, admitted, outcome), _encounter(rec, pid, admitted, outcome),
-            list(_observation_lines(rec, pid, admitted)))
+        raise DataError(
+            f"{source}: the outcome given is for RecordID {outcome.record_id}, not {rec.record_id}",
+            "pass the outcome of this stay (read_outcomes(path)[record_id])",
+        )
+    return (
+        _patient(rec, pid, admitted, outcome),
+        _encounter(rec, pid, admitted, outcome),
+        list(_observation_lines(rec, pid, admitted)),
+    )
 
 
 def _read_record(path: str | Path) -> tuple[str, str, int | None]:
@@ -490,8 +774,10 @@ def _record_texts(src: Path) -> Iterator[tuple[str, str, int | None]]:
             return
         archives = sorted([*src.glob("set-*.tar.gz"), *src.glob("set-*.tgz")])
         if not archives:
-            raise InputFileError(f"{src} holds no record files (<RecordID>.txt) and no set-*.tar.gz archive",
-                                 "give the folder of an unpacked set, or the one holding set-a.tar.gz")
+            raise InputFileError(
+                f"{src} holds no record files (<RecordID>.txt) and no set-*.tar.gz archive",
+                "give the folder of an unpacked set, or the one holding set-a.tar.gz",
+            )
     else:
         archives = [src]
     for archive in archives:
@@ -515,8 +801,9 @@ def _record_texts(src: Path) -> Iterator[tuple[str, str, int | None]]:
                 raise InputFileError(f"{source} is not UTF-8 text: {e}", "restore the archive") from e
 
 
-def iter_stays(src_dir: str | Path, *, record_ids: Iterable[int] | None = None,
-               outcomes: str | Path | None = None) -> Iterator[list[Resource]]:
+def iter_stays(
+    src_dir: str | Path, *, record_ids: Iterable[int] | None = None, outcomes: str | Path | None = None
+) -> Iterator[list[Resource]]:
     """Each stay under ``src_dir`` (as for :func:`write_ndjson`) as its resources, in RecordID order, read in place
     from the archive; only ``record_ids`` when given. Outcomes as for :func:`write_ndjson`."""
     src = Path(src_dir)
@@ -543,8 +830,14 @@ def _open_out(path: Path, compress: bool) -> BinaryIO:
     return gzip.open(path, "wb", compresslevel=1) if compress else path.open("wb")  # type: ignore[return-value]
 
 
-def write_ndjson(src_dir: str | Path, out_dir: str | Path, *, limit: int | None = None,
-                 outcomes: str | Path | None = None, compress: bool = False) -> dict[str, int]:
+def write_ndjson(
+    src_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    limit: int | None = None,
+    outcomes: str | Path | None = None,
+    compress: bool = False,
+) -> dict[str, int]:
     """Convert every stay under ``src_dir`` to Bulk Data NDJSON in ``out_dir``; the count of each resource type.
 
     Writes ``Patient.ndjson``, ``Encounter.ndjson`` and ``Observation.ndjson`` (``.ndjson.gz`` with ``compress``),
@@ -594,17 +887,26 @@ def write_ndjson(src_dir: str | Path, out_dir: str | Path, *, limit: int | None 
     return counts
 
 
-
 def mapping_markdown(rows: Iterable[VariableMap] = MAPPINGS) -> str:
     """The mapping table as Markdown, as ``docs/fhir-physionet-2012-mapping.md`` shows it."""
-    lines = ["| PhysioNet | code | display | UCUM | category | source unit | conversion | notes |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| PhysioNet | code | display | UCUM | category | source unit | conversion | notes |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for m in rows:
         code = f"{m.code} (LOINC)" if m.system == LOINC else f"{m.code} ({m.system})"
         if m.generic is not None:
             code += f" + {m.generic[0]} ({m.generic[1]})"
         conversion = f"x {m.scale}" if m.scale != 1 else "none"
-        cells = (m.variable, code, m.display, f"`{m.ucum}`", m.category or "(none)", m.source_unit or "(none)",
-                 conversion, m.notes)
+        cells = (
+            m.variable,
+            code,
+            m.display,
+            f"`{m.ucum}`",
+            m.category or "(none)",
+            m.source_unit or "(none)",
+            conversion,
+            m.notes,
+        )
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"

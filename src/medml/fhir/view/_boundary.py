@@ -8,17 +8,18 @@ from medml.fhir.view._expr import Scope, Val, materialize, typed
 def _time(t: str, high: bool) -> str:
     """A partial time ('HH', 'HH:MM', 'HH:MM:SS[.f]', or '') filled to milliseconds."""
     fill = "9" if high else "0"
-    return (f"(CASE len({t}) WHEN 0 THEN '{'23:59:59.999' if high else '00:00:00.000'}' "
-            f"WHEN 2 THEN {t} || '{':59:59.999' if high else ':00:00.000'}' "
-            f"WHEN 5 THEN {t} || '{':59.999' if high else ':00.000'}' "
-            f"WHEN 8 THEN {t} || '{'.999' if high else '.000'}' "
-            f"ELSE split_part({t}, '.', 1) || '.' || rpad(left(split_part({t}, '.', 2), 3), 3, '{fill}') END)")
+    return (
+        f"(CASE len({t}) WHEN 0 THEN '{'23:59:59.999' if high else '00:00:00.000'}' "
+        f"WHEN 2 THEN {t} || '{':59:59.999' if high else ':00:00.000'}' "
+        f"WHEN 5 THEN {t} || '{':59.999' if high else ':00.000'}' "
+        f"WHEN 8 THEN {t} || '{'.999' if high else '.000'}' "
+        f"ELSE split_part({t}, '.', 1) || '.' || rpad(left(split_part({t}, '.', 2), 3), 3, '{fill}') END)"
+    )
 
 
 def _date(x: str, high: bool, s: Scope) -> str:
     if high:
-        return (f"(CASE len({x}) WHEN 4 THEN {x} || '-12-31' "
-                f"WHEN 7 THEN {s.d.last_day_of_month(x)} ELSE {x} END)")
+        return f"(CASE len({x}) WHEN 4 THEN {x} || '-12-31' WHEN 7 THEN {s.d.last_day_of_month(x)} ELSE {x} END)"
     return f"(CASE len({x}) WHEN 4 THEN {x} || '-01-01' WHEN 7 THEN {x} || '-01' ELSE {x} END)"
 
 
@@ -27,8 +28,9 @@ def _datetime(b: str, high: bool, s: Scope) -> str:
     rest = f"split_part({b}, 'T', 2)"
     tz = f"nullif(regexp_extract({rest}, '(Z|[+-]\\d{{2}}:\\d{{2}})$', 1), '')"
     bare = f"regexp_replace({rest}, '(Z|[+-]\\d{{2}}:\\d{{2}})$', '')"
-    return (f"({_date(date, high, s)} || 'T' || {_time(bare, high)} || "
-            f"coalesce({tz}, '{'-12:00' if high else '+14:00'}'))")
+    return (
+        f"({_date(date, high, s)} || 'T' || {_time(bare, high)} || coalesce({tz}, '{'-12:00' if high else '+14:00'}'))"
+    )
 
 
 def boundary(v: Val, high: bool, s: Scope) -> Val:
@@ -47,8 +49,10 @@ def boundary(v: Val, high: bool, s: Scope) -> Val:
     elif ftype == "time":
         body, kind, out_type = _time(b, high), "str", "time"
     else:
-        body = (f"(CASE WHEN contains({b}, ':') AND NOT contains({b}, '-') THEN {_time(b, high)} "
-                f"ELSE {_datetime(b, high, s)} END)")
+        body = (
+            f"(CASE WHEN contains({b}, ':') AND NOT contains({b}, '-') THEN {_time(b, high)} "
+            f"ELSE {_datetime(b, high, s)} END)"
+        )
         kind, out_type = "str", "dateTime"
     if text.many:
         return Val(d.transform(text.sql, [b], body), True, kind, out_type)

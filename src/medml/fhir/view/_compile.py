@@ -123,8 +123,9 @@ def _combine(parts: list[_Rows], s: Scope) -> _Rows:
 
 def _null_row(names: list[str], ctx: _Ctx) -> str:
     d = ctx.d
-    return d.list_of([d.struct([(n, "0" if n in ctx.row_index_cols else d.cast("NULL", ctx.types[n], strict=True))
-                                for n in names])])
+    return d.list_of(
+        [d.struct([(n, "0" if n in ctx.row_index_cols else d.cast("NULL", ctx.types[n], strict=True)) for n in names])]
+    )
 
 
 def _repeat(paths: list[str], s: Scope) -> Val:
@@ -145,15 +146,24 @@ def _repeat(paths: list[str], s: Scope) -> Val:
     st, it, p, q = s.fresh(), s.fresh(), s.fresh(), s.fresh()
     p_node = Val(d.field(p, "n"), False, "json", ftype, path="")
     grand, _ = children(p_node)
-    step_f = d.flatten(d.transform(d.field(st, "f"), [p], d.transform(grand, [q], d.struct([
-        ("k", d.concat(d.field(p, "k"), d.field(q, "k"))), ("n", d.field(q, "n"))]))))
+    step_f = d.flatten(
+        d.transform(
+            d.field(st, "f"),
+            [p],
+            d.transform(
+                grand, [q], d.struct([("k", d.concat(d.field(p, "k"), d.field(q, "k"))), ("n", d.field(q, "n"))])
+            ),
+        )
+    )
     step = d.struct([("f", step_f), ("acc", d.concat(d.field(st, "acc"), d.field(st, "f")))])
     initial = d.struct([("f", first), ("acc", f"[]::{d.struct_type([('k', 'BIGINT[]'), ('n', 'JSON')])}[]")])
     walked = d.reduce(d.range(REPEAT_DEPTH), st, it, step, initial)
     w, z = s.fresh(), s.fresh()
     msg = f"repeat {paths} nests deeper than {REPEAT_DEPTH} levels"
-    body = (f"CASE WHEN {d.length(d.field(w, 'f'))} > 0 THEN {d.error(msg)} "
-            f"ELSE {d.transform(d.sort(d.field(w, 'acc')), [z], d.field(z, 'n'))} END")
+    body = (
+        f"CASE WHEN {d.length(d.field(w, 'f'))} > 0 THEN {d.error(msg)} "
+        f"ELSE {d.transform(d.sort(d.field(w, 'acc')), [z], d.field(z, 'n'))} END"
+    )
     return Val(d.element(d.transform(d.list_of([walked]), [w], body), "1"), True, "json", ftype)
 
 
@@ -207,8 +217,10 @@ def compile_view(view: dict[str, Any], *, dialect: str = "duckdb", table: str = 
         extracts.append(d.json_paths("r.resource", batch.text_paths, True) + " AS _t")
     if batch.json_paths:
         extracts.append(d.json_paths("r.resource", batch.json_paths, False) + " AS _j")
-    source = (f"SELECT {', '.join(extracts)} FROM {d.quote(table)} AS r "
-              f"WHERE r.resource_type = {d.literal(resource)}{d.fence()}")
+    source = (
+        f"SELECT {', '.join(extracts)} FROM {d.quote(table)} AS r "
+        f"WHERE r.resource_type = {d.literal(resource)}{d.fence()}"
+    )
     where = f" WHERE {' AND '.join(conds)}" if conds else ""
     cols = dict(rows.cols)
     if rows.lst is None:

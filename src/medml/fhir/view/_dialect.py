@@ -135,8 +135,14 @@ class Dialect:
 
     # --- types, errors, strings -------------------------------------------------------------------------------------
     def sql_type(self, fhir_type: str | None, kind: str) -> str:
-        by_type = {"boolean": "BOOLEAN", "integer": "INTEGER", "positiveInt": "INTEGER", "unsignedInt": "INTEGER",
-                   "integer64": "BIGINT", "decimal": "DOUBLE"}
+        by_type = {
+            "boolean": "BOOLEAN",
+            "integer": "INTEGER",
+            "positiveInt": "INTEGER",
+            "unsignedInt": "INTEGER",
+            "integer64": "BIGINT",
+            "decimal": "DOUBLE",
+        }
         if fhir_type in by_type:
             return by_type[fhir_type]
         return {"bool": "BOOLEAN", "int": "BIGINT", "num": "DOUBLE"}.get(kind, "VARCHAR")

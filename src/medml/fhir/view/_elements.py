@@ -12,12 +12,35 @@ from functools import cache
 from importlib import resources
 
 PRIMITIVE_KIND = {
-    "boolean": "bool", "integer": "int", "positiveInt": "int", "unsignedInt": "int", "integer64": "int",
+    "boolean": "bool",
+    "integer": "int",
+    "positiveInt": "int",
+    "unsignedInt": "int",
+    "integer64": "int",
     "decimal": "num",
 }
 PRIMITIVES = {
-    "base64Binary", "boolean", "canonical", "code", "date", "dateTime", "decimal", "id", "instant", "integer",
-    "integer64", "markdown", "oid", "positiveInt", "string", "time", "unsignedInt", "uri", "url", "uuid", "xhtml",
+    "base64Binary",
+    "boolean",
+    "canonical",
+    "code",
+    "date",
+    "dateTime",
+    "decimal",
+    "id",
+    "instant",
+    "integer",
+    "integer64",
+    "markdown",
+    "oid",
+    "positiveInt",
+    "string",
+    "time",
+    "unsignedInt",
+    "uri",
+    "url",
+    "uuid",
+    "xhtml",
 }
 
 

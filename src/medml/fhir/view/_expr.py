@@ -22,8 +22,7 @@ from medml.fhir.view._dialect import Dialect
 from medml.fhir.view._errors import InvalidViewError
 from medml.fhir.view._fhirpath import Binary, Call, Env, Index, Literal, Member, Node, This, Unary
 
-_LIT_KIND = {"str": "str", "int": "int", "num": "num", "bool": "bool", "date": "str", "datetime": "str",
-             "time": "str"}
+_LIT_KIND = {"str": "str", "int": "int", "num": "num", "bool": "bool", "date": "str", "datetime": "str", "time": "str"}
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _REF = r"(?:^|/)({type})/([A-Za-z0-9\-\.]{{1,64}})(?:/_history/[^/]*)?$"
 
@@ -54,8 +53,9 @@ class Shape:
 
     def spec(self) -> object:
         """The ``json_transform`` structure; an element none of whose members are read stays JSON."""
-        record: object = {n: m.spec() if isinstance(m, Shape) else ["VARCHAR"] if m else "VARCHAR"
-                          for n, m in self.members.items()} or "JSON"
+        record: object = {
+            n: m.spec() if isinstance(m, Shape) else ["VARCHAR"] if m else "VARCHAR" for n, m in self.members.items()
+        } or "JSON"
         return [record] if self.many else record
 
 
@@ -153,8 +153,11 @@ def materialize(v: Val, s: Scope, as_text: bool = False) -> Val:
     if v.base_many:
         z = s.fresh()
         inner = z if not v.path and not as_text else d.json_path(z, path, as_text)
-        sql = d.flatten(d.transform(v.sql, [z], inner)) if "[*]" in v.path else _nonnull(
-            d, d.transform(v.sql, [z], inner), s)
+        sql = (
+            d.flatten(d.transform(v.sql, [z], inner))
+            if "[*]" in v.path
+            else _nonnull(d, d.transform(v.sql, [z], inner), s)
+        )
     elif v.root and v.path:
         prefix, star, rest = path.partition("[*]")
         if star:
@@ -256,8 +259,16 @@ def records(v: Val, s: Scope) -> Val | None:
     """``v`` as a list of records when it is an array of complex elements the map knows, else None."""
     if v.shape is not None:
         return v if v.many else None
-    if not (v.many and v.kind == "json" and v.path and v.choice is None and not v.base_many
-            and v.path.endswith("[*]") and v.path.count("[*]") == 1 and el.has_children(v.ftype)):
+    if not (
+        v.many
+        and v.kind == "json"
+        and v.path
+        and v.choice is None
+        and not v.base_many
+        and v.path.endswith("[*]")
+        and v.path.count("[*]") == 1
+        and el.has_children(v.ftype)
+    ):
         return None
     keys = v.path[1:-3].split(".")
     if not all(_IDENT.match(k) for k in keys):
@@ -317,8 +328,10 @@ def _runtime_member(v: Val, name: str, s: Scope) -> Val:
     v = materialize(v, s)
     x = s.fresh()
     key = "$." + (name if _IDENT.match(name) else '"' + name + '"')
-    one = (f"CASE WHEN {d.json_type(x, key)} = 'ARRAY' THEN {d.json_path(x, key + '[*]', False)} "
-           f"ELSE {_nonnull(d, d.list_of([d.json_path(x, key, False)]), s)} END")
+    one = (
+        f"CASE WHEN {d.json_type(x, key)} = 'ARRAY' THEN {d.json_path(x, key + '[*]', False)} "
+        f"ELSE {_nonnull(d, d.list_of([d.json_path(x, key, False)]), s)} END"
+    )
     lst = v.sql if v.many else d.list_of([v.sql])
     return Val(d.flatten(d.transform(lst, [x], one)), True, "json", None)
 
@@ -353,8 +366,15 @@ def compile_expr(node: Node, s: Scope) -> Val:
 
 
 def _lit_ftype(kind: str) -> str | None:
-    return {"str": "string", "int": "integer", "num": "decimal", "bool": "boolean", "date": "date",
-            "datetime": "dateTime", "time": "time"}.get(kind)
+    return {
+        "str": "string",
+        "int": "integer",
+        "num": "decimal",
+        "bool": "boolean",
+        "date": "date",
+        "datetime": "dateTime",
+        "time": "time",
+    }.get(kind)
 
 
 def _env(name: str, s: Scope) -> Val:
@@ -370,8 +390,14 @@ def _env(name: str, s: Scope) -> Val:
 
 def _index(v: Val, i: Val, s: Scope) -> Val:
     d = s.d
-    if i.kind == "int" and i.sql.isdigit() and v.path is not None and v.path.endswith("[*]") \
-            and v.path.count("[*]") == 1 and not v.base_many:
+    if (
+        i.kind == "int"
+        and i.sql.isdigit()
+        and v.path is not None
+        and v.path.endswith("[*]")
+        and v.path.count("[*]") == 1
+        and not v.base_many
+    ):
         return replace(v, path=v.path[:-3] + f"[{i.sql}]", many=False)
     lst = as_list(v, s)
     return Val(d.element(lst.sql, f"({single(i, s).sql}) + 1"), False, lst.kind, lst.ftype)

@@ -58,7 +58,8 @@ class Binary:
 
 Node = Literal | This | Env | Member | Call | Index | Unary | Binary
 
-_TOKEN = re.compile(r"""
+_TOKEN = re.compile(
+    r"""
     (?P<ws>\s+|//[^\n]*|/\*.*?\*/)
   | (?P<date>@\d{4}(?:-\d{2}(?:-\d{2})?)?(?:T(?:\d{2}(?::\d{2}(?::\d{2}(?:\.\d+)?)?)?)?(?:Z|[+-]\d{2}:\d{2})?)?)
   | (?P<time>@T\d{2}(?::\d{2}(?::\d{2}(?:\.\d+)?)?)?)
@@ -67,22 +68,38 @@ _TOKEN = re.compile(r"""
   | (?P<env>%(?:[A-Za-z_][A-Za-z0-9_]*|`(?:[^`\\]|\\.)*`|'(?:[^'\\]|\\.)*'))
   | (?P<ident>\$?[A-Za-z_][A-Za-z0-9_]*|`(?:[^`\\]|\\.)*`)
   | (?P<op><=|>=|!=|!~|[-+*/&|=~<>.,()\[\]{}])
-""", re.VERBOSE | re.DOTALL)
+""",
+    re.VERBOSE | re.DOTALL,
+)
 
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "f": "\f", "'": "'", '"': '"', "`": "`", "\\": "\\", "/": "/"}
 
 # Binary operators by precedence, loosest first (FHIRPath specification, section 6.9).
 _LEVELS: list[tuple[str, ...]] = [
-    ("implies",), ("or", "xor"), ("and",), ("in", "contains"), ("=", "~", "!=", "!~"),
-    ("<", ">", "<=", ">="), ("|",), ("is", "as"), ("+", "-", "&"), ("*", "/", "div", "mod"),
+    ("implies",),
+    ("or", "xor"),
+    ("and",),
+    ("in", "contains"),
+    ("=", "~", "!=", "!~"),
+    ("<", ">", "<=", ">="),
+    ("|",),
+    ("is", "as"),
+    ("+", "-", "&"),
+    ("*", "/", "div", "mod"),
 ]
 _WORD_OPS = {"implies", "or", "xor", "and", "in", "contains", "is", "as", "div", "mod"}
 
 
 def _unescape(text: str) -> str:
-    return re.sub(r"\\(u[0-9a-fA-F]{4}|.)",
-                  lambda m: chr(int(m.group(1)[1:], 16)) if m.group(1)[0] == "u" and len(m.group(1)) == 5
-                  else _ESCAPES.get(m.group(1), m.group(1)), text)
+    return re.sub(
+        r"\\(u[0-9a-fA-F]{4}|.)",
+        lambda m: (
+            chr(int(m.group(1)[1:], 16))
+            if m.group(1)[0] == "u" and len(m.group(1)) == 5
+            else _ESCAPES.get(m.group(1), m.group(1))
+        ),
+        text,
+    )
 
 
 def _tokens(text: str) -> list[tuple[str, str]]:
@@ -91,8 +108,10 @@ def _tokens(text: str) -> list[tuple[str, str]]:
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if not m:
-            raise InvalidViewError(f"FHIRPath {text!r} cannot be parsed at character {pos + 1} ({text[pos:pos + 9]!r})",
-                                   "fix the expression; see the FHIRPath subset the SQL-on-FHIR specification requires")
+            raise InvalidViewError(
+                f"FHIRPath {text!r} cannot be parsed at character {pos + 1} ({text[pos : pos + 9]!r})",
+                "fix the expression; see the FHIRPath subset the SQL-on-FHIR specification requires",
+            )
         kind = m.lastgroup or ""
         if kind != "ws":
             out.append((kind, m.group()))
@@ -107,8 +126,10 @@ class _Parser:
         self.pos = 0
 
     def error(self, what: str) -> InvalidViewError:
-        return InvalidViewError(f"FHIRPath {self.text!r}: {what}",
-                                "fix the expression; see the FHIRPath subset the SQL-on-FHIR specification requires")
+        return InvalidViewError(
+            f"FHIRPath {self.text!r}: {what}",
+            "fix the expression; see the FHIRPath subset the SQL-on-FHIR specification requires",
+        )
 
     def peek(self) -> tuple[str, str]:
         return self.toks[self.pos] if self.pos < len(self.toks) else ("eof", "")
@@ -228,6 +249,7 @@ class _Parser:
 def parse(text: str) -> Node:
     """The syntax tree of a FHIRPath expression, or an :class:`InvalidViewError` naming the problem."""
     if not isinstance(text, str):
-        raise InvalidViewError(f"a FHIRPath expression must be a string, got {text!r}",
-                               "write the path as a JSON string")
+        raise InvalidViewError(
+            f"a FHIRPath expression must be a string, got {text!r}", "write the path as a JSON string"
+        )
     return _Parser(text).parse()

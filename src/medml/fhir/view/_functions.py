@@ -39,8 +39,9 @@ def _type_arg(node: Node) -> str:
 def _args(node: Call, low: int, high: int) -> None:
     if not low <= len(node.args) <= high:
         want = str(low) if low == high else f"{low} to {high}"
-        raise InvalidViewError(f"{node.name}() takes {want} argument(s), got {len(node.args)}",
-                               "fix the call in the view's FHIRPath")
+        raise InvalidViewError(
+            f"{node.name}() takes {want} argument(s), got {len(node.args)}", "fix the call in the view's FHIRPath"
+        )
 
 
 def call_of_type(v: Val, type_name: str, s: Scope) -> Val:
@@ -72,8 +73,11 @@ def _where(v: Val, crit: Node, s: Scope) -> Val:
         except NeedJson:
             pass
         else:
-            return replace(recs, sql=s.d.filter(recs.sql, x, f"coalesce({cond}, false)"),
-                           as_json=lambda: _where_json(json_of(recs), crit, s))
+            return replace(
+                recs,
+                sql=s.d.filter(recs.sql, x, f"coalesce({cond}, false)"),
+                as_json=lambda: _where_json(json_of(recs), crit, s),
+            )
     return _where_json(v, crit, s)
 
 
@@ -101,8 +105,12 @@ def _first(v: Val, s: Scope) -> Val:
         return v
     if v.shape is not None:
         first_json = v.as_json
-        return replace(v, sql=s.d.element(v.sql, "1"), many=False,
-                       as_json=None if first_json is None else lambda: _first(first_json(), s))
+        return replace(
+            v,
+            sql=s.d.element(v.sql, "1"),
+            many=False,
+            as_json=None if first_json is None else lambda: _first(first_json(), s),
+        )
     if v.path is not None and v.path.endswith("[*]") and v.path.count("[*]") == 1 and not v.base_many:
         return replace(v, path=v.path[:-3] + "[0]", many=False)
     primitive = v.path is not None and v.ftype is not None and el.kind_of(v.ftype) != "json"
@@ -192,6 +200,7 @@ def call(node: Call, s: Scope) -> Val:
         lst, x, inner = _lambda_over(v, s)
         out = as_list(compile_expr(node.args[0], inner), inner)
         return Val(d.flatten(d.transform(lst.sql, [x], out.sql)), True, out.kind, out.ftype)
-    raise InvalidViewError(f"FHIRPath function {name}() is not supported",
-                           "use the functions the SQL-on-FHIR specification requires (where, exists, first, ...)")
-
+    raise InvalidViewError(
+        f"FHIRPath function {name}() is not supported",
+        "use the functions the SQL-on-FHIR specification requires (where, exists, first, ...)",
+    )

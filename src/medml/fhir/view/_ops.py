@@ -16,8 +16,10 @@ def truth(v: Val, s: Scope) -> str:
         return f"({s.d.length(as_list(v, s).sql)} > 0)"
     if v.kind == "json" and v.path is None and v.choice is None and v.sql == "NULL":
         return "NULL"
-    return f"(CASE WHEN {single(typed(v, kind_of(v) if kind_of(v) != 'json' else 'json', s), s).sql} IS NOT NULL " \
-           "THEN true END)"
+    return (
+        f"(CASE WHEN {single(typed(v, kind_of(v) if kind_of(v) != 'json' else 'json', s), s).sql} IS NOT NULL "
+        "THEN true END)"
+    )
 
 
 def _common_kind(a: Val, b: Val) -> str:
@@ -64,8 +66,12 @@ def binary(node: Binary, s: Scope) -> Val:
     d = s.d
     if op in ("and", "or", "xor", "implies"):
         p, q = truth(a, s), truth(b, s)
-        sql = {"and": f"({p} AND {q})", "or": f"({p} OR {q})", "xor": f"({p} <> {q})",
-               "implies": f"((NOT {p}) OR {q})"}[op]
+        sql = {
+            "and": f"({p} AND {q})",
+            "or": f"({p} OR {q})",
+            "xor": f"({p} <> {q})",
+            "implies": f"((NOT {p}) OR {q})",
+        }[op]
         return Val(sql, False, "bool", "boolean")
     if op in ("=", "!=", "~", "!~"):
         return Val(_equality(op, a, b, s), False, "bool", "boolean")
@@ -82,10 +88,14 @@ def binary(node: Binary, s: Scope) -> Val:
     if op in ("+", "-", "*", "/", "div", "mod"):
         x, y = single(typed(a, "num", s), s), single(typed(b, "num", s), s)
         both_int = kind_of(a) == "int" and kind_of(b) == "int"
-        sql = {"+": f"({x.sql} + {y.sql})", "-": f"({x.sql} - {y.sql})", "*": f"({x.sql} * {y.sql})",
-               "/": f"(CAST({x.sql} AS DOUBLE) / nullif({y.sql}, 0))",
-               "div": f"CAST(trunc({x.sql} / nullif({y.sql}, 0)) AS BIGINT)",
-               "mod": f"({x.sql} % nullif({y.sql}, 0))"}[op]
+        sql = {
+            "+": f"({x.sql} + {y.sql})",
+            "-": f"({x.sql} - {y.sql})",
+            "*": f"({x.sql} * {y.sql})",
+            "/": f"(CAST({x.sql} AS DOUBLE) / nullif({y.sql}, 0))",
+            "div": f"CAST(trunc({x.sql} / nullif({y.sql}, 0)) AS BIGINT)",
+            "mod": f"({x.sql} % nullif({y.sql}, 0))",
+        }[op]
         kind = "int" if both_int and op in ("+", "-", "*", "div", "mod") else "num"
         return Val(sql, False, kind, "integer" if kind == "int" else "decimal")
     if op == "|":
@@ -97,6 +107,7 @@ def binary(node: Binary, s: Scope) -> Val:
         item, coll = (a, b) if op == "in" else (b, a)
         kind = _common_kind(item, coll)
         x, lst = single(typed(item, kind, s), s), typed(as_list(coll, s), kind, s)
-        return Val(f"CASE WHEN {x.sql} IS NOT NULL THEN list_contains({lst.sql}, {x.sql}) END", False, "bool",
-                   "boolean")
+        return Val(
+            f"CASE WHEN {x.sql} IS NOT NULL THEN list_contains({lst.sql}, {x.sql}) END", False, "bool", "boolean"
+        )
     raise AssertionError(op)

@@ -17,5 +17,7 @@ def run_view(con: duckdb.DuckDBPyConnection, view: dict[str, Any], *, table: str
     try:
         return con.sql(compiled.sql).to_arrow_table()
     except duckdb.InvalidInputException as exc:
-        raise DataError(f"view on {compiled.resource} failed on the data: {exc}",
-                        "check the column paths against the data (collection: true for repeating elements)") from exc
+        raise DataError(
+            f"view on {compiled.resource} failed on the data: {exc}",
+            "check the column paths against the data (collection: true for repeating elements)",
+        ) from exc

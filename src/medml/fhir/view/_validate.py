@@ -12,11 +12,26 @@ _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _SELECT_KEYS = {"column", "select", "forEach", "forEachOrNull", "repeat", "unionAll"}
 _COLUMN_KEYS = {"name", "path", "type", "collection", "description", "tag"}
 _CONSTANT_KINDS = {
-    "valueString": "str", "valueCode": "str", "valueId": "str", "valueUri": "str", "valueUrl": "str",
-    "valueUuid": "str", "valueOid": "str", "valueCanonical": "str", "valueBase64Binary": "str",
-    "valueMarkdown": "str", "valueInteger": "int", "valuePositiveInt": "int", "valueUnsignedInt": "int",
-    "valueInteger64": "int", "valueDecimal": "num", "valueBoolean": "bool", "valueDate": "date",
-    "valueDateTime": "datetime", "valueInstant": "datetime", "valueTime": "time",
+    "valueString": "str",
+    "valueCode": "str",
+    "valueId": "str",
+    "valueUri": "str",
+    "valueUrl": "str",
+    "valueUuid": "str",
+    "valueOid": "str",
+    "valueCanonical": "str",
+    "valueBase64Binary": "str",
+    "valueMarkdown": "str",
+    "valueInteger": "int",
+    "valuePositiveInt": "int",
+    "valueUnsignedInt": "int",
+    "valueInteger64": "int",
+    "valueDecimal": "num",
+    "valueBoolean": "bool",
+    "valueDate": "date",
+    "valueDateTime": "datetime",
+    "valueInstant": "datetime",
+    "valueTime": "time",
 }
 _FIX = "correct the ViewDefinition (see the SQL-on-FHIR v2 ViewDefinition structure)"
 
@@ -36,8 +51,9 @@ def constants(view: dict[str, Any]) -> dict[str, Literal]:
             raise _fail(f"each constant needs a name: {c!r}")
         values = [k for k in c if k.startswith("value")]
         if len(values) != 1 or values[0] not in _CONSTANT_KINDS:
-            raise _fail(f"constant {c['name']!r} needs exactly one supported value[x]",
-                        "e.g. valueString or valueInteger")
+            raise _fail(
+                f"constant {c['name']!r} needs exactly one supported value[x]", "e.g. valueString or valueInteger"
+            )
         out[c["name"]] = Literal(c[values[0]], _CONSTANT_KINDS[values[0]])
     return out
 
@@ -99,16 +115,18 @@ def columns_of(sel: dict[str, Any], before: list[str]) -> list[str]:
     for col in sel.get("column", []):
         add(col["name"])
     for sub in sel.get("select", []):
-        for name in columns_of(sub, ret)[len(ret):]:
+        for name in columns_of(sub, ret)[len(ret) :]:
             add(name)
     branches = sel.get("unionAll", [])
     if branches:
-        first = columns_of(branches[0], ret)[len(ret):]
+        first = columns_of(branches[0], ret)[len(ret) :]
         for i, branch in enumerate(branches[1:], start=2):
-            names = columns_of(branch, ret)[len(ret):]
+            names = columns_of(branch, ret)[len(ret) :]
             if names != first:
-                raise _fail(f"unionAll branch {i} has columns {names}, the first has {first}",
-                            "every unionAll branch must produce the same column names in the same order")
+                raise _fail(
+                    f"unionAll branch {i} has columns {names}, the first has {first}",
+                    "every unionAll branch must produce the same column names in the same order",
+                )
         for name in first:
             add(name)
     return ret
@@ -120,7 +138,7 @@ def check_structure(view: dict[str, Any]) -> None:
         raise _fail(f"a ViewDefinition must be a JSON object, got {type(view).__name__}")
     resource = view.get("resource")
     if not isinstance(resource, str) or not resource:
-        raise _fail("the view names no resource", "set resource to a FHIR resource type, e.g. \"Patient\"")
+        raise _fail("the view names no resource", 'set resource to a FHIR resource type, e.g. "Patient"')
     select = view.get("select")
     if not isinstance(select, list) or not select:
         raise _fail("the view has no select", "add a select with at least one column")

@@ -40,8 +40,10 @@ class PlattScaling:
         y = np.asarray(labels).astype(int).ravel()
         x = _logit(probabilities).reshape(-1, 1)
         if len(y) != len(x) or len(np.unique(y)) != 2:
-            raise DataError("Platt scaling needs probabilities and labels of both classes, one per image",
-                            "give a validation split with positive and negative images")
+            raise DataError(
+                "Platt scaling needs probabilities and labels of both classes, one per image",
+                "give a validation split with positive and negative images",
+            )
         model = LogisticRegression(C=1e6, max_iter=1000).fit(x, y)  # unpenalised in effect
         return cls(float(model.coef_[0, 0]), float(model.intercept_[0]), len(y), int(y.sum()))
 

@@ -34,10 +34,18 @@ MODEL_SYSTEM = "urn:medml:model"
 FINDING_SYSTEM = "urn:medml:image-finding"
 FILE_SYSTEM = "urn:medml:image-file"
 UCUM = "http://unitsofmeasure.org"
-_IMAGING = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "RAD",
-                        "display": "Radiology"}]}
-_AI = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "imaging",
-                   "display": "Imaging"}]}
+_IMAGING = {
+    "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "RAD", "display": "Radiology"}]
+}
+_AI = {
+    "coding": [
+        {
+            "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+            "code": "imaging",
+            "display": "Imaging",
+        }
+    ]
+}
 
 
 def _id(*parts: str) -> str:
@@ -50,13 +58,18 @@ def study_reference(*, study_uid: str = "", file_name: str = "") -> dict[str, An
         return {"type": "ImagingStudy", "identifier": {"system": DICOM_UID, "value": f"urn:oid:{study_uid}"}}
     if not file_name:
         raise DataError("an image report needs its study", "give the DICOM StudyInstanceUID or the image's file name")
-    return {"type": "ImagingStudy", "identifier": {"system": FILE_SYSTEM, "value": file_name},
-            "display": f"image file {file_name}"}
+    return {
+        "type": "ImagingStudy",
+        "identifier": {"system": FILE_SYSTEM, "value": file_name},
+        "display": f"image file {file_name}",
+    }
 
 
 def _probability(code: str, text: str, value: float) -> dict[str, Any]:
-    return {"code": {"coding": [{"system": FINDING_SYSTEM, "code": code}], "text": text},
-            "valueQuantity": {"value": round(value, 4), "unit": "1", "system": UCUM, "code": "1"}}
+    return {
+        "code": {"coding": [{"system": FINDING_SYSTEM, "code": code}], "text": text},
+        "valueQuantity": {"value": round(value, 4), "unit": "1", "system": UCUM, "code": "1"},
+    }
 
 
 def diagnostic_report(
@@ -82,8 +95,10 @@ def diagnostic_report(
     with no threshold. ``class_probabilities``: every class's (or label's) probability, one component each.
     """
     if not 0.0 <= probability <= 1.0 or not 0.0 <= threshold <= 1.0:
-        raise DataError(f"probability {probability} or threshold {threshold} is outside 0-1",
-                        "give probabilities as fractions between 0 and 1")
+        raise DataError(
+            f"probability {probability} or threshold {threshold} is outside 0-1",
+            "give probabilities as fractions between 0 and 1",
+        )
     if status not in ("preliminary", "final"):
         raise DataError(f"status {status!r}", "use preliminary or final")
     if rule not in ("threshold", "most-probable"):
@@ -96,25 +111,38 @@ def diagnostic_report(
     present = probability >= threshold
     call = "present" if present else "absent"
     if rule == "most-probable":
-        value_code, value_text = finding, f"{finding}: most probable of {len(others) or 'the'} classes " \
-                                          f"(probability {probability:.2f})"
+        value_code, value_text = (
+            finding,
+            f"{finding}: most probable of {len(others) or 'the'} classes (probability {probability:.2f})",
+        )
         components = [_probability("probability", f"model probability of {finding} (fraction 0-1)", probability)]
         summary = f"most probable class {finding} (probability {probability:.2f})"
     else:
         value_code = f"{finding}-{call}"
         value_text = f"{finding} {call} (probability {probability:.2f}, threshold {threshold:g})"
-        components = [_probability("probability", f"model probability of {finding} (fraction 0-1)", probability),
-                      _probability("decision-threshold", "decision threshold (fraction 0-1)", threshold)]
+        components = [
+            _probability("probability", f"model probability of {finding} (fraction 0-1)", probability),
+            _probability("decision-threshold", "decision threshold (fraction 0-1)", threshold),
+        ]
         summary = f"probability of {finding} {probability:.2f} ({call} at the threshold {threshold:g})"
-    components += [_probability(f"probability:{name}", f"model probability of {name} (fraction 0-1)", q)
-                   for name, q in others.items()]
+    components += [
+        _probability(f"probability:{name}", f"model probability of {name} (fraction 0-1)", q)
+        for name, q in others.items()
+    ]
     when = (issued or datetime.now(UTC)).isoformat(timespec="seconds").replace("+00:00", "Z")
-    device = {"resourceType": "Device", "id": "model", "deviceName": [{"name": name, "type": "model-name"}],
-              "type": {"text": "machine learning model (medml image classifier)"}}
+    device = {
+        "resourceType": "Device",
+        "id": "model",
+        "deviceName": [{"name": name, "type": "model-name"}],
+        "type": {"text": "machine learning model (medml image classifier)"},
+    }
     if version:
         device["version"] = [{"value": version}]
     observation: dict[str, Any] = {
-        "resourceType": "Observation", "id": "finding", "status": status, "category": [_AI],
+        "resourceType": "Observation",
+        "id": "finding",
+        "status": status,
+        "category": [_AI],
         "code": {"coding": [{"system": FINDING_SYSTEM, "code": finding}], "text": f"{finding} (image model finding)"},
         "valueCodeableConcept": {"coding": [{"system": FINDING_SYSTEM, "code": value_code}], "text": value_text},
         "component": components,
@@ -124,19 +152,32 @@ def diagnostic_report(
         "issued": when,
     }
     report: dict[str, Any] = {
-        "resourceType": "DiagnosticReport", "id": _id(model, key), "contained": [observation, device],
-        "status": status, "category": [_IMAGING],
-        "code": {"coding": [{"system": FINDING_SYSTEM, "code": f"{finding}-assessment"}],
-                 "text": f"Image model assessment: {finding}"},
-        "issued": when, "imagingStudy": [dict(study)], "result": [{"reference": "#finding"}],
-        "conclusion": (f"Model {model}: {summary}. Decision support, not a diagnosis: a clinician must read the "
-                       "image."),
+        "resourceType": "DiagnosticReport",
+        "id": _id(model, key),
+        "contained": [observation, device],
+        "status": status,
+        "category": [_IMAGING],
+        "code": {
+            "coding": [{"system": FINDING_SYSTEM, "code": f"{finding}-assessment"}],
+            "text": f"Image model assessment: {finding}",
+        },
+        "issued": when,
+        "imagingStudy": [dict(study)],
+        "result": [{"reference": "#finding"}],
+        "conclusion": (
+            f"Model {model}: {summary}. Decision support, not a diagnosis: a clinician must read the image."
+        ),
     }
     if subject:
         report["subject"] = observation["subject"] = dict(subject)
     if heatmap_png:
-        report["presentedForm"] = [{"contentType": "image/png", "data": base64.b64encode(heatmap_png).decode("ascii"),
-                                    "title": f"Grad-CAM heat map of the predicted class ({model})"}]
+        report["presentedForm"] = [
+            {
+                "contentType": "image/png",
+                "data": base64.b64encode(heatmap_png).decode("ascii"),
+                "title": f"Grad-CAM heat map of the predicted class ({model})",
+            }
+        ]
     return report
 
 
@@ -144,5 +185,10 @@ def bundle_of(reports: Sequence[Mapping[str, Any]], *, timestamp: datetime | Non
     """DiagnosticReports as one FHIR R4 ``collection`` Bundle (``fullUrl`` ``urn:uuid:<id>``)."""
     when = (timestamp or datetime.now(UTC)).isoformat(timespec="seconds").replace("+00:00", "Z")
     ids = "/".join(str(r["id"]) for r in reports)
-    return {"resourceType": "Bundle", "id": _id("bundle", ids), "type": "collection", "timestamp": when,
-            "entry": [{"fullUrl": f"urn:uuid:{r['id']}", "resource": dict(r)} for r in reports]}
+    return {
+        "resourceType": "Bundle",
+        "id": _id("bundle", ids),
+        "type": "collection",
+        "timestamp": when,
+        "entry": [{"fullUrl": f"urn:uuid:{r['id']}", "resource": dict(r)} for r in reports],
+    }
