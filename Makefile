@@ -43,7 +43,7 @@ test: $(IMAGING_STAMP) chromium
 # test` runs them too.
 test-imaging: $(IMAGING_STAMP)
 	$(BIN)/python -m pytest tests/models/test_imaging.py tests/models/test_imaging_fhir.py \
-	  tests/models/test_imaging_calibration.py tests/explain tests/test_imaging_workflow.py \
+	  tests/models/test_imaging_calibration.py tests/explain tests/pipelines/test_imaging_pipeline.py \
 	  tests/registry/test_registry_state_dict.py
 
 test-all: $(IMAGING_STAMP) chromium

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from loopback import running
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -63,3 +66,10 @@ def open_offline() -> Iterator[Callable[..., OfflinePage]]:
             yield opener
         finally:
             browser.close()
+
+
+@pytest.fixture()
+def serve() -> Iterator[Callable[[Any], str]]:
+    """Start an ASGI app under uvicorn on 127.0.0.1 (a free port); yields a starter; stops every server after."""
+    with ExitStack() as stack:
+        yield lambda app: stack.enter_context(running(app))

@@ -13,8 +13,8 @@ import pytest
 
 from medml.config import Settings, get_settings
 from medml.data.datasets import load_dataset
+from medml.pipelines.tabular import TrainConfig, train
 from medml.registry import load_bundle
-from medml.workflow import TrainConfig, train
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 
 from medml.config import Settings, get_settings
 from medml.data.datasets import load_dataset
-from medml.workflow import TrainConfig, train
+from medml.pipelines.tabular import TrainConfig, train
 
 
 @pytest.mark.slow

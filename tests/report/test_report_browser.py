@@ -50,7 +50,7 @@ def test_a_trained_models_report_renders_in_chromium(tmp_path, open_offline):
     """The report `medml train` writes for a real model on real data (Cleveland, externally validated)."""
     from medml.config import Settings, get_settings
     from medml.data.datasets import load_dataset
-    from medml.workflow import TrainConfig, train
+    from medml.pipelines.tabular import TrainConfig, train
 
     settings = Settings(home=tmp_path / "home", data_root=get_settings().data_root)
     external = {k: load_dataset(k) for k in ("heart-hungary", "heart-va")}

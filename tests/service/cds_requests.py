@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,26 +22,6 @@ CDS = data_root() / "cds-hooks"
 #: stays of set A: the first record, a death, Age >= 200, Gender -1, FiO2 in percent, and a few more
 STAYS = (132539, 132548, 132551, 132973, 135757, 132547, 133308, 132540, 132541, 132543, 132545, 132592)
 needs_physionet = pytest.mark.skipif(not (SET_A / "set-a.tar.gz").is_file(), reason=f"no PhysioNet data at {SET_A}")
-
-
-@contextmanager
-def running(app: Any) -> Iterator[str]:
-    """The app under real uvicorn on a free loopback port, for as long as the block runs; yields its base URL."""
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def searchset(resources: list[dict[str, Any]]) -> dict[str, Any]:

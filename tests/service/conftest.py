@@ -1,21 +1,11 @@
-"""A real uvicorn server on loopback for the service tests: ``serve(app)`` -> its base URL."""
+"""A deployed PhysioNet model and real stays as FHIR, shared by the service tests."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from typing import Any
 
 import pytest
-from cds_requests import SET_A, STAYS, data_root, running
-
-
-@pytest.fixture()
-def serve() -> Iterator[Callable[[Any], str]]:
-    """Start an ASGI app under uvicorn on 127.0.0.1 (a free port); yields a starter; stops every server after."""
-    with ExitStack() as stack:
-        yield lambda app: stack.enter_context(running(app))
-
+from cds_requests import SET_A, STAYS, data_root
 
 # ---- a deployed PhysioNet model and real stays as FHIR, shared by the service tests -------------------------------
 
@@ -25,7 +15,7 @@ def model_home(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """Settings whose registry holds a small LightGBM model of PhysioNet 2012 in-hospital death (about 15 s)."""
     from medml.config import Settings
     from medml.data.datasets import load_dataset
-    from medml.workflow import TrainConfig, train
+    from medml.pipelines.tabular import TrainConfig, train
 
     if not (SET_A / "set-a.tar.gz").is_file():
         pytest.skip(f"no PhysioNet data at {SET_A}")

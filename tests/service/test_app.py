@@ -159,7 +159,7 @@ def test_without_prefetch_the_service_fetches_from_fhir_server_with_the_token(
     config: ServiceConfig,
     serve: Callable[[Any], str],
 ) -> None:
-    from medml.service.fhir_server import create_fhir_app
+    from medml.fhir.server import create_fhir_app
 
     token = "opaque-fhir-token-4d1f"
     fhir = serve(create_fhir_app(stay_store, bearer_token=token))

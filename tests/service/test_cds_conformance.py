@@ -22,8 +22,9 @@ import httpx
 import jsonschema
 import orjson
 import pytest
-from cds_requests import CDS, hook_request, needs_physionet, prefetch_for, running, searchset
+from cds_requests import CDS, hook_request, needs_physionet, prefetch_for, searchset
 
+from loopback import running
 from medml.config import Settings
 from medml.service.app import create_app
 from medml.service.config import ServiceConfig

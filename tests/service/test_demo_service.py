@@ -16,8 +16,8 @@ import pytest
 from cds_requests import hook_request, needs_physionet
 from rich.console import Console
 
+from medml.cli.demo import DEMO_EHR_ISS, DEMO_SERVICE_MODEL, run_service_demo
 from medml.config import Settings
-from medml.demo import DEMO_EHR_ISS, DEMO_SERVICE_MODEL, run_service_demo
 from medml.service.app import create_app
 from medml.service.config import load_config
 

@@ -56,7 +56,7 @@ DICOM = {"Content-Type": "application/dicom"}
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Settings whose registry holds a small image model of the squares (a few seconds)."""
-    from medml.imaging_workflow import ImageWorkflowConfig, train_images
+    from medml.pipelines.imaging import ImageWorkflowConfig, train_images
 
     root = tmp_path_factory.mktemp("imaging-service")
     settings = Settings(home=root / "home", data_root=root)
@@ -145,7 +145,7 @@ def prepared(path: str | Path, frame: int | None = None) -> np.ndarray:
 def test_a_dicom_file_gets_the_models_probability_heat_map_and_evaluation(
     client: httpx.Client, signer: tuple[Any, Path], config: ServiceConfig, home: Settings
 ) -> None:
-    from medml.imaging_workflow import predict_bundle
+    from medml.pipelines.imaging import predict_bundle
     from medml.registry import load_bundle
 
     bundle = load_bundle(MODEL, home)
@@ -187,7 +187,7 @@ def test_a_dicom_file_gets_the_models_probability_heat_map_and_evaluation(
 def test_a_multi_frame_file_is_scored_on_the_frame_asked_for(
     client: httpx.Client, signer: tuple[Any, Path], config: ServiceConfig, home: Settings
 ) -> None:
-    from medml.imaging_workflow import predict_bundle
+    from medml.pipelines.imaging import predict_bundle
     from medml.registry import load_bundle
 
     r = post(client, signer, config, MULTIFRAME, params={"frame": "7"})

@@ -24,10 +24,10 @@ from cds_requests import CDS, data_root
 
 from medml.config import Settings
 from medml.pgx.alerts import order_alerts
+from medml.pgx.store import save_results
 from medml.service.app import create_app
 from medml.service.audit import verify
 from medml.service.config import ServiceConfig
-from medml.service.pgx_services import save_results
 
 EXAMPLES = data_root() / "pgx" / "pharmcat-tests" / "examples"
 pytestmark = pytest.mark.skipif(not EXAMPLES.is_dir(), reason=f"no PGx examples at {EXAMPLES}")

@@ -321,8 +321,8 @@ def test_the_list_pages_and_searches_by_id(
 def test_the_prefetch_is_what_the_fhir_server_returns(
     site: httpx.Client, stay_store: Path, serve: Callable[[Any], str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from medml.fhir.server import FhirIndex, create_fhir_app
     from medml.service.fhir_client import fetch_prefetch
-    from medml.service.fhir_server import FhirIndex, create_fhir_app
 
     templates = site.get("/cds-services").json()["services"][0]["prefetch"]
     fhir = serve(create_fhir_app(stay_store))

@@ -185,7 +185,7 @@ def answer(state: ServiceState, dep: Deployment, upload: Upload, seen: dict[str,
     dicom, preparation = read_upload(upload, dep)
     seen.update(patient_id=dicom.patient_id, study_uid=dicom.study_id)
     image = prepare(dicom.pixels, dep, preparation)
-    from medml.imaging_workflow import predict_bundle
+    from medml.pipelines.imaging import predict_bundle
 
     with loaded.lock:
         probabilities = np.asarray(predict_bundle(loaded.bundle, image[None]))[0]
@@ -230,7 +230,7 @@ def _model(state: ServiceState, dep: Deployment) -> LoadedImageModel:
         loaded = state.image_models.get(dep.service_id)
         if loaded is not None and loaded.deployment == dep:
             return loaded
-        from medml.imaging_workflow import net_config_of, networks_of, require_imaging
+        from medml.pipelines.imaging import net_config_of, networks_of, require_imaging
         from medml.registry import load_bundle
 
         try:
@@ -364,8 +364,8 @@ def _heatmap(
     from PIL import Image
 
     from medml.explain.saliency import overlay_png
-    from medml.imaging_workflow import saliency_maps
     from medml.models.imaging import as_network_input
+    from medml.pipelines.imaging import saliency_maps
 
     dep = loaded.deployment
     k = _explained_class(dep, probabilities)
@@ -396,7 +396,7 @@ def _fhir(
     upload: Upload,
 ) -> dict[str, Any]:
     """A FHIR R4 collection Bundle with the image's DiagnosticReport (its heat map as a presentedForm)."""
-    from medml.imaging_workflow import ImageSource, fhir_reports
+    from medml.pipelines.imaging import ImageSource, fhir_reports
 
     label = f"uploaded DICOM sha256:{upload.sha256[:16]}"
     source = ImageSource(label, Path(label), dicom.study_id, dicom.patient_id)

@@ -14,28 +14,27 @@ that deletes the draft order.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
-import tempfile
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from medml.errors import ConfigError, InputFileError, NotFoundError
+from medml.errors import InputFileError, NotFoundError
 from medml.pgx.alerts import OrderAlert, order_alerts
 from medml.pgx.cpic import Guideline, find_guideline, guidelines
 from medml.pgx.phenotype import GenePhenotype
-from medml.pgx.pipeline import phenotypes_from_dict, read_results
+from medml.pgx.pipeline import phenotypes_from_dict
+from medml.pgx.store import SAFE_ID, load_results
 
-__all__ = ["SERVICES", "answer", "discovery_entries", "load_results", "offered", "results_path", "save_results"]
+__all__ = ["SERVICES", "answer", "discovery_entries", "offered"]
 
 log = logging.getLogger("medml.service")
 
 #: service id -> the hook it answers
 SERVICES = {"pgx-order-select": "order-select", "pgx-order-sign": "order-sign"}
+_MAX_ID = 256
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 OVERRIDE_SYSTEM = "urn:medml:cds:override-reason"  # as service/cards.py (not imported: it pulls in the models)
 OVERRIDE_REASONS = (
@@ -44,49 +43,6 @@ OVERRIDE_REASONS = (
     ("not-applicable", "Does not apply (e.g. not drug-naive, different indication or population)"),
     ("results-wrong", "The genotype result is wrong, unconfirmed or not this patient's"),
 )
-#: a FHIR id (letters, digits, '-', '.'), '_' allowed too; first character alphanumeric: never a hidden or temp file
-_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_MAX_ID = 256
-
-
-# ---- the results store --------------------------------------------------------------------------------------------
-
-
-def results_path(store: Path, patient_id: str) -> Path:
-    """Where a patient's results live in ``store``; ConfigError for an id that is not safe as a file name."""
-    if not _SAFE_ID.fullmatch(patient_id):
-        raise ConfigError(
-            f"patient id {patient_id!r} is not a safe id",
-            "use 1-64 letters, digits, '-', '.' or '_', starting with a letter or digit (a FHIR id)",
-        )
-    return store / f"{patient_id}.json"
-
-
-def save_results(store: Path, patient_id: str, document: Mapping[str, Any]) -> Path:
-    """Store a `medml pgx call --format json` document for ``patient_id`` atomically (temp file, then rename)."""
-    path = results_path(store, patient_id)
-    phenotypes_from_dict(document)  # refuse anything that is not a PGx result before writing
-    store.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=store)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(document, fh, ensure_ascii=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def load_results(store: Path, patient_id: str) -> dict[str, Any] | None:
-    """The stored document for ``patient_id``, or None when there is none."""
-    path = results_path(store, patient_id)
-    try:
-        return read_results(path, "save them again with `medml pgx call VCF --format json --patient ID`")
-    except FileNotFoundError:
-        return None
-
-
 # ---- discovery ------------------------------------------------------------------------------------------------------
 
 
@@ -140,7 +96,7 @@ def check_order_request(body: Mapping[str, Any], service_id: str) -> tuple[str, 
         if not isinstance(value, str) or not value or len(value) > _MAX_ID:
             raise _refuse(f"context.{key} is required for {hook} and must be a non-empty string")
     patient_id = str(context["patientId"])
-    if not _SAFE_ID.fullmatch(patient_id):
+    if not SAFE_ID.fullmatch(patient_id):
         raise _refuse(f"context.patientId {patient_id[:80]!r} is not a FHIR id (letters, digits, '-', '.')")
     orders = context.get("draftOrders")
     if (

@@ -2,7 +2,7 @@
 
 ``GET /`` lists the patients of the FHIR store (``ServiceConfig.fhir_store``); ``GET /patients/{id}`` sends each
 deployed ``patient-view`` service the request an EHR would send (prefetch filled from the store by the service's own
-templates, through :class:`~medml.service.fhir_server.FhirIndex`, so each key is the searchset Bundle a FHIR server
+templates, through :class:`~medml.fhir.server.FhirIndex`, so each key is the searchset Bundle a FHIR server
 returns) through :func:`~medml.service.app.answer`, audits the call like any other, and shows the cards as the CDS
 Hooks sandbox does; ``GET /models/{name}/{version}`` is the model card. Served only when ``config.pages_on``.
 
@@ -37,11 +37,11 @@ from markdown_it import MarkdownIt
 from starlette.concurrency import run_in_threadpool
 
 from medml.errors import MedmlError, NotFoundError
+from medml.fhir.server import MAX_COUNT, FhirHttpError, FhirIndex, searchset
 from medml.registry import show_model
 from medml.service import audit
 from medml.service.app import HookError, ServiceState, answer
 from medml.service.deploy import Deployment
-from medml.service.fhir_server import MAX_COUNT, FhirHttpError, FhirIndex, searchset
 from medml.service.scoring import PrefetchError, Scorer, choose_encounter, collect
 
 log = logging.getLogger("medml.service.web")

@@ -16,8 +16,8 @@ import pytest
 from medml.config import get_settings
 from medml.errors import NotFoundError
 from medml.fhir.ingest import ingest
+from medml.fhir.server import create_fhir_app
 from medml.fhir.store import FhirStore
-from medml.service.fhir_server import create_fhir_app
 
 SYNTHEA = get_settings().data_root / "fhir" / "synthea-r4"
 TOKEN = "s3cret-token-for-tests"

@@ -28,9 +28,9 @@ from medml.errors import ConfigError, DataError, IntegrityError
 from medml.evaluate import EvaluationReport, evaluate_binary, headline
 from medml.evaluate.multiclass import evaluate_classes, one_hot, pooled_pairs
 from medml.models.imaging.calibration import PlattScaling
+from medml.pipelines.tabular import report_inputs
 from medml.registry import BundleMetadata, ModelBundle, register
 from medml.report import write_report
-from medml.workflow import report_inputs
 
 if TYPE_CHECKING:
     import torch

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from medml.cli._console import interval, out, print_metrics, progress_bar
 from medml.errors import InputFileError, MedmlError
 
 image_app = typer.Typer(
@@ -48,9 +49,8 @@ def train_cmd(
         raise MedmlError(f"--ensemble must be 1 or more, got {ensemble}")
     if not Path(data).exists():
         raise InputFileError(f"no file or folder at {data}", "give a MedMNIST .npz or a folder of images")
-    from medml.cli import out, print_metrics, progress_bar
     from medml.config import get_settings
-    from medml.imaging_workflow import ImageInput, ImageWorkflowConfig, train_images
+    from medml.pipelines.imaging import ImageInput, ImageWorkflowConfig, train_images
 
     if channels not in (None, 1, 3):
         raise MedmlError(f"--channels must be 1 or 3, got {channels}")
@@ -115,7 +115,6 @@ def _window(text: str | None) -> tuple[float, float] | None:
 
 def print_classes(title: str, c: dict[str, Any]) -> None:
     """Per-class one-vs-rest AUROC with intervals, then the macro mean and the accuracy (MedMNIST's AUC and ACC)."""
-    from medml.cli import out
 
     t = Table(title=title, header_style="bold")
     for col in ("class", "events", "AUROC (95% CI)", "AUPRC"):
@@ -152,9 +151,8 @@ def predict_cmd(
     heatmaps: Annotated[bool, typer.Option(help="attach each image's Grad-CAM heat map to its FHIR report")] = True,
 ) -> None:
     """Probability of the positive class per image, with the model's evaluation and intended use."""
-    from medml.cli import _interval, out, progress_bar
     from medml.config import get_settings
-    from medml.imaging_workflow import fhir_reports, predict_bundle, read_image_sources, require_imaging
+    from medml.pipelines.imaging import fhir_reports, predict_bundle, read_image_sources, require_imaging
     from medml.registry import load_bundle
 
     require_imaging()
@@ -175,7 +173,7 @@ def predict_cmd(
     out.print(f"{md.name}@{md.version}: {md.task}. {md.intended_use}", highlight=False)
     macro = " (macro mean over classes)" if probs.ndim == 2 else ""
     out.print(
-        f"Evaluated on {md.metrics['n']:,} held-out images of {md.dataset}: AUROC {_interval(md.metrics)}{macro}.",
+        f"Evaluated on {md.metrics['n']:,} held-out images of {md.dataset}: AUROC {interval(md.metrics)}{macro}.",
         highlight=False,
     )
     t = Table(header_style="bold")
@@ -204,9 +202,8 @@ def predict_cmd(
 @image_app.command("report")
 def report_cmd(model: Annotated[str, typer.Argument(help="NAME or NAME@VERSION of an image model")]) -> None:
     """Write the HTML report of a registered image model again, from its bundle."""
-    from medml.cli import out
     from medml.config import get_settings
-    from medml.imaging_workflow import net_config_of, require_imaging, write_image_report
+    from medml.pipelines.imaging import net_config_of, require_imaging, write_image_report
     from medml.registry import load_bundle
 
     require_imaging()

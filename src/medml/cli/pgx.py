@@ -11,17 +11,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from medml.cli._console import err, out
 from medml.errors import ConfigError, InputFileError
 
 pgx_app = typer.Typer(
     no_args_is_help=True, help="Pharmacogenomics: a VCF -> star alleles -> phenotypes -> CPIC drug recommendations."
 )
-
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True)
 
 
 class OutputFormat(StrEnum):
@@ -104,8 +101,8 @@ def call_cmd(
     store = None
     if patient is not None:
         from medml.config import get_settings
+        from medml.pgx.store import results_path
         from medml.service.config import service_home
-        from medml.service.pgx_services import results_path
 
         if fmt is not OutputFormat.json:
             raise ConfigError(
@@ -120,7 +117,7 @@ def call_cmd(
     else:
         write_atomically(output, text)
     if store is not None and patient is not None:
-        from medml.service.pgx_services import save_results
+        from medml.pgx.store import save_results
 
         saved = save_results(store, patient, json.loads(text))
         (out if output is not None else err).print(

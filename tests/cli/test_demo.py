@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from medml.cli.demo import run_fhir_demo
 from medml.config import get_settings
-from medml.demo import run_fhir_demo
 
 
 def test_fhir_demo_counts_match_the_raw_bundles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,13 +1,20 @@
-"""`medml demo`: both models on every bundled dataset, with external validation, in one summary table."""
+"""`medml demo`: both models on every bundled dataset with external validation in one summary table, the FHIR
+walk-through, then ICU stays in the store and the PhysioNet model deployed as a CDS service.
+
+A demo, not a library: it lives with the command that runs it (STYLE.md: demos in the CLI or examples/).
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from rich.console import Console
 from rich.table import Table
+
+from medml.cli._console import err, out, progress_bar, split_list
 
 DEMO_DATASETS = ("heart-cleveland", "pima", "support2", "physionet-2012", "diabetes-130")
 DEMO_MODELS = ("logistic", "lgbm")
@@ -26,7 +33,7 @@ def run_demo(
     from medml.config import get_settings
     from medml.data.datasets import list_datasets, load_dataset
     from medml.evaluate import headline
-    from medml.workflow import TrainConfig, train
+    from medml.pipelines.tabular import TrainConfig, train
 
     settings = get_settings()
     infos = {d.key: d for d in list_datasets()}
@@ -202,3 +209,34 @@ def _demo_ehr(home: Any) -> None:
         "# written by `medml demo`: the service trusts one EHR, the demo's (keys in demo-ehr/)\n"
         f"issuers:\n  - iss: {DEMO_EHR_ISS}\n    jwks: demo-ehr/jwks.json\n"
     )
+
+
+def demo(
+    budget_seconds: Annotated[float, typer.Option(help="search budget per LightGBM model")] = 20.0,
+    datasets_: Annotated[str | None, typer.Option("--datasets", help="comma-separated keys (default: all)")] = None,
+    n_boot: Annotated[int, typer.Option(help="bootstrap resamples")] = 500,
+) -> None:
+    """Train, evaluate and report both models on every bundled dataset; FHIR: ingest, views, conformance; then
+    ICU stays into the store and the PhysioNet model deployed as a CDS service (`medml serve` runs it)."""
+    run_demo(
+        out,
+        err,
+        budget_seconds=budget_seconds,
+        keys=split_list(datasets_) or None,
+        n_boot=n_boot,
+        progress=progress_bar,
+    )
+    run_fhir_demo(out, err)
+    run_service_demo(out, err)
+
+
+__all__ = [
+    "DEMO_DATASETS",
+    "DEMO_EHR_ISS",
+    "DEMO_MODELS",
+    "DEMO_SERVICE_MODEL",
+    "demo",
+    "run_demo",
+    "run_fhir_demo",
+    "run_service_demo",
+]

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from medml.cli._console import err, out
 from medml.errors import ConfigError
 
 # Wide enough for the tables when the output is a file or a pipe (rich would assume 80 columns).
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True)
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 

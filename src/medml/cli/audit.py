@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from medml.cli._console import out
 from medml.errors import ConfigError
 
 audit_app = typer.Typer(no_args_is_help=True, help="The CDS service's audit log: verify its chain, show records.")
 
-out = Console(width=None if sys.stdout.isatty() else 160)
 
 LogOption = Annotated[Path | None, typer.Option("--log", help="audit log [default: MEDML_HOME/service/audit.jsonl]")]
 

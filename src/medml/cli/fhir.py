@@ -9,9 +9,9 @@ from typing import Annotated, Any
 
 import orjson
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from medml.cli._console import err, out
 from medml.config import get_settings
 from medml.errors import ConfigError, InputFileError
 
@@ -19,8 +19,6 @@ fhir_app = typer.Typer(no_args_is_help=True, help="FHIR R4 data: a DuckDB store 
 view_app = typer.Typer(no_args_is_help=True, help="SQL-on-FHIR v2 ViewDefinitions.")
 fhir_app.add_typer(view_app, name="view")
 
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True)
 
 StoreOption = Annotated[
     Path | None, typer.Option("--store", help="DuckDB store file [default: MEDML_HOME/fhir.duckdb]")
@@ -233,7 +231,7 @@ def serve_cmd(
     """Serve the store as a read-only FHIR R4 server (read, search, metadata) for the CDS service and its demo."""
     import uvicorn
 
-    from medml.service.fhir_server import create_fhir_app
+    from medml.fhir.server import create_fhir_app
 
     if not 0 < port < 65536:
         raise ConfigError(f"--port must be between 1 and 65535, got {port}", "choose a free port, e.g. 8801")

@@ -7,7 +7,7 @@ import pytest
 from medml.config import Settings, get_settings
 from medml.data.datasets import load_dataset
 from medml.errors import DataError
-from medml.workflow import TrainConfig, cohort_table, evaluate_registered, train
+from medml.pipelines.tabular import TrainConfig, cohort_table, evaluate_registered, train
 
 
 @pytest.fixture(scope="module")

@@ -1,72 +1,21 @@
-"""The `medml` command: a thin layer over the public API. Errors print one line and exit with code 2."""
+"""Tabular risk models: datasets, train, evaluate, report, predict, and the registry's list and show."""
 
 from __future__ import annotations
 
-import os
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import click
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from medml import cli_service
-from medml.cli_audit import audit_app
-from medml.cli_fhir import fhir_app
-from medml.cli_image import image_app
-from medml.cli_pgx import pgx_app
+from medml.cli._console import fmt, interval, out, print_metrics, progress_bar, split_list
 from medml.errors import InputFileError, MedmlError, NotFoundError
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    help="medml: validated, explained, fair clinical risk models, from data to a registered model.",
-)
 models_app = typer.Typer(no_args_is_help=True, help="The model registry.")
-app.add_typer(models_app, name="models")
-app.add_typer(fhir_app, name="fhir")
-app.add_typer(pgx_app, name="pgx")
-app.add_typer(image_app, name="image")
-app.add_typer(audit_app, name="audit")
-
-# Wide enough for the metric tables when the output is a file or a pipe (rich would assume 80 columns).
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True)
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq", ".csv.gz")
 SPEC_SUFFIXES = (".yaml", ".yml")
-
-
-@contextmanager
-def progress_bar(title: str) -> Iterator[Any]:
-    """A progress bar on stderr; yields a callback (description, fraction) for the workflow steps."""
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    ) as bar:
-        task = bar.add_task(title, total=1.0)
-
-        def update(desc: str, frac: float) -> None:
-            bar.update(task, description=f"{title}: {desc}", completed=max(0.0, min(frac, 1.0)))
-
-        yield update
-
-
-def _split_list(value: str | None) -> tuple[str, ...]:
-    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
 
 
 def load_task(
@@ -97,9 +46,9 @@ def load_task(
         spec = TableSpec(
             target=target,
             id=id_column,
-            sensitive=_split_list(sensitive),
+            sensitive=split_list(sensitive),
             positive=positive,
-            features=_split_list(features) or None,
+            features=split_list(features) or None,
         )
         return load_table(path, spec)
     raise NotFoundError(
@@ -107,31 +56,6 @@ def load_task(
     )
 
 
-def _fmt(v: Any, digits: int = 3) -> str:
-    return "-" if v is None else f"{v:.{digits}f}"
-
-
-def _interval(h: dict[str, Any]) -> str:
-    return f"{_fmt(h['auroc'])} ({_fmt(h['auroc_low'])}-{_fmt(h['auroc_high'])})"
-
-
-def print_metrics(title: str, h: dict[str, Any]) -> None:
-    t = Table(title=title, show_header=True, header_style="bold")
-    for col in ("n", "events", "AUROC (95% CI)", "AUPRC", "Brier", "cal. slope", "cal. intercept"):
-        t.add_column(col, justify="right")
-    t.add_row(
-        str(h["n"]),
-        str(h.get("n_events", "-")),
-        _interval(h),
-        _fmt(h["auprc"]),
-        _fmt(h["brier"]),
-        _fmt(h["calibration_slope"]),
-        _fmt(h["calibration_intercept"]),
-    )
-    out.print(t)
-
-
-@app.command()
 def datasets() -> None:
     """List the bundled real datasets with rows, patients, prevalence and task."""
     from medml.data.datasets import dataset_summary, list_datasets
@@ -150,7 +74,6 @@ def datasets() -> None:
     out.print(t)
 
 
-@app.command()
 def train(
     dataset: Annotated[str, typer.Argument(help="dataset key (`medml datasets`), CSV/Parquet file or YAML spec")],
     model: Annotated[str, typer.Option(help="lgbm or logistic")] = "lgbm",
@@ -168,8 +91,8 @@ def train(
     from medml.config import get_settings
     from medml.data.datasets import list_datasets, load_dataset
     from medml.models import check_model_kind
-    from medml.workflow import TrainConfig
-    from medml.workflow import train as run_train
+    from medml.pipelines.tabular import TrainConfig
+    from medml.pipelines.tabular import train as run_train
 
     check_model_kind(model)
     if budget_seconds <= 0:
@@ -201,7 +124,6 @@ def train(
     )
 
 
-@app.command()
 def evaluate(
     model: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")],
     dataset: Annotated[str | None, typer.Option(help="dataset key, table or spec; default: own test split")] = None,
@@ -213,8 +135,8 @@ def evaluate(
     """Evaluate a registered model on its test split or on another dataset or site (external validation)."""
     from medml.config import get_settings
     from medml.evaluate import headline
+    from medml.pipelines.tabular import evaluate_registered
     from medml.registry import load_bundle
-    from medml.workflow import evaluate_registered
 
     settings = get_settings()
     key = dataset or load_bundle(model, settings).metadata.dataset
@@ -227,19 +149,17 @@ def evaluate(
     out.print(f"report: {path}")
 
 
-@app.command()
 def report(model: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")]) -> None:
     """Write the HTML report and model card of a registered model (from the bundle, no retraining)."""
     from medml.config import get_settings
+    from medml.pipelines.tabular import write_model_report
     from medml.registry import load_bundle
-    from medml.workflow import write_model_report
 
     settings = get_settings()
     path = write_model_report(load_bundle(model, settings), settings)
     out.print(f"report: {path}")
 
 
-@app.command()
 def predict(
     model: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")],
     table: Annotated[Path, typer.Argument(help="CSV or Parquet with the model's input columns")],
@@ -250,8 +170,8 @@ def predict(
     """Score new patients: calibrated risk and top contributing factors, with the model's evaluation beside it."""
     from medml.config import get_settings
     from medml.data.datasets import read_table
+    from medml.pipelines.tabular import score_table
     from medml.registry import load_bundle
-    from medml.workflow import score_table
 
     bundle = load_bundle(model, get_settings())
     frame = read_table(table)
@@ -266,8 +186,8 @@ def predict(
         highlight=False,
     )
     out.print(
-        f"Evaluated on {m['n']:,} held-out patients of {md.dataset}: AUROC {_interval(m)}, calibration slope "
-        f"{_fmt(m['calibration_slope'], 2)}, ICI {_fmt(m['ici'])}. Population: {md.population}",
+        f"Evaluated on {m['n']:,} held-out patients of {md.dataset}: AUROC {interval(m)}, calibration slope "
+        f"{fmt(m['calibration_slope'], 2)}, ICI {fmt(m['ici'])}. Population: {md.population}",
         highlight=False,
     )
     if out_path is not None:
@@ -300,7 +220,7 @@ def models_list() -> None:
     for col in rows[0]:
         t.add_column(str(col))
     for r in rows:
-        t.add_row(*(_fmt(v) if isinstance(v, float) else str(v) for v in r.values()))
+        t.add_row(*(fmt(v) if isinstance(v, float) else str(v) for v in r.values()))
     out.print(t)
 
 
@@ -316,76 +236,4 @@ def models_show(model: Annotated[str, typer.Argument(help="NAME or NAME@VERSION"
     out.print_json(json.dumps(info, default=str))
 
 
-@app.command()
-def demo(
-    budget_seconds: Annotated[float, typer.Option(help="search budget per LightGBM model")] = 20.0,
-    datasets_: Annotated[str | None, typer.Option("--datasets", help="comma-separated keys (default: all)")] = None,
-    n_boot: Annotated[int, typer.Option(help="bootstrap resamples")] = 500,
-) -> None:
-    """Train, evaluate and report both models on every bundled dataset; FHIR: ingest, views, conformance; then
-    ICU stays into the store and the PhysioNet model deployed as a CDS service (`medml serve` runs it)."""
-    from medml.demo import run_demo, run_fhir_demo, run_service_demo
-
-    run_demo(
-        out,
-        err,
-        budget_seconds=budget_seconds,
-        keys=_split_list(datasets_) or None,
-        n_boot=n_boot,
-        progress=progress_bar,
-    )
-    run_fhir_demo(out, err)
-    run_service_demo(out, err)
-
-
-# The CDS Hooks service: after the training commands in `medml --help`.
-app.command()(cli_service.serve)
-app.command()(cli_service.deploy)
-app.command()(cli_service.undeploy)
-app.command()(cli_service.deployments)
-
-
-# typer 0.29 raises the exceptions of its own copy of click; catch both kinds of usage error.
-USAGE_ERRORS: tuple[type[Exception], ...] = (
-    click.exceptions.UsageError,
-    *(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError"),
-)
-
-
-def main() -> None:
-    """Entry point: one clear line and exit code 2 for any error a user can fix, never a traceback."""
-    start = time.perf_counter()
-    try:
-        code = app(standalone_mode=False)  # a command's typer.Exit(n) comes back as the return value here
-        if isinstance(code, int) and code:
-            raise SystemExit(code)
-    except MedmlError as e:
-        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
-        raise SystemExit(2) from None
-    except USAGE_ERRORS as e:
-        usage: Any = e
-        err.print(f"[bold red]error:[/] {escape(usage.format_message())}", highlight=False, soft_wrap=True)
-        if usage.ctx is not None:
-            err.print(f"see `{usage.ctx.command_path} --help`", highlight=False)
-        raise SystemExit(2) from None
-    except (click.exceptions.Exit, typer.Exit) as e:
-        raise SystemExit(getattr(e, "exit_code", e.args[0] if e.args else 0)) from None
-    except (click.exceptions.Abort, typer.Abort):
-        err.print("aborted")
-        raise SystemExit(130) from None
-    except KeyboardInterrupt:
-        err.print(f"interrupted after {time.perf_counter() - start:.0f} s; nothing was registered")
-        raise SystemExit(130) from None
-    except Exception as e:
-        err.print(f"[bold red]internal error:[/] {type(e).__name__}: {escape(str(e))}", highlight=False, soft_wrap=True)
-        err.print(
-            "this is a bug in medml, not in your input: please report it with the command you ran "
-            "(set MEDML_DEBUG=1 for the traceback)"
-        )
-        if os.environ.get("MEDML_DEBUG"):
-            raise
-        raise SystemExit(1) from None
-
-
-if __name__ == "__main__":
-    main()
+__all__ = ["datasets", "evaluate", "load_task", "models_app", "predict", "report", "train"]

@@ -1,0 +1,84 @@
+"""The `medml` command: a thin layer over the public API. Errors print one line and exit with code 2.
+
+One module per command group (``models``, ``fhir``, ``image``, ``pgx``, ``service``, ``audit``, ``demo``), one
+console (:mod:`medml.cli._console`); this module only assembles them and maps errors to exit codes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import click
+import typer
+from rich.markup import escape
+
+from medml.cli import demo as demo_cmd
+from medml.cli import models, service
+from medml.cli._console import err
+from medml.cli.audit import audit_app
+from medml.cli.fhir import fhir_app
+from medml.cli.image import image_app
+from medml.cli.pgx import pgx_app
+from medml.errors import MedmlError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="medml: validated, explained, fair clinical risk models, from data to a registered model.",
+)
+for command in (models.datasets, models.train, models.evaluate, models.report, models.predict):
+    app.command()(command)
+app.add_typer(models.models_app, name="models")
+app.add_typer(fhir_app, name="fhir")
+app.add_typer(pgx_app, name="pgx")
+app.add_typer(image_app, name="image")
+app.add_typer(audit_app, name="audit")
+app.command()(demo_cmd.demo)
+# The CDS Hooks service: after the training commands in `medml --help`.
+for command in (service.serve, service.deploy, service.undeploy, service.deployments):
+    app.command()(command)
+
+
+# typer 0.29 raises the exceptions of its own copy of click; catch both kinds of usage error.
+USAGE_ERRORS: tuple[type[Exception], ...] = (
+    click.exceptions.UsageError,
+    *(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError"),
+)
+
+
+def main() -> None:
+    """Entry point: one clear line and exit code 2 for any error a user can fix, never a traceback."""
+    start = time.perf_counter()
+    try:
+        code = app(standalone_mode=False)  # a command's typer.Exit(n) comes back as the return value here
+        if isinstance(code, int) and code:
+            raise SystemExit(code)
+    except MedmlError as e:
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        raise SystemExit(2) from None
+    except USAGE_ERRORS as e:
+        usage: Any = e
+        err.print(f"[bold red]error:[/] {escape(usage.format_message())}", highlight=False, soft_wrap=True)
+        if usage.ctx is not None:
+            err.print(f"see `{usage.ctx.command_path} --help`", highlight=False)
+        raise SystemExit(2) from None
+    except (click.exceptions.Exit, typer.Exit) as e:
+        raise SystemExit(getattr(e, "exit_code", e.args[0] if e.args else 0)) from None
+    except (click.exceptions.Abort, typer.Abort):
+        err.print("aborted")
+        raise SystemExit(130) from None
+    except KeyboardInterrupt:
+        err.print(f"interrupted after {time.perf_counter() - start:.0f} s; nothing was registered")
+        raise SystemExit(130) from None
+    except Exception as e:
+        err.print(f"[bold red]internal error:[/] {type(e).__name__}: {escape(str(e))}", highlight=False, soft_wrap=True)
+        err.print(
+            "this is a bug in medml, not in your input: please report it with the command you ran "
+            "(set MEDML_DEBUG=1 for the traceback)"
+        )
+        if os.environ.get("MEDML_DEBUG"):
+            raise
+        raise SystemExit(1) from None
