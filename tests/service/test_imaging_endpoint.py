@@ -359,7 +359,7 @@ def test_card_options_are_refused_for_an_image_model(home: Settings, config: Ser
 
 def test_the_service_imports_without_torch() -> None:
     code = (
-        "import sys; import medml.service.app, medml.service.imaging, medml.service.deploy; "
+        "import sys; import medml.service.app, medml.service.routers.images, medml.service.deploy; "
         "sys.exit(1 if {'torch', 'monai'} & set(sys.modules) else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -29,7 +30,20 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="medml: validated, explained, fair clinical risk models, from data to a registered model.",
 )
-for command in (models.datasets, models.train, models.evaluate, models.report, models.predict):
+TOP_COMMANDS: tuple[Callable[..., None], ...] = (
+    models.datasets,
+    models.train,
+    models.evaluate,
+    models.report,
+    models.predict,
+)
+SERVICE_COMMANDS: tuple[Callable[..., None], ...] = (
+    service.serve,
+    service.deploy,
+    service.undeploy,
+    service.deployments,
+)
+for command in TOP_COMMANDS:
     app.command()(command)
 app.add_typer(models.models_app, name="models")
 app.add_typer(fhir_app, name="fhir")
@@ -38,7 +52,7 @@ app.add_typer(image_app, name="image")
 app.add_typer(audit_app, name="audit")
 app.command()(demo_cmd.demo)
 # The CDS Hooks service: after the training commands in `medml --help`.
-for command in (service.serve, service.deploy, service.undeploy, service.deployments):
+for command in SERVICE_COMMANDS:
     app.command()(command)
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "AuditVerification",
     "Caller",
     "CardSeen",
+    "EntryDetails",
     "InMemoryAuditSink",
     "JsonlAuditLog",
     "canonical_json",
@@ -130,10 +131,23 @@ def cards_seen(cards: Any) -> tuple[CardSeen, ...]:
 
 
 @dataclass(frozen=True)
+class EntryDetails:
+    """What a call adds to its entry beyond the hook request: the patient it names (a DICOM PatientID), an uploaded
+    file's digest, size and DICOM study, or the digest of a body that is not a hook request (feedback)."""
+
+    patient: str | None = None
+    study_uid: str | None = None
+    input_sha256: str | None = None
+    input_bytes: int | None = None
+
+
+@dataclass(frozen=True)
 class AuditEntry:
-    """One CDS Hooks call as the audit trail keeps it; the sink adds ``seq``, ``prev``, ``hash`` (and ``time``).
+    """One call as the audit trail keeps it (``event``: hook, feedback, imaging, page); the sink adds ``seq``,
+    ``prev``, ``hash`` (and ``time``).
 
     ``patient`` is the FHIR Patient id from the hook context: an access log must say whose record was touched.
+    ``study_uid`` and ``input_bytes`` are an image call's (the DICOM study, the file's size; never the pixels).
     """
 
     service: str | None
@@ -151,9 +165,11 @@ class AuditEntry:
     error: str | None = None
     #: when the request arrived (UTC); None: when the sink writes the record
     time: datetime | None = None
+    study_uid: str | None = None
+    input_bytes: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        record = {
             "time": None if self.time is None else _iso(self.time),
             "event": self.event,
             "service": self.service,
@@ -174,6 +190,10 @@ class AuditEntry:
             "duration_ms": round(float(self.duration_ms), 3),
             "error": self.error,
         }
+        if self.event == "imaging":
+            record["study_uid"] = self.study_uid
+            record["input_bytes"] = self.input_bytes
+        return record
 
 
 def hook_entry(
@@ -186,11 +206,15 @@ def hook_entry(
     caller: Caller | None = None,
     model: str | None = None,
     error: str | None = None,
+    event: str = "hook",
+    details: EntryDetails | None = None,
 ) -> AuditEntry:
-    """An :class:`AuditEntry` from a hook call's request and response bodies (either may be None, e.g. on a 401)."""
+    """An :class:`AuditEntry` from a call's request and response bodies (either may be None, e.g. on a 401), with
+    what ``details`` adds or overrides (the patient, the input's digest and size, the DICOM study)."""
     request = request if isinstance(request, Mapping) else None
     context = request.get("context") if request else None
     patient = context.get("patientId") if isinstance(context, Mapping) else None
+    details = details or EntryDetails()
 
     def text(v: Any) -> str | None:
         return None if v is None else str(v)
@@ -199,15 +223,18 @@ def hook_entry(
         service=service,
         status=status,
         duration_ms=duration_ms,
+        event=event,
         hook=text(request.get("hook")) if request else None,
         hook_instance=text(request.get("hookInstance")) if request else None,
-        patient=text(patient),
+        patient=details.patient if details.patient is not None else text(patient),
         caller=caller or Caller(),
         model=model,
-        input_sha256=request_digest(request) if request is not None else None,
+        input_sha256=details.input_sha256 or (request_digest(request) if request is not None else None),
         output_sha256=digest(response) if response is not None else None,
         cards=cards_seen(response.get("cards")) if isinstance(response, Mapping) else (),
         error=error,
+        study_uid=details.study_uid,
+        input_bytes=details.input_bytes,
     )
 
 
@@ -221,11 +248,15 @@ def _redact(value: Any) -> Any:
     return value
 
 
-def _body(entry: AuditEntry | Mapping[str, Any], clock: Callable[[], datetime]) -> dict[str, Any]:
-    body = entry.to_dict() if isinstance(entry, AuditEntry) else dict(entry)
-    taken = [k for k in _RESERVED if k in body]
-    if taken:
-        raise ValueError(f"an audit entry must not set {taken}: the sink numbers and chains records")
+def _body(entry: AuditEntry, clock: Callable[[], datetime]) -> dict[str, Any]:
+    if not isinstance(entry, AuditEntry):
+        taken = [k for k in _RESERVED if isinstance(entry, Mapping) and k in entry]
+        raise ValueError(
+            f"an audit entry must be an AuditEntry, not a {type(entry).__name__}"
+            + (f" that sets {taken}" if taken else "")
+            + ": the sink numbers and chains records (seq, prev, hash); build it with hook_entry()"
+        )
+    body = entry.to_dict()
     if body.get("time") is None:
         body["time"] = _iso(clock())
     raw = orjson.dumps(body)  # one scan of the whole entry; walk it only when it holds something like a credential
@@ -246,7 +277,7 @@ def _chain(body: dict[str, Any], seq: int, prev: str) -> tuple[dict[str, Any], b
 class AuditSink(Protocol):
     """Where audit records go: ``append`` numbers, chains and stores one entry and returns the stored record."""
 
-    def append(self, entry: AuditEntry | Mapping[str, Any]) -> dict[str, Any]: ...
+    def append(self, entry: AuditEntry) -> dict[str, Any]: ...
 
 
 class InMemoryAuditSink:
@@ -257,7 +288,7 @@ class InMemoryAuditSink:
         self._clock = clock
         self._lock = threading.Lock()
 
-    def append(self, entry: AuditEntry | Mapping[str, Any]) -> dict[str, Any]:
+    def append(self, entry: AuditEntry) -> dict[str, Any]:
         body = _body(entry, self._clock)
         with self._lock:
             prev = self.records[-1]["hash"] if self.records else GENESIS
@@ -384,7 +415,7 @@ class JsonlAuditLog:
         head = canonical_json({"seq": tip.seq, "hash": tip.hash, "size": tip.size})
         os.pwrite(self._head_fd, head.ljust(_HEAD_BYTES - 1) + b"\n", 0)
 
-    def append(self, entry: AuditEntry | Mapping[str, Any]) -> dict[str, Any]:
+    def append(self, entry: AuditEntry) -> dict[str, Any]:
         """Number, chain and write one entry; returns the record as stored (with ``seq``, ``prev``, ``hash``)."""
         body = _body(entry, self._clock)
         with self._lock:

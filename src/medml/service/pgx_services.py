@@ -27,6 +27,7 @@ from medml.pgx.cpic import Guideline, find_guideline, guidelines
 from medml.pgx.phenotype import GenePhenotype
 from medml.pgx.pipeline import phenotypes_from_dict
 from medml.pgx.store import SAFE_ID, load_results
+from medml.service.core import HookError
 
 __all__ = ["SERVICES", "answer", "discovery_entries", "offered"]
 
@@ -72,8 +73,6 @@ def discovery_entries() -> list[dict[str, Any]]:
 
 
 def _refuse(message: str, status: int = 400) -> Exception:
-    from medml.service.app import HookError  # the app imports this module at its top
-
     return HookError(status, message)
 
 

@@ -17,18 +17,28 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import numpy.typing as npt
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from medml.errors import ConfigError, MedmlError
 from medml.service import audit
-from medml.service.app import HookError, ServiceState, _audit_caller, _authenticate, _json, failure
 from medml.service.auth import Caller
+from medml.service.core import (
+    HookError,
+    ServiceState,
+    audit_caller,
+    authenticate,
+    failure,
+    json_response,
+    record_call,
+    state_of,
+    unauthorised,
+)
 from medml.service.deploy import Deployment
 
 #: Content-Types taken as a DICOM Part 10 file (application/dicom is the registered one, PS3.18)
@@ -95,61 +105,56 @@ def listing(state: ServiceState) -> dict[str, Any]:
     return {"services": services}
 
 
-def mount(app: FastAPI, state: ServiceState) -> None:
-    """Add ``GET /imaging`` and ``POST /imaging/{service_id}`` to the service's app."""
+router = APIRouter()
+State = Annotated[ServiceState, Depends(state_of)]
 
-    @app.get("/imaging")
-    async def services() -> Response:
+
+@router.get("/imaging")
+async def services(state: State) -> Response:
+    state.refresh()
+    return json_response(listing(state))
+
+
+@router.post("/imaging/{service_id}")
+async def score(service_id: str, request: Request, state: State) -> Response:
+    started = time.perf_counter()
+    caller = Caller.anonymous()
+    model: str | None = None
+    upload: Upload | None = None
+    seen: dict[str, str] = {}
+    try:
         state.refresh()
-        return _json(listing(state))
-
-    @app.post("/imaging/{service_id}")
-    async def score(service_id: str, request: Request) -> Response:
-        started = time.perf_counter()
-        caller = Caller.anonymous()
-        model: str | None = None
-        upload: Upload | None = None
-        seen: dict[str, str] = {}
-        try:
-            state.refresh()
-            dep = state.images.get(service_id)
-            if dep is None:
-                what = (
-                    "a CDS Hooks service, not an image service" if service_id in state.scorers else "no image service"
-                )
-                raise HookError(404, f"'{service_id}' is {what}; GET /imaging lists the image services")
-            model = dep.model
-            caller = await _authenticate(state, request, state.config.imaging_url(service_id))
-            upload = _upload(request, await request.body())
-            response = await run_in_threadpool(answer, state, dep, upload, seen)
-            status = 200
-        except Exception as e:  # the caller gets a message or a reference; the call is audited either way
-            response, status = failure(e, f"scoring an image for {service_id}", "the image was not scored")
-        duration = (time.perf_counter() - started) * 1000
-        entry = audit.hook_entry(
-            service=service_id,
-            request=None,
-            response=None,
-            status=status,
-            duration_ms=duration,
-            caller=_audit_caller(caller, request),
-            model=model,
-            error=None if status == 200 else response.get("error", "unauthorised"),
-        )
-        state.audit.append(
-            {
-                **entry.to_dict(),
-                "event": "imaging",
-                "patient": seen.get("patient_id") or None,
-                "study_uid": seen.get("study_uid") or None,
-                "input_sha256": upload.sha256 if upload is not None else None,
-                "input_bytes": len(upload.data) if upload is not None else None,
-                "output_sha256": audit.digest(response) if status == 200 else None,
-            }
-        )
-        if status == 401:
-            return Response(status_code=401, headers={"WWW-Authenticate": 'Bearer realm="imaging"'})
-        return _json(response, status)
+        dep = state.images.get(service_id)
+        if dep is None:
+            what = "a CDS Hooks service, not an image service" if service_id in state.scorers else "no image service"
+            raise HookError(404, f"'{service_id}' is {what}; GET /imaging lists the image services")
+        model = dep.model
+        caller = await authenticate(state, request, state.config.imaging_url(service_id))
+        upload = _upload(request, await request.body())
+        response = await run_in_threadpool(answer, state, dep, upload, seen)
+        status = 200
+    except Exception as e:  # the caller gets a message or a reference; the call is audited either way
+        response, status = failure(e, f"scoring an image for {service_id}", "the image was not scored")
+    record_call(
+        state,
+        event="imaging",
+        service=service_id,
+        started=started,
+        status=status,
+        caller=audit_caller(caller, request),
+        response=response if status == 200 else None,
+        model=model,
+        error=None if status == 200 else response.get("error", "unauthorised"),
+        details=audit.EntryDetails(
+            patient=seen.get("patient_id") or None,
+            study_uid=seen.get("study_uid") or None,
+            input_sha256=upload.sha256 if upload is not None else None,
+            input_bytes=len(upload.data) if upload is not None else None,
+        ),
+    )
+    if status == 401:
+        return unauthorised("imaging")
+    return json_response(response, status)
 
 
 def _upload(request: Request, body: bytes) -> Upload:
@@ -401,3 +406,6 @@ def _fhir(
     label = f"uploaded DICOM sha256:{upload.sha256[:16]}"
     source = ImageSource(label, Path(label), dicom.study_id, dicom.patient_id)
     return fhir_reports(loaded.bundle, image[None], [source], np.asarray(probabilities)[None])
+
+
+__all__ = ["answer", "listing", "router"]

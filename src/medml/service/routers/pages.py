@@ -20,18 +20,17 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 from markdown_it import MarkdownIt
 from starlette.concurrency import run_in_threadpool
@@ -40,8 +39,9 @@ from medml.errors import MedmlError, NotFoundError
 from medml.fhir.server import MAX_COUNT, FhirHttpError, FhirIndex, searchset
 from medml.registry import show_model
 from medml.service import audit
-from medml.service.app import HookError, ServiceState, answer
+from medml.service.core import HookError, HookRequest, ServiceState, record_call, state_of
 from medml.service.deploy import Deployment
+from medml.service.patient_view import answer
 from medml.service.scoring import PrefetchError, Scorer, choose_encounter, collect
 
 log = logging.getLogger("medml.service.web")
@@ -236,7 +236,7 @@ async def call_service(
     }
     started = time.perf_counter()
     try:
-        response = await answer(state, scorer, body, datetime.now(UTC))
+        response = await answer(state, scorer, HookRequest.parse(body, dep.hook, dep.service_id), datetime.now(UTC))
         status = 200
     except HookError as err:
         response, status = {"error": err.message}, err.status
@@ -246,18 +246,18 @@ async def call_service(
         ref = uuid.uuid4().hex[:12]
         log.exception("error %s answering %s from the web page", ref, dep.service_id)
         response, status = {"error": f"internal error (reference {ref}); the patient was not scored"}, 500
-    duration = (time.perf_counter() - started) * 1000
-    entry = audit.hook_entry(
+    record_call(
+        state,
+        event="hook",
         service=dep.service_id,
-        request=body,
-        response=response if status == 200 else None,
+        started=started,
         status=status,
-        duration_ms=duration,
         caller=audit.Caller(sub=WEB_CALLER, address=address),
+        request_body=body,
+        response=response if status == 200 else None,
         model=dep.model,
         error=None if status == 200 else str(response.get("error")),
     )
-    state.audit.append(entry)
     call = HookCall(scorer, body, response, status)
     if status == 200 and not response.get("cards"):
         call.not_applied = _why_not(scorer, prefetched, patient_id)
@@ -502,139 +502,150 @@ def _store_problem(state: ServiceState, path: Path, err: MedmlError) -> HTMLResp
 # -- routes ---------------------------------------------------------------------------------------------------------
 
 
-def mount(app: FastAPI, state: ServiceState) -> None:
-    """Add the pages to the service's app; the store's index is closed when the app shuts down."""
-    path = state.config.fhir_store or state.settings.fhir_store
-    store = StoreView(path)
-    inner = app.router.lifespan_context
+router = APIRouter()
+State = Annotated[ServiceState, Depends(state_of)]
 
-    @asynccontextmanager
-    async def lifespan(a: FastAPI) -> AsyncIterator[Any]:
-        try:
-            async with inner(a) as value:
-                yield value
-        finally:
-            store.close()
 
-    app.router.lifespan_context = lifespan
+def open_store(state: ServiceState) -> None:
+    """The FHIR store behind the pages (``fhir_store`` in service.yaml, else MEDML_HOME's), opened on first use."""
+    state.resources["pages.store"] = StoreView(state.config.fhir_store or state.settings.fhir_store)
+
+
+def close(state: ServiceState) -> None:
+    """Close the pages' store index when the app shuts down."""
+    store = state.resources.pop("pages.store", None)
+    if store is not None:
+        store.close()
+
+
+def _store(state: ServiceState) -> StoreView:
+    store: StoreView = state.resources["pages.store"]
+    return store
+
+
+@router.get("/", response_class=HTMLResponse)
+async def patients(state: State, q: str = "", page_no: int = 1) -> Response:
+    store = _store(state)
+    path = store.path
+    state.refresh()
+    query = q.strip()[:128]
+    number = max(1, page_no)
+    try:
+        index = await run_in_threadpool(store.index)
+        total, rows = await run_in_threadpool(find_patients, index, query, (number - 1) * PAGE_SIZE, PAGE_SIZE)
+    except MedmlError as err:
+        return _store_problem(state, path, err)
+    pages = max(1, -(-total // PAGE_SIZE))
+    body = [
+        f'<h1>Patients <small class="muted">({total:,}{" matching" if query else ""} in '
+        f"<code>{esc(path.name)}</code>)</small></h1>",
+        '<form class="search" method="get" action="/"><label for="q">Patient id</label>'
+        f'<input id="q" name="q" type="search" value="{esc(query)}" placeholder="search by id">'
+        '<button type="submit">Search</button></form>',
+    ]
+    if not state.scorers:
+        body.append(
+            '<p class="notice">No CDS service is deployed: patients open without cards. Deploy a model '
+            "with <code>medml deploy MODEL</code>.</p>"
+        )
+    if rows:
+        body.append(
+            '<table class="patients"><thead><tr><th>Patient id</th><th>Sex</th><th>Birth date</th>'
+            '<th class="num">Age at latest encounter</th><th class="num">Encounters</th>'
+            '<th class="num">Observations</th><th>Latest encounter</th></tr></thead><tbody>'
+        )
+        for r in rows:
+            latest = "" if r.latest_start is None else f"{r.latest_start:%Y-%m-%d %H:%M} · {r.latest_encounter}"
+            body.append(
+                f'<tr><td><a class="patient" href="/patients/{esc(quote(r.id, safe=""))}">{esc(r.id)}</a>'
+                f"</td><td>{esc(r.gender)}</td><td>{esc(r.birth_date)}</td>"
+                f'<td class="num">{esc(_age(r.birth_date, r.latest_start))}</td>'
+                f'<td class="num">{r.encounters:,}</td><td class="num">{r.observations:,}</td>'
+                f"<td>{esc(latest)}</td></tr>"
+            )
+        body.append("</tbody></table>")
+    else:
+        body.append(
+            f'<p class="notice">No patient id contains “{esc(query)}”.</p>'
+            if query
+            else '<p class="notice">The store holds no Patient resources.</p>'
+        )
+    if pages > 1:
+
+        def at(n: int) -> str:
+            return "/?" + urlencode({**({"q": query} if query else {}), "page_no": n})
+
+        prev = f'<a rel="prev" href="{esc(at(number - 1))}">← previous</a>' if number > 1 else ""
+        nxt = f'<a rel="next" href="{esc(at(number + 1))}">next →</a>' if number < pages else ""
+        body.append(f'<nav class="pager">{prev}<span>page {number} of {pages}</span>{nxt}</nav>')
+    return page(state, "Patients", "".join(body))
+
+
+@router.get("/patients/{patient_id:path}", response_class=HTMLResponse)
+async def patient(patient_id: str, request: Request, state: State) -> Response:
+    store = _store(state)
+    path = store.path
     base_url = state.config.base_url
-
-    @app.get("/", response_class=HTMLResponse)
-    async def patients(q: str = "", page_no: int = 1) -> Response:
-        state.refresh()
-        query = q.strip()[:128]
-        number = max(1, page_no)
-        try:
-            index = await run_in_threadpool(store.index)
-            total, rows = await run_in_threadpool(find_patients, index, query, (number - 1) * PAGE_SIZE, PAGE_SIZE)
-        except MedmlError as err:
-            return _store_problem(state, path, err)
-        pages = max(1, -(-total // PAGE_SIZE))
-        body = [
-            f'<h1>Patients <small class="muted">({total:,}{" matching" if query else ""} in '
-            f"<code>{esc(path.name)}</code>)</small></h1>",
-            '<form class="search" method="get" action="/"><label for="q">Patient id</label>'
-            f'<input id="q" name="q" type="search" value="{esc(query)}" placeholder="search by id">'
-            '<button type="submit">Search</button></form>',
-        ]
-        if not state.scorers:
-            body.append(
-                '<p class="notice">No CDS service is deployed: patients open without cards. Deploy a model '
-                "with <code>medml deploy MODEL</code>.</p>"
-            )
-        if rows:
-            body.append(
-                '<table class="patients"><thead><tr><th>Patient id</th><th>Sex</th><th>Birth date</th>'
-                '<th class="num">Age at latest encounter</th><th class="num">Encounters</th>'
-                '<th class="num">Observations</th><th>Latest encounter</th></tr></thead><tbody>'
-            )
-            for r in rows:
-                latest = "" if r.latest_start is None else f"{r.latest_start:%Y-%m-%d %H:%M} · {r.latest_encounter}"
+    try:
+        index = await run_in_threadpool(store.index)
+        rows = await run_in_threadpool(patient_rows, index, [patient_id])
+    except MedmlError as err:
+        return _store_problem(state, path, err)
+    if not rows:
+        return page(
+            state,
+            "Patient not found",
+            f'<h1>No patient {esc(patient_id)}</h1><p class="error">'
+            f'Patient/{esc(patient_id)} is not in the FHIR store. <a href="/">Back to the list</a>.</p>',
+            404,
+        )
+    state.refresh()
+    body = [
+        f"<h1>Patient {esc(patient_id)}</h1>",
+        _banner(rows[0]),
+        '<h2>CDS Hooks: patient-view <small class="muted">(the cards as the EHR receives them)</small></h2>',
+    ]
+    scorers = [s for s in state.scorers.values() if s.deployment.hook == "patient-view"]
+    if not scorers:
+        body.append(
+            '<p class="notice no-deployment">No CDS service is deployed, so there are no cards. Deploy a '
+            "registered model with <code>medml deploy MODEL</code> (see <code>medml models list</code>); "
+            "a running service picks it up without a restart.</p>"
+        )
+    address = request.client.host if request.client else None
+    fetched: dict[tuple[tuple[str, str], ...], dict[str, Any]] = {}
+    for scorer in scorers:
+        key = tuple(sorted(scorer.templates.items()))
+        if key not in fetched:
+            try:
+                fetched[key] = await run_in_threadpool(prefetch, index, scorer.templates, patient_id)
+            except FhirHttpError as err:
                 body.append(
-                    f'<tr><td><a class="patient" href="/patients/{esc(quote(r.id, safe=""))}">{esc(r.id)}</a>'
-                    f"</td><td>{esc(r.gender)}</td><td>{esc(r.birth_date)}</td>"
-                    f'<td class="num">{esc(_age(r.birth_date, r.latest_start))}</td>'
-                    f'<td class="num">{r.encounters:,}</td><td class="num">{r.observations:,}</td>'
-                    f"<td>{esc(latest)}</td></tr>"
+                    f'<p class="error">Prefetch for {esc(scorer.deployment.service_id)} failed: '
+                    f"{esc(err.diagnostics)}</p>"
                 )
-            body.append("</tbody></table>")
-        else:
-            body.append(
-                f'<p class="notice">No patient id contains “{esc(query)}”.</p>'
-                if query
-                else '<p class="notice">The store holds no Patient resources.</p>'
-            )
-        if pages > 1:
+                continue
+        call = await call_service(state, scorer, patient_id, fetched[key], address)
+        body.append(render_call(call, base_url))
+    return page(state, f"Patient {patient_id}", "".join(body))
 
-            def at(n: int) -> str:
-                return "/?" + urlencode({**({"q": query} if query else {}), "page_no": n})
 
-            prev = f'<a rel="prev" href="{esc(at(number - 1))}">← previous</a>' if number > 1 else ""
-            nxt = f'<a rel="next" href="{esc(at(number + 1))}">next →</a>' if number < pages else ""
-            body.append(f'<nav class="pager">{prev}<span>page {number} of {pages}</span>{nxt}</nav>')
-        return page(state, "Patients", "".join(body))
-
-    @app.get("/patients/{patient_id:path}", response_class=HTMLResponse)
-    async def patient(patient_id: str, request: Request) -> Response:
-        try:
-            index = await run_in_threadpool(store.index)
-            rows = await run_in_threadpool(patient_rows, index, [patient_id])
-        except MedmlError as err:
-            return _store_problem(state, path, err)
-        if not rows:
-            return page(
-                state,
-                "Patient not found",
-                f'<h1>No patient {esc(patient_id)}</h1><p class="error">'
-                f'Patient/{esc(patient_id)} is not in the FHIR store. <a href="/">Back to the list</a>.</p>',
-                404,
-            )
-        state.refresh()
-        body = [
-            f"<h1>Patient {esc(patient_id)}</h1>",
-            _banner(rows[0]),
-            '<h2>CDS Hooks: patient-view <small class="muted">(the cards as the EHR receives them)</small></h2>',
-        ]
-        scorers = [s for s in state.scorers.values() if s.deployment.hook == "patient-view"]
-        if not scorers:
-            body.append(
-                '<p class="notice no-deployment">No CDS service is deployed, so there are no cards. Deploy a '
-                "registered model with <code>medml deploy MODEL</code> (see <code>medml models list</code>); "
-                "a running service picks it up without a restart.</p>"
-            )
-        address = request.client.host if request.client else None
-        fetched: dict[tuple[tuple[str, str], ...], dict[str, Any]] = {}
-        for scorer in scorers:
-            key = tuple(sorted(scorer.templates.items()))
-            if key not in fetched:
-                try:
-                    fetched[key] = await run_in_threadpool(prefetch, index, scorer.templates, patient_id)
-                except FhirHttpError as err:
-                    body.append(
-                        f'<p class="error">Prefetch for {esc(scorer.deployment.service_id)} failed: '
-                        f"{esc(err.diagnostics)}</p>"
-                    )
-                    continue
-            call = await call_service(state, scorer, patient_id, fetched[key], address)
-            body.append(render_call(call, base_url))
-        return page(state, f"Patient {patient_id}", "".join(body))
-
-    @app.get("/models/{name}/{version}", response_class=HTMLResponse)
-    async def model_card(name: str, version: str) -> Response:
-        ref = f"{name}@{version}"
-        try:
-            if not version.isdigit():
-                raise NotFoundError(f"{version!r} is not a version number", "")
-            shown = await run_in_threadpool(show_model, ref, state.settings)
-        except MedmlError as err:
-            return page(state, "No such model", f'<h1>No model {esc(ref)}</h1><p class="error">{esc(err)}</p>', 404)
-        state.refresh()
-        using = [s.deployment for s in state.scorers.values() if s.deployment.model == shown["ref"]]
-        using += [d for d in state.images.values() if d.model == shown["ref"]]
-        report = state.settings.reports_dir / f"{shown['ref']}.html"
-        if report.is_file() and report.resolve().parent == state.settings.reports_dir.resolve():
-            return _report(report, shown["ref"], using)
-        return page(state, f"Model card {shown['ref']}", _model_card(shown, using))
+@router.get("/models/{name}/{version}", response_class=HTMLResponse)
+async def model_card(name: str, version: str, state: State) -> Response:
+    ref = f"{name}@{version}"
+    try:
+        if not version.isdigit():
+            raise NotFoundError(f"{version!r} is not a version number", "")
+        shown = await run_in_threadpool(show_model, ref, state.settings)
+    except MedmlError as err:
+        return page(state, "No such model", f'<h1>No model {esc(ref)}</h1><p class="error">{esc(err)}</p>', 404)
+    state.refresh()
+    using = [s.deployment for s in state.scorers.values() if s.deployment.model == shown["ref"]]
+    using += [d for d in state.images.values() if d.model == shown["ref"]]
+    report = state.settings.reports_dir / f"{shown['ref']}.html"
+    if report.is_file() and report.resolve().parent == state.settings.reports_dir.resolve():
+        return _report(report, shown["ref"], using)
+    return page(state, f"Model card {shown['ref']}", _model_card(shown, using))
 
 
 def _deployment_list(using: Sequence[Deployment]) -> str:
@@ -736,11 +747,13 @@ __all__ = [
     "PatientRow",
     "StoreView",
     "call_service",
+    "close",
     "esc",
     "find_patients",
     "markdown",
-    "mount",
+    "open_store",
     "patient_rows",
     "prefetch",
     "render_card",
+    "router",
 ]

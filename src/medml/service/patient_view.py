@@ -1,0 +1,86 @@
+"""The answer to one patient-view request, shared by the hook endpoint and the pages (which call as an EHR would):
+the prefetch (or what is missing of it, fetched from ``fhirServer``), the score, the card and the PredictionRecord."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from medml.monitor.records import PredictionRecord, summarize_inputs
+from medml.service import cards
+from medml.service.core import HookError, HookRequest, ServiceState, iso, log
+from medml.service.fhir_client import FhirFetchError, fetch_prefetch
+from medml.service.scoring import Job, NotScored, PrefetchError, Scorer, collect
+
+
+async def answer(state: ServiceState, scorer: Scorer, req: HookRequest, now: datetime) -> dict[str, Any]:
+    """The cards (and system actions) for one checked hook request; writes the PredictionRecord of its score."""
+    dep = scorer.deployment
+    patient_id = req.patient_id
+    # a prefetch key the EHR could not fill (an OperationOutcome in its place) counts as not prefetched
+    prefetch: dict[str, Any] = {
+        k: v
+        for k, v in req.prefetch.items()
+        if not (isinstance(v, dict) and v.get("resourceType") == "OperationOutcome")
+    }
+    absent = {k: q for k, q in scorer.templates.items() if k not in prefetch}
+    if absent:
+        prefetch.update(await _fetch(state, req, absent))
+    try:
+        resources = collect({k: prefetch.get(k) for k in scorer.templates}, patient_id)
+    except PrefetchError as e:
+        raise HookError(400, str(e)) from None
+    result = await state.batchers[dep.service_id].score(Job(patient_id, resources, req.encounter_id, now))
+    if isinstance(result, NotScored):
+        log.info("%s not scored for a patient: %s", dep.service_id, result.reason)
+        return {"cards": []}
+    authenticated = state.config.auth == "jwt"
+    model_card = f"{state.config.base_url}/models/{dep.name}/{dep.version}"
+    card = cards.card(
+        dep,
+        result,
+        patient_id,
+        model_kind=scorer.bundle.metadata.model_kind,
+        model_card_url=model_card,
+        authenticated=authenticated,
+    )
+    state.remember_card(card["uuid"], dep.service_id)
+    response: dict[str, Any] = {"cards": [card]}
+    actions = cards.system_actions(dep, result, patient_id)
+    if actions:
+        response["systemActions"] = actions
+    inputs = summarize_inputs(result.features, scorer.columns)
+    state.predictions.append(
+        PredictionRecord(
+            model=dep.model,
+            service=dep.service_id,
+            patient=patient_id,
+            time=iso(now),
+            score=result.risk,
+            risk=result.category,
+            inputs=inputs,
+            index_time=iso(result.index_time),
+            hook_instance=req.hook_instance,
+        )
+    )
+    return response
+
+
+async def _fetch(state: ServiceState, req: HookRequest, queries: Mapping[str, str]) -> dict[str, Any]:
+    """What the EHR did not prefetch, from its FHIR server; 412 when there is no server to ask or it fails."""
+    if not req.fhir_server:
+        raise HookError(
+            412,
+            f"prefetch lacks {sorted(queries)} and the request names no fhirServer to fetch them "
+            "from; send the prefetch of the discovery document, or fhirServer and fhirAuthorization",
+        )
+    filled = {k: q.replace("{{context.patientId}}", req.patient_id) for k, q in queries.items()}
+    assert state.http is not None
+    try:
+        return await fetch_prefetch(state.http, req.fhir_server, req.access_token, filled)
+    except FhirFetchError as e:
+        raise HookError(412, f"could not fetch what the service needs from fhirServer: {e}") from None
+
+
+__all__ = ["answer"]
