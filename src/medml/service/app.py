@@ -14,7 +14,6 @@ from pathlib import Path
 
 import httpx
 from fastapi import FastAPI, Request
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
 
 from medml.config import Settings
@@ -22,8 +21,9 @@ from medml.monitor.records import PredictionLog
 from medml.service import audit
 from medml.service.auth import JwtVerifier
 from medml.service.config import ServiceConfig
-from medml.service.core import HookError, ServiceState, error_response, log
+from medml.service.core import HookError, ServiceState, error_response, log, record_unrouted
 from medml.service.limits import BodySizeLimitMiddleware, PathLimit, RateLimiter, RateLimitMiddleware
+from medml.service.middleware import API_PREFIXES, AuditGuard, SameOriginPages, ScopedCORSMiddleware
 from medml.service.routers import hooks, images, pages
 
 
@@ -71,15 +71,21 @@ def create_app(
             )
         ],
     )
-    # CORS (CDS Hooks 2.0: services called from browser-based clients); preflights need no token
+    # CORS (CDS Hooks 2.0: services called from browser-based clients) on the API only; preflights need no token.
+    # The pages show PHI: no CORS, and a cross-site page request is refused before anything is read.
     app.add_middleware(
-        CORSMiddleware,
+        ScopedCORSMiddleware,
+        prefixes=API_PREFIXES,
         allow_origins=list(config.cors_origins),
         allow_methods=["GET", "POST"],
         allow_headers=["Authorization", "Content-Type"],
         max_age=600,
     )
+    if config.pages_on:
+        app.add_middleware(SameOriginPages, base_url=config.base_url)
     app.add_middleware(RateLimitMiddleware, limiter=RateLimiter(config.rate_per_minute * 4))
+    # outermost: one audit record per request, with the status the client saw
+    app.add_middleware(AuditGuard, write=lambda **record: record_unrouted(state, **record))
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> Response:

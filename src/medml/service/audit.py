@@ -372,9 +372,44 @@ class JsonlAuditLog:
         self._head_fd = -1
         self._pid = 0
         self._tip: _Tip | None = None
+        #: where this process's chain ended when its file was moved away (see _file)
+        self._carried: _Tip | None = None
+
+    def _replaced(self) -> str | None:
+        """Why the open log or head is no longer the file at its path (moved, deleted or swapped), else None."""
+        assert self._fd is not None
+        for fd, path in ((self._fd, self.path), (self._head_fd, self.head_path)):
+            try:
+                on_disk = os.stat(path)
+            except FileNotFoundError:
+                return f"{path} was moved or deleted"
+            held = os.fstat(fd)
+            if (on_disk.st_dev, on_disk.st_ino) != (held.st_dev, held.st_ino):
+                return f"{path} was replaced by another file"
+        return None
 
     def _file(self) -> int:
         # opened lazily and again after a fork: a forked worker must not share the parent's open file (and lock)
+        if self._fd is not None and self._pid == os.getpid():
+            why = self._replaced()
+            if why is not None:
+                # Writing on would put records into a file nobody reads. Reopen at the path and go on with the
+                # chain from this process's last record: verify then shows the records that went with the old file
+                # as missing, so the gap is visible, and no call goes unaudited.
+                carried = self._tip
+                log.error(
+                    "audit log: %s while the service was running; records continue in a new file at %s from "
+                    "record %s (the earlier records are in the moved file, if it still exists)",
+                    why,
+                    self.path,
+                    "1" if carried is None else carried.seq + 1,
+                )
+                os.close(self._fd)
+                os.close(self._head_fd)
+                self._fd = None
+                self._file()
+                self._carried = carried
+                return self._fd  # type: ignore[return-value]
         if self._fd is None or self._pid != os.getpid():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
@@ -406,6 +441,8 @@ class JsonlAuditLog:
             return _Tip(head.seq, head.hash, size)
         if last is not None:  # records after the head: a process stopped between writing a record and its head
             return _Tip(last[0], last[1], size)
+        if self._carried is not None:  # a new file after the old one was moved away: the chain goes on
+            return _Tip(self._carried.seq, self._carried.hash, size)
         return _Tip(0, GENESIS, size)
 
     def _write_head(self, tip: _Tip) -> None:
@@ -428,6 +465,7 @@ class JsonlAuditLog:
                 if self.durable:
                     os.fdatasync(fd)
                 self._tip = _Tip(record["seq"], record["hash"], tip.size + len(line))
+                self._carried = None
                 self._write_head(self._tip)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)

@@ -31,6 +31,7 @@ from medml.service.auth import AuthError, Caller, JwtVerifier
 from medml.service.config import ServiceConfig
 from medml.service.deploy import Deployment, deployments
 from medml.service.limits import RateLimiter
+from medml.service.middleware import audit_state
 from medml.service.scoring import Batcher, Scorer
 
 log = logging.getLogger("medml.service")
@@ -38,6 +39,8 @@ log = logging.getLogger("medml.service")
 #: the context keys each hook requires
 HOOK_CONTEXT = {"patient-view": ("userId", "patientId")}
 MAX_ID = 256
+#: the deepest JSON a request body may nest (orjson's own limit for writing JSON)
+MAX_DEPTH = 254
 
 
 class HookError(Exception):
@@ -240,6 +243,14 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         raise HookError(
             400, f"the request body is a JSON {type(body).__name__}, not an object; send a CDS Hooks request object"
         )
+    try:  # orjson writes at most 254 levels: deeper JSON could be read but never hashed into the audit record
+        orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        raise HookError(
+            400,
+            f"the request body nests JSON more than {MAX_DEPTH} levels deep (in an extension, the prefetch or "
+            "feedback); no CDS Hooks request or FHIR resource needs that: send it without the deep nesting",
+        ) from None
     return body
 
 
@@ -262,6 +273,7 @@ def record_call(
     started: float,
     status: int,
     caller: audit.Caller,
+    request: Request | None = None,
     request_body: Mapping[str, Any] | None = None,
     response: Mapping[str, Any] | None = None,
     model: str | None = None,
@@ -269,20 +281,69 @@ def record_call(
     details: audit.EntryDetails | None = None,
 ) -> None:
     """Write the one audit record of a call: ``started`` is its ``time.perf_counter()`` at arrival; the request and
-    response bodies are kept as digests (and the cards as seen), never whole."""
-    entry = audit.hook_entry(
-        service=service,
-        request=request_body,
-        response=response,
-        status=status,
-        duration_ms=(time.perf_counter() - started) * 1000,
-        caller=caller,
-        model=model,
-        error=error,
-        event=event,
-        details=details,
-    )
+    response bodies are kept as digests (and the cards as seen), never whole.
+
+    With ``request`` (the call itself, not a call the pages make on a patient's behalf) the audit guard is told the
+    call has its record, and a refusal the middleware already answered (a body cut off at 413) is recorded with the
+    status the client saw.
+    """
+    guard = audit_state(request.scope) if request is not None else None
+    if guard is not None and guard["refused"] is not None:
+        status, error = guard["refused"]
+        response = None
+    try:
+        entry = audit.hook_entry(
+            service=service,
+            request=request_body,
+            response=response,
+            status=status,
+            duration_ms=(time.perf_counter() - started) * 1000,
+            caller=caller,
+            model=model,
+            error=error,
+            event=event,
+            details=details,
+        )
+    except (TypeError, ValueError) as e:  # a body orjson cannot hash: keep the record, without the digests
+        log.error("audit record of %s %s written without digests: %s", event, service, e)
+        entry = audit.AuditEntry(
+            service=service,
+            status=status,
+            duration_ms=(time.perf_counter() - started) * 1000,
+            event=event,
+            caller=caller,
+            model=model,
+            error=f"{error or ''} (the body could not be hashed: {e})".strip(),
+        )
     state.audit.append(entry)
+    if guard is not None:
+        guard["done"] = True
+
+
+def record_unrouted(
+    state: ServiceState,
+    *,
+    event: str,
+    service: str | None,
+    patient: str | None,
+    status: int,
+    error: str | None,
+    address: str | None,
+    duration_ms: float,
+) -> None:
+    """The audit record of a request no router recorded (the audit guard's writer): a page view, or a refusal
+    answered by the middleware (413, 429, 403) or an unhandled error."""
+    state.audit.append(
+        audit.AuditEntry(
+            service=service,
+            status=status,
+            duration_ms=duration_ms,
+            event=event,
+            patient=patient,
+            caller=audit.Caller(address=address),
+            error=error,
+        )
+    )
 
 
 def iso(t: datetime) -> str:
@@ -302,6 +363,7 @@ __all__ = [
     "json_response",
     "parse_body",
     "record_call",
+    "record_unrouted",
     "state_of",
     "unauthorised",
 ]

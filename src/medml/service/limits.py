@@ -35,6 +35,13 @@ async def _send_error(send: Send, status: int, message: str, headers: Iterable[t
     await send({"type": "http.response.body", "body": body})
 
 
+def _refused(scope: Scope, status: int, message: str) -> None:
+    """Tell the audit guard (if any) that this request was refused here, with the status the client gets."""
+    state = scope.get("medml.audit")
+    if state is not None:
+        state["refused"] = (status, message)
+
+
 @dataclass(frozen=True)
 class PathLimit:
     """A body size limit of its own for the paths under ``prefix`` (e.g. DICOM uploads), and what to do above it."""
@@ -86,11 +93,13 @@ class BodySizeLimitMiddleware:
                 try:
                     declared = int(value)
                 except ValueError:
+                    _refused(scope, 400, "the Content-Length header is not a number")
                     await _send_error(
                         send, 400, "the Content-Length header is not a number; send a valid request", close
                     )
                     return
                 if declared > limit.max_bytes:
+                    _refused(scope, 413, self._message(limit, f"{declared} bytes"))
                     await _send_error(send, 413, self._message(limit, f"{declared} bytes"), close)
                     return
         received = 0
@@ -105,6 +114,7 @@ class BodySizeLimitMiddleware:
                 received += len(message.get("body", b""))
                 if received > limit.max_bytes:
                     refused = True
+                    _refused(scope, 413, self._message(limit, f"at least {received} bytes"))
                     if not app_started:
                         answered = True
                         await _send_error(send, 413, self._message(limit, f"at least {received} bytes"), close)
@@ -204,6 +214,7 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         seconds = max(1, math.ceil(retry_after))
+        _refused(scope, 429, f"rate limit: too many requests from {self.key(scope)}")
         await _send_error(
             send,
             429,

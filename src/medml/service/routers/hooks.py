@@ -118,6 +118,7 @@ async def hook(service_id: str, request: Request, state: State) -> Response:
         started=started,
         status=status,
         caller=audit_caller(caller, request),
+        request=request,
         request_body=body,
         response=response if status == 200 else None,
         model=model,
@@ -151,6 +152,7 @@ async def feedback(service_id: str, request: Request, state: State) -> Response:
         started=started,
         status=status,
         caller=audit_caller(caller, request),
+        request=request,
         error=None if status == 200 else event_note,
         details=audit.EntryDetails(input_sha256=audit.digest(body) if body is not None else None),
     )

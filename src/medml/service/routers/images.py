@@ -142,6 +142,7 @@ async def score(service_id: str, request: Request, state: State) -> Response:
         started=started,
         status=status,
         caller=audit_caller(caller, request),
+        request=request,
         response=response if status == 200 else None,
         model=model,
         error=None if status == 200 else response.get("error", "unauthorised"),

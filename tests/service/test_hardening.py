@@ -1,0 +1,181 @@
+"""What the security review found in the service (issue 13), each reproduced against the real app on loopback.
+
+Every test here failed before its fix: pages readable from another origin, requests answered without an audit
+record (deep JSON, 413, a chunked over-size body audited as 500), an audit log moved away while serving.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cds_requests import hook_request, needs_physionet, prefetch_for
+
+from medml.config import Settings
+from medml.service.app import create_app
+from medml.service.audit import verify
+from medml.service.config import ServiceConfig
+from medml.service.deploy import deploy
+
+pytestmark = needs_physionet
+SERVICE = "physionet-2012-lgbm"
+PID = "pn2012-132539"
+EVIL = "https://evil.example"
+
+
+@pytest.fixture()
+def config(tmp_path: Path, stay_store: Path) -> ServiceConfig:
+    return ServiceConfig(home=tmp_path / "service", auth="off", max_body_bytes=2_000_000, fhir_store=stay_store)
+
+
+@pytest.fixture()
+def client(model_home: Settings, config: ServiceConfig, serve: Callable[[Any], str]) -> Iterator[httpx.Client]:
+    deploy(model_home, config, SERVICE, thresholds=(0.15, 0.40))
+    with httpx.Client(base_url=serve(create_app(model_home, config)), timeout=30) as c:
+        yield c
+
+
+def records(config: ServiceConfig) -> list[dict[str, Any]]:
+    if not config.audit_path.exists():
+        return []
+    return [json.loads(x) for x in config.audit_path.read_text().splitlines()]
+
+
+def settled(config: ServiceConfig, n: int) -> list[dict[str, Any]]:
+    """The audit records once there are ``n``: a refusal the middleware answers is recorded just after it leaves."""
+    deadline = time.monotonic() + 5
+    while len(got := records(config)) < n and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return got
+
+
+def codes(client: httpx.Client) -> list[str]:
+    tpl = client.get("/cds-services").json()["services"][0]["prefetch"]["observations"]
+    return [c.removeprefix("http://loinc.org|") for c in tpl.split("code=", 1)[1].split(",")]
+
+
+def nested(depth: int) -> Any:
+    value: Any = "x"
+    for _ in range(depth):
+        value = {"valueString": value}
+    return value
+
+
+# ---- 1. PHI readable by any other website --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/", f"/patients/{PID}", f"/models/{SERVICE}/1"])
+def test_pages_send_no_cors_header_and_refuse_another_origin(
+    client: httpx.Client, config: ServiceConfig, path: str
+) -> None:
+    other = client.get(path, headers={"Origin": EVIL})
+    assert other.status_code == 403 and "access-control-allow-origin" not in other.headers
+    assert PID not in other.text
+    cross = client.get(path, headers={"Sec-Fetch-Site": "cross-site"})
+    assert cross.status_code == 403
+    own = client.get(path, headers={"Sec-Fetch-Site": "same-origin", "Origin": str(client.base_url).rstrip("/")})
+    assert own.status_code == 200, own.text
+    assert "access-control-allow-origin" not in own.headers
+    assert own.headers["cross-origin-resource-policy"] == "same-origin"
+
+
+def test_a_refused_cross_site_page_scores_no_one_and_is_audited_as_refused(
+    client: httpx.Client, config: ServiceConfig
+) -> None:
+    assert client.get(f"/patients/{PID}", headers={"Origin": EVIL}).status_code == 403
+    (rec,) = settled(config, 1)
+    assert (rec["event"], rec["status"], rec["patient"]) == ("page", 403, PID)
+    assert "origin https://evil.example" in rec["error"]
+    assert not config.predictions_path.exists() or config.predictions_path.read_text() == ""
+
+
+def test_the_hook_endpoints_keep_their_cors_for_browser_based_ehrs(client: httpx.Client) -> None:
+    got = client.get("/cds-services", headers={"Origin": EVIL})
+    assert got.headers["access-control-allow-origin"] in ("*", EVIL)
+
+
+# ---- 4. answers without an audit record ----------------------------------------------------------------------------
+
+
+def test_deeply_nested_json_is_refused_before_scoring_with_one_audit_record(
+    client: httpx.Client, config: ServiceConfig, stays: dict[str, list[dict[str, Any]]]
+) -> None:
+    body = hook_request(PID, prefetch_for(stays[PID], codes(client)))
+    body["extension"] = {"com.example.deep": nested(350)}
+    r = client.post(f"/cds-services/{SERVICE}", json=body)
+    assert r.status_code == 400 and "254 levels" in r.json()["error"]
+    deep_prefetch = hook_request(PID, {**prefetch_for(stays[PID], codes(client)), "extra": nested(300)})
+    assert client.post(f"/cds-services/{SERVICE}", json=deep_prefetch).status_code == 400
+    feedback = {
+        "feedback": [
+            {
+                "card": "c",
+                "outcome": "overridden",
+                "outcomeTimestamp": "2026-01-01T00:00:00Z",
+                "overrideReason": nested(400),
+            }
+        ]
+    }
+    assert client.post(f"/cds-services/{SERVICE}/feedback", json=feedback).status_code == 400
+    got = records(config)
+    assert [(r["event"], r["status"]) for r in got] == [("hook", 400), ("hook", 400), ("feedback", 400)]
+    assert verify(config.audit_path).ok
+    assert not config.predictions_path.exists() or config.predictions_path.read_text() == ""
+
+
+def test_an_over_size_body_is_audited_with_the_413_the_client_saw(client: httpx.Client, config: ServiceConfig) -> None:
+    big = b'{"hook": "patient-view", "pad": "' + b"x" * 2_100_000 + b'"}'
+    declared = client.post(f"/cds-services/{SERVICE}", content=big, headers={"content-type": "application/json"})
+    assert declared.status_code == 413
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(30):
+            yield b" " * 100_000
+
+    streamed = client.post(f"/cds-services/{SERVICE}", content=chunks())
+    assert streamed.status_code == 413
+    got = settled(config, 2)
+    assert [(r["event"], r["service"], r["status"]) for r in got] == [("hook", SERVICE, 413)] * 2
+    assert all("bytes this service accepts" in r["error"] for r in got)
+    assert verify(config.audit_path).ok
+
+
+def test_a_rate_limited_call_is_audited(model_home: Settings, tmp_path: Path, serve: Callable[[Any], str]) -> None:
+    config = ServiceConfig(home=tmp_path / "service", auth="off", rate_per_minute=1)
+    deploy(model_home, config, SERVICE)
+    with httpx.Client(base_url=serve(create_app(model_home, config))) as c:
+        statuses = [c.post(f"/cds-services/{SERVICE}", content=b"{").status_code for _ in range(6)]
+    assert 429 in statuses
+    assert [r["status"] for r in settled(config, len(statuses))] == statuses
+
+
+# ---- 7. the audit log replaced while serving -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["moved", "deleted"])
+def test_an_audit_log_moved_or_deleted_while_serving_is_detected_and_the_chain_goes_on(
+    client: httpx.Client, config: ServiceConfig, caplog: pytest.LogCaptureFixture, how: str
+) -> None:
+    client.post(f"/cds-services/{SERVICE}", content=b"{")
+    client.post(f"/cds-services/{SERVICE}", content=b"{")
+    moved = config.audit_path.with_name("elsewhere.jsonl")
+    if how == "moved":
+        config.audit_path.rename(moved)
+        config.audit_path.with_name("audit.jsonl.head").rename(moved.with_name("elsewhere.jsonl.head"))
+    else:
+        config.audit_path.unlink()
+    with caplog.at_level(logging.ERROR):
+        client.post(f"/cds-services/{SERVICE}", content=b"{")
+    assert any("moved or deleted while the service was running" in r.getMessage() for r in caplog.records)
+    (new,) = records(config)  # the third call is in a new file at the configured path, not in the moved one
+    assert new["seq"] == 3 and new["status"] == 400
+    result = verify(config.audit_path)
+    assert not result.ok and "records 1-2 are missing" in str(result)
+    if how == "moved":
+        assert [json.loads(x)["seq"] for x in moved.read_text().splitlines()] == [1, 2]
