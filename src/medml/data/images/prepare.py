@@ -198,6 +198,7 @@ def prepare_image(
     image_size: Sequence[int],
     in_channels: int,
     resize: Resize = "as-trained",
+    kind: Literal["picture", "dicom"] | None = None,
     name: str = "",
     model: str = "the model",
 ) -> PreparedImage:
@@ -206,9 +207,9 @@ def prepare_image(
     Pictures are converted to ``in_channels``; DICOM images are windowed with ``how.window`` and take
     ``how.frame``. ``resize="as-trained"`` resizes to ``image_size`` only when the training images were resized
     (else another size is refused, naming ``model``); ``"always"`` resizes any size (the image service, which says
-    so in its answer). ``name`` names the image in errors and in ``label`` (default: the path, or "the uploaded
-    file")."""
-    kind = _kind(source)
+    so in its answer). ``kind`` is "picture" or "dicom" (default: by suffix, or for bytes by the DICOM preamble);
+    ``name`` names the image in errors and in ``label`` (default: the path, or "the uploaded file")."""
+    kind = kind or _kind(source)
     label = name or ("the uploaded file" if isinstance(source, bytes) else str(Path(source)))
     path = None if isinstance(source, bytes) else Path(source)
     do_resize = resize == "always" or how.resized
