@@ -5,7 +5,15 @@ from typing import Any
 
 from medml.explain.contributions import ContributionModel, Factor, global_importance, top_factors
 
-_SALIENCY = ("DeletionCurve", "deletion_curve", "grad_cam", "overlay_png", "saliency_grid_png", "target_layer_of")
+_SALIENCY = (
+    "DeletionCurve",
+    "deletion_curve",
+    "ensemble_grad_cam",
+    "grad_cam",
+    "overlay_png",
+    "saliency_grid_png",
+    "target_layer_of",
+)
 
 __all__ = ["ContributionModel", "Factor", "global_importance", "top_factors", *_SALIENCY]
 

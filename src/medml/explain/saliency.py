@@ -23,7 +23,15 @@ from medml.errors import ConfigError, DataError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DeletionCurve", "deletion_curve", "grad_cam", "overlay_png", "saliency_grid_png", "target_layer_of"]
+__all__ = [
+    "DeletionCurve",
+    "deletion_curve",
+    "ensemble_grad_cam",
+    "grad_cam",
+    "overlay_png",
+    "saliency_grid_png",
+    "target_layer_of",
+]
 
 FloatArray = npt.NDArray[np.float64]
 #: N x C x H x W images (the network's input layout) -> class probabilities, N x K (or N: the positive class)
@@ -118,6 +126,35 @@ def grad_cam(
     finally:
         net.train(was_training)
     return _unit_range(maps)
+
+
+def ensemble_grad_cam(
+    networks: Sequence[torch.nn.Module],
+    images: npt.ArrayLike,
+    *,
+    class_index: int | Sequence[int] | None = None,
+    score: ScoreFn | None = None,
+) -> npt.NDArray[np.float32]:
+    """Grad-CAM maps (N x H x W, 0-1) of one network, or of an ensemble: each member's map of the same class,
+    averaged and rescaled to 0-1. The class is ``class_index`` (one, or one per image), else the one predicted:
+    by the network itself, or for an ensemble by ``score`` (the ensemble's probabilities for N x C x H x W input,
+    N x K, or N of the positive class called at 0.5)."""
+    x = _as_nchw(images)
+    if not networks:
+        raise ConfigError("no network to explain", "give the model's network, or an ensemble's networks")
+    if len(networks) == 1:
+        return grad_cam(networks[0], x, class_index=class_index, target_layer=target_layer_of(networks[0]))
+    if class_index is None:
+        if score is None:
+            raise ConfigError(
+                "an ensemble's heat maps need the class the ensemble predicts",
+                "pass score= (the ensemble's probabilities) or class_index=",
+            )
+        p = np.asarray(score(x))
+        class_index = [int(c) for c in ((p >= 0.5) if p.ndim == 1 else p.argmax(axis=1))]
+    return _unit_range(
+        np.mean([grad_cam(n, x, class_index=class_index, target_layer=target_layer_of(n)) for n in networks], axis=0)
+    )
 
 
 @dataclass(frozen=True)
