@@ -14,7 +14,7 @@ Each DiagnosticReport (status ``preliminary`` by default: software output that a
 Instance UID (system ``urn:dicom:uid``, value ``urn:oid:<uid>``, as FHIR's ImagingStudy.identifier does), else the
 image file's name. The conclusion says this is decision support, not a diagnosis. A heat map may ride along as a
 PNG ``presentedForm``. Resources are plain dicts; ids are uuid5 of model and image, so the same input gives the
-same ids.
+same ids. :func:`image_reports` assembles them for a batch of images and their sources.
 """
 
 from __future__ import annotations
@@ -22,12 +22,25 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
 
 from medml.errors import DataError
 
-__all__ = ["DICOM_UID", "MODEL_SYSTEM", "bundle_of", "diagnostic_report", "study_reference"]
+__all__ = [
+    "DICOM_UID",
+    "MODEL_SYSTEM",
+    "ImageSource",
+    "bundle_of",
+    "diagnostic_report",
+    "image_reports",
+    "study_reference",
+]
 
 DICOM_UID = "urn:dicom:uid"
 MODEL_SYSTEM = "urn:medml:model"
@@ -192,3 +205,71 @@ def bundle_of(reports: Sequence[Mapping[str, Any]], *, timestamp: datetime | Non
         "timestamp": when,
         "entry": [{"fullUrl": f"urn:uuid:{r['id']}", "resource": dict(r)} for r in reports],
     }
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """Where one image came from: ``label`` is the file, or ``file[i]`` for an ``.npz``; the DICOM Study Instance
+    UID and Patient ID when the file is DICOM and has them, else empty."""
+
+    label: str
+    path: Path
+    study_uid: str = ""
+    patient_id: str = ""
+
+
+def image_reports(
+    sources: Sequence[ImageSource],
+    probabilities: npt.ArrayLike,
+    *,
+    model: str,
+    target: str,
+    class_names: Sequence[str] = (),
+    multiclass: bool = False,
+    heatmap_pngs: Sequence[bytes | None] | None = None,
+) -> dict[str, Any]:
+    """One FHIR R4 collection Bundle of DiagnosticReports, one per image, each referencing its ImagingStudy (the
+    DICOM Study Instance UID, else the file's name) and carrying its heat map PNG when ``heatmap_pngs`` has one.
+
+    Binary (one probability per image): the finding is ``target`` at 0.5. ``multiclass``: the most probable class,
+    with every class's probability. Multilabel: the most probable finding, with every finding's probability."""
+    probs = np.asarray(probabilities, dtype=np.float64)
+    pngs: Sequence[bytes | None] = [None] * len(sources) if heatmap_pngs is None else heatmap_pngs
+    if len(probs) != len(sources) or len(pngs) != len(sources):
+        raise DataError(
+            f"{len(sources)} images, {len(probs)} rows of probabilities and {len(pngs)} heat maps",
+            "give one row of probabilities (and one heat map, or None) per image",
+        )
+    names = [str(c) for c in class_names]
+    reports = []
+    for source, p, png in zip(sources, probs, pngs, strict=True):
+        subject = (
+            {
+                "type": "Patient",
+                "identifier": {"value": source.patient_id},
+                "display": f"DICOM PatientID {source.patient_id}",
+            }
+            if source.patient_id
+            else None
+        )
+        study = study_reference(study_uid=source.study_uid, file_name=source.label)
+        row = np.atleast_1d(p)
+        if row.size == 1:
+            finding, probability, others = target, float(row[0]), None
+        else:
+            top = int(row.argmax())
+            finding, probability = names[top], float(row[top])
+            others = {name: float(q) for name, q in zip(names, row, strict=True)}
+        reports.append(
+            diagnostic_report(
+                probability,
+                finding=finding,
+                model=model,
+                study=study,
+                subject=subject,
+                heatmap_png=png,
+                class_probabilities=others,
+                rule="most-probable" if others is not None and multiclass else "threshold",
+            )
+        )
+    return bundle_of(reports)
