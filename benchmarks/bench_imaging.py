@@ -75,7 +75,7 @@ def run_seed(
     from medml.config import get_settings
     from medml.data.images import load_images
     from medml.evaluate import bootstrap_ci
-    from medml.pipelines.imaging import predict_bundle
+    from medml.models.imaging import predict_bundle
     from medml.registry import load_bundle
 
     bundle = load_bundle("pneumonia", get_settings())

@@ -17,7 +17,8 @@ from imaging_squares import write_squares_npz
 from medml.config import Settings
 from medml.data.images import load_images
 from medml.errors import ConfigError
-from medml.pipelines.imaging import ImageWorkflowConfig, predict_bundle, train_images
+from medml.models.imaging import predict_bundle
+from medml.pipelines.imaging import ImageWorkflowConfig, train_images
 from medml.registry import list_models, load_bundle, show_model
 
 SIZES = (120, 40, 40)
@@ -203,8 +204,7 @@ def test_the_same_command_trains_a_multiclass_or_multilabel_medmnist_file(tmp_pa
 
 
 def test_an_ensemble_averages_its_networks_and_saves_them_as_one_state_dict(tmp_path: Path) -> None:
-    from medml.models.imaging import predict_images
-    from medml.pipelines.imaging import member_states, net_config_of
+    from medml.models.imaging import member_states, net_config_of, predict_images
 
     data = write_squares_npz(tmp_path / "ens.npz", sizes=(80, 30, 30), seed=4)
     settings = Settings(home=tmp_path / "home", data_root=tmp_path)

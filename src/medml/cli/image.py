@@ -152,7 +152,7 @@ def predict_cmd(
 ) -> None:
     """Probability of the positive class per image, with the model's evaluation and intended use."""
     from medml.config import get_settings
-    from medml.pipelines.imaging import fhir_reports, predict_bundle, read_image_sources, require_imaging
+    from medml.models.imaging import ImagePredictor, require_imaging
     from medml.registry import load_bundle
 
     require_imaging()
@@ -161,15 +161,19 @@ def predict_cmd(
         raise InputFileError(f"no file at {', '.join(missing[:3])}", "check the paths")
     bundle = load_bundle(model, get_settings())
     md = bundle.metadata
+    predictor = ImagePredictor.from_bundle(bundle)  # refuses a tabular model
     with progress_bar(f"scoring {len(files)} file(s)") as step:
         step("reading images", 0.1)
-        images, sources = read_image_sources(files, bundle)
+        images, sources = predictor.read_files(files)
         step("predicting", 0.5)
-        probs = predict_bundle(bundle, images)
+        probs = predictor.predict(images)
         if fhir is not None:
+            from medml.pipelines.imaging import heatmap_overlays
+
             step("writing FHIR DiagnosticReports", 0.8)
+            pngs = heatmap_overlays(predictor, images, probs) if heatmaps else None
             fhir.parent.mkdir(parents=True, exist_ok=True)
-            fhir.write_text(json.dumps(fhir_reports(bundle, images, sources, probs, heatmaps=heatmaps), indent=1))
+            fhir.write_text(json.dumps(predictor.fhir_bundle(sources, probs, heatmap_pngs=pngs), indent=1))
     out.print(f"{md.name}@{md.version}: {md.task}. {md.intended_use}", highlight=False)
     macro = " (macro mean over classes)" if probs.ndim == 2 else ""
     out.print(
@@ -203,7 +207,8 @@ def predict_cmd(
 def report_cmd(model: Annotated[str, typer.Argument(help="NAME or NAME@VERSION of an image model")]) -> None:
     """Write the HTML report of a registered image model again, from its bundle."""
     from medml.config import get_settings
-    from medml.pipelines.imaging import net_config_of, require_imaging, write_image_report
+    from medml.models.imaging import net_config_of, require_imaging
+    from medml.pipelines.imaging import write_image_report
     from medml.registry import load_bundle
 
     require_imaging()

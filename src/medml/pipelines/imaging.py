@@ -4,6 +4,9 @@ the weights (a torch ``state_dict``, never a pickled module) with their network 
 Binary, multiclass and multilabel tasks: a binary model is evaluated like a tabular one; a multiclass or multilabel
 model per class one-vs-rest (with the macro mean AUROC and the accuracy MedMNIST reports) and on all (image, class)
 pairs pooled, which the report's curves show. torch and MONAI are imported only when a model is trained or run.
+
+Reading new images and predicting live below this layer, where the image service can use them too:
+:mod:`medml.data.images` (``prepare_image``) and :class:`medml.models.imaging.ImagePredictor`.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -22,12 +25,21 @@ import numpy.typing as npt
 from medml import __version__
 from medml.config import Settings
 from medml.data import Predictions
-from medml.data.images import ImageDataset, load_images
+from medml.data.images import ImageDataset, ImagePreparation, load_images
 from medml.data.splits import Split
-from medml.errors import ConfigError, DataError, IntegrityError
+from medml.errors import ConfigError, DataError
 from medml.evaluate import EvaluationReport, evaluate_binary, headline
 from medml.evaluate.multiclass import evaluate_classes, one_hot, pooled_pairs
 from medml.models.imaging.calibration import PlattScaling
+from medml.models.imaging.ensemble import ensemble_state
+from medml.models.imaging.fhir import ImageSource
+from medml.models.imaging.predictor import (
+    INSTALL_HINT,
+    ImagePredictor,
+    net_config_of,
+    predict_bundle,
+    require_imaging,
+)
 from medml.pipelines.tabular import report_inputs
 from medml.registry import BundleMetadata, ModelBundle, register
 from medml.report import write_report
@@ -37,11 +49,29 @@ if TYPE_CHECKING:
 
     from medml.models.imaging import EpochRecord, ImageNetConfig, ImageTrainConfig, ImageTrainResult
 
+__all__ = [
+    "INSTALL_HINT",
+    "KIND_PREFIX",
+    "ImageInput",
+    "ImageSource",
+    "ImageTrainOutcome",
+    "ImageWorkflowConfig",
+    "explain_test_images",
+    "fhir_reports",
+    "heatmap_overlays",
+    "net_config_of",
+    "networks_of",
+    "predict_bundle",
+    "require_imaging",
+    "saliency_maps",
+    "train_images",
+    "write_image_report",
+]
+
 Step = Callable[[str, float], None]
 FloatArray = npt.NDArray[np.float64]
 #: model_kind prefix of image bundles, e.g. "image-resnet"
 KIND_PREFIX = "image-"
-INSTALL_HINT = "install the imaging extra: pip install -e '.[imaging]'"
 
 
 @dataclass(frozen=True)
@@ -99,13 +129,10 @@ class ImageInput:
             class_names=self.class_names,
         )
 
-    def stored(self) -> dict[str, Any]:
-        return {
-            "size": self.size,
-            "channels": self.channels,
-            "window": list(self.window) if self.window is not None else None,
-            "frame": self.frame,
-        }
+    @property
+    def preparation(self) -> ImagePreparation:
+        """What is stored with the model, so that new images are prepared as these were."""
+        return ImagePreparation(size=self.size, channels=self.channels, window=self.window, frame=self.frame)
 
 
 @dataclass(frozen=True)
@@ -124,17 +151,6 @@ class ImageTrainOutcome:
     stopped_by: str
     seconds: float
     classes: dict[str, Any] | None = None  # evaluate_classes() of the test split (multiclass and multilabel)
-
-
-def require_imaging() -> None:
-    """ConfigError naming the install command when torch or MONAI cannot be imported."""
-    import importlib
-
-    for module in ("torch", "monai"):
-        try:
-            importlib.import_module(module)
-        except ImportError as e:
-            raise ConfigError(f"image models need {module}, which cannot be imported ({e})", INSTALL_HINT) from None
 
 
 def image_data_hash(ds: ImageDataset) -> str:
@@ -216,36 +232,6 @@ def accuracy_at(y: npt.ArrayLike, p: npt.ArrayLike, threshold: float) -> float:
     return float(np.mean((pp >= threshold).astype(int) == yy))
 
 
-def net_config_of(bundle: ModelBundle) -> Any:
-    """The ``ImageNetConfig`` stored with an image bundle's weights."""
-    from medml.models.imaging import ImageNetConfig
-
-    md = bundle.metadata
-    raw = md.params.get("net")
-    if bundle.artifact != "torch-state-dict" or not isinstance(raw, Mapping):
-        raise ConfigError(
-            f"{md.ref} is a {md.model_kind} model, not an image classifier",
-            "give an image model (trained with `medml image train`)",
-        )
-    try:
-        return ImageNetConfig(**{**raw, "image_size": tuple(raw["image_size"]), "widths": tuple(raw["widths"])})
-    except (TypeError, KeyError) as e:
-        raise IntegrityError(
-            f"{md.ref}: the stored network config is not valid ({e})", "retrain the model with this version of medml"
-        ) from None
-
-
-def predict_bundle(bundle: ModelBundle, images: npt.ArrayLike, *, batch_size: int = 256) -> FloatArray:
-    """Probabilities for N x H x W x C images from a registered image bundle: shape (N,) of the positive class for
-    a binary model, (N, K) of the classes (``bundle.metadata.extra["class_names"]``) otherwise; an ensemble's
-    members averaged."""
-    from medml.models.imaging import predict_images
-
-    raw = average_members(predict_images, bundle.model, net_config_of(bundle), images, batch_size=batch_size)
-    calibration = bundle.metadata.params.get("calibration")
-    return PlattScaling.from_dict(calibration).apply(raw) if isinstance(calibration, Mapping) else raw
-
-
 def train_images(
     source_path: str | Path,
     config: ImageWorkflowConfig,
@@ -273,7 +259,7 @@ def train_images(
             f"--calibrate (Platt scaling) is for binary tasks; this is a {ds.task} task", "train without --calibrate"
         )
     require_imaging()
-    from medml.models.imaging import ImageNetConfig, ImageTrainConfig, predict_images, train_image_model
+    from medml.models.imaging import ImageNetConfig, ImageTrainConfig, train_image_model
 
     members: list[ImageTrainResult] = []
     per_member = None if budget_minutes is None else budget_minutes / config.ensemble
@@ -303,15 +289,13 @@ def train_images(
     step("evaluating the test split", 0.7)
     name = config.name or f"{Path(source_path).stem}-{KIND_PREFIX}{net.architecture}"
 
-    def predict(images: npt.NDArray[Any]) -> FloatArray:
-        return average_members(predict_images, state, net, images)
-
+    predictor = ImagePredictor(state, net, preparation=inputs.preparation, ref=name, class_names=ds.class_names)
     platt = None
     if config.calibrate:
         val = ds.subset(split.calibration)
-        platt = PlattScaling.fit(predict(val.images), val.labels)
+        platt = PlattScaling.fit(predictor.predict(val.images), val.labels)
     test = ds.subset(split.test)
-    scores = predict(test.images)
+    scores = predictor.predict(test.images)
     if platt is not None:
         scores = platt.apply(scores)
     population = _population(ds, split)
@@ -366,9 +350,7 @@ def train_images(
     saliency: dict[str, Any] = {}
     if config.explain_images > 0:
         step(f"explaining {min(config.explain_images, len(test))} test images (Grad-CAM)", 0.8)
-        saliency = explain_test_images(
-            networks_of(state, net), net, test, scores, n_images=config.explain_images, seed=config.seed
-        )
+        saliency = explain_test_images(predictor, test, scores, n_images=config.explain_images, seed=config.seed)
 
     step("registering", 0.85)
     train_cfg = ImageTrainConfig(
@@ -397,7 +379,7 @@ def train_images(
         params={
             "net": asdict(net),
             "train": _train_params(train_cfg, epochs, budget_minutes),
-            "input": inputs.stored(),
+            "input": inputs.preparation.to_dict(),
             "ensemble": config.ensemble,
             "best_epoch": result.best_epoch,
             "stopped_by": result.stopped_by,
@@ -440,84 +422,8 @@ def train_images(
     )
 
 
-#: key prefix of each member's tensors in an ensemble's state dict: "member0.", "member1.", ...
-MEMBER = "member"
-
-
-def ensemble_state(states: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The state dicts of an ensemble's networks as one flat state dict (``member<i>.<tensor>``): still tensors
-    only, so the registry saves and loads it like any other network's weights."""
-    return {f"{MEMBER}{i}.{k}": v for i, state in enumerate(states) for k, v in state.items()}
-
-
-def member_states(state: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The networks of a state dict: one for a single network, one per member for :func:`ensemble_state`."""
-    if not state or not all(k.startswith(MEMBER) and "." in k for k in state):
-        return [dict(state)]
-    members: dict[int, dict[str, Any]] = {}
-    for key, value in state.items():
-        head, _, rest = key.partition(".")
-        if not head[len(MEMBER) :].isdigit():
-            return [dict(state)]
-        members.setdefault(int(head[len(MEMBER) :]), {})[rest] = value
-    return [members[i] for i in sorted(members)]
-
-
-def average_members(
-    predict: Callable[..., FloatArray],
-    state: Mapping[str, Any],
-    net: ImageNetConfig,
-    images: npt.ArrayLike,
-    **options: Any,
-) -> FloatArray:
-    """Mean of the members' probabilities (one member: its own)."""
-    parts = [predict(s, net, images, **options) for s in member_states(state)]
-    return parts[0] if len(parts) == 1 else np.mean(parts, axis=0)
-
-
-def network_of(model_state: Mapping[str, Any], net: ImageNetConfig) -> torch.nn.Module:
-    """The network of ``net`` with ``model_state`` loaded (an ensemble's first member), in eval mode."""
-    return networks_of(model_state, net)[0]
-
-
-def networks_of(model_state: Mapping[str, Any], net: ImageNetConfig) -> list[torch.nn.Module]:
-    """Every network of ``model_state`` (one, or an ensemble's members), loaded and in eval mode."""
-    from medml.models.imaging import build_network
-
-    out = []
-    for state in member_states(model_state):
-        module = build_network(net)
-        module.load_state_dict(state)
-        out.append(module.eval())
-    return out
-
-
-def saliency_maps(
-    networks: Sequence[torch.nn.Module],
-    net: ImageNetConfig,
-    x: npt.NDArray[np.float32],
-    *,
-    class_index: int | Sequence[int] | None = None,
-) -> npt.NDArray[np.float32]:
-    """Grad-CAM maps (N x H x W, 0-1) for network input ``x``, of ``class_index`` (one, or one per image) or by
-    default of each image's predicted class; for an ensemble, the members' maps of the class the ensemble predicts,
-    averaged and rescaled to 0-1."""
-    from medml.explain.saliency import _unit_range, grad_cam, target_layer_of
-    from medml.models.imaging.predict import predict_with
-
-    if len(networks) == 1:
-        return grad_cam(networks[0], x, class_index=class_index, target_layer=target_layer_of(networks[0]))
-    if class_index is None:
-        p = np.mean([predict_with(n, x, net) for n in networks], axis=0)
-        class_index = [int(c) for c in ((p >= 0.5) if p.ndim == 1 else p.argmax(axis=1))]
-    return _unit_range(
-        np.mean([grad_cam(n, x, class_index=class_index, target_layer=target_layer_of(n)) for n in networks], axis=0)
-    )
-
-
 def explain_test_images(
-    networks: Sequence[torch.nn.Module],
-    net: ImageNetConfig,
+    predictor: ImagePredictor,
     test: ImageDataset,
     scores: FloatArray,
     *,
@@ -529,21 +435,16 @@ def explain_test_images(
     the maps' faithfulness, and a grid of correct and incorrect images with their heat maps: plain data for the
     bundle and the report (``ReportInputs.saliency``). Binary: correct at 0.5; multiclass: the most probable
     class; multilabel: every label right at 0.5. An ensemble is explained and scored as a whole."""
-    from medml.explain.saliency import deletion_curve, saliency_grid_png, target_layer_of
-    from medml.models.imaging import as_network_input
-    from medml.models.imaging.predict import predict_with
+    from medml.explain.saliency import deletion_curve, ensemble_grad_cam, saliency_grid_png, target_layer_of
 
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(test), size=min(n_images, len(test)), replace=False))
     images, y, p = test.images[rows], test.labels[rows], scores[rows]
-    x = as_network_input(images, net)
+    x = predictor.network_input(images)
+    networks = predictor.networks
     layer = target_layer_of(networks[0])
-    maps = saliency_maps(networks, net, x)
-
-    def score(a: npt.NDArray[np.float32]) -> FloatArray:
-        return np.mean([predict_with(n, a, net) for n in networks], axis=0)
-
-    curve = deletion_curve(score, x, maps, steps=20, n_random=3, seed=seed)
+    maps = ensemble_grad_cam(networks, x, score=predictor.score)
+    curve = deletion_curve(predictor.score, x, maps, steps=20, n_random=3, seed=seed)
     names = test.class_names
     if test.task == "binary":
         right, kind = (p >= 0.5).astype(int) == y, y
@@ -600,67 +501,43 @@ def _train_params(cfg: ImageTrainConfig, epochs: int, budget_minutes: float | No
     return {**d, "epochs": epochs, "budget_minutes": budget_minutes}
 
 
-@dataclass(frozen=True)
-class ImageSource:
-    """Where one image came from: ``label`` is the file, or ``file[i]`` for an ``.npz``; the DICOM Study Instance
-    UID and Patient ID when the file is DICOM and has them, else empty."""
+def heatmap_overlays(predictor: ImagePredictor, images: npt.NDArray[Any], probabilities: npt.ArrayLike) -> list[bytes]:
+    """Each image with its Grad-CAM map of the predicted class over it (an ensemble's maps averaged), as PNG bytes
+    titled with the model's result: the heat maps ``medml image predict --fhir`` attaches to its reports."""
+    from medml.explain.saliency import ensemble_grad_cam, overlay_png
 
-    label: str
-    path: Path
-    study_uid: str = ""
-    patient_id: str = ""
-
-
-def read_image_files(paths: Sequence[str | Path], bundle: ModelBundle) -> tuple[npt.NDArray[Any], list[str]]:
-    """PNG/JPEG, DICOM or MedMNIST ``.npz`` files as one N x H x W x C array sized for ``bundle``'s network, with
-    a label per image (the file, or ``file[i]`` for each image of an ``.npz``)."""
-    images, sources = read_image_sources(paths, bundle)
-    return images, [s.label for s in sources]
+    if not len(images):
+        return []
+    maps = ensemble_grad_cam(predictor.networks, predictor.network_input(images), score=predictor.score)
+    return [
+        overlay_png(img, m, title=predictor.headline(p))
+        for img, m, p in zip(images, maps, np.asarray(probabilities), strict=True)
+    ]
 
 
-def read_image_sources(paths: Sequence[str | Path], bundle: ModelBundle) -> tuple[npt.NDArray[Any], list[ImageSource]]:
-    """As :func:`read_image_files`, with each image's source (its DICOM study and patient when it has them).
-
-    Images are prepared as the model's training images were: the DICOM window and frame it was trained with, and
-    resized (bilinear) to its input size when it was trained on resized images; otherwise an image of another
-    size is refused."""
-    from medml.data.images import read_dicom, resize_image
-
-    net = net_config_of(bundle)
-    prep = input_preparation(bundle)
-    window = tuple(prep["window"]) if prep.get("window") else None
-    arrays: list[npt.NDArray[Any]] = []
-    sources: list[ImageSource] = []
-    for raw in paths:
-        p = Path(raw)
-        if p.suffix.lower() == ".npz":
-            images = load_images(p).images
-            arrays += [img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img for img in images]
-            sources += [ImageSource(f"{p}[{i}]", p) for i in range(len(images))]
-        elif p.suffix.lower() in (".png", ".jpg", ".jpeg"):
-            arrays.append(_read_picture(p, net.in_channels))
-            sources.append(ImageSource(str(p), p))
-        else:
-            dicom = read_dicom(p, window=window, frame=prep.get("frame"))
-            arrays.append(dicom.pixels)
-            sources.append(ImageSource(str(p), p, dicom.study_id, dicom.patient_id))
-    want = (*net.image_size, net.in_channels)
-    if prep.get("size") is not None:
-        arrays = [resize_image(a, net.image_size) if a.shape[-1] == net.in_channels else a for a in arrays]
-    for a, source in zip(arrays, sources, strict=True):
-        if a.shape != want:
-            got = " x ".join(map(str, a.shape))
-            raise DataError(
-                f"{source.label} is {got} but {bundle.ref} takes {' x '.join(map(str, want))}",
-                "resize the image (and convert its channels) to the model's input",
-            )
-    return (np.stack(arrays) if arrays else np.zeros((0, *want), np.float32)), sources
+# --- compatibility names for the image service until it calls the lower layers itself (issue 12) ----------------
 
 
-def input_preparation(bundle: ModelBundle) -> dict[str, Any]:
-    """How the model's training images were read (``ImageInput.stored()``): size, channels, window, frame."""
-    prep = bundle.metadata.params.get("input")
-    return dict(prep) if isinstance(prep, Mapping) else {}
+def networks_of(model_state: Any, net: ImageNetConfig) -> list[torch.nn.Module]:
+    """Every network of ``model_state``, loaded and in eval mode: use ``ImagePredictor(...).networks``."""
+    return ImagePredictor(model_state, net).networks
+
+
+def saliency_maps(
+    networks: Sequence[torch.nn.Module],
+    net: ImageNetConfig,
+    x: npt.NDArray[np.float32],
+    *,
+    class_index: int | Sequence[int] | None = None,
+) -> npt.NDArray[np.float32]:
+    """Grad-CAM maps for network input ``x``: use :func:`medml.explain.saliency.ensemble_grad_cam`."""
+    from medml.explain.saliency import ensemble_grad_cam
+    from medml.models.imaging.predict import predict_with
+
+    def score(a: npt.NDArray[np.float32]) -> FloatArray:
+        return np.asarray(np.mean([predict_with(n, a, net) for n in networks], axis=0), dtype=np.float64)
+
+    return ensemble_grad_cam(networks, x, class_index=class_index, score=score)
 
 
 def fhir_reports(
@@ -671,76 +548,7 @@ def fhir_reports(
     *,
     heatmaps: bool = True,
 ) -> dict[str, Any]:
-    """One FHIR R4 collection Bundle of DiagnosticReports, one per image, each referencing its ImagingStudy (the
-    DICOM Study Instance UID, else the file's name) and, when ``heatmaps``, carrying its Grad-CAM overlay.
-
-    Binary: the finding is the positive class at 0.5. Multiclass: the most probable class, with every class's
-    probability. Multilabel: the most probable finding, with every finding's probability."""
-    from medml.models.imaging.fhir import bundle_of, diagnostic_report, study_reference
-
-    md = bundle.metadata
-    pngs: list[bytes | None] = [None] * len(sources)
-    names = [str(c) for c in md.extra.get("class_names", [])]
-    if heatmaps and len(sources):
-        from medml.explain.saliency import overlay_png
-        from medml.models.imaging import as_network_input
-
-        net = net_config_of(bundle)
-        maps = saliency_maps(networks_of(bundle.model, net), net, as_network_input(images, net))
-        pngs = [
-            overlay_png(img, m, title=_headline(p, md.target, names))
-            for img, m, p in zip(images, maps, probabilities, strict=True)
-        ]
-    reports = []
-    for source, p, png in zip(sources, probabilities, pngs, strict=True):
-        subject = (
-            {
-                "type": "Patient",
-                "identifier": {"value": source.patient_id},
-                "display": f"DICOM PatientID {source.patient_id}",
-            }
-            if source.patient_id
-            else None
-        )
-        study = study_reference(study_uid=source.study_uid, file_name=source.label)
-        row = np.atleast_1d(np.asarray(p, dtype=np.float64))
-        if row.size == 1:
-            finding, probability, others = md.target, float(row[0]), None
-        else:
-            top = int(row.argmax())
-            finding, probability = names[top], float(row[top])
-            others = {name: float(q) for name, q in zip(names, row, strict=True)}
-        multiclass = others is not None and md.extra.get("image_task") == "multiclass"
-        reports.append(
-            diagnostic_report(
-                probability,
-                finding=finding,
-                model=f"{md.name}@{md.version}",
-                study=study,
-                subject=subject,
-                heatmap_png=png,
-                class_probabilities=others,
-                rule="most-probable" if multiclass else "threshold",
-            )
-        )
-    return bundle_of(reports)
-
-
-def _headline(p: Any, target: str, names: Sequence[str]) -> str:
-    row = np.atleast_1d(np.asarray(p, dtype=np.float64))
-    if row.size == 1:
-        return f"P({target}) {row[0]:.2f}"
-    return f"{names[int(row.argmax())]} {float(row.max()):.2f}"
-
-
-def _read_picture(path: Path, channels: int) -> npt.NDArray[np.float32]:
-    from PIL import Image, UnidentifiedImageError
-
-    from medml.errors import InputFileError
-
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("L" if channels == 1 else "RGB"), dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as e:
-        raise InputFileError(f"{path} is not a readable image ({e})", "replace or remove the file") from None
-    return arr[..., None] if arr.ndim == 2 else arr
+    """A FHIR R4 Bundle of DiagnosticReports with heat maps: use ``ImagePredictor.fhir_bundle``."""
+    predictor = ImagePredictor.from_bundle(bundle)
+    pngs = heatmap_overlays(predictor, images, probabilities) if heatmaps else None
+    return predictor.fhir_bundle(sources, probabilities, heatmap_pngs=pngs)
