@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,6 +61,43 @@ def test_a_wrong_expectation_fails_with_a_reason(tmp_path: Path) -> None:
     assert result.summary() == "0 passed, 2 failed"
     assert "expected" in result.results[0].reason and "p1" in result.results[0].reason
     assert result.results[1].reason == "expected the view to be rejected, it ran"
+
+
+def _suite_file(tmp_path: Path, resources: list[dict[str, Any]], tests: list[dict[str, Any]]) -> Path:
+    path = tmp_path / "cases.json"
+    path.write_text(json.dumps({"resources": resources, "tests": tests}))
+    return path
+
+
+TWO_NAMES = {"resourceType": "Patient", "id": "p1", "name": [{"family": "A"}, {"family": "B"}]}
+FAMILY = {"resource": "Patient", "select": [{"column": [{"name": "family", "path": "name.family"}]}]}
+
+
+def test_a_run_time_error_the_spec_names_is_the_expected_error(tmp_path: Path) -> None:
+    tests = [
+        {"title": "several values, collection not true", "view": FAMILY, "expectError": True},
+        {"title": "not expected", "view": FAMILY, "expect": [{"family": "A"}]},
+    ]
+    result = run_conformance([_suite_file(tmp_path, [TWO_NAMES], tests)])
+    assert [(r.title, r.passed) for r in result.results] == [
+        ("several values, collection not true", True),
+        ("not expected", False),
+    ]
+    assert result.results[1].reason.startswith("view failed on the data: view on Patient: column 'family'")
+
+
+def test_an_error_the_spec_does_not_name_fails_an_expect_error_test(tmp_path: Path) -> None:
+    item: dict[str, Any] = {"linkId": "leaf"}
+    for depth in range(40):
+        item = {"linkId": str(depth), "item": [item]}
+    deep = {"resourceType": "QuestionnaireResponse", "id": "q1", "item": [item]}
+    view = {
+        "resource": "QuestionnaireResponse",
+        "select": [{"repeat": ["item"], "column": [{"name": "l", "path": "linkId"}]}],
+    }
+    result = run_conformance([_suite_file(tmp_path, [deep], [{"title": "deep", "view": view, "expectError": True}])])
+    assert result.summary() == "0 passed, 1 failed"
+    assert result.results[0].reason.startswith("expected an error the specification names, got DataError: ")
 
 
 @pytest.mark.parametrize("text", ["{not json", '{"tests": []}', '{"resources": [], "tests": [{"title": "x"}]}'])

@@ -8,7 +8,7 @@ import pytest
 
 from medml.errors import ConfigError, DataError
 from medml.fhir.store import FhirStore
-from medml.fhir.view import InvalidViewError, compile_view, run_view, validate_view
+from medml.fhir.view import InvalidViewError, ViewEvaluationError, compile_view, run_view, validate_view
 
 
 def _view(*select: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -61,7 +61,19 @@ def test_a_valid_view_validates() -> None:
     assert validate_view(_view(_cols(("id", "id")), where=[{"path": "active"}])) is None
 
 
-def test_several_values_in_a_single_value_column_is_a_data_error() -> None:
+def test_several_values_in_a_single_value_column_is_the_specs_data_error() -> None:
     store = FhirStore.in_memory([{"resourceType": "Patient", "id": "p1", "name": [{"family": "A"}, {"family": "B"}]}])
-    with pytest.raises(DataError, match="several values"):
+    with pytest.raises(ViewEvaluationError, match="several values") as info:
         run_view(store.con, _view(_cols(("family", "name.family"))))
+    assert isinstance(info.value, DataError)
+
+
+def test_an_engine_limit_on_the_data_is_a_data_error_not_the_specs_error() -> None:
+    item: dict[str, Any] = {"linkId": "leaf"}
+    for depth in range(40):
+        item = {"linkId": str(depth), "item": [item]}
+    store = FhirStore.in_memory([{"resourceType": "QuestionnaireResponse", "id": "q1", "item": [item]}])
+    view = {"resource": "QuestionnaireResponse", "select": [{"repeat": ["item"], **_cols(("id", "linkId"))}]}
+    with pytest.raises(DataError, match="nests deeper than") as info:
+        run_view(store.con, view)
+    assert not isinstance(info.value, ViewEvaluationError)

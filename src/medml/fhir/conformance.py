@@ -2,8 +2,12 @@
 
 Each file's resources go into a fresh in-memory :class:`FhirStore`; each test's view is compiled and run as any
 view is. Rows are compared as the suite's runners do: as a multiset (SQL gives no row order), each row by column
-name, numbers by value, collections in order. ``expectError`` passes only when the view is rejected with
-:class:`InvalidViewError`; ``expectColumns`` checks the column names in order.
+name, numbers by value, collections in order. ``expectColumns`` checks the column names in order.
+
+``expectError`` passes on an error of a kind the specification names: the view rejected as invalid
+(:class:`InvalidViewError`), or the data breaking a rule the specification names when the view runs
+(:class:`ViewEvaluationError`, such as several values for a column that is not a collection). Any other failure,
+an engine limit or a bug, fails the test with its reason, as does an error not expected.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import orjson
 
 from medml.errors import InputFileError, MedmlError
 from medml.fhir.store import FhirStore
-from medml.fhir.view import InvalidViewError, run_view
+from medml.fhir.view import InvalidViewError, ViewEvaluationError, run_view
 
 
 @dataclass(frozen=True)
@@ -100,8 +104,11 @@ def _run_test(store: FhirStore, test: dict[str, Any]) -> tuple[bool, str]:
         table = run_view(store.con, test["view"])
     except InvalidViewError as exc:
         return (True, "") if expect_error else (False, f"view rejected: {exc}")
+    except ViewEvaluationError as exc:
+        return (True, "") if expect_error else (False, f"view failed on the data: {exc}")
     except MedmlError as exc:
-        return False, f"{type(exc).__name__}: {exc}"
+        expected = "expected an error the specification names, got " if expect_error else ""
+        return False, f"{expected}{type(exc).__name__}: {exc}"
     if expect_error:
         return False, "expected the view to be rejected, it ran"
     if "expectColumns" in test:

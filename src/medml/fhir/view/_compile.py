@@ -14,6 +14,7 @@ from typing import Any
 
 from medml.fhir.view import _elements as el
 from medml.fhir.view._dialect import Dialect, get_dialect
+from medml.fhir.view._errors import RuntimeCheck
 from medml.fhir.view._expr import Batch, Scope, Val, as_list, compile_expr, kind_of, typed
 from medml.fhir.view._fhirpath import parse
 from medml.fhir.view._ops import truth
@@ -31,11 +32,16 @@ class ViewColumn:
 
 @dataclass(frozen=True)
 class CompiledView:
-    """The SQL of a view and its output columns, in the order the view declares them."""
+    """The SQL of a view and its output columns, in the order the view declares them.
+
+    ``runtime_checks`` are the errors the SQL raises on data that break a rule of the specification (several values
+    for a column that is not a collection), so a runner can tell them from others.
+    """
 
     sql: str
     columns: list[ViewColumn]
     resource: str
+    runtime_checks: tuple[RuntimeCheck, ...] = ()
 
 
 @dataclass
@@ -57,6 +63,7 @@ class _Ctx:
     types: dict[str, str] = field(default_factory=dict)  # column name -> SQL type
     row_index_cols: set[str] = field(default_factory=set)
     meta: dict[str, ViewColumn] = field(default_factory=dict)
+    checks: list[RuntimeCheck] = field(default_factory=list)
 
 
 def _column(col: dict[str, Any], s: Scope, ctx: _Ctx) -> str:
@@ -76,8 +83,15 @@ def _column(col: dict[str, Any], s: Scope, ctx: _Ctx) -> str:
     else:
         one = text.sql
         if text.many:
-            msg = f"column {name!r} ({col['path']}) has several values; set collection: true or pick one, e.g. first()"
-            one = f"CASE WHEN {d.length(text.sql)} > 1 THEN {d.error(msg)} ELSE {d.element(text.sql, '1')} END"
+            check = RuntimeCheck(
+                f"column {name!r} ({col['path']}) has several values: "
+                "multiple values found but not expected for column",
+                "set collection: true on the column, or pick one value, e.g. with first()",
+            )
+            ctx.checks.append(check)
+            one = (
+                f"CASE WHEN {d.length(text.sql)} > 1 THEN {d.error(check.message)} ELSE {d.element(text.sql, '1')} END"
+            )
         sql = one if (text.kind, sql_type) == ("str", "VARCHAR") else d.cast(one, sql_type)
         ctx.types[name] = sql_type
     if col["path"].strip() == "%rowIndex":
@@ -231,7 +245,7 @@ def compile_view(view: dict[str, Any], *, dialect: str = "duckdb", table: str = 
         inner = [f"{cols[n]} AS {a}" for n, a in alias.items()] + [d.unnest_rows(rows.lst, "_row")]
         out = ", ".join(f"{'_u.' + alias[n] if n in alias else d.field('_u._row', n)} AS {d.quote(n)}" for n in names)
         sql = f"SELECT {out} FROM (SELECT {', '.join(inner)} FROM ({source}) AS _r{where}) AS _u"
-    return CompiledView(batch.finish(sql, d), [ctx.meta[n] for n in names], resource)
+    return CompiledView(batch.finish(sql, d), [ctx.meta[n] for n in names], resource, tuple(dict.fromkeys(ctx.checks)))
 
 
 def validate_view(view: dict[str, Any]) -> None:
