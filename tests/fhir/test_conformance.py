@@ -74,14 +74,21 @@ FAMILY = {"resource": "Patient", "select": [{"column": [{"name": "family", "path
 
 
 def test_a_run_time_error_the_spec_names_is_the_expected_error(tmp_path: Path) -> None:
+    flag = {"resourceType": "Patient", "id": "p2", "extension": [{"url": "u", "valueString": "yes"}]}
     tests = [
         {"title": "several values, collection not true", "view": FAMILY, "expectError": True},
         {"title": "not expected", "view": FAMILY, "expect": [{"family": "A"}]},
+        {
+            "title": "where gives a string on the data",
+            "view": {**FAMILY, "where": [{"path": "extension('u').value"}]},
+            "expectError": True,
+        },
     ]
-    result = run_conformance([_suite_file(tmp_path, [TWO_NAMES], tests)])
+    result = run_conformance([_suite_file(tmp_path, [TWO_NAMES, flag], tests)])
     assert [(r.title, r.passed) for r in result.results] == [
         ("several values, collection not true", True),
         ("not expected", False),
+        ("where gives a string on the data", True),
     ]
     assert result.results[1].reason.startswith("view failed on the data: view on Patient: column 'family'")
 

@@ -6,8 +6,8 @@ name, numbers by value, collections in order. ``expectColumns`` checks the colum
 
 ``expectError`` passes on an error of a kind the specification names: the view rejected as invalid
 (:class:`InvalidViewError`), or the data breaking a rule the specification names when the view runs
-(:class:`ViewEvaluationError`, such as several values for a column that is not a collection). Any other failure,
-an engine limit or a bug, fails the test with its reason, as does an error not expected.
+(:class:`ViewEvaluationError`: several values for a column that is not a collection, a where path that is not
+boolean). Any other failure, an engine limit or a bug, fails the test with its reason, as does an error not expected.
 """
 
 from __future__ import annotations

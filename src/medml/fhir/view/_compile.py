@@ -17,7 +17,7 @@ from medml.fhir.view._dialect import Dialect, get_dialect
 from medml.fhir.view._errors import RuntimeCheck
 from medml.fhir.view._expr import Batch, Scope, Val, as_list, compile_expr, kind_of, typed
 from medml.fhir.view._fhirpath import parse
-from medml.fhir.view._ops import truth
+from medml.fhir.view._types import where_condition
 from medml.fhir.view._validate import check_structure, columns_of, constants
 
 REPEAT_DEPTH = 32  # levels a repeat walks; deeper data raises an error rather than being cut silently
@@ -35,7 +35,7 @@ class CompiledView:
     """The SQL of a view and its output columns, in the order the view declares them.
 
     ``runtime_checks`` are the errors the SQL raises on data that break a rule of the specification (several values
-    for a column that is not a collection), so a runner can tell them from others.
+    for a column that is not a collection, a where path that is not boolean), so a runner can tell them from others.
     """
 
     sql: str
@@ -224,7 +224,10 @@ def compile_view(view: dict[str, Any], *, dialect: str = "duckdb", table: str = 
     ctx = _Ctx(d)
     top = {"select": view["select"]}
     rows = _select(top, scope, ctx)
-    conds = [f"coalesce({truth(compile_expr(parse(w['path']), scope), scope)}, false)" for w in view.get("where", [])]
+    conds = [
+        f"coalesce({where_condition(w['path'], compile_expr(parse(w['path']), scope), scope, ctx.checks)}, false)"
+        for w in view.get("where", [])
+    ]
     names = columns_of(top, [])
     extracts = ["r.id AS _key", "r.resource AS _res"]  # unused ones are pruned by the planner
     if batch.text_paths:

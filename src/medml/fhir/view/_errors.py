@@ -14,8 +14,8 @@ class InvalidViewError(ConfigError):
 class ViewEvaluationError(DataError):
     """A valid view that fails on the data for a reason the specification names.
 
-    Such as several values for a column that is not a ``collection`` ("Multiple values found but not expected for
-    column", the processing algorithm).
+    Two such reasons: several values for a column that is not a ``collection`` ("Multiple values found but not
+    expected for column", the processing algorithm), and a ``where`` path whose value is not a boolean.
     """
 
 

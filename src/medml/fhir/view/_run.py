@@ -16,7 +16,7 @@ def run_view(con: duckdb.DuckDBPyConnection, view: dict[str, Any], *, table: str
     """The rows of a ViewDefinition over ``table`` as an Arrow table, columns in the order the view declares them.
 
     Raises :class:`ViewEvaluationError` when the data break a rule the specification names (several values for a
-    column that is not a collection), :class:`DataError` for other failures.
+    column that is not a collection, a where path that is not boolean), :class:`DataError` for other failures.
     """
     compiled = compile_view(view, table=table)
     try:
