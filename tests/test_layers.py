@@ -1,4 +1,5 @@
-"""The import direction of DESIGN.md: data at the bottom; models/evaluate/explain; report/registry; top layer."""
+"""The import direction of DESIGN.md: data at the bottom; models/evaluate/explain; report/registry; pipelines; the
+service and the CLI on top. The service never imports pipelines, report or training libraries."""
 
 from __future__ import annotations
 
@@ -11,28 +12,28 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "medml"
 LAYER = {
+    # the bottom: sources and stores
     "data": 0,
     "fhir": 0,
+    "deid": 0,
+    "pgx": 0,
     "errors": 0,
     "config": 0,
+    # models and the computations on their outputs
     "models": 1,
     "evaluate": 1,
     "explain": 1,
-    "pgx": 1,
+    "vitals": 1,
+    # what is written down about a model
     "report": 2,
     "registry": 2,
-    "workflow": 3,
-    "imaging_workflow": 3,
-    "demo": 3,
-    "cli": 3,
-    "cli_fhir": 3,
-    "cli_pgx": 3,
-    "cli_image": 3,
-    "cli_audit": 3,
-    "cli_service": 3,
-    "service": 3,
+    # orchestration
+    "pipelines": 3,
     "monitor": 3,
     "scale": 3,
+    # the two front doors
+    "service": 4,
+    "cli": 4,
 }
 
 
@@ -63,6 +64,25 @@ def test_imports_flow_one_way(path: Path) -> None:
         assert LAYER[target] <= own, f"{path.relative_to(SRC)} ({area}) imports medml.{target}, a higher layer"
         if own in (1, 2):
             assert LAYER[target] < own, f"{area} must not import its peer medml.{target}"
+
+
+def test_the_service_imports_no_training_code() -> None:
+    """DESIGN.md: what the service needs to serve a model is written into the bundle at training time."""
+    for path in (SRC / "service").rglob("*.py"):
+        assert not _imports(path) & {"pipelines", "report", "cli"}, path
+
+
+def test_loading_the_service_loads_no_training_library() -> None:
+    """Building the whole app, every router included, pulls in neither the pipelines nor optuna, matplotlib or the
+    report (a subprocess: this test session has them loaded already)."""
+    code = (
+        "import sys, medml.service, medml.service.app, medml.service.routers.hooks, medml.service.routers.images, "
+        "medml.service.routers.pages, medml.fhir.server; "
+        "loaded = [m for m in ('optuna', 'matplotlib', 'medml.pipelines', 'medml.report', 'medml.cli', 'torch') "
+        "if m in sys.modules]; print(','.join(loaded))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/")
+    assert out.stdout.strip() == ""
 
 
 def test_evaluate_imports_no_model_code() -> None:

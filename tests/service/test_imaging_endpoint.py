@@ -145,7 +145,7 @@ def prepared(path: str | Path, frame: int | None = None) -> np.ndarray:
 def test_a_dicom_file_gets_the_models_probability_heat_map_and_evaluation(
     client: httpx.Client, signer: tuple[Any, Path], config: ServiceConfig, home: Settings
 ) -> None:
-    from medml.pipelines.imaging import predict_bundle
+    from medml.models.imaging import predict_bundle
     from medml.registry import load_bundle
 
     bundle = load_bundle(MODEL, home)
@@ -187,7 +187,7 @@ def test_a_dicom_file_gets_the_models_probability_heat_map_and_evaluation(
 def test_a_multi_frame_file_is_scored_on_the_frame_asked_for(
     client: httpx.Client, signer: tuple[Any, Path], config: ServiceConfig, home: Settings
 ) -> None:
-    from medml.pipelines.imaging import predict_bundle
+    from medml.models.imaging import predict_bundle
     from medml.registry import load_bundle
 
     r = post(client, signer, config, MULTIFRAME, params={"frame": "7"})
@@ -308,10 +308,10 @@ def test_a_hook_and_an_image_service_side_by_side_each_404_on_the_others_route(
 
 
 def test_a_deployment_stored_before_image_services_loads_as_a_hook() -> None:
-    from medml.fhir.tasks import serving_spec
+    from medml.fhir.tasks import physionet_serving
     from medml.service.deploy import Deployment
 
-    spec = serving_spec("physionet-2012")
+    spec = physionet_serving(48)
     assert spec is not None
     old = {
         "service_id": "icu",

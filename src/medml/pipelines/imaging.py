@@ -45,9 +45,7 @@ from medml.registry import BundleMetadata, ModelBundle, register
 from medml.report import write_report
 
 if TYPE_CHECKING:
-    import torch
-
-    from medml.models.imaging import EpochRecord, ImageNetConfig, ImageTrainConfig, ImageTrainResult
+    from medml.models.imaging import EpochRecord, ImageTrainConfig, ImageTrainResult
 
 __all__ = [
     "INSTALL_HINT",
@@ -57,13 +55,10 @@ __all__ = [
     "ImageTrainOutcome",
     "ImageWorkflowConfig",
     "explain_test_images",
-    "fhir_reports",
     "heatmap_overlays",
     "net_config_of",
-    "networks_of",
     "predict_bundle",
     "require_imaging",
-    "saliency_maps",
     "train_images",
     "write_image_report",
 ]
@@ -513,42 +508,3 @@ def heatmap_overlays(predictor: ImagePredictor, images: npt.NDArray[Any], probab
         overlay_png(img, m, title=predictor.headline(p))
         for img, m, p in zip(images, maps, np.asarray(probabilities), strict=True)
     ]
-
-
-# --- compatibility names for the image service until it calls the lower layers itself (issue 12) ----------------
-
-
-def networks_of(model_state: Any, net: ImageNetConfig) -> list[torch.nn.Module]:
-    """Every network of ``model_state``, loaded and in eval mode: use ``ImagePredictor(...).networks``."""
-    return ImagePredictor(model_state, net).networks
-
-
-def saliency_maps(
-    networks: Sequence[torch.nn.Module],
-    net: ImageNetConfig,
-    x: npt.NDArray[np.float32],
-    *,
-    class_index: int | Sequence[int] | None = None,
-) -> npt.NDArray[np.float32]:
-    """Grad-CAM maps for network input ``x``: use :func:`medml.explain.saliency.ensemble_grad_cam`."""
-    from medml.explain.saliency import ensemble_grad_cam
-    from medml.models.imaging.predict import predict_with
-
-    def score(a: npt.NDArray[np.float32]) -> FloatArray:
-        return np.asarray(np.mean([predict_with(n, a, net) for n in networks], axis=0), dtype=np.float64)
-
-    return ensemble_grad_cam(networks, x, class_index=class_index, score=score)
-
-
-def fhir_reports(
-    bundle: ModelBundle,
-    images: npt.NDArray[Any],
-    sources: Sequence[ImageSource],
-    probabilities: FloatArray,
-    *,
-    heatmaps: bool = True,
-) -> dict[str, Any]:
-    """A FHIR R4 Bundle of DiagnosticReports with heat maps: use ``ImagePredictor.fhir_bundle``."""
-    predictor = ImagePredictor.from_bundle(bundle)
-    pngs = heatmap_overlays(predictor, images, probabilities) if heatmaps else None
-    return predictor.fhir_bundle(sources, probabilities, heatmap_pngs=pngs)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -53,13 +52,12 @@ _load_lock = threading.Lock()
 
 @dataclass
 class LoadedImageModel:
-    """A deployed image model ready to score: its bundle, network config and networks for Grad-CAM (an ensemble's
-    members), which one request at a time may use (Grad-CAM hooks into the networks)."""
+    """A deployed image model ready to score: its :class:`~medml.models.imaging.ImagePredictor` (networks built),
+    which one request at a time may use (Grad-CAM hooks into the networks)."""
 
     deployment: Deployment
     bundle: Any
-    net: Any
-    networks: list[Any]
+    predictor: Any
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -188,15 +186,14 @@ def answer(state: ServiceState, dep: Deployment, upload: Upload, seen: dict[str,
     """Read the DICOM file, prepare its pixels for the network, score them and explain the score. ``seen`` gets
     the file's PatientID and StudyInstanceUID for the audit log as soon as they are read."""
     loaded = _model(state, dep)
-    dicom, preparation = read_upload(upload, dep)
-    seen.update(patient_id=dicom.patient_id, study_uid=dicom.study_id)
-    image = prepare(dicom.pixels, dep, preparation)
-    from medml.pipelines.imaging import predict_bundle
-
+    prepared = read_upload(upload, dep, loaded.predictor)
+    seen.update(patient_id=prepared.patient_id, study_uid=prepared.study_id)
+    image = prepared.pixels
+    preparation = prepared.preparation()
     with loaded.lock:
-        probabilities = np.asarray(predict_bundle(loaded.bundle, image[None]))[0]
+        probabilities = np.asarray(loaded.predictor.predict(image[None]))[0]
         if upload.fhir:
-            return _fhir(loaded, image, dicom, probabilities, upload)
+            return _fhir(loaded, image, prepared, probabilities, upload)
         explained, heatmap = _heatmap(loaded, image, probabilities)
     md = loaded.bundle.metadata
     ensemble = int(md.params.get("ensemble") or 1)
@@ -213,7 +210,7 @@ def answer(state: ServiceState, dep: Deployment, upload: Upload, seen: dict[str,
         "evaluation": evaluation,
         "probabilities": class_probabilities(dep, probabilities),
         "threshold": dep.thresholds[0] if dep.spec["task"] != "multiclass" else None,
-        "dicom": {"study_instance_uid": dicom.study_id or None, "patient_id": dicom.patient_id or None},
+        "dicom": {"study_instance_uid": prepared.study_id or None, "patient_id": prepared.patient_id or None},
         "preparation": preparation,
         "heatmap": {
             "method": f"Grad-CAM (MONAI) of the class '{explained}'"
@@ -236,7 +233,7 @@ def _model(state: ServiceState, dep: Deployment) -> LoadedImageModel:
         loaded = state.image_models.get(dep.service_id)
         if loaded is not None and loaded.deployment == dep:
             return loaded
-        from medml.pipelines.imaging import net_config_of, networks_of, require_imaging
+        from medml.models.imaging import ImagePredictor, require_imaging
         from medml.registry import load_bundle
 
         try:
@@ -244,96 +241,61 @@ def _model(state: ServiceState, dep: Deployment) -> LoadedImageModel:
         except ConfigError as e:
             raise HookError(503, f"this service cannot score images: {e}") from None
         bundle = load_bundle(dep.model, state.settings)
-        net = net_config_of(bundle)
-        loaded = LoadedImageModel(dep, bundle, net, networks_of(bundle.model, net))
+        predictor = ImagePredictor.from_bundle(bundle)
+        predictor.networks  # noqa: B018 (built now, under the load lock, not on the first Grad-CAM)
+        loaded = LoadedImageModel(dep, bundle, predictor)
         state.image_models[dep.service_id] = loaded
         return loaded
 
 
-def read_upload(upload: Upload, dep: Deployment) -> tuple[Any, dict[str, Any]]:
-    """The uploaded file as a :class:`~medml.data.images.DicomImage`, and what was done to read it; HookError 400
-    when it is not a DICOM image this service can read, 422 when its channels are not the model's."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
+def read_upload(upload: Upload, dep: Deployment, predictor: Any) -> Any:
+    """The uploaded file read and prepared as the model's training images were (one preparation path,
+    :meth:`~medml.models.imaging.ImagePredictor.prepare`, resized when its size differs); HookError 400 when it is
+    not a DICOM image this service can read, 422 when its channels are not the model's."""
+    from medml.data.images import ChannelMismatch, read_dicom_header
 
-    from medml.data.images import read_dicom
-
-    with tempfile.TemporaryDirectory(prefix="medml-dicom-") as folder:
-        path = Path(folder) / "upload.dcm"
-        path.write_bytes(upload.data)
-        try:
-            header = pydicom.dcmread(path, stop_before_pixels=True)
-            frames = int(header.get("NumberOfFrames") or 1)
-            rows, columns = int(header.get("Rows") or 0), int(header.get("Columns") or 0)
-        except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as e:
-            raise HookError(
-                400,
-                f"the body is not a readable DICOM file ({e}); send one DICOM Part 10 file "
-                "(with its 'DICM' header) as Content-Type: application/dicom",
-            ) from None
-        if frames > 1 and upload.frame is None:
-            raise HookError(
-                400,
-                f"the file is multi-frame ({frames} frames) and the model takes one image; "
-                f"pass ?frame=N with N from 0 to {frames - 1}",
-            )
-        if upload.frame is not None and upload.frame >= frames:
-            raise HookError(
-                400,
-                f"frame={upload.frame} is out of range: the file has {frames} frame(s); pass "
-                f"?frame=N with N from 0 to {frames - 1}",
-            )
-        stored = dep.spec.get("input") or {}
-        window = tuple(stored["window"]) if stored.get("window") else None
-        try:
-            dicom = read_dicom(path, window=window, frame=upload.frame if frames > 1 else None)
-        except MedmlError as e:
-            raise HookError(400, str(e).replace(str(path), "the uploaded file")) from None
-    channels = int(dicom.pixels.shape[-1])
-    takes = int(dep.spec["in_channels"])
-    if channels != takes:
+    try:
+        header = read_dicom_header(upload.data)
+    except MedmlError as e:
+        raise HookError(
+            400,
+            f"the body is not a readable DICOM file ({e}); send one DICOM Part 10 file "
+            "(with its 'DICM' header) as Content-Type: application/dicom",
+        ) from None
+    frames = header.frames
+    if frames > 1 and upload.frame is None:
+        raise HookError(
+            400,
+            f"the file is multi-frame ({frames} frames) and the model takes one image; "
+            f"pass ?frame=N with N from 0 to {frames - 1}",
+        )
+    if upload.frame is not None and upload.frame >= frames:
+        raise HookError(
+            400,
+            f"frame={upload.frame} is out of range: the file has {frames} frame(s); pass "
+            f"?frame=N with N from 0 to {frames - 1}",
+        )
+    try:
+        return predictor.prepare(
+            upload.data,
+            resize="always",
+            kind="dicom",
+            frame=upload.frame if frames > 1 else None,
+            name="the uploaded file",
+        )
+    except ChannelMismatch as e:
         raise HookError(
             422,
-            f"the image has {channels} channel(s) ({_channel_word(channels)}) but model "
-            f"{dep.model} takes {takes} ({_channel_word(takes)}); send a "
-            f"{_channel_word(takes)} image",
-        )
-    preparation = {
-        "rows": rows or int(dicom.pixels.shape[0]),
-        "columns": columns or int(dicom.pixels.shape[1]),
-        "frames": frames,
-        "frame": upload.frame if frames > 1 else None,
-        "channels": channels,
-        "window": dicom.window,
-    }
-    return dicom, preparation
+            f"the image has {e.image_channels} channel(s) ({_channel_word(e.image_channels)}) but model "
+            f"{dep.model} takes {e.model_channels} ({_channel_word(e.model_channels)}); send a "
+            f"{_channel_word(e.model_channels)} image",
+        ) from None
+    except MedmlError as e:
+        raise HookError(400, str(e)) from None
 
 
 def _channel_word(channels: int) -> str:
     return "grayscale" if channels == 1 else "RGB" if channels == 3 else f"{channels}-channel"
-
-
-def prepare(pixels: npt.NDArray[Any], dep: Deployment, preparation: dict[str, Any]) -> npt.NDArray[np.float32]:
-    """H x W x C pixels in 0-1 at the network's input size: resized as training images are (bilinear, channel by
-    channel, :func:`medml.data.images.resize_image`) when they differ, and ``preparation`` says so."""
-    from medml.data.images import resize_image
-
-    h, w = (int(v) for v in dep.spec["image_size"])
-    if pixels.shape[:2] == (h, w):
-        preparation["resized"] = None
-        return pixels.astype(np.float32)
-    preparation["resized"] = {
-        "from": [int(pixels.shape[0]), int(pixels.shape[1])],
-        "to": [h, w],
-        "method": "bilinear (Pillow), channel by channel, as medml resizes training images",
-        "note": (
-            f"the network takes {h} x {w} images, so the {pixels.shape[0]} x {pixels.shape[1]} image was "
-            "resized"
-            + ("" if pixels.shape[0] * w == pixels.shape[1] * h else " (its aspect ratio changed)")
-            + "; detail finer than the network's input is lost"
-        ),
-    }
-    return np.clip(resize_image(pixels.astype(np.float32), (h, w)), 0.0, 1.0).astype(np.float32)
 
 
 def _classes(dep: Deployment) -> list[str]:
@@ -369,15 +331,15 @@ def _heatmap(
 ) -> tuple[str, dict[str, Any]]:
     from PIL import Image
 
-    from medml.explain.saliency import overlay_png
-    from medml.models.imaging import as_network_input
-    from medml.pipelines.imaging import saliency_maps
+    from medml.explain.saliency import ensemble_grad_cam, overlay_png
 
     dep = loaded.deployment
+    predictor = loaded.predictor
     k = _explained_class(dep, probabilities)
     names = list(dep.spec.get("class_names") or [])
     explained = names[k] if k < len(names) else str(k)
-    cam = saliency_maps(loaded.networks, loaded.net, as_network_input(image[None], loaded.net), class_index=k)[0]
+    x = predictor.network_input(image[None])
+    cam = ensemble_grad_cam(predictor.networks, x, class_index=k, score=predictor.score)[0]
     shown = float(np.atleast_1d(probabilities)[k if dep.spec["task"] != "binary" else 0])
     label = dep.spec["target"] if dep.spec["task"] == "binary" else explained
     overlay = overlay_png(image, cam, title=f"P({label}) {shown:.2f}")
@@ -397,16 +359,21 @@ def _heatmap(
 def _fhir(
     loaded: LoadedImageModel,
     image: npt.NDArray[np.float32],
-    dicom: Any,
+    prepared: Any,
     probabilities: npt.NDArray[Any],
     upload: Upload,
 ) -> dict[str, Any]:
     """A FHIR R4 collection Bundle with the image's DiagnosticReport (its heat map as a presentedForm)."""
-    from medml.pipelines.imaging import ImageSource, fhir_reports
+    from medml.explain.saliency import ensemble_grad_cam, overlay_png
+    from medml.models.imaging import ImageSource
 
+    predictor = loaded.predictor
     label = f"uploaded DICOM sha256:{upload.sha256[:16]}"
-    source = ImageSource(label, Path(label), dicom.study_id, dicom.patient_id)
-    return fhir_reports(loaded.bundle, image[None], [source], np.asarray(probabilities)[None])
+    source = ImageSource(label, Path(label), prepared.study_id, prepared.patient_id)
+    maps = ensemble_grad_cam(predictor.networks, predictor.network_input(image[None]), score=predictor.score)
+    png = overlay_png(image, maps[0], title=predictor.headline(probabilities))
+    bundle: dict[str, Any] = predictor.fhir_bundle([source], np.asarray(probabilities)[None], heatmap_pngs=[png])
+    return bundle
 
 
 __all__ = ["answer", "listing", "router"]
