@@ -35,7 +35,7 @@ def _cols(*pairs: tuple[str, str]) -> dict[str, Any]:
         (_view(_cols(("n", "name.first(1)"))), "first() takes 0 argument"),
         (_view(_cols(("bad name", "id"))), "needs a name"),
         (_view({"forEach": "name", "forEachOrNull": "name", "column": [{"name": "a", "path": "id"}]}), "both forEach"),
-        (_view(_cols(("a", "id")), constant=[{"name": "c"}]), "exactly one supported value"),
+        (_view(_cols(("a", "id")), constant=[{"name": "c"}]), "needs exactly one value"),
         (_view(_cols(("id", "id")), where=[{"path": "name.family"}]), "where path 'name.family' gives string"),
         (
             _view(
