@@ -200,6 +200,27 @@ def test_column_type_must_name_a_fhir_type() -> None:
     _rejects(_view(_cols(("c", "id"), type=7)), "type must be a URI")
 
 
+def test_a_non_primitive_column_without_type_is_rejected() -> None:
+    _rejects(_view(_cols(("n", "name.first()"))), "column 'n' (name.first()) gives HumanName, a non-primitive type")
+    _rejects(_view({"forEach": "contact", **_cols(("t", "telecom.first()"))}), "gives ContactPoint")
+    _rejects(_view(_cols(("r", "%resource"))), "gives Patient, a non-primitive type")
+    validate_view(_view(_cols(("n", "name.first()"), type="HumanName")))
+    validate_view(_view(_cols(("n", "name"), type=FHIR + "HumanName", collection=True)))
+    validate_view(_view(_cols(("f", "name.first().family"))))  # a primitive needs no type
+
+
+def test_a_declared_type_the_path_cannot_give_is_rejected() -> None:
+    _rejects(_view(_cols(("f", "name.family.first()"), type="integer")), "gives string, which does not fit")
+    _rejects(_view(_cols(("a", "active"), type="string")), "gives boolean, which does not fit its declared type")
+    _rejects(_view(_cols(("n", "name.first()"), type="Address")), "gives HumanName, which does not fit")
+    _rejects(_view(_cols(("b", "birthDate"), type="HumanName")), "gives date, which does not fit")
+    fits = [("id", "id"), ("gender", "code"), ("gender", "string"), ("birthDate", "dateTime"), ("1", "decimal")]
+    fits += [("%rowIndex", "integer"), ("-1", "integer"), ("name.count()", "unsignedInt"), ("name.exists()", "boolean")]
+    fits += [("multipleBirth.ofType(integer)", "positiveInt"), ("deceased", "boolean"), ("{}", "integer")]
+    for path, t in fits:
+        validate_view(_view(_cols(("c", path), type=t)))
+
+
 def test_description_and_tags_are_strings() -> None:
     tags = [{"name": "ansi/type", "value": "DATE"}]
     validate_view(_view({"column": [{"name": "b", "path": "birthDate", "description": "born", "tag": tags}]}))
@@ -223,6 +244,25 @@ def test_union_branches_need_the_same_column_names_in_the_same_order() -> None:
     _rejects(_view({"unionAll": [ab, ab, {"forEach": "name", **ac}]}), "unionAll branch 3")
 
 
+def test_union_branches_need_the_same_column_types() -> None:
+    def union(*branches: dict[str, Any]) -> dict[str, Any]:
+        return _view({"unionAll": list(branches)})
+
+    validate_view(union(_cols(("z", "address.postalCode.first()")), _cols(("z", "'0150'"))))  # inferred: both String
+    validate_view(union(_cols(("z", "id"), type="id"), _cols(("z", "'x'"), type="id")))
+    validate_view(union(_cols(("p", "true")), {"forEach": "contact", **_cols(("p", "false"))}))
+    _rejects(
+        union(_cols(("z", "id")), _cols(("z", "active"))),
+        "column 'z' is string in the first unionAll branch and boolean",
+    )
+    _rejects(union(_cols(("z", "id"), type="id"), _cols(("z", "id"), type="string")), "is id in the first")
+    _rejects(union(_cols(("z", "'1'")), _cols(("z", "1"))), "is string in the first unionAll branch and integer")
+    _rejects(
+        union(_cols(("z", "name.given"), collection=True), _cols(("z", "name.given.first()"))),
+        "column 'z' is a collection in one unionAll branch and not in branch 2",
+    )
+
+
 def test_where_items_need_a_fhirpath_path() -> None:
     validate_view(_view(where=[{"path": "active", "description": "only active patients"}]))
     _rejects(_view(where={"path": "active"}), "where must be a list")
@@ -243,6 +283,16 @@ def test_a_fhirpath_syntax_error_rejects_the_view() -> None:
     _rejects(_view(_cols(("a", "name.family = "))), "unexpected 'end of expression'")
     _rejects(_view(_cols(("a", "name.where(use = 'x'"))), "expected )")
     _rejects(_view({"repeat": ["item.."]}), "expected a name after '.'")
+
+
+def test_functions_outside_the_subset_are_rejected() -> None:
+    for path in ("name.aggregate($this)", "name.family.substring(1)", "name.descendants()", "$index"):
+        with pytest.raises(InvalidViewError, match="not supported"):
+            validate_view(_view(_cols(("a", path))))
+    for path, reason in [("name.first(1)", "first() takes 0 argument"), ("name.where()", "where() takes 1")]:
+        _rejects(_view(_cols(("a", path))), reason)
+    _rejects(_view(_cols(("a", "active.hasValue(1)"))), "hasValue() takes 0")
+    _rejects(_view(_cols(("a", "gender.toString(1)"))), "toString() takes 0")
 
 
 def test_a_shareable_view_needs_url_name_fhir_version_and_column_types() -> None:

@@ -17,8 +17,8 @@ from medml.fhir.view._dialect import Dialect, get_dialect
 from medml.fhir.view._errors import RuntimeCheck
 from medml.fhir.view._expr import Batch, Scope, Val, as_list, compile_expr, kind_of, typed
 from medml.fhir.view._fhirpath import parse
-from medml.fhir.view._types import where_condition
-from medml.fhir.view._validate import check_structure, columns_of, constants
+from medml.fhir.view._types import ColumnType, check_union, column_type, where_condition
+from medml.fhir.view._validate import check_structure, columns_of, constants, known_type
 
 REPEAT_DEPTH = 32  # levels a repeat walks; deeper data raises an error rather than being cut silently
 
@@ -63,6 +63,7 @@ class _Ctx:
     types: dict[str, str] = field(default_factory=dict)  # column name -> SQL type
     row_index_cols: set[str] = field(default_factory=set)
     meta: dict[str, ViewColumn] = field(default_factory=dict)
+    col_types: dict[str, ColumnType] = field(default_factory=dict)
     checks: list[RuntimeCheck] = field(default_factory=list)
 
 
@@ -70,13 +71,14 @@ def _column(col: dict[str, Any], s: Scope, ctx: _Ctx) -> str:
     d = s.d
     v = compile_expr(parse(col["path"]), s)
     declared = col.get("type")
-    ftype = declared or (v.ftype if v.ftype in el.PRIMITIVES else None)
+    ftype = (known_type(declared) if declared else None) or declared or (v.ftype if v.ftype in el.PRIMITIVES else None)
     kind = el.kind_of(ftype) if ftype else kind_of(v)
     kind = "str" if kind == "json" else kind
     sql_type = d.sql_type(ftype, kind)
     text = typed(v, "str", s) if v.kind == "json" or v.path is not None or v.choice is not None else v
     collection = bool(col.get("collection"))
     name = col["name"]
+    ctx.col_types[name] = column_type(name, col["path"], declared, collection, v)
     if collection:
         sql = d.cast(as_list(text, s).sql, sql_type + "[]")
         ctx.types[name] = sql_type + "[]"
@@ -190,8 +192,12 @@ def _select(sel: dict[str, Any], s: Scope, ctx: _Ctx) -> _Rows:
         if cols:
             parts.append(_Rows(cols=cols, names=[n for n, _ in cols]))
         parts += [_select(sub, scope, ctx) for sub in sel.get("select", [])]
-        branches = [_select(u, scope, ctx) for u in sel.get("unionAll", [])]
+        branches, branch_types = [], []
+        for u in sel.get("unionAll", []):
+            branches.append(_select(u, scope, ctx))
+            branch_types.append({n: ctx.col_types[n] for n in branches[-1].names})
         if branches:
+            check_union(branch_types, branches[0].names)
             parts.append(_Rows(lst=d.concat(*[_as_list(b, scope) for b in branches]), names=branches[0].names))
         return _combine(parts, scope) if parts else _Rows()
 
@@ -254,7 +260,9 @@ def compile_view(view: dict[str, Any], *, dialect: str = "duckdb", table: str = 
 def validate_view(view: dict[str, Any]) -> None:
     """Raise :class:`InvalidViewError` with the reason when a ViewDefinition is not valid; otherwise return None.
 
-    Checks what the specification requires (structure, unique column names, consistent unionAll branches) and what
-    this engine needs to run it (FHIRPath syntax, defined constants, supported functions).
+    Checks what the specification requires (the model's elements and invariants, constants of their declared types,
+    unique column names, unionAll branches with the same columns of the same types, column types that fit their paths,
+    where paths that give booleans) and what this engine needs to run it (FHIRPath syntax, supported functions).
+    docs/sql-on-fhir-requirements.csv lists each rule with its source, the code that enforces it and its test.
     """
     compile_view(view)

@@ -353,8 +353,10 @@ def compile_expr(node: Node, s: Scope) -> Val:
     if isinstance(node, Index):
         return _index(compile_expr(node.base, s), compile_expr(node.index, s), s)
     if isinstance(node, Unary):
-        v = single(typed(compile_expr(node.operand, s), "num", s), s)
-        return v if node.op == "+" else Val(f"(-{v.sql})", False, "num")
+        operand = compile_expr(node.operand, s)
+        kind = "int" if kind_of(operand) == "int" else "num"
+        v = single(typed(operand, kind, s), s)
+        return v if node.op == "+" else Val(f"(-{v.sql})", False, kind, _lit_ftype(kind))
     if isinstance(node, Binary):
         from medml.fhir.view._ops import binary
 

@@ -24,6 +24,13 @@ from medml.fhir.view._expr import (
 from medml.fhir.view._fhirpath import Binary, Call, Literal, Member, Node, This
 from medml.fhir.view._ops import truth
 
+_CONVERSIONS = {
+    "toString": ("str", "string"),
+    "toInteger": ("int", "integer"),
+    "toDecimal": ("num", "decimal"),
+    "toBoolean": ("bool", "boolean"),
+}
+
 
 def _type_arg(node: Node) -> str:
     """The type name in ``ofType(Quantity)`` / ``getReferenceKey(Patient)`` (``FHIR.`` prefixes dropped)."""
@@ -188,11 +195,14 @@ def call(node: Call, s: Scope) -> Val:
 
         return boundary(v, name == "highBoundary", s)
     if name == "hasValue":
+        _args(node, 0, 0)
         return Val(_exists(v, s), False, "bool", "boolean")
-    if name in ("toString", "toInteger", "toDecimal", "toBoolean"):
-        kind = {"toString": "str", "toInteger": "int", "toDecimal": "num", "toBoolean": "bool"}[name]
-        return single(typed(v, kind, s), s)
+    if name in _CONVERSIONS:
+        _args(node, 0, 0)
+        kind, ftype = _CONVERSIONS[name]
+        return replace(single(typed(v, kind, s), s), ftype=ftype)
     if name == "distinct":
+        _args(node, 0, 0)
         lst = as_list(v, s)
         return Val(f"list_distinct({lst.sql})", True, lst.kind, v.ftype)
     if name == "select":

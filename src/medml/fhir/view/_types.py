@@ -1,15 +1,50 @@
-"""The type rule of a view's ``where``: its paths give booleans.
+"""The type rules of a view: a column's type against its path, unionAll branches of one type, a boolean ``where``.
 
-Types come from the path (the R4 element map, a literal, a function's return type); a path whose type is unknown
-until run time (an element the map lacks, a choice element not narrowed by ``ofType``) is checked on the data.
+Types come from the column's ``type`` when declared, else from the path (the R4 element map, a literal, a function's
+return type), as the specification's Column Types section describes; a path whose type is unknown until run time
+(an element the map lacks, a choice element not narrowed by ``ofType``) is checked on the data where a rule needs it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from medml.fhir.view import _elements as el
 from medml.fhir.view._errors import InvalidViewError, RuntimeCheck
 from medml.fhir.view._expr import Scope, Val, as_list, typed
+from medml.fhir.view._validate import known_type
 
+# FHIR primitives by the FHIRPath type they map to; date and dateTime together (a date is a dateTime to the day).
+_SYSTEM = {
+    "boolean": "Boolean",
+    "integer": "Integer",
+    "positiveInt": "Integer",
+    "unsignedInt": "Integer",
+    "integer64": "Integer",
+    "decimal": "Decimal",
+    "date": "DateTime",
+    "dateTime": "DateTime",
+    "instant": "DateTime",
+    "time": "Time",
+}
+_GENERIC = {"Element", "BackboneElement", "Resource", "DomainResource"}  # declared types any complex value fits
 _KIND_TYPE = {"bool": "boolean", "int": "integer", "num": "decimal", "str": "string"}
+
+
+@dataclass(frozen=True)
+class ColumnType:
+    """A column's FHIR type (None where unknown until run time), whether the view declared it, and ``collection``."""
+
+    ftype: str | None
+    declared: bool
+    collection: bool
+
+
+def system_type(ftype: str) -> str:
+    """The FHIRPath type a FHIR primitive maps to (String for the string-like ones); a complex type is itself."""
+    if ftype in el.PRIMITIVES:
+        return _SYSTEM.get(ftype, "String")
+    return ftype
 
 
 def inferred_type(v: Val) -> str | None:
@@ -19,6 +54,57 @@ def inferred_type(v: Val) -> str | None:
     if v.ftype is not None:
         return v.ftype
     return _KIND_TYPE.get(v.kind)
+
+
+def fits(declared: str, inferred: str) -> bool:
+    """Whether values of the inferred type may fill a column of the declared type (integers fit decimals)."""
+    if declared in _GENERIC:
+        return inferred not in el.PRIMITIVES
+    want, got = system_type(declared), system_type(inferred)
+    return want == got or (want, got) == ("Decimal", "Integer")
+
+
+def column_type(name: str, path: str, declared: str | None, collection: bool, v: Val) -> ColumnType:
+    """The column's type; an error when a non-primitive comes without ``type`` or does not fit the declared one."""
+    inferred = inferred_type(v)
+    if declared is None:
+        if inferred is not None and inferred not in el.PRIMITIVES:
+            raise InvalidViewError(
+                f"column {name!r} ({path}) gives {inferred}, a non-primitive type, and declares no type",
+                f'set "type": "{inferred}", or select a primitive element of it',
+            )
+        return ColumnType(inferred, False, collection)
+    ftype = known_type(declared)
+    if ftype is not None and inferred is not None and not fits(ftype, inferred):
+        raise InvalidViewError(
+            f"column {name!r} ({path}) gives {inferred}, which does not fit its declared type {declared}",
+            "declare the type the path gives, or change the path",
+        )
+    return ColumnType(ftype or declared, True, collection)
+
+
+def check_union(branches: list[dict[str, ColumnType]], names: list[str]) -> None:
+    """Every unionAll branch gives each column the same type (and the same ``collection``) as the first branch.
+
+    Declared types must be equal; where a type was inferred, branches agree when their FHIRPath types do.
+    """
+    first = branches[0]
+    for i, branch in enumerate(branches[1:], start=2):
+        for n in names:
+            a, b = first[n], branch[n]
+            if a.collection != b.collection:
+                raise InvalidViewError(
+                    f"column {n!r} is a collection in one unionAll branch and not in branch {i}",
+                    "set the same collection on the column in every unionAll branch",
+                )
+            if a.ftype is None or b.ftype is None:
+                continue
+            same = a.ftype == b.ftype if a.declared and b.declared else system_type(a.ftype) == system_type(b.ftype)
+            if not same:
+                raise InvalidViewError(
+                    f"column {n!r} is {a.ftype} in the first unionAll branch and {b.ftype} in branch {i}",
+                    "every unionAll branch must give each column the same type",
+                )
 
 
 def where_condition(path: str, v: Val, s: Scope, checks: list[RuntimeCheck]) -> str:
