@@ -38,7 +38,7 @@ CONCURRENCY = (1, 10, 100)
 
 def train_models(home: Path) -> None:
     from medml.config import Settings, get_settings
-    from medml.data.datasets import load_dataset
+    from medml.pipelines.catalogue import load_dataset
     from medml.pipelines.tabular import TrainConfig, train
 
     settings = Settings(home=home, data_root=get_settings().data_root)

@@ -2,7 +2,7 @@
 
 Each step runs in a fresh process (wall time and peak resident memory from wait4), in a throw-away MEDML_HOME:
 
-- tabular: ``load_dataset("physionet-2012")`` from the archive (parse + aggregate; its Parquet cache is empty);
+- tabular: ``physionet2012.load()`` from the archive (parse + aggregate; its Parquet cache is empty);
 - FHIR, once per data set: convert set A to Bulk Data NDJSON, then ingest it into a DuckDB store;
 - FHIR, per training run: the ``encounters`` and ``observations`` views and the aggregation over the store.
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 STEPS = {
     "tabular adapter (parse archive + aggregate)": (
-        "from medml.data.datasets import load_dataset; ds = load_dataset('physionet-2012'); print(ds.X.shape)"
+        "from medml.data.datasets import physionet2012; ds = physionet2012.load(); print(ds.X.shape)"
     ),
     "FHIR: convert set A to NDJSON (once)": (
         "from medml.config import get_settings; from medml.fhir.convert.physionet2012 import write_ndjson; "

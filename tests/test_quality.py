@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from medml.config import Settings, get_settings
-from medml.data.datasets import load_dataset
+from medml.pipelines.catalogue import load_dataset
 from medml.pipelines.tabular import TrainConfig, train
 from medml.registry import load_bundle
 

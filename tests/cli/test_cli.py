@@ -200,7 +200,7 @@ def test_predict_scores_new_patients_with_their_factors_and_the_model(trained, t
     import pandas as pd
 
     from medml.config import Settings
-    from medml.data.datasets import load_dataset
+    from medml.pipelines.catalogue import load_dataset
     from medml.registry import load_bundle
 
     home, _ = trained

@@ -44,9 +44,9 @@ def diabetes(diabetes_cohort: Cohort) -> TaskDataset:
 
 @pytest.fixture(scope="session")
 def support2(data_root: Path) -> TaskDataset:
-    from medml.data.datasets import load_dataset
+    from medml.data.datasets import support2
 
-    return load_dataset("support2", data_root)
+    return support2.load(data_root)
 
 
 @pytest.fixture(scope="session")
@@ -65,18 +65,16 @@ def physionet(physionet_cohort: Cohort) -> TaskDataset:
 
 @pytest.fixture(scope="session")
 def heart(data_root: Path) -> dict[str, TaskDataset]:
-    from medml.data.datasets import load_dataset
+    from medml.data.datasets import uci_heart
 
-    return {
-        k: load_dataset(k, data_root) for k in ("heart-cleveland", "heart-hungary", "heart-switzerland", "heart-va")
-    }
+    return {f"heart-{site}": uci_heart.load(site, data_root) for site in ("cleveland", "hungary", "switzerland", "va")}
 
 
 @pytest.fixture(scope="session")
 def pima(data_root: Path) -> TaskDataset:
-    from medml.data.datasets import load_dataset
+    from medml.data.datasets import pima
 
-    return load_dataset("pima", data_root)
+    return pima.load(data_root)
 
 
 @pytest.fixture(scope="session")

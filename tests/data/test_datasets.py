@@ -1,5 +1,5 @@
-"""The catalogue and what every real-data adapter promises: features only in X, typed target, patient groups,
-sensitive attributes beside X, every source column accounted for."""
+"""What every real-data adapter promises: features only in X, typed target, patient groups, sensitive attributes
+beside X, every source column accounted for. The catalogue itself: tests/pipelines/test_catalogue.py."""
 
 from __future__ import annotations
 
@@ -10,60 +10,19 @@ import pandas as pd
 import pytest
 
 from medml.data import BinaryTarget, TaskDataset
-from medml.data.datasets import DatasetInfo, dataset_summary, list_datasets, load_dataset
-from medml.errors import InputFileError, NotFoundError
+from medml.data.datasets import diabetes130, pima, support2, uci_heart
 
-KEYS = [
+#: read from their own sources here; physionet-2012-fhir (the same stays through FHIR) is tested in tests/fhir
+TABULAR_KEYS = [
     "diabetes-130",
     "support2",
     "physionet-2012",
-    "physionet-2012-fhir",
     "heart-cleveland",
     "heart-hungary",
     "heart-switzerland",
     "heart-va",
     "pima",
 ]
-#: read from their own sources here; physionet-2012-fhir (the same stays through FHIR) is tested in tests/fhir
-TABULAR_KEYS = [k for k in KEYS if k != "physionet-2012-fhir"]
-
-
-def test_catalogue_lists_the_keys_with_sources_under_the_data_root(data_root: Path) -> None:
-    infos = list_datasets()
-    assert [i.key for i in infos] == KEYS
-    assert all(isinstance(i, DatasetInfo) and i.title and i.task and i.outcome for i in infos)
-    for info in infos:
-        assert (data_root / info.source).is_file(), info.source
-    by_key = {i.key: i for i in infos}
-    assert by_key["heart-cleveland"].external == ("heart-hungary", "heart-switzerland", "heart-va")
-    assert all(by_key[k].external == () for k in KEYS if k != "heart-cleveland")
-
-
-def test_unknown_key_lists_the_valid_ones() -> None:
-    with pytest.raises(NotFoundError) as e:
-        load_dataset("mimic-iv")
-    assert "mimic-iv" in str(e.value)
-    assert all(k in str(e.value) for k in KEYS)
-
-
-def test_missing_data_root_names_the_path(tmp_path: Path) -> None:
-    gone = tmp_path / "no-such-shared-data"
-    with pytest.raises(InputFileError) as e:
-        load_dataset("pima", data_root=gone)
-    assert str(gone) in str(e.value) and "MEDML_DATA" in str(e.value)
-
-
-def test_missing_source_file_names_it(tmp_path: Path) -> None:
-    (tmp_path / "tabular").mkdir()
-    with pytest.raises(InputFileError) as e:
-        load_dataset("support2", data_root=tmp_path)
-    assert "support2.csv.gz" in str(e.value)
-
-
-def test_summary_reports_rows_patients_prevalence(data_root: Path) -> None:
-    s = dataset_summary("pima", data_root)
-    assert s == {"rows": 768, "patients": 768, "prevalence": pytest.approx(268 / 768), "task": s["task"]}
-    assert "diabetes" in s["task"]
 
 
 @pytest.mark.parametrize("key", TABULAR_KEYS)
@@ -97,11 +56,8 @@ def test_task_dataset_contract(key: str, all_datasets: dict[str, TaskDataset]) -
 def test_every_source_column_is_a_feature_or_excluded(
     key: str, data_root: Path, all_datasets: dict[str, TaskDataset]
 ) -> None:
-    import importlib
-
-    info = {i.key: i for i in list_datasets()}[key]
-    module = importlib.import_module(info.module)
-    cohort = module.load_cohort("va", data_root) if key == "heart-va" else module.load_cohort(data_root)
+    adapters = {"diabetes-130": diabetes130, "support2": support2, "pima": pima}
+    cohort = uci_heart.load_cohort("va", data_root) if key == "heart-va" else adapters[key].load_cohort(data_root)
     ds = all_datasets[key]
     derived = {"dnr_before_entry"}
     source = (

@@ -13,7 +13,7 @@ from medml.models import CalibratedRiskModel, make_model
 
 @pytest.fixture(scope="module")
 def pima():
-    from medml.data.datasets import load_dataset
+    from medml.pipelines.catalogue import load_dataset
 
     return load_dataset("pima")
 

@@ -16,13 +16,13 @@ import pandas as pd
 import pytest
 
 from medml.config import get_settings
-from medml.data.datasets import load_dataset
 from medml.errors import DataError
 from medml.fhir.convert import physionet2012 as convert
 from medml.fhir.features import Conversion, FeatureDefinition, Measurement, build_features
 from medml.fhir.ingest import ingest
 from medml.fhir.store import FhirStore
 from medml.fhir.tasks import physionet_definition, physionet_in_hospital_death, stays
+from medml.pipelines.catalogue import load_dataset
 
 PHYSIONET = get_settings().data_root / "icu" / "physionet-2012-set-a"
 N_STAYS = 120

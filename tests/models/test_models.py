@@ -19,7 +19,7 @@ from medml.models import CalibratedRiskModel, LightGBMRiskModel, LogisticRiskMod
 
 @pytest.fixture(scope="module")
 def pima():
-    from medml.data.datasets import load_dataset
+    from medml.pipelines.catalogue import load_dataset
 
     return load_dataset("pima")
 

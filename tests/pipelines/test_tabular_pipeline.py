@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from medml.config import Settings, get_settings
-from medml.data.datasets import load_dataset
 from medml.errors import DataError
+from medml.pipelines.catalogue import load_dataset
 from medml.pipelines.tabular import TrainConfig, cohort_table, evaluate_registered, train
 
 

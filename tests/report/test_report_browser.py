@@ -49,7 +49,7 @@ def test_report_renders_offline_in_chromium(inputs, tmp_path, open_offline):
 def test_a_trained_models_report_renders_in_chromium(tmp_path, open_offline):
     """The report `medml train` writes for a real model on real data (Cleveland, externally validated)."""
     from medml.config import Settings, get_settings
-    from medml.data.datasets import load_dataset
+    from medml.pipelines.catalogue import load_dataset
     from medml.pipelines.tabular import TrainConfig, train
 
     settings = Settings(home=tmp_path / "home", data_root=get_settings().data_root)

@@ -14,7 +14,7 @@ from cds_requests import SET_A, STAYS, data_root
 def model_home(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """Settings whose registry holds a small LightGBM model of PhysioNet 2012 in-hospital death (about 15 s)."""
     from medml.config import Settings
-    from medml.data.datasets import load_dataset
+    from medml.pipelines.catalogue import load_dataset
     from medml.pipelines.tabular import TrainConfig, train
 
     if not (SET_A / "set-a.tar.gz").is_file():

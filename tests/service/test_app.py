@@ -131,7 +131,7 @@ def test_serving_gives_the_training_numbers_for_the_same_stays(
     model_home: Settings,
     config: ServiceConfig,
 ) -> None:
-    from medml.data.datasets import load_dataset
+    from medml.pipelines.catalogue import load_dataset
     from medml.registry import load_bundle
 
     wanted = codes(service)

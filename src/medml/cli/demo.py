@@ -31,8 +31,8 @@ def run_demo(
 ) -> list[dict[str, Any]]:
     """Train, evaluate, register and report each (dataset, model); returns the summary rows."""
     from medml.config import get_settings
-    from medml.data.datasets import list_datasets, load_dataset
     from medml.evaluate import headline
+    from medml.pipelines.catalogue import list_datasets, load_dataset
     from medml.pipelines.tabular import TrainConfig, train
 
     settings = get_settings()
@@ -155,9 +155,9 @@ def run_service_demo(out: Console, err: Console, *, stays: int = 40) -> str | No
     """
     from medml.config import get_settings
     from medml.data import patient_split
-    from medml.data.datasets import load_dataset
     from medml.fhir.convert.physionet2012 import iter_stays
     from medml.fhir.store import FhirStore
+    from medml.pipelines.catalogue import load_dataset
     from medml.registry import list_models
     from medml.service.config import load_config
     from medml.service.deploy import deploy

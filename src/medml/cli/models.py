@@ -28,7 +28,8 @@ def load_task(
     features: str | None = None,
 ) -> Any:
     """A dataset key, a YAML spec, or a CSV/Parquet table (with --target) as a TaskDataset."""
-    from medml.data.datasets import TableSpec, list_datasets, load_dataset, load_spec_yaml, load_table
+    from medml.data.datasets import TableSpec, load_spec_yaml, load_table
+    from medml.pipelines.catalogue import list_datasets, load_dataset
 
     keys = [d.key for d in list_datasets()]
     if source in keys:
@@ -58,7 +59,7 @@ def load_task(
 
 def datasets() -> None:
     """List the bundled real datasets with rows, patients, prevalence and task."""
-    from medml.data.datasets import dataset_summary, list_datasets
+    from medml.pipelines.catalogue import dataset_summary, list_datasets
 
     t = Table(title="medml datasets (../shared/data)", header_style="bold")
     for col in ("key", "rows", "patients", "prevalence", "task"):
@@ -89,8 +90,8 @@ def train(
 ) -> None:
     """Train, calibrate, evaluate and register a risk model; print its test metrics and where things are."""
     from medml.config import get_settings
-    from medml.data.datasets import list_datasets, load_dataset
     from medml.models import check_model_kind
+    from medml.pipelines.catalogue import list_datasets, load_dataset
     from medml.pipelines.tabular import TrainConfig
     from medml.pipelines.tabular import train as run_train
 
