@@ -21,13 +21,12 @@ def create_app() -> Any:
     from fhir.resources.R4B.patient import Patient
 
     from medml.config import get_settings
-    from medml.fhir.features import build_features
-    from medml.fhir.tasks import serving_spec
+    from medml.fhir.features import ServingSpec, build_features
     from medml.registry import load_bundle
 
     bundle = load_bundle(os.environ["NAIVE_MODEL"], get_settings())
-    spec = serving_spec(bundle.metadata.dataset)
-    assert spec is not None
+    spec = bundle.metadata.serving
+    assert isinstance(spec, ServingSpec)
     app = FastAPI()
 
     @app.post("/cds-services/{service_id}")

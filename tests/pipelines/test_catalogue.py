@@ -1,4 +1,4 @@
-"""The catalogue of real datasets: its keys and sources, and its errors."""
+"""The catalogue of real datasets: its keys and sources, its errors, and the serving contract a task declares."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import pytest
 
 from medml.config import get_settings
 from medml.errors import InputFileError, NotFoundError
+from medml.fhir.features import ServingSpec
+from medml.fhir.tasks import physionet_serving
 from medml.pipelines.catalogue import DatasetInfo, dataset_summary, list_datasets, load_dataset
 
 KEYS = [
@@ -67,3 +69,12 @@ def test_summary_reports_rows_patients_prevalence(data_root: Path) -> None:
     s = dataset_summary("pima", data_root)
     assert s == {"rows": 768, "patients": 768, "prevalence": pytest.approx(268 / 768), "task": s["task"]}
     assert "diabetes" in s["task"]
+
+
+def test_only_physionet_declares_a_fhir_reading_and_its_task_carries_it(data_root: Path) -> None:
+    served = {i.key for i in list_datasets() if i.serving is not None}
+    assert served == {"physionet-2012", "physionet-2012-fhir"}
+    assert load_dataset("pima", data_root).serving is None
+    spec = load_dataset("physionet-2012", data_root).serving
+    assert isinstance(spec, ServingSpec) and spec == physionet_serving(48)
+    assert (spec.anchor, spec.hours, spec.encounter_classes) == ("encounter-start", 48, ("IMP", "ACUTE", "ICU"))

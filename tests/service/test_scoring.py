@@ -90,7 +90,10 @@ def test_a_card_summary_stays_under_140_characters_whatever_the_outcome_name(
     scored = scorer.score(pid, res, now=NOW)
     assert isinstance(scored, Scored)
     for n in (10, 120, 139, 140, 400):
-        dep = dataclasses.replace(scorer.deployment, spec={**scorer.deployment.spec, "outcome": "x" * n})
+        served = dataclasses.replace(
+            scorer.deployment.served, spec=dataclasses.replace(scorer.deployment.serving, outcome="x" * n)
+        )
+        dep = dataclasses.replace(scorer.deployment, served=served)
         text = summary(dep, scored)
         assert len(text) < 140
         assert text.startswith("Risk of x")

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from medml.evaluate.schema import Estimate
 
 # Wide enough for the metric tables when the output is a file or a pipe (rich would assume 80 columns).
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -41,11 +45,16 @@ def split_list(value: str | None) -> tuple[str, ...]:
 
 
 def fmt(v: Any, digits: int = 3) -> str:
-    return "-" if v is None else f"{v:.{digits}f}"
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
 def interval(h: dict[str, Any]) -> str:
     return f"{fmt(h['auroc'])} ({fmt(h['auroc_low'])}-{fmt(h['auroc_high'])})"
+
+
+def estimate_text(e: Estimate, digits: int = 3) -> str:
+    """A value with its interval, ``0.875 (0.843-0.897)``; ``-`` where not measured."""
+    return f"{fmt(e.value, digits)} ({fmt(e.low, digits)}-{fmt(e.high, digits)})"
 
 
 def print_metrics(title: str, h: dict[str, Any]) -> None:
@@ -64,4 +73,4 @@ def print_metrics(title: str, h: dict[str, Any]) -> None:
     out.print(t)
 
 
-__all__ = ["err", "fmt", "interval", "out", "print_metrics", "progress_bar", "split_list"]
+__all__ = ["err", "estimate_text", "fmt", "interval", "out", "print_metrics", "progress_bar", "split_list"]

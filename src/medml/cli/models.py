@@ -9,7 +9,7 @@ import click
 import typer
 from rich.table import Table
 
-from medml.cli._console import fmt, interval, out, print_metrics, progress_bar, split_list
+from medml.cli._console import estimate_text, fmt, out, print_metrics, progress_bar, split_list
 from medml.errors import InputFileError, MedmlError, NotFoundError
 
 models_app = typer.Typer(no_args_is_help=True, help="The model registry.")
@@ -180,17 +180,19 @@ def predict(
         step("predicting and explaining", 0.2)
         scores = score_table(bundle, frame, id_column=id, top=top)
     md = bundle.metadata
-    m = md.metrics
+    h = md.headline
     out.print(
         f"{md.name}@{md.version}: {md.task} ({md.model_kind}, calibration {md.calibration}). "
         f"Decision support, not a diagnosis.",
         highlight=False,
     )
-    out.print(
-        f"Evaluated on {m['n']:,} held-out patients of {md.dataset}: AUROC {interval(m)}, calibration slope "
-        f"{fmt(m['calibration_slope'], 2)}, ICI {fmt(m['ici'])}. Population: {md.population}",
-        highlight=False,
+    evaluated = (
+        "No evaluation is stored with this model"
+        if h is None
+        else f"Evaluated on {h.n:,} held-out patients of {md.dataset}: AUROC {estimate_text(h.auroc)}, calibration "
+        f"slope {fmt(h.calibration_slope.value, 2)}, ICI {fmt(h.ici)}"
     )
+    out.print(f"{evaluated}. Population: {md.population}", highlight=False)
     if out_path is not None:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = out_path.with_name(f".{out_path.name}.tmp")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -57,13 +57,24 @@ def infer_features(
     )
 
 
+class ServingContract(Protocol):
+    """How a model trained on a task is served, declared with the task and written into the model's bundle: for a
+    model scored from FHIR its feature definition and index-time rule (:class:`medml.fhir.features.ServingSpec`)."""
+
+    @property
+    def kind(self) -> str: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
 @dataclass(frozen=True)
 class TaskDataset:
     """What a model is trained and evaluated on.
 
     Rows are samples (an encounter, a stay); ``groups`` names the patient of each row so that splits never
     put one patient on both sides. ``sensitive`` holds attributes for fairness analysis (sex, age band,
-    race) beside ``X``, never inside it. ``excluded`` names each source column left out and why.
+    race) beside ``X``, never inside it. ``excluded`` names each source column left out and why. ``serving`` says
+    how a model of this task reads a patient when deployed (None: it reads table columns only).
     """
 
     name: str
@@ -78,6 +89,7 @@ class TaskDataset:
     provenance: str = ""
     index_time: npt.NDArray[np.datetime64] | None = None
     excluded: Mapping[str, str] = field(default_factory=dict)
+    serving: ServingContract | None = None
 
     def __post_init__(self) -> None:
         n = len(self.X)

@@ -18,7 +18,7 @@ from medml.evaluate.calibration import (
 )
 from medml.evaluate.discrimination import auprc, auroc, pr_curve, roc_curve
 from medml.evaluate.fairness import GAP_TOLERANCE, subgroup_report
-from medml.evaluate.schema import Estimate, EvaluationReport
+from medml.evaluate.schema import CalibrationCurve, Estimate, EvaluationReport, Headline
 from medml.evaluate.thresholds import (
     decision_curve,
     net_benefit,
@@ -32,9 +32,11 @@ __all__ = [
     "DECISION_THRESHOLDS",
     "DEFAULT_THRESHOLDS",
     "GAP_TOLERANCE",
+    "CalibrationCurve",
     "CalibrationFit",
     "Estimate",
     "EvaluationReport",
+    "Headline",
     "auprc",
     "auroc",
     "bootstrap_ci",

@@ -125,7 +125,8 @@ def _value(est: Any) -> float:
 
 
 def headline(report: EvaluationReport) -> dict[str, float | int | None]:
-    """The summary numbers of a report for a one-line table (None where not measured)."""
+    """The summary numbers of a report as flat numbers (None where not measured): a one-line table, the metrics
+    MLflow logs. Views of a model read the typed :class:`~medml.evaluate.Headline` instead."""
     auroc_est = report.discrimination.get("auroc")
     cal = report.calibration
     row: dict[str, float | int | None] = {

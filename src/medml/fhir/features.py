@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import cache
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -158,6 +158,59 @@ class FeatureDefinition:
             raise ConfigError(
                 f"stored feature definition is not valid: {e}", "deploy the model again with this medml version"
             ) from None
+
+
+ANCHORS = ("now", "encounter-start")
+
+
+@dataclass(frozen=True)
+class ServingSpec:
+    """How a task's model reads one patient at the bedside: its FHIR features and when its index time falls.
+
+    Declared with the task and written into the model's bundle at training time, so that serving needs no task
+    code. ``anchor`` "encounter-start": the index time is the encounter's start + ``hours`` (or now, if that is
+    still ahead), for encounters of the given ``encounter_classes`` (v3 ActCode; empty = any); "now": the time of
+    the request.
+    """
+
+    #: the tag of this serving contract in a bundle (an image model's is another)
+    kind: ClassVar[str] = "fhir"
+
+    definition: FeatureDefinition
+    outcome: str
+    anchor: str = "now"
+    hours: float = 0.0
+    encounter_classes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.anchor not in ANCHORS:
+            raise ConfigError(f"unknown index anchor {self.anchor!r}", f"use one of {', '.join(ANCHORS)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "definition": self.definition.to_dict(),
+            "outcome": self.outcome,
+            "anchor": self.anchor,
+            "hours": self.hours,
+            "encounter_classes": list(self.encounter_classes),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ServingSpec:
+        """The spec back from :meth:`to_dict` (a spec stored without ``kind`` is one too); ConfigError if not."""
+        try:
+            if d.get("kind", cls.kind) != cls.kind:
+                raise ValueError(f"kind {d.get('kind')!r} is not {cls.kind!r}")
+            return cls(
+                definition=FeatureDefinition.from_dict(d["definition"]),
+                outcome=str(d["outcome"]),
+                anchor=str(d["anchor"]),
+                hours=float(d["hours"]),
+                encounter_classes=tuple(str(c) for c in d["encounter_classes"]),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ConfigError(f"stored serving spec is not valid: {e}", "deploy the model again") from None
 
 
 @dataclass

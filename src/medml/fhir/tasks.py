@@ -12,10 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,9 +22,9 @@ from medml.data.datasets import physionet2012 as tabular
 from medml.data.datasets._common import age_band, id_array, provenance, resolve_data_root, sensitive_frame
 from medml.data.targets import BinaryTarget
 from medml.data.task import TaskDataset, infer_features
-from medml.errors import ConfigError, DataError
+from medml.errors import DataError
 from medml.fhir.convert import physionet2012 as convert
-from medml.fhir.features import AGGREGATES, Conversion, FeatureDefinition, Measurement, build_features
+from medml.fhir.features import AGGREGATES, Conversion, FeatureDefinition, Measurement, ServingSpec, build_features
 from medml.fhir.store import FhirStore
 from medml.fhir.view import run_view
 from medml.fhir.views import get_view
@@ -83,6 +80,22 @@ def stays(store: FhirStore) -> pd.DataFrame:
     return enc.sort_values("stay_id", key=lambda s: s.astype(np.int64)).reset_index(drop=True)
 
 
+def physionet_serving(hours: float = 48) -> ServingSpec:
+    """How a model of in-hospital death from the first ``hours`` scores a stay at the bedside: the same features
+    from FHIR, at the start of the inpatient, acute or ICU encounter + ``hours`` (or now, before that).
+
+    PhysioNet 2012 from the tabular adapter and from FHIR have the same 225 features (equal to rtol 1e-12, see
+    tests/fhir/test_features.py), so a model trained on either scores a stay from FHIR.
+    """
+    return ServingSpec(
+        definition=physionet_definition(hours),
+        outcome="death in hospital",
+        anchor="encounter-start",
+        hours=hours,
+        encounter_classes=("IMP", "ACUTE", "ICU"),
+    )
+
+
 def physionet_in_hospital_death(store: FhirStore, hours: float = 48) -> TaskDataset:
     """In-hospital death from the first ``hours`` of each stay, read from FHIR (see the module docstring)."""
     if not 0 < hours <= 48:
@@ -118,6 +131,7 @@ def physionet_in_hospital_death(store: FhirStore, hours: float = 48) -> TaskData
             "Encounter.length": "length of stay: known only at discharge",
             "dischargeDisposition": "the outcome",
         },
+        serving=physionet_serving(hours),
     )
 
 
@@ -142,65 +156,6 @@ def physionet_store(data_root: str | Path | None = None) -> FhirStore:
     return FhirStore(path, read_only=True)
 
 
-@dataclass(frozen=True)
-class ServingSpec:
-    """How a task's model reads one patient at the bedside: its FHIR features and when its index time falls.
-
-    ``anchor`` "encounter-start": the index time is the encounter's start + ``hours`` (or now, if that is still
-    ahead), for encounters of the given ``encounter_classes`` (v3 ActCode; empty = any); "now": the time of the
-    request.
-    """
-
-    definition: FeatureDefinition
-    outcome: str
-    anchor: str = "now"
-    hours: float = 0.0
-    encounter_classes: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.anchor not in ("now", "encounter-start"):
-            raise ConfigError(f"unknown index anchor {self.anchor!r}", "use 'now' or 'encounter-start'")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "definition": self.definition.to_dict(),
-            "outcome": self.outcome,
-            "anchor": self.anchor,
-            "hours": self.hours,
-            "encounter_classes": list(self.encounter_classes),
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> ServingSpec:
-        try:
-            return cls(
-                definition=FeatureDefinition.from_dict(d["definition"]),
-                outcome=str(d["outcome"]),
-                anchor=str(d["anchor"]),
-                hours=float(d["hours"]),
-                encounter_classes=tuple(d["encounter_classes"]),
-            )
-        except (KeyError, TypeError, ValueError) as e:
-            raise ConfigError(f"stored serving spec is not valid: {e}", "deploy the model again") from None
-
-
-def serving_spec(dataset: str) -> ServingSpec | None:
-    """The FHIR reading of a catalogue dataset's task, or None when its model reads table columns only.
-
-    PhysioNet 2012 from the tabular adapter and from FHIR have the same 225 features (equal to rtol 1e-12, see
-    tests/fhir/test_features.py), so a model trained on either scores a stay from FHIR.
-    """
-    if dataset in (KEY, tabular.KEY):
-        return ServingSpec(
-            definition=physionet_definition(48),
-            outcome="death in hospital",
-            anchor="encounter-start",
-            hours=48,
-            encounter_classes=("IMP", "ACUTE", "ICU"),
-        )
-    return None
-
-
 def load(data_root: str | Path | None = None) -> TaskDataset:
     """The catalogue's task: in-hospital death from the first 48 hours, through FHIR."""
     root = resolve_data_root(data_root)
@@ -216,11 +171,10 @@ def load(data_root: str | Path | None = None) -> TaskDataset:
 __all__ = [
     "AGGREGATES",
     "KEY",
-    "ServingSpec",
     "load",
     "physionet_definition",
     "physionet_in_hospital_death",
+    "physionet_serving",
     "physionet_store",
-    "serving_spec",
     "stays",
 ]

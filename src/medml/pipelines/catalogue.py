@@ -1,11 +1,14 @@
-"""The catalogue of real datasets medml trains on: each entry holds its loader, imported like any other function.
+"""The catalogue of real datasets medml trains on: each entry holds its loader and, for a task that can be served
+from FHIR, its serving contract, both imported like any other function.
 
 The catalogue sits above :mod:`medml.data` (the table adapters) and :mod:`medml.fhir` (the same stays read
-through FHIR), because it names both.
+through FHIR, and the FHIR reading a deployed model scores with), because it names both. ``load_dataset`` hands
+the task its serving contract, which the tabular pipeline writes into the model's bundle at training time.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -16,7 +19,7 @@ import numpy as np
 
 from medml.data.datasets import diabetes130, physionet2012, pima, support2, uci_heart
 from medml.data.datasets._common import resolve_data_root
-from medml.data.task import TaskDataset
+from medml.data.task import ServingContract, TaskDataset
 from medml.errors import NotFoundError
 from medml.fhir import tasks as fhir_tasks
 
@@ -28,7 +31,8 @@ Loader = Callable[[Path], TaskDataset]
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """One catalogued dataset: what it is, its source file, its loader and its external validation sets."""
+    """One catalogued dataset: what it is, its source file, its loader, its external validation sets and, when a
+    model of it can score a patient from FHIR, how (``serving``)."""
 
     key: str
     title: str
@@ -37,6 +41,7 @@ class DatasetInfo:
     source: str
     load: Loader
     external: tuple[str, ...] = ()
+    serving: Callable[[], ServingContract] | None = None
     #: the key of the dataset this one re-reads through another path (the same patients and labels)
     derived_from: str = ""
 
@@ -75,6 +80,8 @@ _CATALOGUE: tuple[DatasetInfo, ...] = (
         "In-hospital_death == 1",
         physionet2012.SOURCE,
         physionet2012.load,
+        # the same 225 features from FHIR (tests/fhir/test_features.py): a model of the table scores from FHIR
+        serving=fhir_tasks.physionet_serving,
     ),
     DatasetInfo(
         "physionet-2012-fhir",
@@ -83,6 +90,7 @@ _CATALOGUE: tuple[DatasetInfo, ...] = (
         "Encounter.hospitalization.dischargeDisposition == exp",
         physionet2012.SOURCE,
         fhir_tasks.load,
+        serving=fhir_tasks.physionet_serving,
         derived_from="physionet-2012",
     ),
     _heart(
@@ -132,8 +140,11 @@ def dataset_info(key: str) -> DatasetInfo:
 
 
 def load_dataset(key: str, data_root: str | Path | None = None) -> TaskDataset:
-    """The catalogued task for ``key``, read from ``data_root`` (default: the settings' shared data folder)."""
-    return dataset_info(key).load(resolve_data_root(data_root))
+    """The catalogued task for ``key`` with its serving contract, read from ``data_root`` (default: the settings'
+    shared data folder)."""
+    info = dataset_info(key)
+    ds = info.load(resolve_data_root(data_root))
+    return ds if info.serving is None else dataclasses.replace(ds, serving=info.serving())
 
 
 def dataset_summary(key: str, data_root: str | Path | None = None) -> dict[str, Any]:

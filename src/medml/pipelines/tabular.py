@@ -19,7 +19,7 @@ from medml import __version__
 from medml.config import Settings
 from medml.data import Predictions, TaskDataset, check_task, patient_split
 from medml.errors import DataError
-from medml.evaluate import EvaluationReport, evaluate_binary, headline
+from medml.evaluate import EvaluationReport, Headline, evaluate_binary, headline
 from medml.explain import global_importance, top_factors
 from medml.models import CalibratedRiskModel, check_model_kind, make_model, tune
 from medml.registry import BundleMetadata, ModelBundle, load_bundle, register
@@ -163,6 +163,8 @@ def train(
         excluded_columns=dict(ds.excluded),
         metrics=headline(evaluation),
         evaluation=evaluation.to_dict(),
+        headline=Headline.of(evaluation),
+        serving=ds.serving,
         extra={
             "external": {k: r.to_dict() for k, r in ext_reports.items()},
             "importance": importance,

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from medml.errors import ConfigError, IntegrityError
 
 if TYPE_CHECKING:
-    from medml.data.task import FeatureSpec
+    from medml.data.task import FeatureSpec, ServingContract
+    from medml.evaluate.schema import Headline
 
 #: how the model is stored: a joblib pickle of a scikit-learn-style classifier, or a torch ``state_dict`` (tensors
 #: only, loaded with ``weights_only=True``) whose network is rebuilt from config in the metadata
@@ -109,6 +110,8 @@ _TEXT = (
     "calibration",
 )
 _DICTS = ("params", "split_sizes", "excluded_columns", "metrics", "evaluation", "extra")
+#: typed parts, stored as JSON objects; bundles saved before they existed lack them and still load
+_TYPED = ("serving", "headline")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,9 +119,12 @@ class BundleMetadata:
     """What a model is, what it was trained on, for whom it is meant and how well it did.
 
     ``version`` is ``None`` (or 0) until the registry assigns one. ``evaluation`` is an
-    ``EvaluationReport`` as a plain dict (``report.to_dict()``); ``metrics`` holds the headline numbers, each
-    a number or an ``{"value", "low", "high"}`` dict. ``data_hash`` is the sha256 of the training data, from
-    the caller.
+    ``EvaluationReport`` as a plain dict (``report.to_dict()``); ``headline`` is what every view of the model
+    shows of it, typed; ``metrics`` holds the headline numbers as MLflow logs them, each a number or an
+    ``{"value", "low", "high"}`` dict. ``serving`` is how the deployed model reads its input (a FHIR feature
+    definition and index-time rule, an image preparation), written at training time. ``data_hash`` is the sha256
+    of the training data, from the caller. A bundle stored before ``serving`` and ``headline`` existed gets them
+    from its other metadata where that has what they need.
     """
 
     name: str
@@ -140,9 +146,11 @@ class BundleMetadata:
     metrics: dict[str, Any] = field(default_factory=dict)
     evaluation: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    serving: ServingContract | None = None
+    headline: Headline | None = None
 
     def __post_init__(self) -> None:
-        problems = _problems(self.__dict__)
+        problems = _problems(self.__dict__) + _typed_problems(self.serving, self.headline)
         if problems:
             raise ConfigError(
                 f"invalid bundle metadata for {self.name!r}: " + "; ".join(problems),
@@ -154,6 +162,13 @@ class BundleMetadata:
         for key in ("version", "seed"):
             if getattr(self, key) is not None:
                 object.__setattr__(self, key, int(getattr(self, key)))
+        if self.serving is None:
+            try:
+                object.__setattr__(self, "serving", _legacy_serving(self.params, self.extra))
+            except ValueError as e:
+                raise ConfigError(f"invalid bundle metadata for {self.name!r}: {e}", "retrain the model") from None
+        if self.headline is None:
+            object.__setattr__(self, "headline", _legacy_headline(self.metrics, self.evaluation, self.population))
 
     @property
     def ref(self) -> str:
@@ -161,7 +176,11 @@ class BundleMetadata:
         return f"{self.name}@{self.version}" if self.version else self.name
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _TYPED}
+        for key in _TYPED:
+            value = getattr(self, key)
+            out[key] = None if value is None else value.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], source: str = "metadata") -> BundleMetadata:
@@ -172,7 +191,7 @@ class BundleMetadata:
                 "retrain the model or restore the bundle from MLflow",
             )
         names = [f.name for f in fields(cls)]
-        missing = [k for k in names if k not in d]
+        missing = [k for k in names if k not in d and k not in _TYPED]
         unknown = sorted(set(d) - set(names))
         problems = [f"missing key {k!r}" for k in missing] + [f"unknown key {k!r}" for k in unknown]
         if not problems:
@@ -182,7 +201,8 @@ class BundleMetadata:
                 f"{source} is not valid bundle metadata: " + "; ".join(problems),
                 "retrain the model, or restore the bundle from MLflow with a matching medml",
             )
-        return cls(**{k: d[k] for k in names})
+        typed = _read_typed(d, source)
+        return cls(**{k: d[k] for k in names if k not in _TYPED}, **typed)
 
     def with_version(self, version: int, **changes: Any) -> BundleMetadata:
         return replace(self, version=version, **changes)
@@ -222,6 +242,62 @@ def _problems(d: Mapping[str, Any]) -> list[str]:
     ):
         out.append("excluded_columns values must be text (the reason each column was left out)")
     return out
+
+
+def _typed_problems(serving: Any, headline: Any) -> list[str]:
+    """Problems with the typed parts a caller passed, as short phrases."""
+    from medml.evaluate.schema import Headline
+
+    out = []
+    if serving is not None and not (isinstance(getattr(serving, "kind", None), str) and hasattr(serving, "to_dict")):
+        out.append(f"serving must be a serving contract (a ServingSpec, say), got {type(serving).__name__}")
+    if headline is not None and not isinstance(headline, Headline):
+        out.append(f"headline must be a Headline (Headline.of(report)), got {type(headline).__name__}")
+    return out
+
+
+def _read_typed(d: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """The stored serving contract and headline, typed, or IntegrityError saying which does not parse."""
+    from medml.errors import DataError
+    from medml.evaluate.schema import Headline
+    from medml.registry.serving import legacy_serving, read_serving
+
+    fix = "retrain the model with this medml, or restore the bundle from MLflow"
+    out: dict[str, Any] = {}
+    try:
+        stored = d.get("serving")
+        out["serving"] = read_serving(stored) if stored is not None else legacy_serving(d["params"], d["extra"])
+    except (ValueError, IntegrityError) as e:
+        what = e.what if isinstance(e, IntegrityError) else str(e)
+        raise IntegrityError(f"{source}: the serving contract is not valid: {what}", fix) from None
+    try:
+        stored = d.get("headline")
+        out["headline"] = Headline.from_dict(stored) if stored is not None else None
+    except DataError as e:
+        raise IntegrityError(f"{source}: the headline metrics are not valid: {e.what}", fix) from None
+    return out
+
+
+def _legacy_serving(params: Mapping[str, Any], extra: Mapping[str, Any]) -> ServingContract | None:
+    from medml.registry.serving import legacy_serving
+
+    try:
+        return legacy_serving(params, extra)
+    except IntegrityError as e:
+        raise ValueError(e.what) from None
+
+
+def _legacy_headline(metrics: Mapping[str, Any], evaluation: Mapping[str, Any], population: str) -> Headline | None:
+    """The headline of metadata written before headlines were typed, or None when it records too little."""
+    from medml.errors import DataError
+    from medml.evaluate.schema import Headline
+
+    if not metrics:
+        return None
+    try:
+        return Headline.from_flat(metrics, evaluation, population)
+    except DataError:
+        return None
 
 
 def _is_int(v: Any) -> bool:

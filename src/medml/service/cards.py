@@ -14,6 +14,7 @@ import math
 import uuid
 from typing import Any
 
+from medml.evaluate.schema import CalibrationCurve, Headline
 from medml.service.deploy import Deployment
 from medml.service.scoring import Scored
 
@@ -57,7 +58,7 @@ def summary(dep: Deployment, s: Scored) -> str:
 def detail(dep: Deployment, s: Scored, model_kind: str, *, authenticated: bool) -> str:
     """The card's markdown detail."""
     spec = dep.serving
-    ev = dep.evaluation
+    ev = dep.headline
     lines = []
     when = s.index_time.strftime("%Y-%m-%d %H:%M UTC")
     if s.hours_observed is not None:
@@ -93,16 +94,8 @@ def detail(dep: Deployment, s: Scored, model_kind: str, *, authenticated: bool) 
             + ", ".join(f"{k}: {v}" for k, v in s.dropped.items())
             + "."
         )
-    auroc = ev.get("auroc") or [None, None, None]
-    slope = ev.get("calibration_slope") or [None, None, None]
-    intercept = ev.get("calibration_intercept") or [None, None, None]
-    lines.append(
-        f"\n**How the model did** on {ev.get('n')} {ev.get('split', 'test')} patients "
-        f"({ev.get('n_events')} events): AUROC {_num(auroc[0], '.3f')} (95% CI {_num(auroc[1], '.3f')}–"
-        f"{_num(auroc[2], '.3f')}); calibration slope {_num(slope[0])} (95% CI {_num(slope[1])}–"
-        f"{_num(slope[2])}), intercept {_num(intercept[0])}. {near_this_risk(ev, s.risk)}"
-    )
-    lines.append(f"\n**Evaluation population:** {ev.get('population', 'not recorded')}")
+    lines.append(_how_the_model_did(ev, s.risk))
+    lines.append(f"\n**Evaluation population:** {ev.population if ev else 'not recorded'}")
     lines.append(
         f"\n**Indicator:** warning from {_pct(dep.thresholds[0])}, critical from {_pct(dep.thresholds[1])}: "
         f"{dep.thresholds_note}."
@@ -115,11 +108,23 @@ def detail(dep: Deployment, s: Scored, model_kind: str, *, authenticated: bool) 
     return "\n".join(lines)
 
 
-def near_this_risk(ev: dict[str, Any], risk: float) -> str:
+def _how_the_model_did(ev: Headline | None, risk: float) -> str:
+    """The evaluation line: on whom, AUROC and calibration with their intervals, and patients near this risk."""
+    if ev is None:
+        return "\n**How the model did:** not stored with this deployment; see the model card."
+    auroc, slope = ev.auroc, ev.calibration_slope
+    return (
+        f"\n**How the model did** on {ev.n} {ev.split} patients "
+        f"({ev.n_events} events): AUROC {_num(auroc.value, '.3f')} (95% CI {_num(auroc.low, '.3f')}–"
+        f"{_num(auroc.high, '.3f')}); calibration slope {_num(slope.value)} (95% CI {_num(slope.low)}–"
+        f"{_num(slope.high)}), intercept {_num(ev.calibration_intercept.value)}. {near_this_risk(ev.curve, risk)}"
+    )
+
+
+def near_this_risk(curve: CalibrationCurve, risk: float) -> str:
     """What happened in the test set to patients whose predicted risk was near this one (the decile curve)."""
-    curve = ev.get("calibration_curve") or {}
-    predicted, observed, count = (curve.get(k) or [] for k in ("predicted", "observed", "count"))
-    if not predicted or len(predicted) != len(observed) or len(predicted) != len(count):
+    predicted, observed, count = curve.predicted, curve.observed, curve.count
+    if not predicted:
         return ""
     i = min(range(len(predicted)), key=lambda j: abs(float(predicted[j]) - risk))
     n = int(count[i])

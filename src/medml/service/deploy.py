@@ -3,10 +3,11 @@
 A tabular risk model becomes a ``patient-view`` CDS service (kind ``cds-hook``); an image model (``medml image
 train``) an image service (kind ``image``) at ``POST /imaging/{id}``, which takes a DICOM file and is not a hook.
 
-A deployment pins one model version and stores everything the service needs to score from FHIR without task code:
-the feature definition, the index-time rule, the thresholds of the card's indicator and the calibration and
-evaluation population to show. Deployments live in ``MEDML_HOME/service/deployments.json``, written atomically
-under a lock, so a crash never leaves the file half-written.
+A deployment pins one model version and keeps, typed, everything the service needs to score from FHIR without task
+code: the bundle's serving contract (feature definition, index-time rule), the thresholds of the card's indicator
+and the bundle's headline evaluation (calibration, evaluation population) to show. Deployments live in
+``MEDML_HOME/service/deployments.json``, written atomically under a lock, so a crash never leaves the file
+half-written.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import re
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,11 @@ from typing import Any
 import orjson
 
 from medml.config import Settings
-from medml.errors import ConfigError, IntegrityError, NotFoundError
-from medml.fhir.tasks import ServingSpec, serving_spec
+from medml.errors import ConfigError, DataError, IntegrityError, NotFoundError
+from medml.evaluate.schema import CalibrationCurve, Estimate, Headline
+from medml.fhir.features import ServingSpec
 from medml.registry import BundleMetadata, ModelBundle, load_bundle, show_model
+from medml.registry.serving import ImageServing
 from medml.registry.store import WEIGHTS
 from medml.service.config import ServiceConfig
 
@@ -41,37 +44,106 @@ IMAGE_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
-class Deployment:
-    """A model served as a ``patient-view`` CDS service or, ``kind == "image"``, as an image service.
+class HookService:
+    """What a CDS hook needs beyond its model, typed: how it reads a patient from FHIR (from the bundle's serving
+    contract) and the test-set evaluation every card shows (the bundle's headline; None for a deployment stored
+    without one)."""
 
-    For an image service ``spec`` holds what the network takes and returns (input size, channels, task, classes)
-    and ``thresholds`` is the decision threshold twice (no card indicator)."""
+    spec: ServingSpec
+    evaluation: Headline | None
+
+    def to_dict(self) -> dict[str, Any]:
+        evaluation = None if self.evaluation is None else self.evaluation.to_dict()
+        return {"serving": self.spec.to_dict(), "evaluation": evaluation}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> HookService:
+        """Read :meth:`to_dict`'s output, or a deployment stored before hooks were typed (``spec`` and a summary)."""
+        stored = d.get("evaluation")
+        if stored is None or stored == {}:
+            evaluation = None
+        elif isinstance(stored, Mapping) and "calibration_curve" in stored:
+            evaluation = _legacy_summary(stored)
+        else:
+            evaluation = Headline.from_dict(stored)
+        return cls(ServingSpec.from_dict(d["serving"] if "serving" in d else d["spec"]), evaluation)
+
+
+@dataclass(frozen=True)
+class ImageService:
+    """What an image service takes and returns (input size, channels, task, classes and how images are read) and
+    the test-set evaluation sent with every answer, as the JSON the image API sends."""
+
+    spec: dict[str, Any]
+    evaluation: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"spec": self.spec, "evaluation": self.evaluation}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ImageService:
+        if not isinstance(d["spec"], Mapping) or not isinstance(d["evaluation"], Mapping):
+            raise TypeError("an image service's spec and evaluation must be JSON objects")
+        return cls(dict(d["spec"]), dict(d["evaluation"]))
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A model served as a ``patient-view`` CDS service (``served`` a :class:`HookService`) or as an image service
+    (an :class:`ImageService`), parsed once when the deployments are read."""
 
     service_id: str
     model: str
     title: str
     description: str
-    #: risk at or above ``thresholds[0]`` is a warning, at or above ``thresholds[1]`` critical; below is info
+    #: risk at or above ``thresholds[0]`` is a warning, at or above ``thresholds[1]`` critical; below is info (an
+    #: image service: its decision threshold twice, no card indicator)
     thresholds: tuple[float, float]
     thresholds_note: str
-    spec: dict[str, Any]
-    #: the test-set evaluation summary shown on every card: calibration, discrimination, population
-    evaluation: dict[str, Any]
+    served: HookService | ImageService
     intended_use: str
     #: how the card offers the FHIR RiskAssessment
     risk_assessment: str = "suggestion"
     hook: str = "patient-view"
     deployed: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
-    #: deployments stored before image services existed have no kind: they are hooks
-    kind: str = HOOK_KIND
+
+    @property
+    def kind(self) -> str:
+        return HOOK_KIND if isinstance(self.served, HookService) else IMAGE_KIND
 
     @property
     def is_hook(self) -> bool:
-        return self.kind == HOOK_KIND
+        return isinstance(self.served, HookService)
 
     @property
     def serving(self) -> ServingSpec:
-        return ServingSpec.from_dict(self.spec)
+        """A hook's FHIR reading of a patient: features, outcome and index-time rule."""
+        return self._hook().spec
+
+    @property
+    def headline(self) -> Headline | None:
+        """A hook's test-set evaluation, as its cards show it."""
+        return self._hook().evaluation
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """An image service's network: input size, channels, task, classes and how images are read."""
+        return self._image().spec
+
+    @property
+    def evaluation(self) -> dict[str, Any]:
+        """An image service's test-set evaluation, as sent with every answer."""
+        return self._image().evaluation
+
+    def _hook(self) -> HookService:
+        if not isinstance(self.served, HookService):
+            raise ConfigError(f"service {self.service_id!r} is an image service, not a CDS hook scored from FHIR")
+        return self.served
+
+    def _image(self) -> ImageService:
+        if not isinstance(self.served, ImageService):
+            raise ConfigError(f"service {self.service_id!r} is a CDS hook, not an image service")
+        return self.served
 
     @property
     def name(self) -> str:
@@ -87,24 +159,53 @@ class Deployment:
         return "critical" if risk >= high else "warning" if risk >= low else "info"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "served"}
+        return {**out, "thresholds": list(self.thresholds), "kind": self.kind, **self.served.to_dict()}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Deployment:
-        try:
-            dep = cls(**{**d, "thresholds": tuple(d["thresholds"])})
-        except (TypeError, KeyError) as e:
+        """A stored deployment, typed; one stored before image services (no kind) is a hook."""
+        if not isinstance(d, Mapping):
+            raise IntegrityError(f"a stored deployment is a {type(d).__name__}, not a JSON object", "deploy again")
+        kind = d.get("kind", HOOK_KIND)
+        if kind not in (HOOK_KIND, IMAGE_KIND):
             raise IntegrityError(
-                f"a stored deployment is not valid: {e}", "undeploy it and deploy the model again"
-            ) from None
-        if dep.kind not in (HOOK_KIND, IMAGE_KIND):
-            raise IntegrityError(
-                f"deployment {dep.service_id!r} is of unknown kind {dep.kind!r}",
+                f"deployment {d.get('service_id')!r} is of unknown kind {kind!r}",
                 "undeploy it and deploy the model again with this medml version",
             )
-        if dep.is_hook:
-            dep.serving  # noqa: B018 - validates the stored spec now, not on the first request
-        return dep
+        try:
+            served = HookService.from_dict(d) if kind == HOOK_KIND else ImageService.from_dict(d)
+            low, high = (float(t) for t in d["thresholds"])
+            rest = {k: v for k, v in d.items() if k not in ("serving", "spec", "evaluation", "kind", "thresholds")}
+            return cls(**rest, thresholds=(low, high), served=served)
+        except (TypeError, KeyError, ValueError, ConfigError, DataError) as e:
+            what = e.what if isinstance(e, ConfigError | DataError) else f"{type(e).__name__}: {e}"
+            raise IntegrityError(
+                f"a stored deployment is not valid: {what}", "undeploy it and deploy the model again"
+            ) from None
+
+
+def _legacy_summary(ev: Mapping[str, Any]) -> Headline:
+    """The card summary of a deployment stored before hooks were typed (numbers as ``[value, low, high]``)."""
+
+    def estimate(v: Any) -> Estimate:
+        value, low, high = [*(v if isinstance(v, list) else [v]), None, None, None][:3]
+        return Estimate.from_dict({"value": value, "low": low, "high": high})
+
+    events = ev.get("n_events")
+    return Headline(
+        split=str(ev.get("split", "test")),
+        population=str(ev.get("population", "")),
+        n=int(ev["n"]),
+        n_events=None if events is None else int(events),
+        auroc=estimate(ev.get("auroc")),
+        auprc=Estimate(math.nan),
+        brier=Estimate(math.nan),
+        calibration_slope=estimate(ev.get("calibration_slope")),
+        calibration_intercept=estimate(ev.get("calibration_intercept")),
+        ici=estimate(ev.get("ici")).value,
+        curve=CalibrationCurve.from_dict(ev.get("calibration_curve") or {}),
+    )
 
 
 def check_thresholds(thresholds: tuple[float, float]) -> tuple[float, float]:
@@ -119,7 +220,8 @@ def check_thresholds(thresholds: tuple[float, float]) -> tuple[float, float]:
 
 def default_thresholds(bundle: ModelBundle) -> tuple[tuple[float, float], str]:
     """Warning at the test-set event rate (above-average risk), critical at three times it (at most 0.5)."""
-    rate = _event_rate(bundle.metadata.evaluation)
+    h = bundle.metadata.headline
+    rate = None if h is None else h.event_rate
     if rate is None or not 0 < rate < 0.3:
         return (0.15, 0.40), "medml's defaults: the model's evaluation has no usable event rate"
     low = round(rate, 2)
@@ -129,59 +231,19 @@ def default_thresholds(bundle: ModelBundle) -> tuple[tuple[float, float], str]:
     )
 
 
-def _event_rate(evaluation: Mapping[str, Any]) -> float | None:
-    n = evaluation.get("n")
-    events = evaluation.get("n_events")
-    if isinstance(n, int | float) and isinstance(events, int | float) and n > 0:
-        return float(events) / float(n)
-    return None
-
-
-def evaluation_summary(bundle: ModelBundle) -> dict[str, Any]:
-    """What a card says about how the model did: AUROC, calibration (with the decile curve) and the population."""
-    md = bundle.metadata
-    ev = md.evaluation
-    cal = _mapping(ev.get("calibration"))
-    curve = _mapping(cal.get("curve"))
-    return {
-        "auroc": [md.metrics.get("auroc"), md.metrics.get("auroc_low"), md.metrics.get("auroc_high")],
-        "calibration_slope": _value(cal.get("slope")),
-        "calibration_intercept": _value(cal.get("intercept")),
-        "ici": _value(cal.get("ici")),
-        "calibration_curve": {k: list(curve.get(k, [])) for k in ("predicted", "observed", "count")},
-        "n": ev.get("n"),
-        "n_events": ev.get("n_events"),
-        "split": ev.get("split", "test"),
-        "population": md.population or ev.get("population", ""),
-        "dataset": md.dataset,
-        "calibration_method": md.calibration,
-    }
-
-
-def _mapping(v: Any) -> Mapping[str, Any]:
-    return v if isinstance(v, Mapping) else {}
-
-
-def _value(v: Any) -> list[float | None]:
-    """[value, low, high] from a number or an ``{"value", "low", "high"}`` dict."""
-    if isinstance(v, Mapping):
-        return [v.get("value"), v.get("low"), v.get("high")]
-    return [v if isinstance(v, int | float) else None, None, None]
-
-
 def deployable(bundle: ModelBundle) -> ServingSpec:
-    """The model's FHIR serving spec, or a ConfigError saying why this model cannot be a CDS service."""
+    """The model's FHIR serving contract, or a ConfigError saying why this model cannot be a CDS service."""
     if bundle.artifact != "joblib":
         raise ConfigError(
             f"{bundle.ref} is an image model; the patient-view service scores tabular risk models",
             "deploy a risk model trained from FHIR, e.g. one from `medml train physionet-2012-fhir`",
         )
-    stored = bundle.metadata.extra.get("serving")
-    spec = ServingSpec.from_dict(stored) if isinstance(stored, Mapping) else serving_spec(bundle.metadata.dataset)
-    if spec is None:
+    spec = bundle.metadata.serving
+    if not isinstance(spec, ServingSpec):
         raise ConfigError(
-            f"{bundle.ref} was trained on table columns of '{bundle.metadata.dataset}', which has no FHIR reading",
-            "deploy a model trained on physionet-2012 or physionet-2012-fhir",
+            f"{bundle.ref} carries no FHIR reading: it was trained on table columns of "
+            f"'{bundle.metadata.dataset}', which has none, or saved before bundles carried their serving contract",
+            "deploy a model trained on physionet-2012 or physionet-2012-fhir with this medml version",
         )
     columns = spec.definition.columns()
     if sorted(columns) != sorted(bundle.feature_names):
@@ -227,18 +289,20 @@ def deploy(
     else:
         chosen, note = check_thresholds(thresholds), "set at deployment"
     md = bundle.metadata
+    headline = md.headline
+    if headline is not None and md.population:
+        headline = replace(headline, population=md.population)  # the card names the development population
     dep = Deployment(
         service_id=sid,
         model=bundle.ref,
         thresholds=chosen,
         thresholds_note=note,
-        spec=spec.to_dict(),
+        served=HookService(spec, headline),
         title=title or f"Risk of {spec.outcome} ({md.name})",
         description=(
             f"{md.task}: the calibrated risk from model {bundle.ref}, with its top factors, calibration "
             "and evaluation population. Decision support, not a diagnosis."
         ),
-        evaluation=evaluation_summary(bundle),
         intended_use=md.intended_use,
         risk_assessment=risk_assessment,
     )
@@ -278,27 +342,26 @@ def image_deployment(md: BundleMetadata, service_id: str, title: str | None = No
             "target": md.target,
             "model_kind": md.model_kind,
             # how the training images were read (DICOM window, frame, resizing): new images are read the same way
-            "input": dict(md.params.get("input") or {}),
+            "input": md.serving.preparation.to_dict() if isinstance(md.serving, ImageServing) else {},
         }
     except (KeyError, TypeError, ValueError) as e:
         raise IntegrityError(
             f"{md.ref}: the stored network config is not valid ({e})", "retrain the model with this medml version"
         ) from None
-    ev = md.evaluation
-    m = md.metrics
+    h = md.headline
     evaluation = {
-        "auroc": [m.get("auroc"), m.get("auroc_low"), m.get("auroc_high")],
+        "auroc": _values(h.auroc) if h else [None, None, None],
         "auroc_of": "the positive class" if spec["task"] == "binary" else "each class against the rest, macro mean",
         # the calibration of the probabilities returned (for multiclass and multilabel: over all (image, class) pairs)
         "calibration": {
-            "slope": m.get("calibration_slope"),
-            "intercept": m.get("calibration_intercept"),
-            "brier": m.get("brier"),
+            "slope": _values(h.calibration_slope)[0] if h else None,
+            "intercept": _values(h.calibration_intercept)[0] if h else None,
+            "brier": _values(h.brier)[0] if h else None,
         },
-        "n": m.get("n", ev.get("n")),
-        "n_events": m.get("n_events", ev.get("n_events")),
-        "split": ev.get("split", "test"),
-        "population": md.population or ev.get("population", ""),
+        "n": h.n if h else None,
+        "n_events": h.n_events if h else None,
+        "split": h.split if h else "test",
+        "population": md.population or (h.population if h else ""),
         "dataset": md.dataset,
         "calibration_method": md.calibration,
         "report": f"medml image report {md.ref}",
@@ -306,10 +369,8 @@ def image_deployment(md: BundleMetadata, service_id: str, title: str | None = No
     return Deployment(
         service_id=service_id,
         model=md.ref,
-        kind=IMAGE_KIND,
         hook="",
-        spec=spec,
-        evaluation=evaluation,
+        served=ImageService(spec, evaluation),
         thresholds=(IMAGE_THRESHOLD, IMAGE_THRESHOLD),
         thresholds_note=f"the finding is called present at probability {IMAGE_THRESHOLD:g}, as in the model's report",
         title=title or f"{md.target} on an image ({md.name})",
@@ -320,6 +381,12 @@ def image_deployment(md: BundleMetadata, service_id: str, title: str | None = No
         intended_use=md.intended_use,
         risk_assessment="none",
     )
+
+
+def _values(e: Estimate) -> list[float | None]:
+    """``[value, low, high]``, None where not measured: the shape the image API answers with."""
+    d = e.to_dict()
+    return [d["value"], d["low"], d["high"]]
 
 
 def undeploy(config: ServiceConfig, service_id: str) -> Deployment:
