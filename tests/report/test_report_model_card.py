@@ -75,8 +75,9 @@ def _with_kind(inputs, kind):
 
 
 def test_missing_data_handling_follows_the_model_kind(inputs):
-    gbm = {e["item"]: e for e in model_card(_with_kind(inputs, "lightgbm"))}
-    lr = {e["item"]: e for e in model_card(_with_kind(inputs, "logistic_regression"))}
+    # the kinds of the one table (medml.models.factory), whose classes declare their missing-data handling
+    gbm = {e["item"]: e for e in model_card(_with_kind(inputs, "lgbm"))}
+    lr = {e["item"]: e for e in model_card(_with_kind(inputs, "logistic"))}
     assert "natively by LightGBM" in gbm["11"]["answer"] and "imput" not in gbm["11"]["answer"].split(";")[0]
     assert "imputed" in lr["11"]["answer"] and "LightGBM" not in lr["11"]["answer"]
     assert lr["23b"]["status"] == FOR_DEPLOYER  # no external sites supplied

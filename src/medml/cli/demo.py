@@ -1,4 +1,4 @@
-"""`medml demo`: both models on every bundled dataset with external validation in one summary table, the FHIR
+"""`medml demo`: every model kind on every bundled dataset with external validation in one summary table, the FHIR
 walk-through, then ICU stays in the store and the PhysioNet model deployed as a CDS service.
 
 A demo, not a library: it lives with the command that runs it (STYLE.md: demos in the CLI or examples/).
@@ -17,7 +17,6 @@ from rich.table import Table
 from medml.cli._console import err, out, progress_bar, split_list
 
 DEMO_DATASETS = ("heart-cleveland", "pima", "support2", "physionet-2012", "diabetes-130")
-DEMO_MODELS = ("logistic", "lgbm")
 
 
 def run_demo(
@@ -32,6 +31,7 @@ def run_demo(
     """Train, evaluate, register and report each (dataset, model); returns the summary rows."""
     from medml.config import get_settings
     from medml.evaluate import headline
+    from medml.models.factory import MODEL_KINDS
     from medml.pipelines.catalogue import list_datasets, load_dataset
     from medml.pipelines.tabular import TrainConfig, train
 
@@ -44,9 +44,8 @@ def run_demo(
         ds = load_dataset(key)
         external = {k: load_dataset(k) for k in infos[key].external}
         load_s = time.perf_counter() - t
-        for kind in DEMO_MODELS:
-            # Logistic regression has one hyperparameter: a third of the budget is plenty.
-            budget = budget_seconds if kind == "lgbm" else budget_seconds / 3
+        for kind, model in MODEL_KINDS.items():  # every kind, each with the share of the budget it declares
+            budget = budget_seconds * model.search_budget_share
             config = TrainConfig(model=kind, budget_seconds=budget, n_boot=n_boot)
             with progress(f"{key} {kind}") as step:
                 result = train(ds, config, settings, progress=step, external=external)
@@ -212,11 +211,11 @@ def _demo_ehr(home: Any) -> None:
 
 
 def demo(
-    budget_seconds: Annotated[float, typer.Option(help="search budget per LightGBM model")] = 20.0,
+    budget_seconds: Annotated[float, typer.Option(help="search budget per model (less for a simple kind)")] = 20.0,
     datasets_: Annotated[str | None, typer.Option("--datasets", help="comma-separated keys (default: all)")] = None,
     n_boot: Annotated[int, typer.Option(help="bootstrap resamples")] = 500,
 ) -> None:
-    """Train, evaluate and report both models on every bundled dataset; FHIR: ingest, views, conformance; then
+    """Train, evaluate and report every model kind on every bundled dataset; FHIR: ingest, views, conformance; then
     ICU stays into the store and the PhysioNet model deployed as a CDS service (`medml serve` runs it)."""
     run_demo(
         out,
@@ -233,7 +232,6 @@ def demo(
 __all__ = [
     "DEMO_DATASETS",
     "DEMO_EHR_ISS",
-    "DEMO_MODELS",
     "DEMO_SERVICE_MODEL",
     "demo",
     "run_demo",

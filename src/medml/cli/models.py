@@ -77,7 +77,7 @@ def datasets() -> None:
 
 def train(
     dataset: Annotated[str, typer.Argument(help="dataset key (`medml datasets`), CSV/Parquet file or YAML spec")],
-    model: Annotated[str, typer.Option(help="lgbm or logistic")] = "lgbm",
+    model: Annotated[str, typer.Option(help="model kind (an unknown kind is refused with the list of kinds)")] = "lgbm",
     budget_seconds: Annotated[float, typer.Option(help="time for the hyperparameter search")] = 60.0,
     max_trials: Annotated[int, typer.Option(help="most search trials")] = 60,
     seed: Annotated[int, typer.Option(help="seed for splits, search and model")] = 0,

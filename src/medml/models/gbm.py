@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import lightgbm as lgb
 import numpy as np
@@ -13,7 +13,11 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
 from medml.data.task import FeatureSpec
+from medml.models.base import MissingData
 from medml.models.features import categorical_frame, numeric_frame, require_columns, resolve_features
+
+if TYPE_CHECKING:
+    import optuna
 
 
 class LightGBMRiskModel(ClassifierMixin, BaseEstimator):
@@ -24,6 +28,21 @@ class LightGBMRiskModel(ClassifierMixin, BaseEstimator):
     """
 
     explanation_method = "TreeSHAP (LightGBM pred_contrib), log-odds scale"
+    kind: ClassVar[str] = "lgbm"
+    description: ClassVar[str] = "LightGBM gradient-boosted trees (native missing values and categories)"
+    missing_data: ClassVar[MissingData] = MissingData(
+        card="the model routes a missing input down the branch learned for missing values in training; "
+        "no value is filled in",
+        report="handled natively by LightGBM (each split sends missing values to the side learned in training); "
+        "no imputation",
+    )
+    preprocessing: ClassVar[str] = (
+        "Gradient-boosted trees: numeric predictors used unscaled (trees are invariant to monotone transforms); "
+        "categorical predictors handled natively."
+    )
+    search_budget_share: ClassVar[float] = 1.0
+    #: the most trees a search trial grows; early stopping on the trial's validation part picks the number
+    SEARCH_MAX_TREES: ClassVar[int] = 2000
 
     def __init__(
         self,
@@ -48,6 +67,23 @@ class LightGBMRiskModel(ClassifierMixin, BaseEstimator):
         self.reg_lambda = reg_lambda
         self.n_jobs = n_jobs
         self.seed = seed
+
+    @staticmethod
+    def search_space(trial: optuna.Trial) -> dict[str, Any]:
+        return {
+            "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.2, log=True),
+            "num_leaves": trial.suggest_int("num_leaves", 4, 64, log=True),
+            "min_child_samples": trial.suggest_int("min_child_samples", 5, 200, log=True),
+            "subsample": trial.suggest_float("subsample", 0.5, 1.0),
+            "colsample_bytree": trial.suggest_float("colsample_bytree", 0.3, 1.0),
+            "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 30.0, log=True),
+        }
+
+    def fit_trial(self, X: pd.DataFrame, y: npt.ArrayLike, X_val: pd.DataFrame, y_val: npt.ArrayLike) -> dict[str, Any]:
+        """Grow up to ``SEARCH_MAX_TREES`` trees, stopping early on ``X_val``: the number of trees is learned."""
+        self.set_params(n_estimators=self.SEARCH_MAX_TREES)
+        self.fit(X, y, eval_set=(X_val, y_val))
+        return {"n_estimators": max(self.best_iteration_, 10)}
 
     def _frame(self, X: pd.DataFrame) -> pd.DataFrame:
         require_columns(X, self.features_)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -17,7 +17,11 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
 from medml.data.task import FeatureSpec
+from medml.models.base import MissingData
 from medml.models.features import categorical_frame, numeric_frame, require_columns, resolve_features
+
+if TYPE_CHECKING:
+    import optuna
 
 
 class LogisticRiskModel(ClassifierMixin, BaseEstimator):
@@ -28,6 +32,18 @@ class LogisticRiskModel(ClassifierMixin, BaseEstimator):
     """
 
     explanation_method = "exact: coefficient x (value - training mean), log-odds scale"
+    kind: ClassVar[str] = "logistic"
+    description: ClassVar[str] = "logistic regression (median imputation + missing flags, scaling, one-hot; L2)"
+    missing_data: ClassVar[MissingData] = MissingData(
+        card="the model fills a missing input with the training median and adds a missing-input flag, as in training",
+        report="imputed before the logistic regression, with the imputation learned on the training data",
+    )
+    preprocessing: ClassVar[str] = (
+        "Logistic regression: numeric predictors standardised and entered linearly; categorical predictors one-hot "
+        "encoded."
+    )
+    #: one hyperparameter: a third of a search budget is plenty
+    search_budget_share: ClassVar[float] = 1 / 3
 
     def __init__(
         self,
@@ -42,6 +58,15 @@ class LogisticRiskModel(ClassifierMixin, BaseEstimator):
         self.max_iter = max_iter
         self.min_category_frequency = min_category_frequency
         self.seed = seed
+
+    @staticmethod
+    def search_space(trial: optuna.Trial) -> dict[str, Any]:
+        return {"C": trial.suggest_float("C", 1e-3, 10.0, log=True)}
+
+    def fit_trial(self, X: pd.DataFrame, y: npt.ArrayLike, X_val: pd.DataFrame, y_val: npt.ArrayLike) -> dict[str, Any]:
+        """A plain fit: nothing is learned from ``X_val``."""
+        self.fit(X, y)
+        return {}
 
     def _frame(self, X: pd.DataFrame) -> pd.DataFrame:
         require_columns(X, self.features_)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from medml.models.factory import find_model_kind
 from medml.report._format import count, est, num, pct, value_of
 from medml.report.inputs import ReportInputs
 
@@ -17,27 +18,11 @@ def model_kind(inputs: ReportInputs) -> str:
 
 
 def missing_handling(inputs: ReportInputs) -> str | None:
-    """How the model meets a missing input: as recorded, else what the model kind implies."""
+    """How the model meets a missing input: as recorded, else as its model kind declares."""
     if inputs.model.get("missing_data"):
         return str(inputs.model["missing_data"])
-    kind = model_kind(inputs).lower()
-    if any(k in kind for k in ("lightgbm", "lgbm", "gbm", "boost")):
-        return (
-            "handled natively by LightGBM (each split sends missing values to the side learned in "
-            "training); no imputation"
-        )
-    if "logistic" in kind:
-        imputer = next(
-            (
-                inputs.model.get("params", {}).get(k)
-                for k in ("imputer", "imputation", "impute")
-                if inputs.model.get("params", {}).get(k)
-            ),
-            None,
-        )
-        how = f" ({imputer})" if imputer else ""
-        return f"imputed{how} before the logistic regression, with the imputation learned on the training data"
-    return None
+    kind = find_model_kind(model_kind(inputs))
+    return kind.missing_data.report if kind is not None else None
 
 
 def missingness(inputs: ReportInputs) -> str:

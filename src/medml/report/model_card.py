@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from medml.models.factory import find_model_kind
 from medml.report._facts import (
     IMBALANCE_PARAMS,
     NO_RECALIBRATION,
@@ -125,20 +126,10 @@ def _partition(i: ReportInputs) -> str | None:
 
 
 def _predictor_handling(i: ReportInputs) -> str | None:
-    kind = model_kind(i).lower()
     if i.model.get("preprocessing"):
         return str(i.model["preprocessing"])
-    if "logistic" in kind:
-        return (
-            "Logistic regression: numeric predictors standardised and entered linearly; categorical "
-            "predictors one-hot encoded."
-        )
-    if any(k in kind for k in ("lightgbm", "lgbm", "gbm", "boost")):
-        return (
-            "Gradient-boosted trees: numeric predictors used unscaled (trees are invariant to monotone "
-            "transforms); categorical predictors handled natively."
-        )
-    return None
+    kind = find_model_kind(model_kind(i))
+    return kind.preprocessing if kind is not None else None
 
 
 def _model_type(i: ReportInputs) -> str | None:

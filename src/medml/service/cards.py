@@ -15,6 +15,7 @@ import uuid
 from typing import Any
 
 from medml.evaluate.schema import CalibrationCurve, Headline
+from medml.models.factory import find_model_kind
 from medml.service.deploy import Deployment
 from medml.service.scoring import Scored
 
@@ -31,12 +32,6 @@ QUALITATIVE = {
     "info": ("low", "Low likelihood"),
     "warning": ("moderate", "Moderate likelihood"),
     "critical": ("high", "High likelihood"),
-}
-MISSING_HANDLING = {
-    "lgbm": "the model routes a missing input down the branch learned for missing values in training; "
-    "no value is filled in",
-    "logistic": "the model fills a missing input with the training median and adds a missing-input flag, "
-    "as in training",
 }
 
 
@@ -83,7 +78,8 @@ def detail(dep: Deployment, s: Scored, model_kind: str, *, authenticated: bool) 
             unit = "" if f.value == "missing" or f.unit in ("", "count") else f" {f.unit}"
             lines.append(f"- {f.label}: {f.value}{unit} ({f.direction})")
     if s.missing:
-        how = MISSING_HANDLING.get(model_kind, "handled as in training")
+        kind = find_model_kind(model_kind)
+        how = kind.missing_data.card if kind is not None else "handled as in training"
         lines.append(
             f"\n**Missing inputs** ({len(s.missing)}, no result in the window): {', '.join(s.missing)}. "
             f"For these, {how}."
