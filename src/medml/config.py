@@ -34,6 +34,17 @@ class Settings:
     def mlflow_artifacts(self) -> Path:
         return self.home / "mlartifacts"
 
+    def ensure_home(self) -> Path:
+        """``home``, created owner-only (0700); an existing one that others can enter is made owner-only too.
+
+        Everything under MEDML_HOME can hold PHI (FHIR store, caches, reports, logs, models): the folder's mode is
+        what keeps other users of the machine out, whatever the modes of the files inside.
+        """
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.home.stat().st_mode & 0o077:
+            self.home.chmod(0o700)
+        return self.home
+
 
 def _default_data_root() -> Path:
     """``../shared/data`` beside the checkout, found from the working directory or this file."""
@@ -43,6 +54,15 @@ def _default_data_root() -> Path:
         if c.is_dir():
             return c.resolve()
     return candidates[0]
+
+
+#: the umask of medml's command and service processes: every file they create is owner-only (0600, folders 0700)
+PRIVATE_UMASK = 0o077
+
+
+def private_files() -> None:
+    """Make every file this process creates from now on owner-only (the CLI and the service call this at start)."""
+    os.umask(PRIVATE_UMASK)
 
 
 def get_settings() -> Settings:

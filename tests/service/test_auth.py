@@ -442,3 +442,22 @@ def test_plain_http_jwks_is_refused_off_loopback(tmp_path: Path, ec_key: Any) ->
         make_config(tmp_path), issuers=(TrustedIssuer(EHR_ISS, "http://fhir-ehr.example.com/jwks"),)
     )
     assert "https" in rejection(JwtVerifier(config, clock=FakeClock(), http_get=never), sign(claims(), ec_key))
+
+
+# --- issue 13: time claims that are numbers but not times, and tokens valid for years --------------------------------
+
+
+def test_an_exp_too_large_for_a_float_is_refused_not_a_server_error(tmp_path: Path, ec_key: Any) -> None:
+    verifier = JwtVerifier(make_config(tmp_path), clock=FakeClock())
+    for claim in ("exp", "iat", "nbf"):
+        assert f"{claim} is" in rejection(verifier, sign(claims(**{claim: 10**400}), ec_key))
+
+
+def test_a_token_valid_for_years_is_refused_and_its_jti_not_held(tmp_path: Path, ec_key: Any) -> None:
+    verifier = JwtVerifier(make_config(tmp_path), clock=FakeClock())
+    ten_years = sign(claims(exp=int(NOW) + 10 * 365 * 86400), ec_key)
+    assert "max_token_lifetime_s" in rejection(verifier, ten_years)
+    longer = JwtVerifier(make_config(tmp_path / "b", max_token_lifetime_s=20 * 365 * 86400), clock=FakeClock())
+    assert longer.verify(f"Bearer {ten_years}", f"{BASE_URL}/cds-services/{SERVICE}").authenticated
+    five_minutes = sign(claims(exp=int(NOW) + 300), ec_key)
+    assert verifier.verify(f"Bearer {five_minutes}", f"{BASE_URL}/cds-services/{SERVICE}").authenticated

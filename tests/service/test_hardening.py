@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from cds_requests import hook_request, needs_physionet, prefetch_for
+from cds_requests import CDS, hook_request, needs_physionet, prefetch_for
 
 from medml.config import Settings
 from medml.service.app import create_app
@@ -179,3 +179,116 @@ def test_an_audit_log_moved_or_deleted_while_serving_is_detected_and_the_chain_g
     assert not result.ok and "records 1-2 are missing" in str(result)
     if how == "moved":
         assert [json.loads(x)["seq"] for x in moved.read_text().splitlines()] == [1, 2]
+
+
+# ---- 10. the service fetches only from the FHIR servers allowed for the caller's EHR -----------------------------
+
+EHR_ISS = "https://fhir-ehr.example.com/"
+EHR_JKU = "https://fhir-ehr.example.com/jwk_uri"
+
+
+def signed_config(tmp_path: Path, fhir_servers: tuple[str, ...]) -> ServiceConfig:
+    from medml.service.config import TrustedIssuer
+
+    jwks = CDS / "spec-2.0.1-examples" / "jwks-public.json"
+    return ServiceConfig(
+        home=tmp_path / "service",
+        base_url="https://cds.example.org",
+        issuers=(TrustedIssuer(EHR_ISS, str(jwks), (EHR_JKU,), fhir_servers),),
+    )
+
+
+def token(config: ServiceConfig) -> str:
+    import uuid
+
+    import jwt
+
+    key = jwt.PyJWK(json.loads((CDS / "spec-2.0.1-examples" / "jwk-private-EXAMPLE-ONLY.json").read_text())).key
+    now = int(time.time())
+    claims = {
+        "iss": EHR_ISS,
+        "aud": config.service_url(SERVICE),
+        "exp": now + 300,
+        "iat": now,
+        "jti": str(uuid.uuid4()),
+    }
+    return str(jwt.encode(claims, key, algorithm="ES384", headers={"kid": "example-kid", "jku": EHR_JKU}))
+
+
+def test_a_signed_call_may_name_only_a_fhir_server_listed_for_its_ehr(
+    model_home: Settings, tmp_path: Path, stay_store: Path, serve: Callable[[Any], str]
+) -> None:
+    from medml.fhir.server import create_fhir_app
+
+    asked: list[str] = []
+    fhir_app = create_fhir_app(stay_store, bearer_token="fhir-token")
+
+    async def counting(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            asked.append(scope["path"])
+        await fhir_app(scope, receive, send)
+
+    fhir = serve(counting)
+    auth = {"access_token": "fhir-token", "token_type": "Bearer", "expires_in": 300, "scope": "", "subject": "s"}
+    for allowed, status in (((), 412), (("https://other.example/fhir",), 412), ((fhir + "/",), 200)):
+        config = signed_config(tmp_path / str(len(allowed)) / ("ok" if status == 200 else "no"), allowed)
+        deploy(model_home, config, SERVICE)
+        with httpx.Client(base_url=serve(create_app(model_home, config)), timeout=30) as c:
+            asked.clear()
+            r = c.post(
+                f"/cds-services/{SERVICE}",
+                json=hook_request(PID, fhirServer=fhir, fhirAuthorization=auth),
+                headers={"Authorization": f"Bearer {token(config)}"},
+            )
+        assert r.status_code == status, r.text
+        if status == 412:
+            assert "fhir_servers" in r.json()["error"] and asked == []  # refused before any request left
+        else:
+            assert asked  # fetched the patient's record from the listed server
+
+
+def test_with_authentication_off_only_a_loopback_fhir_server_is_asked(client: httpx.Client) -> None:
+    auth = {"access_token": "t", "token_type": "Bearer"}
+    r = client.post(
+        f"/cds-services/{SERVICE}",
+        json=hook_request(PID, fhirServer="https://ehr.hospital.example/fhir", fhirAuthorization=auth),
+    )
+    assert r.status_code == 412 and "not on loopback" in r.json()["error"]
+
+
+def test_refusal_reasons_go_to_the_server_log_without_the_token(
+    model_home: Settings, tmp_path: Path, serve: Callable[[Any], str], caplog: pytest.LogCaptureFixture
+) -> None:
+    from medml.service.app import service_logging
+
+    config = signed_config(tmp_path, ())
+    deploy(model_home, config, SERVICE)
+    bad = token(config).rsplit(".", 1)[0] + ".c2lnbmF0dXJlLWZvcmdlZA"
+    with (
+        caplog.at_level(logging.INFO, logger="medml"),
+        httpx.Client(base_url=serve(create_app(model_home, config))) as c,
+    ):
+        assert (
+            c.post(f"/cds-services/{SERVICE}", json={}, headers={"Authorization": f"Bearer {bad}"}).status_code == 401
+        )
+    (refusal,) = [r for r in caplog.records if r.getMessage().startswith("refused a call")]
+    assert refusal.levelno == logging.WARNING and "signature does not verify" in refusal.getMessage()
+    assert all(part not in refusal.getMessage() for part in bad.split(".") if len(part) > 8)
+    # what `medml serve` sets up in each worker: medml's lines reach stderr (uvicorn configures only its own)
+    logger = logging.getLogger("medml")
+    before = list(logger.handlers)
+    try:
+        service_logging()
+        added = [h for h in logger.handlers if h not in before]
+        assert len(added) == 1 and isinstance(added[0], logging.StreamHandler) and logger.level == logging.INFO
+    finally:
+        for h in logger.handlers[:]:
+            if h not in before:
+                logger.removeHandler(h)
+        logger.setLevel(logging.NOTSET)
+
+
+def test_a_page_number_past_any_store_is_a_page_not_a_server_error(client: httpx.Client) -> None:
+    for page_no in ("99999999999999999999", "-99999999999999999999", "0"):
+        r = client.get("/", params={"page_no": page_no})
+        assert r.status_code == 200 and "Patients" in r.text, page_no

@@ -25,11 +25,11 @@ import pytest
 from cds_requests import hook_request, needs_physionet, prefetch_for
 
 from medml.config import Settings
-from medml.service.routers import pages as web
 from medml.service.app import create_app
 from medml.service.audit import verify
 from medml.service.config import ServiceConfig
 from medml.service.deploy import deploy
+from medml.service.routers import pages as web
 
 pytestmark = needs_physionet
 SERVICE = "physionet-2012-lgbm"

@@ -23,6 +23,7 @@ from medml.cli.fhir import fhir_app
 from medml.cli.image import image_app
 from medml.cli.pgx import pgx_app
 from medml.cli.vitals import vitals_app
+from medml.config import get_settings, private_files
 from medml.errors import MedmlError
 
 app = typer.Typer(
@@ -68,6 +69,10 @@ USAGE_ERRORS: tuple[type[Exception], ...] = (
 def main() -> None:
     """Entry point: one clear line and exit code 2 for any error a user can fix, never a traceback."""
     start = time.perf_counter()
+    private_files()
+    settings = get_settings()
+    if settings.home.is_dir():
+        settings.ensure_home()
     try:
         code = app(standalone_mode=False)  # a command's typer.Exit(n) comes back as the return value here
         if isinstance(code, int) and code:

@@ -79,8 +79,7 @@ def write_report(inputs: ReportInputs, path: str | os.PathLike[str]) -> Path:
             fh.write(page)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
+        os.replace(tmp, target)  # mkstemp's 0600: a report can hold PHI (issue 13: owner-only under MEDML_HOME)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -6,6 +6,7 @@ What the app serves lives in :mod:`medml.service.routers` (CDS Hooks, image serv
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -36,7 +37,7 @@ def create_app(
     clock: Callable[[], datetime] | None = None,
 ) -> FastAPI:
     """The FastAPI app; ``verifier``, ``audit_sink`` and ``clock`` (-> aware datetime) may be given for tests."""
-    config.home.mkdir(parents=True, exist_ok=True)
+    config.home.mkdir(mode=0o700, parents=True, exist_ok=True)
     state = ServiceState(
         settings=settings,
         config=config,
@@ -105,14 +106,27 @@ def create_app(
     return app
 
 
+def service_logging() -> None:
+    """medml's own log lines (refused calls and why, errors with their reference) to stderr beside uvicorn's."""
+    logger = logging.getLogger("medml")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def app_from_env() -> FastAPI:
     """The app `medml serve` runs in each worker: settings from MEDML_HOME and the MEDML_SERVICE_* variables."""
     import os
 
-    from medml.config import get_settings
+    from medml.config import get_settings, private_files
     from medml.service.config import load_config
 
+    private_files()  # each uvicorn worker: the feedback, audit, prediction and cache files it writes are 0600
+    service_logging()
     settings = get_settings()
+    settings.ensure_home()
     path = os.environ.get("MEDML_SERVICE_CONFIG")
     config = load_config(
         settings,

@@ -30,6 +30,9 @@ from medml.service.config import ServiceConfig, TrustedIssuer
 
 __all__ = ["ACCEPTED_ALGORITHMS", "AuthError", "Caller", "JwtVerifier", "bearer_token"]
 
+#: exp, iat and nbf beyond this many seconds from the epoch (about year 33658) are not times
+MAX_EPOCH_S = 10**12
+
 log = logging.getLogger(__name__)
 
 #: the algorithms CDS Hooks 2.0 recommends; "none" and every symmetric algorithm are forbidden by the spec
@@ -429,7 +432,13 @@ class JwtVerifier:
     def _check_claims(self, claims: dict[str, Any], iss: str, kid: str) -> Caller:
         exp, iat = claims["exp"], claims["iat"]
         for name, value in (("exp", exp), ("iat", iat), ("nbf", claims.get("nbf", 0))):
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            # an int too large for a float (10**400) would overflow every comparison below: refuse it here
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not -MAX_EPOCH_S < value < MAX_EPOCH_S
+                or not math.isfinite(value)
+            ):
                 raise AuthError(f"the JWT's {name} is {_show(value)}, not a number of seconds since the epoch")
         now, leeway = self._clock(), self._config.leeway_s
         if iat > now + leeway:
@@ -440,6 +449,13 @@ class JwtVerifier:
             raise AuthError("the JWT is not valid yet (nbf is in the future)")
         if self._config.check_expiry and exp <= now - leeway:
             raise AuthError(f"the JWT expired {now - exp:.0f} s ago (leeway {leeway:g} s)")
+        longest = self._config.max_token_lifetime_s
+        if exp > now + longest + leeway:
+            # its jti would be held (and the token replayable elsewhere) until then: CDS Hooks 2.0 asks for minutes
+            raise AuthError(
+                f"the JWT's exp is {exp - now:.0f} s ahead; this service takes tokens of at most "
+                f"{longest:g} s (max_token_lifetime_s in service.yaml; CDS Hooks 2.0 recommends 5 minutes)"
+            )
         jti = claims["jti"]
         if not isinstance(jti, str) or not jti:
             raise AuthError("the JWT's jti is empty; CDS Hooks 2.0 requires a unique nonce string")

@@ -9,7 +9,9 @@ issuers:                                     # the EHRs allowed to call, each wi
   - iss: https://fhir-ehr.example.com/
     jwks: keys/ehr-jwks.json                 # a JWK Set file, or an https URL
     jku: [https://fhir-ehr.example.com/jwk_uri]   # jku header values accepted for this issuer
+    fhir_servers: [https://fhir-ehr.example.com/r4]  # fhirServer values this EHR's calls may name (else none)
 check_expiry: true
+max_token_lifetime_s: 300                    # a JWT whose exp is further ahead is refused
 max_body_bytes: 1000000
 max_dicom_bytes: 64000000                    # a DICOM file POSTed to /imaging/{id}
 rate_per_minute: 600                         # per client (the JWT's iss, else the peer address)
@@ -41,6 +43,8 @@ class TrustedIssuer:
     iss: str
     jwks: str
     jku: tuple[str, ...] = ()
+    #: the FHIR servers (base URLs) the service may fetch from for this EHR, when a call names one in fhirServer
+    fhir_servers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,8 @@ class ServiceConfig:
     check_expiry: bool = True
     #: seconds of clock skew accepted on exp and iat
     leeway_s: float = 30.0
+    #: the longest a JWT may still be valid for (exp - now): its jti is remembered until then
+    max_token_lifetime_s: float = 300.0
     max_body_bytes: int = 1_000_000
     #: the largest DICOM file accepted by ``POST /imaging/{id}`` (hook bodies keep ``max_body_bytes``)
     max_dicom_bytes: int = 64_000_000
@@ -149,6 +155,7 @@ def load_config(settings: Settings, path: Path | None = None, **overrides: Any) 
         "auth",
         "check_expiry",
         "leeway_s",
+        "max_token_lifetime_s",
         "max_body_bytes",
         "max_dicom_bytes",
         "rate_per_minute",
@@ -173,7 +180,15 @@ def load_config(settings: Settings, path: Path | None = None, **overrides: Any) 
         if not jwks.startswith(("http://", "https://")) and not Path(jwks).is_absolute():
             jwks = str((source.parent / jwks).resolve())
         jku = item.get("jku") or ()
-        issuers.append(TrustedIssuer(iss=item["iss"], jwks=jwks, jku=tuple([jku] if isinstance(jku, str) else jku)))
+        servers = item.get("fhir_servers") or ()
+        issuers.append(
+            TrustedIssuer(
+                iss=item["iss"],
+                jwks=jwks,
+                jku=tuple([jku] if isinstance(jku, str) else jku),
+                fhir_servers=tuple([servers] if isinstance(servers, str) else servers),
+            )
+        )
     store = raw.pop("fhir_store", None)
     if "cors_origins" in raw:
         origins = raw["cors_origins"]

@@ -148,8 +148,8 @@ async def authenticate(state: ServiceState, request: Request, audience: str) -> 
     log, never the token) or 429 when the caller's issuer is over its rate."""
     try:
         caller = await run_in_threadpool(state.verifier.verify, request.headers.get("authorization"), audience)
-    except AuthError as e:
-        log.info("refused a call to %s: %s", audience, e.reason)
+    except AuthError as e:  # the reason names claims and keys, never the token
+        log.warning("refused a call to %s: %s", audience, e.reason)
         raise HookError(401, "unauthorised") from None
     allowed, retry = state.per_caller.allow(("iss", caller.iss))
     if not allowed:

@@ -6,15 +6,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from medml.monitor.records import PredictionRecord, summarize_inputs
 from medml.service import cards
+from medml.service.auth import Caller
+from medml.service.config import ServiceConfig
 from medml.service.core import HookError, HookRequest, ServiceState, iso, log
 from medml.service.fhir_client import FhirFetchError, fetch_prefetch
 from medml.service.scoring import Job, NotScored, PrefetchError, Scorer, collect
 
 
-async def answer(state: ServiceState, scorer: Scorer, req: HookRequest, now: datetime) -> dict[str, Any]:
+async def answer(
+    state: ServiceState, scorer: Scorer, req: HookRequest, now: datetime, caller: Caller | None = None
+) -> dict[str, Any]:
     """The cards (and system actions) for one checked hook request; writes the PredictionRecord of its score."""
     dep = scorer.deployment
     patient_id = req.patient_id
@@ -26,7 +31,7 @@ async def answer(state: ServiceState, scorer: Scorer, req: HookRequest, now: dat
     }
     absent = {k: q for k, q in scorer.templates.items() if k not in prefetch}
     if absent:
-        prefetch.update(await _fetch(state, req, absent))
+        prefetch.update(await _fetch(state, req, absent, caller))
     try:
         resources = collect({k: prefetch.get(k) for k in scorer.templates}, patient_id)
     except PrefetchError as e:
@@ -67,14 +72,20 @@ async def answer(state: ServiceState, scorer: Scorer, req: HookRequest, now: dat
     return response
 
 
-async def _fetch(state: ServiceState, req: HookRequest, queries: Mapping[str, str]) -> dict[str, Any]:
-    """What the EHR did not prefetch, from its FHIR server; 412 when there is no server to ask or it fails."""
+async def _fetch(
+    state: ServiceState, req: HookRequest, queries: Mapping[str, str], caller: Caller | None
+) -> dict[str, Any]:
+    """What the EHR did not prefetch, from its FHIR server; 412 when there is no server to ask, the server is not
+    one the caller's EHR is allowed to name, or it fails."""
     if not req.fhir_server:
         raise HookError(
             412,
             f"prefetch lacks {sorted(queries)} and the request names no fhirServer to fetch them "
             "from; send the prefetch of the discovery document, or fhirServer and fhirAuthorization",
         )
+    why_not = fhir_server_refused(state.config, caller, req.fhir_server)
+    if why_not is not None:
+        raise HookError(412, why_not)
     filled = {k: q.replace("{{context.patientId}}", req.patient_id) for k, q in queries.items()}
     assert state.http is not None
     try:
@@ -83,4 +94,35 @@ async def _fetch(state: ServiceState, req: HookRequest, queries: Mapping[str, st
         raise HookError(412, f"could not fetch what the service needs from fhirServer: {e}") from None
 
 
-__all__ = ["answer"]
+def _under(url: str, base: str) -> bool:
+    """Whether ``url`` is ``base`` or below it: same scheme and host, and a path under base's (on a '/' boundary)."""
+    u, b = urlsplit(url), urlsplit(base)
+    if (u.scheme.lower(), u.netloc.lower()) != (b.scheme.lower(), b.netloc.lower()):
+        return False
+    path, root = u.path.rstrip("/") + "/", b.path.rstrip("/") + "/"
+    return path.startswith(root)
+
+
+def fhir_server_refused(config: ServiceConfig, caller: Caller | None, server: str) -> str | None:
+    """Why the service will not fetch from ``server`` for this caller, or None. A signed call may name only a FHIR
+    server listed for its issuer (``fhir_servers`` in service.yaml); with authentication off (a loopback demo),
+    only a loopback server. Otherwise any signed request could make the service fetch from any address."""
+    if config.auth != "jwt" or caller is None or not caller.authenticated:
+        host = urlsplit(server).hostname or ""
+        if host in ("localhost", "::1") or host.startswith("127."):
+            return None
+        return (
+            f"fhirServer {server} is not on loopback; with authentication off the service fetches only from a "
+            "FHIR server on this machine: turn authentication on and list the EHR's FHIR server in fhir_servers"
+        )
+    issuer = next((i for i in config.issuers if i.iss == caller.iss), None)
+    allowed = issuer.fhir_servers if issuer is not None else ()
+    if any(_under(server, base) for base in allowed):
+        return None
+    return (
+        f"fhirServer {server} is not one the service may fetch from for {caller.iss}; add it to that issuer's "
+        "fhir_servers in service.yaml if it is the EHR's FHIR server, or send the prefetch"
+    )
+
+
+__all__ = ["answer", "fhir_server_refused"]

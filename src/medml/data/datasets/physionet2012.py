@@ -197,8 +197,7 @@ def _cached_long_table(path: Path) -> pd.DataFrame:
         os.close(fd)
         try:
             long.to_parquet(tmp, index=False)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, cache)
+            os.replace(tmp, cache)  # mkstemp's 0600: everything under MEDML_HOME is owner-only
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)

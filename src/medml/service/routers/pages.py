@@ -36,6 +36,7 @@ from markdown_it import MarkdownIt
 from starlette.concurrency import run_in_threadpool
 
 from medml.errors import MedmlError, NotFoundError
+from medml.evaluate.schema import CalibrationCurve, Headline
 from medml.fhir.server import MAX_COUNT, FhirHttpError, FhirIndex, searchset
 from medml.registry import show_model
 from medml.service import audit
@@ -47,6 +48,8 @@ from medml.service.scoring import PrefetchError, Scorer, choose_encounter, colle
 log = logging.getLogger("medml.service.web")
 
 PAGE_SIZE = 50
+#: the highest page number asked of the store (50 million patients)
+MAX_PAGE = 1_000_000
 #: who the audit trail says called, for hook calls made by these pages
 WEB_CALLER = "medml-web"
 DEMO_USER = "Practitioner/medml-demo"
@@ -529,7 +532,7 @@ async def patients(state: State, q: str = "", page_no: int = 1) -> Response:
     path = store.path
     state.refresh()
     query = q.strip()[:128]
-    number = max(1, page_no)
+    number = max(1, min(page_no, MAX_PAGE))  # a page number past any store's end must not overflow the query
     try:
         index = await run_in_threadpool(store.index)
         total, rows = await run_in_threadpool(find_patients, index, query, (number - 1) * PAGE_SIZE, PAGE_SIZE)
@@ -693,10 +696,8 @@ def _ci(v: Any, fmt: str) -> str:
 def _model_card(shown: Mapping[str, Any], using: Sequence[Deployment]) -> str:
     """A model card from the bundle's metadata, for models without a training report."""
     md = shown["metadata"]
-    metrics = md.get("metrics") or {}
-    ev = md.get("evaluation") or {}
-    cal: Mapping[str, Any] = ev["calibration"] if isinstance(ev.get("calibration"), Mapping) else {}
-    curve: Mapping[str, Any] = cal["curve"] if isinstance(cal.get("curve"), Mapping) else {}
+    h = Headline.from_dict(md["headline"]) if md.get("headline") else None  # what cards and `medml predict` show
+    curve = (h.curve if h else CalibrationCurve()).to_dict()
     facts = [
         ("Model", shown["ref"]),
         ("Kind", md.get("model_kind")),
@@ -707,11 +708,12 @@ def _model_card(shown: Mapping[str, Any], using: Sequence[Deployment]) -> str:
         ("Population", md.get("population")),
         (
             "Evaluated on",
-            f"{ev.get('n', 'n/a')} {ev.get('split', 'test')} patients, {ev.get('n_events', 'n/a')} events",
+            f"{h.n if h else 'n/a'} {h.split if h else 'test'} patients, "
+            f"{'n/a' if h is None or h.n_events is None else h.n_events} events",
         ),
-        ("AUROC", _ci([metrics.get("auroc"), metrics.get("auroc_low"), metrics.get("auroc_high")], ".3f")),
-        ("Calibration slope", _ci(cal.get("slope"), ".2f")),
-        ("Calibration intercept", _ci(cal.get("intercept"), ".2f")),
+        ("AUROC", _ci(h.auroc.to_dict() if h else None, ".3f")),
+        ("Calibration slope", _ci(h.calibration_slope.to_dict() if h else None, ".2f")),
+        ("Calibration intercept", _ci(h.calibration_intercept.to_dict() if h else None, ".2f")),
         ("Calibration method", md.get("calibration")),
     ]
     rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts)
