@@ -23,7 +23,7 @@ from typing import Any, Literal
 import orjson
 
 from medml.errors import DataError, InputFileError, MedmlError
-from medml.fhir.store import FhirStore, Row, Staging, resource_row
+from medml.fhir.store import DEPTH_PROBLEM, MAX_RESOURCE_BYTES, FhirStore, Row, Staging, resource_row
 
 OnError = Literal["abort", "skip"]
 NDJSON_SUFFIXES = (".ndjson", ".jsonl")
@@ -158,23 +158,44 @@ class _Collector:
         return list({(r[0], r[1]): r for r in self.rows}.values())
 
 
-def _lines(path: Path) -> Iterator[bytes]:
-    """The lines of a (gzipped) file, streamed: a Bulk Data export can be larger than memory."""
+def _lines(path: Path) -> Iterator[bytes | None]:
+    """The lines of a (gzipped) file, streamed: a Bulk Data export can be larger than memory.
+
+    A line longer than a stored resource may be is not read into memory: it comes as None.
+    """
+    limit = MAX_RESOURCE_BYTES + 2  # and its line end
     try:
         with gzip.open(path, "rb") if path.name.lower().endswith(".gz") else path.open("rb") as fh:
-            yield from fh
+            while line := fh.readline(limit):
+                if len(line) < limit or line.endswith(b"\n"):
+                    yield line
+                    continue
+                while line and not line.endswith(b"\n"):  # the rest of the long line
+                    line = fh.readline(1 << 20)
+                yield None
     except (OSError, EOFError) as exc:
         raise InputFileError(f"cannot read {path}: {exc}", "check that the file is complete and not corrupt") from exc
 
 
+def _not_json(exc: orjson.JSONDecodeError) -> str:
+    if str(exc).startswith("depth limit exceeded"):  # orjson stops at 1024 levels
+        return DEPTH_PROBLEM
+    return f"not valid JSON ({exc})"
+
+
 def _read_ndjson(path: Path, sink: _Collector) -> None:
     for lineno, line in enumerate(_lines(path), start=1):
+        if line is None:
+            sink.problem(path, f"line {lineno}", f"longer than the {MAX_RESOURCE_BYTES:,} bytes a resource may have")
+            continue
+        if lineno == 1:
+            line = line.removeprefix(b"\xef\xbb\xbf")  # a byte order mark, as DuckDB's reader also allows
         if not line.strip():
             continue
         try:
             resource = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            sink.problem(path, f"line {lineno}", f"not valid JSON ({exc})")
+            sink.problem(path, f"line {lineno}", _not_json(exc))
             continue
         if isinstance(resource, dict) and resource.get("resourceType") == "Bundle":
             _read_bundle(path, resource, sink, prefix=f"line {lineno} ")
@@ -186,7 +207,7 @@ def _read_json(path: Path, sink: _Collector) -> None:
     try:
         doc = orjson.loads(_read_bytes(path))
     except orjson.JSONDecodeError as exc:
-        sink.problem(path, "whole file", f"not valid JSON ({exc})")
+        sink.problem(path, "whole file", _not_json(exc))
         return
     if isinstance(doc, dict) and doc.get("resourceType") == "Bundle":
         _read_bundle(path, doc, sink)
@@ -210,17 +231,21 @@ def _read_bundle(path: Path, bundle: dict[str, Any], sink: _Collector, prefix: s
         resource = entry.get("resource") if isinstance(entry, dict) else None
         if resource is None:
             continue  # a DELETE or GET entry in a batch: nothing to store
-        if entry.get("search", {}).get("mode") == "outcome":
+        if _member(entry, "search", "mode") == "outcome":
             continue  # an OperationOutcome about the search, not data
         full_url = entry.get("fullUrl")
         if isinstance(resource, dict) and isinstance(full_url, str) and full_url.startswith("urn:"):
-            if "id" not in resource and (entry.get("request") or {}).get("method") == "POST":
+            if "id" not in resource and _member(entry, "request", "method") == "POST":
                 resource = {**resource, "id": full_url.rsplit(":", 1)[-1]}  # a server would assign one
             if isinstance(resource.get("resourceType"), str) and isinstance(resource.get("id"), str):
                 local[full_url] = f"{resource['resourceType']}/{resource['id']}"
         kept.append((where, resource))
     for where, resource in kept:
-        text = orjson.dumps(resource).decode()
+        try:
+            text = orjson.dumps(resource).decode()
+        except orjson.JSONEncodeError:  # orjson writes at most 254 levels
+            sink.problem(path, where, DEPTH_PROBLEM)
+            continue
         if "urn:" in text:
             missing = [m for m in _URN_REF.findall(text) if m not in local]
             if missing:
@@ -228,6 +253,12 @@ def _read_bundle(path: Path, bundle: dict[str, Any], sink: _Collector, prefix: s
                 continue
             text = _URN_REF.sub(lambda m: f'"reference":"{local[m.group(1)]}"', text)
         sink.add(path, where, resource, text)
+
+
+def _member(entry: dict[str, Any], element: str, member: str) -> Any:
+    """``entry[element][member]``, or None when either is absent or the element is not an object."""
+    value = entry.get(element)
+    return value.get(member) if isinstance(value, dict) else None
 
 
 def _read_all(paths: Sequence[str | Path], sink: _Collector, stage: Staging | None = None) -> int:

@@ -1,4 +1,9 @@
-"""The FHIR store: resources kept whole as JSON in DuckDB, one row per (type, id), upserted on re-ingest."""
+"""The FHIR store: resources kept whole as JSON in DuckDB, one row per (type, id), upserted on re-ingest.
+
+What is stored is valid JSON as RFC 8259 (and orjson) reads it: no NaN or Infinity, no trailing commas, numbers
+within a double's range, at most :data:`MAX_DEPTH` levels of nesting and :data:`MAX_RESOURCE_BYTES` per resource.
+Every reader (``medml fhir get``, the FHIR server, views) can then parse what it reads.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +31,15 @@ CREATE TABLE IF NOT EXISTS resources (
 
 Row = tuple[str, str, str | None, str]  # resource_type, id, meta.lastUpdated, the resource as JSON text
 
+#: the most bytes of JSON one stored resource may have (DuckDB's own default for one JSON object)
+MAX_RESOURCE_BYTES = 16 * 1024 * 1024
+#: the most levels of nesting a stored resource may have, the resource itself being 1 (FHIR's own resources nest
+#: about 10 deep; orjson cannot write more than 254)
+MAX_DEPTH = 100
+
+_LIMITS_FIX = "check the export or the system that wrote it"
+DEPTH_PROBLEM = f"nested more than {MAX_DEPTH} levels deep, the most a stored resource may be"
+
 
 def check_resource(resource: Any, where: str = "") -> tuple[str, str]:
     """The (type, id) of a resource, or a DataError that says which one is wrong and why."""
@@ -47,17 +61,65 @@ def check_resource(resource: Any, where: str = "") -> tuple[str, str]:
     return rtype, rid
 
 
+def json_depth(value: Any, stop: int = MAX_DEPTH) -> int:
+    """How many containers deep a parsed JSON value nests (a scalar 0, ``{}`` 1); counting ends past ``stop``."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        if depth > deepest:
+            deepest = depth
+            if deepest > stop:
+                break
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return deepest
+
+
+def limits_problem(resource: Any, text: str) -> str | None:
+    """What breaks the store's limits in a parsed resource and its JSON text, or None when it is within them."""
+    if len(text) * 4 > MAX_RESOURCE_BYTES and (size := len(text.encode())) > MAX_RESOURCE_BYTES:
+        return f"{size:,} bytes of JSON, more than the {MAX_RESOURCE_BYTES:,} a stored resource may have"
+    # a resource cannot nest deeper than it has brackets: most need no walk
+    if text.count("[") + text.count("{") > MAX_DEPTH and json_depth(resource) > MAX_DEPTH:
+        return DEPTH_PROBLEM
+    return None
+
+
+def json_text_problem(text: str) -> str | None:
+    """What keeps a JSON text out of the store (not valid JSON, too large, too deep), or None when it may go in."""
+    if len(text) * 4 > MAX_RESOURCE_BYTES and (size := len(text.encode())) > MAX_RESOURCE_BYTES:
+        return f"{size:,} bytes of JSON, more than the {MAX_RESOURCE_BYTES:,} a stored resource may have"
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        return f"not valid JSON ({exc})"
+    return limits_problem(value, text)
+
+
 def resource_row(resource: Any, where: str = "", text: str | None = None) -> Row:
-    """A checked resource as a store row; ``text`` is its JSON when the caller already has it."""
+    """A checked resource as a store row; ``text`` is its JSON when the caller already has it (parsed strictly).
+
+    A DataError when the resource is not one, or breaks the store's limits (:data:`MAX_RESOURCE_BYTES`,
+    :data:`MAX_DEPTH`).
+    """
     rtype, rid = check_resource(resource, where)
+    at = f" ({where})" if where else ""
+    if text is None:
+        try:
+            text = orjson.dumps(resource).decode()
+        except orjson.JSONEncodeError as exc:  # nested past orjson's 254 levels, or a value JSON cannot hold
+            if json_depth(resource) > MAX_DEPTH:
+                raise DataError(f"{rtype}/{rid}{at} is {DEPTH_PROBLEM}", _LIMITS_FIX) from None
+            raise DataError(f"{rtype}/{rid}{at} cannot be stored as JSON ({exc})", _LIMITS_FIX) from None
+    problem = limits_problem(resource, text)
+    if problem is not None:
+        raise DataError(f"{rtype}/{rid}{at} is {problem}", _LIMITS_FIX)
     meta = resource.get("meta")
     updated = meta.get("lastUpdated") if isinstance(meta, dict) else None
-    return (
-        rtype,
-        rid,
-        updated if isinstance(updated, str) else None,
-        text if text is not None else orjson.dumps(resource).decode(),
-    )
+    return rtype, rid, updated if isinstance(updated, str) else None, text
 
 
 def split_reference(reference: str) -> tuple[str, str]:
@@ -73,6 +135,17 @@ def split_reference(reference: str) -> tuple[str, str]:
     return parts[-2], parts[-1]
 
 
+# yyjson (DuckDB's JSON reader) accepts what RFC 8259 and orjson refuse: trailing commas, NaN and Infinity
+# literals (any case, signed), numbers past a double's range; and it has no depth limit. A staged line that may hold
+# any of these is a suspect, checked again with orjson; what is not a suspect cannot hold them. A literal needs
+# [nNiI][aAnN] where a value starts; an overflowing number needs an exponent of 3 digits or 200 digits before its
+# point; nesting deeper than MAX_DEPTH needs more brackets than MAX_DEPTH.
+_VALUE = r"[-+]?[nNiI][aAnN]|-?[0-9.]+[eE]\+?[0-9]{3}|-?[0-9]{200}"
+_SUSPECT = f"""(regexp_matches(t, ':\\s*(?:{_VALUE})') OR regexp_matches(t, ',\\s*(?:[\\]}}]|{_VALUE})')
+    OR regexp_matches(t, '\\[\\s*(?:{_VALUE})')
+    OR strlen(t) - strlen(replace(replace(t, '{{', ''), '[', '')) > {MAX_DEPTH})"""
+
+
 class Staging:
     """Rows checked and waiting in a temporary table; the store changes only in :meth:`commit`."""
 
@@ -83,7 +156,7 @@ class Staging:
         # resource is JSON here already (validated once, on the way in), so the final insert need not parse it again
         con.execute(
             "CREATE OR REPLACE TEMP TABLE _medml_staging (seq BIGINT, file INTEGER, resource_type VARCHAR, "
-            "id VARCHAR, last_updated VARCHAR, resource JSON, id_type VARCHAR)"
+            "id VARCHAR, last_updated VARCHAR, resource JSON, id_type VARCHAR, suspect BOOLEAN)"
         )
         con.execute(
             "CREATE OR REPLACE TEMP TABLE _medml_r4types AS SELECT unnest(?::VARCHAR[]) AS t",
@@ -91,7 +164,7 @@ class Staging:
         )
 
     def append(self, rows: list[Row]) -> None:
-        """Rows already checked (by :func:`check_resource`)."""
+        """Rows already checked (by :func:`resource_row`)."""
         rtypes, ids, updated, texts = zip(*rows, strict=True)
         batch = pa.table(
             {
@@ -106,15 +179,15 @@ class Staging:
         self.seq += len(rows)
         self.con.register("_medml_batch", batch)
         try:
-            self.con.execute("INSERT INTO _medml_staging SELECT *, 'VARCHAR' FROM _medml_batch")
+            self.con.execute("INSERT INTO _medml_staging SELECT *, 'VARCHAR', false FROM _medml_batch")
         finally:
             self.con.unregister("_medml_batch")
 
     def append_ndjson(self, path: Path) -> bool:
         """Stage a clean NDJSON file at DuckDB's speed; False (nothing staged) when any line needs a closer look.
 
-        A line that is not JSON, not a resource of a known type, without an id, or a Bundle sends the caller back to
-        the line-by-line reader, which says which line is wrong.
+        A line that is not strict JSON, breaks the store's limits, is not a resource of a known type, has no id, or
+        is a Bundle sends the caller back to the line-by-line reader, which says which line is wrong.
         """
         self.files += 1
         try:
@@ -123,23 +196,36 @@ class Staging:
                 f"""
                 INSERT INTO _medml_staging
                 SELECT {self.seq} + row_number() OVER () - 1, {self.files}, e[1] ->> '$', e[2] ->> '$', e[3] ->> '$',
-                       j, json_type(e[2])
-                FROM (SELECT j, json_extract(j, ['$.resourceType', '$.id', '$.meta.lastUpdated']) AS e
-                      FROM read_json_objects(?, format = 'newline_delimited') AS t(j))""",
+                       j, json_type(e[2]), {_SUSPECT}
+                FROM (SELECT j, j::VARCHAR AS t, json_extract(j, ['$.resourceType', '$.id', '$.meta.lastUpdated']) AS e
+                      FROM read_json_objects(?, format = 'newline_delimited',
+                                             maximum_object_size = {MAX_RESOURCE_BYTES + 2}) AS r(j))""",
                 [str(path)],
             )
         except duckdb.Error:
-            self.con.execute(f"DELETE FROM _medml_staging WHERE file = {self.files}")
+            self._forget(self.files)
             return False
         bad = self.con.execute(f"""
             SELECT count(*) FROM _medml_staging WHERE file = {self.files} AND (
                 id IS NULL OR id = '' OR resource_type = 'Bundle' OR id_type IS DISTINCT FROM 'VARCHAR'
-                OR resource_type IS NULL OR resource_type NOT IN (SELECT t FROM _medml_r4types))""").fetchall()[0][0]
-        if bad:
-            self.con.execute(f"DELETE FROM _medml_staging WHERE file = {self.files}")
+                OR resource_type IS NULL OR resource_type NOT IN (SELECT t FROM _medml_r4types)
+                OR strlen(resource::VARCHAR) > {MAX_RESOURCE_BYTES})""").fetchall()[0][0]
+        if bad or not self._suspects_pass(self.files):
+            self._forget(self.files)
             return False
         self.seq = int(self.con.execute("SELECT coalesce(max(seq) + 1, 0) FROM _medml_staging").fetchall()[0][0])
         return True
+
+    def _suspects_pass(self, file: int) -> bool:
+        """Whether every suspect line of a staged file is strict JSON within the store's limits."""
+        cur = self.con.execute(f"SELECT resource::VARCHAR FROM _medml_staging WHERE file = {file} AND suspect")
+        while batch := cur.fetchmany(1000):
+            if any(json_text_problem(text) is not None for (text,) in batch):
+                return False
+        return True
+
+    def _forget(self, file: int) -> None:
+        self.con.execute(f"DELETE FROM _medml_staging WHERE file = {file}")
 
     def commit(self) -> dict[str, int]:
         """Upsert the staged rows (the last of each type and id wins) in one transaction; counts per type."""
@@ -268,7 +354,13 @@ class FhirStore:
                 f"{resource_type}/{resource_id} is not in the FHIR store",
                 "ingest the export or bundle that holds it (medml fhir ingest PATH)",
             )
-        resource: dict[str, Any] = orjson.loads(rows[0][0])
+        try:
+            resource: dict[str, Any] = orjson.loads(rows[0][0])
+        except orjson.JSONDecodeError as exc:  # written by a medml that did not check
+            raise DataError(
+                f"{resource_type}/{resource_id} in the FHIR store is not valid JSON ({exc})",
+                "ingest the file that holds it again: medml fhir ingest now checks and names the line",
+            ) from None
         return resource
 
     def resolve(self, reference: str | dict[str, Any]) -> dict[str, Any]:

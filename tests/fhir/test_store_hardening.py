@@ -1,0 +1,155 @@
+"""The FHIR store, its ingest and its server, held to what the security review of issue 13 found missing."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from medml.errors import DataError
+from medml.fhir.ingest import ingest
+from medml.fhir.server import create_fhir_app
+from medml.fhir.store import MAX_DEPTH, MAX_RESOURCE_BYTES, FhirStore
+
+MEDML = [sys.executable, "-m", "medml.cli"]
+GOOD = b'{"resourceType":"Patient","id":"good"}'
+NESTED = b'{"resourceType":"Patient","id":"bad","extension":'  # a line that ends in `value}`
+
+# what DuckDB's JSON reader (yyjson) takes and RFC 8259 (and orjson) refuses, each as the value of a Patient's field
+NOT_JSON = {
+    "NaN": b"NaN",
+    "Infinity": b"Infinity",
+    "-inf": b"-inf",
+    "nan in a list": b"[1, nan]",
+    "trailing comma": b"[1,]",
+    "trailing comma, object": b'{"a": 1 ,}',
+    "1e400": b"1e400",
+    "1.8e308": b"1.8e308",
+    "310 digits": b"1" + b"0" * 309,
+    "100,000 levels": b"[" * 100_000 + b"]" * 100_000,
+    f"{MAX_DEPTH} levels": b"[" * MAX_DEPTH + b"]" * MAX_DEPTH,  # with the Patient: one more than the limit
+}
+
+
+def _ndjson(path: Path, *lines: bytes, gz: bool = False) -> Path:
+    data = b"".join(line + b"\n" for line in lines)
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return path
+
+
+def _seeded(path: Path) -> Path:
+    with FhirStore(path) as store:
+        store.add([{"resourceType": "Patient", "id": "keep"}])
+    return path
+
+
+def _stored(path: Path) -> dict[str, Any]:
+    """Every stored resource by type/id, each parsed strictly (orjson refuses what is not JSON)."""
+    with FhirStore(path, read_only=True) as store:
+        rows = store.con.execute("SELECT resource_type, id, resource FROM resources").fetchall()
+    return {f"{t}/{i}": orjson.loads(r) for t, i, r in rows}
+
+
+def _environ(home: Path, env: dict[str, str] | None = None) -> dict[str, str]:
+    environ = {**os.environ, "MEDML_HOME": str(home), "COLUMNS": "200"}
+    environ.pop("MEDML_FHIR_TOKEN", None)
+    return environ | (env or {})
+
+
+def cli(*args: str, home: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`medml fhir ARGS`; a `serve` that should be refused gets a short timeout (it would serve on before the fix)."""
+    cmd = [*MEDML, "fhir", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=_environ(home), timeout=timeout)
+
+
+def assert_refused(proc: subprocess.CompletedProcess[str], *fragments: str) -> str:
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    message = " ".join(proc.stderr.split())
+    assert message.startswith("error:"), message
+    for fragment in fragments:
+        assert fragment.lower() in message.lower(), (fragment, message)
+    return message
+
+
+# -- only strict JSON, within the limits, goes into the store (item 1) -------------------------------------------------
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["ndjson", "ndjson.gz"])
+@pytest.mark.parametrize("value", list(NOT_JSON.values()), ids=list(NOT_JSON))
+def test_a_line_that_is_not_strict_json_is_refused_by_file_and_line(tmp_path: Path, value: bytes, gz: bool) -> None:
+    store_path = _seeded(tmp_path / "s.duckdb")
+    before = store_path.read_bytes()
+    f = _ndjson(tmp_path / ("Patient.ndjson" + (".gz" if gz else "")), GOOD, NESTED + value + b"}", gz=gz)
+    with FhirStore(store_path) as store, pytest.raises(DataError, match=r"Patient\.ndjson(\.gz)?, line 2: .*nothing"):
+        ingest(store, [f])
+    assert store_path.read_bytes() == before
+    with FhirStore(store_path) as store:
+        report = ingest(store, [f], on_error="skip")
+    assert [p.where for p in report.skipped] == ["line 2"]
+    assert set(_stored(store_path)) == {"Patient/keep", "Patient/good"}
+
+
+def test_what_only_looks_odd_keeps_the_bulk_path(tmp_path: Path) -> None:
+    """Text that holds NaN, many shallow brackets, numbers with exponents: all strict JSON, all stored as given."""
+    lines = [
+        b'{"resourceType":"Patient","id":"t","text":{"div":"x: NaN, [inf, ]"},"name":[{"text":"Nancy"}]}',
+        b'{"resourceType":"Observation","id":"o","valueQuantity":{"value":1.5e-300},"note":['
+        + b",".join([b'{"text":"a"}'] * 150)
+        + b"]}",
+        b'{"resourceType":"Patient","id":"deep","x":' + b"[" * (MAX_DEPTH - 1) + b"]" * (MAX_DEPTH - 1) + b"}",
+    ]
+    f = _ndjson(tmp_path / "x.ndjson", *lines)
+    with FhirStore() as store, store.staging() as stage:
+        assert stage.append_ndjson(f)  # staged whole by DuckDB, not sent back to the line-by-line reader
+        staged = [r[0] for r in store.con.execute("SELECT resource FROM _medml_staging ORDER BY seq").fetchall()]
+    assert [s.encode() for s in staged] == lines
+
+
+def test_a_bundle_nested_300_levels_is_refused_in_one_line(tmp_path: Path) -> None:
+    deep: Any = "x"
+    for _ in range(300):
+        deep = [deep]
+    patient = {"resourceType": "Patient", "id": "p", "extension": deep}
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": patient}]}
+    f = tmp_path / "deep.json"
+    f.write_text(json.dumps(bundle))
+    home = tmp_path / "home"
+    assert_refused(cli("ingest", str(f), home=home), "deep.json, entry 1", f"more than {MAX_DEPTH} levels")
+    skipped = cli("ingest", str(f), "--on-error", "skip", home=home)
+    assert skipped.returncode == 0 and "entry 1" in skipped.stderr, skipped.stderr
+    with pytest.raises(DataError, match=rf"Patient/p \(resource 1\) is nested more than {MAX_DEPTH} levels"):
+        FhirStore.in_memory([patient])
+
+
+def test_a_line_over_the_size_limit_is_refused_without_reading_it_whole(tmp_path: Path) -> None:
+    big = b'{"resourceType":"Patient","id":"big","text":"' + b"a" * MAX_RESOURCE_BYTES + b'"}'
+    f = _ndjson(tmp_path / "Patient.ndjson", GOOD, big, b'{"resourceType":"Patient","id":"after"}')
+    store_path = _seeded(tmp_path / "s.duckdb")
+    with FhirStore(store_path) as store:
+        with pytest.raises(DataError, match=r"Patient\.ndjson, line 2: longer than the 16,777,216 bytes"):
+            ingest(store, [f])
+        report = ingest(store, [f], on_error="skip")
+    assert [p.where for p in report.skipped] == ["line 2"]
+    assert set(_stored(store_path)) == {"Patient/keep", "Patient/good", "Patient/after"}
+
+
+def test_get_and_the_server_read_what_ingest_kept(tmp_path: Path, serve: Callable[[Any], str]) -> None:
+    home = tmp_path / "home"
+    f = _ndjson(tmp_path / "Patient.ndjson", GOOD, NESTED + b"NaN}")
+    assert_refused(cli("ingest", str(f), home=home), "Patient.ndjson, line 2", "not valid JSON", "--on-error skip")
+    assert cli("ingest", str(f), "--on-error", "skip", home=home).returncode == 0
+    got = cli("get", "Patient/good", home=home)
+    assert got.returncode == 0 and orjson.loads(got.stdout)["id"] == "good"
+    with httpx.Client(base_url=serve(create_fhir_app(home / "fhir.duckdb"))) as client:
+        bundle = orjson.loads(client.get("/Patient").content)
+    assert [e["resource"]["id"] for e in bundle["entry"]] == ["good"]
