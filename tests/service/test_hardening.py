@@ -292,3 +292,69 @@ def test_a_page_number_past_any_store_is_a_page_not_a_server_error(client: httpx
     for page_no in ("99999999999999999999", "-99999999999999999999", "0"):
         r = client.get("/", params={"page_no": page_no})
         assert r.status_code == 200 and "Patients" in r.text, page_no
+
+
+# ---- 2 and 3. implausible inputs, and a card from no data -----------------------------------------------------------
+
+
+def with_values(prefetch: dict[str, Any], code: str, value: float | None) -> dict[str, Any]:
+    """The prefetch with every Observation of LOINC ``code`` given ``value`` (None: the value removed)."""
+    import copy
+
+    out = copy.deepcopy(prefetch)
+    for e in out["observations"]["entry"]:
+        obs = e["resource"]
+        if any(c.get("code") == code for c in obs["code"]["coding"]):
+            if value is None:
+                obs.pop("valueQuantity", None)
+            else:
+                obs["valueQuantity"]["value"] = value
+    return out
+
+
+def without(prefetch: dict[str, Any], code: str) -> dict[str, Any]:
+    import copy
+
+    out = copy.deepcopy(prefetch)
+    entries = out["observations"]["entry"]
+    out["observations"]["entry"] = [
+        e for e in entries if not any(c.get("code") == code for c in e["resource"]["code"]["coding"])
+    ]
+    return out
+
+
+@pytest.mark.parametrize(
+    ("code", "value", "label"),
+    [
+        ("9269-2", -50.0, "GCS"),  # GCS -50 read as a deep coma: 100% before
+        ("9269-2", 95.0, "GCS"),  # GCS 95 read as fully awake: under 1% before
+        ("2823-3", 95.0, "K"),  # potassium 95 mmol/L: 92% before
+        ("8867-4", 1e308, "HR"),  # a 500 before
+    ],
+)
+def test_an_implausible_value_is_left_out_and_named_exactly_as_a_missing_one(
+    client: httpx.Client, stays: dict[str, list[dict[str, Any]]], code: str, value: float, label: str
+) -> None:
+    base = prefetch_for(stays[PID], codes(client))
+    bad = client.post(f"/cds-services/{SERVICE}", json=hook_request(PID, with_values(base, code, value)))
+    assert bad.status_code == 200, bad.text
+    gone = client.post(f"/cds-services/{SERVICE}", json=hook_request(PID, without(base, code)))
+    (card,), (reference,) = bad.json()["cards"], gone.json()["cards"]
+    assert card["summary"] == reference["summary"]  # scored as if the value were not there
+    left_out = card["detail"].split("**Results left out**", 1)[1]
+    assert f"{label} (implausible)" in left_out
+
+
+def test_a_stay_whose_values_are_all_null_gets_no_risk_but_a_card_that_says_so(
+    client: httpx.Client, config: ServiceConfig, stays: dict[str, list[dict[str, Any]]]
+) -> None:
+    prefetch = prefetch_for(stays[PID], codes(client))
+    for e in prefetch["observations"]["entry"]:
+        e["resource"].pop("valueQuantity", None)
+    r = client.post(f"/cds-services/{SERVICE}", json=hook_request(PID, prefetch))
+    assert r.status_code == 200, r.text
+    (card,) = r.json()["cards"]
+    assert card["indicator"] == "info" and "not scored" in card["summary"]
+    assert "%" not in card["summary"] and "at least 3 needed" in card["detail"]
+    assert SERVICE in card["source"]["label"]
+    assert not config.predictions_path.exists() or config.predictions_path.read_text() == ""

@@ -22,28 +22,49 @@ class FeatureSpec:
     kind: Literal["numeric", "categorical"]
     unit: str = ""
     label: str = ""
+    #: the inclusive range of values that can be real, in ``unit`` (physiology and the unit); outside it a value is
+    #: a recording or unit error: left out, and named, wherever the model reads it
+    plausible: tuple[float, float] | None = None
 
     @property
     def clinical_name(self) -> str:
         return self.label or self.name
 
-    def to_dict(self) -> dict[str, str]:
-        return {"name": self.name, "kind": self.kind, "unit": self.unit, "label": self.label}
+    def is_plausible(self, values: npt.ArrayLike) -> npt.NDArray[np.bool_]:
+        """True where a value is missing or inside the plausible range (and finite); False where it must be left out."""
+        v = np.asarray(values, dtype=float)
+        ok = np.isnan(v) | np.isfinite(v)
+        if self.plausible is not None:
+            lo, hi = self.plausible
+            ok &= np.isnan(v) | ((v >= lo) & (v <= hi))
+        return np.asarray(ok, dtype=bool)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "kind": self.kind, "unit": self.unit, "label": self.label}
+        if self.plausible is not None:
+            d["plausible"] = [float(self.plausible[0]), float(self.plausible[1])]
+        return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, str]) -> FeatureSpec:
+    def from_dict(cls, d: Mapping[str, Any]) -> FeatureSpec:
         kind = d["kind"]
         if kind not in ("numeric", "categorical"):
             raise DataError(f"feature '{d['name']}' has unknown kind '{kind}'", "use numeric or categorical")
-        return cls(name=d["name"], kind=kind, unit=d.get("unit", ""), label=d.get("label", ""))  # type: ignore[arg-type]
+        rng = d.get("plausible")
+        plausible = (float(rng[0]), float(rng[1])) if rng else None
+        return cls(name=d["name"], kind=kind, unit=d.get("unit", ""), label=d.get("label", ""), plausible=plausible)
 
 
 def infer_features(
-    X: pd.DataFrame, units: Mapping[str, str] | None = None, labels: Mapping[str, str] | None = None
+    X: pd.DataFrame,
+    units: Mapping[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
+    plausible: Mapping[str, tuple[float, float]] | None = None,
 ) -> tuple[FeatureSpec, ...]:
-    """Numeric columns stay numeric, everything else is categorical."""
+    """Numeric columns stay numeric, everything else is categorical; ``plausible`` ranges for the numeric ones."""
     units = units or {}
     labels = labels or {}
+    plausible = plausible or {}
     return tuple(
         FeatureSpec(
             name=str(c),
@@ -52,9 +73,24 @@ def infer_features(
             else "categorical",
             unit=units.get(str(c), ""),
             label=labels.get(str(c), ""),
+            plausible=plausible.get(str(c)),
         )
         for c in X.columns
     )
+
+
+def implausible(
+    X: pd.DataFrame, features: tuple[FeatureSpec, ...] | list[FeatureSpec]
+) -> dict[str, npt.NDArray[np.bool_]]:
+    """Per numeric input with values outside its plausible range (or not finite): a mask of those rows."""
+    out: dict[str, npt.NDArray[np.bool_]] = {}
+    for f in features:
+        if f.kind != "numeric" or f.name not in X.columns:
+            continue
+        bad = ~f.is_plausible(pd.to_numeric(X[f.name], errors="coerce").to_numpy(dtype=float))
+        if bad.any():
+            out[f.name] = bad
+    return out
 
 
 class ServingContract(Protocol):

@@ -181,10 +181,18 @@ class ServingSpec:
     anchor: str = "now"
     hours: float = 0.0
     encounter_classes: tuple[str, ...] = ()
+    #: the fewest measurements with a usable result for a score to be shown; below it the service says it cannot
+    #: score (a risk from no data is the population's prior dressed as the patient's)
+    min_measured: int = 1
 
     def __post_init__(self) -> None:
         if self.anchor not in ANCHORS:
             raise ConfigError(f"unknown index anchor {self.anchor!r}", f"use one of {', '.join(ANCHORS)}")
+        if not 0 <= self.min_measured <= len(self.definition.measurements):
+            raise ConfigError(
+                f"min_measured {self.min_measured} is outside 0-{len(self.definition.measurements)}",
+                "ask for at most as many measurements as the definition has",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -194,6 +202,7 @@ class ServingSpec:
             "anchor": self.anchor,
             "hours": self.hours,
             "encounter_classes": list(self.encounter_classes),
+            "min_measured": self.min_measured,
         }
 
     @classmethod
@@ -208,6 +217,7 @@ class ServingSpec:
                 anchor=str(d["anchor"]),
                 hours=float(d["hours"]),
                 encounter_classes=tuple(str(c) for c in d["encounter_classes"]),
+                min_measured=int(d.get("min_measured", 1)),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ConfigError(f"stored serving spec is not valid: {e}", "deploy the model again") from None

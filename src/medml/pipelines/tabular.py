@@ -18,6 +18,7 @@ import pandas as pd
 from medml import __version__
 from medml.config import Settings
 from medml.data import Predictions, TaskDataset, check_task, patient_split
+from medml.data.task import implausible
 from medml.errors import DataError
 from medml.evaluate import EvaluationReport, Headline, evaluate_binary, headline
 from medml.explain import global_importance, top_factors
@@ -97,6 +98,7 @@ def train(
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     _ensure_both_classes(ds, "dataset")
+    _refuse_implausible(ds)
     y = ds.binary_target.values
     split = patient_split(ds.groups, y, fractions=config.fractions, seed=config.seed)
     check_task(ds, split)
@@ -307,19 +309,55 @@ def evaluate_registered(
     return bundle, report, path
 
 
+def _refuse_implausible(ds: TaskDataset) -> None:
+    """Training refuses values outside their input's plausible range: what scoring leaves out, training must not
+    learn from (a GCS of -50 in the training data is an error in the data, not a patient)."""
+    bad = implausible(ds.X, ds.features)
+    if not bad:
+        return
+    specs = {f.name: f for f in ds.features}
+    parts = []
+    for name, mask in list(bad.items())[:5]:
+        spec = specs[name]
+        rng = f"{spec.plausible[0]:g}-{spec.plausible[1]:g}" if spec.plausible else "finite values"
+        parts.append(f"{name}: {int(mask.sum())} value(s) outside {rng} (first at row {int(mask.argmax()) + 1})")
+    raise DataError(
+        f"{ds.name} has values outside their plausible ranges: {'; '.join(parts)}"
+        + (f" and {len(bad) - 5} more inputs" if len(bad) > 5 else ""),
+        "correct them or leave them empty (missing) before training",
+    )
+
+
 def score_table(
     bundle: ModelBundle, frame: pd.DataFrame, *, id_column: str | None = None, top: int = 3
 ) -> pd.DataFrame:
-    """Each row's calibrated risk, its top contributing factors in clinical words, and the model that said so."""
+    """Each row's calibrated risk, its top contributing factors in clinical words, and the model that said so.
+
+    A value outside its input's plausible range (or not finite) is left out, scored as missing, and named in the
+    row's ``left_out`` column, exactly as the service names it on a card: a GCS of -50 is not a deep coma.
+    """
     if id_column is not None and id_column not in frame.columns:
         raise DataError(
             f"no id column '{id_column}' in the table", f"columns are: {', '.join(map(str, frame.columns[:20]))}"
         )
     ids = frame[id_column].astype(str).to_numpy() if id_column else np.arange(1, len(frame) + 1).astype(str)
+    frame = frame.reset_index(drop=True)
+    bad = implausible(frame, bundle.features)
+    left_out: list[list[str]] = [[] for _ in range(len(frame))]
+    if bad:
+        frame = frame.copy()
+        specs = {f.name: f for f in bundle.features}
+        for name, mask in bad.items():
+            spec = specs[name]
+            rng = f"{spec.plausible[0]:g}-{spec.plausible[1]:g} {spec.unit}".strip() if spec.plausible else "finite"
+            for row in np.flatnonzero(mask):
+                left_out[row].append(f"{spec.clinical_name} {frame.at[row, name]!s:.20} (outside {rng})")
+            frame[name] = pd.to_numeric(frame[name], errors="coerce").where(~mask)
     risk = bundle.model.predict_proba(frame)[:, 1]
-    factors = top_factors(bundle.model, frame.reset_index(drop=True), k=top)
+    factors = top_factors(bundle.model, frame, k=top)
     out = pd.DataFrame({"id": ids, "risk": risk})
     for k in range(top):
         out[f"factor_{k + 1}"] = [fs[k].sentence() if k < len(fs) else "" for fs in factors]
+    out["left_out"] = ["; ".join(x) for x in left_out]
     out["model"] = f"{bundle.metadata.name}@{bundle.metadata.version}"
     return out

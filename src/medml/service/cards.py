@@ -17,7 +17,7 @@ from typing import Any
 from medml.evaluate.schema import CalibrationCurve, Headline
 from medml.models.factory import find_model_kind
 from medml.service.deploy import Deployment
-from medml.service.scoring import Scored
+from medml.service.scoring import NotScored, Scored
 
 RISK_PROBABILITY = "http://terminology.hl7.org/CodeSystem/risk-probability"
 MODEL_SYSTEM = "urn:medml:model"
@@ -206,6 +206,47 @@ def card(
         ]
         out["selectionBehavior"] = "at-most-one"
     return out
+
+
+def not_scored_card(dep: Deployment, why: NotScored, *, model_card_url: str, authenticated: bool) -> dict[str, Any]:
+    """The card that says the model cannot score this patient (too few usable results), instead of a risk."""
+    lines = [
+        f"**No risk computed:** {why.reason}. A score from so little would be the evaluation population's "
+        "average, not this patient's risk.",
+    ]
+    if why.missing:
+        lines.append(
+            f"\n**Missing inputs** ({len(why.missing)}, no usable result in the window): {', '.join(why.missing)}."
+        )
+    if why.dropped:
+        lines.append(
+            "\n**Results left out** (unit not accepted, or implausible value): "
+            + ", ".join(f"{k}: {v}" for k, v in why.dropped.items())
+            + "."
+        )
+    lines.append(f"\n**Model** {dep.model} — intended use: {dep.intended_use}")
+    lines.append(
+        "\n*Decision support, not a diagnosis.*"
+        + ("" if authenticated else " *Unauthenticated demo service: not for clinical use.*")
+    )
+    return {
+        "uuid": str(uuid.uuid4()),
+        "summary": f"{dep.title}: not scored, too few results"[:140],
+        "indicator": "info",
+        "detail": "\n".join(lines),
+        "source": {
+            "label": f"medml · {dep.model}",
+            "url": model_card_url,
+            "topic": {"system": MODEL_SYSTEM, "code": dep.model, "display": dep.title},
+        },
+        "links": [
+            {
+                "label": f"Model card: {dep.model} (calibration, evaluation population)",
+                "url": model_card_url,
+                "type": "absolute",
+            }
+        ],
+    }
 
 
 def system_actions(dep: Deployment, s: Scored, patient_id: str) -> list[dict[str, Any]]:

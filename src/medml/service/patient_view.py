@@ -37,11 +37,15 @@ async def answer(
     except PrefetchError as e:
         raise HookError(400, str(e)) from None
     result = await state.batchers[dep.service_id].score(Job(patient_id, resources, req.encounter_id, now))
-    if isinstance(result, NotScored):
-        log.info("%s not scored for a patient: %s", dep.service_id, result.reason)
-        return {"cards": []}
     authenticated = state.config.auth == "jwt"
     model_card = f"{state.config.base_url}/models/{dep.name}/{dep.version}"
+    if isinstance(result, NotScored):
+        log.info("%s not scored for a patient: %s", dep.service_id, result.reason)
+        if not result.insufficient:  # the model does not apply: no card
+            return {"cards": []}
+        shown = cards.not_scored_card(dep, result, model_card_url=model_card, authenticated=authenticated)
+        state.remember_card(shown["uuid"], dep.service_id)
+        return {"cards": [shown]}
     card = cards.card(
         dep,
         result,

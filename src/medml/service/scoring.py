@@ -52,9 +52,13 @@ class Scored:
 
 @dataclass
 class NotScored:
-    """The model does not apply to this patient now (no encounter of the kind it was built for)."""
+    """No score for this patient now: the model does not apply (no encounter of the kind it was built for), or
+    ``insufficient``: too few usable results to score, which the clinician is told on a card of its own."""
 
     reason: str
+    insufficient: bool = False
+    missing: tuple[str, ...] = ()
+    dropped: dict[str, int] = field(default_factory=dict)
 
 
 def prefetch_templates(deployment: Deployment) -> dict[str, str]:
@@ -213,14 +217,26 @@ class Scorer:
         factors = top_factors(self.bundle.model, X, k=5)
         counts = [c for c in self.columns if c.endswith("_count")]
         used = np.nansum(X[counts].to_numpy(dtype=float), axis=1) if counts else np.zeros(len(X))
+        wanted = self.spec.min_measured
         for row, (i, job, encounter, t) in enumerate(ready):
             risk = float(risks[row])
             dropped = built.dropped_by_patient.get(job.patient_id, {})
+            missing = built.missing(job.patient_id, self.spec.definition)
+            measured = len(self.spec.definition.measurements) - len(missing)
+            if measured < wanted:
+                out[i] = NotScored(
+                    f"only {measured} of the model's {len(self.spec.definition.measurements)} measurements have a "
+                    f"usable result (at least {wanted} needed to score)",
+                    insufficient=True,
+                    missing=tuple(missing),
+                    dropped={f"{n} ({why})": k for (n, why), k in dropped.items()},
+                )
+                continue
             out[i] = Scored(
                 risk=risk,
                 category=self.deployment.category(risk),
                 factors=factors[row],
-                missing=built.missing(job.patient_id, self.spec.definition),
+                missing=missing,
                 index_time=t,
                 encounter_id=encounter[0] if encounter else None,
                 hours_observed=(t - encounter[1]).total_seconds() / 3600 if encounter else None,

@@ -107,21 +107,53 @@ STATIC: dict[str, tuple[str, str]] = {
 AGGREGATES = ("first", "last", "min", "max", "mean", "count")
 ICU_TYPES = {1: "Coronary care unit", 2: "Cardiac surgery recovery unit", 3: "Medical ICU", 4: "Surgical ICU"}
 
-#: Inclusive physiological limits; values outside are recording errors and are dropped.
+#: Inclusive physiological limits per variable, in set A's units; values outside are recording (or unit) errors and
+#: are dropped from training, and left out and named when a model scores a patient (issue 13: every input has one).
+#: The bounds are wide: each encloses every value recorded in set A, so the training data did not change when the
+#: ranges were completed. A few recorded values inside them look like errors to a clinician and are kept for the
+#: model trained on them: BUN 0 mg/dL, PaCO2 0.3 mmHg, HR 3.5/min, K 22.9 mEq/L (haemolysis?).
 PLAUSIBLE: dict[str, tuple[float, float]] = {
-    "HR": (1, 350),
-    "SysABP": (1, 350),
+    "Albumin": (0.5, 8.0),
+    "ALP": (1, 5000),
+    "ALT": (1, 20000),
+    "AST": (1, 30000),
+    "Bilirubin": (0.05, 80),
+    "BUN": (0, 400),
+    "Cholesterol": (10, 1000),
+    "Creatinine": (0.05, 40),
     "DiasABP": (1, 350),
+    "FiO2": (0.21, 1.0),
+    "GCS": (3, 15),
+    "Glucose": (5, 3000),
+    "HCO3": (1, 70),
+    "HCT": (5, 80),
+    "HR": (1, 350),
+    "K": (1.0, 25),
+    "Lactate": (0.1, 40),
+    "Mg": (0.3, 12),
     "MAP": (1, 350),
-    "NISysABP": (1, 350),
+    "MechVent": (0, 1),
+    "Na": (80, 200),
     "NIDiasABP": (1, 350),
     "NIMAP": (1, 350),
-    "Temp": (25, 45),
-    "pH": (6.5, 8.0),
+    "NISysABP": (1, 350),
+    "PaCO2": (0.1, 250),
     "PaO2": (1, 800),
+    "pH": (6.5, 8.0),
+    "Platelets": (1, 3000),
+    "RespRate": (0, 100),
+    "SaO2": (10, 100),
+    "SysABP": (1, 350),
+    "Temp": (25, 45),
+    "TroponinI": (0, 500),
+    "TroponinT": (0, 100),
+    "Urine": (0, 15000),
+    "WBC": (0.05, 500),
     "Weight": (1, 500),
     "Height": (100, 250),
 }
+#: Age in years after de-identification (recorded >= 200 means over 89, set to 90): anything else is an error
+AGE_PLAUSIBLE = (0.0, 120.0)
 _MISSING_SENTINEL = -1.0
 _AGE_DEIDENTIFIED = 200
 _AGE_TOP = 90.0
@@ -204,6 +236,13 @@ def _cached_long_table(path: Path) -> pd.DataFrame:
     except OSError:  # the cache only saves time; a read-only MEDML_HOME must not stop the load
         pass
     return long
+
+
+def feature_ranges() -> dict[str, tuple[float, float]]:
+    """The plausible range of each model input: a variable's range for its first/last/min/max/mean, Age's own."""
+    ranges = {f"{var}_{a}": PLAUSIBLE[var] for var in VARIABLES for a in AGGREGATES if a != "count"}
+    ranges.update(Age=AGE_PLAUSIBLE, Height=PLAUSIBLE["Height"])
+    return ranges
 
 
 def clean_events(long: pd.DataFrame) -> pd.DataFrame:
@@ -326,7 +365,7 @@ def in_hospital_death(cohort: Cohort, hours: float = 48) -> TaskDataset:
         X=X,
         y=BinaryTarget(t["In-hospital_death"].to_numpy(dtype=np.int8), "died in hospital"),
         groups=id_array(t["patient_id"]),
-        features=infer_features(X, units, labels),
+        features=infer_features(X, units, labels, feature_ranges()),
         sensitive=sensitive_frame(
             {
                 "sex": t["Gender"].map({0.0: "Female", 1.0: "Male"}),

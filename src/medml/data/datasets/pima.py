@@ -45,6 +45,18 @@ FEATURES: dict[str, tuple[str, str]] = {
     "age": ("Age", "years"),
 }
 ZERO_IS_MISSING = ("glucose", "blood_pressure", "skin_thickness", "insulin", "bmi")
+#: Inclusive plausible ranges in the units above (physiology; each encloses every recorded value): a value outside is
+#: a recording or unit error, left out and named when a model scores a patient
+PLAUSIBLE: dict[str, tuple[float, float]] = {
+    "pregnancies": (0, 25),
+    "glucose": (20, 700),
+    "blood_pressure": (20, 180),
+    "skin_thickness": (2, 120),
+    "insulin": (1, 1500),
+    "bmi": (10, 90),
+    "pedigree": (0, 5),
+    "age": (10, 120),
+}
 
 
 def load_cohort(data_root: str | Path | None = None) -> Cohort:
@@ -79,7 +91,10 @@ def diabetes_diagnosis(cohort: Cohort) -> TaskDataset:
         y=BinaryTarget(t["diabetes"].to_numpy(dtype=np.int8), "diabetes (WHO criteria)"),
         groups=id_array(t["patient_id"]),
         features=infer_features(
-            X, {c: u for c, (_, u) in FEATURES.items() if u}, {c: lab for c, (lab, _) in FEATURES.items()}
+            X,
+            {c: u for c, (_, u) in FEATURES.items() if u},
+            {c: lab for c, (lab, _) in FEATURES.items()},
+            PLAUSIBLE,
         ),
         sensitive=sensitive_frame({"age_band": age_band(t["age"])}),
         ids=id_array(t["patient_id"]),

@@ -80,6 +80,15 @@ _NUMERIC: dict[str, tuple[str, str]] = {
     "thalach": ("Maximum heart rate achieved on exercise", "bpm"),
     "oldpeak": ("ST depression induced by exercise relative to rest", "mm"),
 }
+#: Inclusive plausible ranges of the numeric inputs (physiology, in the units above): a value outside is a recording
+#: or unit error, left out and named when a model scores a patient
+PLAUSIBLE: dict[str, tuple[float, float]] = {
+    "age": (18, 110),
+    "trestbps": (50, 260),
+    "chol": (50, 700),
+    "thalach": (40, 250),
+    "oldpeak": (-5, 10),
+}
 _CATEGORICAL: dict[str, tuple[str, dict[float, str]]] = {
     "sex": ("Sex", {0: "Female", 1: "Male"}),
     "cp": ("Chest pain type", {1: "typical angina", 2: "atypical angina", 3: "non-anginal pain", 4: "asymptomatic"}),
@@ -135,7 +144,7 @@ def coronary_artery_disease(cohort: Cohort) -> TaskDataset:
         X=X,
         y=BinaryTarget(np.asarray(t["num"] > 0, dtype=np.int8), "coronary artery disease on angiography"),
         groups=id_array(t["patient_id"]),
-        features=infer_features(X, {c: u for c, (_, u) in _NUMERIC.items()}, labels),
+        features=infer_features(X, {c: u for c, (_, u) in _NUMERIC.items()}, labels, PLAUSIBLE),
         sensitive=sensitive_frame({"sex": t["sex"].map({0: "Female", 1: "Male"}), "age_band": age_band(t["age"])}),
         ids=id_array(t["patient_id"]),
         population=f"{len(t):,} {SITES[site][1]}" if site in SITES else f"{len(t):,} patients ({cohort.name})",
