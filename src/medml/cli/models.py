@@ -9,7 +9,7 @@ import click
 import typer
 from rich.table import Table
 
-from medml.cli._console import estimate_text, fmt, out, print_metrics, progress_bar, split_list
+from medml.cli._console import err, estimate_text, fmt, out, print_metrics, progress_bar, split_list
 from medml.errors import InputFileError, MedmlError, NotFoundError
 
 models_app = typer.Typer(no_args_is_help=True, help="The model registry.")
@@ -207,6 +207,15 @@ def predict(
     out.print(t)
     if len(scores) > 10:
         out.print(f"... {len(scores) - 10:,} more rows" + ("" if out_path else " (use --out FILE.csv for all)"))
+    flagged = scores[scores["left_out"] != ""]
+    if len(flagged):
+        first = flagged.iloc[0]
+        err.print(
+            f"warning: {len(flagged):,} row(s) had values outside their plausible ranges, left out and scored as "
+            f"missing (column left_out), e.g. row {first['id']}: {first['left_out']}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @models_app.command("list")
