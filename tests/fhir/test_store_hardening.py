@@ -5,9 +5,13 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +19,9 @@ import httpx
 import orjson
 import pytest
 
-from medml.errors import DataError
+from medml.errors import DataError, InputFileError
 from medml.fhir.ingest import ingest
-from medml.fhir.server import create_fhir_app
+from medml.fhir.server import FhirIndex, create_fhir_app
 from medml.fhir.store import MAX_DEPTH, MAX_RESOURCE_BYTES, FhirStore
 
 MEDML = [sys.executable, "-m", "medml.cli"]
@@ -153,3 +157,123 @@ def test_get_and_the_server_read_what_ingest_kept(tmp_path: Path, serve: Callabl
     with httpx.Client(base_url=serve(create_fhir_app(home / "fhir.duckdb"))) as client:
         bundle = orjson.loads(client.get("/Patient").content)
     assert [e["resource"]["id"] for e in bundle["entry"]] == ["good"]
+
+
+# -- readers and the writer coexist (item 2) ---------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_ready(proc: subprocess.Popen[str], url: str) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"medml fhir serve exited: {proc.communicate()}")
+        try:
+            if httpx.get(url, timeout=2).status_code in (200, 401):
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("medml fhir serve did not answer")
+
+
+@pytest.fixture()
+def fhir_serve(tmp_path: Path) -> Iterator[Callable[..., str]]:
+    """``start(*args, env=...)`` runs `medml fhir serve` on a free loopback port; yields its URL; stopped after."""
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> str:
+        port = _free_port()
+        proc = subprocess.Popen(
+            [*MEDML, "fhir", "serve", "--port", str(port), *args],
+            env=_environ(tmp_path / "home", env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        procs.append(proc)
+        base = f"http://127.0.0.1:{port}"
+        _wait_ready(proc, f"{base}/metadata")
+        return base
+
+    yield start
+    for proc in procs:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+
+
+def test_ingest_while_readers_and_the_fhir_server_are_open(tmp_path: Path, fhir_serve: Callable[..., str]) -> None:
+    from medml.service.routers.pages import StoreView
+
+    home = tmp_path / "home"
+    store_path = home / "fhir.duckdb"
+    first = _ndjson(tmp_path / "first.ndjson", b'{"resourceType":"Patient","id":"a"}')
+    assert cli("ingest", str(first), home=home).returncode == 0
+    index = FhirIndex(store_path)  # the server's index, held open as the service's pages hold it
+    view = StoreView(store_path)
+    reader = FhirStore(store_path, read_only=True)  # `medml fhir get`, a view run
+    try:
+        assert view.index().read("Patient", "a")
+        base = fhir_serve("--store", str(store_path))
+        assert httpx.get(f"{base}/Patient/b").status_code == 404
+
+        second = _ndjson(tmp_path / "second.ndjson", b'{"resourceType":"Patient","id":"b"}')
+        proc = cli("ingest", str(second), "--store", str(store_path), home=home)
+        assert proc.returncode == 0, proc.stderr
+        assert "holds 2" in proc.stdout
+
+        assert httpx.get(f"{base}/Patient/b").json()["id"] == "b"  # the server answers from the new file
+        assert httpx.get(f"{base}/Patient").json()["total"] == 2
+        assert view.index().read("Patient", "b")  # the pages too
+        assert reader.counts() == {"Patient": 1}  # an open reader keeps its snapshot, whole
+        with FhirStore(store_path, read_only=True) as fresh:  # while one of the same process opens the new file
+            assert fresh.counts() == {"Patient": 2}
+        assert index.read("Patient", "a") and index.counts == {"Patient": 1}
+    finally:
+        reader.close()
+        index.close()
+        view.close()
+    assert sorted(p.name for p in store_path.parent.iterdir() if p.name.startswith("fhir")) == ["fhir.duckdb"]
+
+
+def test_a_second_writer_waits_its_turn_and_loses_nothing(tmp_path: Path) -> None:
+    store_path = _seeded(tmp_path / "s.duckdb")
+    first = FhirStore(store_path)
+    first.add([{"resourceType": "Patient", "id": "one"}])
+    with pytest.raises(InputFileError, match=rf"another process \(pid {os.getpid()}\) is writing .*still was after"):
+        FhirStore(store_path, wait_seconds=0.3)
+
+    def second_writer() -> None:
+        with FhirStore(store_path, wait_seconds=30) as store:
+            store.add([{"resourceType": "Patient", "id": "two"}])
+
+    thread = threading.Thread(target=second_writer)
+    thread.start()
+    time.sleep(0.5)
+    assert thread.is_alive()  # waiting for the first
+    first.close()
+    thread.join(timeout=30)
+    assert set(_stored(store_path)) == {"Patient/keep", "Patient/one", "Patient/two"}
+
+
+def test_a_failed_ingest_leaves_the_store_file_as_it_was(tmp_path: Path) -> None:
+    store_path = _seeded(tmp_path / "s.duckdb")
+    before = (store_path.read_bytes(), store_path.stat().st_ino)
+    bad = _ndjson(tmp_path / "Patient.ndjson", GOOD, b"{oops")
+    with FhirStore(store_path) as store, pytest.raises(DataError):
+        ingest(store, [bad])
+    assert (store_path.read_bytes(), store_path.stat().st_ino) == before  # not even rewritten: readers keep theirs
+    (tmp_path / "s.duckdb.writing").write_bytes(b"left by a writer that was killed")
+    with FhirStore(store_path) as store:
+        store.add([{"resourceType": "Patient", "id": "next"}])
+    assert set(_stored(store_path)) == {"Patient/keep", "Patient/next"}
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("s.")) == ["s.duckdb"]

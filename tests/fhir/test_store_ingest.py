@@ -202,8 +202,9 @@ def test_missing_reference_and_paths(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputFileError, match="no FHIR files"):
         read_resources([tmp_path / "empty"])
+    (tmp_path / "s.csv").write_text("id\n1\n")
     with pytest.raises(InputFileError, match="not a FHIR JSON or NDJSON file"):
-        read_resources([tmp_path / "s.duckdb"])
+        read_resources([tmp_path / "s.csv"])
 
 
 def test_truncated_gzip(tmp_path: Path) -> None:

@@ -237,7 +237,7 @@ def serve_cmd(
         raise ConfigError(f"--port must be between 1 and 65535, got {port}", "choose a free port, e.g. 8801")
     path = _store_path(store)
     app = create_fhir_app(path, bearer_token=token)
-    index = app.state.fhir_index
+    index = app.state.fhir_index.current()
     out.print(f"FHIR store {path}: {sum(index.counts.values()):,} resources indexed in {index.build_seconds:.1f} s")
     if token is None and host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"[yellow]warning:[/] serving on {host} without a token: anyone who can reach it reads the store")

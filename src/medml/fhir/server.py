@@ -6,7 +6,9 @@ CDS prefetch templates use: by patient, code, category, status and date, for the
 
 At start the store is attached read-only and an index of every resource (type, id, patient, codes, status, date and
 its row in the store) is built in memory, sorted by type and patient; a search by patient reads one row group of that
-index and then only the rows of the page from the store.
+index and then only the rows of the page from the store. An ingest replaces the store file (see
+:mod:`medml.fhir.store`): the server keeps answering from the file it attached, and the first request that finds a new
+file at the path builds the index of that one (:class:`LiveFhirIndex`).
 
 Searches are strict: an unknown parameter, modifier or prefix is a 400 OperationOutcome that names it. FHIR lets a
 server ignore what it does not understand (and report it only in the self link), but a CDS service whose template
@@ -17,7 +19,9 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 import re
+import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -139,11 +143,25 @@ class SearchPage:
     offset: int
 
 
+def file_identity(path: Path) -> tuple[int, int, int, int] | None:
+    """What tells one store file from the next at the same path (an ingest renames a new one there); None if absent."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size
+
+
 class FhirIndex:
-    """The store, attached read-only, and the search index built over it; one cursor per request."""
+    """The store, attached read-only, and the search index built over it; one cursor per request.
+
+    It reads the file it attached for as long as it lives, even once an ingest has put a new file at the path.
+    """
 
     def __init__(self, store_path: Path) -> None:
-        if not store_path.is_file():
+        # taken before the file is opened: if a new file comes between the two, the index is only rebuilt once more
+        self.identity = file_identity(store_path)
+        if self.identity is None or not store_path.is_file():
             raise NotFoundError(f"no FHIR store at {store_path}", "run `medml fhir ingest PATH...` first")
         start = time.perf_counter()
         self.con = duckdb.connect()
@@ -154,8 +172,7 @@ class FhirIndex:
         except duckdb.Error as exc:
             self.con.close()
             raise InputFileError(
-                f"cannot serve the FHIR store {store_path}: {exc}",
-                "is it a medml FHIR store (medml fhir ingest)? is another process writing it?",
+                f"cannot serve the FHIR store {store_path}: {exc}", "is it a medml FHIR store (medml fhir ingest)?"
             ) from exc
         try:
             self._build()
@@ -239,6 +256,37 @@ class FhirIndex:
                 ).fetchall()
             )
         return SearchPage(total, [(str(rid), str(found[row]).encode()) for row, rid in rows], query.count, query.offset)
+
+
+class LiveFhirIndex:
+    """The index of the store file now at a path: rebuilt, on the first use after an ingest put a new file there.
+
+    A request keeps the index it got for as long as it reads; the index it replaced is closed by the last one.
+    """
+
+    def __init__(self, store_path: Path) -> None:
+        self.path = Path(store_path)
+        self._index = FhirIndex(self.path)
+        self._failed: tuple[int, int, int, int] | None = None
+        self._lock = threading.Lock()
+
+    def current(self) -> FhirIndex:
+        found = file_identity(self.path)
+        index = self._index
+        if found is None or found == index.identity or found == self._failed:
+            return index  # the store removed, or a new file that could not be read: keep answering from the last
+        with self._lock:
+            if file_identity(self.path) != self._index.identity:
+                try:
+                    self._index = FhirIndex(self.path)
+                except (NotFoundError, InputFileError) as exc:
+                    self._failed = found
+                    log.warning("serving the FHIR store as it was: the new file cannot be read (%s)", exc)
+            return self._index
+
+    def close(self) -> None:
+        with self._lock:
+            self._index.close()
 
 
 def _check_type(rtype: str) -> None:
@@ -527,22 +575,23 @@ def _fhir_response(body: bytes | dict[str, Any], status: int = 200, headers: dic
 def create_fhir_app(store_path: Path, *, bearer_token: str | None = None) -> FastAPI:
     """A FastAPI app serving the store read-only; with ``bearer_token``, every request must carry it.
 
-    The index is built here, so a missing or unreadable store fails at once; the app closes it at shutdown.
+    The index is built here, so a missing or unreadable store fails at once; it is rebuilt when an ingest replaces
+    the store file, and closed at shutdown.
     """
     if bearer_token is not None and not bearer_token.strip():
         raise InputFileError("the bearer token is empty", "give a non-empty token, or none for an open server")
-    index = FhirIndex(Path(store_path))
+    live = LiveFhirIndex(Path(store_path))
     expected = f"Bearer {bearer_token}".encode() if bearer_token is not None else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
-        index.close()
+        live.close()
 
     app = FastAPI(
         title="medml FHIR server (read-only)", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
     )
-    app.state.fhir_index = index
+    app.state.fhir_index = live
 
     @app.middleware("http")
     async def require_token(request: Request, call_next: Any) -> Any:
@@ -584,16 +633,16 @@ def create_fhir_app(store_path: Path, *, bearer_token: str | None = None) -> Fas
 
     @app.get("/metadata")
     def metadata(request: Request) -> Any:
-        return _fhir_response(capability_statement(index, base_url(request), expected is not None))
+        return _fhir_response(capability_statement(live.current(), base_url(request), expected is not None))
 
     @app.get("/{rtype}/{rid}")
     def read(rtype: str, rid: str) -> Any:
-        return _fhir_response(index.read(rtype, rid))
+        return _fhir_response(live.current().read(rtype, rid))
 
     @app.get("/{rtype}")
     def search(rtype: str, request: Request) -> Any:
         params = list(request.query_params.multi_items())
-        page = index.search(rtype, params)
+        page = live.current().search(rtype, params)
         return _fhir_response(searchset(base_url(request), rtype, params, page))
 
     return app
@@ -606,10 +655,12 @@ __all__ = [
     "SEARCHES",
     "FhirHttpError",
     "FhirIndex",
+    "LiveFhirIndex",
     "SearchPage",
     "SearchSpec",
     "capability_statement",
     "create_fhir_app",
+    "file_identity",
     "operation_outcome",
     "search_params",
 ]

@@ -3,14 +3,23 @@
 What is stored is valid JSON as RFC 8259 (and orjson) reads it: no NaN or Infinity, no trailing commas, numbers
 within a double's range, at most :data:`MAX_DEPTH` levels of nesting and :data:`MAX_RESOURCE_BYTES` per resource.
 Every reader (``medml fhir get``, the FHIR server, views) can then parse what it reads.
+
+A store file is never written in place. A writer (``FhirStore(path)``) takes the store's lock (waiting a bounded
+time for another writer), works on a copy beside it, and on a clean close atomically renames the copy over the store.
+Readers never block the writer nor it them: a reader that opened the store before keeps reading the file it opened
+(its snapshot) until it reopens, and one that opens it after sees the new file.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import time
+import weakref
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import duckdb
 import orjson
@@ -36,6 +45,8 @@ MAX_RESOURCE_BYTES = 16 * 1024 * 1024
 #: the most levels of nesting a stored resource may have, the resource itself being 1 (FHIR's own resources nest
 #: about 10 deep; orjson cannot write more than 254)
 MAX_DEPTH = 100
+#: how long a writer waits for another to finish before it gives up
+WRITE_WAIT_SECONDS = 60.0
 
 _LIMITS_FIX = "check the export or the system that wrote it"
 DEPTH_PROBLEM = f"nested more than {MAX_DEPTH} levels deep, the most a stored resource may be"
@@ -253,24 +264,185 @@ class Staging:
         self.con.execute("DROP TABLE IF EXISTS _medml_r4types")
 
 
-class FhirStore:
-    """FHIR R4 resources in a DuckDB database (a file, or in memory for a request or a test)."""
+class _WriteLock:
+    """One writer of a store at a time, across processes: ``flock`` on a file beside the store, waited for a while.
 
-    def __init__(self, path: str | Path = ":memory:", *, read_only: bool = False) -> None:
+    The holder removes the file as it leaves, so a lock taken on a file that is no longer at that path is taken again.
+    """
+
+    def __init__(self, store: Path, wait_seconds: float) -> None:
+        import fcntl
+
+        self.path = store.with_name(store.name + ".lock")
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            fh = os.fdopen(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600), "r+b")
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = fh.read(20).decode(errors="replace").strip()
+                fh.close()
+                if time.monotonic() >= deadline:
+                    raise InputFileError(
+                        f"another process ({f'pid {holder}' if holder else f'see {self.path}'}) is writing the FHIR "
+                        f"store {store}, and still was after {wait_seconds:.0f} s",
+                        "wait for it to finish, then run this again",
+                    ) from None
+                time.sleep(0.1)
+                continue
+            try:
+                taken = os.fstat(fh.fileno()).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                taken = False
+            if taken:
+                break
+            fh.close()
+        fh.truncate(0)
+        fh.write(f"{os.getpid()}\n".encode())
+        fh.flush()
+        self.fh: IO[bytes] | None = fh
+
+    def release(self) -> None:
+        if self.fh is not None:
+            with suppress(FileNotFoundError):
+                self.path.unlink()
+            self.fh.close()
+            self.fh = None
+
+
+def _wal(path: Path) -> Path:
+    return path.with_name(path.name + ".wal")
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _Writer:
+    """A writer's copy of a store file: made under the lock, renamed over the store when it holds new commits."""
+
+    def __init__(self, store: Path, wait_seconds: float) -> None:
+        self.store = store
+        self.copy = store.with_name(store.name + ".writing")
+        self.lock = _WriteLock(store, wait_seconds)
+        try:
+            for stale in (self.copy, _wal(self.copy)):  # left by a writer that was killed
+                stale.unlink(missing_ok=True)
+            self.new = not store.exists()
+            if not self.new:
+                shutil.copyfile(store, self.copy)
+                shutil.copymode(store, self.copy)
+                if _wal(store).exists():  # a writer of an older medml died before its checkpoint
+                    shutil.copyfile(_wal(store), _wal(self.copy))
+                # an mtime no write can give: any change DuckDB makes to the copy shows
+                os.utime(self.copy, ns=(time.time_ns(), 0))
+        except OSError as exc:
+            self.discard()
+            raise InputFileError(
+                f"cannot copy the FHIR store {store} to write it: {exc}",
+                "a write needs room for a second copy of the store beside it; free some disk space",
+            ) from exc
+        except BaseException:
+            self.discard()
+            raise
+
+    def changed(self) -> bool:
+        return self.new or (self.copy.exists() and self.copy.stat().st_mtime_ns != 0)
+
+    def publish(self) -> None:
+        """Put the copy in the store's place (its connection closed), if it holds anything new; then let go."""
+        try:
+            if self.changed():
+                if _wal(self.copy).exists():
+                    raise InputFileError(
+                        f"the FHIR store {self.store} was not checkpointed; nothing was written",
+                        "run the ingest again",
+                    )
+                _fsync(self.copy)
+                _wal(self.store).unlink(missing_ok=True)  # in the copy already; never to be replayed onto it
+                os.replace(self.copy, self.store)
+                _fsync(self.store.parent)
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        for path in (self.copy, _wal(self.copy)):
+            path.unlink(missing_ok=True)
+        self.lock.release()
+
+
+def _connect(target: str, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """A connection to write ``target``, or to read the store file now at it.
+
+    A reader attaches the file to a database of its own, with ``resources`` as a view (seen by its cursors too):
+    ``duckdb.connect(path)`` would hand it the database another connection of this process already has open at that
+    path, which after an ingest is the file that was replaced.
+    """
+    if target == ":memory:" or not read_only:
+        con = duckdb.connect(target)
+        try:
+            con.execute(SCHEMA)
+        except BaseException:
+            con.close()
+            raise
+        return con
+    con = duckdb.connect()
+    try:
+        con.execute("ATTACH ? AS store (READ_ONLY)", [target])
+        con.execute("CREATE VIEW resources AS SELECT * FROM store.resources")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _close(con: duckdb.DuckDBPyConnection, writer: _Writer | None) -> None:
+    if writer is None:
+        con.close()
+        return
+    try:
+        con.execute("CHECKPOINT")
+        con.close()
+    except BaseException:
+        writer.discard()
+        raise
+    writer.publish()
+
+
+class FhirStore:
+    """FHIR R4 resources in a DuckDB database (a file, or in memory for a request or a test).
+
+    Opened to write a file (the default), it works on a copy of the store under the store's lock (waiting up to
+    ``wait_seconds`` for another writer); what was committed replaces the store when it is closed (or collected).
+    Opened ``read_only``, it reads the store as it was when opened, whatever a writer does meanwhile.
+    """
+
+    def __init__(
+        self, path: str | Path = ":memory:", *, read_only: bool = False, wait_seconds: float = WRITE_WAIT_SECONDS
+    ) -> None:
         self.path = str(path)
+        self._writer: _Writer | None = None
+        target = self.path
         if self.path != ":memory:":
             if read_only and not Path(self.path).exists():
                 raise NotFoundError(f"no FHIR store at {self.path}", "run `medml fhir ingest PATH...` first")
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            if not read_only:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                self._writer = _Writer(Path(self.path), wait_seconds)
+                target = str(self._writer.copy)
         try:
-            self.con = duckdb.connect(self.path, read_only=read_only)
+            self.con = _connect(target, read_only)
         except duckdb.Error as exc:
+            if self._writer is not None:
+                self._writer.discard()
             raise InputFileError(
-                f"cannot open the FHIR store {self.path}: {exc}",
-                "is it a medml DuckDB store? is another process writing to it?",
+                f"cannot open the FHIR store {self.path}: {exc}", "is it a medml FHIR store (medml fhir ingest)?"
             ) from exc
-        if not read_only:
-            self.con.execute(SCHEMA)
+        self._closer = weakref.finalize(self, _close, self.con, self._writer)
 
     @classmethod
     def in_memory(cls, resources: Iterable[dict[str, Any]] = ()) -> FhirStore:
@@ -384,4 +556,5 @@ class FhirStore:
         return len(missing), missing[:limit]
 
     def close(self) -> None:
-        self.con.close()
+        """Close the connection; a writer's commits then replace the store file, in one rename."""
+        self._closer()
