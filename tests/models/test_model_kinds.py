@@ -80,3 +80,12 @@ def test_a_kind_added_to_the_table_is_described_on_the_card_and_in_the_model_car
     assert card["12b"]["answer"] == "Test kind: predictors as given."
     lgbm = {e["item"]: e for e in model_card(ReportInputs(evaluation=inputs.evaluation, model={"model_kind": "lgbm"}))}
     assert lgbm["12b"]["answer"] == MODEL_KINDS["lgbm"].preprocessing
+
+
+def test_each_kind_names_its_own_explanation_on_the_card() -> None:
+    """Issue 13: the card of a logistic model said 'TreeSHAP', which explains trees only."""
+    from medml.models.factory import MODEL_KINDS
+
+    named = {kind: cls.explanation_card for kind, cls in MODEL_KINDS.items()}
+    assert named["lgbm"] == "TreeSHAP contributions"
+    assert "TreeSHAP" not in named["logistic"] and "logistic" in named["logistic"]

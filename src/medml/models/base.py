@@ -38,6 +38,8 @@ class RiskModel(Protocol):
     missing_data: ClassVar[MissingData]
     #: how predictors are prepared, for the model card (TRIPOD+AI 12b)
     preprocessing: ClassVar[str]
+    #: how a card names the per-patient factors ("TreeSHAP contributions"): the kind's own explanation, in few words
+    explanation_card: ClassVar[str]
     #: the share of a search budget this kind needs (a model with one hyperparameter needs less)
     search_budget_share: ClassVar[float]
 

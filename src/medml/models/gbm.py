@@ -27,6 +27,7 @@ class LightGBMRiskModel(ClassifierMixin, BaseEstimator):
     ``contributions`` is LightGBM's exact TreeSHAP (``pred_contrib``) on the log-odds scale.
     """
 
+    explanation_card: ClassVar[str] = "TreeSHAP contributions"
     explanation_method = "TreeSHAP (LightGBM pred_contrib), log-odds scale"
     kind: ClassVar[str] = "lgbm"
     description: ClassVar[str] = "LightGBM gradient-boosted trees (native missing values and categories)"

@@ -31,6 +31,7 @@ class LogisticRiskModel(ClassifierMixin, BaseEstimator):
     (relative to the training mean) plus a bias, so explanations are the model's own arithmetic.
     """
 
+    explanation_card: ClassVar[str] = "exact terms of the logistic model"
     explanation_method = "exact: coefficient x (value - training mean), log-odds scale"
     kind: ClassVar[str] = "logistic"
     description: ClassVar[str] = "logistic regression (median imputation + missing flags, scaling, one-hot; L2)"

@@ -73,7 +73,9 @@ def detail(dep: Deployment, s: Scored, model_kind: str, *, authenticated: bool) 
             f"{s.results_used} results used)."
         )
     if s.factors:
-        lines.append("\n**Top factors for this patient** (TreeSHAP contributions):")
+        kind = find_model_kind(model_kind)
+        named = kind.explanation_card if kind is not None else "the model's contributions"
+        lines.append(f"\n**Top factors for this patient** ({named}):")
         for f in s.factors:
             unit = "" if f.value == "missing" or f.unit in ("", "count") else f" {f.unit}"
             lines.append(f"- {f.label}: {f.value}{unit} ({f.direction})")
