@@ -277,3 +277,35 @@ def test_a_failed_ingest_leaves_the_store_file_as_it_was(tmp_path: Path) -> None
         store.add([{"resourceType": "Patient", "id": "next"}])
     assert set(_stored(store_path)) == {"Patient/keep", "Patient/next"}
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("s.")) == ["s.duckdb"]
+
+
+# -- the token never on the command line (item 5) ----------------------------------------------------------------------
+
+
+def _token(tmp_path: Path, value: str = "tok-" + "x" * 24) -> Path:
+    path = tmp_path / "token"
+    path.write_text(value + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def test_a_token_on_the_command_line_is_refused(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    _seeded(home / "fhir.duckdb")
+    proc = cli("serve", "--token", "hunter2-secret", home=home, timeout=60)
+    message = assert_refused(proc, "process list", "--token-file")
+    assert "hunter2-secret" not in message
+
+
+@pytest.mark.parametrize("source", ["file", "environment"])
+def test_the_token_comes_from_a_file_or_the_environment(
+    tmp_path: Path, fhir_serve: Callable[..., str], source: str
+) -> None:
+    secret = "tok-" + "y" * 24
+    _seeded(tmp_path / "home" / "fhir.duckdb")
+    args, env = (["--token-file", str(_token(tmp_path, secret))], None) if source == "file" else ([], secret)
+    base = fhir_serve(*args, env={"MEDML_FHIR_TOKEN": env} if env else None)
+    assert httpx.get(f"{base}/Patient/keep").status_code == 401
+    assert httpx.get(f"{base}/Patient/keep", headers={"Authorization": f"Bearer {secret}"}).status_code == 200
+    listed = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    assert "fhir serve" in listed and secret not in listed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -219,27 +220,63 @@ def conformance_cmd(
         raise typer.Exit(1)
 
 
+TOKEN_ENV = "MEDML_FHIR_TOKEN"
+
+
+def read_token(token_file: Path | None) -> str | None:
+    """The bearer token from ``token_file``, else from MEDML_FHIR_TOKEN, else None; never from the command line."""
+    if token_file is None:
+        token = os.environ.get(TOKEN_ENV)
+        if token is not None and not token.strip():
+            raise ConfigError(f"{TOKEN_ENV} is set but empty", f"put the token in it, or unset {TOKEN_ENV}")
+        return token.strip() if token is not None else None
+    try:
+        token = token_file.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputFileError(f"cannot read the token file {token_file}: {exc}", "give a readable text file") from exc
+    if not token:
+        raise ConfigError(f"the token file {token_file} is empty", "write the token into it")
+    if token_file.stat().st_mode & 0o077:
+        err.print(f"[yellow]warning:[/] other users can read {token_file}; chmod 600 it", highlight=False)
+    return token
+
+
 @fhir_app.command("serve")
 def serve_cmd(
     store: StoreOption = None,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8801,
-    token: Annotated[
-        str | None, typer.Option(envvar="MEDML_FHIR_TOKEN", help="require Authorization: Bearer TOKEN on every request")
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--token-file",
+            help=f"a file holding the token every request must carry as Authorization: Bearer TOKEN "
+            f"(default: the {TOKEN_ENV} environment variable)",
+        ),
     ] = None,
+    token: Annotated[str | None, typer.Option("--token", hidden=True)] = None,
 ) -> None:
-    """Serve the store as a read-only FHIR R4 server (read, search, metadata) for the CDS service and its demo."""
+    """Serve the store as a read-only FHIR R4 server (read, search, metadata) for the CDS service and its demo.
+
+    After an ingest into the store, the next request is answered from the new data.
+    """
     import uvicorn
 
     from medml.fhir.server import create_fhir_app
 
+    if token is not None:
+        raise ConfigError(
+            "--token shows the token to every user of this machine (in the process list and the shell history)",
+            f"put it in a file (--token-file PATH, mode 600) or in the {TOKEN_ENV} environment variable",
+        )
     if not 0 < port < 65536:
         raise ConfigError(f"--port must be between 1 and 65535, got {port}", "choose a free port, e.g. 8801")
+    secret = read_token(token_file)
     path = _store_path(store)
-    app = create_fhir_app(path, bearer_token=token)
+    app = create_fhir_app(path, bearer_token=secret)
     index = app.state.fhir_index.current()
     out.print(f"FHIR store {path}: {sum(index.counts.values()):,} resources indexed in {index.build_seconds:.1f} s")
-    if token is None and host not in ("127.0.0.1", "localhost", "::1"):
+    if secret is None and host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"[yellow]warning:[/] serving on {host} without a token: anyone who can reach it reads the store")
-    out.print(f"serving http://{host}:{port}/ (metadata at /metadata{', bearer token required' if token else ''})")
+    out.print(f"serving http://{host}:{port}/ (metadata at /metadata{', bearer token required' if secret else ''})")
     uvicorn.run(app, host=host, port=port, log_level="info")
