@@ -309,3 +309,18 @@ def test_the_token_comes_from_a_file_or_the_environment(
     assert httpx.get(f"{base}/Patient/keep", headers={"Authorization": f"Bearer {secret}"}).status_code == 200
     listed = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
     assert "fhir serve" in listed and secret not in listed
+
+
+# -- no open server off loopback (item 4) ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.7", "fhir.example.org"])
+def test_serving_off_loopback_without_a_token_is_refused(tmp_path: Path, host: str) -> None:
+    home = tmp_path / "home"
+    _seeded(home / "fhir.duckdb")
+    refused = cli("serve", "--host", host, home=home, timeout=60)
+    assert_refused(refused, "without a token", "--token-file", "--trusted-network")
+    # the flag lifts the refusal: the command goes on, to find no store here
+    missing = str(tmp_path / "none.duckdb")
+    trusted = cli("serve", "--host", "192.0.2.7", "--trusted-network", "--store", missing, home=home, timeout=60)
+    assert_refused(trusted, "no FHIR store")

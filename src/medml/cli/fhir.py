@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 from enum import StrEnum
@@ -223,6 +224,15 @@ def conformance_cmd(
 TOKEN_ENV = "MEDML_FHIR_TOKEN"
 
 
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any address
+
+
 def read_token(token_file: Path | None) -> str | None:
     """The bearer token from ``token_file``, else from MEDML_FHIR_TOKEN, else None; never from the command line."""
     if token_file is None:
@@ -254,6 +264,13 @@ def serve_cmd(
             f"(default: the {TOKEN_ENV} environment variable)",
         ),
     ] = None,
+    trusted_network: Annotated[
+        bool,
+        typer.Option(
+            "--trusted-network",
+            help="serve a non-loopback address without a token: only where all who can reach it may read the store",
+        ),
+    ] = False,
     token: Annotated[str | None, typer.Option("--token", hidden=True)] = None,
 ) -> None:
     """Serve the store as a read-only FHIR R4 server (read, search, metadata) for the CDS service and its demo.
@@ -272,11 +289,18 @@ def serve_cmd(
     if not 0 < port < 65536:
         raise ConfigError(f"--port must be between 1 and 65535, got {port}", "choose a free port, e.g. 8801")
     secret = read_token(token_file)
+    if secret is None and not _is_loopback(host) and not trusted_network:
+        raise ConfigError(
+            f"serving the FHIR store on {host or 'every address'} without a token would let anyone who can reach "
+            f"port {port} read every record",
+            f"give a token (--token-file PATH or {TOKEN_ENV}), listen on 127.0.0.1, or pass --trusted-network "
+            "if everyone on that network may read the store",
+        )
     path = _store_path(store)
     app = create_fhir_app(path, bearer_token=secret)
     index = app.state.fhir_index.current()
     out.print(f"FHIR store {path}: {sum(index.counts.values()):,} resources indexed in {index.build_seconds:.1f} s")
-    if secret is None and host not in ("127.0.0.1", "localhost", "::1"):
-        err.print(f"[yellow]warning:[/] serving on {host} without a token: anyone who can reach it reads the store")
+    if secret is None and not _is_loopback(host):
+        err.print(f"[yellow]warning:[/] serving on {host} without a token (--trusted-network)", highlight=False)
     out.print(f"serving http://{host}:{port}/ (metadata at /metadata{', bearer token required' if secret else ''})")
     uvicorn.run(app, host=host, port=port, log_level="info")
