@@ -324,3 +324,32 @@ def test_serving_off_loopback_without_a_token_is_refused(tmp_path: Path, host: s
     missing = str(tmp_path / "none.duckdb")
     trusted = cli("serve", "--host", "192.0.2.7", "--trusted-network", "--store", missing, home=home, timeout=60)
     assert_refused(trusted, "no FHIR store")
+
+
+# -- links from the configured base URL, never from the Host header (item 3) -------------------------------------------
+
+
+@pytest.mark.parametrize("base_url", [None, "https://fhir.example.org/r4"])
+def test_links_never_reflect_a_forged_host_header(
+    tmp_path: Path, serve: Callable[[Any], str], base_url: str | None
+) -> None:
+    store_path = _seeded(tmp_path / "s.duckdb")
+    url = serve(create_fhir_app(store_path, base_url=base_url))
+    expected = "https://fhir.example.org/r4/" if base_url else url + "/"
+    forged = {"Host": "evil.example", "X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "https"}
+    with httpx.Client(base_url=url, headers=forged) as client:
+        bundle = client.get("/Patient", params={"_count": 0}).json()
+        page = client.get("/Patient").json()
+        meta = client.get("/metadata").json()
+    links = [link["url"] for link in bundle["link"] + page["link"]] + [e["fullUrl"] for e in page["entry"]]
+    links.append(meta["implementation"]["url"])
+    assert links and all(link.startswith(expected) for link in links), links
+    assert page["entry"][0]["fullUrl"] == f"{expected}Patient/keep"
+
+
+def test_a_bad_base_url_is_refused(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    _seeded(home / "fhir.duckdb")
+    assert_refused(cli("serve", "--base-url", "fhir.example.org", home=home, timeout=60), "base URL", "--base-url")
+    wildcard = cli("serve", "--host", "0.0.0.0", "--token-file", str(_token(tmp_path)), home=home, timeout=60)
+    assert_refused(wildcard, "--base-url")

@@ -222,6 +222,7 @@ def conformance_cmd(
 
 
 TOKEN_ENV = "MEDML_FHIR_TOKEN"
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
 
 def _is_loopback(host: str) -> bool:
@@ -264,6 +265,13 @@ def serve_cmd(
             f"(default: the {TOKEN_ENV} environment variable)",
         ),
     ] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(
+            "--base-url",
+            help="the URL clients reach this server at, which starts every link it writes (default: http://HOST:PORT/)",
+        ),
+    ] = None,
     trusted_network: Annotated[
         bool,
         typer.Option(
@@ -279,7 +287,7 @@ def serve_cmd(
     """
     import uvicorn
 
-    from medml.fhir.server import create_fhir_app
+    from medml.fhir.server import check_base_url, create_fhir_app
 
     if token is not None:
         raise ConfigError(
@@ -296,11 +304,23 @@ def serve_cmd(
             f"give a token (--token-file PATH or {TOKEN_ENV}), listen on 127.0.0.1, or pass --trusted-network "
             "if everyone on that network may read the store",
         )
+    if base_url is None:
+        if host in WILDCARD_HOSTS:
+            raise ConfigError(
+                f"--host {host!r} listens on every address, so the server cannot know the one clients use in its links",
+                f"give --base-url, e.g. --base-url http://fhir.example.org:{port}/",
+            )
+        base_url = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+    base_url = check_base_url(base_url)
     path = _store_path(store)
-    app = create_fhir_app(path, bearer_token=secret)
+    app = create_fhir_app(path, bearer_token=secret, base_url=base_url)
     index = app.state.fhir_index.current()
     out.print(f"FHIR store {path}: {sum(index.counts.values()):,} resources indexed in {index.build_seconds:.1f} s")
     if secret is None and not _is_loopback(host):
         err.print(f"[yellow]warning:[/] serving on {host} without a token (--trusted-network)", highlight=False)
-    out.print(f"serving http://{host}:{port}/ (metadata at /metadata{', bearer token required' if secret else ''})")
+    out.print(
+        f"serving http://{host}:{port}/ as {base_url} (metadata at {base_url}metadata"
+        f"{', bearer token required' if secret else ''})",
+        highlight=False,
+    )
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -10,6 +10,9 @@ index and then only the rows of the page from the store. An ingest replaces the 
 :mod:`medml.fhir.store`): the server keeps answering from the file it attached, and the first request that finds a new
 file at the path builds the index of that one (:class:`LiveFhirIndex`).
 
+Links (``Bundle.link``, ``fullUrl``, the CapabilityStatement's URL) start with the base URL the server was given, or
+else with the address it listens on: never with the request's ``Host`` header, which a client can forge.
+
 Searches are strict: an unknown parameter, modifier or prefix is a 400 OperationOutcome that names it. FHIR lets a
 server ignore what it does not understand (and report it only in the self link), but a CDS service whose template
 asks for ``Observation?patient=1&categroy=laboratory`` would then score on every Observation of the patient.
@@ -29,7 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import duckdb
 import orjson
@@ -37,7 +40,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from medml.errors import InputFileError, NotFoundError
+from medml.errors import ConfigError, InputFileError, NotFoundError
 from medml.fhir._r4types import R4_RESOURCE_TYPES
 
 FHIR_JSON = "application/fhir+json"
@@ -572,14 +575,40 @@ def _fhir_response(body: bytes | dict[str, Any], status: int = 200, headers: dic
     return Response(content=content, status_code=status, media_type=FHIR_JSON, headers=headers)
 
 
-def create_fhir_app(store_path: Path, *, bearer_token: str | None = None) -> FastAPI:
+def check_base_url(url: str) -> str:
+    """An absolute http(s) URL for the server's links, ending in ``/``; a ConfigError says what is wrong with it."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ConfigError(
+            f"the base URL {url!r} is not an absolute http(s) URL without query or fragment",
+            "give the address clients reach the server at, e.g. --base-url https://fhir.example.org/r4/",
+        )
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"the base URL {url!r} holds a user name or password", "give the URL without them")
+    return url if url.endswith("/") else url + "/"
+
+
+def _listening_base(request: Request) -> str:
+    """The address of the socket that took the request (not its Host header), as a base URL."""
+    server = request.scope.get("server")
+    if not server:
+        return "http://localhost/"
+    host, port = server[0], server[1]
+    host = f"[{host}]" if ":" in host else host
+    root = request.scope.get("root_path", "").rstrip("/")
+    return f"http://{host}{f':{port}' if port else ''}{root}/"
+
+
+def create_fhir_app(store_path: Path, *, bearer_token: str | None = None, base_url: str | None = None) -> FastAPI:
     """A FastAPI app serving the store read-only; with ``bearer_token``, every request must carry it.
 
-    The index is built here, so a missing or unreadable store fails at once; it is rebuilt when an ingest replaces
-    the store file, and closed at shutdown.
+    Links start with ``base_url`` (else with the address the server listens on). The index is built here, so a
+    missing or unreadable store fails at once; it is rebuilt when an ingest replaces the store file, and closed at
+    shutdown.
     """
     if bearer_token is not None and not bearer_token.strip():
         raise InputFileError("the bearer token is empty", "give a non-empty token, or none for an open server")
+    base = check_base_url(base_url) if base_url is not None else None
     live = LiveFhirIndex(Path(store_path))
     expected = f"Bearer {bearer_token}".encode() if bearer_token is not None else None
 
@@ -628,12 +657,12 @@ def create_fhir_app(store_path: Path, *, bearer_token: str | None = None) -> Fas
     async def invalid(request: Request, exc: RequestValidationError) -> Any:
         return _fhir_response(operation_outcome("invalid", f"{request.method} {request.url.path}: {exc}"), 400)
 
-    def base_url(request: Request) -> str:
-        return str(request.base_url)
+    def links_base(request: Request) -> str:
+        return base if base is not None else _listening_base(request)
 
     @app.get("/metadata")
     def metadata(request: Request) -> Any:
-        return _fhir_response(capability_statement(live.current(), base_url(request), expected is not None))
+        return _fhir_response(capability_statement(live.current(), links_base(request), expected is not None))
 
     @app.get("/{rtype}/{rid}")
     def read(rtype: str, rid: str) -> Any:
@@ -643,7 +672,7 @@ def create_fhir_app(store_path: Path, *, bearer_token: str | None = None) -> Fas
     def search(rtype: str, request: Request) -> Any:
         params = list(request.query_params.multi_items())
         page = live.current().search(rtype, params)
-        return _fhir_response(searchset(base_url(request), rtype, params, page))
+        return _fhir_response(searchset(links_base(request), rtype, params, page))
 
     return app
 
@@ -659,6 +688,7 @@ __all__ = [
     "SearchPage",
     "SearchSpec",
     "capability_statement",
+    "check_base_url",
     "create_fhir_app",
     "file_identity",
     "operation_outcome",
