@@ -212,8 +212,9 @@ def card(
 
 def not_scored_card(dep: Deployment, why: NotScored, *, model_card_url: str, authenticated: bool) -> dict[str, Any]:
     """The card that says the model cannot score this patient (too few usable results), instead of a risk."""
+    about = f" for encounter {why.encounter_id}" if why.encounter_id else ""
     lines = [
-        f"**No risk computed:** {why.reason}. A score from so little would be the evaluation population's "
+        f"**No risk computed{about}:** {why.reason}. A score from so little would be the evaluation population's "
         "average, not this patient's risk.",
     ]
     if why.missing:

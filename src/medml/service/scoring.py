@@ -57,6 +57,7 @@ class NotScored:
 
     reason: str
     insufficient: bool = False
+    encounter_id: str | None = None
     missing: tuple[str, ...] = ()
     dropped: dict[str, int] = field(default_factory=dict)
 
@@ -228,6 +229,7 @@ class Scorer:
                     f"only {measured} of the model's {len(self.spec.definition.measurements)} measurements have a "
                     f"usable result (at least {wanted} needed to score)",
                     insufficient=True,
+                    encounter_id=encounter[0] if encounter else None,
                     missing=tuple(missing),
                     dropped={f"{n} ({why})": k for (n, why), k in dropped.items()},
                 )
