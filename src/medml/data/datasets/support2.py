@@ -12,10 +12,13 @@ own survival predictions, and DNR orders written after study entry (see ``EXCLUD
 before study entry is known at the index time and kept, as ``dnr_before_entry``.
 Missing values stay missing (no Harrell-style normal-value imputation: that is the model's job).
 Sensitive: sex, age band, race. Sex is also a feature; race is not (kept only for the fairness audit).
+Survival task (``death_after_entry``): time to death (``death``, ``d.time``) from study entry, on the same
+predictors or on DeepSurv's 14, with the same exclusions.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +35,7 @@ from medml.data.datasets._common import (
     sensitive_frame,
     source_file,
 )
-from medml.data.targets import BinaryTarget
+from medml.data.targets import BinaryTarget, SurvivalTarget
 from medml.data.task import TaskDataset, infer_features
 from medml.errors import InputFileError
 
@@ -169,3 +172,70 @@ def in_hospital_death(cohort: Cohort) -> TaskDataset:
 def load(data_root: str | Path | None = None) -> TaskDataset:
     """The catalogue's task: in-hospital death."""
     return in_hospital_death(load_cohort(data_root))
+
+
+# --- survival: death at any time up to 31 Dec 1994 -------------------------------------------------------------
+
+SURVIVAL_OUTCOME: dict[str, str] = {
+    "death": "the outcome: death at any time up to 31 Dec 1994 (1) or alive when last followed (0)",
+    "d.time": "the outcome: days from study entry to death or to the last follow-up",
+    "hospdead": "death in hospital: part of the outcome (every death in hospital is a death)",
+}
+
+#: the 14 predictors of SUPPORT in DeepSurv (Katzman et al. 2018) and pycox (Kvamme et al. 2019), as columns here
+DEEPSURV_FEATURES: tuple[str, ...] = (
+    "age",
+    "sex",
+    "race",
+    "num.co",
+    "diabetes",
+    "dementia",
+    "ca",
+    "meanbp",
+    "hrt",
+    "resp",
+    "temp",
+    "wblc",
+    "sod",
+    "crea",
+)
+_RACE = ("White", "Black", "Hispanic", "Asian", "Other")
+
+
+def death_after_entry(cohort: Cohort, features: str = "full") -> TaskDataset:
+    """Time to death (``d.time`` days from study entry, ``death``), from the same predictors as
+    :func:`in_hospital_death` (``features="full"``) or DeepSurv's 14 (``features="deepsurv"``: race is one of
+    them there, so it is a predictor as well as a sensitive attribute in that set).
+
+    Time origin: study entry; the predictors are the day-3 values and every patient was alive on day 3
+    (``d.time`` >= 3), so a horizon of 180 days is counted from study entry, 177 days after the index time.
+    """
+    if features not in ("full", "deepsurv"):
+        raise ValueError(f"features must be 'full' or 'deepsurv', got {features!r}")
+    base = in_hospital_death(cohort)
+    t = cohort.table.reset_index(drop=True)
+    X = base.X
+    excluded = {**base.excluded, **SURVIVAL_OUTCOME}
+    specs = base.features
+    if features == "deepsurv":
+        race = categorical(t["race"].str.capitalize(), _RACE)
+        X = X.assign(race=race)[list(DEEPSURV_FEATURES)]
+        race_spec = infer_features(X[["race"]], labels={"race": "Race"})[0]
+        by_name = {f.name: f for f in specs} | {"race": race_spec}
+        specs = tuple(by_name[c] for c in DEEPSURV_FEATURES)
+        excluded.pop("race")
+        excluded |= {c: "not among DeepSurv's 14 SUPPORT predictors" for c in base.X.columns if c not in X.columns}
+    label = "DeepSurv's 14 predictors" if features == "deepsurv" else "the day-3 predictors"
+    return replace(
+        base,
+        task=f"time to death after study entry, from {label}",
+        X=X.reset_index(drop=True),
+        y=SurvivalTarget(t["d.time"].to_numpy(dtype=float), t["death"].to_numpy() == 1, "death", "days"),
+        features=specs,
+        excluded=excluded,
+    )
+
+
+def load_survival(data_root: str | Path | None = None, features: str = "full") -> TaskDataset:
+    """The survival task: time to death, on the full predictor set or DeepSurv's 14."""
+    return death_after_entry(load_cohort(data_root), features)
