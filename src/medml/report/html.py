@@ -12,6 +12,7 @@ from pathlib import Path
 from medml import __version__
 from medml.report import sections as perf
 from medml.report import sections_context as ctx
+from medml.report import survival as surv
 from medml.report._format import esc
 from medml.report._html import section
 from medml.report.inputs import ReportInputs
@@ -29,6 +30,8 @@ def _css() -> str:
 
 def _sections(inputs: ReportInputs) -> list[Section]:
     """(anchor, title, renderer) in report order; external validation and explanations only when present."""
+    if surv.is_survival(inputs):
+        return surv.survival_sections(inputs)
     out: list[Section] = [
         ("summary", "Summary", perf.summary),
         *([("classes", "Classes, one against the rest", ctx.classes)] if inputs.classes else []),
