@@ -22,6 +22,7 @@ from medml.cli.audit import audit_app
 from medml.cli.fhir import fhir_app
 from medml.cli.image import image_app
 from medml.cli.pgx import pgx_app
+from medml.cli.survival import survival_app
 from medml.cli.vitals import vitals_app
 from medml.config import get_settings, private_files
 from medml.errors import MedmlError
@@ -53,6 +54,7 @@ app.add_typer(pgx_app, name="pgx")
 app.add_typer(image_app, name="image")
 app.add_typer(audit_app, name="audit")
 app.add_typer(vitals_app, name="vitals")
+app.add_typer(survival_app, name="survival")
 app.command()(demo_cmd.demo)
 # The CDS Hooks service: after the training commands in `medml --help`.
 for command in SERVICE_COMMANDS:

@@ -1,0 +1,123 @@
+"""Survival models: ``medml survival train`` and ``medml survival datasets``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.table import Table
+
+from medml.cli._console import estimate_text, fmt, out, progress_bar, split_list
+from medml.errors import ConfigError
+
+survival_app = typer.Typer(no_args_is_help=True, help="Survival models: the risk of an event within each horizon.")
+
+
+def parse_horizons(text: str) -> tuple[float, ...]:
+    """``"180,365,730"`` -> ``(180.0, 365.0, 730.0)``, or a ConfigError saying what is wrong."""
+    parts = split_list(text)
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        raise ConfigError(
+            f"--horizons must be numbers of days, got '{text}'", "write e.g. --horizons 180,365,730"
+        ) from None
+    if not values or any(v <= 0 for v in values):
+        raise ConfigError(f"--horizons must be days above zero, got '{text}'", "write e.g. --horizons 180,365,730")
+    return values
+
+
+def load_task(source: str, *, time: str | None, event: str | None, id_column: str | None, sensitive: str | None) -> Any:
+    """A survival dataset key, or a CSV/Parquet table with --time and --event."""
+    from medml.pipelines.survival import SURVIVAL_DATASETS, load_survival_dataset, load_survival_table
+
+    if source in SURVIVAL_DATASETS:
+        return load_survival_dataset(source)
+    if time is None or event is None:
+        if not Path(source).exists():
+            return load_survival_dataset(source)  # the clear "unknown dataset" error
+        raise click.UsageError("a table needs --time COLUMN and --event COLUMN")
+    return load_survival_table(source, time=time, event=event, id_column=id_column, sensitive=split_list(sensitive))
+
+
+@survival_app.command("datasets")
+def datasets() -> None:
+    """List the survival datasets with patients, events and the longest follow-up."""
+    from medml.pipelines.survival import SURVIVAL_DATASETS, load_survival_dataset, survival_target
+
+    t = Table(title="medml survival datasets", header_style="bold")
+    for col in ("key", "patients", "events", "longest follow-up", "task"):
+        t.add_column(col, justify="left" if col in ("key", "task") else "right")
+    for key in SURVIVAL_DATASETS:
+        ds = load_survival_dataset(key)
+        y = survival_target(ds)
+        t.add_row(key, f"{len(ds):,}", f"{int(y.event.sum()):,}", f"{y.time.max():,.0f} {y.time_unit}", ds.task)
+    out.print(t)
+
+
+@survival_app.command("train")
+def train(
+    dataset: Annotated[str, typer.Argument(help="survival dataset key (`medml survival datasets`) or CSV/Parquet")],
+    model: Annotated[str, typer.Option(help="model kind: cox or gbs")] = "cox",
+    horizons: Annotated[str, typer.Option(help="days at which risk is predicted and checked; first = headline")] = (
+        "180,365,730"
+    ),
+    time: Annotated[str | None, typer.Option("--time", help="follow-up time column, days (tables only)")] = None,
+    event: Annotated[str | None, typer.Option("--event", help="event column, 1 = event, 0 = censored (tables)")] = None,
+    id: Annotated[str | None, typer.Option("--id", help="patient id column (tables only)")] = None,
+    sensitive: Annotated[str | None, typer.Option(help="comma-separated sensitive attribute columns")] = None,
+    seed: Annotated[int, typer.Option(help="seed for the split and the model")] = 0,
+    n_boot: Annotated[int, typer.Option(help="bootstrap resamples for intervals")] = 200,
+    name: Annotated[str | None, typer.Option(help="registered model name (default DATASET-MODEL)")] = None,
+) -> None:
+    """Fit, evaluate at each horizon, explain and register a survival model; print its test metrics."""
+    from medml.config import get_settings
+    from medml.models.survival import survival_model_kind
+    from medml.pipelines.survival import SurvivalConfig, check_survival_task, train_survival
+
+    survival_model_kind(model)
+    hs = parse_horizons(horizons)
+    ds = load_task(dataset, time=time, event=event, id_column=id, sensitive=sensitive)
+    check_survival_task(ds, hs)
+    config = SurvivalConfig(model=model, horizons=hs, seed=seed, n_boot=n_boot, name=name)
+    settings = get_settings()
+    with progress_bar(f"{ds.name} {model}") as step:
+        result = train_survival(ds, config, settings, progress=step)
+    print_survival(result.evaluation, f"{result.bundle.ref} on the held-out test split ({ds.task})")
+    md = result.bundle.metadata
+    out.print(f"total {result.seconds:.0f} s (fit {result.timings['fit']:.1f} s)")
+    out.print(f"model:  {md.ref} in {settings.models_dir / md.name / str(md.version)}")
+    out.print(f"report: {result.report_path}")
+
+
+def print_survival(report: Any, title: str) -> None:
+    """The headline numbers of a survival evaluation and one row per horizon."""
+    d, c = report.discrimination, report.calibration
+    dcal = c["d_calibration"]
+    top = Table(title=title, header_style="bold")
+    for col in ("n", "events", "Harrell's C (95% CI)", "Uno's C", "IBS", "D-calibration p"):
+        top.add_column(col, justify="right")
+    top.add_row(
+        str(report.n),
+        str(report.n_events),
+        estimate_text(d["harrell_c"]),
+        estimate_text(d["uno_c"]),
+        estimate_text(c["ibs"]),
+        fmt(dcal["p_value"]),
+    )
+    out.print(top)
+    per = Table(title="at each horizon", header_style="bold")
+    for col in ("horizon", "AUC (95% CI)", "Brier", "predicted risk", "observed (Kaplan-Meier)", "ICI"):
+        per.add_column(col, justify="right")
+    for h in c["horizons"]:
+        per.add_row(
+            f"{h['horizon']:g}",
+            estimate_text(h["auc"]),
+            fmt(h["brier"].value),
+            fmt(h["mean_predicted"]),
+            fmt(h["observed"]),
+            fmt(h["ici"]),
+        )
+    out.print(per)
