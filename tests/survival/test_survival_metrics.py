@@ -205,3 +205,23 @@ def test_evaluate_survival_gathers_every_measure_with_intervals(gbsg: dict[str, 
     assert len(rep.calibration["horizons"]) == 3
     assert 0 <= rep.calibration["d_calibration"]["p_value"] <= 1
     assert rep.to_json()  # strict JSON: it goes into the bundle
+
+
+def test_subgroup_concordance_is_harrells_c_within_each_group(gbsg: dict[str, np.ndarray]) -> None:
+    import pandas as pd
+
+    t, e, r = gbsg["yte"]["time"], gbsg["yte"]["cens"], gbsg["risk"]
+    rng = np.random.default_rng(0)
+    groups = np.where(rng.random(t.size) < 0.5, "a", "b").astype(object)
+    groups[:5] = "tiny"
+    (attr,) = S.subgroup_concordance(t, e, r, pd.DataFrame({"site": groups}), n_boot=50)
+    by_group = {g["group"]: g for g in attr["groups"]}
+    for name in ("a", "b"):
+        m = groups == name
+        expected = sk.concordance_index_censored(e[m], t[m], r[m])[0]
+        c = by_group[name]["harrell_c"]
+        assert c.value == pytest.approx(expected, abs=1e-12)
+        assert c.low <= c.value <= c.high
+    assert by_group["tiny"]["harrell_c"] is None and "fewer than" in by_group["tiny"]["note"]
+    gap = attr["gaps"]["harrell_c"]
+    assert gap.value == pytest.approx(abs(by_group["a"]["harrell_c"].value - by_group["b"]["harrell_c"].value))

@@ -39,7 +39,9 @@ def _check_result(result: SurvivalResult, bundle: ModelBundle) -> None:
     np.testing.assert_allclose(risk, bundle.model.predict_risk(ds.X.iloc[:5])[:, 0])
     assert md.extra["examples"][0]["factors"][0]["text"].endswith("log hazard ratio)")
     html = result.report_path.read_text(encoding="utf-8")
-    for part in ("Calibration at each horizon", "Survival by predicted risk group", "D-calibration", "Uno", "12e"):
+    assert result.evaluation.subgroups[0]["attribute"] == "age_band"
+    sections = ("Calibration at each horizon", "Survival by predicted risk group", "D-calibration", "by subgroup")
+    for part in (*sections, "Uno", "12e"):
         assert part in html
     assert "AUROC, AUPRC" not in html  # the model card speaks of survival measures, not binary ones
     assert "<script" not in html

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 
 from medml.errors import DataError
 from medml.evaluate._survival_metrics import (
@@ -66,6 +68,7 @@ __all__ = [
     "km_by_risk_group",
     "km_calibration",
     "smooth_calibration",
+    "subgroup_concordance",
     "time_dependent_auc",
     "uno_c",
 ]
@@ -128,6 +131,7 @@ def evaluate_survival(
     seed: int = 0,
     level: float = 0.95,
     groups: int = 10,
+    sensitive: pd.DataFrame | None = None,
 ) -> EvaluationReport:
     """Every measurement of one set of survival predictions, as an EvaluationReport.
 
@@ -135,7 +139,8 @@ def evaluate_survival(
     AUC at the first horizon, so the headline reads like a binary model's), ``td_auc`` (one per horizon) and
     ``km_by_risk_group``. ``calibration``: ``brier`` (at the first horizon), ``ibs`` and its grid, ``ici`` and
     ``curve`` (at the first horizon), ``horizons`` (per horizon: Brier, ICI, E50, E90, the Kaplan-Meier groups and
-    the smooth curve) and ``d_calibration``. Intervals: percentile bootstrap over patients, G held fixed.
+    the smooth curve) and ``d_calibration``. ``subgroups``: Harrell's C within each group of each ``sensitive``
+    attribute (:func:`subgroup_concordance`). Intervals: percentile bootstrap over patients, G held fixed.
     """
     t, e = pred.time, pred.event
     tt, te = check_survival(train_time, train_event, what="training data")
@@ -216,5 +221,58 @@ def evaluate_survival(
             "horizons": per_horizon,
             "d_calibration": dcal.to_dict(),
         },
+        subgroups=[]
+        if sensitive is None
+        else subgroup_concordance(t, e, pred.risk, sensitive, n_boot=n_boot, seed=seed, level=level),
         bootstrap={"n": n_boot, "level": level, "seed": seed, "method": "percentile"},
     )
+
+
+#: a group needs this many events for its concordance to be shown
+MIN_GROUP_EVENTS = 10
+
+
+def subgroup_concordance(
+    time: npt.ArrayLike,
+    event: npt.ArrayLike,
+    risk: npt.ArrayLike,
+    sensitive: pd.DataFrame,
+    *,
+    n_boot: int = 200,
+    seed: int = 0,
+    level: float = 0.95,
+) -> list[dict[str, Any]]:
+    """Harrell's C within each group of each sensitive attribute, with bootstrap intervals drawn within the group,
+    and the gap (largest minus smallest group value) with its interval from the same resamples. Groups with fewer
+    than :data:`MIN_GROUP_EVENTS` events get a note and no estimate."""
+    t, e = check_survival(time, event, what="subgroups")
+    r = np.asarray(risk, dtype=float)
+    if len(sensitive) != t.size:
+        raise DataError(f"subgroups: {len(sensitive)} rows of sensitive attributes for {t.size} patients")
+    out = []
+    for attribute in sensitive.columns:
+        labels = sensitive[attribute].astype(str).to_numpy()
+        rows: list[dict[str, Any]] = []
+        values, draws = [], []
+        for k, g in enumerate(sorted(set(labels))):
+            m = labels == g
+            row: dict[str, Any] = {"group": g, "n": int(m.sum()), "n_events": int(e[m].sum()), "harrell_c": None}
+            if row["n_events"] < MIN_GROUP_EVENTS:
+                rows.append(row | {"note": f"fewer than {MIN_GROUP_EVENTS} events"})
+                continue
+            tm, em, rm = t[m], e[m], r[m]
+            point = float(_concordance(tm, em, rm, np.ones_like(tm), np.ones((1, tm.size)))[0])
+            with single_threaded_blas():
+                boot = [
+                    _concordance(tm, em, rm, np.ones_like(tm), c) for c in resample_counts(tm.size, n_boot, seed + k)
+                ]
+            sample = np.concatenate(boot) if boot else np.empty(0)
+            rows.append(row | {"harrell_c": Estimate(point, *percentile_interval(sample, level, n_boot)), "note": ""})
+            values.append(point)
+            draws.append(sample)
+        gaps: dict[str, Estimate] = {}
+        if len(values) >= 2:
+            spread = np.max(draws, axis=0) - np.min(draws, axis=0) if n_boot else np.empty(0)
+            gaps["harrell_c"] = Estimate(max(values) - min(values), *percentile_interval(spread, level, n_boot))
+        out.append({"attribute": str(attribute), "groups": rows, "gaps": gaps})
+    return out

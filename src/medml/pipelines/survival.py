@@ -250,6 +250,7 @@ def train_survival(
         population=ds.population,
         n_boot=config.n_boot,
         seed=config.seed,
+        sensitive=test_ds.sensitive if len(test_ds.sensitive.columns) else None,
     )
     timings["evaluate"] = clock.perf_counter() - t
 

@@ -35,6 +35,7 @@ def survival_sections(inputs: ReportInputs) -> list[Section]:
         ("discrimination", "Discrimination", discrimination),
         ("calibration", "Calibration at each horizon", calibration),
         ("d-calibration", "D-calibration", d_calibration),
+        ("subgroups", "Performance by subgroup", subgroups),
     ]
     if inputs.importance or inputs.examples:
         out.append(("explanations", "Explanations", explanations))
@@ -250,6 +251,30 @@ def d_calibration(i: ReportInputs) -> str:
         f"the tenths below theirs). Chi-square {esc(num(dcal.get('statistic'), 2))}, p = {esc(num(p))}: "
         f"{esc(verdict)}.</p>" + table(["Predicted survival at own time", ("Patients", "num"), ("Share", "num")], rows)
     )
+
+
+def subgroups(i: ReportInputs) -> str:
+    attributes = i.evaluation.get("subgroups") or []
+    if not attributes:
+        return '<p class="unavailable">No sensitive attributes were supplied, so no subgroup analysis was run.</p>'
+    parts = ["<p>Harrell's C within each group of each sensitive attribute, with 95% bootstrap intervals.</p>"]
+    for a in attributes:
+        rows: list[list[Cell]] = [
+            [
+                esc(g.get("group")) + (f' <span class="muted">({esc(g["note"])})</span>' if g.get("note") else ""),
+                (esc(count(g.get("n"))), "num"),
+                (esc(count(g.get("n_events"))), "num"),
+                (est_html(g.get("harrell_c")), "num"),
+            ]
+            for g in a.get("groups") or []
+        ]
+        gap = (a.get("gaps") or {}).get("harrell_c")
+        caption = f"Gap (largest minus smallest C): {est_html(gap)}." if gap else ""
+        parts.append(f"<h3>{esc(a.get('attribute'))}</h3>")
+        parts.append(
+            table(["Group", ("Patients", "num"), ("Events", "num"), ("Harrell's C", "num")], rows, "", caption)
+        )
+    return "".join(parts)
 
 
 def _importance_plot(importance: Sequence[Mapping[str, Any]], top: int = 15) -> str | None:
