@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CASES, MISSING, read
+from conftest import CASES, MISSING, deid, read
 from medml.deid import run_cases
 from medml.deid._conformance import run_case
 
@@ -47,3 +47,35 @@ def test_an_expected_error_counts_only_when_it_is_about_the_input(tmp_path: Path
     }
     result = run_case(refused, base)
     assert not result.passed and "configuration refused" in result.reason
+
+
+def test_the_command_prints_the_count(tmp_path: Path) -> None:
+    proc = deid(["conformance", str(CASES)], tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "29 passed, 0 failed"
+
+
+def test_the_command_names_each_failure_and_exits_1(tmp_path: Path) -> None:
+    """A case file whose expected output is another case's: the failure is reported with where it differs."""
+    cases = {
+        "cases": [
+            {
+                "name": "wrong target",
+                "configuration": str(CASES.parent / "configurations/common-config.json"),
+                "input": str(CASES.parent / "resources/patient-basic.json"),
+                "expected": str(CASES.parent / "resources/patient-redact-all-target.json"),
+            },
+            {
+                "name": "right target",
+                "configuration": str(CASES.parent / "configurations/redact-all-config.json"),
+                "input": str(CASES.parent / "resources/patient-basic.json"),
+                "expected": str(CASES.parent / "resources/patient-redact-all-target.json"),
+            },
+        ]
+    }
+    path = tmp_path / "cases.json"
+    path.write_text(__import__("json").dumps(cases))
+    proc = deid(["conformance", str(path)], tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "FAILED wrong target:" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1] == "1 passed, 1 failed"

@@ -19,6 +19,7 @@ from medml.cli import demo as demo_cmd
 from medml.cli import models, service
 from medml.cli._console import err
 from medml.cli.audit import audit_app
+from medml.cli.deid import deid_app
 from medml.cli.fhir import fhir_app
 from medml.cli.image import image_app
 from medml.cli.pgx import pgx_app
@@ -54,6 +55,7 @@ app.add_typer(pgx_app, name="pgx")
 app.add_typer(image_app, name="image")
 app.add_typer(audit_app, name="audit")
 app.add_typer(vitals_app, name="vitals")
+app.add_typer(deid_app, name="deid")
 app.add_typer(survival_app, name="survival")
 app.command()(demo_cmd.demo)
 # The CDS Hooks service: after the training commands in `medml --help`.

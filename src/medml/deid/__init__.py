@@ -1,7 +1,8 @@
 """De-identification of FHIR R4 data with the configuration format of Microsoft's FHIR Tools for Anonymization.
 
 :func:`load_config` reads and checks a configuration; :class:`Anonymizer` applies it to resources (a Bundle's
-entries and contained resources each under their own rules); :func:`run_cases` runs the anonymizer's test cases.
+entries and contained resources each under their own rules); :func:`deidentify_path` runs it over files and
+folders; :func:`run_cases` runs the anonymizer's test cases.
 ``built_in_config("safe-harbor")`` is medml's Safe Harbor configuration.
 """
 
@@ -14,6 +15,7 @@ from medml.deid._config import DeidConfig, Parameters, Rule, load_config, parse_
 from medml.deid._conformance import CaseResult, run_cases
 from medml.deid._engine import Anonymizer
 from medml.deid._errors import DeidProcessingError, InvalidResourceError, RuleNotApplicableError
+from medml.deid._io import RunSummary, deidentify_path
 
 BUILT_IN_CONFIGS = ("safe-harbor",)
 
@@ -35,7 +37,9 @@ __all__ = [
     "Parameters",
     "Rule",
     "RuleNotApplicableError",
+    "RunSummary",
     "built_in_config",
+    "deidentify_path",
     "load_config",
     "parse_config",
     "run_cases",
