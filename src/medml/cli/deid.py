@@ -1,18 +1,22 @@
-"""`medml deid ...`: de-identify FHIR with an anonymizer configuration, and check the engine against a case file."""
+"""`medml deid ...`: de-identify FHIR with an anonymizer configuration, check a configuration engine against a case
+file, and verify an output against its original (residual identifiers, k-anonymity, references)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import orjson
 import typer
 from rich.markup import escape
+from rich.table import Table
 
 from medml.cli._console import err, out, progress_bar
 from medml.deid import Anonymizer, load_config
 from medml.deid._config import KEY_VARIABLES
 from medml.deid._conformance import run_cases
-from medml.deid._io import deidentify_path
+from medml.deid._io import atomic_file, deidentify_path
+from medml.deid._verify import Residual, VerificationReport, verify
 from medml.errors import InputFileError
 
 deid_app = typer.Typer(
@@ -27,6 +31,13 @@ RUN_HELP = (
     + ", ".join(f"{v} ({k})" for k, v in KEY_VARIABLES.items())
     + ". A configuration that uses cryptoHash or encrypt without its key is refused; without a dateShiftKey a random "
     "one is used (dates then shift differently on every run)."
+)
+VERIFY_HELP = (
+    "Search DEIDENTIFIED for every identifying value of ORIGINAL (names, addresses, ZIP codes, phone numbers and "
+    "emails, SSN, MRN and other identifiers, birth and death dates, resource ids, DICOM UIDs) and report each one "
+    "found, with where; report k-anonymity over birth year, sex, 3-digit ZIP, race and ethnicity with the smallest "
+    "groups, and references that resolve to nothing. Folders of the same files are compared file by file. Exit "
+    "code 1 when residual identifiers are found."
 )
 
 
@@ -81,4 +92,99 @@ def conformance_cmd(
         raise typer.Exit(1)
 
 
-__all__ = ["deid_app"]
+def mask(value: str) -> str:
+    """An identifying value shown without revealing it: its first and last character."""
+    return value[0] + "*" * (len(value) - 2) + value[-1] if len(value) > 3 else "*" * len(value)
+
+
+def _residual_row(r: Residual, show: bool) -> dict[str, str]:
+    return {
+        "category": r.category,
+        "value": r.value if show else mask(r.value),
+        "found_at": r.found_at,
+        "origin": r.origin,
+    }
+
+
+def report_json(report: VerificationReport, show: bool) -> dict[str, Any]:
+    """The report as plain data (values masked unless ``show``)."""
+
+    def k(kanon: Any) -> dict[str, Any]:
+        return {
+            "quasi_identifiers": list(kanon.quasi_identifiers),
+            "patients": kanon.patients,
+            "k": kanon.k,
+            "groups": kanon.groups,
+            "smallest_groups": [{"values": list(g), "patients": n} for g, n in kanon.smallest],
+        }
+
+    def refs(check: Any) -> dict[str, Any]:
+        return {"references": check.references, "unresolved": check.unresolved, "examples": list(check.examples)}
+
+    return {
+        "residuals": [_residual_row(r, show) for r in report.residuals],
+        "residuals_by_category": dict(report.by_category),
+        "values_searched": report.values_searched,
+        "values_too_short_to_search": report.values_skipped,
+        "resources": {"original": report.resources_original, "deidentified": report.resources_output},
+        "files_compared_one_to_one": report.paired_files,
+        "k_anonymity": {"deidentified": k(report.k_anonymity), "original": k(report.k_anonymity_original)},
+        "references": {"deidentified": refs(report.references), "original": refs(report.references_original)},
+    }
+
+
+@deid_app.command("verify", help=VERIFY_HELP)
+def verify_cmd(
+    original: Annotated[Path, typer.Argument(help="the original FHIR data (file or folder)")],
+    deidentified: Annotated[Path, typer.Argument(help="its de-identified output (file or folder)")],
+    show_values: Annotated[
+        bool, typer.Option("--show-values", help="print residual values in full (they are identifiers)")
+    ] = False,
+    limit: Annotated[int, typer.Option("--max", help="residuals to list (all are counted)")] = 20,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the full report here (JSON)")] = None,
+) -> None:
+    report = verify(original, deidentified)
+    searched = (
+        f"{report.values_searched:,} identifying values of {report.resources_original:,} original resources "
+        f"searched in {report.resources_output:,} de-identified ones"
+        + (f", {report.paired_files} files compared one to one" if report.paired_files else "")
+        + (f" ({report.values_skipped} too short to search)" if report.values_skipped else "")
+    )
+    out.print(searched, highlight=False)
+    out.print(f"residual identifiers: {len(report.residuals):,}", highlight=False)
+    if report.residuals:
+        t = Table("category", "count", header_style="bold")
+        for category, n in report.by_category:
+            t.add_row(category, f"{n:,}")
+        out.print(t)
+        t = Table("category", "value", "found at", header_style="bold", title=f"first {limit}")
+        for r in report.residuals[:limit]:
+            row = _residual_row(r, show_values)
+            t.add_row(row["category"], escape(row["value"]), escape(row["found_at"]))
+        out.print(t)
+    for label, kanon in (("de-identified", report.k_anonymity), ("original", report.k_anonymity_original)):
+        t = Table(
+            *kanon.quasi_identifiers,
+            "patients",
+            header_style="bold",
+            title=f"{label}: k = {kanon.k} over {kanon.patients} patients in {kanon.groups} groups; smallest",
+        )
+        for values, n in kanon.smallest:
+            t.add_row(*values, str(n))
+        out.print(t)
+    for label, check in (("de-identified", report.references), ("original", report.references_original)):
+        out.print(
+            f"{label}: {check.unresolved:,} of {check.references:,} references resolve to nothing", highlight=False
+        )
+        for example in check.examples[:3]:
+            out.print(f"  {escape(example)}", highlight=False)
+    if json_out is not None:
+        if not json_out.parent.is_dir():
+            raise InputFileError(f"the folder of {json_out} does not exist", "create it, or write the report elsewhere")
+        with atomic_file(json_out) as handle:
+            handle.write(orjson.dumps(report_json(report, show_values), option=orjson.OPT_INDENT_2))
+    if report.residuals:
+        raise typer.Exit(1)
+
+
+__all__ = ["deid_app", "mask", "report_json"]

@@ -2,7 +2,7 @@
 
 :func:`load_config` reads and checks a configuration; :class:`Anonymizer` applies it to resources (a Bundle's
 entries and contained resources each under their own rules); :func:`deidentify_path` runs it over files and
-folders; :func:`run_cases` runs the anonymizer's test cases.
+folders; :func:`verify` searches an output for the identifying values of its original and reports k-anonymity.
 ``built_in_config("safe-harbor")`` is medml's Safe Harbor configuration.
 """
 
@@ -16,6 +16,7 @@ from medml.deid._conformance import CaseResult, run_cases
 from medml.deid._engine import Anonymizer
 from medml.deid._errors import DeidProcessingError, InvalidResourceError, RuleNotApplicableError
 from medml.deid._io import RunSummary, deidentify_path
+from medml.deid._verify import KAnonymity, ReferenceCheck, Residual, VerificationReport, verify
 
 BUILT_IN_CONFIGS = ("safe-harbor",)
 
@@ -34,13 +35,18 @@ __all__ = [
     "DeidConfig",
     "DeidProcessingError",
     "InvalidResourceError",
+    "KAnonymity",
     "Parameters",
+    "ReferenceCheck",
+    "Residual",
     "Rule",
     "RuleNotApplicableError",
     "RunSummary",
+    "VerificationReport",
     "built_in_config",
     "deidentify_path",
     "load_config",
     "parse_config",
     "run_cases",
+    "verify",
 ]
