@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from medml.cli._console import err, out, progress_bar
-from medml.deid import Anonymizer, load_config
+from medml.deid import BUILT_IN_CONFIGS, Anonymizer, built_in_config, load_config
 from medml.deid._config import KEY_VARIABLES
 from medml.deid._conformance import run_cases
 from medml.deid._io import atomic_file, deidentify_path
@@ -25,8 +25,8 @@ deid_app = typer.Typer(
 )
 RUN_HELP = (
     "De-identify IN (a resource or Bundle as .json, NDJSON as .ndjson, either gzipped as .gz, or a Bulk Data folder "
-    "of them) into OUT, in the same format, with CONFIG, an anonymizer configuration file. NDJSON is read and "
-    "written a line at a time. OUT appears only when complete.\n\n"
+    "of them) into OUT, in the same format, with CONFIG: an anonymizer configuration file, or safe-harbor for medml's "
+    "own. NDJSON is read and written a line at a time. OUT appears only when complete.\n\n"
     "Keys the configuration leaves empty come from the environment: "
     + ", ".join(f"{v} ({k})" for k, v in KEY_VARIABLES.items())
     + ". A configuration that uses cryptoHash or encrypt without its key is refused; without a dateShiftKey a random "
@@ -42,15 +42,20 @@ VERIFY_HELP = (
 
 
 def _config_path(config: str) -> Path:
+    if config in BUILT_IN_CONFIGS:
+        return built_in_config(config)
     path = Path(config)
     if not path.is_file():
-        raise InputFileError(f"the configuration {config} is not a file", "give an anonymizer configuration (.json)")
+        raise InputFileError(
+            f"the configuration {config} is not a file",
+            f"give an anonymizer configuration (.json) or one of: {', '.join(BUILT_IN_CONFIGS)}",
+        )
     return path
 
 
 @deid_app.command("run", help=RUN_HELP)
 def run_cmd(
-    config: Annotated[str, typer.Argument(help="anonymizer configuration (.json)")],
+    config: Annotated[str, typer.Argument(help="anonymizer configuration (.json), or safe-harbor")],
     source: Annotated[Path, typer.Argument(metavar="IN", help="FHIR R4 .json/.ndjson (.gz) file, or a folder")],
     target: Annotated[Path, typer.Argument(metavar="OUT", help="output file (same format) or new folder")],
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace OUT if it exists")] = False,
