@@ -64,7 +64,7 @@ class Element:
 @cache
 def _elements() -> tuple[dict[str, str], dict[str, str]]:
     """The element map, and for every choice key (``Observation.valueQuantity``) its element name (``value``)."""
-    text = resources.files("medml.fhir.view").joinpath("fhir_r4_elements.json").read_text(encoding="utf-8")
+    text = resources.files("medml.fhir").joinpath("view", "fhir_r4_elements.json").read_text(encoding="utf-8")
     data = json.loads(text)
     choice_names: dict[str, str] = {}
     for base, types in data["choices"].items():
