@@ -97,7 +97,7 @@ class Methods:
             memo = (value, pos.type, shift)
             done = self._shifts.get(memo)
             if done is None:
-                if len(self._shifts) > 200_000:
+                if len(self._shifts) > _MEMO_LIMIT:
                     self._shifts.clear()
                 done = self._shifts[memo] = m.shift_date(value, pos.type, shift, p.partial_dates, self.today)
             ops[0] |= PERTURB if done[1] else REDACT
@@ -108,7 +108,7 @@ class Methods:
             if _is_reference(pos):
                 ref = self._references.get(text)
                 if ref is None:
-                    if len(self._references) > 200_000:
+                    if len(self._references) > _MEMO_LIMIT:
                         self._references.clear()
                     ref = self._references[text] = m.transform_reference(text, self._hash)
                 return ref
@@ -118,10 +118,24 @@ class Methods:
             return m.encrypt(text, self._aes_key)
         return value
 
+    def hash_value(self, text: str, pos: Position) -> str:
+        """cryptoHash of a string: a reference's id part only, anything else whole (both memoised)."""
+        memo = self._references if _is_reference(pos) else self._hashes
+        h = memo.get(text)
+        if h is None:
+            if len(memo) > _MEMO_LIMIT:
+                memo.clear()
+            if memo is self._references:
+                h = m.transform_reference(text, self._hash)
+            else:
+                h = m.crypto_hash(text, self.params.crypto_hash_key)
+            memo[text] = h
+        return h
+
     def _hash(self, text: str) -> str:
         h = self._hashes.get(text)
         if h is None:
-            if len(self._hashes) > 200_000:
+            if len(self._hashes) > _MEMO_LIMIT:
                 self._hashes.clear()
             h = self._hashes[text] = m.crypto_hash(text, self.params.crypto_hash_key)
         return h
@@ -129,7 +143,7 @@ class Methods:
     def _offset(self, prefix: str) -> int:
         o = self._offsets.get(prefix)
         if o is None:
-            if len(self._offsets) > 200_000:
+            if len(self._offsets) > _MEMO_LIMIT:
                 self._offsets.clear()
             o = self._offsets[prefix] = m.date_shift_offset(prefix, self.params.date_shift_key)
         return o
@@ -152,7 +166,7 @@ class Methods:
         done = self._generalized.get(memo, _MISSING)
         if done is _MISSING:
             done = self._generalize_value(value, pos, rule)
-            if len(self._generalized) > 200_000:
+            if len(self._generalized) > _MEMO_LIMIT:
                 self._generalized.clear()
             self._generalized[memo] = done
         ops[0] |= GENERALIZE

@@ -16,7 +16,7 @@ import random
 from datetime import date
 from typing import Any
 
-from medml.deid._apply import REDACT, SECURITY_LABELS, Methods, RunState, add_security
+from medml.deid._apply import CRYPTOHASH, REDACT, SECURITY_LABELS, Methods, RunState, add_security
 from medml.deid._config import DeidConfig, Rule
 from medml.deid._errors import RAISE_FIX, DeidProcessingError, InvalidResourceError, RuleNotApplicableError
 from medml.deid._fhirpath import FhirPathEvaluationError, InvalidElementError, Item, boolean, evaluate, resource_item
@@ -36,7 +36,7 @@ from medml.deid._plan import (
 from medml.deid._substitute import substitute
 from medml.errors import ConfigError
 
-_KEEP, _PLAIN_REDACT, _SUBSTITUTE, _OTHER = range(4)
+_KEEP, _PLAIN_REDACT, _SUBSTITUTE, _HASH, _OTHER = range(5)
 _PHASE = 1 << 20  # a rule of an enclosing resource outranks every rule of the resource it encloses
 ROOT = (0, "", -1)
 DATA_ABSENT_REASON = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
@@ -125,7 +125,7 @@ class Anonymizer:
 
     def _action(self, pos: Position, w: int) -> int:
         """What the rule ``w`` does to primitives at ``pos``, memoised: keep, plain redaction (removal),
-        substitute, or another method."""
+        substitute, a hash (of an id or reference: memoised per value), or another method."""
         method = self.rules[w % _PHASE].method
         plain_redact = (
             method == "redact"
@@ -133,15 +133,16 @@ class Anonymizer:
             and pos.name != "postalCode"
             and not (pos.type == "decimal" and pos.parent is not None and pos.parent.type == "Age")
         )
-        action = (
-            _KEEP
-            if method == "keep"
-            else _PLAIN_REDACT
-            if plain_redact
-            else _SUBSTITUTE
-            if method == "substitute"
-            else _OTHER
-        )
+        if method == "keep":
+            action = _KEEP
+        elif plain_redact:
+            action = _PLAIN_REDACT
+        elif method == "substitute":
+            action = _SUBSTITUTE
+        elif method == "cryptohash":
+            action = _HASH
+        else:
+            action = _OTHER
         pos.actions[w] = action
         return action
 
@@ -282,6 +283,9 @@ class Anonymizer:
                         if self._primitives(node, key, value, child, plan, inherited, dyn, run, ops, depth):
                             lost = [*lost, child] if lost else [child]
                         continue
+                    elif action == _HASH and type(value) is str and value:
+                        node[key] = self.methods.hash_value(value, child)
+                        ops[0] |= CRYPTOHASH
                     elif value is not None:
                         new = self.methods.apply(value, child, self.rules[w % _PHASE], w, run, ops, depth)
                         if new is None:
