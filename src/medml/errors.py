@@ -42,3 +42,23 @@ class NotFoundError(MedmlError):
 
 class IntegrityError(MedmlError):
     """A stored artefact failed its integrity check (a model bundle whose hash does not match)."""
+
+
+QUOTE_LIMIT = 80
+
+
+def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """``value`` as an error message quotes it: ``repr`` (so a newline cannot break the one line), and past
+    ``limit`` characters only its start and its length, ``'xxxx…' (20,000,000 characters)``: a message must not
+    echo a whole 20 MB cell, file name or request field back at the user."""
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) <= limit:
+        return repr(value)
+    return f"{text[:limit]!r}… ({len(text):,} characters)"
+
+
+def clip(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """``text`` unquoted, for a list in a message (``columns: age, sex``), shortened as :func:`quote` does; with a
+    control character in it (a newline would break the one line) it is escaped."""
+    shown = text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+    return shown if len(shown) <= limit else f"{shown[:limit]}… ({len(text):,} characters)"

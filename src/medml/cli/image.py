@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,7 +11,8 @@ import typer
 from rich.table import Table
 
 from medml.cli._console import interval, out, print_metrics, progress_bar
-from medml.errors import InputFileError, MedmlError
+from medml.cli.models import check_options
+from medml.errors import ConfigError, InputFileError, MedmlError, quote
 
 image_app = typer.Typer(
     no_args_is_help=True, help="Image classifiers (MONAI): MedMNIST .npz, PNG/JPEG class folders, DICOM with labels."
@@ -43,10 +45,17 @@ def train_cmd(
 ) -> None:
     """Train, evaluate on the held-out test split, register and report an image classifier: binary, multiclass
     or multilabel, as the data says."""
-    if epochs < 1:
-        raise MedmlError(f"--epochs must be 1 or more, got {epochs}")
-    if ensemble < 1:
-        raise MedmlError(f"--ensemble must be 1 or more, got {ensemble}")
+    check_options(
+        epochs=epochs,
+        ensemble=ensemble,
+        n_boot=n_boot,
+        seed=seed,
+        budget_minutes=budget_minutes,
+        size=size,
+        frame=frame,
+    )
+    if not 0 <= label_smoothing < 1:  # also refuses nan
+        raise ConfigError(f"--label-smoothing must be from 0 to below 1, got {label_smoothing:g}", "e.g. 0.1, or 0")
     if not Path(data).exists():
         raise InputFileError(f"no file or folder at {data}", "give a MedMNIST .npz or a folder of images")
     from medml.config import get_settings
@@ -107,9 +116,9 @@ def _window(text: str | None) -> tuple[float, float] | None:
     try:
         center, width = (float(v) for v in text.split(","))
     except ValueError:
-        raise MedmlError(f"--window must be CENTER,WIDTH, e.g. 40,400; got {text!r}") from None
-    if width <= 0:
-        raise MedmlError(f"--window width must be positive, got {width:g}")
+        raise MedmlError(f"--window must be CENTER,WIDTH, e.g. 40,400; got {quote(text)}") from None
+    if not (math.isfinite(center) and math.isfinite(width)) or width <= 0:
+        raise MedmlError(f"--window must be a finite CENTER and a positive WIDTH, got {quote(text)}", "e.g. 40,400")
     return center, width
 
 

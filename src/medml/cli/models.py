@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,7 +11,7 @@ import typer
 from rich.table import Table
 
 from medml.cli._console import err, estimate_text, fmt, out, print_metrics, progress_bar, split_list
-from medml.errors import InputFileError, MedmlError, NotFoundError
+from medml.errors import ConfigError, InputFileError, NotFoundError
 
 models_app = typer.Typer(no_args_is_help=True, help="The model registry.")
 
@@ -57,6 +58,36 @@ def load_task(
     )
 
 
+#: the least value of each numeric option, and what the option is for (said when a value is refused)
+OPTION_MINIMA: dict[str, tuple[int, str]] = {
+    "max_trials": (1, "most search trials, e.g. 60"),
+    "n_boot": (1, "bootstrap resamples for the 95% intervals every evaluation carries, e.g. 1000"),
+    "seed": (0, "a seed is a whole number from 0"),
+    "top": (0, "contributing factors shown per patient, e.g. 3"),
+    "epochs": (1, "most training epochs, e.g. 20"),
+    "ensemble": (1, "networks to train and average, e.g. 1"),
+    "size": (8, "the side of the square images in pixels, e.g. 28 or 224"),
+    "frame": (0, "the index of a frame, from 0"),
+}
+
+
+def check_options(**values: float | None) -> None:
+    """Refuse an option value out of its range in one line naming the option: ``--max-trials 0`` ran no trial and
+    then failed with "No trials are completed yet". Seconds and minutes must be finite and positive."""
+    for key, value in values.items():
+        if value is None:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if key in ("budget_seconds", "budget_minutes"):
+            if not (math.isfinite(value) and value > 0):
+                unit = key.split("_")[1]
+                raise ConfigError(f"{flag} must be a positive number of {unit}, got {value:g}", f"e.g. {flag} 60")
+            continue
+        least, what = OPTION_MINIMA[key]
+        if value < least:
+            raise ConfigError(f"{flag} must be {least} or more, got {value:g}", what)
+
+
 def datasets() -> None:
     """List the bundled real datasets with rows, patients, prevalence and task."""
     from medml.pipelines.catalogue import dataset_summary, list_datasets
@@ -96,8 +127,7 @@ def train(
     from medml.pipelines.tabular import train as run_train
 
     check_model_kind(model)
-    if budget_seconds <= 0:
-        raise MedmlError(f"--budget-seconds must be positive, got {budget_seconds}")
+    check_options(budget_seconds=budget_seconds, max_trials=max_trials, n_boot=n_boot, seed=seed)
     ds = load_task(dataset, target=target, id_column=id, sensitive=sensitive, positive=positive)
     infos = {d.key: d for d in list_datasets()}
     external = {k: load_dataset(k) for k in infos[ds.name].external} if ds.name in infos else {}
@@ -139,6 +169,7 @@ def evaluate(
     from medml.pipelines.tabular import evaluate_registered
     from medml.registry import load_bundle
 
+    check_options(n_boot=n_boot)
     settings = get_settings()
     key = dataset or load_bundle(model, settings).metadata.dataset
     ds = load_task(key, target=target, id_column=id, sensitive=sensitive)
@@ -174,6 +205,7 @@ def predict(
     from medml.pipelines.tabular import score_table
     from medml.registry import load_bundle
 
+    check_options(top=top)
     bundle = load_bundle(model, get_settings())
     frame = read_table(table)
     with progress_bar(f"scoring {len(frame):,} rows") as step:

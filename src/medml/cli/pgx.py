@@ -27,8 +27,18 @@ class OutputFormat(StrEnum):
     fhir = "fhir"
 
 
+def check_output(path: Path) -> None:
+    """Refuse, before any work, an output path that cannot become a file: a folder, or under a file."""
+    if path.is_dir():
+        raise ConfigError(f"--out {path} is a folder", f"give a file path, e.g. --out {path / 'result.json'}")
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ConfigError(f"--out {path}: {parent} is a file, not a folder", "give a path inside a folder")
+
+
 def write_atomically(path: Path, text: str) -> None:
     """Write ``text`` to a temporary file beside ``path``, then rename it: never a half-written file."""
+    check_output(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     try:
@@ -98,6 +108,8 @@ def call_cmd(
     """Call one sample's genes, phenotype them and match CPIC recommendations; write JSON, HTML or FHIR."""
     from medml.pgx.pipeline import analyse_vcf
 
+    if output is not None:
+        check_output(output)
     store = None
     if patient is not None:
         from medml.config import get_settings
@@ -128,6 +140,26 @@ def call_cmd(
         out.print(f"wrote {fmt.value} to {output}", highlight=False)
 
 
+def _warfarin(document: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The result's warfarin section ({} when it has none), each field of the type `medml pgx call` writes."""
+    w = document.get("warfarin") or {}
+    texts = ("cyp2c9", "vkorc1")
+    ok = (
+        isinstance(w, dict)
+        and all(isinstance(w.get(k), str | None) for k in texts)
+        and isinstance(w.get("cyp4f2_star3_copies"), int | None)
+        and isinstance(w.get("notes") or [], list)
+        and all(isinstance(n, str) for n in w.get("notes") or [])
+    )
+    if not ok:
+        raise InputFileError(
+            f"the warfarin section of {path} is malformed (cyp2c9 and vkorc1 must be text, "
+            "cyp4f2_star3_copies a number, notes a list of text)",
+            "regenerate it with `medml pgx call SAMPLE.vcf --format json`",
+        )
+    return w
+
+
 def _read_results(path: Path) -> dict[str, Any]:
     from medml.pgx.pipeline import read_results
 
@@ -150,11 +182,11 @@ def drug_cmd(
     guideline = find_guideline(drug)
     document = _read_results(results)
     pheno = phenotypes_from_dict(document)
+    w = _warfarin(document, results)  # checked before anything is printed
     tested = [g for g in guideline.genes if g in pheno and pheno[g].called]
     header = f"{guideline.drug} ({guideline.rxnorm or 'no RxNorm code'}): {guideline.name}, {guideline.version}"
     out.print(header, highlight=False)
     if guideline.drug == "warfarin":
-        w = document.get("warfarin") or {}
         out.print(
             f"genotype: CYP2C9 {w.get('cyp2c9') or 'not tested'}, VKORC1 -1639 {w.get('vkorc1') or 'not tested'}"
             f", CYP4F2*3 copies {w.get('cyp4f2_star3_copies', 'not tested')}",

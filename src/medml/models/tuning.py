@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from sklearn.metrics import log_loss
 
 from medml.data.splits import patient_split
 from medml.data.task import TaskDataset
+from medml.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,10 @@ def tune(
     """
     from medml.models.factory import make_model, model_kind
 
+    if isinstance(max_trials, bool) or not isinstance(max_trials, int) or max_trials < 1:
+        raise ConfigError(f"max_trials must be 1 or more, got {max_trials!r}", "e.g. 60 trials")
+    if not (isinstance(budget_seconds, int | float) and math.isfinite(budget_seconds) and budget_seconds > 0):
+        raise ConfigError(f"budget_seconds must be a positive number, got {budget_seconds!r}", "e.g. 60 seconds")
     space = model_kind(kind).search_space
 
     y = train.binary_target.values

@@ -20,7 +20,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from medml.errors import InputFileError
+from medml.errors import InputFileError, quote
 from medml.pgx.alerts import changes_prescription
 from medml.pgx.calls import Diplotype, GeneCall
 from medml.pgx.cpic import ANNOTATIONS, API, Recommendation, guidelines, recommendations
@@ -237,48 +237,107 @@ def read_results(path: Path, fix: str = "give the JSON of `medml pgx call --form
         document = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise
+    except IsADirectoryError:
+        raise InputFileError(f"{path} is a folder, not a results file", fix) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise InputFileError(f"{path} is not a readable JSON file ({e})", fix) from e
+    except RecursionError:
+        raise InputFileError(f"{path} holds JSON nested too deeply to be a medml PGx result", fix) from None
     if not isinstance(document, dict):
         raise InputFileError(f"{path} is not a medml PGx result (a JSON object)", fix)
     return document
 
 
 def phenotypes_from_dict(document: Mapping[str, Any]) -> dict[str, GenePhenotype]:
-    """The gene results of a :meth:`PgxResult.to_dict` document, ready for :func:`medml.pgx.alerts.order_alerts`."""
-    if document.get("schema") != SCHEMA or not isinstance(document.get("genes"), list):
+    """The gene results of a :meth:`PgxResult.to_dict` document, ready for :func:`medml.pgx.alerts.order_alerts`.
+
+    Every field read is checked for its type first: InputFileError names the entry and the field that is wrong.
+    """
+    schema = document.get("schema") if isinstance(document, Mapping) else None
+    if schema != SCHEMA:
         raise InputFileError(
-            f"not a medml PGx result (schema {document.get('schema')!r}, expected {SCHEMA!r})",
+            f"not a medml PGx result (schema {quote(schema)}, expected {SCHEMA!r})",
             "give the JSON that `medml pgx call SAMPLE.vcf --format json` writes",
         )
+    genes = document.get("genes")
+    if not isinstance(genes, list):
+        raise _malformed(f"its 'genes' is {_json_kind(genes)}, not a list of gene entries")
     out = {}
-    try:
-        for g in document["genes"]:
-            results = tuple(
+    for i, g in enumerate(genes, start=1):
+        if not isinstance(g, Mapping):
+            raise _malformed(f"gene entry {i} is {_json_kind(g)}, not an object")
+        gene = _field(g, "gene", str, f"gene entry {i}")
+        where = f"gene entry {i} ({quote(gene)})"
+        source = _field(g, "source", str, where)
+        if source not in ("vcf", "outside"):
+            raise _malformed(f"{where} has source {quote(source)}, not 'vcf' or 'outside'")
+        results = []
+        for j, r in enumerate(_field(g, "results", list, where, optional=True) or (), start=1):
+            at = f"result {j} of {where}"
+            if not isinstance(r, Mapping):
+                raise _malformed(f"{at} is {_json_kind(r)}, not an object")
+            haplotypes = _strings(r, "haplotypes", at)
+            results.append(
                 DiplotypePhenotype(
-                    Diplotype(tuple(r["haplotypes"])) if r.get("haplotypes") else None,
-                    tuple(r.get("functions") or ()),
-                    tuple(r.get("activity_values") or ()),
-                    r.get("phenotype"),
-                    r.get("activity_score"),
-                    tuple(r.get("lookup_keys") or ()),
+                    Diplotype(haplotypes) if haplotypes else None,
+                    _strings(r, "functions", at),
+                    _strings(r, "activity_values", at),
+                    _field(r, "phenotype", str, at, optional=True),
+                    _field(r, "activity_score", str, at, optional=True),
+                    _strings(r, "lookup_keys", at),
                 )
-                for r in g.get("results") or ()
             )
-            out[g["gene"]] = GenePhenotype(
-                g["gene"],
-                g["source"],
-                results,
-                bool(g["called"]),
-                g.get("phenotype_table_version"),
-                tuple(g.get("warnings") or ()),
-            )
-    except (KeyError, TypeError, AttributeError) as e:
-        raise InputFileError(
-            f"a gene entry of the PGx result is malformed ({type(e).__name__}: {e})",
-            "regenerate it with `medml pgx call SAMPLE.vcf --format json`",
-        ) from e
+        out[gene] = GenePhenotype(
+            gene,
+            source,
+            tuple(results),
+            _field(g, "called", bool, where),
+            _field(g, "phenotype_table_version", str, where, optional=True),
+            _strings(g, "warnings", where),
+        )
     return out
+
+
+def _malformed(what: str) -> InputFileError:
+    return InputFileError(
+        f"the PGx result is malformed: {what}", "regenerate it with `medml pgx call SAMPLE.vcf --format json`"
+    )
+
+
+_JSON_KINDS = {
+    dict: "an object",
+    list: "a list",
+    str: "text",
+    bool: "true or false",
+    int: "a number",
+    float: "a number",
+}
+
+
+def _json_kind(value: object) -> str:
+    if value is None:
+        return "null (or missing)"
+    kind = next((k for t, k in _JSON_KINDS.items() if isinstance(value, t)), type(value).__name__)
+    return f"{kind} {quote(value)}" if isinstance(value, str | int | float) else kind
+
+
+def _field(entry: Mapping[str, Any], key: str, kind: type, where: str, *, optional: bool = False) -> Any:
+    """``entry[key]`` when it is of ``kind`` (or missing/null and ``optional``), else InputFileError."""
+    value = entry.get(key)
+    if value is None and optional:
+        return None
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise _malformed(f"{where} has '{key}' as {_json_kind(value)}, not {_JSON_KINDS[kind]}")
+    return value
+
+
+def _strings(entry: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
+    """``entry[key]`` as a tuple of text (missing or null: empty)."""
+    values = _field(entry, key, list, where, optional=True) or []
+    if not all(isinstance(v, str) for v in values):
+        bad = next(v for v in values if not isinstance(v, str))
+        raise _malformed(f"{where} has in '{key}' {_json_kind(bad)}, not text")
+    return tuple(values)
 
 
 def _read_sample(vcf_path: Path, sample: str | None) -> VcfSample:

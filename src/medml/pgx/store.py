@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from medml.errors import ConfigError
+from medml.errors import ConfigError, quote
 from medml.pgx.pipeline import phenotypes_from_dict, read_results
 
 #: a FHIR id (letters, digits, '-', '.'), '_' allowed too; first character alphanumeric: never a hidden or temp file
@@ -27,7 +27,7 @@ def results_path(store: Path, patient_id: str) -> Path:
     """Where a patient's results live in ``store``; ConfigError for an id that is not safe as a file name."""
     if not SAFE_ID.fullmatch(patient_id):
         raise ConfigError(
-            f"patient id {patient_id!r} is not a safe id",
+            f"patient id {quote(patient_id)} is not a safe id",
             "use 1-64 letters, digits, '-', '.' or '_', starting with a letter or digit (a FHIR id)",
         )
     return store / f"{patient_id}.json"

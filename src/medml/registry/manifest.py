@@ -62,7 +62,7 @@ def read_manifest(folder: Path, ref: str) -> dict[str, Any]:
         )
     except FileNotFoundError:
         raise _modified(ref, "manifest.json is missing") from None
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:  # RecursionError: JSON nested too deep
         raise _modified(ref, f"manifest.json cannot be read ({e})") from None
     if not ok:
         raise _modified(ref, "manifest.json is not in a format this medml knows")

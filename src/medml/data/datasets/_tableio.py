@@ -9,12 +9,11 @@ with fewer numbers than that is categorical. Missing cells are empty or one of `
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pandas as pd
 
-from medml.errors import DataError, InputFileError
+from medml.errors import DataError, InputFileError, clip, quote
 
 MISSING_TOKENS = ("", "NA", "N/A", "n/a", "na", "NaN", "nan", "NULL", "null", "?", ".")
 NUMERIC_SHARE = 0.9
@@ -84,22 +83,21 @@ def _read_csv(p: Path) -> pd.DataFrame:
     duplicated = _duplicate_header(p, sep)
     if duplicated:
         raise InputFileError(
-            f"{p} has duplicate column names: {', '.join(duplicated)}", "give every column a distinct name"
+            f"{p} has duplicate column names: {names_list(duplicated)}", "give every column a distinct name"
         )
     return frame
 
 
 def _duplicate_header(p: Path, sep: str) -> list[str]:
-    """Names appearing twice in the header (pandas would silently rename the second to ``name.1``)."""
-    import csv
-    import gzip
+    """Names appearing twice in the header (pandas would silently rename the second to ``name.1``).
 
-    opener = gzip.open if p.name.lower().endswith(".gz") else open
-    with opener(p, "rt", encoding="utf-8-sig", newline="") as f:
-        header = next(csv.reader(io.StringIO(f.readline()), delimiter=sep), [])
+    The header row is read by pandas again, as data: the same quoting rules, and no field size limit (the csv
+    module stops at 128 KiB, an internal error for a file whose header holds a huge cell).
+    """
+    row = pd.read_csv(p, sep=sep, header=None, nrows=1, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     seen: set[str] = set()
     dups = []
-    for name in (h.strip() for h in header):
+    for name in (str(h).strip() for h in row.iloc[0]):
         if name in seen and name not in dups:
             dups.append(name)
         seen.add(name)
@@ -120,8 +118,14 @@ def _read_parquet(p: Path) -> pd.DataFrame:
     names = table.column_names
     dups = sorted({n for n in names if names.count(n) > 1})
     if dups:
-        raise InputFileError(f"{p} has duplicate column names: {', '.join(dups)}", "give every column a distinct name")
+        raise InputFileError(f"{p} has duplicate column names: {names_list(dups)}", "give every column a distinct name")
     return table.to_pandas()
+
+
+def names_list(names: list[str], most: int = 40) -> str:
+    """Column names for a message: each shortened (:func:`medml.errors.clip`), at most ``most`` of them."""
+    shown = ", ".join(clip(str(n)) for n in names[:most])
+    return shown + (f" ... ({len(names)} in all)" if len(names) > most else "")
 
 
 def is_text(col: pd.Series) -> bool:
@@ -155,8 +159,8 @@ def as_numeric_if_numeric(col: pd.Series, name: str, where: str, line_offset: in
     pos = int(bad.to_numpy().nonzero()[0][0])
     line = f" (line {pos + line_offset} of the file)" if line_offset else ""
     raise DataError(
-        f"column '{name}' in {where} holds numbers, but {n_bad} of its {n_present} filled cells are text; "
-        f"the first is '{text.iloc[pos]}' in data row {pos + 1}{line}",
+        f"column {quote(name)} in {where} holds numbers, but {n_bad} of its {n_present} filled cells are text; "
+        f"the first is {quote(text.iloc[pos])} in data row {pos + 1}{line}",
         "correct those cells, or leave them empty where the value is unknown "
         "(a column is read as numeric when at least 90% of its filled cells are numbers)",
     )

@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 
 from medml.data.datasets._common import UNKNOWN, age_band, id_array
-from medml.data.datasets._tableio import MISSING_TOKENS, as_numeric_if_numeric, is_text, read_table
+from medml.data.datasets._tableio import MISSING_TOKENS, as_numeric_if_numeric, is_text, names_list, read_table
 from medml.data.targets import BinaryTarget
 from medml.data.task import TaskDataset, infer_features
-from medml.errors import ConfigError, DataError, InputFileError
+from medml.errors import ConfigError, DataError, InputFileError, clip, quote
 
 POSITIVE_WORDS = frozenset(
     {
@@ -57,7 +57,7 @@ def _names(value: object, key: str) -> tuple[str, ...]:
     if isinstance(value, Sequence) and all(isinstance(v, str) for v in value):
         return tuple(value)
     raise ConfigError(
-        f"spec entry '{key}' must be a column name or a list of column names, got {value!r}",
+        f"spec entry '{key}' must be a column name or a list of column names, got {quote(value)}",
         f"write {key}: [col_a, col_b]",
     )
 
@@ -78,19 +78,19 @@ class TableSpec:
     def __post_init__(self) -> None:
         if not isinstance(self.target, str) or not self.target.strip():
             raise ConfigError(
-                f"the spec's target must be a column name, got {self.target!r}",
+                f"the spec's target must be a column name, got {quote(self.target)}",
                 "name the outcome column, e.g. target: died",
             )
         for key in ("id", "name", "task"):
             value = getattr(self, key)
             if value is not None and not isinstance(value, str):
-                raise ConfigError(f"spec entry '{key}' must be text, got {value!r}")
+                raise ConfigError(f"spec entry '{key}' must be text, got {quote(value)}")
         if self.features is not None:
             object.__setattr__(self, "features", _names(self.features, "features"))
         object.__setattr__(self, "sensitive", _names(self.sensitive, "sensitive"))
         object.__setattr__(self, "drop", _names(self.drop, "drop"))
         if self.positive is not None and not isinstance(self.positive, str | int | float | bool):
-            raise ConfigError(f"spec entry 'positive' must be one value, got {self.positive!r}")
+            raise ConfigError(f"spec entry 'positive' must be one value, got {quote(self.positive)}")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str = "the spec") -> TableSpec:
@@ -174,9 +174,9 @@ def _positive_value(values: list[str], spec: TableSpec) -> str:
                 hits = [v for v in values if _same_number(v, want)]
         if len(hits) != 1:
             raise DataError(
-                f"the positive value '{_label(spec.positive)}' is not one of the target "
-                f"'{spec.target}' values ('{a}', '{b}')",
-                f"pass --positive '{a}' or --positive '{b}'",
+                f"the positive value {quote(_label(spec.positive))} is not one of the target "
+                f"{quote(spec.target)} values ({quote(a)}, {quote(b)})",
+                f"pass --positive {quote(a)} or --positive {quote(b)}",
             )
         return hits[0]
     if set(values) == {"0", "1"}:
@@ -187,8 +187,8 @@ def _positive_value(values: list[str], spec: TableSpec) -> str:
     if len(hits) == 1:
         return hits[0]
     raise DataError(
-        f"cannot tell which value of the target '{spec.target}' is the positive outcome: '{a}' or '{b}'",
-        f"name it with --positive (e.g. --positive '{b}'), or positive: in the YAML spec",
+        f"cannot tell which value of the target {quote(spec.target)} is the positive outcome: {quote(a)} or {quote(b)}",
+        f"name it with --positive (e.g. --positive {quote(b)}), or positive: in the YAML spec",
     )
 
 
@@ -208,24 +208,24 @@ def _require_columns(columns: list[str], spec: TableSpec, path: Path) -> None:
         ("drop", list(spec.drop)),
     ]
     present = set(columns)
-    missing = [f"{role} '{c}'" for role, names in roles for c in names if c not in present]
+    missing = [f"{role} {quote(c)}" for role, names in roles for c in names if c not in present]
     if missing:
-        shown = ", ".join(columns[:40]) + (f" ... ({len(columns)} in all)" if len(columns) > 40 else "")
+        shown = names_list(columns)
         raise DataError(
             f"{path.name} has no column for {', '.join(missing)}",
             f"its columns are: {shown}; check the spelling (names are case-sensitive)",
         )
     if spec.id and spec.id == spec.target:
-        raise DataError(f"column '{spec.target}' is named as both the target and the id", "name two columns")
+        raise DataError(f"column {quote(spec.target)} is named as both the target and the id", "name two columns")
     for role, names in (("feature", spec.features or ()), ("sensitive attribute", spec.sensitive)):
         if spec.target in names:
             raise DataError(
-                f"the target '{spec.target}' is also listed as a {role}",
+                f"the target {quote(spec.target)} is also listed as a {role}",
                 f"remove it from the {role}s: a model must not see its outcome",
             )
     if spec.id and spec.id in (spec.features or ()):
         raise DataError(
-            f"the id column '{spec.id}' is listed as a feature",
+            f"the id column {quote(spec.id)} is listed as a feature",
             "remove it from the features: an identifier is not a predictor",
         )
 
@@ -239,18 +239,20 @@ def _target(frame: pd.DataFrame, spec: TableSpec) -> tuple[np.ndarray, str, np.n
     n = int(has.sum())
     if n == 0:
         raise DataError(
-            f"the target '{spec.target}' is empty in all {len(frame)} rows", "choose the column that holds the outcome"
+            f"the target {quote(spec.target)} is empty in all {len(frame)} rows",
+            "choose the column that holds the outcome",
         )
     values = sorted(set(labels[has]))
     if len(values) == 1:
         raise DataError(
-            f"only one outcome value ({values[0]}) in {n} rows of target '{spec.target}': a model needs both",
+            f"only one outcome value ({clip(values[0])}) in {n} rows of target {quote(spec.target)}: "
+            "a model needs both",
             "check the target column, or that the file holds both outcomes",
         )
     if len(values) > 2:
-        shown = ", ".join(values[:6]) + (", ..." if len(values) > 6 else "")
+        shown = ", ".join(clip(v) for v in values[:6]) + (", ..." if len(values) > 6 else "")
         raise DataError(
-            f"the target '{spec.target}' has {len(values)} different values in {n} rows ({shown}): "
+            f"the target {quote(spec.target)} has {len(values)} different values in {n} rows ({shown}): "
             "a binary task needs exactly two",
             "choose a yes/no outcome column, or map its values to two (e.g. 0/1) first",
         )
@@ -261,7 +263,7 @@ def _target(frame: pd.DataFrame, spec: TableSpec) -> tuple[np.ndarray, str, np.n
 
 def _feature_column(col: pd.Series, name: str, where: str, line_offset: int) -> pd.Series:
     if pd.api.types.is_datetime64_any_dtype(col):
-        raise DataError(f"feature '{name}' holds dates", "derive a number from it (e.g. days since admission)")
+        raise DataError(f"feature {quote(name)} holds dates", "derive a number from it (e.g. days since admission)")
     if pd.api.types.is_bool_dtype(col):
         return col.astype("float64")
     if isinstance(col.dtype, pd.CategoricalDtype):
@@ -284,6 +286,22 @@ def _sensitive_column(col: pd.Series, name: str) -> pd.Series:
     return text.where(~text.isin([t for t in MISSING_TOKENS]), UNKNOWN).astype(str)
 
 
+def _refuse_infinite_ages(frame: pd.DataFrame, spec: TableSpec, where: str, line_offset: int) -> None:
+    """An age of ``inf`` would be banded 80+ (and ``-inf`` <40): a subgroup of patients who do not exist."""
+    for name in spec.sensitive:
+        if name.lower() not in _AGE_NAMES:
+            continue
+        ages = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float)
+        bad = np.flatnonzero(np.isinf(ages))
+        if len(bad):
+            line = f" (line {bad[0] + line_offset} of the file)" if line_offset else ""
+            raise DataError(
+                f"sensitive attribute {quote(name)} in {where} holds {len(bad)} infinite age(s); the first in data "
+                f"row {bad[0] + 1}{line}",
+                "correct them, or leave them empty where the age is unknown",
+            )
+
+
 def _stem(path: Path) -> str:
     name = path.name
     for suffix in (".csv.gz", ".tsv.gz", ".csv", ".tsv", ".parquet", ".pq"):
@@ -302,6 +320,7 @@ def load_table(path: str | Path, spec: TableSpec) -> TaskDataset:
     line_offset = 2 if p.name.lower().endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz")) else 0
 
     y, pos, has = _target(frame, spec)
+    _refuse_infinite_ages(frame, spec, p.name, line_offset)
     not_features = {spec.target, *([spec.id] if spec.id else []), *spec.sensitive, *spec.drop}
     feature_names = list(spec.features) if spec.features is not None else [c for c in columns if c not in not_features]
     if not feature_names:
@@ -318,20 +337,20 @@ def load_table(path: str | Path, spec: TableSpec) -> TaskDataset:
         empty = pid.isna() | pid.isin(MISSING_TOKENS)
         if empty.any():
             raise DataError(
-                f"the id column '{spec.id}' is empty in {int(empty.sum())} rows",
+                f"the id column {quote(spec.id)} is empty in {int(empty.sum())} rows",
                 "give every row its patient id, or leave out --id to treat each row as a patient",
             )
         groups = id_array(pid)
         occurrence = pid.groupby(pid).cumcount() + 1
         ids = groups if pid.is_unique else id_array(pid + "#" + occurrence.astype(str))
-        who = f"{len(kept):,} rows of {pid.nunique():,} patients (patient id '{spec.id}') from {p.name}"
+        who = f"{len(kept):,} rows of {pid.nunique():,} patients (patient id {quote(spec.id)}) from {p.name}"
     else:
         rows = np.flatnonzero(has) + 1
         groups = ids = id_array(rows)
         who = f"{len(kept):,} rows from {p.name}; with no id column, each row is taken to be a different patient"
     n_left = int((~has).sum())
     if n_left:
-        who += f"; {n_left:,} rows with no value of '{spec.target}' were left out"
+        who += f"; {n_left:,} rows with no value of {quote(spec.target)} were left out"
 
     excluded: dict[str, str] = {spec.target: f"the outcome ({pos} = 1)"}
     if spec.id:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import zipfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from medml.data.images.dataset import NPZ_SPLITS, Array, ImageDataset, TaskKind
-from medml.errors import ConfigError, DataError, InputFileError
+from medml.errors import ConfigError, DataError, InputFileError, quote
 
 __all__ = ["load_npz"]
 
@@ -23,15 +25,13 @@ def load_npz(path: str | Path, *, class_names: Sequence[str] | None = None) -> I
     p = Path(path)
     if not p.is_file():
         raise InputFileError(f"no file at {p}", "give the path of a MedMNIST .npz file")
-    try:
-        with np.load(p, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError) as e:
-        raise InputFileError(f"{p} is not a readable .npz file ({e})", "check the file; re-download it") from e
+    arrays = _read_arrays(p)
     parts = [s for s in NPZ_SPLITS if f"{s}_images" in arrays]
     if not parts:
+        keys = sorted(arrays)
+        shown = ", ".join(quote(k) for k in keys[:10]) + (f", ... {len(keys) - 10} more" if len(keys) > 10 else "")
         raise InputFileError(
-            f"{p} has no train_images, val_images or test_images (keys: {sorted(arrays)})",
+            f"{p} has no train_images, val_images or test_images (keys: [{shown}])",
             "give a file in the MedMNIST layout",
         )
     images, labels, split = [], [], []
@@ -84,6 +84,33 @@ def load_npz(path: str | Path, *, class_names: Sequence[str] | None = None) -> I
             "parts": ", ".join(f"{s} {len(x)}" for s, x in zip(parts, images, strict=True)),
         },
     )
+
+
+def _read_arrays(p: Path) -> dict[str, Array]:
+    """Every array of the file, read in full, so a damaged file fails here with what is wrong: empty, cut short
+    (not a zip archive), a changed byte (the zip's CRC check, or the compressed stream), or a damaged header."""
+    if p.stat().st_size == 0:
+        raise InputFileError(f"{p} is empty (0 bytes)", "copy or download the .npz file again")
+    try:
+        with np.load(p, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except MemoryError:
+        raise InputFileError(
+            f"{p} declares arrays larger than this machine's memory (a damaged header, or too large a file)",
+            "copy or download the .npz file again, or split it",
+        ) from None
+    except zipfile.BadZipFile as e:
+        what = f"damaged ({e})" if "CRC" in str(e) else f"not a complete .npz (zip) archive ({e}): cut short?"
+        raise InputFileError(f"{p} is {what}", "copy or download the .npz file again") from None
+    except Exception as e:  # damaged bytes fail in numpy, zipfile, zlib or ast in many ways: all mean unreadable
+        if isinstance(e, ValueError) and "allow_pickle" in str(e):
+            raise InputFileError(
+                f"{p} holds Python objects, not plain arrays", "save the images and labels as numeric arrays"
+            ) from None
+        kind = "zlib error" if isinstance(e, zlib.error) else type(e).__name__
+        raise InputFileError(
+            f"{p} is damaged or not a .npz file ({kind}: {quote(str(e))})", "copy or download the .npz file again"
+        ) from None
 
 
 def _npz_images(x: Array, path: Path, part: str) -> Array:
