@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from medml.cli._console import err, out
-from medml.errors import ConfigError
+from medml.errors import ConfigError, quote
 
 # Wide enough for the tables when the output is a file or a pipe (rich would assume 80 columns).
 
@@ -26,7 +26,7 @@ def _thresholds(text: str | None) -> tuple[float, float] | None:
         low, high = (float(p) for p in parts)
     except ValueError:
         raise ConfigError(
-            f"--thresholds {text!r} is not two numbers", "pass WARNING,CRITICAL, e.g. 0.15,0.40"
+            f"--thresholds {quote(text)} is not two numbers", "pass WARNING,CRITICAL, e.g. 0.15,0.40"
         ) from None
     return low, high
 
@@ -43,15 +43,22 @@ def deploy(
         str, typer.Option(help="offer the FHIR RiskAssessment as a 'suggestion', a 'system-action', or 'none'")
     ] = "suggestion",
     config: Annotated[Path | None, typer.Option(help="service.yaml (default MEDML_HOME/service/service.yaml)")] = None,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="replace a deployment of this id that alerts differently")
+    ] = False,
 ) -> None:
     """Make a registered model a patient-view CDS service, or an image model an image service at
     /imaging/ID (a running `medml serve` picks it up)."""
     from medml.config import get_settings
+    from medml.registry.store import parse_ref
     from medml.service.config import load_config
+    from medml.service.deploy import changed
     from medml.service.deploy import deploy as run_deploy
+    from medml.service.deploy import deployments as current
 
     settings = get_settings()
     cfg = load_config(settings, config)
+    before = current(cfg).get(service_id or parse_ref(model)[0])
     dep = run_deploy(
         settings,
         cfg,
@@ -60,7 +67,11 @@ def deploy(
         thresholds=_thresholds(thresholds),
         title=title,
         risk_assessment=risk_assessment,
+        replace_existing=replace,
     )
+    if before is not None and (before.model != dep.model or changed(before, dep)):
+        what = "; ".join(changed(before, dep)) or f"its model from {before.model} to {dep.model}"
+        out.print(f"replaced the deployment '{dep.service_id}': {what}", highlight=False)
     if not dep.is_hook:
         size = " x ".join(str(v) for v in dep.spec["image_size"])
         out.print(f"deployed {dep.model} as image service '{dep.service_id}' (not a CDS hook)")

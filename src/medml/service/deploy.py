@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from medml.config import Settings
-from medml.errors import ConfigError, DataError, IntegrityError, NotFoundError
+from medml.errors import ConfigError, DataError, IntegrityError, NotFoundError, quote
 from medml.evaluate.schema import CalibrationCurve, Estimate, Headline
 from medml.fhir.features import ServingSpec
 from medml.registry import BundleMetadata, ModelBundle, load_bundle, show_model
@@ -264,9 +264,15 @@ def deploy(
     thresholds: tuple[float, float] | None = None,
     title: str | None = None,
     risk_assessment: str = "suggestion",
+    replace_existing: bool = False,
 ) -> Deployment:
-    """Make a registered model a CDS service, or an image model an image service (replacing a deployment of the
-    same id); returns the deployment. An image model's weights are not read, so deploying needs no torch."""
+    """Make a registered model a CDS service, or an image model an image service; returns the deployment. An image
+    model's weights are not read, so deploying needs no torch.
+
+    Over a deployment of the same id that alerts differently (another model, thresholds, RiskAssessment mode or
+    kind), only with ``replace_existing``: a redeployment must not change when clinicians are alerted without
+    saying so. A new version of the same model with the same thresholds replaces the old one.
+    """
     shown = show_model(ref, settings)
     if WEIGHTS in {f["name"] for f in shown["files"]}:
         if thresholds is not None or risk_assessment != "suggestion":
@@ -276,13 +282,15 @@ def deploy(
                 "leave them out",
             )
         metadata = BundleMetadata.from_dict(shown["metadata"], f"{shown['ref']} metadata")
-        return _store(config, image_deployment(metadata, _service_id(service_id or metadata.name), title))
+        return _store(
+            config, image_deployment(metadata, _service_id(service_id or metadata.name), title), replace_existing
+        )
     bundle = load_bundle(ref, settings)
     spec = deployable(bundle)
     sid = _service_id(service_id or bundle.name)
     if risk_assessment not in RISK_ASSESSMENT_MODES:
         raise ConfigError(
-            f"unknown RiskAssessment mode {risk_assessment!r}", f"use one of {', '.join(RISK_ASSESSMENT_MODES)}"
+            f"unknown RiskAssessment mode {quote(risk_assessment)}", f"use one of {', '.join(RISK_ASSESSMENT_MODES)}"
         )
     if thresholds is None:
         chosen, note = default_thresholds(bundle)
@@ -306,21 +314,46 @@ def deploy(
         intended_use=md.intended_use,
         risk_assessment=risk_assessment,
     )
-    return _store(config, dep)
+    return _store(config, dep, replace_existing)
 
 
 def _service_id(sid: str) -> str:
     if not SERVICE_ID.match(sid):
-        raise ConfigError(f"service id {sid!r} is not valid", "use letters, digits, '.', '_' or '-' (64 at most)")
+        raise ConfigError(f"service id {quote(sid)} is not valid", "use letters, digits, '.', '_' or '-' (64 at most)")
     return sid
 
 
-def _store(config: ServiceConfig, dep: Deployment) -> Deployment:
+def _store(config: ServiceConfig, dep: Deployment, replace_existing: bool) -> Deployment:
     with _locked(config):
         current = _read(config)
+        old = current.get(dep.service_id)
+        changes = [] if old is None else changed(old, dep)
+        if changes and not replace_existing:
+            raise ConfigError(
+                f"service {quote(dep.service_id)} is deployed already, and this deployment would change "
+                f"{'; '.join(changes)}",
+                "pass --replace to replace it, --thresholds to keep the old thresholds, or --id to deploy beside it",
+            )
         current[dep.service_id] = dep
         _write(config, current)
     return dep
+
+
+def changed(old: Deployment, new: Deployment) -> list[str]:
+    """What a redeployment changes in when and how the service alerts, each ``what from old to new``."""
+    out = []
+    if old.kind != new.kind:
+        out.append(f"its kind from {old.kind} to {new.kind}")
+    if old.name != new.name:
+        out.append(f"its model from {old.model} to {new.model}")
+    if old.thresholds != new.thresholds:
+        out.append(
+            f"its thresholds (warning,critical) from {old.thresholds[0]:g},{old.thresholds[1]:g} to "
+            f"{new.thresholds[0]:g},{new.thresholds[1]:g} ({new.thresholds_note})"
+        )
+    if old.risk_assessment != new.risk_assessment:
+        out.append(f"its RiskAssessment mode from {old.risk_assessment} to {new.risk_assessment}")
+    return out
 
 
 def image_deployment(md: BundleMetadata, service_id: str, title: str | None = None) -> Deployment:
@@ -394,7 +427,7 @@ def undeploy(config: ServiceConfig, service_id: str) -> Deployment:
         current = _read(config)
         if service_id not in current:
             raise NotFoundError(
-                f"no deployed service {service_id!r}",
+                f"no deployed service {quote(service_id)}",
                 f"deployed: {', '.join(current) or 'none'} (see `medml deployments`)",
             )
         gone = current.pop(service_id)
