@@ -16,7 +16,7 @@ import random
 from datetime import date
 from typing import Any
 
-from medml.deid._apply import CRYPTOHASH, REDACT, SECURITY_LABELS, Methods, RunState, add_security
+from medml.deid._apply import CRYPTOHASH, REDACT, SECURITY_LABELS, SUBSTITUTE, Methods, RunState, add_security
 from medml.deid._config import DeidConfig, Rule
 from medml.deid._errors import RAISE_FIX, DeidProcessingError, InvalidResourceError, RuleNotApplicableError
 from medml.deid._fhirpath import FhirPathEvaluationError, InvalidElementError, Item, boolean, evaluate, resource_item
@@ -33,7 +33,7 @@ from medml.deid._plan import (
     classify,
     matches,
 )
-from medml.deid._substitute import substitute
+from medml.deid._substitute import substitute, substitute_text
 from medml.errors import ConfigError
 
 _KEEP, _PLAIN_REDACT, _SUBSTITUTE, _HASH, _OTHER = range(5)
@@ -280,8 +280,9 @@ class Anonymizer:
                             if child.required:
                                 lost = [*lost, child] if lost else [child]
                     elif action == _SUBSTITUTE:
-                        if self._primitives(node, key, value, child, plan, inherited, dyn, run, ops, depth):
-                            lost = [*lost, child] if lost else [child]
+                        if w != inherited:  # a primitive without extensions: the replacement text, nothing to keep
+                            node[key] = substitute_text(self.rules[w % _PHASE].replace_with)
+                            ops[0] |= SUBSTITUTE
                         continue
                     elif action == _HASH and type(value) is str and value:
                         node[key] = self.methods.hash_value(value, child)

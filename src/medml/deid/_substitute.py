@@ -77,7 +77,7 @@ def substitute(
 
     def replacement(v: Any, p: Position) -> _Node:
         if p.primitive:
-            return _Node("", _text(v), p)
+            return _Node("", substitute_text(v), p)
         if isinstance(v, str):
             try:
                 v = orjson.loads(v)
@@ -143,7 +143,7 @@ def substitute(
     return _dict_of(top.kids)
 
 
-def _text(v: Any) -> str:
+def substitute_text(v: Any) -> str:
     """``replaceWith`` as the text the anonymizer puts in a primitive (its JSON token's string)."""
     if isinstance(v, str):
         return v
@@ -180,4 +180,4 @@ def _dict_of(kids: list[_Node]) -> dict[str, Any]:
     return out
 
 
-__all__ = ["substitute"]
+__all__ = ["substitute", "substitute_text"]
