@@ -7,6 +7,7 @@ console (:mod:`medml.cli._console`); this module only assembles them and maps er
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -70,6 +71,17 @@ USAGE_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
+def run_command(args: list[str]) -> None:
+    """Parse ``args`` and run the command, letting Ctrl-C and errors reach :func:`main`.
+
+    Not ``app(standalone_mode=False)``: typer's wrapper turns Ctrl-C into a silent exit 130, and an EOFError from
+    anywhere (an empty file, say) into "aborted", before this module could say what happened.
+    """
+    command = typer.main.get_command(app)
+    with command.make_context("medml", args) as ctx:
+        command.invoke(ctx)
+
+
 def main() -> None:
     """Entry point: one clear line and exit code 2 for any error a user can fix, never a traceback."""
     start = time.perf_counter()
@@ -78,9 +90,7 @@ def main() -> None:
     if settings.home.is_dir():
         settings.ensure_home()
     try:
-        code = app(standalone_mode=False)  # a command's typer.Exit(n) comes back as the return value here
-        if isinstance(code, int) and code:
-            raise SystemExit(code)
+        run_command(sys.argv[1:])
     except MedmlError as e:
         err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise SystemExit(2) from None
@@ -96,7 +106,7 @@ def main() -> None:
         err.print("aborted")
         raise SystemExit(130) from None
     except KeyboardInterrupt:
-        err.print(f"interrupted after {time.perf_counter() - start:.0f} s; nothing was registered")
+        err.print(f"interrupted after {time.perf_counter() - start:.0f} s{_registry_state()}", highlight=False)
         raise SystemExit(130) from None
     except Exception as e:
         err.print(f"[bold red]internal error:[/] {type(e).__name__}: {escape(str(e))}", highlight=False, soft_wrap=True)
@@ -107,3 +117,9 @@ def main() -> None:
         if os.environ.get("MEDML_DEBUG"):
             raise
         raise SystemExit(1) from None
+
+
+def _registry_state() -> str:
+    """``: <what this process left in the registry>`` for a command that registers models; else nothing."""
+    tracking = sys.modules.get("medml.registry.tracking")  # imported by every command that can register
+    return f": {escape(tracking.registry_state())}" if tracking is not None else ""

@@ -252,20 +252,49 @@ def predict(
 
 @models_app.command("list")
 def models_list() -> None:
-    """Registered models with their latest version, dataset and test AUROC."""
+    """Registered models with their latest version, dataset and test AUROC; then where the bundle store and
+    MLflow disagree (what a killed registration left), and what repairs it."""
     from medml.config import get_settings
     from medml.registry import list_models
+    from medml.registry.repair import check
+    from medml.registry.store import StoreBusy
 
-    rows = list_models(get_settings())
-    if not rows:
-        out.print("no models registered yet: run `medml train DATASET`")
+    settings = get_settings()
+    rows = list_models(settings)
+    if rows:
+        t = Table(header_style="bold")
+        for col in rows[0]:
+            t.add_column(str(col))
+        for r in rows:
+            t.add_row(*(fmt(v) if isinstance(v, float) else str(v) for v in r.values()))
+        out.print(t)
+    try:
+        problems = check(settings)
+    except StoreBusy:
+        out.print("not compared with MLflow: a registration is under way; list again when it has finished")
         return
-    t = Table(header_style="bold")
-    for col in rows[0]:
-        t.add_column(str(col))
-    for r in rows:
-        t.add_row(*(fmt(v) if isinstance(v, float) else str(v) for v in r.values()))
-    out.print(t)
+    if not rows and not problems:
+        out.print("no models registered yet: run `medml train DATASET`")
+    if problems:
+        out.print(f"[bold]the bundle store and MLflow disagree ({len(problems)}):[/]")
+        for p in problems:
+            out.print(f"  {p}", highlight=False, soft_wrap=True, markup=False)
+
+
+@models_app.command("repair")
+def models_repair() -> None:
+    """Make the bundle store and MLflow agree after a registration was killed: end its stuck run, delete its
+    half-made MLflow version, or restore a bundle MLflow has in full (training does this first, too)."""
+    from medml.config import get_settings
+    from medml.registry.repair import repair
+
+    result = repair(get_settings())
+    for line in result.done:
+        out.print(f"repaired: {line}", highlight=False, soft_wrap=True, markup=False)
+    for p in result.left:
+        out.print(f"not repaired: {p}", highlight=False, soft_wrap=True, markup=False)
+    if not result.done and not result.left:
+        out.print("nothing to repair: the bundle store and MLflow agree")
 
 
 @models_app.command("show")

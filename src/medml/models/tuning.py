@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,9 +69,21 @@ def tune(
             on_trial(trial.number + 1, loss)
         return loss
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed))
-    start = time.perf_counter()
-    study.optimize(objective, n_trials=max_trials, timeout=max(budget_seconds, 1e-3))
+    with _optuna_quiet():
+        study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed))
+        start = time.perf_counter()
+        study.optimize(objective, n_trials=max_trials, timeout=max(budget_seconds, 1e-3))
     params = {**study.best_params, **learned[study.best_trial.number]}
     return TuningResult(params, float(study.best_value), len(study.trials), time.perf_counter() - start, history)
+
+
+@contextmanager
+def _optuna_quiet() -> Iterator[None]:
+    """Optuna's log at ERROR meanwhile: it would print a trial's failure (Ctrl-C included) with its traceback
+    before re-raising it, and the error that ends the search is the caller's to report, once."""
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(before)

@@ -45,6 +45,10 @@ _TMP_PREFIX = ".tmp-"
 LOCK_TIMEOUT_S = 300.0
 
 
+class StoreBusy(MedmlError):
+    """Another process holds the store lock: it is writing (registering) now."""
+
+
 # --- references -------------------------------------------------------------------------------------------
 
 
@@ -106,7 +110,8 @@ def resolve(ref: str, settings: Settings) -> tuple[str, int, Path]:
 
 @contextmanager
 def store_lock(settings: Settings, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
-    """Hold ``models_dir/.lock`` exclusively: one writer at a time on this machine."""
+    """Hold ``models_dir/.lock`` exclusively: one writer at a time on this machine. StoreBusy after ``timeout_s``
+    (at once with 0) while another process holds it."""
     settings.models_dir.mkdir(parents=True, exist_ok=True)
     with (settings.models_dir / ".lock").open("a") as f:
         if fcntl is None:
@@ -118,8 +123,8 @@ def store_lock(settings: Settings, timeout_s: float = LOCK_TIMEOUT_S) -> Iterato
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise MedmlError(
+                if time.monotonic() >= deadline:
+                    raise StoreBusy(
                         f"another process has been writing to {settings.models_dir} for over {timeout_s:.0f} s",
                         "wait for it to finish, or stop it",
                     ) from None
@@ -322,7 +327,7 @@ def list_models(settings: Settings) -> list[dict[str, Any]]:
             row["auroc"] = headline(meta.get("metrics") or {}, "auroc")
         except IntegrityError as e:
             row["problem"] = str(e)
-        except (OSError, ValueError, AttributeError) as e:
+        except (OSError, ValueError, AttributeError, RecursionError) as e:
             row["problem"] = f"metadata.json cannot be read ({e}); run `medml models show {name}`"
         rows.append(row)
     return rows
@@ -331,7 +336,7 @@ def list_models(settings: Settings) -> list[dict[str, Any]]:
 def _metadata(data: bytes, ref: str, name: str, version: int) -> BundleMetadata:
     try:
         raw = json.loads(data)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:  # RecursionError: nested too deep
         raise IntegrityError(
             f"bundle {ref}: metadata.json is not JSON ({e})", "retrain or restore it from MLflow"
         ) from None
@@ -349,7 +354,7 @@ def _features(data: bytes, ref: str) -> list[FeatureSpec]:
 
     try:
         return [FeatureSpec.from_dict(d) for d in json.loads(data)]
-    except (ValueError, KeyError, TypeError, AttributeError, MedmlError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError, MedmlError) as e:
         raise IntegrityError(
             f"bundle {ref}: features.json is not a list of feature specs ({e})", "retrain or restore it from MLflow"
         ) from None

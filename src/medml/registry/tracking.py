@@ -3,9 +3,11 @@
 MLflow hands out the version: the model is logged with ``mlflow.sklearn.log_model(...,
 registered_model_name=name)``, and the number MLflow gives the new registered model version becomes the
 bundle's version. All of it runs under the store lock, so on one machine two registrations cannot interleave.
-If any step fails, the staged folder is removed and the MLflow run, logged model and model version are
-deleted, so neither store keeps half a registration. MLflow never reuses a deleted version number, so a
-failed registration leaves a gap (1, 2, 4); the bundle and MLflow numbers still agree.
+If any step fails, or Ctrl-C interrupts it, the staged folder is removed and the MLflow run, logged model and
+model version are deleted, so neither store keeps half a registration. MLflow never reuses a deleted version
+number, so a failed registration leaves a gap (1, 2, 4); the bundle and MLflow numbers still agree. A process
+killed outright (SIGKILL, a power cut) cannot take anything back: :mod:`medml.registry.repair` finds what it left,
+and each registration repairs that first.
 
 mlflow is imported inside the functions: importing medml.registry stays cheap.
 """
@@ -18,9 +20,13 @@ import logging
 import math
 import os
 import re
+import signal
+import socket
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,8 +45,41 @@ BUNDLE_ARTIFACT = "bundle"
 _KEY_BAD = re.compile(r"[^A-Za-z0-9_\-. /]")
 _MAX_PARAM = 6000
 _MAX_TAG = 5000
+#: run tags naming the bundle store a registration wrote to: repair judges only the runs of its own store
+HOST_TAG, STORE_TAG = "medml.host", "medml.models_dir"
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Outcomes:
+    """What this process did to the registry, for the one line printed when it is interrupted."""
+
+    registered: list[str] = field(default_factory=list)
+    taken_back: list[str] = field(default_factory=list)
+    left_behind: list[str] = field(default_factory=list)
+
+
+_OUTCOMES = _Outcomes()
+
+
+def registry_state() -> str:
+    """One sentence on what this process left in the registry (``nothing was registered``, ``pima@3 was
+    registered``, what an interrupted registration took back or could not), for the CLI's message on Ctrl-C."""
+    o = _OUTCOMES
+    parts = []
+    if o.registered:
+        parts.append(f"{', '.join(o.registered)} was registered in full (bundle store and MLflow)")
+    if o.taken_back:
+        parts.append(f"the registration under way was taken back ({'; '.join(o.taken_back)})")
+    if o.left_behind:
+        parts.append(
+            f"the registration under way left {'; '.join(o.left_behind)} in MLflow: `medml models repair` "
+            "removes it (the next registration also does)"
+        )
+    if not o.registered:
+        parts.append("nothing was registered")
+    return "; ".join(parts)
 
 
 def register(
@@ -63,12 +102,30 @@ def register(
     uri = settings.mlflow_uri
     with store_lock(settings), _quiet_mlflow(), _mlflow_at(uri):
         client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
-        undo = _Undo(client, name)
+        _repair_first(client, settings)
+        undo = _Undo(client, settings, name)
         try:
-            return _register_locked(mlflow, client, undo, bundle, settings, files)
+            saved = _register_locked(mlflow, client, undo, bundle, settings, files)
         except BaseException as error:
             undo.run(error)
             raise
+    _OUTCOMES.registered.append(saved.ref)
+    return saved
+
+
+def _repair_first(client: MlflowClient, settings: Settings) -> None:
+    """Under the lock, before registering: end what a killed registration left (see :mod:`.repair`), and say so."""
+    from mlflow.exceptions import MlflowException
+
+    from medml.registry.repair import repair_locked
+
+    try:
+        done = repair_locked(client, settings).done
+    except (MlflowException, OSError) as e:  # registering does not depend on it; `medml models list` reports
+        log.warning("medml could not check MLflow for what a killed registration left: %s", e)
+        return
+    for line in done:
+        log.warning("medml repaired the registry before registering: %s", line)
 
 
 def _import_mlflow() -> None:
@@ -93,7 +150,8 @@ def _register_locked(
     experiment_id = _experiment(client, settings)
     undo.model_existed = _registered_model_exists(client, name)
     with staging(settings) as tmp:
-        with mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=_tags(bundle)) as run:
+        tags = {**_tags(bundle), **origin_tags(settings)}
+        with mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=tags) as run:
             undo.run_id = run.info.run_id
             mlflow.log_params(_params(bundle))
             mlflow.log_metrics(_metrics(meta.metrics))
@@ -135,8 +193,14 @@ def _register_locked(
             client.set_model_version_tag(name, str(version), "bundle_hash", manifest["bundle_hash"])
             client.update_model_version(name, str(version), description=_clip(meta.intended_use))
         # the run has ended well: only now does the version appear in the store
+        undo.committing = True
         commit(tmp, settings, name, version)
     return saved
+
+
+def origin_tags(settings: Settings) -> dict[str, str]:
+    """The run tags that name this machine and bundle store (see :mod:`.repair`)."""
+    return {HOST_TAG: socket.gethostname(), STORE_TAG: str(settings.models_dir.resolve())}
 
 
 def _register_bundle_artifacts(client: MlflowClient, undo: _Undo, name: str, run_id: str) -> int:
@@ -149,35 +213,112 @@ def _register_bundle_artifacts(client: MlflowClient, undo: _Undo, name: str, run
 
 
 class _Undo:
-    """What a registration created in MLflow so far, and how to take it back after a failure."""
+    """What a registration created in MLflow so far, and how to take it back after a failure or Ctrl-C.
 
-    def __init__(self, client: MlflowClient, name: str) -> None:
+    What MLflow created is also looked up by run id: an interrupt can land after MLflow numbered the version and
+    before ``log_model`` returned it. A second Ctrl-C waits until the taking back is done.
+    """
+
+    def __init__(self, client: MlflowClient, settings: Settings, name: str) -> None:
         self.client = client
+        self.settings = settings
         self.name = name
         self.model_existed = True
         self.run_id: str | None = None
         self.model_id: str | None = None
         self.version: int | None = None
+        #: set just before the bundle is moved into place: once it is there, the registration is complete
+        self.committing = False
 
     def run(self, error: BaseException) -> None:
+        name, version = self.name, self.version
+        if self.committing and version is not None and bundle_dir(self.settings, name, version).is_dir():
+            _OUTCOMES.registered.append(f"{name}@{version}")  # interrupted after the last step: nothing to undo
+            return
+        with _sigint_deferred():
+            done, left = self._take_back(error)
+            done += self._sweep(error)
+        if done:
+            _OUTCOMES.taken_back.append(f"{', '.join(done)} of {name} deleted from MLflow")
+        if left:
+            _OUTCOMES.left_behind.append(f"{', '.join(left)} of {name}")
+
+    def _take_back(self, error: BaseException) -> tuple[list[str], list[str]]:
         from mlflow.exceptions import MlflowException
 
-        name, version, model_id, run_id = self.name, self.version, self.model_id, self.run_id
-        steps: list[tuple[str, Callable[[], None]]] = []
-        if version is not None:
-            if self.model_existed:
-                steps.append(("model version", lambda: self.client.delete_model_version(name, str(version))))
-            else:
-                steps.append(("registered model", lambda: self.client.delete_registered_model(name)))
-        if model_id is not None:
-            steps.append(("logged model", lambda: self.client.delete_logged_model(model_id)))
-        if run_id is not None:
-            steps.append(("run", lambda: self.client.delete_run(run_id)))
-        for what, step in steps:
+        name, run_id, client = self.name, self.run_id, self.client
+        done: list[str] = []
+        left: list[str] = []
+
+        def attempt(what: str, step: Callable[[], object]) -> None:
             try:
                 step()
+                done.append(what)
             except (MlflowException, OSError) as e:  # keep the original error; say what is left behind
+                left.append(what)
                 error.add_note(f"medml could not delete the MLflow {what} of the failed registration: {e}")
+
+        found = {self.version} if self.version is not None else set()
+        models = {self.model_id} if self.model_id is not None else set()
+        if run_id is not None:
+            try:
+                found |= {int(mv.version) for mv in client.search_model_versions(f"run_id = '{run_id}'")}
+                run = client.get_run(run_id)
+                models |= {
+                    m.model_id
+                    for m in client.search_logged_models(
+                        experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'"
+                    )
+                }
+            except (MlflowException, OSError) as e:
+                error.add_note(f"medml could not look up what the failed registration created in MLflow: {e}")
+        for version in sorted(found):
+            attempt(f"version {version}", partial(client.delete_model_version, name, str(version)))
+        if not self.model_existed:
+            try:
+                empty = _registered_model_exists(client, name) and not client.search_model_versions(
+                    f"name = '{_quoted(name)}'"
+                )
+            except (MlflowException, OSError):
+                empty = False
+            if empty:
+                attempt("registered model", lambda: client.delete_registered_model(name))
+        for model_id in sorted(models):
+            attempt("logged model", partial(client.delete_logged_model, model_id))
+        if run_id is not None:
+            attempt("run", lambda: client.delete_run(run_id))
+        return done, left
+
+    def _sweep(self, error: BaseException) -> list[str]:
+        """Anything else half-made in MLflow (a run an interrupt left RUNNING before its id came back): the same
+        repair the next registration would do, done now under the lock still held."""
+        from mlflow.exceptions import MlflowException
+
+        from medml.registry.repair import repair_locked
+
+        try:
+            return repair_locked(self.client, self.settings).done
+        except (MlflowException, OSError) as e:
+            error.add_note(f"medml could not check MLflow for what the failed registration left: {e}")
+            return []
+
+
+@contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C until the block ends (it is delivered then): taking a registration back is not cut short."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+def _quoted(text: str) -> str:
+    """``text`` inside an MLflow filter string's single quotes."""
+    return text.replace("\\", "\\\\").replace("'", "\\'")
 
 
 def _experiment(client: MlflowClient, settings: Settings) -> str:
