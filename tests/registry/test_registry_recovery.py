@@ -273,3 +273,19 @@ def test_an_interrupt_inside_log_model_takes_back_what_mlflow_made(
         "sepsis@1 was registered in full (bundle store and MLflow); the registration under way was taken back "
         "(version 2, logged model, run of sepsis deleted from MLflow)"
     )
+
+
+def test_an_mlflow_server_that_cannot_be_asked_is_one_line_and_the_bundles_are_still_listed(
+    registered: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from medml.registry.repair import MlflowUnavailable
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens on the discard port
+    started = time.monotonic()
+    with pytest.raises(MlflowUnavailable, match=r"MLflow at http://127.0.0.1:9 cannot be asked"):
+        check(registered)
+    assert time.monotonic() - started < 30  # asked once, not retried for minutes
+    env = {**env_for(registered.home), "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
+    listing = subprocess.run([*MEDML, "models", "list"], capture_output=True, text=True, env=env, timeout=120)
+    assert listing.returncode == 0, listing.stderr
+    assert "sepsis" in listing.stdout and "not compared with MLflow: MLflow at http://127.0.0.1:9" in listing.stdout

@@ -256,7 +256,7 @@ def models_list() -> None:
     MLflow disagree (what a killed registration left), and what repairs it."""
     from medml.config import get_settings
     from medml.registry import list_models
-    from medml.registry.repair import check
+    from medml.registry.repair import MlflowUnavailable, check
     from medml.registry.store import StoreBusy
 
     settings = get_settings()
@@ -272,6 +272,9 @@ def models_list() -> None:
         problems = check(settings)
     except StoreBusy:
         out.print("not compared with MLflow: a registration is under way; list again when it has finished")
+        return
+    except MlflowUnavailable as e:
+        out.print(f"not compared with MLflow: {e}", highlight=False, soft_wrap=True, markup=False)
         return
     if not rows and not problems:
         out.print("no models registered yet: run `medml train DATASET`")

@@ -22,6 +22,7 @@ versions of other stores sharing an MLflow server are left alone.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medml.errors import IntegrityError
+from medml.errors import IntegrityError, MedmlError
 from medml.registry.manifest import verify_folder
 from medml.registry.store import (
     METADATA,
@@ -61,9 +62,13 @@ if TYPE_CHECKING:
 
     from medml.config import Settings
 
-__all__ = ["Problem", "Repair", "check", "repair", "repair_locked"]
+__all__ = ["MlflowUnavailable", "Problem", "Repair", "check", "repair", "repair_locked"]
 
 REPAIR = "`medml models repair`"
+
+
+class MlflowUnavailable(MedmlError):
+    """MLflow could not be asked: a tracking server down or unreachable, or its database unreadable."""
 
 
 @dataclass(frozen=True)
@@ -101,7 +106,7 @@ def check(settings: Settings) -> list[Problem]:
     """
     if not _has_registry(settings):
         return []
-    with store_lock(settings, timeout_s=0), _client(settings) as client:
+    with store_lock(settings, timeout_s=0), _no_retries(), _asking(settings), _client(settings) as client:
         return [f.problem for f in _findings(client, settings, bundles=True)]
 
 
@@ -109,7 +114,7 @@ def repair(settings: Settings) -> Repair:
     """Repair what killed registrations left (see the module doc); waits for a registration under way."""
     if not _has_registry(settings):
         return Repair()
-    with store_lock(settings), _client(settings) as client:
+    with store_lock(settings), _asking(settings), _client(settings) as client:
         return repair_locked(client, settings, bundles=True)
 
 
@@ -149,6 +154,37 @@ def _client(settings: Settings) -> Iterator[MlflowClient]:
     uri = settings.mlflow_uri
     with _quiet_mlflow():
         yield mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+@contextmanager
+def _asking(settings: Settings) -> Iterator[None]:
+    """MLflow's failures as one MlflowUnavailable line (a server down, a connection refused, an unreadable db)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except (MlflowException, OSError) as e:
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise MlflowUnavailable(
+            f"MLflow at {settings.mlflow_uri} cannot be asked ({why})",
+            "check that the tracking server runs (MLFLOW_TRACKING_URI), then try again",
+        ) from None
+
+
+@contextmanager
+def _no_retries() -> Iterator[None]:
+    """A listing asks an MLflow server once, with a short timeout, instead of retrying for minutes."""
+    keys = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+    before = {k: os.environ.get(k) for k in keys}
+    os.environ.update(keys)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _findings(client: MlflowClient, settings: Settings, *, bundles: bool) -> list[_Finding]:
