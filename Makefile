@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 IMAGING_STAMP := $(VENV)/.imaging-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: demo test test-imaging test-all lint typecheck bench bench-fhir bench-cds bench-imaging chromium clean
+.PHONY: demo test test-imaging test-all lint typecheck bench bench-fhir bench-cds bench-imaging bench-vitals bench-survival bench-deid chromium clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -75,6 +75,18 @@ bench-fhir: $(STAMP)
 # The CDS Hooks service under load (1, 10, 100 clients) against a naive FastAPI service, same run.
 bench-cds: $(STAMP)
 	$(BIN)/python benchmarks/bench_cds.py --out benchmarks/results-cds.md
+
+# NEWS2/qSOFA streaming speed, the 1,000-bed replay and the scores on PhysioNet 2012 (benchmarks/results-vitals.md)
+bench-vitals: $(STAMP)
+	$(BIN)/python benchmarks/bench_vitals.py
+
+# 5x5-fold cross-validation of the survival models beside scikit-survival's CoxPH and RSF (about 20 minutes)
+bench-survival: $(STAMP)
+	$(BIN)/python benchmarks/bench_survival.py
+
+# De-identification speed on Synthea with medml's Safe Harbor configuration (benchmarks/results-deid.md)
+bench-deid: $(STAMP)
+	$(BIN)/python benchmarks/bench_deid.py
 
 clean:
 	rm -rf $(VENV) .medml build src/*.egg-info
