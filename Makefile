@@ -82,7 +82,7 @@ bench-vitals: $(STAMP)
 
 # 5x5-fold cross-validation of the survival models beside scikit-survival's CoxPH and RSF (about 20 minutes)
 bench-survival: $(STAMP)
-	$(BIN)/python benchmarks/bench_survival.py
+	$(BIN)/python benchmarks/bench_survival.py --out benchmarks/results-survival.md
 
 # De-identification speed on Synthea with medml's Safe Harbor configuration (benchmarks/results-deid.md)
 bench-deid: $(STAMP)
