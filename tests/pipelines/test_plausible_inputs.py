@@ -23,7 +23,7 @@ def pima_model(tmp_path_factory: pytest.TempPathFactory) -> object:
     return train(load_dataset("pima"), config, settings).bundle
 
 
-@pytest.mark.parametrize("key", ["pima", "heart-cleveland", "heart-va", "physionet-2012"])
+@pytest.mark.parametrize("key", ["pima", "heart-cleveland", "heart-va", "physionet-2012", "support2", "diabetes-130"])
 def test_every_numeric_input_of_a_served_dataset_has_a_range_that_holds_its_recorded_values(key: str) -> None:
     ds = load_dataset(key)
     numeric = [f for f in ds.features if f.kind == "numeric" and not f.name.endswith("_count")]

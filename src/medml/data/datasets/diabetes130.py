@@ -99,6 +99,20 @@ _COUNTS = (
     "number_emergency",
     "number_inpatient",
 )
+#: Inclusive plausible ranges of the numeric inputs (issue 13): the age bracket's midpoint in years, days in hospital
+#: (the study took stays of 1-14 days), and counts within one encounter or the year before it; each encloses every
+#: recorded value
+PLAUSIBLE: dict[str, tuple[float, float]] = {
+    "age": (0, 110),
+    "time_in_hospital": (1, 14),
+    "num_lab_procedures": (0, 300),
+    "num_procedures": (0, 50),
+    "num_medications": (0, 200),
+    "number_outpatient": (0, 365),
+    "number_emergency": (0, 365),
+    "number_inpatient": (0, 365),
+    "number_diagnoses": (0, 50),
+}
 _AGE_BRACKETS = tuple(f"[{lo}-{lo + 10})" for lo in range(0, 100, 10))
 
 _LABELS: dict[str, tuple[str, str]] = {
@@ -271,7 +285,7 @@ def readmission_within(cohort: Cohort, days: int = 30) -> TaskDataset:
         y=BinaryTarget(y, f"readmitted within {days} days"),
         groups=id_array(t["patient_nbr"]),
         features=infer_features(
-            X, {c: u for c, (_, u) in _LABELS.items() if u}, {c: lab for c, (lab, _) in _LABELS.items()}
+            X, {c: u for c, (_, u) in _LABELS.items() if u}, {c: lab for c, (lab, _) in _LABELS.items()}, PLAUSIBLE
         ),
         sensitive=sensitive_frame(
             {

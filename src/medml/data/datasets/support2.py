@@ -91,6 +91,34 @@ _NUMERIC: dict[str, tuple[str, str]] = {
     "adlp": ("Activities of daily living, patient-reported, day 3", "index (0-7)"),
     "adls": ("Activities of daily living, surrogate-reported, day 3", "index (0-7)"),
 }
+#: Inclusive plausible ranges of the numeric inputs, in the units above (issue 13: every input has one). Each encloses
+#: every value SUPPORT2 records, so training did not change; some recorded values inside look like errors or a 0 for
+#: "not measured" to a clinician and are kept for the models trained on them: meanbp, hrt, wblc and glucose of 0,
+#: an albumin of 29 g/dL.
+PLAUSIBLE: dict[str, tuple[float, float]] = {
+    "age": (18, 110),
+    "num.co": (0, 20),
+    "edu": (0, 35),
+    "scoma": (0, 100),
+    "aps": (0, 300),
+    "hday": (1, 365),
+    "meanbp": (0, 300),
+    "wblc": (0, 500),
+    "hrt": (0, 350),
+    "resp": (0, 100),
+    "temp": (25, 45),
+    "pafi": (10, 1000),
+    "alb": (0.3, 30),
+    "bili": (0.05, 80),
+    "crea": (0.05, 40),
+    "sod": (80, 200),
+    "ph": (6.5, 8.0),
+    "glucose": (0, 3000),
+    "bun": (0.5, 400),
+    "urine": (0, 15000),
+    "adlp": (0, 7),
+    "adls": (0, 7),
+}
 _DZGROUP = ("ARF/MOSF w/Sepsis", "CHF", "COPD", "Cirrhosis", "Colon Cancer", "Coma", "Lung Cancer", "MOSF w/Malig")
 _INCOME = ("under $11k", "$11-$25k", "$25-$50k", ">$50k")
 _CATEGORICAL_LABELS = {
@@ -151,7 +179,7 @@ def in_hospital_death(cohort: Cohort) -> TaskDataset:
         X=X,
         y=BinaryTarget(t["hospdead"].to_numpy(dtype=np.int8), "died in hospital"),
         groups=id_array(t["sno"]),
-        features=infer_features(X, {c: u for c, (_, u) in _NUMERIC.items() if u}, labels),
+        features=infer_features(X, {c: u for c, (_, u) in _NUMERIC.items() if u}, labels, PLAUSIBLE),
         sensitive=sensitive_frame(
             {
                 "sex": t["sex"].str.capitalize(),
