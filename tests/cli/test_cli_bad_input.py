@@ -232,3 +232,16 @@ def test_pgx_drug_with_deeply_nested_json_is_one_clear_line(
     path = tmp_path / "deep.json"
     path.write_text(json.dumps({**pgx_result, "genes": []})[:-1] + ', "x": ' + "[" * 100_000 + "]" * 100_000 + "}")
     one_line_error(run(["pgx", "drug", "clopidogrel", "--results", str(path)], home), "nested too deeply")
+
+
+def test_predict_refuses_a_folder_as_out_before_any_work(home: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "scores"
+    folder.mkdir()
+    proc = run(["predict", "any-model", str(PIMA), "--out", str(folder)], home)
+    one_line_error(proc, "--out", "is a folder", "scores.csv")
+    assert list(tmp_path.glob(".scores*")) == []  # no temporary file left beside it
+
+
+def test_image_predict_refuses_a_folder_as_fhir_before_any_work(home: Path, tmp_path: Path) -> None:
+    pytest.importorskip("monai")
+    one_line_error(run(["image", "predict", "any-model", str(MEDMNIST), "--fhir", str(tmp_path)], home), "--fhir")

@@ -160,11 +160,14 @@ def predict_cmd(
     heatmaps: Annotated[bool, typer.Option(help="attach each image's Grad-CAM heat map to its FHIR report")] = True,
 ) -> None:
     """Probability of the positive class per image, with the model's evaluation and intended use."""
+    from medml.cli.pgx import check_output, write_atomically
     from medml.config import get_settings
     from medml.models.imaging import ImagePredictor, require_imaging
     from medml.registry import load_bundle
 
     require_imaging()
+    if fhir is not None:
+        check_output(fhir, "--fhir", "reports.json")
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         raise InputFileError(f"no file at {', '.join(missing[:3])}", "check the paths")
@@ -181,8 +184,7 @@ def predict_cmd(
 
             step("writing FHIR DiagnosticReports", 0.8)
             pngs = heatmap_overlays(predictor, images, probs) if heatmaps else None
-            fhir.parent.mkdir(parents=True, exist_ok=True)
-            fhir.write_text(json.dumps(predictor.fhir_bundle(sources, probs, heatmap_pngs=pngs), indent=1))
+            write_atomically(fhir, json.dumps(predictor.fhir_bundle(sources, probs, heatmap_pngs=pngs), indent=1))
     out.print(f"{md.name}@{md.version}: {md.task}. {md.intended_use}", highlight=False)
     macro = " (macro mean over classes)" if probs.ndim == 2 else ""
     out.print(

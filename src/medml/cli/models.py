@@ -200,12 +200,15 @@ def predict(
     top: Annotated[int, typer.Option(help="contributing factors per patient")] = 3,
 ) -> None:
     """Score new patients: calibrated risk and top contributing factors, with the model's evaluation beside it."""
+    from medml.cli.pgx import check_output, write_atomically
     from medml.config import get_settings
     from medml.data.datasets import read_table
     from medml.pipelines.tabular import score_table
     from medml.registry import load_bundle
 
     check_options(top=top)
+    if out_path is not None:
+        check_output(out_path, example="scores.csv")
     bundle = load_bundle(model, get_settings())
     frame = read_table(table)
     with progress_bar(f"scoring {len(frame):,} rows") as step:
@@ -226,10 +229,7 @@ def predict(
     )
     out.print(f"{evaluated}. Population: {md.population}", highlight=False)
     if out_path is not None:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_path.with_name(f".{out_path.name}.tmp")
-        scores.to_csv(tmp, index=False)
-        tmp.replace(out_path)
+        write_atomically(out_path, scores.to_csv(index=False))
         out.print(f"wrote {len(scores):,} rows to {out_path}")
     t = Table(header_style="bold")
     for col in ("id", "risk", "top factor"):

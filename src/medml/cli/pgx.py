@@ -27,13 +27,13 @@ class OutputFormat(StrEnum):
     fhir = "fhir"
 
 
-def check_output(path: Path) -> None:
+def check_output(path: Path, option: str = "--out", example: str = "result.json") -> None:
     """Refuse, before any work, an output path that cannot become a file: a folder, or under a file."""
     if path.is_dir():
-        raise ConfigError(f"--out {path} is a folder", f"give a file path, e.g. --out {path / 'result.json'}")
+        raise ConfigError(f"{option} {path} is a folder", f"give a file path, e.g. {option} {path / example}")
     parent = next((p for p in path.parents if p.exists()), None)
     if parent is not None and not parent.is_dir():
-        raise ConfigError(f"--out {path}: {parent} is a file, not a folder", "give a path inside a folder")
+        raise ConfigError(f"{option} {path}: {parent} is a file, not a folder", "give a path inside a folder")
 
 
 def write_atomically(path: Path, text: str) -> None:
