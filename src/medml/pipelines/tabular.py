@@ -19,7 +19,7 @@ from medml import __version__
 from medml.config import Settings
 from medml.data import Predictions, TaskDataset, check_task, patient_split
 from medml.data.task import implausible
-from medml.errors import DataError
+from medml.errors import DataError, clip
 from medml.evaluate import EvaluationReport, Headline, evaluate_binary, headline
 from medml.explain import global_importance, top_factors
 from medml.models import CalibratedRiskModel, check_model_kind, make_model, tune
@@ -319,8 +319,8 @@ def _refuse_implausible(ds: TaskDataset) -> None:
     parts = []
     for name, mask in list(bad.items())[:5]:
         spec = specs[name]
-        rng = f"{spec.plausible[0]:g}-{spec.plausible[1]:g}" if spec.plausible else "finite values"
-        parts.append(f"{name}: {int(mask.sum())} value(s) outside {rng} (first at row {int(mask.argmax()) + 1})")
+        what = f"outside {spec.plausible[0]:g}-{spec.plausible[1]:g}" if spec.plausible else "not finite"
+        parts.append(f"{clip(name)}: {int(mask.sum())} value(s) {what} (first at row {int(mask.argmax()) + 1})")
     raise DataError(
         f"{ds.name} has values outside their plausible ranges: {'; '.join(parts)}"
         + (f" and {len(bad) - 5} more inputs" if len(bad) > 5 else ""),
