@@ -348,7 +348,9 @@ def test_an_implausible_value_is_left_out_and_named_exactly_as_a_missing_one(
 def test_a_stay_whose_values_are_all_null_gets_no_risk_but_a_card_that_says_so(
     client: httpx.Client, config: ServiceConfig, stays: dict[str, list[dict[str, Any]]]
 ) -> None:
-    prefetch = prefetch_for(stays[PID], codes(client))
+    import copy
+
+    prefetch = copy.deepcopy(prefetch_for(stays[PID], codes(client)))  # the stays are shared by the session
     for e in prefetch["observations"]["entry"]:
         e["resource"].pop("valueQuantity", None)
     r = client.post(f"/cds-services/{SERVICE}", json=hook_request(PID, prefetch))

@@ -218,9 +218,8 @@ def not_scored_card(dep: Deployment, why: NotScored, *, model_card_url: str, aut
         "average, not this patient's risk.",
     ]
     if why.missing:
-        lines.append(
-            f"\n**Missing inputs** ({len(why.missing)}, no usable result in the window): {', '.join(why.missing)}."
-        )
+        lines.append(f"\n**Missing inputs** ({len(why.missing)}, no usable result in the window):")
+        lines.extend(f"- {name}" for name in why.missing)
     if why.dropped:
         lines.append(
             "\n**Results left out** (unit not accepted, or implausible value): "
@@ -249,6 +248,7 @@ def not_scored_card(dep: Deployment, why: NotScored, *, model_card_url: str, aut
                 "type": "absolute",
             }
         ],
+        "overrideReasons": [{"code": c, "system": OVERRIDE_SYSTEM, "display": d} for c, d in OVERRIDE_REASONS],
     }
 
 
