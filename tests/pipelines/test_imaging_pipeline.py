@@ -68,6 +68,18 @@ def test_bundle_holds_weights_not_a_pickle_and_predicts_what_was_evaluated(train
         bundle.predict_proba(ds.images)
 
 
+def test_the_serving_contract_is_written_at_training_time(trained: tuple) -> None:
+    """Issue 12, item 3: an image model's bundle states how a new image is read, not only its params."""
+    import json
+
+    from medml.registry.serving import ImageServing
+
+    _, settings, _ = trained
+    stored = json.loads((settings.models_dir / "squares" / "1" / "metadata.json").read_text())
+    assert stored["serving"]["kind"] == "image" and stored["serving"]["preparation"] == stored["params"]["input"]
+    assert isinstance(load_bundle("squares@1", settings).metadata.serving, ImageServing)
+
+
 def test_report_is_written_with_the_model_name(trained: tuple) -> None:
     outcome, _, _ = trained
     page = outcome.report_path.read_text()

@@ -42,6 +42,7 @@ from medml.models.imaging.predictor import (
 )
 from medml.pipelines.tabular import report_inputs
 from medml.registry import BundleMetadata, ModelBundle, register
+from medml.registry.serving import ImageServing
 from medml.report import write_report
 
 if TYPE_CHECKING:
@@ -392,6 +393,8 @@ def train_images(
             **({"calibration": platt.to_dict()} if platt is not None else {}),
         },
         calibration="sigmoid (Platt, validation split)" if platt is not None else "none",
+        # the serving contract, written at training time: how a new image is read (issue 12, item 3)
+        serving=ImageServing(inputs.preparation),
         split_sizes={**split.sizes(), "images": len(ds)},
         metrics=metrics,
         evaluation=evaluation.to_dict(),
