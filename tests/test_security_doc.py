@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import ast
 import re
 from pathlib import Path
+
+from requirement_maps import node_problem
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "security.md"
@@ -36,12 +37,9 @@ def test_every_test_the_security_page_names_exists() -> None:
     assert len(refs) > 30
     missing = []
     for file, name in refs:
-        path = ROOT / file
-        if not path.is_file():
-            missing.append(file)
-            continue
         if name is not None:
-            names = {n.name for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.FunctionDef)}
-            if name not in names:
-                missing.append(f"{file}::{name}")
+            problem = node_problem(f"{file}::{name}", ROOT)
+            missing += [problem] if problem else []
+        elif not (ROOT / file).is_file():
+            missing.append(f"{file} does not exist")
     assert missing == []

@@ -7,7 +7,6 @@ Tests are found by reading the test files with ``ast``, not by collecting them, 
 
 from __future__ import annotations
 
-import ast
 import csv
 import importlib
 import re
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from medml.config import get_settings
+from requirement_maps import node_problem
 
 ROOT = Path(__file__).resolve().parents[2]
 MAP = ROOT / "docs" / "sql-on-fhir-requirements.csv"
@@ -44,40 +44,6 @@ def read_map(path: Path) -> list[dict[str, str]]:
 
 def _items(text: str, sep: str) -> list[str]:
     return [t.strip() for t in text.split(sep) if t.strip()]
-
-
-def defined_tests(path: Path) -> tuple[set[str], set[str]]:
-    """The test node names a file defines (``test_x``, ``TestY::test_x``) and its string constants (parameter ids)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    names: set[str] = set()
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith("test"):
-            names.add(node.name)
-        elif isinstance(node, ast.ClassDef) and node.name.startswith("Test"):
-            names |= {
-                f"{node.name}::{m.name}"
-                for m in node.body
-                if isinstance(m, ast.FunctionDef | ast.AsyncFunctionDef) and m.name.startswith("test")
-            }
-    strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
-    return names, strings
-
-
-def node_problem(node_id: str, root: Path) -> str | None:
-    """Why a node id (``tests/x.py::test_y`` or ``tests/x.py::test_y[param id]``) names no test, or None."""
-    path, sep, name = node_id.partition("::")
-    if not sep or not path.startswith("tests/") or not path.endswith(".py"):
-        return f"{node_id!r} is not tests/...py::test_name"
-    file = root / path
-    if not file.is_file():
-        return f"{path} does not exist"
-    name, _, param = name.partition("[")
-    names, strings = defined_tests(file)
-    if name not in names:
-        return f"{path} defines no {name}"
-    if param and param.removesuffix("]") not in strings:
-        return f"{path}: no parameter id {param.removesuffix(']')!r} for {name}"
-    return None
 
 
 def code_problem(ref: str) -> str | None:

@@ -7,7 +7,6 @@ Tests are found by reading the test files with ``ast``, not by collecting them, 
 
 from __future__ import annotations
 
-import ast
 import csv
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -15,6 +14,8 @@ from pathlib import Path
 
 import pytest
 from cds_requests import CDS
+
+from requirement_maps import node_problem
 
 ROOT = Path(__file__).resolve().parents[2]
 MAP = ROOT / "docs" / "cds-hooks-requirements.csv"
@@ -38,40 +39,6 @@ def read_map(path: Path) -> list[dict[str, str]]:
         reader = csv.DictReader(f)
         assert reader.fieldnames == COLUMNS, reader.fieldnames
         return list(reader)
-
-
-def defined_tests(path: Path) -> tuple[set[str], set[str]]:
-    """The test node names a file defines (``test_x``, ``TestY::test_x``) and its string constants (parameter ids)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    names: set[str] = set()
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith("test"):
-            names.add(node.name)
-        elif isinstance(node, ast.ClassDef) and node.name.startswith("Test"):
-            names |= {
-                f"{node.name}::{m.name}"
-                for m in node.body
-                if isinstance(m, ast.FunctionDef | ast.AsyncFunctionDef) and m.name.startswith("test")
-            }
-    strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
-    return names, strings
-
-
-def node_problem(node_id: str, root: Path) -> str | None:
-    """Why a node id (``tests/x.py::test_y`` or ``tests/x.py::test_y[param id]``) names no test, or None."""
-    path, sep, name = node_id.partition("::")
-    if not sep or not path.startswith("tests/") or not path.endswith(".py"):
-        return f"{node_id!r} is not tests/...py::test_name"
-    file = root / path
-    if not file.is_file():
-        return f"{path} does not exist"
-    name, _, param = name.partition("[")
-    names, strings = defined_tests(file)
-    if name not in names:
-        return f"{path} defines no {name}"
-    if param and param.removesuffix("]") not in strings:
-        return f"{path}: no parameter id {param.removesuffix(']')!r} for {name}"
-    return None
 
 
 def problems(rows: Sequence[Mapping[str, str]], shalls: Mapping[str, Mapping[str, str]], root: Path) -> list[str]:
