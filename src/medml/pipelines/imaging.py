@@ -32,14 +32,7 @@ from medml.evaluate import EvaluationReport, evaluate_binary, headline
 from medml.evaluate.multiclass import evaluate_classes, one_hot, pooled_pairs
 from medml.models.imaging.calibration import PlattScaling
 from medml.models.imaging.ensemble import ensemble_state
-from medml.models.imaging.fhir import ImageSource
-from medml.models.imaging.predictor import (
-    INSTALL_HINT,
-    ImagePredictor,
-    net_config_of,
-    predict_bundle,
-    require_imaging,
-)
+from medml.models.imaging.predictor import ImagePredictor, require_imaging
 from medml.pipelines.tabular import report_inputs
 from medml.registry import BundleMetadata, ModelBundle, register
 from medml.registry.serving import ImageServing
@@ -49,17 +42,12 @@ if TYPE_CHECKING:
     from medml.models.imaging import EpochRecord, ImageTrainConfig, ImageTrainResult
 
 __all__ = [
-    "INSTALL_HINT",
     "KIND_PREFIX",
     "ImageInput",
-    "ImageSource",
     "ImageTrainOutcome",
     "ImageWorkflowConfig",
     "explain_test_images",
     "heatmap_overlays",
-    "net_config_of",
-    "predict_bundle",
-    "require_imaging",
     "train_images",
     "write_image_report",
 ]
