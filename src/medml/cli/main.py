@@ -23,6 +23,7 @@ from medml.cli.audit import audit_app
 from medml.cli.deid import deid_app
 from medml.cli.fhir import fhir_app
 from medml.cli.image import image_app
+from medml.cli.monitor import monitor_app
 from medml.cli.pgx import pgx_app
 from medml.cli.survival import survival_app
 from medml.cli.vitals import vitals_app
@@ -58,6 +59,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(vitals_app, name="vitals")
 app.add_typer(deid_app, name="deid")
 app.add_typer(survival_app, name="survival")
+app.add_typer(monitor_app, name="monitor")
 app.command()(demo_cmd.demo)
 # The CDS Hooks service: after the training commands in `medml --help`.
 for command in SERVICE_COMMANDS:
