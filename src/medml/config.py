@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from medml.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -25,6 +27,21 @@ class Settings:
     @property
     def fhir_store(self) -> Path:
         return self.home / "fhir.duckdb"
+
+    @property
+    def monitor_store(self) -> Path:
+        """The monitoring store: every scored patient's inputs and score, and the outcomes loaded later."""
+        return self.home / "monitor.duckdb"
+
+    @property
+    def monitor_retention_days(self) -> int:
+        """How long the monitoring store keeps a prediction (``MEDML_MONITOR_RETENTION_DAYS``, default 365)."""
+        text = os.environ.get("MEDML_MONITOR_RETENTION_DAYS", "365")
+        if not text.strip().isdigit() or int(text) < 1:
+            raise ConfigError(
+                f"MEDML_MONITOR_RETENTION_DAYS is {text!r}, not a whole number of days", "set it to e.g. 365"
+            )
+        return int(text)
 
     @property
     def mlflow_uri(self) -> str:
