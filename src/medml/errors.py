@@ -62,3 +62,7 @@ def clip(text: str, limit: int = QUOTE_LIMIT) -> str:
     control character in it (a newline would break the one line) it is escaped."""
     shown = text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
     return shown if len(shown) <= limit else f"{shown[:limit]}… ({len(text):,} characters)"
+
+
+class MonitorError(MedmlError):
+    """Monitoring cannot proceed: a model without a reference profile, a window or stream that cannot be read."""
