@@ -245,3 +245,12 @@ def test_predict_refuses_a_folder_as_out_before_any_work(home: Path, tmp_path: P
 def test_image_predict_refuses_a_folder_as_fhir_before_any_work(home: Path, tmp_path: Path) -> None:
     pytest.importorskip("monai")
     one_line_error(run(["image", "predict", "any-model", str(MEDMNIST), "--fhir", str(tmp_path)], home), "--fhir")
+
+
+@pytest.mark.parametrize("args", [[], ["fhir"], ["monitor"]])
+def test_a_command_without_its_subcommand_shows_the_help_and_no_empty_error(args: list[str], home: Path) -> None:
+    proc = run(args, home)
+    assert proc.returncode == 2
+    assert "Usage: medml" in proc.stdout
+    assert "error:" not in proc.stderr + proc.stdout, proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -98,6 +98,8 @@ def main() -> None:
         raise SystemExit(2) from None
     except USAGE_ERRORS as e:
         usage: Any = e
+        if not usage.format_message():  # `medml` (or a group) with no command: click printed the help already
+            raise SystemExit(2) from None
         err.print(f"[bold red]error:[/] {escape(usage.format_message())}", highlight=False, soft_wrap=True)
         if usage.ctx is not None:
             err.print(f"see `{usage.ctx.command_path} --help`", highlight=False)
