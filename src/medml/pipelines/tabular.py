@@ -17,7 +17,7 @@ import pandas as pd
 
 from medml import __version__
 from medml.config import Settings
-from medml.data import Predictions, TaskDataset, check_task, patient_split
+from medml.data import Predictions, Split, TaskDataset, check_task, patient_split
 from medml.data.task import implausible
 from medml.errors import DataError, clip
 from medml.evaluate import EvaluationReport, Headline, evaluate_binary, headline
@@ -91,8 +91,14 @@ def train(
     *,
     progress: Step | None = None,
     external: Mapping[str, TaskDataset] | None = None,
+    split: Split | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> TrainResult:
-    """Split by patient, tune, fit, calibrate, evaluate on the test split (and external sites), register."""
+    """Split by patient, tune, fit, calibrate, evaluate on the test split (and external sites), register.
+
+    ``split`` fixes the parts instead of drawing them (a retraining keeps its champion's test patients out);
+    ``extra`` is added to the bundle's ``metadata.extra`` (a retraining says what it was re-fitted on).
+    """
     step = progress or (lambda _d, _f: None)
     check_model_kind(config.model)
     t0 = time.perf_counter()
@@ -100,7 +106,8 @@ def train(
     _ensure_both_classes(ds, "dataset")
     _refuse_implausible(ds)
     y = ds.binary_target.values
-    split = patient_split(ds.groups, y, fractions=config.fractions, seed=config.seed)
+    if split is None:
+        split = patient_split(ds.groups, y, fractions=config.fractions, seed=config.seed)
     check_task(ds, split)
     train_ds, cal_ds, test_ds = (ds.subset(i) for i in (split.train, split.calibration, split.test))
     for part, where in ((train_ds, "training split"), (cal_ds, "calibration split"), (test_ds, "test split")):
@@ -177,6 +184,7 @@ def train(
             "calibration_losses": model.losses_,
             "explanation_method": model.explanation_method,
             "medml_version": __version__,
+            **(extra or {}),
         },
     )
     bundle = register(ModelBundle(model=model, features=list(ds.features), metadata=metadata), settings)
