@@ -277,3 +277,72 @@ def test_spec_rejects_bad_types() -> None:
     with pytest.raises(ConfigError, match="'features' must be a column name or a list"):
         TableSpec(target="y", features=(1, 2))  # type: ignore[arg-type]
     assert TableSpec(target="y", features=["a", "b"], sensitive="sex").features == ("a", "b")  # type: ignore[arg-type]
+
+
+# ---- plausible ranges stated by the user ----
+
+
+def test_yaml_plausible_ranges_reach_the_features_and_flag_values_outside(tmp_path: Path) -> None:
+    from medml.data.task import implausible
+
+    write(tmp_path, CSV.replace("p04,72,M,asian,1.4", "p04,72,M,asian,140"))
+    spec_path = write(
+        tmp_path,
+        "table: cohort.csv\ntarget: died\nid: pid\nfeatures: [age, lactate]\nplausible: {lactate: [0, 30]}\n",
+        "spec.yaml",
+    )
+    table_path, spec = load_spec_yaml(spec_path)
+    ds = load_table(table_path, spec)
+    specs = {f.name: f for f in ds.features}
+    assert specs["lactate"].plausible == (0.0, 30.0) and specs["age"].plausible is None
+    bad = implausible(ds.X, ds.features)
+    assert list(bad) == ["lactate"]
+    assert ds.X["lactate"][bad["lactate"]].tolist() == [140.0]  # the one value outside; NA is missing, not bad
+
+
+def test_training_refuses_a_value_outside_the_users_range(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    rows = ["id,lab,outcome", *(f"{i},{1 + i / 10:.1f},{i % 2}" for i in range(40))]
+    rows[5] = "4,99,0"
+    write(tmp_path, "\n".join(rows) + "\n", "labs.csv")
+    spec = write(tmp_path, "table: labs.csv\ntarget: outcome\nid: id\nplausible: {lab: [0, 20]}\n", "spec.yaml")
+    env = {"MEDML_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "medml.cli", "train", str(spec)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "lab: 1 value(s) outside 0-20" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "home" / "registry").exists() or not any((tmp_path / "home" / "registry").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("plausible", "message"),
+    [
+        ("[0, 30]", "must map columns"),
+        ("{lactate: [30, 0]}", "low < high"),
+        ("{lactate: [0]}", "two finite numbers"),
+        ("{lactate: [0, .inf]}", "two finite numbers"),
+        ("{lactate: [a, b]}", "two finite numbers"),
+        ("{potassium: [1, 9]}", "not a column"),
+        ("{ward: [0, 1]}", "not a feature"),
+    ],
+)
+def test_bad_plausible_ranges_are_refused(tmp_path: Path, plausible: str, message: str) -> None:
+    write(tmp_path, CSV)
+    spec_path = write(
+        tmp_path,
+        f"table: cohort.csv\ntarget: died\nid: pid\nfeatures: [age, lactate]\nplausible: {plausible}\n",
+        "s.yaml",
+    )
+    with pytest.raises(ConfigError, match=message):
+        table_path, spec = load_spec_yaml(spec_path)
+        load_table(table_path, spec)
+
+
+def test_a_range_for_a_text_feature_is_refused(tmp_path: Path) -> None:
+    write(tmp_path, CSV)
+    spec = TableSpec(target="died", id="pid", features=("age", "ward"), plausible={"ward": (0, 1)})
+    with pytest.raises(ConfigError, match="holds text"):
+        load_table(tmp_path / "cohort.csv", spec)

@@ -6,7 +6,9 @@ else by the one value that reads as yes (``POSITIVE_WORDS``: yes, true, 1, posit
 Patients: ``id`` names the patient id column; without one, each row is taken to be a different patient.
 Features: ``features`` or, by default, every column but the target, the id, the sensitive and the dropped ones.
 Sensitive columns are kept beside ``X`` (missing -> "Unknown"; a numeric column named age -> age bands), not
-inside it unless also listed as features. How numbers are told from text: :mod:`._tableio`.
+inside it unless also listed as features. ``plausible`` gives numeric features a range (``lactate: [0, 30]``):
+training refuses values outside it and scoring leaves them out, as for the bundled datasets' ranges.
+How numbers are told from text: :mod:`._tableio`.
 """
 
 from __future__ import annotations
@@ -74,6 +76,8 @@ class TableSpec:
     name: str | None = None
     task: str | None = None
     drop: tuple[str, ...] = ()
+    #: column -> (lowest, highest) plausible value of a numeric feature
+    plausible: Mapping[str, tuple[float, float]] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.target, str) or not self.target.strip():
@@ -91,6 +95,8 @@ class TableSpec:
         object.__setattr__(self, "drop", _names(self.drop, "drop"))
         if self.positive is not None and not isinstance(self.positive, str | int | float | bool):
             raise ConfigError(f"spec entry 'positive' must be one value, got {quote(self.positive)}")
+        if self.plausible is not None:
+            object.__setattr__(self, "plausible", _ranges(self.plausible))
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str = "the spec") -> TableSpec:
@@ -109,7 +115,7 @@ def load_spec_yaml(path: str | Path) -> tuple[Path, TableSpec]:
     """A YAML spec -> (the table's path, resolved against the YAML's folder; the TableSpec).
 
     ``table: patients.csv``, ``target: died``, and optionally ``id``, ``features``, ``sensitive``, ``positive``,
-    ``name``, ``task``, ``drop``.
+    ``name``, ``task``, ``drop``, ``plausible``.
     """
     import yaml
 
@@ -140,6 +146,27 @@ def load_spec_yaml(path: str | Path) -> tuple[Path, TableSpec]:
     if not table_path.is_absolute():
         table_path = p.parent / table_path
     return table_path, TableSpec.from_dict(doc, where=str(p))
+
+
+def _ranges(value: object) -> dict[str, tuple[float, float]]:
+    """``plausible:`` as column -> (low, high), or a ConfigError saying how to write it."""
+    how = "write plausible: {lactate: [0, 30], age: [18, 110]} (a column and its lowest and highest value)"
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"spec entry 'plausible' must map columns to [low, high], got {quote(value)}", how)
+    out: dict[str, tuple[float, float]] = {}
+    for name, rng in value.items():
+        ok = (
+            isinstance(rng, Sequence)
+            and not isinstance(rng, str)
+            and len(rng) == 2
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in rng)
+        )
+        if not ok or not (np.isfinite(rng[0]) and np.isfinite(rng[1]) and rng[0] < rng[1]):
+            raise ConfigError(
+                f"plausible range of {quote(name)} must be two finite numbers, low < high, got {quote(rng)}", how
+            )
+        out[str(name)] = (float(rng[0]), float(rng[1]))
+    return out
 
 
 def _label(v: object, parse_text: bool = True) -> str:
@@ -302,6 +329,26 @@ def _refuse_infinite_ages(frame: pd.DataFrame, spec: TableSpec, where: str, line
             )
 
 
+def _check_ranges(spec: TableSpec, X: pd.DataFrame, columns: list[str]) -> None:
+    """A plausible range names a numeric feature: a range for a missing, excluded or text column is a mistake."""
+    for name in spec.plausible or {}:
+        if name not in columns:
+            raise ConfigError(
+                f"the spec gives a plausible range for {quote(name)}, which is not a column",
+                f"its columns are: {names_list(columns)}",
+            )
+        if name not in X.columns:
+            raise ConfigError(
+                f"the spec gives a plausible range for {quote(name)}, which is not a feature",
+                "list it under features, or remove its range",
+            )
+        if not pd.api.types.is_numeric_dtype(X[name]):
+            raise ConfigError(
+                f"the spec gives a plausible range for {quote(name)}, which holds text, not numbers",
+                "remove its range: ranges apply to numeric features",
+            )
+
+
 def _stem(path: Path) -> str:
     name = path.name
     for suffix in (".csv.gz", ".tsv.gz", ".csv", ".tsv", ".parquet", ".pq"):
@@ -329,6 +376,7 @@ def load_table(path: str | Path, spec: TableSpec) -> TaskDataset:
             "add the predictor columns to the table, or list them under features",
         )
     X = pd.DataFrame({c: _feature_column(frame[c], c, p.name, line_offset) for c in feature_names})
+    _check_ranges(spec, X, columns)
     X = X.loc[has].reset_index(drop=True)
     kept = frame.loc[has].reset_index(drop=True)
 
@@ -372,7 +420,7 @@ def load_table(path: str | Path, spec: TableSpec) -> TaskDataset:
         X=X,
         y=BinaryTarget(y, f"{spec.target} = {pos}"),
         groups=groups,
-        features=infer_features(X),
+        features=infer_features(X, plausible=spec.plausible),
         sensitive=pd.DataFrame({c: _sensitive_column(kept[c], c) for c in spec.sensitive}, index=X.index),
         ids=ids,
         population=who,
