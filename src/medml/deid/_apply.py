@@ -35,11 +35,12 @@ _MISSING = object()
 class RunState:
     """What one top-level element's processing needs to carry: prefixes for date shifting and the id read."""
 
-    __slots__ = ("file_name", "folder_name", "root_id", "root_id_final", "root_id_winner")
+    __slots__ = ("file_name", "folder_name", "patient", "root_id", "root_id_final", "root_id_winner")
 
     def __init__(self, file_name: str, folder_name: str) -> None:
         self.file_name = file_name
         self.folder_name = folder_name
+        self.patient = ""  # dateShiftScope patient: the key of the patient whose record this is
         self.root_id = ""
         self.root_id_final = ""
         self.root_id_winner = INF
@@ -55,6 +56,7 @@ class Methods:
         self._hashes: dict[str, str] = {}
         self._references: dict[str, str] = {}
         self._offsets: dict[str, int] = {}
+        self._patient_offsets: dict[str, int] = {}
         self._shifts: dict[tuple[str, str, int], tuple[str | None, bool]] = {}
         self._generalized: dict[tuple[int, str, Any], Any] = {}
         self._aes_key = params.encrypt_key.encode("utf-8")
@@ -93,13 +95,18 @@ class Methods:
                 return value
             shift = p.date_shift_fixed_offset
             if shift is None:
-                shift = self._offset(self._prefix(run, w, depth))
+                if p.date_shift_scope == "patient":
+                    shift = self._patient_offset(run.patient)
+                else:
+                    shift = self._offset(self._prefix(run, w, depth))
             memo = (value, pos.type, shift)
             done = self._shifts.get(memo)
             if done is None:
                 if len(self._shifts) > _MEMO_LIMIT:
                     self._shifts.clear()
-                done = self._shifts[memo] = m.shift_date(value, pos.type, shift, p.partial_dates, self.today)
+                done = self._shifts[memo] = m.shift_date(
+                    value, pos.type, shift, p.partial_dates, self.today, p.date_shift_keep_time
+                )
             ops[0] |= PERTURB if done[1] else REDACT
             return done[0]
         text = m.as_text(value)
@@ -146,6 +153,14 @@ class Methods:
             if len(self._offsets) > _MEMO_LIMIT:
                 self._offsets.clear()
             o = self._offsets[prefix] = m.date_shift_offset(prefix, self.params.date_shift_key)
+        return o
+
+    def _patient_offset(self, patient: str) -> int:
+        o = self._patient_offsets.get(patient)
+        if o is None:
+            if len(self._patient_offsets) > _MEMO_LIMIT:
+                self._patient_offsets.clear()
+            o = self._patient_offsets[patient] = m.patient_shift_offset(patient, self.params.date_shift_key)
         return o
 
     def _prefix(self, run: RunState, w: int, depth: int) -> str:

@@ -37,8 +37,9 @@ class Parameters:
     """The configuration's ``parameters``, keys resolved (from the file, else the environment)."""
 
     date_shift_key: str = ""
-    date_shift_scope: Literal["resource", "file", "folder"] = "resource"
+    date_shift_scope: Literal["resource", "file", "folder", "patient"] = "resource"
     date_shift_fixed_offset: int | None = None
+    date_shift_keep_time: bool = False  # medml's: shifted dateTimes keep their time of day
     crypto_hash_key: str = ""
     encrypt_key: str = ""
     partial_ages: bool = False
@@ -249,8 +250,11 @@ def _parameters(raw: Any, rules: tuple[Rule, ...], source: str, generate: bool) 
             f"{source}: encryptKey is {bits} bits long", "give a key of 128, 192 or 256 bits (16, 24 or 32 bytes)"
         )
     scope = str(params.get("dateShiftScope", "resource")).lower()
-    if scope not in ("resource", "file", "folder"):
-        raise ConfigError(f"{source}: dateShiftScope {scope!r} is unknown", "use resource, file or folder")
+    if scope not in ("resource", "file", "folder", "patient"):
+        raise ConfigError(
+            f"{source}: dateShiftScope {scope!r} is unknown",
+            "use resource, file or folder (the anonymizer's) or patient (medml's: one shift per patient)",
+        )
     fixed = params.get("dateShiftFixedOffsetInDays")
     if fixed is not None and (isinstance(fixed, bool) or not isinstance(fixed, int)):
         raise ConfigError(f"{source}: dateShiftFixedOffsetInDays {fixed!r} is not a whole number", "give days")
@@ -271,6 +275,7 @@ def _parameters(raw: Any, rules: tuple[Rule, ...], source: str, generate: bool) 
         date_shift_fixed_offset=fixed,
         crypto_hash_key=keys["cryptoHashKey"],
         encrypt_key=keys["encryptKey"],
+        date_shift_keep_time=_flag(params, "dateShiftKeepTime", source),
         partial_ages=_flag(params, "enablePartialAgesForRedact", source),
         partial_dates=_flag(params, "enablePartialDatesForRedact", source),
         partial_zip_codes=_flag(params, "enablePartialZipCodesForRedact", source),

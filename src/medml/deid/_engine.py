@@ -21,6 +21,7 @@ from medml.deid._config import DeidConfig, Rule
 from medml.deid._errors import RAISE_FIX, DeidProcessingError, InvalidResourceError, RuleNotApplicableError
 from medml.deid._fhirpath import FhirPathEvaluationError, InvalidElementError, Item, boolean, evaluate, resource_item
 from medml.deid._model import DATE_TYPES, RESOURCE, element, required, resource_types
+from medml.deid._patients import bundle_patient, patient_key
 from medml.deid._plan import (
     COMPLEX,
     INF,
@@ -58,6 +59,7 @@ class Anonymizer:
         rng: random.Random = random.Random(seed) if seed is not None else random.SystemRandom()
         self.methods = Methods(self.params, today or date.today(), rng)
         self._absent = self.params.required_data_absent_reason
+        self._by_patient = self.params.date_shift_scope == "patient" and self.params.date_shift_fixed_offset is None
         for r in config.rules:
             if r.method == "substitute" and r.whole_resource:
                 raise ConfigError(
@@ -230,7 +232,17 @@ class Anonymizer:
         if depth == 0:
             rid = resource.get("id")
             run.root_id = run.root_id_final = rid if isinstance(rid, str) else ""
-        self._walk(resource, plan.root, plan, winner, dyn, run, ops, depth, top_level=depth == 0)
+        if not self._by_patient:
+            self._walk(resource, plan.root, plan, winner, dyn, run, ops, depth, top_level=depth == 0)
+            return ops[0]
+        enclosing = run.patient
+        # read before the walk: the walk hashes the references the key comes from
+        key = patient_key(resource) or (bundle_patient(resource) if rt == "Bundle" else "")
+        run.patient = key or enclosing or f"{rt}/{resource.get('id', '')}"
+        try:
+            self._walk(resource, plan.root, plan, winner, dyn, run, ops, depth, top_level=depth == 0)
+        finally:
+            run.patient = enclosing
         return ops[0]
 
     def _walk(

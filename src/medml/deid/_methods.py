@@ -110,6 +110,14 @@ def date_shift_offset(prefix: str, key: str) -> int:
     return offset - _SHIFT_RANGE
 
 
+def patient_shift_offset(patient: str, key: str) -> int:
+    """medml's per-patient shift in days, in [-50, 50]: from HMAC-SHA256 of the patient's key under the date-shift
+    key, so that it repeats run after run and file after file, and cannot be worked out without the key (the
+    anonymizer's own offset is a short polynomial of its prefix and key)."""
+    digest = hmac.new(key.encode("utf-8"), b"patient:" + patient.encode("utf-8"), hashlib.sha256).digest()
+    return int.from_bytes(digest[:8], "big") % (2 * _SHIFT_RANGE + 1) - _SHIFT_RANGE
+
+
 def _over_threshold(m: re.Match[str], today: date) -> bool:
     """Whether a date is more than 89 years ago (it would show an age over 89), as the anonymizer counts."""
     year = int(m.group(1))
@@ -130,9 +138,12 @@ def redact_date(value: str, fhir_type: str, partial: bool, today: date) -> str |
     return None if _over_threshold(m, today) else m.group(1)
 
 
-def shift_date(value: str, fhir_type: str, offset: int, partial: bool, today: date) -> tuple[str | None, bool]:
-    """A date shifted by ``offset`` days, its time of day set to zeros and its zone kept; (value, True).
-    A date without a day, or more than 89 years ago, is redacted instead: (redacted value, False)."""
+def shift_date(
+    value: str, fhir_type: str, offset: int, partial: bool, today: date, keep_time: bool = False
+) -> tuple[str | None, bool]:
+    """A date shifted by ``offset`` days, its time of day set to zeros (kept with ``keep_time``, medml's option)
+    and its zone kept; (value, True). A date without a day, or more than 89 years ago, is redacted instead:
+    (redacted value, False)."""
     m = (_DATE if fhir_type == "date" else _DATETIME).search(value)
     if m is None or not m.group(7) or _over_threshold(m, today):
         return redact_date(value, fhir_type, partial, today), False
@@ -140,7 +151,7 @@ def shift_date(value: str, fhir_type: str, offset: int, partial: bool, today: da
     if fhir_type == "date" or not m.group(8):
         return shifted, True
     stamp = m.group(8)
-    t = _TIME.search(stamp)
+    t = None if keep_time else _TIME.search(stamp)
     if t:
         stamp = stamp.replace(t.group(0), _DIGIT.sub("0", t.group(0)))
     if fhir_type == "instant" and stamp.endswith("Z"):
@@ -203,6 +214,7 @@ __all__ = [
     "date_shift_offset",
     "decrypt",
     "encrypt",
+    "patient_shift_offset",
     "perturb",
     "redact_age",
     "redact_date",
