@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from medml.config import Settings
 from medml.errors import MedmlError
+from medml.monitor.recorder import Recorder
 from medml.monitor.records import PredictionLog
 from medml.registry import load_bundle
 from medml.service import audit
@@ -72,6 +73,7 @@ class ServiceState:
     http: httpx.AsyncClient | None = None
     #: per-router resources opened at start-up and closed at shutdown (the pages' FHIR store index)
     resources: dict[str, Any] = field(default_factory=dict)
+    recorder: Recorder | None = None  #: each score's inputs to the monitoring store, off the request path
 
     def refresh(self) -> None:
         """Load the deployments again when ``medml deploy``/``undeploy`` changed them."""

@@ -1,0 +1,544 @@
+"""The monitoring store: what each deployed model saw and said, and the outcomes that arrive later (DuckDB).
+
+One DuckDB file (``Settings.monitor_store``, ``MEDML_HOME/monitor.duckdb``) with two tables:
+
+- ``predictions``: one row per scored patient: model NAME and version, the service (or ``medml predict``), the
+  patient and encounter ids as the EHR gave them, when the score was made and the moment it is about, the score,
+  the risk category and deployed threshold, the features as the model saw them (JSON, name -> value), whether it
+  was a shadow (challenger) score, and the CDS Hooks ``hookInstance`` that joins the audit log.
+- ``outcomes``: one row per (patient, encounter, outcome name), with its value, when it happened, where it came
+  from and when it was loaded. Outcomes join predictions by patient and encounter whenever they arrive.
+
+The file holds protected health information: it is created readable by its owner only (0600), its write-ahead
+log too. DuckDB lets one process write a file at a time, so every operation opens the file, works and closes it
+again, waiting (``lock_timeout_s``) while another process (a service worker, a CLI command) has it open: the
+service's recorder writes in groups, a few times a second at most, so the file is free most of the time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from medml.errors import DataError, IntegrityError, clip, quote
+
+if TYPE_CHECKING:
+    import duckdb
+    import pandas as pd
+
+__all__ = ["PREDICTION_COLUMNS", "LoadSummary", "MonitorStore", "OutcomeRow", "PredictionRow"]
+
+SCHEMA = """
+CREATE SEQUENCE IF NOT EXISTS prediction_id START 1;
+CREATE TABLE IF NOT EXISTS predictions (
+    id BIGINT PRIMARY KEY DEFAULT nextval('prediction_id'),
+    model VARCHAR NOT NULL,
+    version INTEGER NOT NULL,
+    service VARCHAR NOT NULL,
+    patient VARCHAR NOT NULL,
+    encounter VARCHAR,
+    time TIMESTAMPTZ NOT NULL,
+    index_time TIMESTAMPTZ,
+    score DOUBLE NOT NULL,
+    risk VARCHAR,
+    threshold DOUBLE,
+    features JSON NOT NULL,
+    shadow BOOLEAN NOT NULL DEFAULT false,
+    hook_instance VARCHAR
+);
+CREATE TABLE IF NOT EXISTS outcomes (
+    patient VARCHAR NOT NULL,
+    encounter VARCHAR NOT NULL DEFAULT '',
+    outcome VARCHAR NOT NULL,
+    value DOUBLE NOT NULL,
+    time TIMESTAMPTZ,
+    source VARCHAR NOT NULL,
+    loaded_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (patient, encounter, outcome)
+);
+"""
+
+#: the columns of :meth:`MonitorStore.predictions` before the features (one column each, after these)
+PREDICTION_COLUMNS = (
+    "id",
+    "model",
+    "version",
+    "service",
+    "patient",
+    "encounter",
+    "time",
+    "index_time",
+    "score",
+    "risk",
+    "threshold",
+    "shadow",
+    "hook_instance",
+)
+#: the columns :meth:`MonitorStore.joined` adds
+OUTCOME_COLUMNS = ("outcome", "outcome_time", "outcome_name")
+_INSERT_COLUMNS = (*PREDICTION_COLUMNS[1:], "features")
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionRow:
+    """One score as the monitor keeps it. Built on the request path, so checked only when written
+    (:meth:`MonitorStore.record`): ``time`` and ``index_time`` aware datetimes, ``score`` a probability."""
+
+    model: str  #: the registered model's NAME
+    version: int
+    service: str  #: the CDS service id, or ``medml predict``
+    patient: str
+    time: datetime  #: when the score was made
+    score: float
+    #: the model's inputs as it saw them, name -> value (None or NaN for a missing one)
+    features: Mapping[str, Any]
+    encounter: str | None = None
+    index_time: datetime | None = None  #: the moment the score is about (e.g. 48 h after admission)
+    risk: str | None = None  #: the category shown (info, warning, critical)
+    threshold: float | None = None  #: the deployed threshold: a score at or above it alerts
+    shadow: bool = False  #: a challenger scored silently beside the champion
+    hook_instance: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeRow:
+    """One outcome of one patient (and encounter, when it belongs to one): ``value`` 1/0 for an event, or a
+    measured number; ``time`` when it happened (aware), if known; ``source`` the file it came from."""
+
+    patient: str
+    outcome: str
+    value: float
+    encounter: str | None = None
+    time: datetime | None = None
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class LoadSummary:
+    """What one load of outcomes did: rows new to the store, rows it held already (the same value, skipped), rows
+    of patients never scored that were skipped when asked, and the outcome names seen."""
+
+    new: int
+    already: int
+    unknown_skipped: int = 0
+    outcomes: tuple[str, ...] = ()
+    patients: int = 0
+    joined: dict[str, int] = field(default_factory=dict)  #: per outcome name, predictions that now have it
+
+
+def _aware(name: str, t: datetime | None, where: str) -> datetime | None:
+    if t is None:
+        return None
+    if not isinstance(t, datetime):
+        raise DataError(f"{where}: {name} {quote(t)} is not a datetime", "pass an aware datetime")
+    if t.tzinfo is None or t.utcoffset() is None:
+        raise DataError(f"{where}: {name} {t.isoformat()} has no time zone", "record times with their zone (UTC)")
+    return t.astimezone(UTC)
+
+
+def _prediction_tuple(row: PredictionRow) -> tuple[Any, ...]:
+    where = f"prediction of {clip(row.model)} for patient {clip(str(row.patient))}"
+    score = row.score
+    if isinstance(score, bool) or not isinstance(score, int | float) or not 0.0 <= float(score) <= 1.0:
+        raise DataError(f"{where}: score {quote(score)} is not a probability between 0 and 1", "record the risk")
+    if not row.model or "@" in row.model or isinstance(row.version, bool) or not isinstance(row.version, int):
+        raise DataError(f"{where}: model {quote(row.model)} version {quote(row.version)}", "give NAME and version")
+    features = orjson.dumps(
+        dict(row.features), option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS, default=str
+    ).decode()
+    return (
+        row.model,
+        row.version,
+        row.service,
+        str(row.patient),
+        row.encounter,
+        _aware("time", row.time, where),
+        _aware("index_time", row.index_time, where),
+        float(score),
+        row.risk,
+        None if row.threshold is None or math.isnan(row.threshold) else float(row.threshold),
+        bool(row.shadow),
+        row.hook_instance,
+        features,
+    )
+
+
+def _is_lock_conflict(e: Exception) -> bool:
+    text = str(e)
+    return "lock" in text.lower() and ("Could not set lock" in text or "Conflicting lock" in text)
+
+
+class MonitorStore:
+    """Predictions and outcomes in one DuckDB file (see the module docstring); every method opens and closes it."""
+
+    def __init__(self, path: Path, *, lock_timeout_s: float = 30.0) -> None:
+        self.path = Path(path)
+        self.lock_timeout_s = lock_timeout_s
+
+    # ---- the file ---------------------------------------------------------------------------------------------
+
+    def _create(self) -> None:
+        """Create the file owner-only: built in a private temporary folder, made 0600, then linked in place (so
+        no other user ever sees it readable, whatever the process's umask)."""
+        import duckdb
+
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.path.parent, prefix=".monitor-") as tmp:
+            built = Path(tmp) / "monitor.duckdb"
+            con = duckdb.connect(str(built))
+            try:
+                con.execute(SCHEMA)
+                con.execute("CHECKPOINT")
+            finally:
+                con.close()
+            built.chmod(0o600)
+            with contextlib.suppress(FileExistsError):  # never over a store another process created meanwhile
+                os.link(built, self.path)
+
+    @contextmanager
+    def _connect(self, *, create: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
+        import duckdb
+
+        if not self.path.exists():
+            if not create:
+                raise DataError(
+                    f"no monitoring store at {self.path}",
+                    "the service (or `medml predict`) creates it with the first prediction it records",
+                )
+            self._create()
+        deadline = time.monotonic() + self.lock_timeout_s
+        wait = 0.005
+        while True:
+            try:
+                con = duckdb.connect(str(self.path))
+                break
+            except duckdb.IOException as e:
+                if not _is_lock_conflict(e) or time.monotonic() > deadline:
+                    if _is_lock_conflict(e):
+                        raise DataError(
+                            f"the monitoring store {self.path} stayed locked by another process for "
+                            f"{self.lock_timeout_s:g} s",
+                            "try again; the service writes in short groups",
+                        ) from None
+                    raise IntegrityError(
+                        f"the monitoring store {self.path} cannot be opened ({e})",
+                        "restore it from a backup, or move it aside to start a new one",
+                    ) from None
+                time.sleep(wait)
+                wait = min(wait * 2, 0.2)
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            con.execute(SCHEMA)
+            yield con
+        finally:
+            con.close()
+            for p in (self.path, self.path.with_name(self.path.name + ".wal")):
+                try:
+                    if p.stat().st_mode & 0o077:
+                        p.chmod(0o600)
+                except FileNotFoundError:
+                    pass
+
+    # ---- predictions --------------------------------------------------------------------------------------------
+
+    def record(self, rows: Iterable[PredictionRow]) -> int:
+        """Write predictions in one transaction; returns how many. A row that is not valid (a score outside 0-1, a
+        time without a zone) is a DataError and nothing is written."""
+        import pyarrow as pa
+
+        tuples = [_prediction_tuple(r) for r in rows]
+        if not tuples:
+            return 0
+        columns = list(zip(*tuples, strict=True))
+        types = {
+            "version": pa.int32(),
+            "time": pa.timestamp("us", tz="UTC"),
+            "index_time": pa.timestamp("us", tz="UTC"),
+            "score": pa.float64(),
+            "threshold": pa.float64(),
+            "shadow": pa.bool_(),
+        }
+        arrays = zip(_INSERT_COLUMNS, columns, strict=True)
+        table = pa.table({name: pa.array(col, type=types.get(name, pa.string())) for name, col in arrays})
+        names = ", ".join(_INSERT_COLUMNS)
+        with self._connect() as con:
+            con.register("incoming", table)
+            con.execute(f"INSERT INTO predictions ({names}) SELECT {names} FROM incoming")
+        return len(tuples)
+
+    def predictions(
+        self,
+        model: str,
+        version: int | None = None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        shadow: bool | None = False,
+        features: Sequence[str] | None = None,
+    ) -> pd.DataFrame:
+        """The model's predictions in time order, one column per feature after :data:`PREDICTION_COLUMNS` (numbers
+        as float, text as str, missing as NaN/None). ``version`` None: every version; ``since`` (inclusive) and
+        ``until`` (exclusive) bound ``time``; ``shadow`` False: the champion's scores, True: the shadow's, None:
+        both. ``features``: these columns in this order (a name never recorded is all missing); default: every
+        feature recorded, in the order first seen."""
+        where, params = self._where(model, version, since, until, shadow)
+        with self._connect() as con:
+            return self._frame(con, f"SELECT * FROM predictions p WHERE {where}", params, features, outcome=None)
+
+    def joined(
+        self,
+        model: str,
+        version: int | None = None,
+        *,
+        outcome: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        shadow: bool | None = False,
+        features: Sequence[str] | None = None,
+    ) -> pd.DataFrame:
+        """:meth:`predictions` with their outcome: ``outcome`` (the value, NaN while unknown), ``outcome_time`` and
+        ``outcome_name``. An outcome joins a prediction of the same patient and, when both name one, the same
+        encounter; an outcome of the patient without an encounter joins each of its predictions unless one of the
+        encounter's own does. ``outcome`` None: the one outcome name loaded for these patients (an error if
+        several)."""
+        where, params = self._where(model, version, since, until, shadow)
+        with self._connect() as con:
+            if outcome is None:
+                names = [
+                    r[0]
+                    for r in con.execute(
+                        f"SELECT DISTINCT o.outcome FROM predictions p JOIN outcomes o ON o.patient = p.patient "
+                        f"WHERE {where} ORDER BY 1",
+                        params,
+                    ).fetchall()
+                ]
+                if len(names) > 1:
+                    raise DataError(
+                        f"the patients of {clip(model)} have {len(names)} outcomes loaded: {clip(', '.join(names))}",
+                        "name the one the model predicts (--outcome)",
+                    )
+                outcome = names[0] if names else None
+            return self._frame(con, f"SELECT * FROM predictions p WHERE {where}", params, features, outcome=outcome)
+
+    @staticmethod
+    def _where(
+        model: str, version: int | None, since: datetime | None, until: datetime | None, shadow: bool | None
+    ) -> tuple[str, list[Any]]:
+        clauses: list[str] = ["p.model = ?"]
+        params: list[Any] = [model]
+        if version is not None:
+            clauses.append("p.version = ?")
+            params.append(int(version))
+        if since is not None:
+            clauses.append("p.time >= ?")
+            params.append(_aware("since", since, "predictions"))
+        if until is not None:
+            clauses.append("p.time < ?")
+            params.append(_aware("until", until, "predictions"))
+        if shadow is not None:
+            clauses.append("p.shadow = ?")
+            params.append(bool(shadow))
+        return " AND ".join(clauses), params
+
+    def _frame(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        selected: str,
+        params: list[Any],
+        features: Sequence[str] | None,
+        *,
+        outcome: str | None,
+    ) -> pd.DataFrame:
+        structure_row = con.execute(f"SELECT json_group_structure(features) FROM ({selected}) p", params).fetchone()
+        found: dict[str, Any] = orjson.loads(structure_row[0]) if structure_row and structure_row[0] else {}
+        if not isinstance(found, dict):
+            found = {}
+        names = list(features) if features is not None else list(found)
+        clash = sorted(set(names) & set(PREDICTION_COLUMNS + OUTCOME_COLUMNS))
+        if clash:
+            raise DataError(
+                f"features named like the store's own columns: {clip(', '.join(clash))}",
+                "rename those features in the model",
+            )
+        types = {n: "VARCHAR" if found.get(n) == "VARCHAR" else "DOUBLE" for n in names}
+        base = ", ".join(f"p.{c}" for c in PREDICTION_COLUMNS)
+        if names:
+            structure = orjson.dumps(types).decode()
+            expanded = f", unnest(json_transform(p.features, '{structure.replace(chr(39), chr(39) * 2)}'))"
+        else:
+            expanded = ""
+        if outcome is None:
+            extra = ""
+            join = ""
+            if_joined = ""
+        else:
+            extra = ", o.value AS outcome, o.time AS outcome_time, o.outcome AS outcome_name"
+            # the encounter's own outcome first, else the patient's
+            join = (
+                "LEFT JOIN outcomes o ON o.patient = p.patient AND o.outcome = ? AND "
+                "(o.encounter = '' OR p.encounter IS NULL OR o.encounter = p.encounter)"
+            )
+            if_joined = "QUALIFY row_number() OVER (PARTITION BY p.id ORDER BY (o.encounter = '') ASC) = 1"
+        query = f"SELECT {base}{expanded}{extra} FROM ({selected}) p {join} {if_joined} ORDER BY p.time, p.id"
+        args = params + ([outcome] if outcome is not None else [])
+        df = con.execute(query, args).df()
+        if outcome is not None and "outcome" not in df:
+            df["outcome"] = float("nan")
+        return df
+
+    def models(self) -> pd.DataFrame:
+        """Per model, version and shadow flag: how many predictions, the first and last time."""
+        with self._connect(create=False) as con:
+            return con.execute(
+                "SELECT model, version, shadow, count(*) AS n, min(time) AS first, max(time) AS last "
+                "FROM predictions GROUP BY ALL ORDER BY model, version, shadow"
+            ).df()
+
+    # ---- outcomes -------------------------------------------------------------------------------------------------
+
+    def load_outcomes(self, rows: Iterable[OutcomeRow], *, skip_unknown: bool = False) -> LoadSummary:
+        """Add outcomes; loading the same ones again changes nothing (idempotent). Refused, with nothing written:
+        the same outcome twice in ``rows`` (a duplicate, or two values: a contradiction), a value other than the
+        one stored for that patient, encounter and outcome, a time without a zone, and outcomes of patients the
+        store has no prediction of (unless ``skip_unknown``: those are left out and counted)."""
+        import pyarrow as pa
+
+        seen: dict[tuple[str, str, str], OutcomeRow] = {}
+        for r in rows:
+            if not r.patient or not r.outcome:
+                raise DataError("an outcome without a patient or an outcome name", "give both on every row")
+            if isinstance(r.value, bool) or not isinstance(r.value, int | float) or not math.isfinite(r.value):
+                raise DataError(
+                    f"outcome {clip(r.outcome)} of patient {clip(r.patient)} has value {quote(r.value)}, not a number",
+                    "give 1/0 for an event, or the measured number",
+                )
+            key = (r.patient, r.encounter or "", r.outcome)
+            where = f"patient {clip(r.patient)}" + (f", encounter {clip(r.encounter)}" if r.encounter else "")
+            _aware("time", r.time, f"outcome {clip(r.outcome)} of {where}")
+            if key in seen:
+                first = seen[key]
+                kind = "contradictory" if (first.value, first.time) != (r.value, r.time) else "duplicate"
+                raise DataError(
+                    f"{kind} outcomes: {clip(r.outcome)} of {where} is given twice"
+                    + (f" ({first.value:g} and {r.value:g})" if first.value != r.value else ""),
+                    "give each outcome of a patient (and encounter) once",
+                )
+            seen[key] = r
+        if not seen:
+            raise DataError("no outcomes to load", "give at least one row")
+        now = datetime.now(UTC)
+        items = list(seen.values())
+        table = pa.table(
+            {
+                "patient": pa.array([r.patient for r in items], pa.string()),
+                "encounter": pa.array([r.encounter or "" for r in items], pa.string()),
+                "outcome": pa.array([r.outcome for r in items], pa.string()),
+                "value": pa.array([float(r.value) for r in items], pa.float64()),
+                "time": pa.array(
+                    [None if r.time is None else r.time.astimezone(UTC) for r in items], pa.timestamp("us", tz="UTC")
+                ),
+                "source": pa.array([r.source for r in items], pa.string()),
+            }
+        )
+        with self._connect() as con:
+            con.register("incoming", table)
+            con.execute("BEGIN TRANSACTION")
+            try:
+                summary = self._load(con, skip_unknown, now)
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+        return summary
+
+    @staticmethod
+    def _load(con: duckdb.DuckDBPyConnection, skip_unknown: bool, now: datetime) -> LoadSummary:
+        unknown = con.execute(
+            "SELECT count(*), count(DISTINCT patient), min(patient) FROM incoming i "
+            "WHERE NOT EXISTS (SELECT 1 FROM predictions p WHERE p.patient = i.patient)"
+        ).fetchone()
+        assert unknown is not None
+        n_unknown, n_unknown_patients, example = unknown
+        if n_unknown and not skip_unknown:
+            raise DataError(
+                f"{n_unknown_patients} patient(s) in the outcomes were never scored (e.g. {quote(example)}); "
+                "an outcome must join a recorded prediction",
+                "check the patient ids are the EHR's FHIR Patient ids the service saw, or pass --skip-unknown "
+                "to load only the outcomes of scored patients",
+            )
+        con.execute(
+            "CREATE TEMP TABLE known AS SELECT * FROM incoming i "
+            "WHERE EXISTS (SELECT 1 FROM predictions p WHERE p.patient = i.patient)"
+        )
+        clash = con.execute(
+            "SELECT count(*), min(k.patient || CASE WHEN k.encounter = '' THEN '' ELSE ', encounter ' || k.encounter "
+            "END || ': ' || k.outcome || ' ' || o.value || ' stored, ' || k.value || ' now') "
+            "FROM known k JOIN outcomes o USING (patient, encounter, outcome) "
+            "WHERE o.value <> k.value OR o.time IS DISTINCT FROM k.time"
+        ).fetchone()
+        assert clash is not None
+        if clash[0]:
+            raise DataError(
+                f"{clash[0]} outcome(s) contradict the ones loaded before (patient {clip(str(clash[1]))})",
+                "an outcome, once loaded, stays: correct the file, or ask the store's owner to remove the wrong one",
+            )
+        already = con.execute(
+            "SELECT count(*) FROM known k JOIN outcomes o USING (patient, encounter, outcome)"
+        ).fetchone()
+        new = con.execute(
+            "INSERT INTO outcomes SELECT k.patient, k.encounter, k.outcome, k.value, k.time, k.source, ? "
+            "FROM known k ANTI JOIN outcomes o USING (patient, encounter, outcome)",
+            [now],
+        ).fetchone()
+        names = tuple(r[0] for r in con.execute("SELECT DISTINCT outcome FROM known ORDER BY 1").fetchall())
+        patients = con.execute("SELECT count(DISTINCT patient) FROM known").fetchone()
+        joined = dict(
+            con.execute(
+                "SELECT o.outcome, count(DISTINCT p.id) FROM predictions p JOIN outcomes o ON o.patient = p.patient "
+                "AND (o.encounter = '' OR p.encounter IS NULL OR o.encounter = p.encounter) "
+                "WHERE o.outcome IN (SELECT DISTINCT outcome FROM known) GROUP BY 1"
+            ).fetchall()
+        )
+        con.execute("DROP TABLE known")
+        return LoadSummary(
+            new=int(new[0]) if new else 0,
+            already=int(already[0]) if already else 0,
+            unknown_skipped=int(n_unknown),
+            outcomes=names,
+            patients=int(patients[0]) if patients else 0,
+            joined={str(k): int(v) for k, v in joined.items()},
+        )
+
+    def outcomes(self) -> pd.DataFrame:
+        """Every outcome loaded (encounter None where the outcome is the patient's)."""
+        with self._connect(create=False) as con:
+            return con.execute(
+                "SELECT patient, NULLIF(encounter, '') AS encounter, outcome, value, time, source, loaded_at "
+                "FROM outcomes ORDER BY patient, encounter, outcome"
+            ).df()
+
+    # ---- retention ----------------------------------------------------------------------------------------------
+
+    def purge(self, older_than_days: float, *, now: datetime | None = None) -> tuple[int, int]:
+        """Delete predictions made, and outcomes that happened (or, without a time, were loaded), more than
+        ``older_than_days`` ago; returns how many of each."""
+        if not older_than_days > 0:
+            raise DataError(f"retention of {older_than_days} days", "keep predictions for at least a day")
+        cutoff = (now or datetime.now(UTC)) - timedelta(days=older_than_days)
+        with self._connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            p = con.execute("DELETE FROM predictions WHERE time < ?", [cutoff]).fetchone()
+            o = con.execute("DELETE FROM outcomes WHERE coalesce(time, loaded_at) < ?", [cutoff]).fetchone()
+            con.execute("COMMIT")
+        return (int(p[0]) if p else 0, int(o[0]) if o else 0)
