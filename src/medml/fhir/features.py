@@ -25,19 +25,11 @@ import pyarrow as pa
 
 from medml.errors import ConfigError, DataError
 from medml.fhir.store import FhirStore
+from medml.fhir.view._dialect import Dialect, get_dialect
 from medml.fhir.views import get_view
 
 #: ``since``: hours from the last result to the index time (how stale the last value is)
 AGGREGATES = ("first", "last", "min", "max", "mean", "count", "since")
-_AGG_SQL = {
-    "first": "arg_min(v, struct_pack(t, oid))",
-    "last": "arg_max(v, struct_pack(t, oid))",
-    "min": "min(v)",
-    "max": "max(v)",
-    "mean": "avg(v)",
-    "count": "count(v)",
-    "since": "date_diff('second', max(t), any_value(index_time)) / 3600.0",
-}
 _SEX = {"female": "Female", "male": "Male"}
 _AGE = "__age__"
 
@@ -268,7 +260,7 @@ def as_store(source: FhirStore | Mapping[str, Any] | Iterable[dict[str, Any]]) -
     return FhirStore.in_memory(source)
 
 
-def _index_frame(index_times: Mapping[str, datetime] | pd.Series) -> pd.DataFrame:
+def index_frame(index_times: Mapping[str, datetime] | pd.Series) -> pd.DataFrame:
     series = pd.Series(index_times) if not isinstance(index_times, pd.Series) else index_times
     if series.empty:
         raise DataError("no patients to build features for", "give at least one patient id with an index time")
@@ -279,7 +271,7 @@ def _index_frame(index_times: Mapping[str, datetime] | pd.Series) -> pd.DataFram
     return pd.DataFrame({"patient_id": [str(i) for i in series.index], "index_time": times.reset_index(drop=True)})
 
 
-def _measure_table(definition: FeatureDefinition) -> pa.Table:
+def measure_table(definition: FeatureDefinition) -> pa.Table:
     rows: list[tuple[str, str, str, float, float, float, float, float]] = []
     for m in definition.measurements:
         lo, hi = m.plausible if m.plausible else (-np.inf, np.inf)
@@ -293,38 +285,94 @@ def _measure_table(definition: FeatureDefinition) -> pa.Table:
 
 
 _CODE = "coalesce(o.code, o.coding_system || '|' || o.coding_code)"
-_TS = "coalesce(try_cast(o.effective AS TIMESTAMPTZ), try_cast(o.effective_start AS TIMESTAMPTZ))"
 
 
 @cache
-def _view_sql(name: str) -> str:
+def _view_sql(name: str, dialect: str = "duckdb") -> str:
     """A built-in view's SQL, compiled once per process (a CDS request should not pay for it)."""
     from medml.fhir.view import compile_view
 
-    return compile_view(get_view(name)).sql
+    return compile_view(get_view(name), dialect=dialect).sql
 
 
-def _observation_sql(definition: FeatureDefinition) -> str:
-    obs_sql = _view_sql("observations")
+@dataclass(frozen=True)
+class FeatureQueries:
+    """The SQL that builds a definition's features, in one engine's dialect, over four tables.
+
+    ``resources`` (resource_type, id, resource) is what the views read; ``_medml_index`` (patient_id, index_time)
+    and ``_medml_measures`` (:func:`measure_table`) are the inputs; ``matched`` is materialised as
+    ``_medml_matched``, which the other queries read. DuckDB and Spark run the same queries, written through the
+    view compiler's :class:`~medml.fhir.view._dialect.Dialect`, so both engines build the same training set.
+    """
+
+    matched: str
+    aggregate: str
+    dropped_units: str
+    dropped_implausible: str
+    demographics: str
+
+
+def _agg_sql(d: Dialect) -> dict[str, str]:
+    return {
+        "first": d.arg_min("v", "t", "oid"),
+        "last": d.arg_max("v", "t", "oid"),
+        "min": "min(v)",
+        "max": "max(v)",
+        "mean": "avg(v)",
+        "count": "count(v)",
+        "since": f"{d.seconds_between('max(t)', 'any_value(index_time)')} / 3600.0",
+    }
+
+
+def feature_queries(definition: FeatureDefinition, dialect: str = "duckdb") -> FeatureQueries:
+    """The definition's feature SQL for an engine (``duckdb`` or ``spark``)."""
+    d = get_dialect(dialect)
+    ts = f"coalesce({d.to_timestamp('o.effective')}, {d.to_timestamp('o.effective_start')})"
     window = (
         ""
         if definition.window_hours is None
-        else f"AND {_TS} >= i.index_time - to_microseconds({int(definition.window_hours * 3_600_000_000)})"
+        else f"AND {ts} >= {d.minus_micros('i.index_time', int(definition.window_hours * 3_600_000_000))}"
     )
-    return f"""
-    WITH obs AS ({obs_sql}),
+    matched = f"""
+    WITH obs AS ({_view_sql("observations", dialect)}),
     coded AS (
         SELECT o.patient_id, o.observation_id AS oid, {_CODE} AS code, o.unit, CAST(o.value AS DOUBLE) AS value,
-               {_TS} AS t, i.index_time
+               {ts} AS t, i.index_time
         FROM obs o JOIN _medml_index i ON o.patient_id = i.patient_id
         WHERE o.value IS NOT NULL AND {_CODE} IN (SELECT code FROM _medml_measures)
-          AND {_TS} <= i.index_time {window}),
+          AND {ts} <= i.index_time {window}),
     matched AS (
         SELECT c.*, m.name, c.value * m.multiply / m.divide + m.offset AS v, m.lo, m.hi,
                m.name IS NOT NULL AS unit_ok
         FROM coded c LEFT JOIN _medml_measures m ON c.code = m.code AND coalesce(c.unit, '') = m.unit)
     SELECT * FROM matched
     """
+    aggs = ", ".join(f"{sql} AS {d.quote(name)}" for name, sql in _agg_sql(d).items())
+    days = d.days_between(d.to_date("p.birth_date"), "CAST(i.index_time AS DATE)")
+    return FeatureQueries(
+        matched=matched,
+        aggregate=f"""SELECT patient_id, name, {aggs} FROM _medml_matched
+                      WHERE unit_ok AND v BETWEEN lo AND hi GROUP BY patient_id, name""",
+        dropped_units="""SELECT patient_id, code, coalesce(unit, '(none)') AS unit, count(*) AS n FROM _medml_matched
+                         WHERE NOT unit_ok GROUP BY patient_id, code, coalesce(unit, '(none)')""",
+        dropped_implausible="""SELECT patient_id, name, count(*) AS n FROM _medml_matched
+                               WHERE unit_ok AND NOT (v BETWEEN lo AND hi) GROUP BY patient_id, name""",
+        demographics=f"""
+        SELECT i.patient_id, p.gender, {days} / 365.25 AS age_birth
+        FROM _medml_index i LEFT JOIN ({_view_sql("patient_demographics", dialect)}) p ON p.patient_id = i.patient_id
+        """,
+    )
+
+
+def index_table(index: pd.DataFrame) -> pa.Table:
+    """The ``_medml_index`` table: patient ids and their index times as UTC instants."""
+    utc = index["index_time"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
+    return pa.table(
+        {
+            "patient_id": pa.array(index["patient_id"], pa.string()),
+            "index_time": pa.array(utc, pa.timestamp("us", tz="UTC")),
+        }
+    )
 
 
 def build_features(
@@ -341,59 +389,58 @@ def build_features(
             r[0] for r in con.execute("SELECT id FROM resources WHERE resource_type = 'Patient' ORDER BY id").fetchall()
         ]
         index_times = pd.Series(dict.fromkeys(ids, now), dtype=object)
-    index = _index_frame(index_times)
-    utc = index["index_time"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
-    con.register(
-        "_medml_index",
-        pa.table(
-            {
-                "patient_id": pa.array(index["patient_id"], pa.string()),
-                "index_time": pa.array(utc, pa.timestamp("us", tz="UTC")),
-            }
-        ),
-    )
-    con.register("_medml_measures", _measure_table(definition))
+    index = index_frame(index_times)
+    queries = feature_queries(definition)
+    con.register("_medml_index", index_table(index))
+    con.register("_medml_measures", measure_table(definition))
     try:
-        con.execute(f"CREATE TEMP TABLE _medml_matched AS {_observation_sql(definition)}")
-        dropped = _dropped(con, definition)
-        long = con.execute(_aggregate_sql()).df()
-        X = _pivot(long, index, definition)
-        if definition.age or definition.sex:
-            demo = _demographics(con, definition, index, long)
-            for col in demo.columns:
-                X.insert(list(demo.columns).index(col), col, demo[col].to_numpy())
+        con.execute(f"CREATE TEMP TABLE _medml_matched AS {queries.matched}")
+        long = con.execute(queries.aggregate).df()
+        units = con.execute(queries.dropped_units).df()
+        implausible = con.execute(queries.dropped_implausible).df()
+        demo = con.execute(queries.demographics).df() if definition.age or definition.sex else None
     finally:
         con.execute("DROP TABLE IF EXISTS _medml_matched")
         con.unregister("_medml_index")
         con.unregister("_medml_measures")
         con.close()
+    return assemble_features(definition, index, long, units, implausible, demo)
+
+
+def assemble_features(
+    definition: FeatureDefinition,
+    index: pd.DataFrame,
+    long: pd.DataFrame,
+    dropped_units: pd.DataFrame,
+    dropped_implausible: pd.DataFrame,
+    demographics: pd.DataFrame | None,
+) -> BuiltFeatures:
+    """The features from the results of :func:`feature_queries`, whichever engine ran them."""
+    X = _pivot(long, index, definition)
+    if demographics is not None:
+        demo = _demographics(definition, index, long, demographics)
+        for col in demo.columns:
+            X.insert(list(demo.columns).index(col), col, demo[col].to_numpy())
     X = X[definition.columns()]
     return BuiltFeatures(
         X=X.reset_index(drop=True),
         patient_ids=list(index["patient_id"]),
         index_times=index.set_index("patient_id")["index_time"],
-        dropped_by_patient=dropped,
+        dropped_by_patient=_dropped(definition, dropped_units, dropped_implausible),
     )
 
 
-def _aggregate_sql() -> str:
-    aggs = ", ".join(f'{sql} AS "{name}"' for name, sql in _AGG_SQL.items())
-    return f"""SELECT patient_id, name, {aggs} FROM _medml_matched
-               WHERE unit_ok AND v BETWEEN lo AND hi GROUP BY patient_id, name"""
-
-
-def _dropped(con: Any, definition: FeatureDefinition) -> dict[str, dict[tuple[str, str], int]]:
+def _dropped(
+    definition: FeatureDefinition, units: pd.DataFrame, implausible: pd.DataFrame
+) -> dict[str, dict[tuple[str, str], int]]:
     """Results left out, per patient: (measurement, "unit X" or "implausible") -> count."""
     by_code = {c: m.name for m in definition.measurements for c in m.codes} | {definition.age_loinc: "age"}
     out: dict[str, dict[tuple[str, str], int]] = {}
-    rows = con.execute("""SELECT patient_id, code, coalesce(unit, '(none)'), count(*) FROM _medml_matched
-                          WHERE NOT unit_ok GROUP BY ALL""").fetchall()
-    for pid, code, unit, n in rows:
+    for pid, code, unit, n in units.itertuples(index=False):
         mine = out.setdefault(str(pid), {})
         key = (by_code[code], f"unit {unit}")
         mine[key] = mine.get(key, 0) + int(n)
-    for pid, name, n in con.execute("""SELECT patient_id, name, count(*) FROM _medml_matched
-                                       WHERE unit_ok AND NOT (v BETWEEN lo AND hi) GROUP BY ALL""").fetchall():
+    for pid, name, n in implausible.itertuples(index=False):
         out.setdefault(str(pid), {})[(str(name), "implausible")] = int(n)
     return out
 
@@ -418,13 +465,9 @@ def _pivot(long: pd.DataFrame, index: pd.DataFrame, definition: FeatureDefinitio
     return pd.DataFrame(out, columns=columns)
 
 
-def _demographics(con: Any, definition: FeatureDefinition, index: pd.DataFrame, long: pd.DataFrame) -> pd.DataFrame:
-    sql = _view_sql("patient_demographics")
-    pts = con.execute(f"""
-        SELECT i.patient_id, p.gender,
-               date_diff('day', try_cast(p.birth_date AS DATE), i.index_time::DATE) / 365.25 AS age_birth
-        FROM _medml_index i LEFT JOIN ({sql}) p ON p.patient_id = i.patient_id
-    """).df()
+def _demographics(
+    definition: FeatureDefinition, index: pd.DataFrame, long: pd.DataFrame, pts: pd.DataFrame
+) -> pd.DataFrame:
     pts = pts.drop_duplicates("patient_id").set_index("patient_id").reindex(index["patient_id"])
     out = pd.DataFrame(index=range(len(index)))
     if definition.age:

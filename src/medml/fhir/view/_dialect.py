@@ -165,6 +165,31 @@ class Dialect:
     def to_json_text(self, value: object) -> str:
         return self.literal(json.dumps(value))
 
+    # --- feature aggregation (medml.fhir.features) -----------------------------------------------------------------
+    def arg_min(self, value: str, *order: str) -> str:
+        """The ``value`` of the row with the least ``order`` (ties broken by the later keys)."""
+        return f"arg_min({value}, struct_pack({', '.join(order)}))"
+
+    def arg_max(self, value: str, *order: str) -> str:
+        return f"arg_max({value}, struct_pack({', '.join(order)}))"
+
+    def to_timestamp(self, text: str) -> str:
+        """An ISO 8601 date or date-time as an instant (NULL when unreadable); no offset is read as UTC."""
+        return f"try_cast({text} AS TIMESTAMPTZ)"
+
+    def to_date(self, value: str) -> str:
+        return f"try_cast({value} AS DATE)"
+
+    def minus_micros(self, timestamp: str, micros: int) -> str:
+        return f"({timestamp} - to_microseconds({int(micros)}))"
+
+    def seconds_between(self, start: str, end: str) -> str:
+        """Whole-second boundaries crossed from ``start`` to ``end`` (DuckDB's ``date_diff('second', ...)``)."""
+        return f"date_diff('second', {start}, {end})"
+
+    def days_between(self, start: str, end: str) -> str:
+        return f"date_diff('day', {start}, {end})"
+
 
 DuckDbDialect = Dialect
 
