@@ -22,6 +22,7 @@ from medml.data.datasets import physionet2012 as tabular
 from medml.data.datasets._common import age_band, id_array, provenance, resolve_data_root, sensitive_frame
 from medml.data.targets import BinaryTarget
 from medml.data.task import TaskDataset, infer_features
+from medml.deid.consent import leave_out_refusals, left_out_note
 from medml.errors import DataError
 from medml.fhir.convert import physionet2012 as convert
 from medml.fhir.features import AGGREGATES, Conversion, FeatureDefinition, Measurement, ServingSpec, build_features
@@ -106,6 +107,8 @@ def physionet_in_hospital_death(store: FhirStore, hours: float = 48) -> TaskData
             "choose a window of at most 48 hours",
         )
     enc = stays(store)
+    keep, refused = leave_out_refusals(store, enc["patient_id"])  # a Consent refusing research use
+    enc = enc[keep].reset_index(drop=True)
     definition = physionet_definition(hours)
     index = pd.Series((enc["admitted"] + pd.Timedelta(hours=hours)).to_numpy(), index=enc["patient_id"].to_numpy())
     built = build_features(store, definition, index)
@@ -125,7 +128,7 @@ def physionet_in_hospital_death(store: FhirStore, hours: float = 48) -> TaskData
         ids=id_array(enc["stay_id"]),
         population=(
             f"{len(enc):,} adult ICU stays of PhysioNet/CinC Challenge 2012 set A (MIMIC-II, Beth Israel "
-            f"Deaconess Medical Center, 2001-2008), read as FHIR R4 from {store.path}"
+            f"Deaconess Medical Center, 2001-2008), read as FHIR R4 from {store.path}; {left_out_note(refused)}"
         ),
         provenance=f"FHIR store {store.path}; converted by medml.fhir.convert.physionet2012",
         excluded={
