@@ -37,7 +37,7 @@ def with_new_kind(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_every_kind_declares_its_contract() -> None:
-    assert list(MODEL_KINDS) == ["logistic", "lgbm"]
+    assert list(MODEL_KINDS) == ["logistic", "lgbm", "stack"]
     for name, cls in MODEL_KINDS.items():
         assert cls.kind == name and cls.description and cls.preprocessing
         assert cls.missing_data.card and cls.missing_data.report

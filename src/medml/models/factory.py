@@ -14,8 +14,11 @@ from medml.errors import ConfigError
 from medml.models.base import RiskModel
 from medml.models.gbm import LightGBMRiskModel
 from medml.models.logistic import LogisticRiskModel
+from medml.models.stack import StackedRiskModel
 
-MODEL_KINDS: dict[str, type[RiskModel]] = {cls.kind: cls for cls in (LogisticRiskModel, LightGBMRiskModel)}
+MODEL_KINDS: dict[str, type[RiskModel]] = {
+    cls.kind: cls for cls in (LogisticRiskModel, LightGBMRiskModel, StackedRiskModel)
+}
 
 
 def find_model_kind(kind: str) -> type[RiskModel] | None:

@@ -79,20 +79,8 @@ class LogisticRiskModel(ClassifierMixin, BaseEstimator):
         self.features_ = resolve_features(X, self.features)
         num = [f.name for f in self.features_ if f.kind == "numeric"]
         cat = [f.name for f in self.features_ if f.kind == "categorical"]
-        transformers: list[tuple[str, Any, list[str]]] = []
-        if num:
-            transformers.append(
-                (
-                    "num",
-                    Pipeline(
-                        [
-                            ("impute", SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)),
-                            ("scale", StandardScaler()),
-                        ]
-                    ),
-                    num,
-                )
-            )
+        frame = self._frame(X)
+        transformers = self._numeric_transformers(frame, num)
         if cat:
             transformers.append(
                 (
@@ -122,13 +110,23 @@ class LogisticRiskModel(ClassifierMixin, BaseEstimator):
                 ("clf", LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=self.seed)),
             ]
         )
-        frame = self._frame(X)
         self.pipeline_.fit(frame, np.asarray(y))
         self.classes_ = self.pipeline_.classes_
         Z = self.pipeline_[:-1].transform(frame)
         self.train_mean_ = np.asarray(Z.mean(axis=0)).ravel()
         self.column_owner_ = self._owners()
         return self
+
+    def _numeric_transformers(self, frame: pd.DataFrame, num: list[str]) -> list[tuple[str, Any, list[str]]]:
+        """Numeric inputs entered linearly: median imputation with missing flags, then scaling (a subclass may
+        enter them otherwise; every transformed column's name starts with its source feature's)."""
+        if not num:
+            return []
+        steps = [
+            ("impute", SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)),
+            ("scale", StandardScaler()),
+        ]
+        return [("num", Pipeline(steps), num)]
 
     def _owners(self) -> list[str]:
         """The source feature behind each transformed column (one-hot levels and missing flags included)."""
