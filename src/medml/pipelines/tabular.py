@@ -23,6 +23,7 @@ from medml.errors import DataError, clip
 from medml.evaluate import EvaluationReport, Headline, evaluate_binary, headline
 from medml.explain import global_importance, top_factors
 from medml.models import CalibratedRiskModel, check_model_kind, make_model, tune
+from medml.monitor.profile import PROFILE_KEY, ReferenceProfile, build_profile
 from medml.registry import BundleMetadata, ModelBundle, load_bundle, register
 from medml.report import ReportInputs, table_one, write_report
 
@@ -184,6 +185,7 @@ def train(
             "calibration_losses": model.losses_,
             "explanation_method": model.explanation_method,
             "medml_version": __version__,
+            PROFILE_KEY: development_profile(model, (cal_ds, test_ds), seed=config.seed).to_dict(),
             **(extra or {}),
         },
     )
@@ -213,6 +215,14 @@ def cohort_table(ds: TaskDataset, importance: list[dict[str, Any]], top: int = 3
 def predict(model: Any, ds: TaskDataset, name: str = "") -> Predictions:
     scores = model.predict_proba(ds.X)[:, 1]
     return Predictions(ids=ds.ids, y_true=ds.binary_target.values, scores=scores, model=name)
+
+
+def development_profile(model: Any, parts: tuple[TaskDataset, ...], *, seed: int) -> ReferenceProfile:
+    """What monitoring compares production with: the calibration and test rows (no raw rows kept) and the
+    model's scores on them, which it was not fitted on."""
+    X = pd.concat([part.X for part in parts], ignore_index=True)
+    y = np.concatenate([part.binary_target.values for part in parts])
+    return build_profile(X, parts[0].features, model.predict_proba(X)[:, 1], y, threshold=None, seed=seed)
 
 
 def evaluate_split(model: Any, ds: TaskDataset, *, name: str, split: str, n_boot: int, seed: int) -> EvaluationReport:
