@@ -18,6 +18,7 @@ from rich.markup import escape
 
 from medml.cli import demo as demo_cmd
 from medml.cli import models, service
+from medml.cli import promote as promotion
 from medml.cli._console import err
 from medml.cli.audit import audit_app
 from medml.cli.deid import deid_app
@@ -42,6 +43,8 @@ TOP_COMMANDS: tuple[Callable[..., None], ...] = (
     models.evaluate,
     models.report,
     models.predict,
+    promotion.promote,
+    promotion.retrain,
 )
 SERVICE_COMMANDS: tuple[Callable[..., None], ...] = (
     service.serve,

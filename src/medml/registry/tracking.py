@@ -549,3 +549,67 @@ def _restore_env(key: str, value: str | None) -> None:
         os.environ.pop(key, None)
     else:
         os.environ[key] = value
+
+
+# --- aliases: which version is the champion (serving) and which the challenger (under test) --------------------
+
+#: MLflow registered-model aliases medml moves: ``champion`` serves; ``challenger`` is scored in its shadow
+CHAMPION, CHALLENGER = "champion", "challenger"
+ALIASES = (CHAMPION, CHALLENGER)
+
+
+class MlflowRegistryUnavailable(IntegrityError):
+    """MLflow could not be asked about a model's aliases (a remote tracking server down, a locked database)."""
+
+
+def get_aliases(name: str, settings: Settings) -> dict[str, int]:
+    """``{"champion": 3, "challenger": 4}``: the aliases MLflow holds for the registered model ``name`` ({} when it
+    has none, or when MLflow does not know the model)."""
+    from mlflow.exceptions import MlflowException
+
+    with _alias_client(settings) as client:
+        try:
+            model = client.get_registered_model(name)
+        except MlflowException as e:
+            if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return {}
+            raise _unavailable(e, name) from None
+        return {str(k): int(v) for k, v in (model.aliases or {}).items()}
+
+
+def set_aliases(name: str, moves: Mapping[str, int | None], settings: Settings) -> dict[str, int]:
+    """Point each alias of ``moves`` at its version (None: remove the alias), under the store lock so that a
+    registration cannot interleave; returns the aliases after. Only ``champion`` and ``challenger`` are moved."""
+    from mlflow.exceptions import MlflowException
+
+    for alias in moves:
+        if alias not in ALIASES:
+            raise ValueError(f"medml moves only the {' and '.join(ALIASES)} aliases, not {alias!r}")
+    with store_lock(settings), _alias_client(settings) as client:
+        try:
+            for alias, version in moves.items():
+                if version is None:
+                    if alias in (client.get_registered_model(name).aliases or {}):
+                        client.delete_registered_model_alias(name, alias)
+                else:
+                    client.set_registered_model_alias(name, alias, str(version))
+        except MlflowException as e:
+            raise _unavailable(e, name) from None
+    return get_aliases(name, settings)
+
+
+@contextmanager
+def _alias_client(settings: Settings) -> Iterator[MlflowClient]:
+    import mlflow
+
+    uri = settings.mlflow_uri
+    with _quiet_mlflow(), _mlflow_at(uri):
+        yield mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _unavailable(e: Exception, name: str) -> MlflowRegistryUnavailable:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return MlflowRegistryUnavailable(
+        f"MLflow could not be asked about the aliases of {name!r}: {first[:200]}",
+        "check MLFLOW_TRACKING_URI (or MEDML_HOME's mlflow.db) and try again; no alias was moved",
+    )
