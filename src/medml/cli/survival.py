@@ -61,9 +61,13 @@ def datasets() -> None:
 def train(
     dataset: Annotated[str, typer.Argument(help="survival dataset key (`medml survival datasets`) or CSV/Parquet")],
     model: Annotated[str, typer.Option(help="model kind: cox or gbs")] = "cox",
-    horizons: Annotated[str, typer.Option(help="days at which risk is predicted and checked; first = headline")] = (
-        "180,365,730"
-    ),
+    horizons: Annotated[
+        str | None,
+        typer.Option(
+            help="times (the data's unit, e.g. days) at which risk is predicted and checked; first = headline "
+            "[default: the dataset's, else 180,365,730]"
+        ),
+    ] = None,
     time: Annotated[str | None, typer.Option("--time", help="follow-up time column, days (tables only)")] = None,
     event: Annotated[str | None, typer.Option("--event", help="event column, 1 = event, 0 = censored (tables)")] = None,
     id: Annotated[str | None, typer.Option("--id", help="patient id column (tables only)")] = None,
@@ -75,11 +79,12 @@ def train(
     """Fit, evaluate at each horizon, explain and register a survival model; print its test metrics."""
     from medml.config import get_settings
     from medml.models.survival import survival_model_kind
-    from medml.pipelines.survival import SurvivalConfig, check_survival_task, train_survival
+    from medml.pipelines.survival import SurvivalConfig, check_survival_task, default_horizons, train_survival
 
     survival_model_kind(model)
-    hs = parse_horizons(horizons)
+    given = parse_horizons(horizons) if horizons is not None else None
     ds = load_task(dataset, time=time, event=event, id_column=id, sensitive=sensitive)
+    hs = given if given is not None else default_horizons(ds)
     check_survival_task(ds, hs)
     config = SurvivalConfig(model=model, horizons=hs, seed=seed, n_boot=n_boot, name=name)
     settings = get_settings()

@@ -21,7 +21,7 @@ import pandas as pd
 from medml import __version__
 from medml.config import Settings
 from medml.data import TaskDataset, patient_split
-from medml.data.datasets import gbsg2, support2
+from medml.data.datasets import gbsg2, support2, survival_sets
 from medml.data.datasets._common import UNKNOWN, id_array
 from medml.data.leakage import check_patient_overlap
 from medml.data.targets import SurvivalTarget
@@ -41,7 +41,22 @@ SURVIVAL_DATASETS: dict[str, Callable[[], TaskDataset]] = {
     "support2": partial(support2.load_survival, features="full"),
     "support2-deepsurv": partial(support2.load_survival, features="deepsurv"),
     "gbsg2": gbsg2.load,
+    **{key: partial(survival_sets.load, key) for key in survival_sets.SOURCES},
 }
+
+#: each dataset's horizons when none are given, in its own time unit, inside its follow-up (default: 180, 365, 730)
+DATASET_HORIZONS: dict[str, tuple[float, ...]] = {
+    "veterans": (30.0, 90.0, 180.0),
+    "aids": (90.0, 180.0, 270.0),
+    "rossi": (13.0, 26.0, 39.0),
+    "flchain": (365.0, 1825.0, 3650.0),
+    "whas500": (365.0, 730.0, 1825.0),
+}
+
+
+def default_horizons(ds: TaskDataset) -> tuple[float, ...]:
+    """The horizons a model of ``ds`` reports when none are asked for."""
+    return DATASET_HORIZONS.get(ds.name, DEFAULT_HORIZONS)
 
 
 def load_survival_dataset(key: str) -> TaskDataset:
