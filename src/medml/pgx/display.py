@@ -2,8 +2,8 @@
 
 The same rules serve VCF calls and outside calls:
 
-- a diplotype prints its two alleles in PharmCAT's name order (``*1/*4``, ``*4/*1x2``); one allele prints alone
-  (MT-RNR1 ``m.1555A>G``, HLA-B ``*15:02``); several outside diplotypes print in that order too;
+- a diplotype prints its two alleles in PharmCAT's name order (``*1/*4``, ``*1x2/*4``); one allele prints alone
+  (MT-RNR1 ``m.1555A>G``, HLA-B ``*15:02``); several outside diplotypes print in the order the reader gives them;
 - CACNA1S, CFTR, DPYD and RYR1 name a lone variant against the reference ``X (heterozygous)`` and two reference
   alleles ``Reference/Reference``, whatever the reference allele is called (CFTR's is "ivacaftor non-responsive
   CFTR sequence"); an unphased DPYD/RYR1 variant list prints sorted, a variant found twice as ``X (homozygous)``;
@@ -80,10 +80,8 @@ def diplotype_labels(call: GeneCall | None, data_root: Path | None = None) -> li
         return [f"{v} (homozygous)" if counts[v] > 1 else v for v in sorted(counts, key=name_key)]
     if not call.diplotypes:
         return _result_label(call, data_root)
-    dips = list(call.diplotypes)
-    if call.source == "outside":  # the report keeps outside diplotypes sorted; the matcher's order is its own
-        dips.sort(key=lambda d: sorted(map(name_key, d.haplotypes)))
-    return [_diplotype_label(call.gene, d.haplotypes, data_root) for d in dips]
+    # in the call's order: the matcher's, or for outside calls the reporter's (outside.read_outside_calls)
+    return [_diplotype_label(call.gene, d.haplotypes, data_root) for d in call.diplotypes]
 
 
 def _rs4149056_genotype(call: GeneCall) -> str:

@@ -11,8 +11,9 @@ kept, as ties). Normalisation, as PharmCAT does it:
   in ``GeneCall.lookup``; ``*2.001`` -> ``*2`` (no sub-alleles);
 - HLA-A/B: ``B*57:01:01`` -> ``*57:01``; a phenotype such as ``*57:01 positive`` is an allele status;
 - phenotypes: PM/IM/NM/EM/UM and metaboliser spellings (:func:`~medml.pgx.phenotype.normalize_phenotype`);
+- several diplotypes keep the reporter's order (by the alleles as written, :meth:`_GeneLines.report_order`);
 - the two alleles are put in PharmCAT's name order (:func:`~medml.pgx.naming.compare_names`), so ``*2/*1`` is
-  ``*1/*2``, and ``*1x2/*4`` is ``*4/*1x2`` (the comparator reads the last number: a quirk PharmCAT's labels show).
+  ``*1/*2``, and ``*4/*1x2`` is ``*1x2/*4`` (numbers compare as numbers, run by run).
 """
 
 from __future__ import annotations
@@ -46,6 +47,13 @@ class _GeneLines:
     activity_score: str | None = None
     allele_status: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: each diplotype's alleles in the order the file gives them (the report's order of several diplotypes)
+    written: list[tuple[str, ...]] = field(default_factory=list)
+
+    def report_order(self) -> list[int]:
+        """PharmCAT's reporter Diplotype.compareTo: by the first allele as written, then the second (none first);
+        ``*1x3/*1`` sorts as ``*1x3``, after ``*1x2/*17``, though it prints as ``*1/*1x3``."""
+        return sorted(range(len(self.written)), key=lambda i: [name_key(a) for a in self.written[i]])
 
 
 class _Parser:
@@ -97,8 +105,10 @@ class _Parser:
         notes.append(f"CYP2D6 {name} is looked up as *{m.group(1)}x≥3")
         return f"*{m.group(1)}x≥3"
 
-    def diplotypes(self, gene: str, text: str, where: str, notes: list[str]) -> list[tuple[Diplotype, Diplotype]]:
-        """Each diplotype of the text as reported, with the diplotype it is looked up as."""
+    def diplotypes(
+        self, gene: str, text: str, where: str, notes: list[str]
+    ) -> list[tuple[Diplotype, Diplotype, tuple[str, ...]]]:
+        """Each diplotype of the text in name order, the diplotype it is looked up as, and its alleles as written."""
         out = []
         for one in re.split(r"\s+or\s+", text):
             alleles = [a for a in (s.strip() for s in one.split("/")) if a]
@@ -106,9 +116,10 @@ class _Parser:
                 raise self.error(where, f"no allele in diplotype {one!r}")
             if len(alleles) > 2:
                 raise self.error(where, f"too many alleles in {one!r}")
-            names = sorted((self.allele(gene, a, where, notes) for a in alleles), key=name_key)
+            written = tuple(self.allele(gene, a, where, notes) for a in alleles)
+            names = sorted(written, key=name_key)
             lookup = sorted((self.lookup_name(gene, n, notes) for n in names), key=name_key)
-            out.append((Diplotype(tuple(names)), Diplotype(tuple(lookup))))
+            out.append((Diplotype(tuple(names)), Diplotype(tuple(lookup)), written))
         return out
 
     def line(self, text: str, where: str) -> None:
@@ -128,10 +139,11 @@ class _Parser:
             raise self.error(where, f"activity score {score!r} is not a number")
         entry = self.genes.setdefault(gene, _GeneLines())
         if dip_text and dip_text not in (".", "./."):
-            for shown, lookup in self.diplotypes(gene, dip_text, where, entry.warnings):
+            for shown, lookup, written in self.diplotypes(gene, dip_text, where, entry.warnings):
                 if shown not in entry.diplotypes:
                     entry.diplotypes.append(shown)
                     entry.lookups.append(lookup)
+                    entry.written.append(written)
         if pheno_text and gene in HLA_ALLELES:
             if not _HLA_STATUS.fullmatch(pheno_text):
                 raise self.error(where, f"{gene} phenotype {pheno_text!r} is not an allele status ('*57:01 positive')")
@@ -147,19 +159,23 @@ class _Parser:
         return new
 
     def calls(self) -> list[GeneCall]:
-        return [
-            GeneCall(
-                gene=g,
-                source="outside",
-                diplotypes=tuple(e.diplotypes),
-                phenotype=e.phenotype,
-                activity_score=e.activity_score,
-                allele_status=tuple(e.allele_status),
-                lookup=tuple(e.lookups) if e.lookups != e.diplotypes else None,
-                warnings=tuple(e.warnings),
+        out = []
+        for g, e in self.genes.items():
+            order = e.report_order()
+            dips, lookups = [e.diplotypes[i] for i in order], [e.lookups[i] for i in order]
+            out.append(
+                GeneCall(
+                    gene=g,
+                    source="outside",
+                    diplotypes=tuple(dips),
+                    phenotype=e.phenotype,
+                    activity_score=e.activity_score,
+                    allele_status=tuple(e.allele_status),
+                    lookup=tuple(lookups) if lookups != dips else None,
+                    warnings=tuple(e.warnings),
+                )
             )
-            for g, e in self.genes.items()
-        ]
+        return out
 
 
 def _parse_into(parser: _Parser, text: str, name: str) -> None:
