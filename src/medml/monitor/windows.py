@@ -38,8 +38,9 @@ class Windows:
 
 
 def windows_of(n_rows: int, window: int | str | Windows = DEFAULT_WINDOW, times: Any = None) -> Windows:
-    """Windows of ``window`` rows each (the last may be shorter), or with ``window`` a pandas frequency such as
-    ``"7D"`` or ``"1h"`` the calendar windows of ``times`` (one per row) that hold at least one row."""
+    """Windows of ``window`` rows each (the last may be shorter), or with ``window`` a fixed time span such as
+    ``"7D"`` or ``"12h"`` consecutive spans of ``times`` (one per row) from midnight UTC of the first one's day;
+    spans without predictions are left out."""
     if isinstance(window, Windows):
         if window.ids.shape != (n_rows,):
             raise MonitorError(f"the windows cover {window.ids.size} rows, the stream has {n_rows}")
@@ -59,9 +60,8 @@ def windows_of(n_rows: int, window: int | str | Windows = DEFAULT_WINDOW, times:
     if times is None:
         raise MonitorError(f"windows of {window!r} need the time of each prediction", "pass times, or a count")
     try:
-        offset = pd.tseries.frequencies.to_offset(window)
+        span = pd.Timedelta(window)
         stamps = pd.DatetimeIndex(pd.to_datetime(np.asarray(times), utc=True))
-        floored = stamps.floor(offset)
     except (ValueError, TypeError) as e:
         raise MonitorError(
             f"cannot cut windows of {window!r} from the prediction times ({e})",
@@ -71,9 +71,12 @@ def windows_of(n_rows: int, window: int | str | Windows = DEFAULT_WINDOW, times:
         raise MonitorError(f"{len(stamps)} times for {n_rows} predictions")
     if stamps.isna().any():
         raise MonitorError("some predictions have no time", "give every prediction its time")
-    labels, codes = np.unique(floored.asi8, return_inverse=True)
-    opens = pd.DatetimeIndex(pd.to_datetime(labels, utc=True))
-    closes = opens + offset
+    if span <= pd.Timedelta(0):
+        raise MonitorError(f"a time window must be longer than 0, got {window!r}")
+    origin = stamps.min().floor("D")  # windows start at midnight (UTC) of the first prediction's day
+    labels, codes = np.unique(np.asarray((stamps - origin) // span, dtype=np.int64), return_inverse=True)
+    opens = pd.DatetimeIndex([origin + int(k) * span for k in labels])
+    closes = opens + span
     return Windows(
         codes.astype(np.intp), tuple(opens), tuple(closes), np.bincount(codes, minlength=labels.size), "time"
     )
