@@ -108,3 +108,23 @@ def test_parse_is_fast_without_cache(data_root: Path) -> None:
     # stay ids come from the file names and agree with each record's own RecordID line.
     rid = long[long["variable"] == "RecordID"]
     assert (rid["stay_id"] == rid["value"]).all() and len(rid) == 3996
+
+
+def test_survival_task_reads_outcomes_survival_days(
+    physionet: TaskDataset, physionet_cohort: Cohort, data_root: Path
+) -> None:
+    """Death within a year of ICU admission: events and times straight from Outcomes-a.txt's Survival column
+    (read here with the csv module), no-death stays censored at 365 days, the binary task's features."""
+    import csv
+
+    ds = mod.death_after_admission(physionet_cohort)
+    with (data_root / mod.OUTCOMES).open() as f:
+        survival = {int(r["RecordID"]): int(r["Survival"]) for r in csv.DictReader(f)}
+    expected_time = [min(survival[int(s)], 365) if survival[int(s)] > 0 else 365 for s in ds.ids]
+    expected_event = [0 < survival[int(s)] <= 365 for s in ds.ids]
+    assert ds.y.time.tolist() == expected_time and ds.y.event.tolist() == expected_event
+    assert int(ds.y.event.sum()) == sum(0 < v <= 365 for v in survival.values())  # the 4 missing stays: no death
+    pd.testing.assert_frame_equal(ds.X, physionet.X)
+    assert "Survival" in ds.excluded and "censored at 365 days" in ds.population
+    # every in-hospital death is a death within the year
+    assert bool(np.all(ds.y.event[physionet.binary_target.values == 1]))

@@ -21,7 +21,7 @@ import pandas as pd
 from medml import __version__
 from medml.config import Settings
 from medml.data import TaskDataset, patient_split
-from medml.data.datasets import gbsg2, support2, survival_sets
+from medml.data.datasets import gbsg2, physionet2012, support2, survival_sets
 from medml.data.datasets._common import UNKNOWN, id_array
 from medml.data.leakage import check_patient_overlap
 from medml.data.targets import SurvivalTarget
@@ -41,6 +41,7 @@ SURVIVAL_DATASETS: dict[str, Callable[[], TaskDataset]] = {
     "support2": partial(support2.load_survival, features="full"),
     "support2-deepsurv": partial(support2.load_survival, features="deepsurv"),
     "gbsg2": gbsg2.load,
+    "physionet-2012": physionet2012.load_survival,
     **{key: partial(survival_sets.load, key) for key in survival_sets.SOURCES},
 }
 
@@ -51,6 +52,7 @@ DATASET_HORIZONS: dict[str, tuple[float, ...]] = {
     "rossi": (13.0, 26.0, 39.0),
     "flchain": (365.0, 1825.0, 3650.0),
     "whas500": (365.0, 730.0, 1825.0),
+    "physionet-2012": (30.0, 90.0, 180.0),
 }
 
 

@@ -31,6 +31,7 @@ import io
 import os
 import tarfile
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -49,7 +50,7 @@ from medml.data.datasets._common import (
     sensitive_frame,
     source_file,
 )
-from medml.data.targets import BinaryTarget
+from medml.data.targets import BinaryTarget, SurvivalTarget
 from medml.data.task import TaskDataset, infer_features
 from medml.errors import DataError, InputFileError
 
@@ -381,6 +382,51 @@ def in_hospital_death(cohort: Cohort, hours: float = 48) -> TaskDataset:
         provenance=cohort.provenance,
         excluded=excluded,
     )
+
+
+#: the follow-up assumed for stays with no recorded death (see :func:`death_after_admission`)
+FOLLOW_UP_DAYS = 365.0
+
+
+def death_after_admission(cohort: Cohort, hours: float = 48, follow_up_days: float = FOLLOW_UP_DAYS) -> TaskDataset:
+    """Time to death from ICU admission (days), from the first ``hours`` of the stay: the survival task.
+
+    Outcomes-a.txt gives ``Survival``, the days from ICU admission to death, for the 1,474 stays with a recorded
+    death (in hospital or after discharge, MIMIC-II's linkage to the US Social Security death records), and -1 for
+    the 2,526 without one. Those have no follow-up time of their own: they are censored at ``follow_up_days``
+    (365), which assumes the death linkage covered every patient for a year after admission (MIMIC-II's record
+    linkage ran years past its last admission). Deaths after ``follow_up_days`` are censored there too, so the task
+    is death within a year, and horizons past it are refused. The features and the stays are those of
+    :func:`in_hospital_death`.
+    """
+    binary = in_hospital_death(cohort, hours)
+    full = cohort.table
+    t = full[full["has_time_series"]].reset_index(drop=True)
+    if "Survival" not in t.columns:
+        raise DataError("Outcomes-a.txt has no Survival column", "restore the original file")
+    days = pd.to_numeric(t["Survival"], errors="coerce").to_numpy(dtype=float)
+    died = days > 0
+    event = died & (days <= follow_up_days)
+    time = np.where(event, days, follow_up_days)
+    censored = int((~died).sum())
+    later = int((died & ~event).sum())
+    excluded = {k: v for k, v in binary.excluded.items() if k != "Survival"}
+    excluded["Survival"] = "the outcome: days from ICU admission to death (-1: no death recorded, censored)"
+    excluded["In-hospital_death"] = "an outcome: death in hospital, inside the survival outcome"
+    return replace(
+        binary,
+        task=f"death within {follow_up_days:g} days of ICU admission, from the first {hours:g} hours in the ICU",
+        y=SurvivalTarget(time, event, "death", "days"),
+        population=binary.population
+        + f"; {censored:,} stays with no recorded death censored at {follow_up_days:g} days"
+        + (f", {later:,} deaths after {follow_up_days:g} days censored there" if later else ""),
+        excluded=excluded,
+    )
+
+
+def load_survival(data_root: str | Path | None = None) -> TaskDataset:
+    """The survival task: death within a year of ICU admission, from the first 48 hours."""
+    return death_after_admission(load_cohort(data_root), hours=48)
 
 
 def load(data_root: str | Path | None = None) -> TaskDataset:
