@@ -17,6 +17,7 @@ from medml.deid._config import KEY_VARIABLES
 from medml.deid._conformance import run_cases
 from medml.deid._io import atomic_file, deidentify_path
 from medml.deid._verify import Residual, VerificationReport, verify
+from medml.deid.dicom import KEY_VARIABLE, deidentify_dicom, dicom_key
 from medml.errors import InputFileError
 
 deid_app = typer.Typer(
@@ -95,6 +96,40 @@ def conformance_cmd(
     out.print(f"{len(results) - len(failed)} passed, {len(failed)} failed", highlight=False)
     if failed:
         raise typer.Exit(1)
+
+
+DICOM_HELP = (
+    "De-identify the headers of DICOM files by the PS3.15 Basic Application Level Confidentiality Profile: IN a "
+    "DICOM file or a folder of them (every file under it must be DICOM), OUT a new file or folder of the same "
+    f"layout, which appears only when complete. UIDs are replaced by keyed ones ({KEY_VARIABLE}), the same in every "
+    "file and run, so a study stays consistent; Patient ID becomes the keyed pseudonym FHIR cryptoHash gives. The "
+    "pixel data is copied unchanged: burned-in text is out of scope and not examined, and the files that may "
+    "carry it (Burned In Annotation YES or not given) are counted."
+)
+
+
+@deid_app.command("dicom", help=DICOM_HELP)
+def dicom_cmd(
+    source: Annotated[Path, typer.Argument(metavar="IN", help="a DICOM file, or a folder of DICOM files")],
+    target: Annotated[Path, typer.Argument(metavar="OUT", help="the output file or new folder")],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace OUT if it exists")] = False,
+) -> None:
+    key = dicom_key()
+    with progress_bar("de-identifying DICOM") as update:
+        summary = deidentify_dicom(source, target, key, overwrite=overwrite, tick=lambda p: update(p.name, 0.0))
+    out.print(
+        f"de-identified {summary.files:,} DICOM file(s) of {summary.studies:,} study(ies) by the PS3.15 Basic "
+        f"Application Level Confidentiality Profile -> {escape(str(summary.output))}",
+        highlight=False,
+    )
+    err.print(
+        "warning: pixel data is copied unchanged: burned-in text is out of scope and was not examined; "
+        f"{summary.burned_in_unknown:,} file(s) say Burned In Annotation YES or do not say. Review their pixels "
+        "before sharing them.",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 def mask(value: str) -> str:
