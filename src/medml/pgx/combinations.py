@@ -12,8 +12,10 @@ cell matches anything). Each strand permutation, phased or not, is explained as 
   overlaps an allele of a different size in some group starts no group of its own. Each group, plus its partials,
   is one explanation (``[*6 + *14]``).
 
-Strands are paired as in the normal matcher. Combination calls are not scored, so every pair is returned (PharmCAT
-ignores ``topCandidateOnly`` here), in name order.
+Strands are paired as in the normal matcher. Every pair is returned (PharmCAT ignores ``topCandidateOnly`` here),
+ordered as PharmCAT's DiplotypeMatch: by score (the positions each strand's components define, the reference's all
+of them, partials nothing), then by name. A partial genotype (``1/.``) is matched here with its uncalled allele as
+``.``, named ``g.<pos>?``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from medml.pgx.definitions import GeneDefinition, VariantLocus
 from medml.pgx.matcher import GeneData, Haplotype, Sequence, build_haplotypes
 from medml.pgx.naming import name_key
+from medml.pgx.vcf import MISSING
 
 
 @dataclass(frozen=True)
@@ -35,19 +38,28 @@ class StrandMatch:
     off_reference: bool = False
 
     @property
+    def score(self) -> int:
+        """PharmCAT's CombinationMatch score: the positions its components define between them (the reference's
+        every position for an off-reference partial); partials add nothing."""
+        return sum(any(c.pattern[i] is not None for c in self.components) for i in range(len(self.seq)))
+
+    @property
     def name(self) -> str:
         parts = [*self.partials] if self.off_reference else [c.name for c in self.components] + list(self.partials)
         return parts[0] if len(parts) == 1 else "[" + " + ".join(parts) + "]"
 
 
 def hgvs_for(locus: VariantLocus, allele: str) -> str:
-    """The position's chromosomal HGVS for one VCF allele (``g.94781859G>A``), built for an undocumented SNV."""
-    names = [n.strip() for n in locus.hgvs.split(";") if n.strip()]
-    for n in names:
-        if n.endswith(f">{allele}"):
-            return n
-    if len(names) == 1 and allele in locus.alts and not (len(allele) == 1 and len(locus.ref) == 1):
-        return names[0]
+    """The partial's name for one VCF allele, as PharmCAT's VariantLocus.getHgvsForVcfAllele: a missing allele
+    (``.``, from ``1/.``) is ``g.40991369?``, the reference ``g.40991369=``, the i-th ALT the i-th name of the
+    position's ``chromosomeHgvsName`` (``;``-separated), and an undocumented allele ``g.<pos><ref>><allele>``."""
+    if allele == MISSING:
+        return f"g.{locus.position}?"
+    if allele == locus.ref:
+        return f"g.{locus.position}="
+    names = [n.strip() for n in locus.hgvs.split(";")]
+    if allele in locus.alts and locus.alts.index(allele) < len(names):
+        return names[locus.alts.index(allele)]
     return f"g.{locus.position}{locus.ref}>{allele}"
 
 
@@ -110,16 +122,19 @@ def strand_matches(definition: GeneDefinition, data: GeneData) -> list[StrandMat
 @dataclass(frozen=True)
 class CombinationPair:
     names: tuple[str, ...]
-    score: int = 0  # combination calls are not scored
+    #: the sum of the two strands' scores: not filtered on (every pair is returned), but ordered by
+    score: int = 0
 
 
 def combination_diplotypes(definition: GeneDefinition, data: GeneData) -> list[CombinationPair]:
-    """Every diplotype the combination/partial strand explanations make, in name order, each label once."""
+    """Every diplotype the combination/partial strand explanations make, each label once, in PharmCAT's
+    DiplotypeMatch order: best score first, then by the first haplotype's name, then the second's."""
     matches = strand_matches(definition, data)
     by_name: dict[str, list[StrandMatch]] = {}
     for m in matches:
         by_name.setdefault(m.name, []).append(m)
     names = sorted(by_name, key=name_key)
+    scores = {n: by_name[n][0].score for n in names}
     pairs: set[tuple[str, ...]] = set()
     if data.haploid:
         pairs = {(n,) for n in names}
@@ -136,4 +151,5 @@ def combination_diplotypes(definition: GeneDefinition, data: GeneData) -> list[C
                         group1, group2 = group1[1:], group1[:1]
                 if any(data.complement(m1.seq) == m2.seq for m1 in group1 for m2 in group2):
                     pairs.add((n1, n2))
-    return [CombinationPair(p) for p in sorted(pairs, key=lambda p: tuple(name_key(n) for n in p))]
+    scored = [CombinationPair(p, sum(scores[n] for n in p)) for p in pairs]
+    return sorted(scored, key=lambda c: (-c.score, *(name_key(n) for n in c.names)))

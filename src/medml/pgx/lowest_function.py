@@ -22,7 +22,7 @@ from medml.pgx.calls import Diplotype, GeneCall
 from medml.pgx.definitions import GeneDefinition, load_activity_values
 from medml.pgx.matcher import GeneData, definition_memo, prepare
 from medml.pgx.naming import name_key
-from medml.pgx.vcf import SampleGenotype, VcfSample
+from medml.pgx.vcf import MISSING, SampleGenotype, VcfSample
 
 HAPB3 = "c.1129-5923C>G, c.1236G>A (HapB3)"
 HAPB3_INTRONIC = "c.1129-5923C>G"
@@ -31,8 +31,6 @@ HAPB3_INTRONIC_RSID = "rs75017182"
 MSG_EXONIC_ONLY = "pcat-dpyd-hapB3-exonic-only"
 MSG_MISMATCH = "pcat-dpyd-hapB3-intronic-mismatch-exonic"
 REFERENCE = "Reference"
-#: the allele of a strand a phased partial genotype (``1|.``) leaves uncalled
-MISSING = "."
 
 Strands = tuple[tuple[str, ...], ...]  # the allele on each strand, per position
 

@@ -441,11 +441,16 @@ def call_gene(
     base = GeneCall(gene=definition.gene, source="vcf", missing_positions=missing)
     if not data.positions:
         return _with(base, warnings=(f"no {definition.gene} positions in the VCF",))
-    if data.partial:
-        return _with(base, warnings=(*data.warnings, "a partial genotype (e.g. 1/.) blocks the call"))
     required_missing = definition.exemption.required_positions & set(missing)
     if required_missing:
         return _with(base, warnings=(f"required position(s) {sorted(required_missing)} missing: not called",))
+    if data.partial and not find_combinations:
+        return _with(base, warnings=(*data.warnings, "a partial genotype (e.g. 1/.) blocks the call"))
+    if data.partial:
+        # PharmCAT's callAssumingReference: in research mode a partial genotype goes straight to combination
+        # matching, its uncalled allele kept as "." (named as the partial g.<pos>?)
+        data.genotypes = [g.with_missing_allele() for g in data.genotypes]
+        return _combination_call(definition, data, base)
     if data.undocumented and not find_combinations:
         return _with(base, warnings=tuple(data.warnings))
     all_hits = definition.exemption.all_hits
@@ -456,16 +461,7 @@ def call_gene(
     haplotypes = build_haplotypes(definition, data)
     pairs = match_diplotypes(data, haplotypes, top_candidate_only=top and not priority_mode)
     if not pairs and find_combinations:
-        from medml.pgx.combinations import combination_diplotypes
-
-        combos = combination_diplotypes(definition, data)  # unscored: every pair, whatever topCandidateOnly
-        return _with(
-            base,
-            diplotypes=tuple(Diplotype(c.names, c.score) for c in combos),
-            phased=data.phased,
-            effectively_phased=data.permutation_count() <= 2,
-            warnings=tuple(data.warnings),
-        )
+        return _combination_call(definition, data, base)
     warnings = tuple(data.warnings)
     if not effectively_phased and len(pairs) > 1:
         picked = pick_by_priority(pairs, definition.exemption.unphased_priorities)
@@ -481,6 +477,21 @@ def call_gene(
         phased=data.phased,
         effectively_phased=effectively_phased,
         warnings=warnings,
+    )
+
+
+def _combination_call(definition: GeneDefinition, data: GeneData, base: GeneCall) -> GeneCall:
+    """Research mode's combination and partial calls: every pair, whatever topCandidateOnly (PharmCAT's
+    callCombination), best score first."""
+    from medml.pgx.combinations import combination_diplotypes
+
+    combos = combination_diplotypes(definition, data)
+    return _with(
+        base,
+        diplotypes=tuple(Diplotype(c.names, c.score) for c in combos),
+        phased=data.phased,
+        effectively_phased=data.permutation_count() <= 2,
+        warnings=tuple(data.warnings),
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import gzip
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import IO
@@ -27,6 +27,8 @@ _CONTIG_ID = re.compile(r"[<,]ID=([^,>]+)")
 _CONTIG_LENGTH = re.compile(r"[<,]length=(\d+)")
 
 Key = tuple[str, int]
+#: the uncalled allele of a partial genotype (``1/.``), as research mode keeps it
+MISSING = "."
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,16 @@ class SampleGenotype:
     @property
     def homozygous(self) -> bool:
         return len(set(self.alleles)) == 1
+
+    def with_missing_allele(self) -> SampleGenotype:
+        """A partial genotype with its uncalled allele written as :data:`MISSING`, as PharmCAT's VcfReader keeps it:
+        ``1|.`` keeps its strands (phased), ``1/.`` is unphased. Any other genotype is returned as it is."""
+        if not self.partial or len(self.alleles) != 1:
+            return self
+        if self.missing_strand is None:
+            return replace(self, alleles=(self.alleles[0], MISSING))
+        alleles = (MISSING, self.alleles[0]) if self.missing_strand == 0 else (self.alleles[0], MISSING)
+        return replace(self, alleles=alleles, phased=True)
 
 
 @dataclass(frozen=True)
