@@ -28,7 +28,7 @@ def test_cbpe_auroc_is_the_expected_auroc_over_all_pairs() -> None:
 
 def test_on_calibrated_scores_the_estimate_is_the_realised_auroc_and_brier() -> None:
     p, y = _calibrated(200_000, seed=1)
-    est = estimate(p, threshold=0.5, windows=p.size, n_draws=20)
+    est = estimate(p, threshold=0.5, windows=p.size)
     assert est.auroc[0].value == pytest.approx(auroc(y, p), abs=0.003)
     assert est.brier[0].value == pytest.approx(brier(y, p), abs=0.002)
     assert est.ppv[0].value == pytest.approx(y[p >= 0.5].mean(), abs=0.01)
@@ -37,7 +37,7 @@ def test_on_calibrated_scores_the_estimate_is_the_realised_auroc_and_brier() -> 
 
 def test_the_interval_holds_the_realised_auroc_of_a_window_about_95_percent_of_the_time() -> None:
     p, y = _calibrated(200 * 200, seed=2)
-    est = estimate(p, threshold=0.3, windows=200, n_draws=400, seed=3).to_frame()
+    est = estimate(p, threshold=0.3, windows=200).to_frame()
     real = np.array([auroc(y[i : i + 200], p[i : i + 200]) for i in range(0, p.size, 200)])
     inside = (est["auroc_low"] <= real) & (real <= est["auroc_high"])
     assert 0.90 <= inside.mean() <= 0.99

@@ -5,9 +5,10 @@ truth", docs.nannyml.com, after Garg et al.): if the scores are calibrated on th
 patient is an event with probability equal to the score, so the confusion matrix at every threshold has an
 expected value. The estimated AUROC is the area under the expected ROC curve (computed as NannyML's
 ``estimate_roc_auc``), the expected Brier score is the mean of ``p (1 - p)``, the expected PPV at the deployed
-threshold the mean score of the flagged patients. The interval of each is the range in which the realised value
-would fall (2.5th to 97.5th percentile) if outcomes were drawn from the scores (a parametric bootstrap of
-``n_draws`` outcome vectors): it is the uncertainty of a finite window, and it assumes calibration. Where the
+threshold the mean score of the flagged patients. The interval of each is where the realised value of the window
+would fall (95%) if its outcomes were drawn from the scores: a normal interval, with the exact variance for the
+Brier score, PPV and prevalence and the delta method for the AUROC; it is the uncertainty of a finite window, and it
+assumes calibration. Where the
 relation between features and outcome changes (concept shift) the estimate is wrong, and only realised performance
 shows it. Scores can first be passed through the development data's isotonic calibration map (``calibration=``
 the reference profile), as NannyML does when its calibration check asks for it.
@@ -25,17 +26,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+from scipy import stats
 
 from medml.errors import MonitorError
 from medml.evaluate import Estimate, auroc, bootstrap_many, brier, ppv
 from medml.monitor.profile import ReferenceProfile
 from medml.monitor.windows import DEFAULT_WINDOW, Windows, windows_of
 
-__all__ = ["EstimateResult", "RealisedResult", "cbpe_auroc", "estimate", "realised"]
-
-DEFAULT_DRAWS = 200
-# outcome draws generated at once, bounds memory at about 16 MB
-_DRAW_ELEMENTS = 2_000_000
+__all__ = ["EstimateResult", "RealisedResult", "auroc_sd", "cbpe_auroc", "estimate", "realised"]
 
 
 @dataclass(frozen=True)
@@ -87,43 +85,55 @@ def cbpe_auroc(calibrated: npt.ArrayLike, scores: npt.ArrayLike | None = None) -
     return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
 
 
-def _midranks(s: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    from scipy.stats import rankdata
-
-    return np.asarray(rankdata(s), dtype=float)
-
-
-def _draws(
-    p: npt.NDArray[np.float64], scores: npt.NDArray[np.float64], threshold: float | None, n_draws: int, rng: Any
-) -> dict[str, npt.NDArray[np.float64]]:
-    """Realised AUROC, Brier, PPV and prevalence of ``n_draws`` outcome vectors drawn from ``p``."""
-    n = p.size
-    ranks = _midranks(scores)
-    flagged = (scores >= threshold).astype(float) if threshold is not None else np.zeros(n)
-    n_flagged = flagged.sum()
-    out: dict[str, list[npt.NDArray[np.float64]]] = {k: [] for k in ("auroc", "brier", "ppv", "prevalence")}
-    rows = max(1, min(n_draws, _DRAW_ELEMENTS // max(n, 1)))
-    sum_p2 = float(np.sum(p * p))
-    for start in range(0, n_draws, rows):
-        r = min(rows, n_draws - start)
-        y = (rng.random((r, n)) < p).astype(float)
-        n1 = y.sum(axis=1)
-        n0 = n - n1
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out["auroc"].append((y @ ranks - n1 * (n1 + 1) / 2.0) / (n1 * n0))
-            out["ppv"].append((y @ flagged) / n_flagged if n_flagged else np.full(r, np.nan))
-        out["brier"].append((sum_p2 + y @ (1.0 - 2.0 * p)) / n)
-        out["prevalence"].append(n1 / n)
-    return {k: np.concatenate(v) for k, v in out.items()}
+def auroc_sd(calibrated: npt.ArrayLike, scores: npt.ArrayLike | None = None) -> float:
+    """Standard deviation of the realised AUROC when each outcome is drawn from its calibrated probability: the
+    delta method on ``U / (n1 n0)`` around ``Y = p``, each patient's weight ``dAUROC/dY_k`` from the expected
+    non-events scored below and events scored above it (ties half), in O(n log n)."""
+    p_all = np.asarray(calibrated, dtype=float)
+    s_all = p_all if scores is None else np.asarray(scores, dtype=float)
+    order = np.argsort(s_all, kind="stable")
+    p, s = p_all[order], s_all[order]
+    q = 1.0 - p
+    _, start, counts = np.unique(s, return_index=True, return_counts=True)
+    group = np.repeat(np.arange(start.size), counts)
+    cq, cp = np.r_[0.0, np.cumsum(q)], np.r_[0.0, np.cumsum(p)]
+    tie_q, tie_p = cq[start + counts] - cq[start], cp[start + counts] - cp[start]
+    below = cq[start][group] + 0.5 * (tie_q[group] - q)  # expected non-events scored under each patient
+    above = (cp[-1] - cp[start + counts])[group] + 0.5 * (tie_p[group] - p)  # expected events scored over
+    events, non_events = p.sum(), q.sum()
+    if events <= 0 or non_events <= 0:
+        return float("nan")
+    pairs = events * non_events
+    weight = (below - above) / pairs - np.sum(p * below) * (non_events - events) / pairs**2
+    return float(np.sqrt(np.sum(weight * weight * p * q)))
 
 
-def _interval(value: float, draws: npt.NDArray[np.float64], level: float) -> Estimate:
-    finite = draws[np.isfinite(draws)]
-    if not np.isfinite(value) or finite.size < max(1, draws.size // 2):
+def _normal(value: float, sd: float, level: float) -> Estimate:
+    if not (np.isfinite(value) and np.isfinite(sd)):
         return Estimate(value, float("nan"), float("nan"))
-    a = (1.0 - level) / 2.0
-    low, high = np.quantile(finite, [a, 1.0 - a])
-    return Estimate(value, float(low), float(high))
+    half = float(stats.norm.ppf(0.5 + level / 2.0)) * sd
+    return Estimate(value, value - half, value + half)
+
+
+def _window_estimates(
+    p: npt.NDArray[np.float64], s: npt.NDArray[np.float64], threshold: float | None, level: float
+) -> dict[str, Estimate]:
+    """CBPE's values for one window, each with the normal interval of the realised value if outcomes follow ``p``
+    (variances exact for the linear ones: Brier, PPV, prevalence; the delta method for AUROC)."""
+    n = p.size
+    var = p * (1.0 - p)
+    flagged = s >= threshold if threshold is not None else np.zeros(n, dtype=bool)
+    n_flagged = int(flagged.sum())
+    return {
+        "auroc": _normal(cbpe_auroc(p, s), auroc_sd(p, s), level),
+        "brier": _normal(float(var.mean()), float(np.sqrt(np.sum((1.0 - 2.0 * p) ** 2 * var)) / n), level),
+        "ppv": _normal(
+            float(p[flagged].mean()) if n_flagged else float("nan"),
+            float(np.sqrt(var[flagged].sum()) / n_flagged) if n_flagged else float("nan"),
+            level,
+        ),
+        "prevalence": _normal(float(p.mean()), float(np.sqrt(var.sum()) / n), level),
+    }
 
 
 def _check_scores(scores: npt.ArrayLike, what: str) -> npt.NDArray[np.float64]:
@@ -146,36 +156,24 @@ def estimate(
     windows: int | str | Windows = DEFAULT_WINDOW,
     times: Any = None,
     calibration: ReferenceProfile | None = None,
-    n_draws: int = DEFAULT_DRAWS,
     level: float = 0.95,
-    seed: int = 0,
 ) -> EstimateResult:
     """CBPE per window of ``scores`` (see the module docstring); ``calibration``: a reference profile whose
     isotonic map first recalibrates the scores."""
     s = _check_scores(scores, "performance estimation")
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise MonitorError(f"the threshold must be a risk in [0, 1], got {threshold}")
-    if n_draws < 1 or not 0.0 < level < 1.0:
-        raise MonitorError(f"n_draws must be 1 or more and level in (0, 1), got {n_draws} and {level}")
+    if not 0.0 < level < 1.0:
+        raise MonitorError(f"the interval level must be between 0 and 1, got {level}", "use e.g. 0.95")
     p = s if calibration is None else calibration.recalibrate(s)
     win = windows_of(s.size, windows, times)
-    rng = np.random.default_rng(seed)
     order = np.argsort(win.ids, kind="stable")
     bounds = np.r_[0, np.cumsum(win.n)]
     res: dict[str, list[Estimate]] = {k: [] for k in ("auroc", "brier", "ppv", "prevalence")}
     for w in range(len(win)):
         rows = order[bounds[w] : bounds[w + 1]]
-        pw, sw = p[rows], s[rows]
-        flagged = pw[sw >= threshold] if threshold is not None else np.empty(0)
-        values = {
-            "auroc": cbpe_auroc(pw, sw),
-            "brier": float(np.mean(pw * (1 - pw))),
-            "ppv": float(flagged.mean()) if flagged.size else float("nan"),
-            "prevalence": float(pw.mean()),
-        }
-        draws = _draws(pw, sw, threshold, n_draws, rng)
-        for k, v in values.items():
-            res[k].append(_interval(v, draws[k], level))
+        for k, est in _window_estimates(p[rows], s[rows], threshold, level).items():
+            res[k].append(est)
     return EstimateResult(
         win, threshold, tuple(res["auroc"]), tuple(res["brier"]), tuple(res["ppv"]), tuple(res["prevalence"]), level
     )
