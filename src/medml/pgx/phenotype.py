@@ -9,8 +9,11 @@ give only a phenotype, an activity score or an allele status.
 Rules reproduced from PharmCAT 3.1.1 (checked against its test suite, see ``checks_interpretation``):
 
 - a gene that is not called looks recommendations up as ``No Result``;
-- an allele the table does not know gives the phenotype ``n/a`` (PipelineTest: TPMT ``*1/g.18143724C>T``); a
-  diplotype of known alleles that the table lacks gives ``Indeterminate``;
+- a diplotype with no row in the table (an allele it does not know, such as an outside call's ``*XXX``, or a
+  pair it does not list) is ``Indeterminate`` for the activity-score genes, looked up by the scores of the
+  table's ``Indeterminate`` rows (``n/a``), and ``n/a`` for the others (PharmCAT's
+  Diplotype.lookupPhenotypesByDiplotype; Cyp2d6Test.testCyp2d6AlleleWithNoFunction, PipelineTest TPMT
+  ``*1/g.18143724C>T``); every allele the table lacks has the function ``Unassigned function``;
 - lowest-function genes (DPYD, RYR1) are phenotyped from ``GeneCall.lookup``, the matcher's recommendation diplotype;
 - HLA-A/B have no table: a diplotype is turned into the positive/negative status of each allele CPIC keys on.
 """
@@ -106,6 +109,12 @@ class PhenotypeTable:
     def row(self, haplotypes: Iterable[str]) -> TableRow | None:
         """The row for these haplotypes in any order (one for haploid calls), or None."""
         return self.rows.get(frozenset(Counter(haplotypes).items()))
+
+    def scores_for_phenotype(self, phenotype: str) -> tuple[str, ...]:
+        """The activity scores of the rows giving this phenotype, sorted, or ``n/a`` when none has one (PharmCAT's
+        Diplotype.lookupActivityScoresByPhenotype)."""
+        found = sorted({r.activity_score for r in self.rows.values() if r.phenotype == phenotype and r.activity_score})
+        return tuple(found) or (NA,)
 
     def phenotype_for_score(self, score: str) -> str | None:
         """The phenotype the table gives to an activity score (an outside call may give only the score)."""
@@ -239,9 +248,12 @@ def _interpret_diplotype(table: PhenotypeTable | None, gene: str, dip: Diplotype
         return DiplotypePhenotype(dip, functions, values, row.phenotype, row.activity_score, (row.lookup_key,))
     if not table.rows:  # IFNL3: single-position function only, no diplotype rows in 3.1.1
         return DiplotypePhenotype(dip, functions, values, None, None, ())
-    unknown = any(h not in table.functions for h in haplotypes)
-    label = NA if unknown else INDETERMINATE
-    return DiplotypePhenotype(dip, functions, values, label, NA if gene in ACTIVITY_GENES else None, (label,))
+    # no row (an allele the table lacks, an outside call's *XXX, or an unlisted pair): PharmCAT's
+    # Diplotype.lookupPhenotypesByDiplotype gives activity-score genes "Indeterminate" and the rest "n/a"; an
+    # activity gene's score is then n/a and it is looked up by the scores of the table's rows with that phenotype
+    if gene in ACTIVITY_GENES:
+        return DiplotypePhenotype(dip, functions, values, INDETERMINATE, NA, table.scores_for_phenotype(INDETERMINATE))
+    return DiplotypePhenotype(dip, functions, values, NA, None, (NA,))
 
 
 def _outside_overrides(call: GeneCall, table: PhenotypeTable | None, r: DiplotypePhenotype) -> DiplotypePhenotype:
