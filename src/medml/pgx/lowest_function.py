@@ -3,8 +3,10 @@
 These genes are called variant by variant. Phased or effectively phased data gives a diplotype whose strands
 list the variants on them (``[c.498G>A + c.2582A>G]/c.2846A>T``, ``Reference`` when none); data phased in several
 phase sets gives one diplotype per way of joining the sets. Unphased data gives the list of variants found, twice
-when homozygous. Recommendations use the lowest-activity variant of each strand (phased) or the two lowest overall
-(unphased), ties broken by name.
+when homozygous. Recommendations use the lowest-function variant of each strand (phased) or the two lowest overall
+(unphased): for DPYD the lowest activity value, for RYR1 a malignant-hyperthermia function first (PharmCAT's
+Ryr1ActivityComparator), ties broken by name; of several phased diplotypes, one is kept for the lookup
+(:func:`_diplotype_rank`).
 
 HapB3 is decided by the intronic rs75017182. A strand with the intronic variant but not the exonic rs56038477 is
 the intronic-only allele ``c.1129-5923C>G``; both make HapB3. When the intronic position is missing the exonic one
@@ -15,13 +17,17 @@ strands: a strand with no intronic allele is then called from its exonic one, as
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import cache
 from itertools import product
+from typing import Any
 
 from medml.pgx.calls import Diplotype, GeneCall
 from medml.pgx.definitions import GeneDefinition, load_activity_values
 from medml.pgx.matcher import GeneData, definition_memo, prepare
 from medml.pgx.naming import name_key
+from medml.pgx.phenotype import load_phenotype_table
 from medml.pgx.vcf import MISSING, SampleGenotype, VcfSample
 
 HAPB3 = "c.1129-5923C>G, c.1236G>A (HapB3)"
@@ -144,9 +150,38 @@ def _strand_name(names: list[str]) -> str:
     return "[" + " + ".join(sorted(names, key=name_key)) + "]"
 
 
-def _lowest(gene: str, names: list[str]) -> str:
+@cache
+def _malignant(gene: str) -> frozenset[str]:
+    """Alleles whose function in the gene's phenotype table names malignant hyperthermia (RYR1)."""
+    table = load_phenotype_table(gene)
+    return frozenset(n for n, f in (table.functions if table else {}).items() if "Malignant" in f)
+
+
+def _haplotype_rank(gene: str) -> Callable[[str], tuple[Any, ...]]:
+    """The order in which a lowest-function gene's haplotypes are used for the lookup, lowest function first:
+    RYR1 as PharmCAT's LowestFunctionGeneCaller.Ryr1ActivityComparator (a function containing "Malignant" first,
+    then by name); DPYD by activity value (an allele without one counts as 1.0), then by name."""
+    if gene == "RYR1":
+        malignant = _malignant(gene)
+        return lambda n: (n not in malignant, name_key(n))
     activity = load_activity_values(gene)
-    return min(names, key=lambda n: (activity.get(n, 1.0), name_key(n))) if names else REFERENCE
+    return lambda n: (activity.get(n, 1.0), name_key(n))
+
+
+def _diplotype_rank(gene: str) -> Callable[[tuple[str, ...]], tuple[Any, ...]]:
+    """Which of several phased lookup diplotypes (one per way of joining phase sets) PharmCAT keeps
+    (LowestFunctionGeneCaller.inferFromDiplotypes keeps the first): RYR1 by Ryr1DiplotypeMalignancyComparator (more
+    malignant alleles first), DPYD by DiplotypeCpicActivityScoreComparator (lowest summed CPIC activity first, an
+    allele without one counting 2.0); ties by the first allele's name, then the second's."""
+    if gene == "RYR1":
+        malignant = _malignant(gene)
+        return lambda d: (-sum(h in malignant for h in d), *(name_key(h) for h in d))
+    activity = load_activity_values(gene)
+    return lambda d: (sum(activity.get(h, 2.0) for h in d), *(name_key(h) for h in d))
+
+
+def _lowest(gene: str, names: list[str]) -> str:
+    return min(names, key=_haplotype_rank(gene)) if names else REFERENCE
 
 
 def _orientations(data: GeneData) -> list[Strands] | None:
@@ -247,15 +282,16 @@ def call_lowest_function(
         names = [_strand_name(s) for s in strands]
         order = sorted(range(ploidy), key=lambda i: name_key(names[i]))
         haps = tuple(names[i] for i in order)
-        lookup = tuple(sorted((_lowest(gene, strands[i]) for i in order), key=name_key))
-        calls.setdefault(haps, Diplotype(lookup))
+        calls.setdefault(haps, tuple(_lowest(gene, strands[i]) for i in order))
     ordered = sorted(calls, key=lambda h: tuple(name_key(n) for n in h))
+    # one lookup diplotype, as PharmCAT's inferFromDiplotypes (its alleles in name order here)
+    lookups = sorted(set(calls.values()), key=_diplotype_rank(gene)) if ploidy == 2 else list(calls.values())
     return replace(
         base,
         diplotypes=tuple(Diplotype(h) for h in ordered),
         phased=full.phased,
         effectively_phased=True,
-        lookup=tuple(calls[h] for h in ordered),
+        lookup=(Diplotype(tuple(sorted(lookups[0], key=name_key))),),
         messages=tuple(messages),
     )
 
@@ -275,8 +311,7 @@ def _unphased(definition: GeneDefinition, data: GeneData, hapb3: HapB3Call, base
     for name in matches:
         variants += [name, name] if name in homozygous else [name]
     variants = sorted([*variants, *hapb3.found], key=name_key)
-    activity = load_activity_values(definition.gene)
-    lowest = sorted(variants, key=lambda n: (activity.get(n, 1.0), name_key(n)))[:2]
+    lowest = sorted(variants, key=_haplotype_rank(definition.gene))[:2]
     lookup = (Diplotype(tuple(sorted(lowest, key=name_key))),) if len(lowest) == 2 else ()
     messages = (hapb3.message,) if hapb3.message else ()
     return replace(
