@@ -74,9 +74,14 @@ def train(
     sensitive: Annotated[str | None, typer.Option(help="comma-separated sensitive attribute columns")] = None,
     seed: Annotated[int, typer.Option(help="seed for the split and the model")] = 0,
     n_boot: Annotated[int, typer.Option(help="bootstrap resamples for intervals")] = 200,
+    budget_seconds: Annotated[
+        float, typer.Option(help="seconds of hyperparameter search on the training patients (0: defaults)")
+    ] = 30.0,
+    max_trials: Annotated[int, typer.Option(help="most search trials")] = 40,
     name: Annotated[str | None, typer.Option(help="registered model name (default DATASET-MODEL)")] = None,
 ) -> None:
     """Fit, evaluate at each horizon, explain and register a survival model; print its test metrics."""
+    from medml.cli.models import check_options
     from medml.config import get_settings
     from medml.models.survival import survival_model_kind
     from medml.pipelines.survival import SurvivalConfig, check_survival_task, default_horizons, train_survival
@@ -86,7 +91,18 @@ def train(
     ds = load_task(dataset, time=time, event=event, id_column=id, sensitive=sensitive)
     hs = given if given is not None else default_horizons(ds)
     check_survival_task(ds, hs)
-    config = SurvivalConfig(model=model, horizons=hs, seed=seed, n_boot=n_boot, name=name)
+    check_options(
+        n_boot=n_boot, max_trials=max_trials, seed=seed, budget_seconds=budget_seconds if budget_seconds else None
+    )
+    config = SurvivalConfig(
+        model=model,
+        horizons=hs,
+        seed=seed,
+        n_boot=n_boot,
+        name=name,
+        budget_seconds=budget_seconds,
+        max_trials=max_trials,
+    )
     settings = get_settings()
     with progress_bar(f"{ds.name} {model}") as step:
         result = train_survival(ds, config, settings, progress=step)

@@ -31,6 +31,7 @@ from medml.evaluate import EvaluationReport, Headline
 from medml.evaluate.survival import SurvivalPredictions, check_horizons, check_survival, evaluate_survival
 from medml.explain import global_importance
 from medml.models.survival import DEFAULT_HORIZONS, make_survival_model, survival_model_kind
+from medml.models.survival_search import SurvivalSearch, search_survival
 from medml.registry import BundleMetadata, ModelBundle, register
 from medml.report import table_one
 
@@ -144,7 +145,8 @@ def _predictor(col: pd.Series) -> pd.Series:
 @dataclass(frozen=True)
 class SurvivalConfig:
     """How to train a survival model: kind, horizons (days; the first is the bundle's ``predict_proba``), seed,
-    bootstrap resamples, split fractions (train, held-out calibration part that joins training, test)."""
+    bootstrap resamples, split fractions (train, held-out calibration part that joins training, test), and the
+    search budget (:mod:`medml.models.survival_search`; 0 = no search)."""
 
     model: str = "cox"
     horizons: tuple[float, ...] = DEFAULT_HORIZONS
@@ -153,6 +155,9 @@ class SurvivalConfig:
     fractions: tuple[float, float, float] = (0.6, 0.15, 0.25)
     name: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
+    #: seconds of hyperparameter search on the training patients (0: the kind's defaults and ``params``, no search)
+    budget_seconds: float = 0.0
+    max_trials: int = 40
 
 
 @dataclass
@@ -247,9 +252,29 @@ def train_survival(
         check_survival(py.time, py.event, what=f"the {where} of '{ds.name}'")
         check_horizons(horizons, py.time, what=f"the {where} of '{ds.name}'")
 
+    params = dict(config.params)
+    search: SurvivalSearch | None = None
+    if config.budget_seconds > 0:
+        step("searching", 0.0)
+        t = clock.perf_counter()
+        search = search_survival(
+            config.model,
+            train_ds,
+            horizons=horizons,
+            budget_seconds=config.budget_seconds,
+            max_trials=config.max_trials,
+            seed=config.seed,
+            fixed=config.params,
+            on_trial=lambda n, _ibs: step(
+                "searching", min(n / config.max_trials, (clock.perf_counter() - t) / config.budget_seconds)
+            ),
+        )
+        params = search.params
+        timings["search"] = clock.perf_counter() - t
+
     step("fitting", 0.0)
     t = clock.perf_counter()
-    model = make_survival_model(config.model, ds.features, horizons=horizons, params=config.params, seed=config.seed)
+    model = make_survival_model(config.model, ds.features, horizons=horizons, params=params, seed=config.seed)
     model.fit(train_ds.X, train_ds.y)
     timings["fit"] = clock.perf_counter() - t
 
@@ -309,6 +334,7 @@ def train_survival(
             "fractions": list(config.fractions),
             "explanation_method": model.explanation_method,
             "medml_version": __version__,
+            "search": search.to_dict() if search is not None else None,
         },
     )
     bundle = register(ModelBundle(model=model, features=list(ds.features), metadata=metadata), settings)
