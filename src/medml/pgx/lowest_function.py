@@ -268,7 +268,7 @@ def call_lowest_function(
         hapb3 = _hapb3(definition, full, None) if is_dpyd else HapB3Call()
         return _unphased(definition, data, hapb3, base)
     ploidy = 1 if full.haploid else 2
-    calls: dict[tuple[str, ...], Diplotype] = {}
+    calls: dict[tuple[str, ...], tuple[str, ...]] = {}  # strand names -> lowest allele of each strand
     messages: list[str] = []
     for oriented in orientations:
         hapb3 = _hapb3(definition, full, oriented) if is_dpyd else HapB3Call()
