@@ -37,8 +37,7 @@ from medml.monitor.gates import (
     seen_record,
     unseen,
 )
-from medml.registry import ModelBundle, load_bundle
-from medml.registry.store import parse_ref
+from medml.registry import ModelBundle, load_bundle, resolve
 from medml.registry.tracking import CHALLENGER, CHAMPION, get_aliases, set_aliases
 
 if TYPE_CHECKING:
@@ -75,14 +74,14 @@ def promote(
     gate passes, point ``champion`` at it (and take ``challenger`` off it). ``data``: the patients to judge on
     (default: the challenger's catalogued development dataset; only rows neither model saw are used)."""
     step = progress or (lambda _d, _f: None)
-    name, _ = parse_ref(ref)
-    challenger = load_bundle(ref, settings)
+    name, version, _ = resolve(ref, settings)
     before = get_aliases(name, settings)
-    if before.get(CHAMPION) == challenger.version:
+    if before.get(CHAMPION) == version:
         raise ConfigError(
-            f"{challenger.ref} is already the champion: a model cannot be promoted onto itself",
+            f"{name}@{version} is already the champion: a model cannot be promoted onto itself",
             f"promote another version of {name} (`medml models list`), or retrain one",
         )
+    challenger = load_bundle(f"{name}@{version}", settings)
     champion = None if CHAMPION not in before else load_bundle(f"{name}@{before[CHAMPION]}", settings)
     step("reading the evaluation patients", 0.1)
     ds = data if data is not None else _development_data(challenger)
@@ -267,8 +266,17 @@ def _with_features(ds: TaskDataset, bundle: ModelBundle) -> TaskDataset:
         if f.kind == "numeric":
             X[f.name] = pd.to_numeric(col, errors="coerce").astype(float)
         else:
-            X[f.name] = col.astype(object).where(col.notna(), None).map(lambda v: None if v is None else str(v))
+            X[f.name] = col.astype(object).where(col.notna(), None).map(_category_text)
     return dataclasses.replace(ds, X=X, features=tuple(bundle.features))
+
+
+def _category_text(value: Any) -> str | None:
+    """A category as text; a whole number read from a table (``2.0``) as the code it was written as (``2``)."""
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _joined(parts: list[tuple[TaskDataset, Split]], name: str) -> tuple[TaskDataset, Split]:
