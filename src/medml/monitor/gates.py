@@ -412,19 +412,27 @@ def paired_auroc_difference(
     return float(value), np.concatenate(draws) if draws else np.empty(0)
 
 
+def auroc_difference_verdict(
+    g: AurocDifference, y: npt.ArrayLike, p_new: npt.ArrayLike, p_old: npt.ArrayLike
+) -> tuple[bool, float, float]:
+    """The paired gate on its own: (passed, AUROC difference, its lower one-sided ``1 - alpha`` bound)."""
+    diff, draws = paired_auroc_difference(y, p_new, p_old, n_boot=g.n_boot, seed=g.seed)
+    lower = float(np.quantile(draws[np.isfinite(draws)], g.alpha))
+    return lower > -g.margin, diff, lower
+
+
 def _auroc_difference(g: AurocDifference, c: _Context) -> GateResult:
     rule = f"lower one-sided {1 - g.alpha:.0%} bound of challenger - champion AUROC > -{g.margin:g}"
     if c.p_old is None or c.champion is None:
         return GateResult("auroc_difference", True, "no champion yet: nothing to compare with", rule)
     if not c.both_classes():
         return GateResult("auroc_difference", False, "the evaluation patients hold one outcome only", rule)
-    diff, draws = paired_auroc_difference(c.data.y, c.p_new, c.p_old, n_boot=g.n_boot, seed=g.seed)
-    lower = float(np.quantile(draws[np.isfinite(draws)], g.alpha))
+    passed, diff, lower = auroc_difference_verdict(g, c.data.y, c.p_new, c.p_old)
     measured = (
         f"{auroc(c.data.y, c.p_new):.3f} vs {auroc(c.data.y, c.p_old):.3f}: difference {diff:+.3f} "
         f"(lower bound {lower:+.3f})"
     )
-    return GateResult("auroc_difference", lower > -g.margin, measured, rule)
+    return GateResult("auroc_difference", passed, measured, rule)
 
 
 def _calibration_slope(g: CalibrationSlope, c: _Context) -> GateResult:
@@ -505,6 +513,7 @@ __all__ = [
     "Gates",
     "Leakage",
     "SubgroupAurocGap",
+    "auroc_difference_verdict",
     "check_gates",
     "evaluation_set",
     "paired_auroc_difference",

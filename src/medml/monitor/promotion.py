@@ -151,7 +151,7 @@ def retrain(
     settings: Settings,
     gates: Gates,
     *,
-    base: bool = True,
+    base: bool | TaskDataset = True,
     budget_seconds: float = 60.0,
     max_trials: int = 60,
     n_boot: int = 1000,
@@ -159,6 +159,8 @@ def retrain(
 ) -> Retraining:
     """Re-fit ``name``'s champion (or its latest version) on its development data plus the rows of ``new`` dated
     up to ``until``, register the result, and promote it only if it passes ``gates`` against the champion.
+    ``base``: True re-reads the development data (a catalogued dataset), a TaskDataset gives it (its name and data
+    hash must be the champion's), False leaves it out.
 
     The development data keeps the split its champion was trained with, so the champion's test patients stay out
     of the re-fit; the new rows are split by patient with the same seed and fractions. The gates judge both models
@@ -188,15 +190,18 @@ def retrain(
     judge_on = [new]
     base_seed = seed
     base_key = md.extra.get(RETRAIN_KEY, {}).get("base") or md.dataset
-    if base:
+    if base is not False:
         from medml.pipelines.catalogue import list_datasets, load_dataset
 
-        if base_key not in {d.key for d in list_datasets()}:
+        if isinstance(base, TaskDataset):
+            dev_as_read = base
+        elif base_key in {d.key for d in list_datasets()}:
+            dev_as_read = load_dataset(base_key)
+        else:
             raise ConfigError(
                 f"{champion.ref} was developed on {quote(base_key)}, not a catalogued dataset",
                 "retrain on the new data alone with --no-base",
             )
-        dev_as_read = load_dataset(base_key)
         dev = _with_features(dev_as_read, champion)
         want = md.extra.get(RETRAIN_KEY, {}).get("base_hash") or md.data_hash
         if data_hash(dev_as_read) != want:
@@ -208,6 +213,7 @@ def retrain(
         judge_on.insert(0, dev_as_read)
         parts.append((dev, patient_split(dev.groups, dev.binary_target.values, fractions=fractions, seed=base_seed)))
     parts.append((fresh, patient_split(fresh.groups, fresh.binary_target.values, fractions=fractions, seed=seed)))
+    base = base is not False
     combined, split = _joined(parts, f"{base_key + '+' if base else ''}{new.name}<={cut.date()}")
     salt = secrets.token_hex(8)
     seen = {ds.name: np.concatenate([ds.groups[s.train], ds.groups[s.calibration]]) for ds, s in parts}
