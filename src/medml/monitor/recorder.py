@@ -12,7 +12,6 @@ store that stays locked costs memory, never the service).
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import threading
@@ -48,7 +47,7 @@ class Recorder:
         self.max_pending = max_pending
         self.retention_days = retention_days
         self._pending: deque[PredictionRow] = deque()
-        self._queued = itertools.count(1)  # next() is atomic: safe from the event loop and from worker threads
+        self._count_lock = threading.Lock()  # the event loop and worker threads (a shadow's score) both record
         self._last_queued = 0
         self._done = 0  # rows written, refused or dropped (the writer thread's count)
         self.written = 0
@@ -64,8 +63,9 @@ class Recorder:
 
     def record(self, row: PredictionRow) -> None:
         """Queue one prediction (the only call on the request path)."""
-        self._pending.append(row)
-        self._last_queued = next(self._queued)
+        with self._count_lock:
+            self._pending.append(row)
+            self._last_queued += 1
         if self._thread is None or self._pid != os.getpid():
             self._start()
         if len(self._pending) >= self.batch:

@@ -18,6 +18,7 @@ service's recorder writes in groups, a few times a second at most, so the file i
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import math
 import os
 import tempfile
@@ -208,8 +209,6 @@ class MonitorStore:
 
     @contextmanager
     def _connect(self, *, create: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
-        import duckdb
-
         if not self.path.exists():
             if not create:
                 raise DataError(
@@ -218,11 +217,55 @@ class MonitorStore:
                 )
             self._create()
         deadline = time.monotonic() + self.lock_timeout_s
+        with self._locked(deadline):
+            con = self._open(deadline)
+            try:
+                con.execute("SET TimeZone = 'UTC'")
+                con.execute(SCHEMA)
+                yield con
+            finally:
+                con.close()
+                for p in (self.path, self.path.with_name(self.path.name + ".wal")):
+                    try:
+                        if p.stat().st_mode & 0o077:
+                            p.chmod(0o600)
+                    except FileNotFoundError:
+                        pass
+
+    @contextmanager
+    def _locked(self, deadline: float) -> Iterator[None]:
+        """Hold the store's own lock file (``flock``) while the database is open. With DuckDB's own file lock alone,
+        three processes writing at once (tests/monitor/test_store.py) left one reading past the end of the file
+        another had just rewritten: a POSIX ``fcntl`` lock, as DuckDB takes, is lost when any descriptor of the
+        file in that process closes, which is the likely cause; a ``flock`` on a file of our own is not."""
+        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            wait = 0.002
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise DataError(
+                            f"the monitoring store {self.path} stayed locked by another process for "
+                            f"{self.lock_timeout_s:g} s",
+                            "try again; the service writes in short groups",
+                        ) from None
+                    time.sleep(wait)
+                    wait = min(wait * 2, 0.05)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _open(self, deadline: float) -> duckdb.DuckDBPyConnection:
+        """The database, waiting while a process that does not take the lock file (a DuckDB shell) holds it."""
+        import duckdb
+
         wait = 0.005
         while True:
             try:
-                con = duckdb.connect(str(self.path))
-                break
+                return duckdb.connect(str(self.path))
             except duckdb.IOException as e:
                 if not _is_lock_conflict(e) or time.monotonic() > deadline:
                     if _is_lock_conflict(e):
@@ -237,18 +280,6 @@ class MonitorStore:
                     ) from None
                 time.sleep(wait)
                 wait = min(wait * 2, 0.2)
-        try:
-            con.execute("SET TimeZone = 'UTC'")
-            con.execute(SCHEMA)
-            yield con
-        finally:
-            con.close()
-            for p in (self.path, self.path.with_name(self.path.name + ".wal")):
-                try:
-                    if p.stat().st_mode & 0o077:
-                        p.chmod(0o600)
-                except FileNotFoundError:
-                    pass
 
     # ---- predictions --------------------------------------------------------------------------------------------
 
