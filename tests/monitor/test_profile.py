@@ -69,3 +69,21 @@ def test_training_writes_the_profile_into_the_bundle(tmp_path: Path) -> None:
     assert profile.n == sizes["calibration"] + sizes["test"]
     assert profile.features == tuple(f.name for f in ds.features)
     assert profile.calibration_x and profile.pca is not None
+
+
+def test_the_principal_components_are_scikit_learns_at_65_percent_of_the_variance() -> None:
+    """NannyML's multivariate drift keeps the components of sklearn's PCA(n_components=0.65)."""
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(3)
+    numbers = rng.standard_normal((800, 6)) @ rng.standard_normal((6, 6))
+    frame = pd.DataFrame(numbers, columns=[f"x{i}" for i in range(6)])
+    features = [FeatureSpec(c, "numeric") for c in frame.columns]
+    pca = build_profile(frame, features, np.full(800, 0.5), None, threshold=None).pca
+    assert pca is not None
+    z = (numbers - numbers.mean(axis=0)) / numbers.std(axis=0)
+    peer = PCA(n_components=0.65).fit(z)
+    ours = np.asarray(pca.components)
+    assert ours.shape == peer.components_.shape
+    assert np.allclose(np.abs(ours), np.abs(peer.components_), atol=1e-8)  # axes up to their sign
+    assert pca.explained == pytest.approx(peer.explained_variance_ratio_.sum())

@@ -34,12 +34,13 @@ import pandas as pd
 from scipy import stats
 
 from medml.errors import MonitorError
+from medml.evaluate.bootstrap import single_threaded_blas
 from medml.monitor.profile import (
     CategoricalProfile,
     NumericProfile,
     ReferenceProfile,
     categorical_frequency,
-    category_values,
+    category_codes,
     numeric_values,
     reconstruction_error,
 )
@@ -51,7 +52,9 @@ __all__ = ["Alarm", "AlarmRule", "DriftResult", "drift", "psi"]
 PSI_FLOOR = 1e-4
 # categories under this share of development rows are tested together with the unseen ones
 MIN_CATEGORY_SHARE = 0.05
-_ROWS_PER_CHUNK = 65_536
+_ROWS_PER_CHUNK = 32_768
+# KS p-values under this (from the limiting distribution) are recomputed at the effective sample size
+KS_EXACT_BELOW = 0.05
 
 
 @dataclass(frozen=True)
@@ -142,7 +145,9 @@ def binned_ks(
         en = np.round(m * n / (m + n))
     p = np.full(d.shape, np.nan)
     ok = (n_c > 0) & (n_r > 0)
-    p[ok] = stats.kstwo.sf(d[ok], np.maximum(en[ok], 1))
+    p[ok] = stats.kstwobign.sf(np.sqrt(en[ok]) * d[ok])  # Kolmogorov's limit: fast, close for these sizes
+    near = np.flatnonzero(ok & (p < KS_EXACT_BELOW))
+    p[near] = stats.kstwo.sf(d[near], np.maximum(en[near], 1))  # Smirnov at the effective n, as scipy's asymp
     return d, p
 
 
@@ -209,38 +214,144 @@ class _Tests:
         return pd.DataFrame({"window": window, **data})
 
 
-def _cell_counts(cells: npt.NDArray[np.intp], ids: npt.NDArray[np.intp], n_cells: int, n_windows: int) -> Any:
-    return np.bincount(ids * n_cells + cells, minlength=n_windows * n_cells).reshape(n_windows, n_cells)
+@dataclass
+class _Feature:
+    """One distribution to count per window: its bins' reference counts and, per row, its values or bins."""
+
+    name: str
+    test: str
+    n_cells: int  # present cells; cell ``n_cells`` is missing
+    numeric: NumericProfile | None = None
+    values: npt.NDArray[np.float64] | None = None  # numeric: the values
+    cells: npt.NDArray[np.intp] | None = None  # categorical: the cell of each row
+    pca_column: npt.NDArray[np.float64] | None = None  # categorical: its frequency encoding
+    reference: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
+    ref_missing: int = 0
+    ref_n: int = 0
+    counts: npt.NDArray[np.int64] = field(default_factory=lambda: np.empty((0, 0), dtype=np.int64))
 
 
-def _numeric_tests(out: _Tests, prof: NumericProfile, values: npt.NDArray[np.float64], win: Windows, test: str) -> None:
+def _as_floats(column: pd.Series) -> npt.NDArray[np.float64]:
+    if column.dtype == np.float64:
+        return np.asarray(column.to_numpy(), dtype=np.float64)  # the frame's own memory, no copy
+    return numeric_values(column)
+
+
+def _numeric_feature(prof: NumericProfile, values: npt.NDArray[np.float64], test: str, n_windows: int) -> _Feature:
     k = len(prof.counts)
-    counts = _cell_counts(prof.cell(values), win.ids, k + 1, len(win))
-    present = counts[:, :k]
-    d, p = binned_ks(prof.counts, present)
-    shift = psi(prof.counts, present)
-    out.add(test, prof.name, d, shift, shift, p)
-    _missing_tests(out, prof.name, prof.n_missing, prof.n_present + prof.n_missing, counts[:, k], counts.sum(axis=1))
+    return _Feature(
+        prof.name, test, k, numeric=prof, values=values, reference=np.asarray(prof.counts, dtype=float),
+        ref_missing=prof.n_missing, ref_n=prof.n_present + prof.n_missing,
+        counts=np.zeros((n_windows, k + 1), dtype=np.int64),
+    )  # fmt: skip
 
 
-def _categorical_tests(out: _Tests, prof: CategoricalProfile, column: pd.Series, win: Windows) -> None:
+def _categorical_feature(prof: CategoricalProfile, column: pd.Series, n_windows: int, pca: bool) -> _Feature:
+    """Kept categories (at least ``MIN_CATEGORY_SHARE`` of development rows) each a cell, then one cell for the
+    rare and unseen ones, then missing."""
     total = max(prof.n_present, 1)
     kept = [i for i, c in enumerate(prof.counts) if c / total >= MIN_CATEGORY_SHARE]
     k = len(kept)
-    # category code -> cell: kept categories first, then "other" (rare, unseen), then missing
     table = np.full(len(prof.categories) + 1, k, dtype=np.intp)
     table[kept] = np.arange(k)
-    codes = pd.Categorical(category_values(column), categories=list(prof.categories)).codes
+    codes = category_codes(column, prof.categories)
     cells = table[codes]
     cells[column.isna().to_numpy()] = k + 1
-    counts = _cell_counts(cells, win.ids, k + 2, len(win))
-    ref = np.array([prof.counts[i] for i in kept] + [prof.n_present - sum(prof.counts[i] for i in kept)], dtype=float)
-    stat, p = chi2_homogeneity(ref, counts[:, : k + 1])
-    shift = psi(ref, counts[:, : k + 1])
-    out.add("distribution", prof.name, stat, shift, shift, p)
-    _missing_tests(
-        out, prof.name, prof.n_missing, prof.n_present + prof.n_missing, counts[:, k + 1], counts.sum(axis=1)
-    )
+    ref = [prof.counts[i] for i in kept] + [prof.n_present - sum(prof.counts[i] for i in kept)]
+    return _Feature(
+        prof.name, "distribution", k + 1, cells=cells, reference=np.asarray(ref, dtype=float),
+        pca_column=categorical_frequency(column, prof) if pca else None,
+        ref_missing=prof.n_missing, ref_n=prof.n_present + prof.n_missing,
+        counts=np.zeros((n_windows, k + 2), dtype=np.int64),
+    )  # fmt: skip
+
+
+def _count_chunk(
+    plan: list[_Feature], ids: npt.NDArray[np.intp], start: int, stop: int, pca: _PCAPlan | None
+) -> tuple[int, list[npt.NDArray[np.int64]], npt.NDArray[np.float64] | None]:
+    """Per-window cell counts of rows ``start:stop`` for every feature, and the sum of their reconstruction
+    errors per window; windows relative to the chunk's first."""
+    first = int(ids[start])
+    local = ids[start:stop] - first
+    n_local = int(local[-1]) + 1
+    z = pca.buffer(stop - start) if pca is not None else None
+    out = []
+    for f in plan:
+        width = f.n_cells + 1
+        if f.values is not None:
+            x = f.values[start:stop]
+            missing = np.isnan(x)
+            cells = np.searchsorted(f.numeric.edges_array, x, side="right")  # type: ignore[union-attr]
+            cells[missing] = f.n_cells
+            if z is not None and f.name in pca.index:  # type: ignore[union-attr]
+                z[:, pca.index[f.name]] = x  # type: ignore[union-attr]
+        else:
+            cells = f.cells[start:stop].copy()  # type: ignore[index]
+            if z is not None and f.pca_column is not None and f.name in pca.index:  # type: ignore[union-attr]
+                z[:, pca.index[f.name]] = f.pca_column[start:stop]  # type: ignore[union-attr]
+        cells += local * width
+        out.append(np.bincount(cells, minlength=n_local * width).reshape(n_local, width).astype(np.int64))
+    errors = None
+    if z is not None and pca is not None:
+        errors = np.bincount(local, weights=pca.errors(z), minlength=n_local).astype(np.float64)
+    return first, out, errors
+
+
+class _PCAPlan:
+    """The profile's PCA as float32 arrays, and the column of each of its features."""
+
+    def __init__(self, profile: ReferenceProfile) -> None:
+        assert profile.pca is not None
+        self.pca = profile.pca
+        self.index = {name: j for j, name in enumerate(self.pca.features)}
+        self.means = np.asarray(self.pca.means, dtype=np.float32)
+        self.scales = np.asarray(self.pca.scales, dtype=np.float32)
+        self.components = np.asarray(self.pca.components, dtype=np.float32)
+
+    def buffer(self, rows: int) -> npt.NDArray[np.float32]:
+        return np.empty((rows, len(self.index)), dtype=np.float32)
+
+    def errors(self, z: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+        np.copyto(z, self.means, where=np.isnan(z))  # NannyML imputes the mean
+        z -= self.means
+        z /= self.scales
+        return reconstruction_error(z, self.components)
+
+
+def _run(plan: list[_Feature], win: Windows, pca: _PCAPlan | None, n_rows: int, threads: int) -> Any:
+    """Count every feature's cells per window (and the PCA errors) over row chunks, on ``threads`` threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    bounds = [(a, min(a + _ROWS_PER_CHUNK, n_rows)) for a in range(0, n_rows, _ROWS_PER_CHUNK)]
+    error_sums = np.zeros(len(win))
+
+    def gather(result: tuple[int, list[npt.NDArray[np.int64]], npt.NDArray[np.float64] | None]) -> None:
+        first, counts, errors = result
+        for f, c in zip(plan, counts, strict=True):
+            f.counts[first : first + len(c)] += c
+        if errors is not None:
+            error_sums[first : first + len(errors)] += errors
+
+    if threads <= 1 or len(bounds) == 1:
+        for a, b in bounds:
+            gather(_count_chunk(plan, win.ids, a, b, pca))
+    else:
+        with single_threaded_blas(), ThreadPoolExecutor(threads) as pool:
+            for result in pool.map(lambda ab: _count_chunk(plan, win.ids, ab[0], ab[1], pca), bounds):
+                gather(result)
+    return error_sums
+
+
+def _feature_tests(out: _Tests, f: _Feature) -> None:
+    present = f.counts[:, : f.n_cells]
+    shift = psi(f.reference, present)
+    if f.numeric is not None:
+        stat, p = binned_ks(f.reference, present)
+    else:
+        stat, p = chi2_homogeneity(f.reference, present)
+    out.add(f.test, f.name, stat, shift, shift, p)
+    if f.test != "score":
+        _missing_tests(out, f.name, f.ref_missing, f.ref_n, f.counts[:, f.n_cells], f.counts.sum(axis=1))
 
 
 def _missing_tests(
@@ -252,33 +363,13 @@ def _missing_tests(
     out.add("missing", name, change, np.nan, np.abs(change), missing_test(ref_missing, max(ref_n, 1), m, nn))
 
 
-def _multivariate(out: _Tests, profile: ReferenceProfile, frame: pd.DataFrame, win: Windows) -> None:
-    pca = profile.pca
-    if pca is None:
-        return
-    means, scales = np.asarray(pca.means), np.asarray(pca.scales)
-    components = np.asarray(pca.components)
-    columns = [numeric_values(frame[name]) if name not in profile.categorical else None for name in pca.features]
-    sums = np.zeros(len(win))
-    for start in range(0, len(frame), _ROWS_PER_CHUNK):
-        stop = min(start + _ROWS_PER_CHUNK, len(frame))
-        z = np.empty((stop - start, len(pca.features)))
-        for j, name in enumerate(pca.features):
-            col = columns[j]
-            if col is None:
-                z[:, j] = categorical_frequency(frame[name].iloc[start:stop], profile.categorical[name])
-            else:
-                z[:, j] = col[start:stop]
-        np.copyto(z, means, where=np.isnan(z))
-        z -= means
-        z /= scales
-        sums += np.bincount(win.ids[start:stop], weights=reconstruction_error(z, components), minlength=len(win))
+def _multivariate_tests(out: _Tests, pca: _PCAPlan, sums: npt.NDArray[np.float64], win: Windows) -> None:
+    ref = pca.pca
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = sums / win.n
-        se = pca.error_sd * np.sqrt(1.0 / win.n + 1.0 / pca.n)
-        z_stat = (mean - pca.error_mean) / se
+        z_stat = (mean - ref.error_mean) / (ref.error_sd * np.sqrt(1.0 / win.n + 1.0 / ref.n))
     p = 2 * stats.norm.sf(np.abs(z_stat))
-    out.add("multivariate", "PCA reconstruction error", mean, np.nan, np.abs(mean / pca.error_mean - 1.0), p)
+    out.add("multivariate", "PCA reconstruction error", mean, np.nan, np.abs(mean / ref.error_mean - 1.0), p)
 
 
 def _alarm_flags(tests: pd.DataFrame, win: Windows, rule: AlarmRule) -> npt.NDArray[np.bool_]:
@@ -331,9 +422,12 @@ def drift(
     times: Any = None,
     rule: AlarmRule | None = None,
     features: Sequence[str] | None = None,
+    threads: int = 2,
 ) -> DriftResult:
     """Drift of the predictions in ``frame`` (one column per model feature, rows in time order; a ``time`` column
-    is used for windows by time when ``times`` is not given) and their ``scores`` from ``profile``, per window."""
+    is used for windows by time when ``times`` is not given) and their ``scores`` from ``profile``, per window.
+    ``features`` limits the check to some features (and leaves out the multivariate test); the rows are counted in
+    chunks on ``threads`` threads."""
     rule = rule or AlarmRule()
     p = np.asarray(scores, dtype=float)
     if p.shape != (len(frame),):
@@ -350,18 +444,30 @@ def drift(
     if times is None and isinstance(window, str) and "time" in frame.columns:
         times = frame["time"].to_numpy()
     win = windows_of(len(frame), window, times)
-    out = _Tests(len(win))
+    use_pca = features is None and profile.pca is not None
+    plan = []
     for name in names:
         if name in profile.numeric:
-            _numeric_tests(out, profile.numeric[name], numeric_values(frame[name]), win, "distribution")
+            plan.append(_numeric_feature(profile.numeric[name], _as_floats(frame[name]), "distribution", len(win)))
         elif name in profile.categorical:
-            _categorical_tests(out, profile.categorical[name], frame[name], win)
+            plan.append(_categorical_feature(profile.categorical[name], frame[name], len(win), use_pca))
         else:
             raise MonitorError(f"feature {name!r} is not in the reference profile")
-    _numeric_tests(out, profile.score, p, win, "score")
-    if features is None:
-        _multivariate(out, profile, frame, win)
+    plan.append(_numeric_feature(profile.score, p, "score", len(win)))
+    pca = _PCAPlan(profile) if use_pca else None
+    order = np.argsort(win.ids, kind="stable")
+    if np.any(order != np.arange(order.size)):  # time windows of rows out of time order: count them in order
+        win = Windows(win.ids[order], win.start, win.end, win.n, win.by)
+        for f in plan:
+            f.values = None if f.values is None else f.values[order]
+            f.cells = None if f.cells is None else f.cells[order]
+            f.pca_column = None if f.pca_column is None else f.pca_column[order]
+    error_sums = _run(plan, win, pca, len(frame), threads)
+    out = _Tests(len(win))
+    for f in plan:
+        _feature_tests(out, f)
+    if pca is not None:
+        _multivariate_tests(out, pca, error_sums, win)
     tests = out.frame()
-    tests = tests[~((tests["test"] == "missing") & (tests["feature"] == "score"))].reset_index(drop=True)
     tests["alarm"] = _alarm_flags(tests, win, rule)
     return DriftResult(win, tests, _alarms(tests, win), rule)
