@@ -68,6 +68,9 @@ OPTION_MINIMA: dict[str, tuple[int, str]] = {
     "ensemble": (1, "networks to train and average, e.g. 1"),
     "size": (8, "the side of the square images in pixels, e.g. 28 or 224"),
     "frame": (0, "the index of a frame, from 0"),
+    "cv": (2, "patient-grouped folds, e.g. --cv 5"),
+    "repeats": (1, "repetitions of the cross-validation, e.g. --repeats 5"),
+    "bootstraps": (1, "bootstrap samples for the optimism correction, e.g. --bootstraps 200"),
 }
 
 
@@ -118,8 +121,17 @@ def train(
     sensitive: Annotated[str | None, typer.Option(help="comma-separated sensitive attribute columns")] = None,
     positive: Annotated[str | None, typer.Option(help="value of the target that means yes")] = None,
     n_boot: Annotated[int, typer.Option(help="bootstrap resamples for intervals")] = 1000,
+    validation: Annotated[
+        str, typer.Option(help="split (60/20/20 by patient), cv (repeated grouped CV) or bootstrap (Harrell)")
+    ] = "split",
+    cv: Annotated[int | None, typer.Option("--cv", help="patient-grouped folds (implies --validation cv)")] = None,
+    repeats: Annotated[int, typer.Option(help="repetitions of the cross-validation")] = 1,
+    bootstraps: Annotated[int, typer.Option(help="bootstrap samples (--validation bootstrap)")] = 50,
 ) -> None:
-    """Train, calibrate, evaluate and register a risk model; print its test metrics and where things are."""
+    """Train, calibrate, evaluate and register a risk model; print its test metrics and where things are.
+
+    With --cv K [--repeats N] or --validation bootstrap the whole search-calibrate-fit pipeline is validated on all
+    the data and the registered model is developed on all of it."""
     from medml.config import get_settings
     from medml.models import check_model_kind
     from medml.pipelines.catalogue import list_datasets, load_dataset
@@ -128,17 +140,26 @@ def train(
 
     check_model_kind(model)
     check_options(budget_seconds=budget_seconds, max_trials=max_trials, n_boot=n_boot, seed=seed)
+    internal = internal_validation(validation, cv, repeats, bootstraps)
     ds = load_task(dataset, target=target, id_column=id, sensitive=sensitive, positive=positive)
     infos = {d.key: d for d in list_datasets()}
     external = {k: load_dataset(k) for k in infos[ds.name].external} if ds.name in infos else {}
     config = TrainConfig(
-        model=model, budget_seconds=budget_seconds, max_trials=max_trials, seed=seed, name=name, n_boot=n_boot
+        model=model,
+        budget_seconds=budget_seconds,
+        max_trials=max_trials,
+        seed=seed,
+        name=name,
+        n_boot=n_boot,
+        validation=internal,
     )
     settings = get_settings()
     with progress_bar(f"{ds.name} {model}") as step:
         result = run_train(ds, config, settings, progress=step, external=external)
     md = result.bundle.metadata
-    print_metrics(f"{md.name}@{md.version} on the held-out test split ({ds.task})", md.metrics)
+    where = "the held-out test split" if internal is None else result.evaluation.split.split(" (")[0] + " predictions"
+    print_metrics(f"{md.name}@{md.version} on {where} ({ds.task})", md.metrics)
+    print_validation(md.extra)
     for key, rep in result.external.items():
         from medml.evaluate import headline
 
@@ -153,6 +174,40 @@ def train(
         f"Decision support, not a diagnosis. Intended use, evaluation population and calibration: the "
         f"report's model card, or `medml models show {md.name}@{md.version}`."
     )
+
+
+def internal_validation(validation: str, cv: int | None, repeats: int, bootstraps: int) -> Any:
+    """The validation the options ask for (None: the split), or the one clear error for options that disagree."""
+    from medml.errors import quote
+    from medml.pipelines.validation import METHODS, InternalValidation
+
+    check_options(cv=cv, repeats=repeats, bootstraps=bootstraps)
+    if validation not in ("split", *METHODS):
+        raise ConfigError(f"unknown --validation {quote(validation)}", f"choose one of: split, {', '.join(METHODS)}")
+    if cv is not None and validation == "bootstrap":
+        raise ConfigError("--cv and --validation bootstrap exclude each other", "choose one of them")
+    method = "cv" if cv is not None else validation
+    if method != "cv" and repeats != 1:
+        raise ConfigError("--repeats repeats a cross-validation", "add --cv 5 (or --validation cv)")
+    if method == "split":
+        return None
+    return InternalValidation(method=method, folds=cv or 5, repeats=repeats, n_bootstrap=bootstraps)  # type: ignore[arg-type]
+
+
+def print_validation(extra: dict[str, Any]) -> None:
+    """The internal validation and the sample size in a few lines, with a warning when the data are short."""
+    from medml.report.validation import sample_size_lines, summary_lines
+
+    if extra.get("internal_validation"):
+        for line in summary_lines(extra["internal_validation"]):
+            out.print(line, highlight=False, soft_wrap=True, markup=False)
+    size = extra.get("sample_size")
+    if size:
+        lines = sample_size_lines(size)
+        for line in lines[:-1] if size.get("warning") else lines:
+            out.print(line, highlight=False, soft_wrap=True, markup=False)
+        if size.get("warning"):
+            err.print(f"warning: {size['warning']}", highlight=False, soft_wrap=True, markup=False)
 
 
 def evaluate(

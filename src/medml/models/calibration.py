@@ -30,7 +30,11 @@ def _fit_map(method: str, p: npt.NDArray[np.float64], y: npt.NDArray[np.int_]) -
     if method == "none":
         return None
     if method == "sigmoid":
-        return LogisticRegression(C=np.inf).fit(_logit(p)[:, None], y)
+        platt = LogisticRegression(C=np.inf).fit(_logit(p)[:, None], y)
+        if platt.coef_[0, 0] < 0:  # scores that rank backwards (a model of noise): a map must not reverse them
+            platt.coef_[:] = 0.0
+            platt.intercept_[:] = _logit(np.array([y.mean()]))[0]
+        return platt
     return IsotonicRegression(y_min=_EPS, y_max=1 - _EPS, out_of_bounds="clip").fit(p, y)
 
 
@@ -81,10 +85,19 @@ class CalibratedRiskModel(ClassifierMixin, BaseEstimator):
     def fit(self, X: pd.DataFrame, y: npt.ArrayLike, groups: npt.ArrayLike | None = None) -> CalibratedRiskModel:
         if self.method not in ("auto", *CANDIDATES):
             raise ConfigError(f"unknown calibration method '{self.method}'", "use auto, none, sigmoid or isotonic")
+        return self.fit_scores(self.estimator.predict_proba(X)[:, 1], y, groups)
+
+    def fit_scores(
+        self, p: npt.NDArray[np.float64], y: npt.ArrayLike, groups: npt.ArrayLike | None = None
+    ) -> CalibratedRiskModel:
+        """Learn the map from scores ``p`` that the wrapped model's kind gave to patients it was not fitted on
+        (cross-fitted, out-of-fold scores when the wrapped model was fitted on all the data)."""
+        if self.method not in ("auto", *CANDIDATES):
+            raise ConfigError(f"unknown calibration method '{self.method}'", "use auto, none, sigmoid or isotonic")
         yv = np.asarray(y).astype(int)
         if len(np.unique(yv)) < 2:
             raise DataError("the calibration split has only one outcome class", "use a larger or stratified split")
-        p = self.estimator.predict_proba(X)[:, 1]
+        p = np.asarray(p, dtype=float)
         if self.method == "auto":
             self.method_, self.losses_ = choose_method(p, yv, groups, seed=self.seed)
         else:

@@ -24,6 +24,13 @@ from medml.evaluate import EvaluationReport, Headline, evaluate_binary, headline
 from medml.explain import global_importance, top_factors
 from medml.models import CalibratedRiskModel, check_model_kind, make_model, tune
 from medml.monitor.profile import PROFILE_KEY, ReferenceProfile, build_profile
+from medml.pipelines.validation import (
+    INTERNAL_KEY,
+    SAMPLE_SIZE_KEY,
+    InternalValidation,
+    sample_size_summary,
+    train_validated,
+)
 from medml.registry import BundleMetadata, ModelBundle, load_bundle, register
 from medml.report import ReportInputs, table_one, write_report
 
@@ -43,6 +50,8 @@ class TrainConfig:
     n_boot: int = 1000
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
     name: str | None = None
+    #: cross-validation or bootstrap on all the data instead of the split (``medml train --cv``, ``--validation``)
+    validation: InternalValidation | None = None
 
 
 @dataclass
@@ -106,6 +115,8 @@ def train(
     timings: dict[str, float] = {}
     _ensure_both_classes(ds, "dataset")
     _refuse_implausible(ds)
+    if config.validation is not None:
+        return train_validated(ds, config, settings, progress=step, external=external, extra=extra)
     y = ds.binary_target.values
     if split is None:
         split = patient_split(ds.groups, y, fractions=config.fractions, seed=config.seed)
@@ -185,6 +196,7 @@ def train(
             "calibration_losses": model.losses_,
             "explanation_method": model.explanation_method,
             "medml_version": __version__,
+            SAMPLE_SIZE_KEY: sample_size_summary(ds),
             PROFILE_KEY: development_profile(model, (cal_ds, test_ds), seed=config.seed).to_dict(),
             **(extra or {}),
         },
@@ -273,6 +285,8 @@ def report_inputs(
             "split_sizes": md.split_sizes,
             "intended_use": md.intended_use,
             "explanation_method": extra.get("explanation_method", ""),
+            "internal_validation": extra.get(INTERNAL_KEY),
+            "sample_size": extra.get(SAMPLE_SIZE_KEY),
         },
         dataset={
             "key": md.dataset,

@@ -13,6 +13,7 @@ from medml import __version__
 from medml.report import sections as perf
 from medml.report import sections_context as ctx
 from medml.report import survival as surv
+from medml.report import validation as val
 from medml.report._format import esc
 from medml.report._html import section
 from medml.report.inputs import ReportInputs
@@ -41,6 +42,11 @@ def _sections(inputs: ReportInputs) -> list[Section]:
         ("decision-curve", "Clinical utility: decision curve", perf.decision_curve),
         ("thresholds", "Operating thresholds", perf.thresholds),
         ("subgroups", "Performance by subgroup", ctx.subgroups),
+        *(
+            [("internal-validation", "Internal validation and sample size", val.section)]
+            if val.has_validation(inputs)
+            else []
+        ),
     ]
     if inputs.external:
         out.append(("external", "External validation", ctx.external))

@@ -22,6 +22,7 @@ from medml.report._facts import (
 from medml.report._format import count, num, value_of
 from medml.report.checklist import load_checklist
 from medml.report.inputs import ReportInputs
+from medml.report.validation import sample_size_lines, summary_lines
 
 ANSWERED = "answered"
 FOR_DEPLOYER = "for the deployer"
@@ -100,6 +101,8 @@ def _sample_size(i: ReportInputs) -> str:
         events = value_of(train.get("n_events", train.get("events")))
         if events is not None:
             text += f" Events per candidate predictor (training): {events / len(i.features):.1f}."
+    if i.model.get("sample_size"):
+        text += " " + " ".join(sample_size_lines(i.model["sample_size"]))
     return text
 
 
@@ -114,6 +117,10 @@ def _missing(i: ReportInputs) -> str | None:
 
 
 def _partition(i: ReportInputs) -> str | None:
+    if i.model.get("internal_validation"):
+        return " ".join(
+            summary_lines(i.model["internal_validation"])[:1] + summary_lines(i.model["internal_validation"])[-1:]
+        )
     splits = split_sizes(i)
     if not splits:
         return None
@@ -244,6 +251,8 @@ def _specification(i: ReportInputs) -> str | None:
 
 def _performance(i: ReportInputs) -> str:
     text = f"{headline(i.evaluation)}. {interval_method(i.evaluation)}"
+    if i.model.get("internal_validation"):
+        text += " " + " ".join(summary_lines(i.model["internal_validation"])[1:-1])
     lines = subgroup_summary(i.evaluation)
     return text + (" By subgroup: " + " ".join(lines) if lines else "")
 
