@@ -16,6 +16,7 @@ from medml.deid import BUILT_IN_CONFIGS, Anonymizer, built_in_config, load_confi
 from medml.deid._config import KEY_VARIABLES
 from medml.deid._conformance import run_cases
 from medml.deid._io import atomic_file, deidentify_path
+from medml.deid._parallel import usable_cpus
 from medml.deid._verify import Residual, VerificationReport, verify
 from medml.deid.dicom import KEY_VARIABLE, deidentify_dicom, dicom_key
 from medml.errors import InputFileError
@@ -60,12 +61,25 @@ def run_cmd(
     source: Annotated[Path, typer.Argument(metavar="IN", help="FHIR R4 .json/.ndjson (.gz) file, or a folder")],
     target: Annotated[Path, typer.Argument(metavar="OUT", help="output file (same format) or new folder")],
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace OUT if it exists")] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="processes to use (default: the CPUs available; inputs under 2 MB use one); the output is the same",
+        ),
+    ] = None,
 ) -> None:
     cfg = load_config(_config_path(config))
     anonymizer = Anonymizer(cfg)
     with progress_bar("de-identifying") as update:
         summary = deidentify_path(
-            anonymizer, source, target, overwrite=overwrite, on_file=lambda path, i, n: update(path.name, i / n)
+            anonymizer,
+            source,
+            target,
+            overwrite=overwrite,
+            on_file=lambda path, i, n: update(path.name, i / n),
+            workers=workers or usable_cpus(),
         )
     for key in cfg.generated_keys:
         err.print(
