@@ -32,6 +32,25 @@ class OnErrorChoice(StrEnum):
     skip = "skip"
 
 
+class EngineChoice(StrEnum):
+    duckdb = "duckdb"
+    spark = "spark"
+
+
+EngineOption = Annotated[
+    EngineChoice, typer.Option("--engine", help="duckdb: the store on this machine; spark: Apache Spark (medml[spark])")
+]
+MasterOption = Annotated[
+    str, typer.Option("--master", help="the Spark master (--engine spark): local[N], spark://HOST:PORT, yarn")
+]
+
+
+def _spark(master: str) -> Any:
+    from medml.scale import spark_session
+
+    return spark_session(master)
+
+
 def _store_path(store: Path | None) -> Path:
     return store if store is not None else get_settings().fhir_store
 
@@ -44,8 +63,19 @@ def ingest_cmd(
         OnErrorChoice,
         typer.Option(help="abort: write nothing on the first bad line; skip: write the rest and list what was skipped"),
     ] = OnErrorChoice.abort,
+    engine: EngineOption = EngineChoice.duckdb,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="--engine spark: a new folder for Parquet, one folder per type")
+    ] = None,
+    master: MasterOption = "local[2]",
 ) -> None:
-    """Read FHIR files and upsert their resources (by type and id) into the store, in one transaction."""
+    """Read FHIR files and upsert their resources (by type and id) into the store, in one transaction.
+
+    With --engine spark: NDJSON (files, folders, .gz) to Parquet partitioned by resource type in --out.
+    """
+    if engine is EngineChoice.spark:
+        _ingest_spark(paths, out_dir, master)
+        return
     from medml.fhir.ingest import ingest
     from medml.fhir.store import FhirStore
 
@@ -64,6 +94,23 @@ def ingest_cmd(
             err.print(f"  {problem}", highlight=False)
         if len(report.skipped) > 20:
             err.print(f"  ... and {len(report.skipped) - 20} more")
+
+
+def _ingest_spark(paths: list[Path], out_dir: Path | None, master: str) -> None:
+    from medml.scale._output import check_new_folder
+    from medml.scale.ingest import ingest_ndjson, ndjson_files
+
+    if out_dir is None:
+        raise ConfigError("--engine spark writes Parquet, not the store", "give a new folder: --out FOLDER")
+    check_new_folder(out_dir)
+    ndjson_files(paths)  # bad paths are refused before Spark starts
+    report = ingest_ndjson(_spark(master), paths, out_dir)
+    out.print(
+        f"wrote {report.resources:,} resources from {report.files} files in {report.seconds:.1f} s "
+        f"({report.rate:,.0f}/s) to {out_dir}"
+    )
+    for rtype, n in sorted(report.by_type.items(), key=lambda kv: -kv[1]):
+        out.print(f"  {rtype:<24} {n:>9,}")
 
 
 @fhir_app.command("stats")
@@ -116,8 +163,17 @@ def view_run_cmd(
     output: Annotated[Path | None, typer.Option("--out", help="write rows to a .csv or .parquet file")] = None,
     store: StoreOption = None,
     limit: Annotated[int, typer.Option(help="rows to print when there is no --out")] = 20,
+    engine: EngineOption = EngineChoice.duckdb,
+    inputs: Annotated[
+        list[Path] | None,
+        typer.Option("--input", help="--engine spark: a Parquet folder from `ingest --engine spark`, or NDJSON"),
+    ] = None,
+    master: MasterOption = "local[2]",
 ) -> None:
-    """Run a ViewDefinition over the store: print the first rows, or write them all to a file."""
+    """Run a ViewDefinition over the store: print the first rows, or write them all to a file.
+
+    With --engine spark: over --input, written as a Parquet folder to --out.
+    """
     from medml.fhir.store import FhirStore
     from medml.fhir.view import run_view
     from medml.fhir.views import get_view, view_names
@@ -132,6 +188,9 @@ def view_run_cmd(
                 f"built-in views: {', '.join(view_names())}",
             )
         definition = read_view_file(path)
+    if engine is EngineChoice.spark:
+        _view_run_spark(definition, inputs, output, master)
+        return
     if output is not None and output.suffix.lower() not in (".csv", ".parquet"):
         raise ConfigError(
             f"cannot write {output.suffix or 'a file without suffix'}", "use --out rows.csv or rows.parquet"
@@ -157,6 +216,24 @@ def view_run_cmd(
         pcsv.write_csv(_csv_safe(table), tmp)
     tmp.replace(output)
     out.print(f"wrote {table.num_rows:,} rows x {table.num_columns} columns to {output}")
+
+
+def _view_run_spark(definition: dict[str, Any], inputs: list[Path] | None, output: Path | None, master: str) -> None:
+    from medml.fhir.view import validate_view
+    from medml.scale._output import check_new_folder
+    from medml.scale.ingest import load_resources
+    from medml.scale.views import write_view
+
+    if not inputs or output is None:
+        raise ConfigError(
+            "--engine spark reads --input and writes a Parquet folder to --out",
+            "e.g. medml fhir view run observations --engine spark --input parquet/ --out rows/",
+        )
+    check_new_folder(output)
+    validate_view(definition)
+    spark = _spark(master)
+    rows, columns = write_view(spark, definition, load_resources(spark, inputs), output)
+    out.print(f"wrote {rows:,} rows x {len(columns)} columns to {output} (Parquet, Spark {spark.version})")
 
 
 def _csv_safe(table: Any) -> Any:
@@ -209,11 +286,18 @@ def convert_cmd(
 @fhir_app.command("conformance")
 def conformance_cmd(
     paths: Annotated[list[Path], typer.Argument(help="SQL-on-FHIR test files or directories of them")],
+    engine: EngineOption = EngineChoice.duckdb,
+    master: MasterOption = "local[2]",
 ) -> None:
     """Run the SQL-on-FHIR v2 conformance tests; print `N passed, M failed` and each failure."""
     from medml.fhir.conformance import run_conformance
 
-    result = run_conformance(paths)
+    if engine is EngineChoice.spark:
+        from medml.scale.views import SparkEngine
+
+        result = run_conformance(paths, SparkEngine(_spark(master)))
+    else:
+        result = run_conformance(paths)
     for case in result.failures:
         out.print(f"[red]FAIL[/] {case.file}: {case.title}: {case.reason}", highlight=False, soft_wrap=True)
     out.print(result.summary())

@@ -16,9 +16,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
+import pyarrow as pa
 
 from medml.errors import InputFileError, MedmlError
 from medml.fhir.store import FhirStore
@@ -31,6 +32,8 @@ class TestResult:
     title: str
     passed: bool
     reason: str = ""
+    #: the rows the view gave (None when it gave none: an error), to compare engines
+    rows: list[dict[str, Any]] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -93,36 +96,74 @@ def _store(resources: list[Any], path: Path) -> FhirStore:
             raise InputFileError(f"{path}: resource without resourceType", "fix the test file's resources")
         store.con.execute(
             "INSERT INTO resources VALUES (?, ?, NULL, ?)",
-            [res["resourceType"], f"_anonymous_{i + 1}", orjson.dumps(res).decode()],
+            [res["resourceType"], anonymous_key(i + 1), orjson.dumps(res).decode()],
         )
     return store
 
 
-def _run_test(store: FhirStore, test: dict[str, Any]) -> tuple[bool, str]:
+class ViewEngine(Protocol):
+    """Where the suite's views run: one test file's resources are loaded, its views run, then it is closed."""
+
+    def load(self, resources: list[Any], path: Path) -> None: ...
+
+    def run(self, view: dict[str, Any]) -> pa.Table: ...
+
+    def close(self) -> None: ...
+
+
+class DuckDbEngine:
+    """The views on a fresh in-memory :class:`FhirStore` per test file."""
+
+    def __init__(self) -> None:
+        self._store: FhirStore | None = None
+
+    def load(self, resources: list[Any], path: Path) -> None:
+        self._store = _store(resources, path)
+
+    def run(self, view: dict[str, Any]) -> pa.Table:
+        assert self._store is not None
+        return run_view(self._store.con, view)
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+def anonymous_key(i: int) -> str:
+    """The table key of the ``i``-th resource without an id in a test file (1-based)."""
+    return f"_anonymous_{i}"
+
+
+def _run_test(engine: ViewEngine, test: dict[str, Any]) -> tuple[bool, str, list[dict[str, Any]] | None]:
     expect_error = bool(test.get("expectError"))
     try:
-        table = run_view(store.con, test["view"])
+        table = engine.run(test["view"])
     except InvalidViewError as exc:
-        return (True, "") if expect_error else (False, f"view rejected: {exc}")
+        return (True, "", None) if expect_error else (False, f"view rejected: {exc}", None)
     except ViewEvaluationError as exc:
-        return (True, "") if expect_error else (False, f"view failed on the data: {exc}")
+        return (True, "", None) if expect_error else (False, f"view failed on the data: {exc}", None)
     except MedmlError as exc:
         expected = "expected an error the specification names, got " if expect_error else ""
-        return False, f"{expected}{type(exc).__name__}: {exc}"
+        return False, f"{expected}{type(exc).__name__}: {exc}", None
+    rows = table.to_pylist()
     if expect_error:
-        return False, "expected the view to be rejected, it ran"
+        return False, "expected the view to be rejected, it ran", rows
     if "expectColumns" in test:
         if table.column_names != list(test["expectColumns"]):
-            return False, f"columns {table.column_names}, expected {test['expectColumns']}"
-        return True, ""
-    rows = table.to_pylist()
+            return False, f"columns {table.column_names}, expected {test['expectColumns']}", rows
+        return True, "", rows
     expected = test.get("expect", [])
     if expected and set(table.column_names) != set(expected[0]):
-        return False, f"columns {table.column_names}, expected {sorted(expected[0])}"
-    got, want = sorted(map(_row_key, rows), key=repr), sorted(map(_row_key, expected), key=repr)
-    if got != want:
-        return False, f"rows {rows}, expected {expected}"
-    return True, ""
+        return False, f"columns {table.column_names}, expected {sorted(expected[0])}", rows
+    if same_rows(rows, expected):
+        return True, "", rows
+    return False, f"rows {rows}, expected {expected}", rows
+
+
+def same_rows(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:
+    """Whether two row sets are equal as the suite compares them: a multiset, numbers by value, lists in order."""
+    return sorted(map(_row_key, a), key=repr) == sorted(map(_row_key, b), key=repr)
 
 
 def _files(paths: Sequence[Path]) -> list[Path]:
@@ -137,17 +178,19 @@ def _files(paths: Sequence[Path]) -> list[Path]:
     return out
 
 
-def run_conformance(paths: Sequence[Path]) -> ConformanceResult:
-    """Run every test of every SQL-on-FHIR test file in ``paths`` (files or directories of ``*.json``)."""
+def run_conformance(paths: Sequence[Path], engine: ViewEngine | None = None) -> ConformanceResult:
+    """Run every test of every SQL-on-FHIR test file in ``paths`` (files or directories of ``*.json``) on ``engine``
+    (default: DuckDB)."""
+    engine = engine if engine is not None else DuckDbEngine()
     result = ConformanceResult()
     for path in _files(paths):
         data = _load(path)
-        store = _store(data["resources"], path)
+        engine.load(data["resources"], path)
         try:
             for i, test in enumerate(data["tests"]):
                 title = str(test.get("title", f"test {i + 1}"))
-                passed, reason = _run_test(store, test)
-                result.results.append(TestResult(path.name, title, passed, reason))
+                passed, reason, rows = _run_test(engine, test)
+                result.results.append(TestResult(path.name, title, passed, reason, rows))
         finally:
-            store.close()
+            engine.close()
     return result

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from medml.fhir.view._dialect import Dialect
 from medml.fhir.view._expr import Scope, Val, materialize, typed
 
 
-def _time(t: str, high: bool) -> str:
+def _time(t: str, high: bool, d: Dialect) -> str:
     """A partial time ('HH', 'HH:MM', 'HH:MM:SS[.f]', or '') filled to milliseconds."""
     fill = "9" if high else "0"
     return (
-        f"(CASE len({t}) WHEN 0 THEN '{'23:59:59.999' if high else '00:00:00.000'}' "
+        f"(CASE {d.str_length(t)} WHEN 0 THEN '{'23:59:59.999' if high else '00:00:00.000'}' "
         f"WHEN 2 THEN {t} || '{':59:59.999' if high else ':00:00.000'}' "
         f"WHEN 5 THEN {t} || '{':59.999' if high else ':00.000'}' "
         f"WHEN 8 THEN {t} || '{'.999' if high else '.000'}' "
@@ -17,20 +18,23 @@ def _time(t: str, high: bool) -> str:
     )
 
 
-def _date(x: str, high: bool, s: Scope) -> str:
+def _date(x: str, high: bool, d: Dialect) -> str:
+    n = d.str_length(x)
     if high:
-        return f"(CASE len({x}) WHEN 4 THEN {x} || '-12-31' WHEN 7 THEN {s.d.last_day_of_month(x)} ELSE {x} END)"
-    return f"(CASE len({x}) WHEN 4 THEN {x} || '-01-01' WHEN 7 THEN {x} || '-01' ELSE {x} END)"
+        return f"(CASE {n} WHEN 4 THEN {x} || '-12-31' WHEN 7 THEN {d.last_day_of_month(x)} ELSE {x} END)"
+    return f"(CASE {n} WHEN 4 THEN {x} || '-01-01' WHEN 7 THEN {x} || '-01' ELSE {x} END)"
 
 
-def _datetime(b: str, high: bool, s: Scope) -> str:
+_ZONE = r"(Z|[+-]\d{2}:\d{2})$"
+
+
+def _datetime(b: str, high: bool, d: Dialect) -> str:
     date = f"split_part({b}, 'T', 1)"
     rest = f"split_part({b}, 'T', 2)"
-    tz = f"nullif(regexp_extract({rest}, '(Z|[+-]\\d{{2}}:\\d{{2}})$', 1), '')"
-    bare = f"regexp_replace({rest}, '(Z|[+-]\\d{{2}}:\\d{{2}})$', '')"
-    return (
-        f"({_date(date, high, s)} || 'T' || {_time(bare, high)} || coalesce({tz}, '{'-12:00' if high else '+14:00'}'))"
-    )
+    tz = d.regex_extract(rest, _ZONE, 1)
+    bare = d.regex_replace(rest, _ZONE, "")
+    zone = "'-12:00'" if high else "'+14:00'"
+    return f"({_date(date, high, d)} || 'T' || {_time(bare, high, d)} || coalesce({tz}, {zone}))"
 
 
 def boundary(v: Val, high: bool, s: Scope) -> Val:
@@ -38,20 +42,24 @@ def boundary(v: Val, high: bool, s: Scope) -> Val:
     d = s.d
     ftype = v.ftype or ("decimal" if v.kind in ("int", "num") else None)
     text = typed(materialize(v, s, as_text=v.kind == "json"), "str", s)
+    if ftype in ("decimal", "integer") and v.root and v.path and "[*]" not in v.path:
+        raw = d.number_text("$" + v.path)  # the number as written: its decimal places are its precision
+        text = text if raw is None else Val(raw, False, "str", ftype)
     b = s.fresh()
     if ftype in ("decimal", "integer"):
         sign = "+" if high else "-"
-        digits = f"(CASE WHEN contains({b}, '.') THEN len(split_part({b}, '.', 2)) ELSE 0 END)"
+        decimals = d.str_length(f"split_part({b}, '.', 2)")
+        digits = f"(CASE WHEN contains({b}, '.') THEN {decimals} ELSE 0 END)"
         body = f"(CAST({b} AS DOUBLE) {sign} 0.5 * pow(10, -{digits}))"
         kind, out_type = "num", "decimal"
     elif ftype == "date":
-        body, kind, out_type = _date(b, high, s), "str", "date"
+        body, kind, out_type = _date(b, high, d), "str", "date"
     elif ftype == "time":
-        body, kind, out_type = _time(b, high), "str", "time"
+        body, kind, out_type = _time(b, high, d), "str", "time"
     else:
         body = (
-            f"(CASE WHEN contains({b}, ':') AND NOT contains({b}, '-') THEN {_time(b, high)} "
-            f"ELSE {_datetime(b, high, s)} END)"
+            f"(CASE WHEN contains({b}, ':') AND NOT contains({b}, '-') THEN {_time(b, high, d)} "
+            f"ELSE {_datetime(b, high, d)} END)"
         )
         kind, out_type = "str", "dateTime"
     if text.many:

@@ -80,8 +80,8 @@ def _column(col: dict[str, Any], s: Scope, ctx: _Ctx) -> str:
     name = col["name"]
     ctx.col_types[name] = column_type(name, col["path"], declared, collection, v)
     if collection:
-        sql = d.cast(as_list(text, s).sql, sql_type + "[]")
-        ctx.types[name] = sql_type + "[]"
+        sql = d.cast(as_list(text, s).sql, d.list_type(sql_type))
+        ctx.types[name] = d.list_type(sql_type)
     else:
         one = text.sql
         if text.many:
@@ -94,7 +94,7 @@ def _column(col: dict[str, Any], s: Scope, ctx: _Ctx) -> str:
             one = (
                 f"CASE WHEN {d.length(text.sql)} > 1 THEN {d.error(check.message)} ELSE {d.element(text.sql, '1')} END"
             )
-        sql = one if (text.kind, sql_type) == ("str", "VARCHAR") else d.cast(one, sql_type)
+        sql = one if (text.kind, sql_type) == ("str", d.sql_type(None, "str")) else d.cast(one, sql_type)
         ctx.types[name] = sql_type
     if col["path"].strip() == "%rowIndex":
         ctx.row_index_cols.add(name)
@@ -155,7 +155,8 @@ def _repeat(paths: list[str], s: Scope) -> Val:
             v = as_list(compile_expr(tree, s.at(node)), s)
             ftype = ftype or v.ftype
             c, ci = s.fresh(), s.fresh()
-            lists.append(d.transform(v.sql, [c, ci], d.struct([("k", f"[CAST({j} AS BIGINT), {ci}]"), ("n", c)])))
+            key = d.list_of([f"CAST({j} AS BIGINT)", f"CAST({ci} AS BIGINT)"])
+            lists.append(d.transform(v.sql, [c, ci], d.struct([("k", key), ("n", c)])))
         return d.concat(*lists), ftype
 
     first, ftype = children(s.this)
@@ -172,13 +173,14 @@ def _repeat(paths: list[str], s: Scope) -> Val:
         )
     )
     step = d.struct([("f", step_f), ("acc", d.concat(d.field(st, "acc"), d.field(st, "f")))])
-    initial = d.struct([("f", first), ("acc", f"[]::{d.struct_type([('k', 'BIGINT[]'), ('n', 'JSON')])}[]")])
+    node_type = d.struct_type([("k", d.list_type("BIGINT")), ("n", d.json_sql_type)])
+    initial = d.struct([("f", first), ("acc", d.list_of([], node_type))])
     walked = d.reduce(d.range(REPEAT_DEPTH), st, it, step, initial)
     w, z = s.fresh(), s.fresh()
     msg = f"repeat {paths} nests deeper than {REPEAT_DEPTH} levels"
     body = (
         f"CASE WHEN {d.length(d.field(w, 'f'))} > 0 THEN {d.error(msg)} "
-        f"ELSE {d.transform(d.sort(d.field(w, 'acc')), [z], d.field(z, 'n'))} END"
+        f"ELSE {d.transform(d.sort_by(d.field(w, 'acc'), 'k'), [z], d.field(z, 'n'))} END"
     )
     return Val(d.element(d.transform(d.list_of([walked]), [w], body), "1"), True, "json", ftype)
 
@@ -209,7 +211,7 @@ def _select(sel: dict[str, Any], s: Scope, ctx: _Ctx) -> _Rows:
         return body(s)
     x, i = s.fresh(), s.fresh()
     item = Val(x, False, "json", foci.ftype, path="") if foci.kind == "json" else Val(x, False, foci.kind, foci.ftype)
-    inner = body(s.at(item, row_index=f"({i} - 1)"))
+    inner = body(s.at(item, row_index=d.index0(i)))
     if inner.lst is None:
         lst = d.transform(foci.sql, [x, i], d.struct(inner.cols))
     else:
@@ -224,7 +226,7 @@ def compile_view(view: dict[str, Any], *, dialect: str = "duckdb", table: str = 
     check_structure(view)
     d = get_dialect(dialect)
     resource = view["resource"]
-    batch = Batch()
+    batch = Batch(d=d)
     root = Val("_r._res", False, "json", resource, path="", root=True)
     scope = Scope(d, root, root, "0", constants(view), batch, "_r._key", [0])
     ctx = _Ctx(d)
@@ -235,14 +237,13 @@ def compile_view(view: dict[str, Any], *, dialect: str = "duckdb", table: str = 
         for w in view.get("where", [])
     ]
     names = columns_of(top, [])
-    extracts = ["r.id AS _key", "r.resource AS _res"]  # unused ones are pruned by the planner
+    extracts = ["r.id AS _key", "r.resource AS _res", *d.extra_extracts()]  # the planner prunes unused ones
     if batch.text_paths:
         extracts.append(d.json_paths("r.resource", batch.text_paths, True) + " AS _t")
     if batch.json_paths:
         extracts.append(d.json_paths("r.resource", batch.json_paths, False) + " AS _j")
     source = (
-        f"SELECT {', '.join(extracts)} FROM {d.quote(table)} AS r "
-        f"WHERE r.resource_type = {d.literal(resource)}{d.fence()}"
+        f"SELECT {', '.join(extracts)} FROM {d.source(table)} WHERE r.resource_type = {d.literal(resource)}{d.fence()}"
     )
     where = f" WHERE {' AND '.join(conds)}" if conds else ""
     cols = dict(rows.cols)

@@ -20,12 +20,19 @@ A dialect must provide:
 from __future__ import annotations
 
 import json
+import re
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
 class Dialect:
     """DuckDB 1.3+ SQL (lambda syntax ``lambda x: ...``); subclass and override for another engine."""
 
     name = "duckdb"
+    #: the SQL type of a JSON value
+    json_sql_type = "JSON"
+    #: whether a JSON object's text can be read as JSON again (one text extraction then serves both uses)
+    text_is_json = True
 
     # --- literals and names -------------------------------------------------------------------------------------
     def literal(self, value: object) -> str:
@@ -41,6 +48,10 @@ class Dialect:
 
     def quote(self, name: str) -> str:
         return '"' + name.replace('"', '""') + '"'
+
+    def source(self, table: str) -> str:
+        """The FROM item of the stored resources, aliased ``r``: (resource_type, id, resource as JSON)."""
+        return f"{self.quote(table)} AS r"
 
     # --- JSON ------------------------------------------------------------------------------------------------------
     def json_path(self, base: str, path: str, as_text: bool) -> str:
@@ -69,6 +80,15 @@ class Dialect:
     def json_type(self, base: str, path: str) -> str:
         return f"json_type({base}, {self.literal(path)})"
 
+    def number_text(self, path: str) -> str | None:
+        """A number at a path on the resource as written in its JSON (``1.50``, not ``1.5``), where the text
+        extraction loses that; None where it keeps it (here)."""
+        return None
+
+    def extra_extracts(self) -> list[str]:
+        """More columns of the per-resource extraction, from ``r`` (the dialect's own)."""
+        return []
+
     def json_to_text(self, value: str) -> str:
         return f"json_extract_string({value}, '$')"
 
@@ -92,7 +112,21 @@ class Dialect:
         return f"len({lst})"
 
     def element(self, lst: str, index1: str) -> str:
-        return f"({lst})[{index1}]"
+        return f"{lst}[{index1}]" if _NAME.match(lst) else f"({lst})[{index1}]"
+
+    def index0(self, index: str) -> str:
+        """The 0-based position from the index parameter of a two-parameter :meth:`lam` (1-based here)."""
+        return f"({index} - 1)"
+
+    def list_type(self, elem_type: str) -> str:
+        return f"{elem_type}[]"
+
+    def distinct(self, lst: str, json: bool = False) -> str:
+        """The list without repeats and without NULLs (``json``: of JSON values)."""
+        return f"list_distinct({lst})"
+
+    def contains(self, lst: str, value: str) -> str:
+        return f"list_contains({lst}, {value})"
 
     def list_of(self, items: list[str], elem_type: str | None = None) -> str:
         if not items and elem_type:
@@ -106,6 +140,10 @@ class Dialect:
         return f"range({n})"
 
     def sort(self, lst: str) -> str:
+        return f"list_sort({lst})"
+
+    def sort_by(self, lst: str, key: str) -> str:
+        """A list of structs sorted by the field ``key`` (the first field)."""
         return f"list_sort({lst})"
 
     def join(self, lst: str, sep: str) -> str:
@@ -156,6 +194,16 @@ class Dialect:
     def regex_extract(self, value: str, pattern: str, group: int) -> str:
         return f"nullif(regexp_extract({value}, {self.literal(pattern)}, {group}), '')"
 
+    def regex_replace(self, value: str, pattern: str, replacement: str) -> str:
+        return f"regexp_replace({value}, {self.literal(pattern)}, {self.literal(replacement)})"
+
+    def str_length(self, value: str) -> str:
+        return f"len({value})"
+
+    def int_div(self, x: str, y: str) -> str:
+        """``x div y``: the quotient truncated towards zero, as a BIGINT."""
+        return f"CAST(trunc({x} / {y}) AS BIGINT)"
+
     def regex_matches(self, value: str, pattern: str) -> str:
         return f"regexp_matches({value}, {self.literal(pattern)})"
 
@@ -193,12 +241,22 @@ class Dialect:
 
 DuckDbDialect = Dialect
 
+
+def _spark() -> type[Dialect]:
+    from medml.fhir.view._spark import SparkDialect
+
+    return SparkDialect
+
+
 DIALECTS: dict[str, type[Dialect]] = {"duckdb": DuckDbDialect}
+LAZY_DIALECTS = {"spark": _spark}
 
 
 def get_dialect(name: str) -> Dialect:
     from medml.fhir.view._errors import InvalidViewError
 
+    if name not in DIALECTS and name in LAZY_DIALECTS:
+        DIALECTS[name] = LAZY_DIALECTS[name]()
     if name not in DIALECTS:
         raise InvalidViewError(f"unknown SQL dialect {name!r}", f"use one of {', '.join(sorted(DIALECTS))}")
     return DIALECTS[name]()

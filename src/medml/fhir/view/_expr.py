@@ -77,6 +77,7 @@ class Batch:
 
     text_paths: list[str] = field(default_factory=list)
     json_paths: list[str] = field(default_factory=list)
+    d: Dialect = field(default_factory=Dialect)
     shapes: dict[str, tuple[str, list[str], Shape]] = field(default_factory=dict)  # base -> placeholder, keys, shape
     nonce: str = field(default_factory=lambda: uuid.uuid4().hex)
 
@@ -84,7 +85,7 @@ class Batch:
         paths, col = (self.text_paths, "_t") if as_text else (self.json_paths, "_j")
         if path not in paths:
             paths.append(path)
-        return f"_r.{col}[{paths.index(path) + 1}]"
+        return self.d.element(f"_r.{col}", str(paths.index(path) + 1))
 
     def shape(self, base: str, keys: list[str], d: Dialect) -> tuple[str, Shape]:
         """The placeholder for the structure of the records at ``base`` (after ``keys``) and their shape."""
@@ -161,11 +162,11 @@ def materialize(v: Val, s: Scope, as_text: bool = False) -> Val:
     elif v.root and v.path:
         prefix, star, rest = path.partition("[*]")
         if star:
-            sql = d.json_path(s.batch.ref(prefix, True), "$[*]" + rest, as_text)
+            sql = d.json_path(s.batch.ref(prefix, d.text_is_json), "$[*]" + rest, as_text)
         else:
             # An object's text is valid JSON: one multi-path text extraction serves it; primitives need JSON.
             complex_known = v.ftype is not None and el.kind_of(v.ftype) == "json"
-            sql = s.batch.ref(prefix, as_text or complex_known)
+            sql = s.batch.ref(prefix, as_text or (complex_known and d.text_is_json))
     elif not v.path:
         sql = d.json_to_text(v.sql) if as_text else v.sql
     else:
@@ -212,7 +213,7 @@ def typed(v: Val, kind: str, s: Scope) -> Val:
         return replace(v, kind=kind) if kind == "str" else v
     sql_type = d.sql_type(None, kind)
     if v.many:
-        return Val(d.cast(v.sql, sql_type + "[]"), True, kind, v.ftype)
+        return Val(d.cast(v.sql, d.list_type(sql_type)), True, kind, v.ftype)
     return Val(d.cast(v.sql, sql_type), False, kind, v.ftype)
 
 
@@ -274,7 +275,7 @@ def records(v: Val, s: Scope) -> Val | None:
     if not all(_IDENT.match(k) for k in keys):
         return None
     d = s.d
-    base, keys = (s.batch.ref("$." + ".".join(keys), True), []) if v.root else (v.sql, keys)
+    base, keys = (s.batch.ref("$." + ".".join(keys), d.text_is_json), []) if v.root else (v.sql, keys)
     token, shape = s.batch.shape(base, keys, d)
     return Val(d.json_records(base, keys, token), True, "json", v.ftype, shape=shape, as_json=lambda: v)
 

@@ -204,7 +204,7 @@ def call(node: Call, s: Scope) -> Val:
     if name == "distinct":
         _args(node, 0, 0)
         lst = as_list(v, s)
-        return Val(f"list_distinct({lst.sql})", True, lst.kind, v.ftype)
+        return Val(d.distinct(lst.sql, lst.kind == "json"), True, lst.kind, v.ftype)
     if name == "select":
         _args(node, 1, 1)
         lst, x, inner = _lambda_over(v, s)

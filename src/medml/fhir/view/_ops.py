@@ -93,7 +93,7 @@ def binary(node: Binary, s: Scope) -> Val:
             "-": f"({x.sql} - {y.sql})",
             "*": f"({x.sql} * {y.sql})",
             "/": f"(CAST({x.sql} AS DOUBLE) / nullif({y.sql}, 0))",
-            "div": f"CAST(trunc({x.sql} / nullif({y.sql}, 0)) AS BIGINT)",
+            "div": d.int_div(x.sql, f"nullif({y.sql}, 0)"),
             "mod": f"({x.sql} % nullif({y.sql}, 0))",
         }[op]
         kind = "int" if both_int and op in ("+", "-", "*", "div", "mod") else "num"
@@ -102,12 +102,11 @@ def binary(node: Binary, s: Scope) -> Val:
         la, lb = as_list(a, s), as_list(b, s)
         if kind_of(a) != kind_of(b) and "json" in (la.kind, lb.kind):
             la, lb = typed(la, "str", s), typed(lb, "str", s)
-        return Val(f"list_distinct({d.concat(la.sql, lb.sql)})", True, la.kind, a.ftype if a.ftype == b.ftype else None)
+        union = d.distinct(d.concat(la.sql, lb.sql), la.kind == "json")
+        return Val(union, True, la.kind, a.ftype if a.ftype == b.ftype else None)
     if op in ("in", "contains"):
         item, coll = (a, b) if op == "in" else (b, a)
         kind = _common_kind(item, coll)
         x, lst = single(typed(item, kind, s), s), typed(as_list(coll, s), kind, s)
-        return Val(
-            f"CASE WHEN {x.sql} IS NOT NULL THEN list_contains({lst.sql}, {x.sql}) END", False, "bool", "boolean"
-        )
+        return Val(f"CASE WHEN {x.sql} IS NOT NULL THEN {d.contains(lst.sql, x.sql)} END", False, "bool", "boolean")
     raise AssertionError(op)
