@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
-# the tests also need the imaging extra (torch CPU build from the wheel on disk, MONAI)
+# the tests also need the imaging extra (torch CPU build from the wheel on disk, MONAI) and the spark extra (PySpark)
 IMAGING_STAMP := $(VENV)/.imaging-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PIP_FLAGS := --quiet --disable-pip-version-check
 
@@ -29,7 +29,7 @@ chromium:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 $(IMAGING_STAMP): $(STAMP)
-	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[dev,imaging]'
+	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[dev,imaging,spark]'
 	@rm -f $(VENV)/.imaging-*
 	@touch $@
 
