@@ -16,7 +16,8 @@ Two layers, as in PharmCAT 3.1.1:
 from __future__ import annotations
 
 import re
-from functools import cmp_to_key
+from functools import lru_cache
+from typing import Any
 
 _SUBALLELE = re.compile(r"^(\*\d+[A-Z]?)\.\d{3}$")
 #: PharmCAT's HaplotypeNameComparator.PARTIAL_PATTERN
@@ -32,32 +33,28 @@ def star_allele(name: str) -> str:
     return _SUBALLELE.sub(r"\1", name)
 
 
-def _runs(name: str) -> list[int | str]:
-    """NaturalStringComparator.partsOf: alternating runs of non-digits and digits, digit runs as numbers."""
-    return [int(r) if r.isdecimal() else r for r in _RUNS.findall(name)]
+def _runs(name: str) -> tuple[tuple[int, int | str], ...]:
+    """NaturalStringComparator.partsOf as a sort key: alternating runs of non-digits and digits, a digit run as a
+    number. ``(0, n)`` before ``(1, text)`` puts a number before text at the same place (XXX1 < XXXa), and a tuple that
+    runs out first sorts first, as in the Java."""
+    return tuple((0, int(r)) if r.isdecimal() else (1, r) for r in _RUNS.findall(name))
+
+
+def _plain_key(name: str) -> tuple[Any, ...]:
+    """pgkb-common 0.7.3 HaplotypeNameComparator as a key: top terms, then natural order, then bottom terms. (Two top
+    or two bottom terms compare as -1 both ways in the Java, so no order among them is defined; they keep the order
+    of its lists here.)"""
+    if name in _TOP:
+        return (0, _TOP.index(name))
+    if name in _BOTTOM:
+        return (2, _BOTTOM.index(name))
+    return (1, _runs(name))
 
 
 def natural_compare(n1: str, n2: str) -> int:
-    """pgkb-common 0.7.3 NaturalStringComparator.compare."""
-    p1, p2 = _runs(n1), _runs(n2)
-    for a, b in zip(p1, p2, strict=False):
-        # numbers as numbers, text as text; text after a number at the same place (XXXa > XXX1)
-        same = type(a) is type(b)
-        rez = (a > b) - (a < b) if same else 1 if isinstance(a, str) else -1  # type: ignore[operator]
-        if rez:
-            return rez
-    return (len(p1) > len(p2)) - (len(p1) < len(p2))
-
-
-def _plain(n1: str, n2: str) -> int:
-    """pgkb-common 0.7.3 HaplotypeNameComparator.compare."""
-    if n1 == n2:
-        return 0
-    if n1 in _TOP or n2 in _BOTTOM:
-        return -1
-    if n2 in _TOP or n1 in _BOTTOM:
-        return 1
-    return natural_compare(n1, n2)
+    """pgkb-common 0.7.3 NaturalStringComparator.compare: -1, 0 or 1."""
+    k1, k2 = _runs(n1), _runs(n2)
+    return (k1 > k2) - (k1 < k2)
 
 
 def is_combination(name: str) -> bool:
@@ -74,26 +71,17 @@ def is_partial(name: str) -> bool:
     return _PARTIAL.fullmatch(name) is not None
 
 
+@lru_cache(maxsize=65536)
+def name_key(name: str) -> tuple[Any, ...]:
+    """PharmCAT's util.HaplotypeNameComparator as a sort key: plain names, then combinations by their number of
+    parts and part by part (a partial part after a named one). Cached: the same names are sorted over and over."""
+    if not is_combination(name):
+        return (0, _plain_key(name))
+    parts = combination_parts(name)
+    return (1, len(parts), tuple((is_partial(p), _plain_key(p)) for p in parts))
+
+
 def compare_names(n1: str, n2: str) -> int:
     """-1, 0 or 1, as PharmCAT's util.HaplotypeNameComparator."""
-    if n1 == n2:
-        return 0
-    c1, c2 = is_combination(n1), is_combination(n2)
-    if c1 != c2:
-        return 1 if c1 else -1
-    if not c1:
-        return _plain(n1, n2)
-    p1, p2 = combination_parts(n1), combination_parts(n2)
-    if len(p1) != len(p2):
-        return -1 if len(p1) < len(p2) else 1
-    for a, b in zip(p1, p2, strict=True):
-        partial_a, partial_b = is_partial(a), is_partial(b)
-        if partial_a != partial_b:
-            return 1 if partial_a else -1
-        rez = _plain(a, b)
-        if rez:
-            return rez
-    return 0
-
-
-name_key = cmp_to_key(compare_names)
+    k1, k2 = name_key(n1), name_key(n2)
+    return (k1 > k2) - (k1 < k2)
