@@ -283,7 +283,9 @@ def main() -> None:
     ]
     text = "\n".join(out) + "\n"
     print(text)
-    RESULTS.write_text(text)
+    old = RESULTS.read_text() if RESULTS.is_file() else ""
+    others = old[old.index("\n## ") :] if "\n## " in old else ""  # the other benchmarks' sections stay
+    RESULTS.write_text(text + others)
 
 
 if __name__ == "__main__":

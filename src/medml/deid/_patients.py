@@ -34,6 +34,8 @@ def patient_key(resource: dict[str, Any]) -> str:
         ref = value.get("reference")
         if not isinstance(ref, str):
             continue
+        if ref.startswith("Patient/") and "/" not in ref[8:]:
+            return ref[8:]  # the common case, without the pattern
         m = _REFERENCE.search(ref)
         if m:
             return m.group("id")
