@@ -71,3 +71,11 @@ def test_a_bad_line_in_a_later_chunk_stops_the_run_and_leaves_nothing(
     with pytest.raises(error, match=fragment):
         deidentify_path(anonymizer, source, tmp_path / "out.ndjson", workers=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.ndjson"]
+
+
+def test_a_bad_number_of_workers_is_one_clear_error(tmp_path: Path) -> None:
+    from conftest import assert_clear_error, deid
+
+    proc = deid(["run", "safe-harbor", str(SYNTHEA), "out", "--workers", "0"], tmp_path, env=KEYS)
+    assert_clear_error(proc, "--workers")
+    assert not (tmp_path / "out").exists()
