@@ -102,6 +102,19 @@ def test_combination_calls_come_in_name_order_with_phase_sets(tmp_path: Path) ->
     assert _labels(call) == ["*1/[*9 + *10 + *14]", "*9/[*10 + *14]", "*10/[*9 + *14]", "*14/[*9 + *10]"]
 
 
+def test_ugt1a1_prebuilt_combinations_are_left_to_the_combination_matcher(tmp_path: Path) -> None:
+    # MatchData.isIgnorableCombination: in combination mode UGT1A1's *80+*28 is not a candidate, so a strand with *80
+    # and *28 (and here a missing allele, which sends the gene to combination matching) is named [*28 + *80 + ...]
+    builder = (
+        VcfBuilder()
+        .phased()
+        .variation("UGT1A1", "rs887829", "T", "C")  # *80 on strand 1
+        .variation("UGT1A1", "rs3064744", "TA(8)", "TA(7)")  # *28 on strand 1
+        .variation("UGT1A1", "rs4148323", ".", "A")  # *6 on strand 2, no allele on strand 1
+    )
+    assert _labels(_call(tmp_path, builder, "UGT1A1", research=True)) == ["*6/[*28 + *80 + g.233760498?]"]
+
+
 # --- area 2: partial calls and missing alleles in research mode -----------------------------------------------------
 
 

@@ -3,7 +3,8 @@
 Tried only when the normal matcher finds no diplotype. Definitions are not filled with the reference here (a blank
 cell matches anything). Each strand permutation, phased or not, is explained as PharmCAT's CombinationMatcher does:
 
-- the named alleles (not the reference) whose defined cells the strand carries are found;
+- the named alleles (not the reference) whose defined cells the strand carries are found, less UGT1A1's prebuilt
+  ``*80+*28`` and ``*80+*37`` (:func:`prebuilt_combinations`);
 - none or one: that allele (the reference when none), with every variant it leaves unexplained added as a partial,
   written as the position's ``g.`` HGVS (``[*17 + g.94781859G>A]``; a strand with no named allele but variants is
   an off-reference partial named by its ``g.`` variants alone);
@@ -101,10 +102,19 @@ def greedy_groups(covered: list[Haplotype]) -> list[tuple[Haplotype, ...]]:
     return [tuple(g) for g in groups]
 
 
+def prebuilt_combinations(definition: GeneDefinition) -> tuple[str, ...]:
+    """Alleles the combination matcher leaves out because it builds them itself: UGT1A1's ``*80+*28`` and
+    ``*80+*37`` (PharmCAT's MatchData.isIgnorableCombination, applied by marshallHaplotypes in combination mode), so a
+    strand carrying *80 and *28 is the combination ``[*28 + *80]``."""
+    if definition.gene != "UGT1A1":
+        return ()
+    return tuple(a.name for a in definition.alleles if "+" in a.name)
+
+
 def strand_matches(definition: GeneDefinition, data: GeneData) -> list[StrandMatch]:
     """Every explanation of each strand permutation: a named allele, a combination, partials or an off-reference
     partial, as PharmCAT's CombinationMatcher."""
-    haplotypes = build_haplotypes(definition, data, assume_reference=False)
+    haplotypes = build_haplotypes(definition, data, assume_reference=False, exclude=prebuilt_combinations(definition))
     reference = next((h for h in haplotypes if h.reference), None)
     out: list[StrandMatch] = []
     for seq in sorted(data.permutations()):
