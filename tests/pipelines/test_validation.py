@@ -11,8 +11,9 @@ import pytest
 
 from medml.config import Settings, get_settings
 from medml.data.datasets import TableSpec, load_table
+from medml.errors import DataError
 from medml.evaluate.sample_size import conservative_r2, riley_binary
-from medml.pipelines.tabular import TrainConfig, train
+from medml.pipelines.tabular import TrainConfig, evaluate_registered, train
 from medml.pipelines.validation import InternalValidation, Recipe, develop, validate
 from medml.report import ReportInputs, model_card
 
@@ -84,3 +85,5 @@ def test_train_with_cv_registers_the_validation_and_the_sample_size(tmp_path: Pa
     assert f"{expected.required:,}" in card["10"]["answer"]
     assert "cross-validation" in card["12a"]["answer"] and "optimism" in card["23a"]["answer"]
     assert isinstance(report_inputs(result.bundle), ReportInputs)
+    with pytest.raises(DataError, match="none of its patients are held out"):
+        evaluate_registered(f"{result.bundle.metadata.name}@1", ds, settings)

@@ -326,6 +326,12 @@ def evaluate_registered(
     md = bundle.metadata
     name = f"{md.name}@{md.version}"
     if ds.name == md.dataset:
+        if INTERNAL_KEY in md.extra:
+            raise DataError(
+                f"{name} was developed on all of {ds.name} (internal validation: "
+                f"{md.extra[INTERNAL_KEY]['description']}): none of its patients are held out",
+                "read its internal validation in `medml report`, or evaluate it on another dataset or site",
+            )
         if data_hash(ds) != md.data_hash:
             raise DataError(
                 f"dataset '{ds.name}' differs from the data {name} was trained on",
