@@ -54,7 +54,7 @@ PSI_FLOOR = 1e-4
 MIN_CATEGORY_SHARE = 0.05
 _ROWS_PER_CHUNK = 32_768
 # KS p-values under this (from the limiting distribution) are recomputed at the effective sample size
-KS_EXACT_BELOW = 0.05
+KS_EXACT_BELOW = 0.001
 
 
 @dataclass(frozen=True)
@@ -266,6 +266,19 @@ def _categorical_feature(prof: CategoricalProfile, column: pd.Series, n_windows:
     )  # fmt: skip
 
 
+def _cells(x: npt.NDArray[np.float64], edges: npt.NDArray[np.float64]) -> npt.NDArray[np.intp]:
+    """``np.searchsorted(edges, x, side="right")``; for a few edges as a sum of comparisons, 3x faster (no
+    branches); NaN lands in bin 0 and is set apart by the caller."""
+    if edges.size > 16:
+        return np.asarray(np.searchsorted(edges, x, side="right"), dtype=np.intp)
+    cells = np.zeros(x.size, dtype=np.intp)
+    above = np.empty(x.size, dtype=bool)
+    for edge in edges:
+        np.greater_equal(x, edge, out=above)
+        cells += above
+    return cells
+
+
 def _count_chunk(
     plan: list[_Feature], ids: npt.NDArray[np.intp], start: int, stop: int, pca: _PCAPlan | None
 ) -> tuple[int, list[npt.NDArray[np.int64]], npt.NDArray[np.float64] | None]:
@@ -275,13 +288,14 @@ def _count_chunk(
     local = ids[start:stop] - first
     n_local = int(local[-1]) + 1
     z = pca.buffer(stop - start) if pca is not None else None
+    offsets: dict[int, npt.NDArray[np.intp]] = {}
     out = []
     for f in plan:
         width = f.n_cells + 1
         if f.values is not None:
             x = f.values[start:stop]
             missing = np.isnan(x)
-            cells = np.searchsorted(f.numeric.edges_array, x, side="right")  # type: ignore[union-attr]
+            cells = _cells(x, f.numeric.edges_array)  # type: ignore[union-attr]
             cells[missing] = f.n_cells
             if z is not None and f.name in pca.index:  # type: ignore[union-attr]
                 z[:, pca.index[f.name]] = x  # type: ignore[union-attr]
@@ -289,7 +303,9 @@ def _count_chunk(
             cells = f.cells[start:stop].copy()  # type: ignore[index]
             if z is not None and f.pca_column is not None and f.name in pca.index:  # type: ignore[union-attr]
                 z[:, pca.index[f.name]] = f.pca_column[start:stop]  # type: ignore[union-attr]
-        cells += local * width
+        if width not in offsets:
+            offsets[width] = local * width
+        cells += offsets[width]
         out.append(np.bincount(cells, minlength=n_local * width).reshape(n_local, width).astype(np.int64))
     errors = None
     if z is not None and pca is not None:
@@ -309,7 +325,7 @@ class _PCAPlan:
         self.components = np.asarray(self.pca.components, dtype=np.float32)
 
     def buffer(self, rows: int) -> npt.NDArray[np.float32]:
-        return np.empty((rows, len(self.index)), dtype=np.float32)
+        return np.empty((rows, len(self.index)), dtype=np.float32, order="F")  # columns filled one by one
 
     def errors(self, z: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
         np.copyto(z, self.means, where=np.isnan(z))  # NannyML imputes the mean
