@@ -88,5 +88,14 @@ bench-survival: $(STAMP)
 bench-deid: $(STAMP)
 	$(BIN)/python benchmarks/bench_deid.py
 
+# Monitoring on real shifts, NannyML's CBPE as a peer in its own venv (nannyml pins lightgbm < 4.6), and the speed
+# of drift + estimation over 1,000,000 predictions x 225 features (benchmarks/results-monitor.md)
+NANNYML_VENV := $(VENV)/peers/nannyml
+.PHONY: bench-monitor
+bench-monitor: $(STAMP)
+	@test -x $(NANNYML_VENV)/bin/python || { $(PYTHON) -m venv $(NANNYML_VENV) && \
+	  $(NANNYML_VENV)/bin/python -m pip install $(PIP_FLAGS) nannyml==0.13.1 statsmodels; }
+	$(BIN)/python benchmarks/bench_monitor.py --out benchmarks/results-monitor.md
+
 clean:
 	rm -rf $(VENV) .medml build src/*.egg-info
