@@ -70,7 +70,7 @@ def test_rows_are_written_in_groups_after_the_calls_return(tmp_path: Path) -> No
 
 
 def test_a_locked_store_delays_rows_but_never_the_caller(tmp_path: Path) -> None:
-    store = MonitorStore(tmp_path / "monitor.duckdb", lock_timeout_s=0.2)
+    store = MonitorStore(tmp_path / "monitor.duckdb", lock_timeout_s=0.5)
     store.record([row(-1)])
     recorder = Recorder(store, interval_s=0.05)
     with held(store):
@@ -79,9 +79,9 @@ def test_a_locked_store_delays_rows_but_never_the_caller(tmp_path: Path) -> None
             t = time.perf_counter()
             recorder.record(row(i))
             slowest = max(slowest, time.perf_counter() - t)
-        time.sleep(0.6)  # the writer has tried and waited meanwhile
+        time.sleep(1.2)  # the writer has tried and waited (0.5 s each time) meanwhile
         assert recorder.written == 0
-    assert slowest < 0.01  # the caller never waited for the lock
+    assert slowest < 0.25  # no call waited for the lock (0.5 s): a loaded machine may pause any call briefly
     assert recorder.flush(30)
     assert len(store.predictions("sepsis")) == 201 and recorder.written == 200
     recorder.close()
