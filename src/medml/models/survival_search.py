@@ -3,9 +3,10 @@
 As for the binary kinds (:mod:`medml.models.tuning`): the training patients are split once more, by patient and
 stratified by event, into a fitting part (75%) and an inner validation part (25%); each trial fits on the first and
 is scored on the second; the search stops at the time budget or the trial cap, and the best parameters are refitted
-on all the training patients by the caller. The score is the integrated Brier score (Graf et al. 1999, with inverse
-probability of censoring weights) over scikit-survival's grid (percentiles 5-81 of the validation times): a proper
-scoring rule, so it rewards calibrated curves as well as the ranking that Harrell's C alone would measure.
+on all the training patients by the caller. The score is the integrated Brier score (Graf et al. 1999, inverse
+probability of censoring weights; scikit-survival's ``integrated_brier_score``) over scikit-survival's grid
+(percentiles 5-81 of the validation times): a proper scoring rule, so it rewards calibrated curves as well as the
+ranking that Harrell's C alone would measure.
 """
 
 from __future__ import annotations
@@ -78,8 +79,9 @@ def search_survival(
     The kind's defaults are scored first (trial 0, enqueued), so the search never returns parameters that did
     worse than the defaults on the inner validation part. ``fixed`` parameters are passed to every trial.
     """
-    from medml.evaluate._survival_metrics import brier_grid, brier_scores, integrated_brier
-    from medml.models.survival import make_survival_model, survival_model_kind
+    from sksurv.metrics import integrated_brier_score
+
+    from medml.models.survival import make_survival_model, survival_array, survival_model_kind
 
     cls = survival_model_kind(kind)
     if kind not in SEARCH_SPACES:
@@ -97,8 +99,10 @@ def search_survival(
     fit_ds, val_ds = train.subset(fit_idx), train.subset(val_idx)
     t_fit, e_fit = time_all[fit_idx], event_all[fit_idx]
     t_val, e_val = time_all[val_idx], event_all[val_idx]
-    grid = brier_grid(t_val)
-    grid = grid[grid < min(t_val.max(), t_fit.max())]
+    # scikit-survival's user-guide grid: percentiles 5-81 of the validation times, inside both follow-ups
+    grid = np.unique(np.percentile(t_val, np.linspace(5, 81, 15)))
+    grid = grid[(grid < min(t_val.max(), t_fit.max())) & (grid >= t_val.min())]
+    y_fit, y_val = survival_array(t_fit, e_fit), survival_array(t_val, e_val)
     space = SEARCH_SPACES[kind]
     defaults = {k: v for k, v in cls(features=None).get_params(deep=False).items() if k not in ("features", "seed")}
     history: list[float] = []
@@ -108,7 +112,7 @@ def search_survival(
         model = make_survival_model(kind, train.features, horizons=horizons, params=params, seed=seed)
         model.fit(fit_ds.X, fit_ds.y)
         surv = model.predict_survival(val_ds.X, grid)
-        ibs = integrated_brier(grid, brier_scores(t_val, e_val, surv, grid, train_time=t_fit, train_event=e_fit))
+        ibs = float(integrated_brier_score(y_fit, y_val, surv, grid))
         history.append(ibs)
         if on_trial:
             on_trial(trial.number + 1, ibs)
