@@ -1,8 +1,12 @@
 """One patient scored from FHIR by a deployed model: prefetch in, calibrated risk and its reasons out.
 
-The features come from :func:`medml.fhir.features.build_features`, the function that built the training data, over
-the prefetched resources loaded into a small in-memory store: a stay scored here and in training gives the same
-numbers. Each worker thread reuses one in-memory DuckDB store, emptied between requests.
+The features come from the model's own :class:`~medml.fhir.features.FeatureDefinition`, compiled once per
+deployment by :class:`~medml.fhir.feature_row.FeatureRowProgram` from the same ViewDefinitions and aggregates that
+built the training data, and run on the parsed prefetch in Python: no SQL engine per request. Where the data take a
+shape that program leaves to the reference (:class:`~medml.fhir.feature_row.Unsupported`), the patient goes through
+:func:`medml.fhir.features.build_features` over the prefetch loaded into a small in-memory DuckDB store (one per
+worker thread, emptied between requests), the function training used. Either way a stay scored here and in
+training gives the same numbers (``tests/fhir/test_feature_row.py``, ``tests/service/test_app.py``).
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import pandas as pd
 
 from medml.errors import MedmlError
 from medml.explain.contributions import Factor, top_factors
-from medml.fhir.features import build_features
+from medml.fhir.feature_row import FeatureRowProgram, PatientFeatures, Unsupported
+from medml.fhir.features import BuiltFeatures, FeatureDefinition, build_features
 from medml.fhir.store import FhirStore
 from medml.registry import ModelBundle
 from medml.service.deploy import Deployment
@@ -180,6 +185,12 @@ class Scorer:
         self.spec = deployment.serving
         self.columns = bundle.feature_names
         self.templates = prefetch_templates(deployment)
+        self.program = FeatureRowProgram(self.spec.definition)
+        model_columns = set(self.columns)
+        #: where the model's count columns are in a feature row (the results a score rests on)
+        self._counts = [j for j, c in enumerate(self.program.columns) if c.endswith("_count") and c in model_columns]
+        #: patients whose data went to the DuckDB reference (Unsupported by the compiled program)
+        self.referred = 0
 
     def score(
         self,
@@ -206,32 +217,26 @@ class Scorer:
             ready.append((i, job, *timing))
         if not ready:
             return out
-        index = pd.Series({job.patient_id: t for _, job, _, t in ready}, dtype=object)
-        store = _scratch()
-        try:
-            store.replace_all([r for _, job, _, _ in ready for r in job.resources])
-            built = build_features(store, self.spec.definition, index)
-        finally:
-            store.replace_all(())
-        X = built.X[self.columns]
+        rows = self._features([(job, t) for _, job, _, t in ready])
+        X = self.program.frame(rows, self.columns)
         risks = self.bundle.predict_proba(X)[:, 1]
         factors = top_factors(self.bundle.model, X, k=5)
-        counts = [c for c in self.columns if c.endswith("_count")]
-        used = np.nansum(X[counts].to_numpy(dtype=float), axis=1) if counts else np.zeros(len(X))
+        definition = self.spec.definition
         wanted = self.spec.min_measured
-        for row, (i, job, encounter, t) in enumerate(ready):
+        for row, (i, _, encounter, t) in enumerate(ready):
+            features = rows[row]
             risk = float(risks[row])
-            dropped = built.dropped_by_patient.get(job.patient_id, {})
-            missing = built.missing(job.patient_id, self.spec.definition)
-            measured = len(self.spec.definition.measurements) - len(missing)
+            dropped = {f"{n} ({why})": k for (n, why), k in features.dropped.items()}
+            missing = features.missing
+            measured = len(definition.measurements) - len(missing)
             if measured < wanted:
                 out[i] = NotScored(
-                    f"only {measured} of the model's {len(self.spec.definition.measurements)} measurements have a "
+                    f"only {measured} of the model's {len(definition.measurements)} measurements have a "
                     f"usable result (at least {wanted} needed to score)",
                     insufficient=True,
                     encounter_id=encounter[0] if encounter else None,
                     missing=tuple(missing),
-                    dropped={f"{n} ({why})": k for (n, why), k in dropped.items()},
+                    dropped=dropped,
                 )
                 continue
             out[i] = Scored(
@@ -242,11 +247,34 @@ class Scorer:
                 index_time=t,
                 encounter_id=encounter[0] if encounter else None,
                 hours_observed=(t - encounter[1]).total_seconds() / 3600 if encounter else None,
-                results_used=int(used[row]),
-                dropped={f"{n} ({why})": k for (n, why), k in dropped.items()},
-                features=dict(zip(self.columns, X.iloc[row].tolist(), strict=True)),
+                results_used=int(np.nansum([features.values[j] for j in self._counts])),
+                dropped=dropped,
+                features=self.program.as_dict(features, self.columns),
             )
         return out
+
+    def _features(self, jobs: list[tuple[Job, datetime]]) -> list[PatientFeatures]:
+        """Each patient's features: the compiled program, or the DuckDB reference where it defers."""
+        rows: list[PatientFeatures | None] = []
+        deferred: list[int] = []
+        for k, (job, t) in enumerate(jobs):
+            try:
+                rows.append(self.program.row(job.resources, job.patient_id, t))
+            except Unsupported:
+                rows.append(None)
+                deferred.append(k)
+        if deferred:
+            self.referred += len(deferred)
+            index = pd.Series({jobs[k][0].patient_id: jobs[k][1] for k in deferred}, dtype=object)
+            store = _scratch()
+            try:
+                store.replace_all([r for k in deferred for r in jobs[k][0].resources])
+                built = build_features(store, self.spec.definition, index)
+            finally:
+                store.replace_all(())
+            for k in deferred:
+                rows[k] = _from_reference(built, jobs[k][0].patient_id, self.spec.definition)
+        return [r for r in rows if r is not None]
 
     def _index_time(self, job: Job) -> tuple[tuple[str, datetime] | None, datetime] | NotScored:
         """The encounter the score is about (if anchored to one) and the index time, or why there is none."""
@@ -260,6 +288,20 @@ class Scorer:
         if start > job.now:
             return NotScored(f"encounter {encounter[0]} starts in the future")
         return encounter, min(job.now, start + timedelta(hours=self.spec.hours))
+
+
+def _from_reference(built: BuiltFeatures, patient_id: str, definition: FeatureDefinition) -> PatientFeatures:
+    """One patient's features from the DuckDB reference, in the compiled program's form."""
+    row = built.X.iloc[built.patient_ids.index(patient_id)]
+    values: list[Any] = []
+    for c in definition.columns():
+        v = row[c]
+        values.append((None if pd.isna(v) else str(v)) if c == definition.sex else float(v))
+    return PatientFeatures(
+        values=values,
+        missing=built.missing(patient_id, definition),
+        dropped=built.dropped_by_patient.get(patient_id, {}),
+    )
 
 
 def raise_into(future: asyncio.Future[Any]) -> None:
