@@ -237,6 +237,13 @@ class HookRequest:
 
 def parse_body(raw: bytes) -> dict[str, Any]:
     """A request body as a JSON object, or HookError 400 saying what it is instead."""
+    return read_body(raw)[0]
+
+
+def read_body(raw: bytes) -> tuple[dict[str, Any], str]:
+    """A request body as a JSON object and its audit digest (:func:`audit.request_digest`), or HookError 400 saying
+    what it is instead. One parse and one serialisation: the canonical JSON that is hashed is also the check that
+    the body can be written at all."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
@@ -246,14 +253,16 @@ def parse_body(raw: bytes) -> dict[str, Any]:
             400, f"the request body is a JSON {type(body).__name__}, not an object; send a CDS Hooks request object"
         )
     try:  # orjson writes at most 254 levels: deeper JSON could be read but never hashed into the audit record
-        orjson.dumps(body)
+        digest = audit.request_digest(body)
+        if "fhirAuthorization" in body:  # left out of the digest, but it must be writable too
+            orjson.dumps({"fhirAuthorization": body["fhirAuthorization"]})
     except orjson.JSONEncodeError:
         raise HookError(
             400,
             f"the request body nests JSON more than {MAX_DEPTH} levels deep (in an extension, the prefetch or "
             "feedback); no CDS Hooks request or FHIR resource needs that: send it without the deep nesting",
         ) from None
-    return body
+    return body, digest
 
 
 # ---- the audit entry: built here, for every router --------------------------------------------------------------
@@ -287,8 +296,57 @@ def record_call(
 
     With ``request`` (the call itself, not a call the pages make on a patient's behalf) the audit guard is told the
     call has its record, and a refusal the middleware already answered (a body cut off at 413) is recorded with the
-    status the client saw.
+    status the client saw. The append blocks until the record is durable: from the event loop, prefer
+    :func:`record_call_async`.
     """
+    entry, guard = _audit_entry(
+        state, event, service, started, status, caller, request, request_body, response, model, error, details
+    )
+    state.audit.append(entry)
+    if guard is not None:
+        guard["done"] = True
+
+
+async def record_call_async(
+    state: ServiceState,
+    *,
+    event: str,
+    service: str,
+    started: float,
+    status: int,
+    caller: audit.Caller,
+    request: Request | None = None,
+    request_body: Mapping[str, Any] | None = None,
+    response: Mapping[str, Any] | None = None,
+    model: str | None = None,
+    error: str | None = None,
+    details: audit.EntryDetails | None = None,
+) -> None:
+    """:func:`record_call` with the append in a worker thread: the event loop serves other calls while this one's
+    record is synced, and the appends of calls in flight together share one ``fdatasync`` (group commit). It
+    returns when the record is on disk, so the answer that follows leaves after its record is kept."""
+    entry, guard = _audit_entry(
+        state, event, service, started, status, caller, request, request_body, response, model, error, details
+    )
+    await run_in_threadpool(state.audit.append, entry)
+    if guard is not None:
+        guard["done"] = True
+
+
+def _audit_entry(
+    state: ServiceState,
+    event: str,
+    service: str,
+    started: float,
+    status: int,
+    caller: audit.Caller,
+    request: Request | None,
+    request_body: Mapping[str, Any] | None,
+    response: Mapping[str, Any] | None,
+    model: str | None,
+    error: str | None,
+    details: audit.EntryDetails | None,
+) -> tuple[audit.AuditEntry, dict[str, Any] | None]:
     guard = audit_state(request.scope) if request is not None else None
     if guard is not None and guard["refused"] is not None:
         status, error = guard["refused"]
@@ -317,9 +375,7 @@ def record_call(
             model=model,
             error=f"{error or ''} (the body could not be hashed: {e})".strip(),
         )
-    state.audit.append(entry)
-    if guard is not None:
-        guard["done"] = True
+    return entry, guard
 
 
 def record_unrouted(
@@ -364,7 +420,9 @@ __all__ = [
     "iso",
     "json_response",
     "parse_body",
+    "read_body",
     "record_call",
+    "record_call_async",
     "record_unrouted",
     "state_of",
     "unauthorised",

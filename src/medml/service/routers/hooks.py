@@ -35,7 +35,8 @@ from medml.service.core import (
     iso,
     json_response,
     parse_body,
-    record_call,
+    read_body,
+    record_call_async,
     state_of,
     unauthorised,
 )
@@ -90,6 +91,7 @@ async def hook(service_id: str, request: Request, state: State) -> Response:
     started = time.perf_counter()
     config = state.config
     body: dict[str, Any] | None = None
+    digest: str | None = None
     caller = Caller.anonymous()
     model = None
     try:
@@ -99,7 +101,7 @@ async def hook(service_id: str, request: Request, state: State) -> Response:
             raise HookError(404, f"no CDS service '{service_id}' here; GET /cds-services lists the services")
         model = scorer.deployment.model if scorer is not None else None
         caller = await authenticate(state, request, config.service_url(service_id))
-        body = parse_body(await request.body())
+        body, digest = read_body(await request.body())
         if scorer is not None:
             dep = scorer.deployment
             hook_request = HookRequest.parse(body, dep.hook, dep.service_id)
@@ -113,7 +115,8 @@ async def hook(service_id: str, request: Request, state: State) -> Response:
         status = 200
     except Exception as e:  # the EHR gets a message or a reference; the call is audited either way
         response, status = failure(e, f"answering {service_id}", "the patient was not scored")
-    record_call(
+    # the answer leaves after its audit record is on disk (group commit with the calls in flight)
+    await record_call_async(
         state,
         event="hook",
         service=service_id,
@@ -125,6 +128,7 @@ async def hook(service_id: str, request: Request, state: State) -> Response:
         response=response if status == 200 else None,
         model=model,
         error=None if status == 200 else response.get("error", "unauthorised"),
+        details=audit.EntryDetails(input_sha256=digest),
     )
     if status == 401:
         return unauthorised("cds-services")
@@ -147,7 +151,7 @@ async def feedback(service_id: str, request: Request, state: State) -> Response:
         event_note = f"{stored} feedback item(s) stored"
     except HookError as e:
         status, response, event_note = e.status, ({} if e.status == 401 else {"error": e.message}), e.message
-    record_call(
+    await record_call_async(
         state,
         event="feedback",
         service=service_id,
