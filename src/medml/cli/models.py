@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from medml.cli._console import err, estimate_text, fmt, out, print_metrics, progress_bar, split_list
-from medml.errors import ConfigError, InputFileError, NotFoundError
+from medml.errors import ConfigError, DataError, InputFileError, NotFoundError, quote
 
 models_app = typer.Typer(no_args_is_help=True, help="The model registry.")
 
@@ -253,8 +253,15 @@ def predict(
     id: Annotated[str | None, typer.Option("--id", help="column that identifies each patient")] = None,
     out_path: Annotated[Path | None, typer.Option("--out", help="write all rows to this CSV")] = None,
     top: Annotated[int, typer.Option(help="contributing factors per patient")] = 3,
+    encounter: Annotated[
+        str | None, typer.Option("--encounter", help="column with each row's encounter id (for the monitor)")
+    ] = None,
+    record: Annotated[
+        bool, typer.Option("--record/--no-record", help="record the scores and inputs in the monitoring store")
+    ] = True,
 ) -> None:
-    """Score new patients: calibrated risk and top contributing factors, with the model's evaluation beside it."""
+    """Score new patients: calibrated risk and top contributing factors, with the model's evaluation beside it.
+    Each score is recorded with the inputs the model saw in the monitoring store (`medml monitor`)."""
     from medml.cli.pgx import check_output, write_atomically
     from medml.config import get_settings
     from medml.data.datasets import read_table
@@ -266,9 +273,14 @@ def predict(
         check_output(out_path, example="scores.csv")
     bundle = load_bundle(model, get_settings())
     frame = read_table(table)
+    if encounter is not None and encounter not in frame.columns:
+        raise DataError(f"no encounter column {quote(encounter)} in {table.name}", "name a column of the table")
     with progress_bar(f"scoring {len(frame):,} rows") as step:
         step("predicting and explaining", 0.2)
         scores = score_table(bundle, frame, id_column=id, top=top)
+        if record:
+            step("recording in the monitoring store", 0.9)
+            recorded = _record_scores(bundle, frame, scores, encounter)
     md = bundle.metadata
     h = md.headline
     out.print(
@@ -294,6 +306,12 @@ def predict(
     out.print(t)
     if len(scores) > 10:
         out.print(f"... {len(scores) - 10:,} more rows" + ("" if out_path else " (use --out FILE.csv for all)"))
+    if record:
+        out.print(
+            f"recorded {recorded:,} score(s) with their inputs in the monitoring store"
+            + ("" if id else " (rows numbered: pass --id so that outcomes can be joined to them later)"),
+            highlight=False,
+        )
     flagged = scores[scores["left_out"] != ""]
     if len(flagged):
         first = flagged.iloc[0]
@@ -303,6 +321,42 @@ def predict(
             highlight=False,
             soft_wrap=True,
         )
+
+
+def _record_scores(bundle: Any, frame: Any, scores: Any, encounter: str | None) -> int:
+    """Write each row's score and the inputs the model saw (a value outside its plausible range left out, as
+    scoring leaves it out) to the monitoring store, as the service does for a hook call."""
+    from datetime import UTC, datetime
+
+    import pandas as pd
+
+    from medml.config import get_settings
+    from medml.data.task import implausible
+    from medml.monitor.store import MonitorStore, PredictionRow
+
+    frame = frame.reset_index(drop=True)
+    seen = frame[bundle.feature_names].copy()
+    for name, mask in implausible(frame, bundle.features).items():
+        seen[name] = pd.to_numeric(seen[name], errors="coerce").where(~mask)
+    md = bundle.metadata
+    now = datetime.now(UTC)
+    encounters = frame[encounter].astype(str).tolist() if encounter else [None] * len(frame)
+    rows = [
+        PredictionRow(
+            model=md.name,
+            version=md.version,
+            service="medml predict",
+            patient=str(patient),
+            encounter=enc,
+            time=now,
+            score=float(risk),
+            features=features,
+        )
+        for patient, risk, enc, features in zip(
+            scores["id"], scores["risk"], encounters, seen.to_dict("records"), strict=True
+        )
+    ]
+    return MonitorStore(get_settings().monitor_store).record(rows)
 
 
 @models_app.command("list")
