@@ -452,10 +452,10 @@ class FeatureRowProgram:
             rid = res.get("id")
             if type(rid) is not str or not rid:
                 raise Unsupported("a resource without an id (the store refuses it)")
+            if _too_deep(res, MAX_DEPTH):
+                raise Unsupported("a resource nested deeper than the store takes")
             rtype = res.get("resourceType")
             if rtype in ("Observation", "Patient"):
-                if _too_deep(res, MAX_DEPTH):
-                    raise Unsupported("a resource nested deeper than the store takes")
                 kept[(str(rtype), rid)] = res
         idx = _epoch_us(index_time)
         lo_t = None if self._window_us is None else idx - self._window_us
