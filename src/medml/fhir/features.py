@@ -320,7 +320,7 @@ def _agg_sql(d: Dialect) -> dict[str, str]:
         "max": "max(v)",
         "mean": "avg(v)",
         "count": "count(v)",
-        "since": f"{d.seconds_between('max(t)', 'any_value(index_time)')} / 3600.0",
+        "since": f"{d.seconds_between('max(t)', 'any_value(index_time)')} / CAST(3600 AS DOUBLE)",
     }
 
 
@@ -358,7 +358,7 @@ def feature_queries(definition: FeatureDefinition, dialect: str = "duckdb") -> F
         dropped_implausible="""SELECT patient_id, name, count(*) AS n FROM _medml_matched
                                WHERE unit_ok AND NOT (v BETWEEN lo AND hi) GROUP BY patient_id, name""",
         demographics=f"""
-        SELECT i.patient_id, p.gender, {days} / 365.25 AS age_birth
+        SELECT i.patient_id, p.gender, {days} / CAST(365.25 AS DOUBLE) AS age_birth
         FROM _medml_index i LEFT JOIN ({_view_sql("patient_demographics", dialect)}) p ON p.patient_id = i.patient_id
         """,
     )

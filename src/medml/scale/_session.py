@@ -10,6 +10,9 @@ import os
 import shutil
 import socket
 import subprocess
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -122,3 +125,15 @@ def spark_session(
         ) from None
     session.sparkContext.setLogLevel("ERROR")
     return session
+
+
+@contextmanager
+def pandas_interop() -> Iterator[None]:
+    """Around PySpark's pandas conversions: PySpark 4.3 warns that it does not fully support pandas 3 on every call.
+
+    What medml converts (numbers, strings, timestamps, through Arrow) is checked against DuckDB's results in
+    tests/scale, so the warning says nothing about these calls.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
+        yield
