@@ -4,6 +4,11 @@
 method's settings) and ``parameters`` (keys, date-shift scope, Safe Harbor's partial redaction). Anything wrong,
 from an unknown method to a path that does not parse or a key that a method needs but the file does not give,
 is a :class:`medml.errors.ConfigError` naming the rule.
+
+medml's own parameters, which the anonymizer does not know: ``dateShiftScope: patient`` (one shift per patient,
+from HMAC of the patient's id under the key, so that intervals within a patient's record hold across resources
+and files; see :mod:`medml.deid._patients`), ``dateShiftKeepTime`` (shifted dateTimes keep their time of day)
+and ``requiredElementsDataAbsentReason``.
 """
 
 from __future__ import annotations
