@@ -231,3 +231,26 @@ def test_bad_date_shift_options_are_one_clear_error(tmp_path: Path, parameters: 
     proc = deid(["run", str(config), str(ANONYMIZER / "resources" / "patient-basic.json"), "out.json"], tmp_path)
     assert_clear_error(proc, fragment)
     assert not (tmp_path / "out.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("resource", "key"),
+    [
+        ({"resourceType": "Patient", "id": "p1"}, "p1"),
+        ({"resourceType": "Observation", "subject": {"reference": "Patient/p1"}}, "p1"),
+        (
+            {"resourceType": "Observation", "subject": {"reference": "https://ehr.example/fhir/Patient/p1/_history/2"}},
+            "p1",
+        ),
+        (
+            {"resourceType": "Claim", "patient": {"reference": "urn:uuid:4a3a6a3e-1111-4222-8333-944455556666"}},
+            "4a3a6a3e-1111-4222-8333-944455556666",
+        ),
+        ({"resourceType": "Coverage", "beneficiary": {"reference": "Patient/p1"}}, "p1"),
+        ({"resourceType": "Observation", "subject": {"reference": "Group/g1"}}, ""),
+        ({"resourceType": "Observation", "subject": {"reference": "urn:uuid:x", "type": "Group"}}, ""),
+        ({"resourceType": "Practitioner", "id": "d1"}, ""),
+    ],
+)
+def test_whose_record_a_resource_is(resource: dict[str, Any], key: str) -> None:
+    assert patient_key(resource) == key
