@@ -651,6 +651,51 @@ async def model_card(name: str, version: str, state: State) -> Response:
     return page(state, f"Model card {shown['ref']}", _model_card(shown, using))
 
 
+def monitor_url(ref: str) -> str:
+    """The service's monitoring page of ``name@version``."""
+    name, _, version = ref.rpartition("@")
+    return f"/monitor/{quote(name, safe='')}/{quote(version, safe='')}"
+
+
+def _monitor_store(state: ServiceState) -> Any:
+    from medml.monitor.store import MonitorStore
+
+    return MonitorStore(getattr(state.config, "monitor_store", None) or state.settings.monitor_store)
+
+
+@router.get("/monitor", response_class=HTMLResponse)
+async def monitor_index(state: State) -> Response:
+    """The model versions with predictions in the monitoring store, each linking to its monitoring page."""
+    from medml.monitor.page import recorded_models
+
+    refs = await run_in_threadpool(recorded_models, _monitor_store(state))
+    items = "".join(f'<li><a href="{esc(monitor_url(r))}">{esc(r)}</a></li>' for r in refs)
+    body = (
+        f"<h1>Monitoring</h1><ul>{items}</ul>"
+        if refs
+        else "<h1>Monitoring</h1><p>No prediction has been recorded yet: deployed models appear here once the "
+        "service has scored patients.</p>"
+    )
+    return page(state, "Monitoring", body)
+
+
+@router.get("/monitor/{name}/{version}", response_class=HTMLResponse)
+async def monitor_model(name: str, version: str, state: State, window: str = "200") -> Response:
+    """One model version in production: drift, estimated and realised AUROC and calibration, alarms."""
+    from medml.monitor.page import monitor_view, render_body
+
+    ref = f"{name}@{version}"
+    span: int | str = int(window) if window.isdigit() else window
+    try:
+        if not version.isdigit():
+            raise NotFoundError(f"{version!r} is not a version number", "")
+        view = await run_in_threadpool(monitor_view, _monitor_store(state), state.settings, ref, window=span)
+    except MedmlError as err:
+        body = f'<h1>Monitoring: {esc(ref)}</h1><p class="error">{esc(err)}</p><p><a href="/monitor">All models</a></p>'
+        return page(state, f"Monitoring {ref}", body, 404 if isinstance(err, NotFoundError) else 422)
+    return page(state, f"Monitoring {ref}", render_body(view, links=True))
+
+
 def _deployment_list(using: Sequence[Deployment]) -> str:
     if not using:
         return "<p>Not deployed as a CDS service.</p>"
@@ -672,7 +717,8 @@ def _report(path: Path, ref: str, using: Sequence[Deployment]) -> HTMLResponse:
         "<style>.medml-web{background:#16324f;color:#fff;padding:.5rem 1rem;font:14px system-ui,sans-serif}"
         ".medml-web a{color:#fff}.medml-web ul{margin:.2rem 0}</style>"
         f'<div class="medml-web"><a href="/">← patients</a> · model card of <b>{esc(ref)}</b> (the report '
-        f"written at training) · {DISCLAIMER}{_deployment_list(using)}</div>"
+        f'written at training) · <a href="{esc(monitor_url(ref))}">monitoring</a> · {DISCLAIMER}'
+        f"{_deployment_list(using)}</div>"
     )
     at = text.find("<body>")
     text = text[: at + 6] + bar + text[at + 6 :] if at >= 0 else bar + text
@@ -739,6 +785,8 @@ def _model_card(shown: Mapping[str, Any], using: Sequence[Deployment]) -> str:
     out += [
         "<h2>Deployments</h2>",
         _deployment_list(using),
+        f'<h2>Monitoring</h2><p><a href="{esc(monitor_url(shown["ref"]))}">Drift, estimated and realised performance '
+        "in production, and the alarms</a></p>",
         f'<p class="muted">No training report was found; this page is built from the bundle\'s metadata. '
         f"{DISCLAIMER}</p>",
     ]
