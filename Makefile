@@ -97,5 +97,11 @@ bench-monitor: $(STAMP)
 	  $(NANNYML_VENV)/bin/python -m pip install $(PIP_FLAGS) nannyml==0.13.1 statsmodels; }
 	$(BIN)/python benchmarks/bench_monitor.py --out benchmarks/results-monitor.md
 
+# The promotion gate's error rates (200 samples of SUPPORT2 patients) and retraining at a new site (Cleveland -> VA,
+# held-back SUPPORT2 disease groups); about 15 minutes on 2 busy cores (benchmarks/results-monitor-gates.md)
+.PHONY: bench-gates
+bench-gates: $(STAMP)
+	$(BIN)/python benchmarks/bench_gates.py --budget-seconds 5 --max-trials 5 --out benchmarks/results-monitor-gates.md
+
 clean:
 	rm -rf $(VENV) .medml build src/*.egg-info
