@@ -267,3 +267,18 @@ def test_check_and_outcomes_without_a_store_or_predictions_are_one_line(
     one_line_error(
         medml(["monitor", "check", "no-such-model"], home.home, capsys), "has no predictions of no-such-model"
     )
+
+
+def test_status_lists_what_is_recorded_and_purge_keeps_the_retention(
+    home: Settings, cleveland: TaskDataset, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = MonitorStore(home.monitor_store)
+    if store.predictions(MODEL).empty:
+        medml(["predict", MODEL, str(table(cleveland, tmp_path / "c.csv")), "--id", "pid"], home.home, capsys)
+    n = len(store.predictions(MODEL, shadow=None))
+    status = medml(["monitor", "status"], home.home, capsys)
+    assert status.code == 0 and f"{MODEL}@1" in status.out and f"{n:,}" in status.out
+    kept = medml(["monitor", "purge", "--days", "1"], home.home, capsys)  # everything was scored just now
+    assert kept.code == 0 and "deleted 0 prediction(s)" in kept.out
+    assert len(store.predictions(MODEL, shadow=None)) == n
+    one_line_error(medml(["monitor", "purge", "--days", "0"], home.home, capsys), "keep predictions for at least a day")
