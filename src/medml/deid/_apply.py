@@ -223,10 +223,19 @@ def _json_value(item: Item) -> Any:
     return v
 
 
+_LABELS_FOR: dict[int, tuple[dict[str, str], ...]] = {}
+
+
 def add_security(resource: dict[str, Any], ops: int) -> None:
     if not ops:
         return
     meta = resource.get("meta")
+    if meta is None:  # the common case: the labels of these operations, made once
+        labels = _LABELS_FOR.get(ops)
+        if labels is None:
+            labels = _LABELS_FOR[ops] = tuple(label for bit, label in SECURITY_LABELS if ops & bit)
+        resource["meta"] = {"security": [dict(label) for label in labels]}
+        return
     if not isinstance(meta, dict):
         meta = resource["meta"] = {}
     security = meta.get("security")
