@@ -20,6 +20,7 @@ No token is ever written: the entry has no field for one, the request hash leave
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import logging
@@ -499,6 +500,12 @@ class JsonlAuditLog:
                 self._sync_done.release()
                 try:
                     os.fdatasync(fd)
+                except OSError as e:
+                    if e.errno != errno.EBADF:
+                        raise
+                    # the log was moved away and reopened since this record was written (see _file): the record
+                    # is in the moved file, which this process no longer holds; the new file's records sync anew
+                    log.error("audit log: a record written to a file since moved away could not be synced")
                 finally:
                     self._sync_done.acquire()
                     self._syncing = False
