@@ -219,7 +219,7 @@ def view_run_cmd(
 
 
 def _view_run_spark(definition: dict[str, Any], inputs: list[Path] | None, output: Path | None, master: str) -> None:
-    from medml.fhir.view import validate_view
+    from medml.fhir.view import compile_view, validate_view
     from medml.scale._output import check_new_folder
     from medml.scale.ingest import load_resources
     from medml.scale.views import write_view
@@ -231,6 +231,7 @@ def _view_run_spark(definition: dict[str, Any], inputs: list[Path] | None, outpu
         )
     check_new_folder(output)
     validate_view(definition)
+    compile_view(definition, dialect="spark")  # a view the Spark dialect cannot express is refused before Spark
     spark = _spark(master)
     rows, columns = write_view(spark, definition, load_resources(spark, inputs), output)
     out.print(f"wrote {rows:,} rows x {len(columns)} columns to {output} (Parquet, Spark {spark.version})")

@@ -249,7 +249,7 @@ def report(model: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")]) -
 
 def predict(
     model: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")],
-    table: Annotated[Path, typer.Argument(help="CSV or Parquet with the model's input columns")],
+    table: Annotated[Path | None, typer.Argument(help="CSV or Parquet with the model's input columns")] = None,
     id: Annotated[str | None, typer.Option("--id", help="column that identifies each patient")] = None,
     out_path: Annotated[Path | None, typer.Option("--out", help="write all rows to this CSV")] = None,
     top: Annotated[int, typer.Option(help="contributing factors per patient")] = 3,
@@ -259,9 +259,26 @@ def predict(
     record: Annotated[
         bool, typer.Option("--record/--no-record", help="record the scores and inputs in the monitoring store")
     ] = True,
+    engine: Annotated[
+        str, typer.Option("--engine", help="local (pandas), or spark (medml[spark]): --input, --id, --out FOLDER")
+    ] = "local",
+    input_path: Annotated[Path | None, typer.Option("--input", help="--engine spark: Parquet file or folder")] = None,
+    master: Annotated[str, typer.Option("--master", help="--engine spark: local[N], spark://HOST:PORT, yarn")] = (
+        "local[2]"
+    ),
 ) -> None:
     """Score new patients: calibrated risk and top contributing factors, with the model's evaluation beside it.
-    Each score is recorded with the inputs the model saw in the monitoring store (`medml monitor`)."""
+    Each score is recorded with the inputs the model saw in the monitoring store (`medml monitor`).
+
+    With --engine spark: the Parquet at --input is scored on Spark (mapInPandas) into the new Parquet folder --out
+    (batch scoring: not recorded for the monitor)."""
+    if engine == "spark":
+        _predict_spark(model, input_path, out_path, id, top, master)
+        return
+    if engine != "local":
+        raise ConfigError(f"--engine {engine!r} is not known", "use --engine local (the default) or --engine spark")
+    if table is None:
+        raise click.UsageError("give the TABLE to score (CSV or Parquet), or --engine spark --input PARQUET")
     from medml.cli.pgx import check_output, write_atomically
     from medml.config import get_settings
     from medml.data.datasets import read_table
@@ -357,6 +374,34 @@ def _record_scores(bundle: Any, frame: Any, scores: Any, encounter: str | None) 
         )
     ]
     return MonitorStore(get_settings().monitor_store).record(rows)
+
+
+def _predict_spark(
+    model: str, input_path: Path | None, out_path: Path | None, id: str | None, top: int, master: str
+) -> None:
+    from medml.config import get_settings
+    from medml.registry import load_bundle
+    from medml.scale import spark_session
+    from medml.scale._output import check_new_folder
+    from medml.scale.scoring import write_scores
+
+    check_options(top=top)
+    if input_path is None or out_path is None or id is None:
+        raise ConfigError(
+            "--engine spark needs --input (Parquet), --out (a new folder) and --id (the patient id column)",
+            f"e.g. medml predict {model} --engine spark --input rows.parquet --id patient_id --out scores/",
+        )
+    check_new_folder(out_path)
+    bundle = load_bundle(model, get_settings())
+    md = bundle.metadata
+    spark = spark_session(master)
+    rows = write_scores(spark, bundle, input_path, out_path, id_column=id, top=top)
+    out.print(
+        f"{md.name}@{md.version}: {md.task} ({md.model_kind}, calibration {md.calibration}). "
+        f"Decision support, not a diagnosis. Population: {md.population}",
+        highlight=False,
+    )
+    out.print(f"wrote {rows:,} scored rows to {out_path} (Parquet; Spark {spark.version} on {master})")
 
 
 @models_app.command("list")

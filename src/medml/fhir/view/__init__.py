@@ -9,11 +9,12 @@ data break a rule the specification names raises :class:`ViewEvaluationError` wh
 from __future__ import annotations
 
 from medml.fhir.view._compile import CompiledView, ViewColumn, compile_view, validate_view
-from medml.fhir.view._errors import InvalidViewError, ViewEvaluationError
+from medml.fhir.view._errors import DialectLimitError, InvalidViewError, ViewEvaluationError
 from medml.fhir.view._run import run_view
 
 __all__ = [
     "CompiledView",
+    "DialectLimitError",
     "InvalidViewError",
     "ViewColumn",
     "ViewEvaluationError",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from medml.fhir.view._dialect import Dialect
+from medml.fhir.view._errors import DialectLimitError
 from medml.fhir.view._expr import Scope, Val, materialize, typed
 
 
@@ -45,6 +46,13 @@ def boundary(v: Val, high: bool, s: Scope) -> Val:
     if ftype in ("decimal", "integer") and v.root and v.path and "[*]" not in v.path:
         raw = d.number_text("$" + v.path)  # the number as written: its decimal places are its precision
         text = text if raw is None else Val(raw, False, "str", ftype)
+    elif ftype == "decimal" and (v.kind == "json" or v.path is not None) and d.number_text("$") is not None:
+        raise DialectLimitError(
+            f"the {d.name} engine cannot compute {'highBoundary' if high else 'lowBoundary'}() of a decimal that is "
+            "not an element of the resource itself (inside forEach, a list or a function): it reads 1.50 as 1.5, "
+            "and the decimal places are the precision the boundary depends on",
+            "run this view with --engine duckdb, or take the boundary of a path from the resource",
+        )
     b = s.fresh()
     if ftype in ("decimal", "integer"):
         sign = "+" if high else "-"

@@ -19,6 +19,10 @@ class ViewEvaluationError(DataError):
     """
 
 
+class DialectLimitError(ConfigError):
+    """A valid view that one SQL engine's dialect cannot compute faithfully (another engine can)."""
+
+
 @dataclass(frozen=True)
 class RuntimeCheck:
     """An error the compiled SQL raises on the data for a reason the specification names: its message, what to do.
