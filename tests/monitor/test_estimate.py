@@ -69,3 +69,19 @@ def test_bad_scores_are_one_clear_error() -> None:
         estimate([0.1, 0.2], threshold=2.0)
     with pytest.raises(MonitorError, match="outcomes must be 0, 1"):
         realised([0, 2], [0.1, 0.2], threshold=None)
+
+
+def test_all_windows_at_once_give_each_windows_own_estimate() -> None:
+    """``estimate`` computes every window in one sort; each must equal the direct per-window computation."""
+    from medml.monitor.estimate import auroc_sd
+
+    rng = np.random.default_rng(5)
+    p = np.round(rng.random(1_050), 2)  # ties within and across windows
+    est = estimate(p, threshold=0.4, windows=200, level=0.9).to_frame()
+    z = 1.6448536269514722
+    for w, start in enumerate(range(0, p.size, 200)):
+        pw = p[start : start + 200]
+        assert est["auroc"][w] == pytest.approx(cbpe_auroc(pw), abs=1e-12)
+        assert est["auroc_high"][w] - est["auroc"][w] == pytest.approx(z * auroc_sd(pw), rel=1e-9)
+        assert est["ppv"][w] == pytest.approx(pw[pw >= 0.4].mean(), abs=1e-12)
+        assert est["brier"][w] == pytest.approx(np.mean(pw * (1 - pw)), abs=1e-12)

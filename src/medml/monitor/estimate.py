@@ -108,32 +108,62 @@ def auroc_sd(calibrated: npt.ArrayLike, scores: npt.ArrayLike | None = None) -> 
     return float(np.sqrt(np.sum(weight * weight * p * q)))
 
 
-def _normal(value: float, sd: float, level: float) -> Estimate:
-    if not (np.isfinite(value) and np.isfinite(sd)):
-        return Estimate(value, float("nan"), float("nan"))
-    half = float(stats.norm.ppf(0.5 + level / 2.0)) * sd
-    return Estimate(value, value - half, value + half)
+def _intervals(values: npt.NDArray[np.float64], sds: npt.NDArray[np.float64], level: float) -> list[Estimate]:
+    """``value +- z sd`` for each, NaN bounds where either is not finite."""
+    half = float(stats.norm.ppf(0.5 + level / 2.0)) * sds
+    ok = np.isfinite(values) & np.isfinite(sds)
+    low, high = np.where(ok, values - half, np.nan), np.where(ok, values + half, np.nan)
+    return [Estimate(v, lo, hi) for v, lo, hi in zip(values.tolist(), low.tolist(), high.tolist(), strict=True)]
 
 
-def _window_estimates(
-    p: npt.NDArray[np.float64], s: npt.NDArray[np.float64], threshold: float | None, level: float
-) -> dict[str, Estimate]:
-    """CBPE's values for one window, each with the normal interval of the realised value if outcomes follow ``p``
-    (variances exact for the linear ones: Brier, PPV, prevalence; the delta method for AUROC)."""
-    n = p.size
-    var = p * (1.0 - p)
-    flagged = s >= threshold if threshold is not None else np.zeros(n, dtype=bool)
-    n_flagged = int(flagged.sum())
-    return {
-        "auroc": _normal(cbpe_auroc(p, s), auroc_sd(p, s), level),
-        "brier": _normal(float(var.mean()), float(np.sqrt(np.sum((1.0 - 2.0 * p) ** 2 * var)) / n), level),
-        "ppv": _normal(
-            float(p[flagged].mean()) if n_flagged else float("nan"),
-            float(np.sqrt(var[flagged].sum()) / n_flagged) if n_flagged else float("nan"),
-            level,
-        ),
-        "prevalence": _normal(float(p.mean()), float(np.sqrt(var.sum()) / n), level),
-    }
+def _by_window(
+    p: npt.NDArray[np.float64],
+    s: npt.NDArray[np.float64],
+    ids: npt.NDArray[np.intp],
+    n_windows: int,
+    threshold: float | None,
+    level: float,
+) -> dict[str, list[Estimate]]:
+    """CBPE's values for every window at once, each with the normal interval of the realised value if outcomes
+    follow ``p``: exact variances for the linear ones (Brier, PPV, prevalence), the delta method for the AUROC
+    (:func:`cbpe_auroc` and :func:`auroc_sd` per window, computed over all windows in one sort)."""
+    order = np.lexsort((s, ids))
+    p, s, w = p[order], s[order], ids[order]
+    q = 1.0 - p
+    n = np.bincount(w, minlength=n_windows).astype(float)
+    events, non_events = np.bincount(w, p, n_windows), np.bincount(w, q, n_windows)
+    new = np.r_[True, (w[1:] != w[:-1]) | (s[1:] != s[:-1])]  # a tie group starts: new window or new score
+    group = np.cumsum(new) - 1
+    g_start = np.flatnonzero(new)
+    g_end = np.r_[g_start[1:], p.size]
+    cq, cp = np.r_[0.0, np.cumsum(q)], np.r_[0.0, np.cumsum(p)]
+    w_start = np.r_[0, np.cumsum(n)[:-1]].astype(np.intp)
+    w_end = np.cumsum(n).astype(np.intp)
+    tie_q, tie_p = (cq[g_end] - cq[g_start])[group], (cp[g_end] - cp[g_start])[group]
+    below = cq[g_start][group] - cq[w_start[w]] + 0.5 * (tie_q - q)  # expected non-events scored under each
+    above = cp[w_end[w]] - cp[g_end][group] + 0.5 * (tie_p - p)  # expected events scored over each
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pairs = events * non_events
+        value = np.bincount(w, q * (above + 0.5 * p), n_windows) / pairs
+        u = np.bincount(w, p * below, n_windows)
+        weight = (below - above) / pairs[w] - (u * (non_events - events) / pairs**2)[w]
+        auroc_sd_ = np.sqrt(np.bincount(w, weight * weight * p * q, n_windows))
+        var = p * q
+        flagged = (s >= threshold).astype(float) if threshold is not None else np.zeros(p.size)
+        n_flagged = np.bincount(w, flagged, n_windows)
+        out = {
+            "auroc": (np.where(pairs > 0, value, np.nan), auroc_sd_),
+            "brier": (
+                np.bincount(w, var, n_windows) / n,
+                np.sqrt(np.bincount(w, (1 - 2 * p) ** 2 * var, n_windows)) / n,
+            ),
+            "ppv": (
+                np.bincount(w, p * flagged, n_windows) / n_flagged,
+                np.sqrt(np.bincount(w, var * flagged, n_windows)) / n_flagged,
+            ),
+            "prevalence": (events / n, np.sqrt(np.bincount(w, var, n_windows)) / n),
+        }
+    return {k: _intervals(v, sd, level) for k, (v, sd) in out.items()}
 
 
 def _check_scores(scores: npt.ArrayLike, what: str) -> npt.NDArray[np.float64]:
@@ -167,13 +197,7 @@ def estimate(
         raise MonitorError(f"the interval level must be between 0 and 1, got {level}", "use e.g. 0.95")
     p = s if calibration is None else calibration.recalibrate(s)
     win = windows_of(s.size, windows, times)
-    order = np.argsort(win.ids, kind="stable")
-    bounds = np.r_[0, np.cumsum(win.n)]
-    res: dict[str, list[Estimate]] = {k: [] for k in ("auroc", "brier", "ppv", "prevalence")}
-    for w in range(len(win)):
-        rows = order[bounds[w] : bounds[w + 1]]
-        for k, est in _window_estimates(p[rows], s[rows], threshold, level).items():
-            res[k].append(est)
+    res = _by_window(p, s, win.ids, len(win), threshold, level)
     return EstimateResult(
         win, threshold, tuple(res["auroc"]), tuple(res["brier"]), tuple(res["ppv"]), tuple(res["prevalence"]), level
     )
