@@ -318,3 +318,8 @@ def score_cmd(
     if not rows:
         err.print(f"nothing to score in {path}", highlight=False)
     _print(rows, fmt)
+
+
+from medml.cli.wearable import wearable_app  # noqa: E402  (the wearable commands are a group of their own module)
+
+vitals_app.add_typer(wearable_app, name="wearable")
