@@ -323,3 +323,8 @@ def score_cmd(
 from medml.cli.wearable import wearable_app  # noqa: E402  (the wearable commands are a group of their own module)
 
 vitals_app.add_typer(wearable_app, name="wearable")
+
+
+from medml.cli.ecg import ecg_app  # noqa: E402  (the ECG commands are a group of their own module)
+
+vitals_app.add_typer(ecg_app, name="ecg")
