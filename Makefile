@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 IMAGING_STAMP := $(VENV)/.imaging-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: demo test test-imaging test-all lint typecheck bench bench-fhir bench-cds bench-imaging bench-vitals bench-survival bench-deid chromium clean
+.PHONY: demo test test-imaging test-all lint typecheck bench bench-fhir bench-cds bench-imaging bench-vitals bench-survival bench-deid bench-ap chromium clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -102,6 +102,15 @@ bench-monitor: $(STAMP)
 .PHONY: bench-gates
 bench-gates: $(STAMP)
 	$(BIN)/python benchmarks/bench_gates.py --budget-seconds 5 --max-trials 5 --out benchmarks/results-monitor-gates.md
+
+# medml's search against AutoPrognosis 0.1.22 on the same 5 patient-grouped folds (benchmarks/results-ap.md). AP gets
+# its own venv: the torch 2.13.0 CPU wheel first (so it pulls no CUDA build), then optuna<5 and scikit-learn<1.8.
+AP_VENV := $(VENV)/peers/autoprognosis
+bench-ap: $(STAMP)
+	@test -x $(AP_VENV)/bin/python || { $(PYTHON) -m venv $(AP_VENV) && \
+	  $(AP_VENV)/bin/python -m pip install $(PIP_FLAGS) torch==2.13.0 && \
+	  $(AP_VENV)/bin/python -m pip install $(PIP_FLAGS) autoprognosis==0.1.22 'optuna<5' 'scikit-learn<1.8' torch==2.13.0; }
+	$(BIN)/python benchmarks/bench_autoprognosis.py --out benchmarks/results-ap.md
 
 clean:
 	rm -rf $(VENV) .medml build src/*.egg-info
