@@ -4,7 +4,11 @@ Per request: the body parsed by FastAPI into a dict; every prefetch resource ful
 (R4B models); the features built by loading the prefetch into a fresh in-memory store (``build_features`` on the
 resources); a plain ``predict_proba``. No JWT, no audit, no explanation: the floor is lower, not higher.
 
-Run: ``python benchmarks/naive_cds.py --home MEDML_HOME --model NAME@V --port 8900 [--workers 2]``
+``--floor`` runs the HTTP floor instead: medml's own app (uvicorn, the same middleware, FastAPI routing) with one
+more route, ``POST /floor/{service_id}``, that reads the body and returns a fixed card; no JWT, no parsing, no
+scoring, no audit record. What the server stack costs before medml does any work.
+
+Run: ``python benchmarks/naive_cds.py --home MEDML_HOME (--model NAME@V | --floor) --port 8900 [--workers 2]``
 """
 
 from __future__ import annotations
@@ -13,6 +17,10 @@ import argparse
 import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import orjson
+from fastapi import Request  # at module level: FastAPI resolves the route's annotations here
+from fastapi.responses import Response
 
 
 def create_app() -> Any:
@@ -53,25 +61,53 @@ def create_app() -> Any:
     return app
 
 
+def create_floor_app() -> Any:
+    from medml.service.app import app_from_env
+    from medml.service.middleware import audit_state
+
+    app = app_from_env()
+    card = {
+        "uuid": "00000000-0000-0000-0000-000000000000",
+        "summary": "Risk of death in hospital: 12% (below the warning threshold)",
+        "indicator": "info",
+        "detail": "A fixed card: the HTTP floor of the benchmark.",
+        "source": {"label": "medml floor"},
+    }
+    answer = orjson.dumps({"cards": [card]})
+
+    @app.post("/floor/{service_id}")
+    async def floor(service_id: str, request: Request) -> Response:
+        await request.body()
+        guard = audit_state(request.scope)
+        if guard is not None:  # the floor writes no audit record
+            guard["done"] = True
+        return Response(answer, media_type="application/json")
+
+    return app
+
+
 def main() -> None:
     import uvicorn
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--home", required=True)
-    p.add_argument("--model", required=True)
+    p.add_argument("--model")
+    p.add_argument("--floor", action="store_true", help="serve the HTTP floor (a fixed card) instead")
     p.add_argument("--port", type=int, default=8900)
     p.add_argument("--workers", type=int, default=2)
     a = p.parse_args()
     os.environ["MEDML_HOME"] = a.home
-    os.environ["NAIVE_MODEL"] = a.model
+    if not a.floor:
+        os.environ["NAIVE_MODEL"] = a.model
     uvicorn.run(
-        "naive_cds:create_app",
+        "naive_cds:create_floor_app" if a.floor else "naive_cds:create_app",
         factory=True,
         host="127.0.0.1",
         port=a.port,
         workers=a.workers,
         log_level="warning",
         access_log=False,
+        server_header=False,
         app_dir=os.path.dirname(os.path.abspath(__file__)),
     )
 
