@@ -239,7 +239,8 @@ def deidentify_path(
     ``target`` may not be ``source``; an existing target is replaced only with ``overwrite``. ``on_file(path,
     i, n)`` is called before each file; ``tick`` after each resource (for a progress bar), or each chunk of
     them. ``workers`` > 1 spreads the work over that many processes where the input is large enough to gain
-    (:mod:`medml.deid._parallel`); the output is the same.
+    (:mod:`medml.deid._parallel`); the output is the same. The workers are spawned, so a script that asks for
+    them calls this under ``if __name__ == "__main__":``, as Python's multiprocessing requires.
     """
     if source.exists() and workers > 1 and _size(source) >= MIN_PARALLEL_BYTES:
         with ParallelRun(anonymizer, workers) as run:
