@@ -186,6 +186,7 @@ class Scorer:
         self.columns = bundle.feature_names
         self.templates = prefetch_templates(deployment)
         self.program = FeatureRowProgram(self.spec.definition)
+        _predict_on_one_thread(bundle.model)
         model_columns = set(self.columns)
         #: where the model's count columns are in a feature row (the results a score rests on)
         self._counts = [j for j, c in enumerate(self.program.columns) if c.endswith("_count") and c in model_columns]
@@ -288,6 +289,29 @@ class Scorer:
         if start > job.now:
             return NotScored(f"encounter {encounter[0]} starts in the future")
         return encounter, min(job.now, start + timedelta(hours=self.spec.hours))
+
+
+def _predict_on_one_thread(model: Any) -> None:
+    """Every fitted estimator inside the model (LightGBM's booster too) predicts on one thread.
+
+    The service runs a worker process per core: a model that also spreads one patient's prediction over every core
+    (LightGBM's OpenMP, as trained with n_jobs) makes the workers fight over the cores, and for one row the
+    threads cost more than they save. Only how predictions are computed changes, never their values: each row is
+    computed alone either way.
+    """
+    seen: set[int] = set()
+    todo = [model]
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen or not hasattr(obj, "get_params"):
+            continue
+        seen.add(id(obj))
+        if "n_jobs" in obj.get_params(deep=False):
+            obj.set_params(n_jobs=1)
+        todo += [v for v in vars(obj).values() if hasattr(v, "get_params")]
+        steps = getattr(obj, "steps", None)  # a scikit-learn Pipeline's estimators
+        if isinstance(steps, list):
+            todo += [step for _, step in steps]
 
 
 def _from_reference(built: BuiltFeatures, patient_id: str, definition: FeatureDefinition) -> PatientFeatures:
