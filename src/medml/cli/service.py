@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -46,9 +46,16 @@ def deploy(
     replace: Annotated[
         bool, typer.Option("--replace", help="replace a deployment of this id that alerts differently")
     ] = False,
+    shadow: Annotated[
+        bool,
+        typer.Option(
+            "--shadow",
+            help="score MODEL silently beside the model the service --id serves (no card), for the comparison",
+        ),
+    ] = False,
 ) -> None:
     """Make a registered model a patient-view CDS service, or an image model an image service at
-    /imaging/ID (a running `medml serve` picks it up)."""
+    /imaging/ID (a running `medml serve` picks it up). With --shadow, a challenger scored beside the champion."""
     from medml.config import get_settings
     from medml.registry.store import parse_ref
     from medml.service.config import load_config
@@ -58,6 +65,9 @@ def deploy(
 
     settings = get_settings()
     cfg = load_config(settings, config)
+    if shadow:
+        _deploy_shadow(settings, cfg, model, service_id, _thresholds(thresholds), title, risk_assessment, replace)
+        return
     before = current(cfg).get(service_id or parse_ref(model)[0])
     dep = run_deploy(
         settings,
@@ -90,16 +100,48 @@ def deploy(
     )
 
 
+def _deploy_shadow(
+    settings: Any,
+    cfg: Any,
+    model: str,
+    service_id: str | None,
+    thresholds: tuple[float, float] | None,
+    title: str | None,
+    risk_assessment: str,
+    replace: bool,
+) -> None:
+    from medml.service.deploy import deploy_shadow
+
+    if title is not None or risk_assessment != "suggestion" or replace:
+        raise ConfigError(
+            "--title, --risk-assessment and --replace do not apply to a shadow: it shows no card",
+            "leave them out (a shadow over an earlier one replaces it)",
+        )
+    dep = deploy_shadow(settings, cfg, model, service_id=service_id, thresholds=thresholds)
+    assert dep.shadow is not None
+    out.print(
+        f"{dep.shadow.model} is scored silently beside {dep.model} on every call of '{dep.service_id}' "
+        "(no card); its scores are recorded as shadow ones in the monitoring store",
+        highlight=False,
+    )
+
+
 def undeploy(
     service_id: Annotated[str, typer.Argument(help="the service id (`medml deployments`)")],
     config: Annotated[Path | None, typer.Option(help="service.yaml")] = None,
+    shadow: Annotated[bool, typer.Option("--shadow", help="remove only the service's shadow (challenger)")] = False,
 ) -> None:
     """Remove a CDS service; the model stays in the registry."""
     from medml.config import get_settings
     from medml.service.config import load_config
     from medml.service.deploy import undeploy as run_undeploy
+    from medml.service.deploy import undeploy_shadow
 
     cfg = load_config(get_settings(), config)
+    if shadow:
+        challenger = undeploy_shadow(cfg, service_id)
+        out.print(f"'{service_id}' no longer scores its shadow {challenger.model}; the model stays registered")
+        return
     gone = run_undeploy(cfg, service_id)
     out.print(f"undeployed '{service_id}' ({gone.model}); the model stays registered")
 
@@ -124,7 +166,7 @@ def deployments(config: Annotated[Path | None, typer.Option(help="service.yaml")
                 sid,
                 d.kind,
                 d.hook,
-                d.model,
+                d.model + (f" (shadow: {d.shadow.model})" if d.shadow is not None else ""),
                 f"{d.thresholds[0]:.0%}",
                 f"{d.thresholds[1]:.0%}",
                 d.risk_assessment,

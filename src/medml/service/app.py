@@ -18,7 +18,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from medml.config import Settings
+from medml.monitor.recorder import Recorder
 from medml.monitor.records import PredictionLog
+from medml.monitor.store import MonitorStore
 from medml.service import audit
 from medml.service.auth import JwtVerifier
 from medml.service.config import ServiceConfig
@@ -45,6 +47,7 @@ def create_app(
         audit=audit_sink or audit.JsonlAuditLog(config.audit_path),
         predictions=PredictionLog(config.predictions_path),
         per_caller=RateLimiter(config.rate_per_minute),
+        recorder=monitor_recorder(settings, config),
     )
 
     @asynccontextmanager
@@ -57,6 +60,8 @@ def create_app(
         finally:
             state.http = None
             pages.close(state)
+            if state.recorder is not None:
+                state.recorder.close()
 
     app = FastAPI(title="medml CDS Hooks service", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.medml = state
@@ -104,6 +109,15 @@ def create_app(
         pages.open_store(state)
         app.include_router(pages.router)
     return app
+
+
+def monitor_recorder(settings: Settings, config: ServiceConfig) -> Recorder | None:
+    """What records each score in the monitoring store (None with ``monitor: false``): its file, owner-only, under
+    MEDML_HOME unless service.yaml names another, and its retention."""
+    if not config.monitor:
+        return None
+    retention = config.monitor_retention_days or settings.monitor_retention_days
+    return Recorder(MonitorStore(config.monitor_store or settings.monitor_store), retention_days=retention)
 
 
 def service_logging() -> None:

@@ -19,6 +19,9 @@ fhir_store: /data/fhir.duckdb                # patients for the web pages (defau
 pages: false                                 # the web pages; default: on only when base_url is loopback
 cors_origins: ["https://ehr.hospital.example"]   # browser callers (CORS); default "*" (bearer tokens, no cookies)
 pgx_services: true                           # pgx-order-select/-sign, offered once MEDML_HOME/service/pgx holds results
+monitor: true                                # record each score's inputs in the monitoring store (medml monitor)
+monitor_store: /data/monitor.duckdb          # default MEDML_HOME/monitor.duckdb
+monitor_retention_days: 365                  # older predictions are deleted (default MEDML_MONITOR_RETENTION_DAYS)
 ```
 """
 
@@ -74,6 +77,12 @@ class ServiceConfig:
     cors_origins: tuple[str, ...] = ("*",)
     #: the PGx drug-order services (pgx-order-select, pgx-order-sign); offered once ``pgx_results_dir`` exists
     pgx_services: bool = True
+    #: record each score (its inputs, score, model@version, patient and encounter) in the monitoring store
+    monitor: bool = True
+    #: the monitoring store (default MEDML_HOME/monitor.duckdb)
+    monitor_store: Path | None = None
+    #: days a prediction stays in the monitoring store (None: MEDML_MONITOR_RETENTION_DAYS, default 365)
+    monitor_retention_days: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -85,6 +94,15 @@ class ServiceConfig:
                 "set base_url to the URL the EHR calls, e.g. https://cds.hospital.example",
             )
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
+        if self.monitor_retention_days is not None and (
+            isinstance(self.monitor_retention_days, bool)
+            or not isinstance(self.monitor_retention_days, int)
+            or self.monitor_retention_days < 1
+        ):
+            raise ConfigError(
+                f"monitor_retention_days must be a whole number of days, got {self.monitor_retention_days!r}",
+                "set e.g. monitor_retention_days: 365",
+            )
         for name in ("max_body_bytes", "max_dicom_bytes", "rate_per_minute"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}", f"fix {name}")
@@ -164,6 +182,9 @@ def load_config(settings: Settings, path: Path | None = None, **overrides: Any) 
         "pages",
         "cors_origins",
         "pgx_services",
+        "monitor",
+        "monitor_store",
+        "monitor_retention_days",
     }
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -190,6 +211,8 @@ def load_config(settings: Settings, path: Path | None = None, **overrides: Any) 
             )
         )
     store = raw.pop("fhir_store", None)
+    if raw.get("monitor_store") is not None:
+        raw["monitor_store"] = Path(raw["monitor_store"])
     if "cors_origins" in raw:
         origins = raw["cors_origins"]
         raw["cors_origins"] = tuple([origins] if isinstance(origins, str) else origins or ())

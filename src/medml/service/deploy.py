@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from medml.config import Settings
-from medml.errors import ConfigError, DataError, IntegrityError, NotFoundError, quote
+from medml.errors import ConfigError, DataError, IntegrityError, NotFoundError, clip, quote
 from medml.evaluate.schema import CalibrationCurve, Estimate, Headline
 from medml.fhir.features import ServingSpec
 from medml.registry import BundleMetadata, ModelBundle, load_bundle, show_model
@@ -106,6 +106,8 @@ class Deployment:
     risk_assessment: str = "suggestion"
     hook: str = "patient-view"
     deployed: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    #: a challenger scored silently beside this model on every call (no card), its scores recorded as shadow
+    shadow: Deployment | None = None
 
     @property
     def kind(self) -> str:
@@ -159,7 +161,9 @@ class Deployment:
         return "critical" if risk >= high else "warning" if risk >= low else "info"
 
     def to_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "served"}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("served", "shadow")}
+        if self.shadow is not None:
+            out["shadow"] = self.shadow.to_dict()
         return {**out, "thresholds": list(self.thresholds), "kind": self.kind, **self.served.to_dict()}
 
     @classmethod
@@ -176,8 +180,10 @@ class Deployment:
         try:
             served = HookService.from_dict(d) if kind == HOOK_KIND else ImageService.from_dict(d)
             low, high = (float(t) for t in d["thresholds"])
-            rest = {k: v for k, v in d.items() if k not in ("serving", "spec", "evaluation", "kind", "thresholds")}
-            return cls(**rest, thresholds=(low, high), served=served)
+            skip = ("serving", "spec", "evaluation", "kind", "thresholds", "shadow")
+            rest = {k: v for k, v in d.items() if k not in skip}
+            shadow = cls.from_dict(d["shadow"]) if d.get("shadow") is not None else None
+            return cls(**rest, thresholds=(low, high), served=served, shadow=shadow)
         except (TypeError, KeyError, ValueError, ConfigError, DataError) as e:
             what = e.what if isinstance(e, ConfigError | DataError) else f"{type(e).__name__}: {e}"
             raise IntegrityError(
@@ -317,6 +323,75 @@ def deploy(
     return _store(config, dep, replace_existing)
 
 
+def deploy_shadow(
+    settings: Settings,
+    config: ServiceConfig,
+    ref: str,
+    *,
+    service_id: str | None = None,
+    thresholds: tuple[float, float] | None = None,
+) -> Deployment:
+    """Score the registered model ``ref`` silently beside the model of the deployed service ``service_id`` (default:
+    the model's name): on every call of that service, after the champion has answered, with no card; its scores are
+    recorded in the monitoring store with ``shadow`` true, for the comparison before a promotion. Returns the
+    champion's deployment, now with its shadow.
+
+    The challenger must read nothing the champion's prefetch does not bring (it sees the same request)."""
+    bundle = load_bundle(ref, settings)
+    spec = deployable(bundle)
+    sid = _service_id(service_id or bundle.name)
+    if thresholds is None:
+        chosen, note = default_thresholds(bundle)
+    else:
+        chosen, note = check_thresholds(thresholds), "set at deployment"
+    with _locked(config):
+        current = _read(config)
+        champion = current.get(sid)
+        if champion is None:
+            raise NotFoundError(
+                f"no deployed service {quote(sid)} to shadow",
+                f"deploy the champion first (`medml deploy NAME@VERSION`), or name its service with --id "
+                f"(deployed: {', '.join(current) or 'none'})",
+            )
+        if not champion.is_hook:
+            raise ConfigError(f"service {quote(sid)} is an image service", "shadow a CDS hook service")
+        if champion.model == bundle.ref:
+            raise ConfigError(
+                f"{bundle.ref} is the model service {quote(sid)} serves; a model cannot shadow itself",
+                "give the challenger, another version or model",
+            )
+        uncovered = shadow_uncovered(champion.serving, spec)
+        if uncovered:
+            raise ConfigError(
+                f"{bundle.ref} reads what the prefetch of {champion.model} does not bring: "
+                f"{clip(', '.join(uncovered))}",
+                "shadow a challenger built on the same FHIR definition (or a subset of it)",
+            )
+        md = bundle.metadata
+        challenger = Deployment(
+            service_id=sid,
+            model=bundle.ref,
+            thresholds=chosen,
+            thresholds_note=note,
+            served=HookService(spec, md.headline),
+            title=f"shadow of {champion.title}",
+            description=f"{md.task}: challenger {bundle.ref}, scored silently beside {champion.model}",
+            intended_use=md.intended_use,
+            risk_assessment="none",
+        )
+        current[sid] = replace(champion, shadow=challenger)
+        _write(config, current)
+    return current[sid]
+
+
+def shadow_uncovered(champion: ServingSpec, challenger: ServingSpec) -> list[str]:
+    """What the challenger reads that the champion's prefetch does not fetch: codes, or the encounters."""
+    missing = sorted(set(challenger.definition.codes()) - set(champion.definition.codes()))
+    if challenger.anchor == "encounter-start" and champion.anchor != "encounter-start":
+        missing.insert(0, "the patient's encounters")
+    return missing
+
+
 def _service_id(sid: str) -> str:
     if not SERVICE_ID.match(sid):
         raise ConfigError(f"service id {quote(sid)} is not valid", "use letters, digits, '.', '_' or '-' (64 at most)")
@@ -334,6 +409,10 @@ def _store(config: ServiceConfig, dep: Deployment, replace_existing: bool) -> De
                 f"{'; '.join(changes)}",
                 "pass --replace to replace it, --thresholds to keep the old thresholds, or --id to deploy beside it",
             )
+        if old is not None and old.shadow is not None and dep.is_hook and dep.shadow is None:
+            # the challenger stays beside a new champion, unless it is the new champion (promoted)
+            keep = old.shadow.model != dep.model and not shadow_uncovered(dep.serving, old.shadow.serving)
+            dep = replace(dep, shadow=old.shadow if keep else None)
         current[dep.service_id] = dep
         _write(config, current)
     return dep
@@ -431,6 +510,22 @@ def undeploy(config: ServiceConfig, service_id: str) -> Deployment:
                 f"deployed: {', '.join(current) or 'none'} (see `medml deployments`)",
             )
         gone = current.pop(service_id)
+        _write(config, current)
+    return gone
+
+
+def undeploy_shadow(config: ServiceConfig, service_id: str) -> Deployment:
+    """Stop scoring the shadow of ``service_id``; returns the challenger that was removed."""
+    with _locked(config):
+        current = _read(config)
+        dep = current.get(service_id)
+        if dep is None or dep.shadow is None:
+            raise NotFoundError(
+                f"service {quote(service_id)} has no shadow" if dep else f"no deployed service {quote(service_id)}",
+                "see `medml deployments`",
+            )
+        gone = dep.shadow
+        current[service_id] = replace(dep, shadow=None)
         _write(config, current)
     return gone
 

@@ -1,20 +1,28 @@
 """The answer to one patient-view request, shared by the hook endpoint and the pages (which call as an EHR would):
-the prefetch (or what is missing of it, fetched from ``fhirServer``), the score, the card and the PredictionRecord."""
+the prefetch (or what is missing of it, fetched from ``fhirServer``), the score, the card and the PredictionRecord;
+and for the monitor, the features the model saw (and the shadow challenger's score, when one is deployed)."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from starlette.concurrency import run_in_threadpool
+
 from medml.monitor.records import PredictionRecord, summarize_inputs
+from medml.monitor.store import PredictionRow
+from medml.registry import load_bundle
 from medml.service import cards
 from medml.service.auth import Caller
 from medml.service.config import ServiceConfig
 from medml.service.core import HookError, HookRequest, ServiceState, iso, log
+from medml.service.deploy import Deployment
 from medml.service.fhir_client import FhirFetchError, fetch_prefetch
-from medml.service.scoring import Job, NotScored, PrefetchError, Scorer, collect
+from medml.service.scoring import Job, NotScored, PrefetchError, Scored, Scorer, collect
 
 
 async def answer(
@@ -36,7 +44,10 @@ async def answer(
         resources = collect({k: prefetch.get(k) for k in scorer.templates}, patient_id)
     except PrefetchError as e:
         raise HookError(400, str(e)) from None
-    result = await state.batchers[dep.service_id].score(Job(patient_id, resources, req.encounter_id, now))
+    job = Job(patient_id, resources, req.encounter_id, now)
+    result = await state.batchers[dep.service_id].score(job)
+    if dep.shadow is not None and state.recorder is not None:
+        shadow_score(state, dep, job, req.hook_instance)
     authenticated = state.config.auth == "jwt"
     model_card = f"{state.config.base_url}/models/{dep.name}/{dep.version}"
     if isinstance(result, NotScored):
@@ -73,7 +84,67 @@ async def answer(
             hook_instance=req.hook_instance,
         )
     )
+    if state.recorder is not None:
+        state.recorder.record(prediction_row(dep, result, job, req.hook_instance))
     return response
+
+
+def prediction_row(
+    dep: Deployment, result: Scored, job: Job, hook_instance: str | None, *, shadow: bool = False
+) -> PredictionRow:
+    """What the monitor keeps of one score: the features as the model saw them, the score and the deployed
+    threshold (the warning threshold: the risk from which the card alerts)."""
+    return PredictionRow(
+        model=dep.name,
+        version=dep.version,
+        service=dep.service_id,
+        patient=job.patient_id,
+        encounter=result.encounter_id or job.encounter_id,
+        time=job.now,
+        index_time=result.index_time,
+        score=result.risk,
+        risk=result.category,
+        threshold=dep.thresholds[0],
+        features=result.features,
+        shadow=shadow,
+        hook_instance=hook_instance,
+    )
+
+
+def shadow_score(state: ServiceState, champion: Deployment, job: Job, hook_instance: str) -> None:
+    """Score ``champion``'s challenger on the same request in the background (the champion's answer does not wait
+    for it) and record its score as a shadow one; it never shows a card, and its failures are only logged."""
+    task = asyncio.get_running_loop().create_task(_shadow(state, champion, job, hook_instance))
+    running: set[asyncio.Task[None]] = state.resources.setdefault("shadow.tasks", set())
+    running.add(task)  # the loop keeps only a weak reference to a task
+    task.add_done_callback(running.discard)
+
+
+async def _shadow(state: ServiceState, champion: Deployment, job: Job, hook_instance: str) -> None:
+    challenger = champion.shadow
+    assert challenger is not None and state.recorder is not None
+    try:
+        scorer = await run_in_threadpool(_shadow_scorer, state, challenger)
+        result = (await run_in_threadpool(scorer.score_many, [job]))[0]
+    except Exception:
+        log.exception("the shadow %s of %s was not scored", challenger.model, champion.service_id)
+        return
+    if isinstance(result, Scored):
+        state.recorder.record(prediction_row(challenger, result, job, hook_instance, shadow=True))
+
+
+_shadow_lock = threading.Lock()
+
+
+def _shadow_scorer(state: ServiceState, challenger: Deployment) -> Scorer:
+    """The challenger's scorer, loaded once per deployment of it (in a worker thread: loading reads the bundle)."""
+    with _shadow_lock:
+        scorers: dict[str, Scorer] = state.resources.setdefault("shadow.scorers", {})
+        scorer = scorers.get(challenger.service_id)
+        if scorer is None or scorer.deployment != challenger:
+            scorer = Scorer(challenger, load_bundle(challenger.model, state.settings))
+            scorers[challenger.service_id] = scorer
+        return scorer
 
 
 async def _fetch(
@@ -129,4 +200,4 @@ def fhir_server_refused(config: ServiceConfig, caller: Caller | None, server: st
     )
 
 
-__all__ = ["answer", "fhir_server_refused"]
+__all__ = ["answer", "fhir_server_refused", "prediction_row", "shadow_score"]
