@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -69,6 +70,11 @@ def test_training_writes_the_profile_into_the_bundle(tmp_path: Path) -> None:
     assert profile.n == sizes["calibration"] + sizes["test"]
     assert profile.features == tuple(f.name for f in ds.features)
     assert profile.calibration_x and profile.pca is not None
+    older = dataclasses.replace(
+        result.bundle.metadata, extra={k: v for k, v in result.bundle.metadata.extra.items() if k != PROFILE_KEY}
+    )
+    with pytest.raises(MonitorError, match=f"model {older.ref} has no reference profile"):
+        profile_of(older)
 
 
 def test_the_principal_components_are_scikit_learns_at_65_percent_of_the_variance() -> None:
