@@ -77,9 +77,12 @@ def global_importance(
     return sorted(rows, key=lambda r: -r["importance"])
 
 
-def top_factors(model: ContributionModel, X: pd.DataFrame, *, k: int = 5) -> list[list[Factor]]:
-    """For each row of ``X``, the ``k`` features with the largest absolute contribution, in clinical words."""
-    contrib = model.contributions(X).drop(columns="bias")
+def top_factors(
+    model: ContributionModel, X: pd.DataFrame, *, k: int = 5, contributions: pd.DataFrame | None = None
+) -> list[list[Factor]]:
+    """For each row of ``X``, the ``k`` features with the largest absolute contribution, in clinical words
+    (``contributions``: the model's for ``X``, when the caller has them already)."""
+    contrib = (model.contributions(X) if contributions is None else contributions).drop(columns="bias")
     specs = {f.name: f for f in model.features_}
     values = contrib.to_numpy()
     out = []

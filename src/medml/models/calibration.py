@@ -126,3 +126,15 @@ class CalibratedRiskModel(ClassifierMixin, BaseEstimator):
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
         """The underlying model's contributions; calibration is monotone, so directions are preserved."""
         return self.estimator.contributions(X)
+
+    def predict_proba_and_contributions(self, X: pd.DataFrame) -> tuple[npt.NDArray[np.float64], pd.DataFrame]:
+        """``predict_proba`` and ``contributions`` with ``X`` converted once, when the wrapped model can (else the
+        two calls): the same numbers either way."""
+        check_is_fitted(self)
+        both = getattr(self.estimator, "predict_proba_and_contributions", None)
+        if both is None:
+            p, contrib = self.estimator.predict_proba(X), self.estimator.contributions(X)
+        else:
+            p, contrib = both(X)
+        q = _apply_map(self.map_, p[:, 1])
+        return np.column_stack([1 - q, q]), contrib

@@ -151,5 +151,15 @@ class LightGBMRiskModel(ClassifierMixin, BaseEstimator):
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
         """TreeSHAP contributions per feature and a ``bias`` column; each row sums to ``decision_function``."""
         check_is_fitted(self)
-        contrib = self.model_.predict(self._frame(X), pred_contrib=True)
+        return self._contributions(self._frame(X))
+
+    def predict_proba_and_contributions(self, X: pd.DataFrame) -> tuple[npt.NDArray[np.float64], pd.DataFrame]:
+        """``predict_proba`` and ``contributions`` of the same rows, with ``X`` converted once (a served score and
+        its reasons): the same numbers as the two calls."""
+        check_is_fitted(self)
+        frame = self._frame(X)
+        return np.asarray(self.model_.predict_proba(frame), dtype=float), self._contributions(frame)
+
+    def _contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
+        contrib = self.model_.predict(frame, pred_contrib=True)
         return pd.DataFrame(np.asarray(contrib), columns=[*(f.name for f in self.features_), "bias"])

@@ -154,7 +154,17 @@ class LogisticRiskModel(ClassifierMixin, BaseEstimator):
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
         """Per-feature log-odds contributions and a ``bias`` column; each row sums to ``decision_function``."""
         check_is_fitted(self)
-        Z = np.asarray(self.pipeline_[:-1].transform(self._frame(X)), dtype=float)
+        return self._contributions(self.pipeline_[:-1].transform(self._frame(X)))
+
+    def predict_proba_and_contributions(self, X: pd.DataFrame) -> tuple[npt.NDArray[np.float64], pd.DataFrame]:
+        """``predict_proba`` and ``contributions`` of the same rows, with ``X`` converted and transformed once (a
+        served score and its reasons): the same numbers as the two calls (a Pipeline predicts on its transform)."""
+        check_is_fitted(self)
+        Zt = self.pipeline_[:-1].transform(self._frame(X))
+        return np.asarray(self.pipeline_[-1].predict_proba(Zt), dtype=float), self._contributions(Zt)
+
+    def _contributions(self, Zt: Any) -> pd.DataFrame:
+        Z = np.asarray(Zt, dtype=float)
         clf = self.pipeline_[-1]
         w = clf.coef_.ravel()
         per_column = (Z - self.train_mean_) * w

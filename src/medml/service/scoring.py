@@ -220,8 +220,15 @@ class Scorer:
             return out
         rows = self._features([(job, t) for _, job, _, t in ready])
         X = self.program.frame(rows, self.columns)
-        risks = self.bundle.predict_proba(X)[:, 1]
-        factors = top_factors(self.bundle.model, X, k=5)
+        model = self.bundle.model
+        both = getattr(model, "predict_proba_and_contributions", None)
+        if both is not None:  # the features converted once for the score and its explanation
+            proba, contributions = both(X)
+            risks = proba[:, 1]
+            factors = top_factors(model, X, k=5, contributions=contributions)
+        else:
+            risks = self.bundle.predict_proba(X)[:, 1]
+            factors = top_factors(model, X, k=5)
         definition = self.spec.definition
         wanted = self.spec.min_measured
         for row, (i, _, encounter, t) in enumerate(ready):
