@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 IMAGING_STAMP := $(VENV)/.imaging-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: demo test test-imaging test-all lint typecheck bench bench-fhir bench-cds bench-imaging bench-vitals bench-survival bench-deid bench-ap chromium clean
+.PHONY: bench-signals demo test test-imaging test-all lint typecheck bench bench-fhir bench-cds bench-imaging bench-vitals bench-survival bench-deid bench-ap chromium clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -114,3 +114,7 @@ bench-ap: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .medml build src/*.egg-info
+
+# R peaks on MIT-BIH 100, PPG pulse rate on the false-alarm records, AF on PhysioNet/CinC 2017 (benchmarks/results-signals.md)
+bench-signals: $(STAMP)
+	$(BIN)/python benchmarks/bench_signals.py --out benchmarks/results-signals.md
