@@ -17,6 +17,7 @@ KEYS = [
     "support2",
     "physionet-2012",
     "physionet-2012-fhir",
+    "physionet-2012-ews",
     "heart-cleveland",
     "heart-hungary",
     "heart-switzerland",

@@ -320,6 +320,10 @@ def score_cmd(
     _print(rows, fmt)
 
 
+from medml.cli.vitals_ews import TRAIN_EWS_HELP, train_ews_cmd  # noqa: E402  (the learned early-warning model)
+
+vitals_app.command("train-ews", help=TRAIN_EWS_HELP)(train_ews_cmd)
+
 from medml.cli.wearable import wearable_app  # noqa: E402  (the wearable commands are a group of their own module)
 
 vitals_app.add_typer(wearable_app, name="wearable")

@@ -22,6 +22,7 @@ from medml.data.datasets._common import resolve_data_root
 from medml.data.task import ServingContract, TaskDataset
 from medml.errors import NotFoundError
 from medml.fhir import tasks as fhir_tasks
+from medml.vitals import ews
 
 __all__ = ["DatasetInfo", "dataset_summary", "list_datasets", "load_dataset"]
 
@@ -54,6 +55,10 @@ _PHYSIONET_TASK = "in-hospital death, from the first 48 hours in the ICU"
 def _heart(key: str, site: str, title: str, file: str, external: tuple[str, ...] = ()) -> DatasetInfo:
     load: Loader = partial(uci_heart.load, site)
     return DatasetInfo(key, title, _HEART_TASK, _HEART_OUTCOME, f"tabular/uci-heart-disease/{file}", load, external)
+
+
+def _ews_load(root: Path) -> TaskDataset:
+    return ews.early_warning_task(physionet2012.load_cohort(root))
 
 
 _CATALOGUE: tuple[DatasetInfo, ...] = (
@@ -92,6 +97,14 @@ _CATALOGUE: tuple[DatasetInfo, ...] = (
         fhir_tasks.load,
         serving=fhir_tasks.physionet_serving,
         derived_from="physionet-2012",
+    ),
+    DatasetInfo(
+        ews.KEY,
+        "PhysioNet 2012 set A replayed hourly: the vital signs so far at each hour of the first 48 h",
+        "in-hospital death, scored at every hour of the first 48 hours in the ICU from vital signs",
+        "In-hospital_death == 1",
+        physionet2012.SOURCE,
+        _ews_load,
     ),
     _heart(
         "heart-cleveland",

@@ -287,6 +287,7 @@ def report_inputs(
             "explanation_method": extra.get("explanation_method", ""),
             "internal_validation": extra.get(INTERNAL_KEY),
             "sample_size": extra.get(SAMPLE_SIZE_KEY),
+            "comparators": extra.get("comparators"),  # established scores on the same test patients
         },
         dataset={
             "key": md.dataset,

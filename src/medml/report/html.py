@@ -10,6 +10,7 @@ from importlib import resources
 from pathlib import Path
 
 from medml import __version__
+from medml.report import comparators as comp
 from medml.report import sections as perf
 from medml.report import sections_context as ctx
 from medml.report import survival as surv
@@ -38,6 +39,7 @@ def _sections(inputs: ReportInputs) -> list[Section]:
         *([("classes", "Classes, one against the rest", ctx.classes)] if inputs.classes else []),
         ("cohort", "Cohort characteristics", perf.cohort),
         ("discrimination", "Discrimination", perf.discrimination),
+        *([("comparators", "Beside the classic scores", comp.section)] if comp.has_comparators(inputs) else []),
         ("calibration", "Calibration", perf.calibration),
         ("decision-curve", "Clinical utility: decision curve", perf.decision_curve),
         ("thresholds", "Operating thresholds", perf.thresholds),

@@ -19,7 +19,9 @@ class ReportInputs:
     - ``external``: more EvaluationReport dicts, one per external validation site (may be empty).
     - ``model``: name, version, model_kind, params, calibration, created, code_version, data_hash, seed,
       split_sizes (``{split: n}`` or ``{split: {"n", "n_events"}}``), intended_use; optionally
-      ``missing_data`` (how missing inputs are handled) and ``tuning`` (hyperparameter search).
+      ``missing_data`` (how missing inputs are handled), ``tuning`` (hyperparameter search) and ``comparators``
+      (established scores on the same test patients: ``{"title", "note", "rows": [{"name", "unit", "n",
+      "n_events", "auroc"}]}``, shown beside the model).
     - ``dataset``: key, task, target, population, provenance, ``excluded`` (``{column: reason}``); optionally
       ``date_range``.
     - ``features``: ``FeatureSpec.to_dict()`` per model input.

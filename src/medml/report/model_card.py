@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from medml.models.factory import find_model_kind
+from medml.report import comparators
 from medml.report._facts import (
     IMBALANCE_PARAMS,
     NO_RECALIBRATION,
@@ -253,6 +254,8 @@ def _performance(i: ReportInputs) -> str:
     text = f"{headline(i.evaluation)}. {interval_method(i.evaluation)}"
     if i.model.get("internal_validation"):
         text += " " + " ".join(summary_lines(i.model["internal_validation"])[1:-1])
+    if comparators.has_comparators(i):
+        text += " " + comparators.summary_line(i)
     lines = subgroup_summary(i.evaluation)
     return text + (" By subgroup: " + " ".join(lines) if lines else "")
 
