@@ -22,7 +22,7 @@ import pytest
 from fhir.resources.R4B.device import Device as R4BDevice
 from fhir.resources.R4B.observation import Observation as R4BObservation
 
-from medml.errors import InputFileError
+from medml.errors import ConfigError, InputFileError
 from medml.fhir.store import FhirStore
 from medml.vitals.wearables import (
     Device,
@@ -226,3 +226,13 @@ def test_fhir_observations_need_a_device(tmp_path: Path) -> None:
         "time in the future": 1,
         "not parseable": 1,
     }
+
+
+def test_options_that_cannot_be_right_are_refused(tmp_path: Path) -> None:
+    f = write(tmp_path / "export.csv", "time,heart_rate\n2026-02-28T08:00:00,70\n")
+    with pytest.raises(ConfigError, match="Patient/<id>"):
+        read_wearable_csv(f, "w1", WATCH, now=NOW)
+    with pytest.raises(ConfigError, match="unknown time zone 'Mars/Base'"):
+        read_wearable_csv(f, PATIENT, WATCH, timezone="Mars/Base", now=NOW)
+    with pytest.raises(InputFileError, match="no time column"):
+        read_wearable_csv(write(tmp_path / "b.csv", "heart_rate\n70\n"), PATIENT, WATCH, now=NOW)
