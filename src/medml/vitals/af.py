@@ -9,7 +9,7 @@ challenge's own four-class score (mean F1 of N, A and O) is measured in ``benchm
 features.
 Features: :func:`medml.vitals.ecg.rhythm_features` of the whole record (RR irregularity, COSEn, P-wave consistency,
 QRS morphology, signal quality). They are computed once per record and cached under ``MEDML_HOME/cache``, keyed by
-the folder's files (names, sizes, modification times).
+the folder's files (names, sizes, modification times) and the feature code's version.
 A record that cannot be read or scored (truncated, header and signal disagree, too short) is left out, named and
 counted in ``population``: one bad file does not stop the others.
 """
@@ -30,7 +30,7 @@ from medml.data.datasets._common import id_array
 from medml.data.targets import BinaryTarget
 from medml.data.task import TaskDataset, infer_features
 from medml.errors import DataError, InputFileError, MedmlError
-from medml.vitals.ecg import rhythm_features
+from medml.vitals.ecg import FEATURES_VERSION, rhythm_features
 from medml.vitals.signals import read_recording
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,9 @@ FEATURE_LABELS: dict[str, tuple[str, str]] = {
     "cosen": ("COSEn (RR entropy)", ""),
     "rr_min_ratio": ("Shortest RR / median RR", "ratio"),
     "rr_max_ratio": ("Longest RR / median RR", "ratio"),
+    "premature": ("Share of premature beats (short RR then pause)", "fraction"),
+    "rr_alternation": ("Share of alternating RR changes", "fraction"),
+    "qrs_width_ms": ("QRS width (median beat)", "ms"),
 }
 
 
@@ -104,7 +107,7 @@ def read_reference(folder: Path) -> pd.Series:
 
 
 def _fingerprint(folder: Path, names: list[str]) -> str:
-    h = hashlib.sha256()
+    h = hashlib.sha256(f"features {FEATURES_VERSION}".encode())
     for name in names:
         for suffix in (".mat", ".hea"):
             p = folder / f"{name}{suffix}"

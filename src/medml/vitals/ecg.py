@@ -27,6 +27,9 @@ from medml.errors import DataError
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
+#: bumped whenever :func:`rhythm_features` changes, so that cached features are recomputed
+FEATURES_VERSION = 2
+
 #: the shortest ECG scored: fewer seconds hold too few beats for a rhythm (the 2017 records are 9-61 s)
 MIN_SECONDS = 5.0
 
@@ -170,11 +173,13 @@ def rhythm_features(signal: npt.ArrayLike, fs: float, *, what: str = "the ECG") 
         denom = np.linalg.norm(bc, axis=1) * np.linalg.norm(tc)
         corr = np.where(denom > 0, bc @ tc / np.where(denom > 0, denom, 1.0), 0.0)
         amp = cleaned[inner]
+        peak = np.abs(template).max()
+        out["qrs_width_ms"] = float(np.sum(np.abs(template) > 0.3 * peak) / fs * 1000) if peak > 0 else nan
         out["qrs_corr_mean"] = float(corr.mean())
         out["qrs_corr_low"] = float(np.mean(corr < 0.8))
         out["r_amp_cv"] = float(amp.std() / abs(amp.mean())) if amp.mean() != 0 else nan
     else:
-        out["qrs_corr_mean"] = out["qrs_corr_low"] = out["r_amp_cv"] = nan
+        out["qrs_corr_mean"] = out["qrs_corr_low"] = out["r_amp_cv"] = out["qrs_width_ms"] = nan
     # the share of the recording's power in the QRS band against baseline and high-frequency noise
     spectrum = np.abs(np.fft.rfft(x - x.mean())) ** 2
     freqs = np.fft.rfftfreq(x.size, 1 / fs)
@@ -197,7 +202,8 @@ def _rr_robust(peaks: IntArray, fs: float) -> dict[str, float]:
     rr = np.diff(np.asarray(peaks, dtype=float)) / fs
     nan = float("nan")
     if rr.size < 4:
-        return {"drr_mad": nan, "drr_big": nan, "cosen": nan, "rr_min_ratio": nan, "rr_max_ratio": nan}
+        keys = ("premature", "rr_alternation", "drr_mad", "drr_big", "cosen", "rr_min_ratio", "rr_max_ratio")
+        return dict.fromkeys(keys, nan)
     d = np.diff(rr)
     med = float(np.median(rr))
     r = 0.03
@@ -209,7 +215,10 @@ def _rr_robust(peaks: IntArray, fs: float) -> dict[str, float]:
         a = int((np.abs(emb3[:, None, :] - emb3[None, :, :]).max(axis=2) <= r).sum() - len(emb3))
         # no match at m+1: the least a record of this length could show (the convention of Lake and Moorman)
         sampen = -math.log(max(a, 1) / b) if b > 0 else nan
+    premature = (rr[:-1] < 0.85 * med) & (rr[1:] > 1.1 * med)  # a short interval then a compensatory pause
     return {
+        "premature": float(premature.mean()),
+        "rr_alternation": float(np.mean(np.sign(d[:-1]) != np.sign(d[1:]))) if d.size > 1 else nan,
         "drr_mad": float(np.median(np.abs(d)) / med),
         "drr_big": float(np.mean(np.abs(d) > 0.1 * med)),
         "cosen": sampen - math.log(2 * r) - math.log(float(rr.mean())) if math.isfinite(sampen) else nan,
