@@ -245,6 +245,7 @@ def retraining_recovery(
                     "gates": _verdict(done),
                     "seconds": f"{seconds:.0f}",
                     "_recovered": (after - before) / lost if lost > 0 else float("nan"),
+                    "_winnable": (after - before) / (ceiling - before) if ceiling > before else float("nan"),
                 }
             )
             set_aliases(sc.name, {"champion": champion.version}, settings)  # each order starts from the champion
@@ -313,6 +314,7 @@ def main() -> None:
         summary = []
         for label in dict.fromkeys(r["shift"] for r in rows):
             vals = np.array([r["_recovered"] for r in rows if r["shift"] == label], dtype=float)
+            winnable = np.array([r["_winnable"] for r in rows if r["shift"] == label], dtype=float)
             summary.append(
                 {
                     "shift": label,
@@ -320,6 +322,9 @@ def main() -> None:
                     f"median over {vals.size} orders": f"{np.nanmedian(vals):.0%}",
                     "range": f"{np.nanmin(vals):.0%} to {np.nanmax(vals):.0%}",
                     "goal (>= 80%)": "met" if np.nanmedian(vals) >= 0.8 else "NOT met",
+                    "median share of the winnable part": f"{np.nanmedian(winnable):.0%}"
+                    if np.isfinite(winnable).any()
+                    else "- (nothing winnable)",
                 }
             )
         parts += [
@@ -332,7 +337,8 @@ def main() -> None:
             "judged on the second half. `gates` is the verdict of the shipped gates.yaml against the champion on every "
             "patient neither model saw (both test parts and the second half). `site's own CV AUROC`: a model of the "
             "same kind with default settings, 5-fold cross-validated on all the new site's patients: about what a "
-            "model developed there reaches, so the part of the loss that any retraining could win back.",
+            "model developed there reaches, so the part of the loss that any retraining could win back. The winnable "
+            "part is that AUROC minus the champion's there; its share is what retraining won of it.",
             "",
             _table(summary),
             "",
