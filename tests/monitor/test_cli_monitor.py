@@ -21,11 +21,12 @@ import pytest
 from medml.config import Settings, get_settings
 from medml.data.splits import patient_split
 from medml.data.task import TaskDataset
+from medml.evaluate import Headline
 from medml.models import make_model
 from medml.monitor.profile import PROFILE_KEY
 from medml.monitor.store import MonitorStore
 from medml.pipelines.catalogue import load_dataset
-from medml.pipelines.tabular import data_hash, development_profile
+from medml.pipelines.tabular import data_hash, development_profile, evaluate_split
 from medml.registry import BundleMetadata, ModelBundle, register
 
 MODEL = "heart"
@@ -76,7 +77,9 @@ def bundle(ds: TaskDataset, name: str, *, profile: bool) -> tuple[ModelBundle, T
     split = patient_split(ds.groups, y, fractions=(0.6, 0.2, 0.2), seed=0)
     train = ds.subset(split.train)
     model = make_model("logistic", ds.features, {}, seed=0).fit(train.X, train.binary_target.values)
-    extra = {PROFILE_KEY: development_profile(model, (ds.subset(split.calibration),), seed=0).to_dict()}
+    calibration = ds.subset(split.calibration)
+    extra = {PROFILE_KEY: development_profile(model, (calibration,), seed=0).to_dict()}
+    evaluation = evaluate_split(model, calibration, name=name, split="calibration", n_boot=200, seed=0)
     md = BundleMetadata(
         name=name,
         model_kind="logistic",
@@ -89,6 +92,7 @@ def bundle(ds: TaskDataset, name: str, *, profile: bool) -> tuple[ModelBundle, T
         seed=0,
         split_sizes=split.sizes(),
         extra=extra if profile else {},
+        headline=Headline.of(evaluation) if profile else None,
     )
     return ModelBundle(model, list(ds.features), md), ds.subset(split.test)
 
@@ -282,3 +286,37 @@ def test_status_lists_what_is_recorded_and_purge_keeps_the_retention(
     assert kept.code == 0 and "deleted 0 prediction(s)" in kept.out
     assert len(store.predictions(MODEL, shadow=None)) == n
     one_line_error(medml(["monitor", "purge", "--days", "0"], home.home, capsys), "keep predictions for at least a day")
+
+
+def test_check_alarms_when_realised_performance_falls_below_development(
+    home: Settings, cleveland: TaskDataset, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """VA's outcomes given reversed (a model that now ranks patients the wrong way round): the realised AUROC's
+    interval lies below the development AUROC's, a performance alarm."""
+    va = load_dataset("heart-va")
+    store = MonitorStore(home.monitor_store)
+    ids = np.asarray(va.ids).astype(str)
+    if not set(ids) <= set(store.predictions(MODEL)["patient"]):
+        medml(["predict", MODEL, str(table(va, tmp_path / "va.csv")), "--id", "pid"], home.home, capsys)
+    reversed_ = pd.DataFrame({"patient": ids, "value": 1 - va.binary_target.values.astype(int)})
+    reversed_.to_csv(tmp_path / "va-reversed.csv", index=False)
+    loaded = medml(
+        ["monitor", "outcomes", str(tmp_path / "va-reversed.csv"), "--outcome", "reversed heart disease"],
+        home.home,
+        capsys,
+    )
+    assert loaded.code == 0, loaded.err
+    run = medml(
+        ["monitor", "check", MODEL, "--window", "100", "--outcome", "reversed heart disease"], home.home, capsys
+    )
+    assert run.code == 1, run.out + run.err
+    alarms = [" ".join(line.split()) for line in run.out.splitlines() if line.startswith("alarm")]
+    performance = [a for a in alarms if "realised AUROC" in a and "below the development AUROC" in a]
+    assert performance, run.out
+    from sklearn.metrics import roc_auc_score
+
+    from medml.registry import load_bundle
+
+    # the premise, by scikit-learn: on VA the reversed outcomes are ranked the wrong way round
+    scores = load_bundle(f"{MODEL}@1", home).predict_proba(va.X)[:, 1]
+    assert roc_auc_score(1 - va.binary_target.values, scores) < 0.5
