@@ -8,7 +8,7 @@ Per window, against the development data's profile (:mod:`medml.monitor.profile`
   as ``scipy.stats.ks_2samp(method="asymp")`` computes it, conservative on binned data);
 - each categorical feature: PSI and the chi-square test of homogeneity (reference counts against the window's), the
   categories under 5% of development rows counted together with unseen ones;
-- each feature's missing rate: the two-proportion test (Fisher's exact test where counts are small);
+- each feature's missing rate: the two-proportion test (Fisher's exact test near significance);
 - the score distribution: as a numeric feature;
 - one multivariate measure: the mean PCA reconstruction error of the window's rows (NannyML's "data
   reconstruction drift": standardise, project on the components that explain 65% of the development variance,
@@ -53,6 +53,9 @@ PSI_FLOOR = 1e-4
 # categories under this share of development rows are tested together with the unseen ones
 MIN_CATEGORY_SHARE = 0.05
 _ROWS_PER_CHUNK = 32_768
+# missing-rate tests with an expected count under this (and p under 0.05) are recomputed exactly
+EXACT_MISSING_BELOW = 200
+_TAIL_STEPS = 2_000
 # KS p-values under this (from the limiting distribution) are recomputed at the effective sample size
 KS_EXACT_BELOW = 0.001
 
@@ -176,21 +179,55 @@ def chi2_homogeneity(
 def missing_test(
     ref_missing: int, ref_n: int, missing: npt.NDArray[np.float64], n: npt.NDArray[np.float64]
 ) -> npt.NDArray[np.float64]:
-    """Two-sided p-value that the window's missing rate equals the development one: the normal approximation, and
-    Fisher's exact test (``scipy.stats.fisher_exact``) where that approximation comes near significance (under
-    0.05) with an expected count under 5, where it is too optimistic."""
+    """Two-sided p-value that the window's missing rate equals the development one: Fisher's exact test (twice
+    the smaller hypergeometric tail) wherever the normal approximation comes near significance (under 0.05) and
+    the counts are small enough (expected counts under ``EXACT_MISSING_BELOW``) for it to be too optimistic in the
+    tail (it let 3.7% of null windows alarm on missing rates of 10%); the normal approximation elsewhere."""
     p1 = ref_missing / ref_n
     with np.errstate(invalid="ignore", divide="ignore"):
         p2 = missing / n
         pool = (ref_missing + missing) / (ref_n + n)
         z = (p2 - p1) / np.sqrt(pool * (1 - pool) * (1 / ref_n + 1 / n))
         p = np.where(pool * (1 - pool) > 0, 2 * stats.norm.sf(np.abs(z)), 1.0)
-        smallest = np.minimum(np.minimum(pool, 1 - pool) * np.minimum(n, ref_n), np.inf)
+        expected = np.minimum(pool, 1 - pool) * np.minimum(n, ref_n)
     p[n == 0] = np.nan
-    for i in np.flatnonzero((p < 0.05) & (smallest < 5)):
-        table = [[ref_missing, ref_n - ref_missing], [int(missing[i]), int(n[i] - missing[i])]]
-        p[i] = stats.fisher_exact(table).pvalue
+    near = np.flatnonzero((p < 0.05) & (expected < EXACT_MISSING_BELOW))
+    if near.size:
+        total, marked = ref_n + n[near], ref_missing + missing[near]
+        upper, lower = hypergeom_tails(missing[near], total, marked, n[near])
+        p[near] = np.minimum(1.0, 2.0 * np.minimum(upper, lower))
     return np.asarray(p, dtype=float)
+
+
+def hypergeom_tails(
+    x: npt.NDArray[np.float64], total: npt.NDArray[np.float64], marked: npt.NDArray[np.float64], drawn: Any
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """``P(X >= x)`` and ``P(X <= x)`` for hypergeometric ``X`` (``drawn`` of ``total``, ``marked`` of them
+    marked), vectorised: the probability of ``x`` from log-gamma, then each tail by the ratio of successive terms
+    (as ``scipy.stats.hypergeom`` gives, without its per-value cost)."""
+    from scipy.special import gammaln
+
+    drawn = np.asarray(drawn, dtype=float) + np.zeros_like(x)
+
+    def log_choose(a: Any, b: Any) -> Any:
+        return gammaln(a + 1) - gammaln(b + 1) - gammaln(a - b + 1)
+
+    pmf = np.exp(log_choose(marked, x) + log_choose(total - marked, drawn - x) - log_choose(total, drawn))
+    tails = []
+    for step in (1, -1):
+        k, term, acc = x.copy(), np.ones_like(x), np.ones_like(x)
+        for _ in range(_TAIL_STEPS):
+            if step == 1:
+                ratio = (marked - k) * (drawn - k) / ((k + 1) * (total - marked - drawn + k + 1))
+            else:
+                ratio = k * (total - marked - drawn + k) / ((marked - k + 1) * (drawn - k + 1))
+            term = term * np.where(np.isfinite(ratio) & (ratio > 0), ratio, 0.0)
+            acc += term
+            k += step
+            if not np.any(term > 1e-16 * acc):
+                break
+        tails.append(np.minimum(1.0, pmf * acc))
+    return tails[0], tails[1]
 
 
 class _Tests:
