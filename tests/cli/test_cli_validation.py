@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from test_cli_bad_input import PIMA_HEADER, one_line_error, pima_rows, run
 
 
@@ -51,3 +52,15 @@ def test_bootstrap_on_one_patient_group(tmp_path: Path) -> None:
     )
     one_line_error(proc, "1 patient group", "bootstrap")
     assert nothing_registered(home)
+
+
+@pytest.mark.slow  # a few minutes on 2 busy cores: 3 folds x 2 repeats and the final model
+def test_train_with_cv_prints_the_validation_and_registers_one_model(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    args = ["train", "heart-cleveland", "--model", "logistic", "--cv", "3", "--repeats", "2"]
+    proc = run([*args, "--budget-seconds", "1", "--max-trials", "3", "--n-boot", "50"], home)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "on cross-validated predictions" in proc.stdout
+    assert "AUROC: pooled out-of-fold" in proc.stdout and "Minimum sample size (Riley et al. 2020)" in proc.stdout
+    assert "short of Riley et al.'s minimum sample size" in proc.stderr  # 303 patients, 20 candidate parameters
+    assert [p.name for p in (home / "models" / "heart-cleveland-logistic").iterdir() if p.name.isdigit()] == ["1"]

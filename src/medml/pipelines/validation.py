@@ -370,7 +370,7 @@ def sample_size_summary(ds: TaskDataset, validated_r2: float | None = None) -> d
             prevalence,
             parameters,
             conservative_r2(prevalence),
-            r2_source="15% of the largest Cox-Snell R2 (Riley et al.'s default when no earlier model is known)",
+            r2_source="15% of the largest Cox-Snell R2, Riley et al.'s default when no earlier model is known",
         ).to_dict()
     ]
     if validated_r2 is not None and 0 < validated_r2 < rows[0]["max_r2_cs"]:
@@ -437,7 +437,8 @@ def train_validated(
         n_boot=config.n_boot,
         progress=step,
     )
-    timings = {"validate and develop": time.perf_counter() - t0}
+    # "tune" is the final model's search (what `medml train` prints); "validate" the folds or samples and the final
+    timings = {"tune": v.final.tuned.seconds, "validate": time.perf_counter() - t0}
     model, tuned = v.final.model, v.final.tuned
     ext_reports = {
         key: evaluate_split(model, other, name=name, split="external", n_boot=config.n_boot, seed=config.seed)
