@@ -165,6 +165,10 @@ def test_windows_by_time() -> None:
     result = drift(profile, stream, _scores(stream), window="7D")
     frame = result.to_frame()
     assert frame["n"].sum() == 300 and len(frame) == 2
+    shuffled = stream.sample(frac=1.0, random_state=1)  # rows recorded out of time order: the same windows
+    again = drift(profile, shuffled, _scores(shuffled), window="7D")
+    pd.testing.assert_frame_equal(again.tests, result.tests, check_exact=False, rtol=1e-9)
+    assert (again.windows.ids == result.windows.ids[shuffled.index.to_numpy()]).all()
 
 
 def test_bad_input_is_one_clear_error() -> None:

@@ -509,13 +509,14 @@ def drift(
     plan.append(_numeric_feature(profile.score, p, "score", len(win)))
     pca = _PCAPlan(profile) if use_pca else None
     order = np.argsort(win.ids, kind="stable")
+    counted = win
     if np.any(order != np.arange(order.size)):  # time windows of rows out of time order: count them in order
-        win = Windows(win.ids[order], win.start, win.end, win.n, win.by)
+        counted = Windows(win.ids[order], win.start, win.end, win.n, win.by)
         for f in plan:
             f.values = None if f.values is None else f.values[order]
             f.cells = None if f.cells is None else f.cells[order]
             f.pca_column = None if f.pca_column is None else f.pca_column[order]
-    error_sums = _run(plan, win, pca, len(frame), threads)
+    error_sums = _run(plan, counted, pca, len(frame), threads)
     out = _Tests(len(win))
     for f in plan:
         _feature_tests(out, f)
