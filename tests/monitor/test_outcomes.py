@@ -4,12 +4,14 @@ and the times of a file (zones, a mix of zones, dates)."""
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pandas as pd
 import pytest
 
 from medml.config import get_settings
@@ -186,3 +188,54 @@ def test_a_fhir_time_with_a_time_but_no_zone_is_refused(tmp_path: Path) -> None:
     f.write_bytes(b'{"resourceType": "Observation"\n')
     with pytest.raises(InputFileError, match="line 1 is not JSON"):
         read_outcomes(f, rule="observation:2524-7")
+
+
+@needs_physionet
+def test_the_cli_loads_fhir_outcomes_joined_to_the_stays_predictions(
+    stays_ndjson: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+    from datetime import timedelta
+
+    from medml.cli.main import main
+    from medml.monitor.store import MonitorStore, PredictionRow
+
+    home = tmp_path / "home"
+    store = MonitorStore(home / "monitor.duckdb")
+    t0 = datetime(2024, 5, 1, tzinfo=UTC)
+    # two predictions per stay, as the service records them (encounter = the stay's Encounter id)
+    store.record(
+        PredictionRow("pn-model", 1, "svc", f"pn2012-{s}", t0 + timedelta(hours=h), 0.3, {"x": 1.0}, f"pn2012-{s}")
+        for s in STAYS
+        for h in (6, 48)
+    )
+
+    def medml(*args: str) -> int:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("MEDML_HOME", str(home))
+            mp.setattr(sys, "argv", ["medml", *args])
+            umask = os.umask(0o022)
+            os.umask(umask)
+            try:
+                main()
+                return 0
+            except SystemExit as e:
+                return int(e.code or 0)
+            finally:
+                os.umask(umask)
+
+    capsys.readouterr()
+    assert medml("monitor", "outcomes", str(stays_ndjson), "--from", "discharge", "--outcome", "death") == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"loaded {len(STAYS)} new outcome(s) of {len(STAYS)} patient(s)" in out
+    assert f"death: {2 * len(STAYS)} prediction(s) now have this outcome" in out
+    truth = challenge_outcomes()
+    joined = store.joined("pn-model")
+    assert len(joined) == 2 * len(STAYS)
+    for r in joined.itertuples():
+        assert r.outcome == float(truth[str(r.patient).removeprefix("pn2012-")]["In-hospital_death"])
+    # a disposition code that is not the event's: the same stays, other values: refused, nothing changes
+    before = store.outcomes()
+    assert medml("monitor", "outcomes", str(stays_ndjson), "--outcome", "death", "--event-codes", "oth") == 2
+    assert "contradict the ones loaded before" in " ".join(capsys.readouterr().err.split())
+    pd.testing.assert_frame_equal(store.outcomes(), before)
