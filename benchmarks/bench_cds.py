@@ -508,9 +508,8 @@ def time_extras(base: str, key: Any, n: int) -> dict[str, dict[str, Any]]:
     if httpx.post(url, content=dicom, headers={"Content-Type": "application/dicom"}, timeout=120).status_code != 404:
         toks = tokens(key, url, n + 3)
         for t in toks[:3]:  # the first call loads torch and the network
-            httpx.post(
-                url, content=dicom, headers={"Content-Type": "application/dicom", "Authorization": f"Bearer {t}"}
-            )
+            headers = {"Content-Type": "application/dicom", "Authorization": f"Bearer {t}"}
+            httpx.post(url, content=dicom, headers=headers, timeout=300)
         out["image (CT_small.dcm, 128x128)"] = asyncio.run(
             load(url, [dicom], 1, n, toks[3:], content_type="application/dicom")
         )
