@@ -121,6 +121,13 @@ def test_outcomes_join_by_encounter_first_then_by_patient(store: MonitorStore) -
     assert len(j) == 4  # one row per prediction, never duplicated by the join
 
 
+def test_before_any_outcome_every_prediction_has_an_unknown_one(store: MonitorStore) -> None:
+    store.record([row(i) for i in range(3)])
+    j = store.joined("sepsis")
+    assert len(j) == 3 and j["outcome"].isna().all() and j["outcome_time"].isna().all()
+    assert list(j.columns[-3:]) == ["outcome", "outcome_time", "outcome_name"]
+
+
 def test_reloading_outcomes_is_idempotent_and_contradictions_change_nothing(store: MonitorStore) -> None:
     store.record([row(i) for i in range(5)])
     outcomes = [OutcomeRow(f"p{i}", "death", i % 2, encounter=f"e{i}", time=T0 + timedelta(days=2)) for i in range(5)]

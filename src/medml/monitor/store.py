@@ -433,7 +433,14 @@ class MonitorStore:
                         "name the one the model predicts (--outcome)",
                     )
                 outcome = names[0] if names else None
-            return self._frame(con, f"SELECT * FROM predictions p WHERE {where}", params, features, outcome=outcome)
+            frame = self._frame(con, f"SELECT * FROM predictions p WHERE {where}", params, features, outcome=outcome)
+        if outcome is None:  # no outcome loaded yet: every prediction's is unknown
+            import pandas as pd
+
+            frame["outcome"] = float("nan")
+            frame["outcome_time"] = pd.Series(pd.NaT, index=frame.index, dtype="datetime64[us, UTC]")
+            frame["outcome_name"] = None
+        return frame
 
     @staticmethod
     def _where(
