@@ -13,8 +13,10 @@ A dialect must provide:
 - ``sql_type`` (FHIR type to column type), ``cast``, ``literal``, ``quote`` (identifiers), ``error`` (raise at run
   time) and ``regex_extract``.
 
-``DuckDbDialect`` is the reference; a Spark SQL dialect maps the same methods onto ``get_json_object`` /
-``from_json``, ``transform``/``filter``/``aggregate`` and ``explode``.
+``DuckDbDialect`` is the reference; ``SparkDialect`` (``_spark.py``, loaded on first use of ``"spark"``) maps the
+same methods onto Spark 4's VARIANT (``parse_json``/``try_variant_get``), ``transform``/``filter``/``aggregate`` and
+``explode``. The feature aggregation of :mod:`medml.fhir.features` (``arg_min``, timestamps, date differences) goes
+through the dialect too, so both engines build the same training set.
 """
 
 from __future__ import annotations
