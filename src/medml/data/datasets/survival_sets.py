@@ -8,8 +8,9 @@ the patient id. Following the adapters' rule, race/ethnicity is never a predicto
 - ``veterans``: the Veterans' Administration lung cancer trial (Kalbfleisch and Prentice 1980), 137 men with
   advanced inoperable lung cancer randomised to standard or test chemotherapy; death at ``Survival_in_days``.
 - ``flchain``: serum free light chains in 7,874 residents of Olmsted County (Dispenzieri et al. 2012); death at
-  ``futime`` days from sampling; the 3 who died on the day of sampling (``futime`` 0) are left out and counted. ``chapter`` (the ICD chapter of the cause of death) is dropped: it is known only
-  for those who died, so it leaks the outcome.
+  ``futime`` days from sampling; the 3 who died on the day of sampling (``futime`` 0) are left out and counted.
+  ``chapter`` (the ICD chapter of the cause of death) is dropped: it is known only for those who died, so it
+  leaks the outcome.
 - ``aids``: the AIDS Clinical Trials Group 320 study (Hosmer, Lemeshow and May 2008), 1,151 HIV-infected patients
   randomised to a three-drug regimen or two; AIDS diagnosis or death (``censor``) at ``time`` days. ``raceth`` is
   sensitive; ``txgrp`` is dropped as it restates ``tx`` with the CD4 stratum.
