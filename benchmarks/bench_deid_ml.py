@@ -127,7 +127,8 @@ def main() -> None:
     a = original.X.drop(columns=["Gender"]).to_numpy(float)
     b = deid.X.drop(columns=["Gender"]).to_numpy(float)
     equal = np.isclose(a, b, rtol=1e-12, atol=0, equal_nan=True)
-    gender_equal = (original.X["Gender"].astype(str) == deid.X["Gender"].astype(str)).to_numpy()
+    g0, g1 = original.X["Gender"], deid.X["Gender"]
+    gender_equal = ((g0.astype(str) == g1.astype(str)) | (g0.isna() & g1.isna())).to_numpy()  # missing on both
     differing_cells = int((~equal).sum() + (~gender_equal).sum())
     differing_rows = int((~equal.all(axis=1) | ~gender_equal).sum())
     # first, last and the static inputs (first) pick one of several values measured at the same instant by the
