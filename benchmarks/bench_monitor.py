@@ -82,11 +82,21 @@ def _cell(v: Any) -> str:
 
 def _est_vs_real(label: str, kind: str, scores: np.ndarray, y: np.ndarray, profile: ReferenceProfile) -> dict[str, Any]:
     """The whole stream as one window: CBPE's AUROC (interval), the realised AUROC, and the expected and observed
-    event rates (calibration in the large: where they part, the relation of features to outcome has moved)."""
+    event rates (calibration in the large: where they part, the relation of features to outcome has moved); then
+    per full window of 200, the mean distance of estimate to realised and how often the range held it."""
     est = estimate(scores, threshold=None, windows=scores.size)
     a, prev = est.auroc[0], est.prevalence[0]
     real = auroc(y, scores)
     observed = float(y.mean())
+    by_window = estimate(scores, threshold=None, windows=WINDOW).to_frame()
+    diffs, covered = [], []
+    for row in by_window[by_window["n"] == WINDOW].to_dict("records"):
+        start = int(row["start"])
+        yw, sw = y[start : start + WINDOW], scores[start : start + WINDOW]
+        if 0 < yw.sum() < yw.size:
+            r = auroc(yw, sw)
+            diffs.append(abs(float(row["auroc"]) - r))
+            covered.append(bool(row["auroc_low"] <= r <= row["auroc_high"]))
     return {
         "stream": label,
         "shift": kind,
@@ -99,6 +109,8 @@ def _est_vs_real(label: str, kind: str, scores: np.ndarray, y: np.ndarray, profi
         "observed events": observed,
         "rate within range": bool(prev.low <= observed <= prev.high),
         f"within {GOAL_ESTIMATE}": abs(a.value - real) <= GOAL_ESTIMATE,
+        "windows of 200: mean abs diff": float(np.mean(diffs)) if diffs else float("nan"),
+        "windows of 200: realised in range": f"{sum(covered)}/{len(covered)}" if covered else "",
     }
 
 
