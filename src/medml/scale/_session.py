@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +23,16 @@ from medml.errors import ConfigError
 INSTALL_HINT = "install the Spark extra: pip install 'medml[spark]'"
 #: seconds to wait for a spark:// master to accept a connection before saying it cannot be reached
 CONNECT_TIMEOUT = 5.0
+#: the JVM's log: errors only, to stderr (Spark's default prints its start-up chatter and warnings on every command)
+LOG4J2 = """status = error
+appender.console.type = Console
+appender.console.name = console
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = %d{HH:mm:ss} %p %c{1}: %m%n%ex
+rootLogger.level = error
+rootLogger.appenderRef.stdout.ref = console
+"""
 #: Spark's own default is 200 shuffle partitions; a local run of a few thousand resources wants a handful
 LOCAL_SHUFFLE_PARTITIONS = 4
 
@@ -102,6 +113,9 @@ def spark_session(
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
+    log_config = Path(tempfile.gettempdir()) / "medml-spark-log4j2.properties"
+    if not log_config.exists() or log_config.read_text() != LOG4J2:
+        log_config.write_text(LOG4J2)
     if shuffle_partitions is None and master.startswith("local"):
         shuffle_partitions = LOCAL_SHUFFLE_PARTITIONS
     builder = (
@@ -111,13 +125,15 @@ def spark_session(
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{log_config}")
     )
     if shuffle_partitions is not None:
         builder = builder.config("spark.sql.shuffle.partitions", str(shuffle_partitions))
     for key, value in conf.items():
         builder = builder.config(key, value)
     try:
-        session = builder.getOrCreate()
+        with pandas_interop():
+            session = builder.getOrCreate()
     except Exception as exc:  # a JVM that would not start: say so in one line, whatever PySpark raised
         raise ConfigError(
             f"Spark did not start on {master}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
