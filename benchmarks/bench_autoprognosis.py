@@ -135,6 +135,7 @@ def run_autoprognosis(
                 continue
             p = np.loadtxt(folder / "scores.txt").reshape(-1)
             rows.append(scores_of(y[te], p))
+            print(f"  AutoPrognosis fold {i + 1}: {rows[-1]}, {time.perf_counter() - start:.0f} s so far", flush=True)
             models.append(f"fold {i + 1}: {json.loads((folder / 'info.json').read_text())['model']}")
     setting = (
         f"{args.ap_classifiers}; mean imputation; {args.ap_iter} trials or {args.ap_timeout} s per classifier; "
@@ -147,11 +148,13 @@ def methods(
     ds: Any, X: pd.DataFrame, y: np.ndarray, folds: list[Any], args: Any
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """Each method's result on the folds, one at a time (so the table grows while a slow peer runs)."""
-    for kind in args.medml_kinds.split(","):
+    only = set(args.only.split(","))
+    for kind in args.medml_kinds.split(",") if "medml" in only else []:
         yield f"medml {kind}", run_medml(ds, folds, kind, args.medml_budget)
-    yield "logistic regression (floor)", run_floor(X, y, folds, "logistic")
-    yield "LightGBM (floor)", run_floor(X, y, folds, "lgbm")
-    if not args.skip_ap:
+    if "floor" in only:
+        yield "logistic regression (floor)", run_floor(X, y, folds, "logistic")
+        yield "LightGBM (floor)", run_floor(X, y, folds, "lgbm")
+    if "ap" in only:
         yield "AutoPrognosis 0.1.22", run_autoprognosis(X, y, np.asarray(ds.groups), folds, args)
 
 
@@ -173,12 +176,12 @@ def main() -> None:
     ap.add_argument("--ap-iter", type=int, default=10)
     ap.add_argument("--ap-timeout", type=int, default=60)
     ap.add_argument("--fold-cap", type=int, default=1200, help="seconds before an AutoPrognosis fold is stopped")
-    ap.add_argument("--skip-ap", action="store_true")
+    ap.add_argument("--only", default="medml,floor,ap", help="which of medml, floor, ap to run")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     from medml.data.splits import patient_kfold
 
-    if not args.skip_ap and not AP_PYTHON.exists():
+    if "ap" in args.only and not AP_PYTHON.exists():
         sys.exit(f"no AutoPrognosis at {AP_PYTHON}: run `make bench-ap`, which makes its virtual environment")
     lines = [
         f"machine: {platform.machine()}, {os.cpu_count()} cores shared with other work (timings are of a busy "
