@@ -138,7 +138,7 @@ def micro(calls: int) -> list[tuple[str, tuple[float, float, float, float]]]:
 # ---- end to end ----------------------------------------------------------------------------------------------------
 
 
-def e2e(requests: int, home: Path | None) -> list[tuple[str, tuple[float, float, float, float]]]:
+def e2e(requests: int, home: Path | None, aa: bool = False) -> list[tuple[str, tuple[float, float, float, float]]]:
     import httpx
     import uvicorn
 
@@ -159,7 +159,8 @@ def e2e(requests: int, home: Path | None) -> list[tuple[str, tuple[float, float,
         how = TrainConfig(model="lgbm", budget_seconds=600, max_trials=2, n_boot=50)
         train(load_dataset("physionet-2012"), how, settings)
     apps = {}
-    for name, on in (("monitor on", True), ("monitor off", False)):
+    # --aa: both arms with monitoring off, to see the noise floor of the comparison
+    for name, on in (("monitor on", not aa), ("monitor off", False)):
         config = ServiceConfig(
             home=tmp / name.replace(" ", "-"), auth="off", monitor=on, monitor_store=tmp / "monitor.duckdb"
         )
@@ -193,7 +194,10 @@ def e2e(requests: int, home: Path | None) -> list[tuple[str, tuple[float, float,
         server.should_exit = True
     time.sleep(1)
     recorder = apps["monitor on"].state.medml.recorder
-    print(f"e2e: {recorder.written:,} predictions recorded by the app with monitoring on")
+    if recorder is not None:
+        print(f"e2e: {recorder.written:,} predictions recorded by the app with monitoring on")
+    else:
+        print("e2e: A/A run, both apps with monitoring off (the 'monitor on' rows below are off too)")
     return [(f"hook call, {name} (loopback, 1 client)", percentiles(ns)) for name, ns in times.items()]
 
 
@@ -226,13 +230,14 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=20_000)
     parser.add_argument("--e2e", action="store_true", help="also time real hook calls with monitoring on and off")
     parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--aa", action="store_true", help="e2e with both arms off: the comparison's noise floor")
     parser.add_argument("--home", type=Path, help="a MEDML_HOME with physionet-2012-lgbm registered (else trained)")
     args = parser.parse_args()
     load = os.getloadavg()
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average {load[0]:.1f}")
     rows = micro(args.calls)
     if args.e2e:
-        rows += e2e(args.requests, args.home)
+        rows += e2e(args.requests, args.home, args.aa)
     print()
     print("| what is timed | mean (us) | median (us) | p99 (us) | max (us) |")
     print("|---|---:|---:|---:|---:|")

@@ -228,6 +228,7 @@ class MonitorStore:
     def __init__(self, path: Path, *, lock_timeout_s: float = 30.0) -> None:
         self.path = Path(path)
         self.lock_timeout_s = lock_timeout_s
+        self._schema_of: tuple[int, int] | None = None  # (device, inode) of the file the schema was checked in
 
     # ---- the file ---------------------------------------------------------------------------------------------
 
@@ -263,7 +264,10 @@ class MonitorStore:
             con = self._open(deadline)
             try:
                 con.execute("SET TimeZone = 'UTC'")
-                con.execute(SCHEMA)
+                st = self.path.stat()
+                if self._schema_of != (st.st_dev, st.st_ino):  # once per file, not on every group write
+                    con.execute(SCHEMA)
+                    self._schema_of = (st.st_dev, st.st_ino)
                 yield con
             finally:
                 con.close()
@@ -307,7 +311,8 @@ class MonitorStore:
         wait = 0.005
         while True:
             try:
-                return duckdb.connect(str(self.path))
+                # one thread: the service's scoring (its own DuckDB stores) runs beside the writer on few cores
+                return duckdb.connect(str(self.path), config={"threads": 1})
             except duckdb.IOException as e:
                 if not _is_lock_conflict(e) or time.monotonic() > deadline:
                     if _is_lock_conflict(e):
