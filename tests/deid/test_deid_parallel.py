@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KEYS, SYNTHEA
+from conftest import KEYS, SYNTHEA, assert_clear_error, deid
 from medml.deid import Anonymizer, InvalidResourceError, _io, built_in_config, deidentify_path, load_config
 from medml.deid._parallel import CHUNK_LINES
 from medml.errors import InputFileError
@@ -74,7 +74,6 @@ def test_a_bad_line_in_a_later_chunk_stops_the_run_and_leaves_nothing(
 
 
 def test_a_bad_number_of_workers_is_one_clear_error(tmp_path: Path) -> None:
-    from conftest import assert_clear_error, deid
 
     proc = deid(["run", "safe-harbor", str(SYNTHEA), "out", "--workers", "0"], tmp_path, env=KEYS)
     assert_clear_error(proc, "--workers")

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from conftest import KEYS, SYNTHEA, deid
+from conftest import ANONYMIZER, KEYS, SYNTHEA, assert_clear_error, deid
 from medml.deid import Anonymizer, built_in_config, load_config, parse_config
 from medml.deid._patients import bundle_patient, patient_key
 
@@ -223,7 +223,6 @@ def test_the_anonymizers_scopes_zero_the_time_and_medmls_config_says_patient() -
     ],
 )
 def test_bad_date_shift_options_are_one_clear_error(tmp_path: Path, parameters: dict[str, Any], fragment: str) -> None:
-    from conftest import ANONYMIZER, assert_clear_error
 
     config = tmp_path / "config.json"
     rules = [{"path": "nodesByType('date')", "method": "dateShift"}]

@@ -32,8 +32,13 @@ NAME = "pima-logistic"
 
 #: `medml train` that stops at one step, writes the marker file and waits for a signal there
 PAUSED_CHILD = """
-import os, sys, time
+import os, signal, sys, time
 from pathlib import Path
+
+# Ctrl-C as a terminal delivers it, whatever the test process passed down: a library in the pytest process (which
+# one, in a full run, is not known) left SIGINT blocked or ignored, and a child inherits both
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 marker, step = Path(os.environ["PAUSE_MARKER"]), os.environ["PAUSE_AT"]
 
@@ -97,7 +102,7 @@ def stopped_at(step: str, sig: signal.Signals, home: Path) -> tuple[str, subproc
     finally:
         if child.poll() is None:
             child.kill()
-            child.wait()
+            child.communicate()  # reaps it and closes its pipes (an open pipe fails a later test as a ResourceWarning)
     return marker.read_text(), subprocess.CompletedProcess(child.args, child.returncode, out, err)
 
 
