@@ -183,3 +183,9 @@ def test_conformance_counts_and_exit_code(home: Path, tmp_path: Path) -> None:
     failed = run(["conformance", str(small)], home)
     assert failed.returncode == 1 and "FAIL" in failed.stdout and "*99/*99" in failed.stdout
     assert_clear_error(run(["conformance", str(tmp_path / "missing.json")], home), "not found")
+
+
+def test_a_folder_given_as_the_vcf_is_named_as_a_folder(home: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "vcfs"
+    folder.mkdir()
+    assert_clear_error(run(["call", str(folder)], home), "is a folder, not a VCF file")

@@ -362,6 +362,8 @@ def analyse_vcf(
     """Analyse one sample of a GRCh38 VCF (``sample`` picks one of a multi-sample file), with optional outside-call
     files (``gene<TAB>diplotype<TAB>phenotype<TAB>activity score``) that replace the VCF's calls."""
     path = Path(vcf_path)
+    if path.is_dir():
+        raise InputFileError(f"{path} is a folder, not a VCF file", "give one VCF file (.vcf or .vcf.gz)")
     if not path.is_file():
         raise InputFileError(f"VCF file {path} not found", "check the path")
     vcf_sample = _read_sample(path, sample)
