@@ -165,7 +165,49 @@ def train(
 
     step("registering", 0.0)
     t = time.perf_counter()
-    metadata = BundleMetadata(
+    metadata = bundle_metadata(
+        ds,
+        config,
+        model,
+        tuned,
+        evaluation,
+        name=name,
+        split_sizes={**split.sizes(), "patients": len(np.unique(ds.groups))},
+        ext_reports=ext_reports,
+        importance=importance,
+        examples=examples,
+        extra={
+            "fractions": list(config.fractions),
+            SAMPLE_SIZE_KEY: sample_size_summary(ds),
+            PROFILE_KEY: development_profile(model, (cal_ds, test_ds), seed=config.seed).to_dict(),
+            **(extra or {}),
+        },
+    )
+    bundle = register(ModelBundle(model=model, features=list(ds.features), metadata=metadata), settings)
+    timings["register"] = time.perf_counter() - t
+
+    step("writing report", 0.0)
+    report_path = write_model_report(bundle, settings)
+    return TrainResult(bundle, evaluation, ext_reports, report_path, time.perf_counter() - t0, tuned.n_trials, timings)
+
+
+def bundle_metadata(
+    ds: TaskDataset,
+    config: TrainConfig,
+    model: Any,
+    tuned: Any,
+    evaluation: EvaluationReport,
+    *,
+    name: str,
+    split_sizes: Mapping[str, int],
+    ext_reports: Mapping[str, EvaluationReport],
+    importance: list[dict[str, Any]],
+    examples: list[dict[str, Any]],
+    extra: Mapping[str, Any],
+) -> BundleMetadata:
+    """What a binary model's bundle says of itself, for a split-trained model and an internally validated one alike
+    (``extra`` adds or overrides what differs: the sample size, the reference profile, the validation summary)."""
+    return BundleMetadata(
         name=name,
         version=0,
         model_kind=config.model,
@@ -180,7 +222,7 @@ def train(
         params={**tuned.params, "n_trials": tuned.n_trials, "budget_seconds": config.budget_seconds},
         calibration=model.method_,
         seed=config.seed,
-        split_sizes={**split.sizes(), "patients": len(np.unique(ds.groups))},
+        split_sizes=dict(split_sizes),
         excluded_columns=dict(ds.excluded),
         metrics=headline(evaluation),
         evaluation=evaluation.to_dict(),
@@ -192,21 +234,12 @@ def train(
             "examples": examples,
             "table_one": cohort_table(ds, importance),
             "provenance": ds.provenance,
-            "fractions": list(config.fractions),
             "calibration_losses": model.losses_,
             "explanation_method": model.explanation_method,
             "medml_version": __version__,
-            SAMPLE_SIZE_KEY: sample_size_summary(ds),
-            PROFILE_KEY: development_profile(model, (cal_ds, test_ds), seed=config.seed).to_dict(),
-            **(extra or {}),
+            **extra,
         },
     )
-    bundle = register(ModelBundle(model=model, features=list(ds.features), metadata=metadata), settings)
-    timings["register"] = time.perf_counter() - t
-
-    step("writing report", 0.0)
-    report_path = write_model_report(bundle, settings)
-    return TrainResult(bundle, evaluation, ext_reports, report_path, time.perf_counter() - t0, tuned.n_trials, timings)
 
 
 TABLE_ONE_MAX_FEATURES = 40

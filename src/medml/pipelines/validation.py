@@ -17,29 +17,25 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 from sklearn.base import clone
 
-from medml import __version__
 from medml.config import Settings
 from medml.data import Predictions, TaskDataset
 from medml.data.splits import patient_kfold
 from medml.errors import ConfigError, DataError
 from medml.evaluate import (
     EvaluationReport,
-    Headline,
     auroc,
     brier,
     calibration_intercept_slope,
     evaluate_binary,
-    headline,
 )
 from medml.evaluate.sample_size import conservative_r2, cox_snell_r2, riley_binary
 from medml.explain import global_importance
 from medml.models import CalibratedRiskModel, make_model, tune
 from medml.models.tuning import TuningResult
 from medml.monitor.profile import PROFILE_KEY, build_profile
-from medml.registry import BundleMetadata, ModelBundle, register
+from medml.registry import ModelBundle, register
 
 if TYPE_CHECKING:
     from medml.pipelines.tabular import TrainConfig, TrainResult
@@ -414,11 +410,9 @@ def train_validated(
     evaluate it externally, explain it, register it and write its report (which shows the validation)."""
     from medml.pipelines.tabular import (
         TrainResult,
-        cohort_table,
-        data_hash,
+        bundle_metadata,
         evaluate_split,
         example_patients,
-        intended_use,
         write_model_report,
     )
 
@@ -449,36 +443,18 @@ def train_validated(
     examples = example_patients(model, ds)
     r2 = v.summary["corrected"]["r2_cs"] if validation.method == "bootstrap" else v.summary["pooled"]["r2_cs"]["mean"]
     step("registering", 0.0)
-    metadata = BundleMetadata(
+    metadata = bundle_metadata(
+        ds,
+        config,
+        model,
+        tuned,
+        v.evaluation,
         name=name,
-        version=0,
-        model_kind=config.model,
-        dataset=ds.name,
-        task=ds.task,
-        target=ds.binary_target.name,
-        intended_use=intended_use(ds),
-        population=ds.population,
-        created=pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
-        code_version=__version__,
-        data_hash=data_hash(ds),
-        params={**tuned.params, "n_trials": tuned.n_trials, "budget_seconds": config.budget_seconds},
-        calibration=model.method_,
-        seed=config.seed,
         split_sizes=v.split_sizes,
-        excluded_columns=dict(ds.excluded),
-        metrics=headline(v.evaluation),
-        evaluation=v.evaluation.to_dict(),
-        headline=Headline.of(v.evaluation),
-        serving=ds.serving,
+        ext_reports=ext_reports,
+        importance=importance,
+        examples=examples,
         extra={
-            "external": {k: r.to_dict() for k, r in ext_reports.items()},
-            "importance": importance,
-            "examples": examples,
-            "table_one": cohort_table(ds, importance),
-            "provenance": ds.provenance,
-            "calibration_losses": model.losses_,
-            "explanation_method": model.explanation_method,
-            "medml_version": __version__,
             INTERNAL_KEY: v.summary,
             SAMPLE_SIZE_KEY: sample_size_summary(ds, r2),
             # what monitoring compares production with: out-of-fold scores under cross-validation; under the
