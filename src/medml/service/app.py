@@ -27,7 +27,7 @@ from medml.service.config import ServiceConfig
 from medml.service.core import HookError, ServiceState, error_response, log, record_unrouted
 from medml.service.limits import BodySizeLimitMiddleware, PathLimit, RateLimiter, RateLimitMiddleware
 from medml.service.middleware import API_PREFIXES, AuditGuard, SameOriginPages, ScopedCORSMiddleware
-from medml.service.routers import hooks, images, pages
+from medml.service.routers import hooks, images, pages, vitals
 
 
 def create_app(
@@ -105,6 +105,7 @@ def create_app(
 
     app.include_router(hooks.router)
     app.include_router(images.router)
+    app.include_router(vitals.router)  # the device gateway: POST /vitals/observations
     if config.pages_on:
         pages.open_store(state)
         app.include_router(pages.router)

@@ -65,6 +65,8 @@ class Caller:
     tenant: str | None
     kid: str
     authenticated: bool = True
+    #: the JWT's ``scope`` claim (SMART scopes, space-separated), where it has one: the device gateway's needs one
+    scope: str | None = None
 
     @classmethod
     def anonymous(cls) -> Caller:
@@ -464,7 +466,15 @@ class JwtVerifier:
             raise AuthError(f"the JWT's tenant is {_show(tenant)}, not a string")
         until = exp + leeway if self._config.check_expiry else max(exp + leeway, now + self._replay_window_s)
         self._seen.remember((iss, jti), until)
-        return Caller(iss=iss, sub=sub if isinstance(sub, str) else None, jti=jti, tenant=tenant, kid=kid)
+        scope = claims.get("scope")
+        return Caller(
+            iss=iss,
+            sub=sub if isinstance(sub, str) else None,
+            jti=jti,
+            tenant=tenant,
+            kid=kid,
+            scope=scope if isinstance(scope, str) else None,
+        )
 
 
 def _redact(reason: str, token: str) -> str:

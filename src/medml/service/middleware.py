@@ -26,7 +26,7 @@ log = logging.getLogger("medml.service")
 #: the scope key a call's audit state lives under: {"done": bool, "refused": (status, message) | None}
 AUDIT_KEY = "medml.audit"
 #: paths that are the API (CORS, bearer tokens); everything else but these is a page
-API_PREFIXES = ("/cds-services", "/imaging", "/healthz")
+API_PREFIXES = ("/cds-services", "/imaging", "/healthz", "/vitals")
 #: requests that read nothing of a patient and are not audited: discovery, listings, health, CORS preflights
 UNAUDITED = {("GET", "/cds-services"), ("GET", "/imaging"), ("GET", "/healthz")}
 
@@ -132,6 +132,8 @@ def describe(method: str, path: str) -> tuple[str, str | None, str | None]:
         return ("feedback" if len(parts) >= 3 and parts[2] == "feedback" else "hook"), parts[1], None
     if parts[0] == "imaging" and len(parts) >= 2:
         return "imaging", parts[1], None
+    if parts[0] == "vitals":
+        return "vitals", "vitals-observations", None
     if parts[0] == "patients" and len(parts) >= 2:
         return "page", None, "/".join(parts[1:])
     return "page", None, None
