@@ -204,7 +204,9 @@ def hypergeom_tails(
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """``P(X >= x)`` and ``P(X <= x)`` for hypergeometric ``X`` (``drawn`` of ``total``, ``marked`` of them
     marked), vectorised: the probability of ``x`` from log-gamma, then each tail by the ratio of successive terms
-    (as ``scipy.stats.hypergeom`` gives, without its per-value cost)."""
+    (as ``scipy.stats.hypergeom`` gives, without its per-value cost). Far out in a tail the probability of ``x``
+    underflows to 0 while the sum of ratios towards the mode overflows: that tail holds the mode and the other
+    tail is below the smallest float, so it is 1."""
     from scipy.special import gammaln
 
     drawn = np.asarray(drawn, dtype=float) + np.zeros_like(x)
@@ -216,17 +218,19 @@ def hypergeom_tails(
     tails = []
     for step in (1, -1):
         k, term, acc = x.copy(), np.ones_like(x), np.ones_like(x)
-        for _ in range(_TAIL_STEPS):
-            if step == 1:
-                ratio = (marked - k) * (drawn - k) / ((k + 1) * (total - marked - drawn + k + 1))
-            else:
-                ratio = k * (total - marked - drawn + k) / ((marked - k + 1) * (drawn - k + 1))
-            term = term * np.where(np.isfinite(ratio) & (ratio > 0), ratio, 0.0)
-            acc += term
-            k += step
-            if not np.any(term > 1e-16 * acc):
-                break
-        tails.append(np.minimum(1.0, pmf * acc))
+        with np.errstate(over="ignore", invalid="ignore"):
+            for _ in range(_TAIL_STEPS):
+                if step == 1:
+                    ratio = (marked - k) * (drawn - k) / ((k + 1) * (total - marked - drawn + k + 1))
+                else:
+                    ratio = k * (total - marked - drawn + k) / ((marked - k + 1) * (drawn - k + 1))
+                term = term * np.where(np.isfinite(ratio) & (ratio > 0), ratio, 0.0)
+                acc += term
+                k += step
+                if not np.any(term > 1e-16 * acc):
+                    break
+            tail = pmf * acc
+        tails.append(np.where(np.isfinite(tail), np.minimum(1.0, tail), 1.0))
     return tails[0], tails[1]
 
 
