@@ -15,6 +15,7 @@ import typer
 from rich.table import Table
 
 from medml.cli._console import err, out
+from medml.cli.vitals_audit_options import AuditLogOption, NoAuditOption, open_audit_log
 from medml.errors import ConfigError, InputFileError
 
 vitals_app = typer.Typer(
@@ -30,7 +31,8 @@ WATCH_HELP = (
     "in a BP panel 85354-9; heart rate 8867-4; temperature 8310-5 (degC; degF converted); ACVPU 67775-7, or GCS "
     "9269-2 as a proxy (< 15: not alert); supplemental oxygen: O2 flow 3151-8 (> 0 L/min) or FiO2 3150-0 "
     "(> 21 %).\n\n"
-    "Bad lines are reported on stderr and counted; a summary of the counts ends the run, on stderr."
+    "Bad lines are reported on stderr and counted; a summary of the counts ends the run, on stderr. Each alert is "
+    "also written to the hash-chained audit log (the service's, unless --audit-log or --no-audit)."
 )
 SCORE_HELP = (
     "NEWS2 and qSOFA for each row of a CSV, or for each patient of FHIR input (a Bundle or NDJSON; their latest "
@@ -138,8 +140,13 @@ def watch_cmd(
     every_score: Annotated[
         bool, typer.Option("--every-score", help="write every score, not only alerts (type 'NEWS2 score')")
     ] = False,
+    audit_log: AuditLogOption = None,
+    no_audit: NoAuditOption = False,
 ) -> None:
     """Score NEWS2 per patient on every new vital-sign Observation; write an alert line when a band rises."""
+    import hashlib
+
+    from medml.service.vitals_audit import cli_caller, news2_alert_entry
     from medml.vitals.stream import EarlyWarningStream, StreamConfig
 
     config = StreamConfig(
@@ -151,6 +158,8 @@ def watch_cmd(
     )
     if idle_exit is not None and not follow:
         raise ConfigError("--idle-exit applies only with --follow", "add --follow, or leave --idle-exit out")
+    audit_sink = None if no_audit else open_audit_log(audit_log)
+    caller = cli_caller("medml vitals watch")
     handle = _open_source(source)
     sink: IO[str]
     try:
@@ -163,8 +172,14 @@ def watch_cmd(
     try:
         for number, line in enumerate(_lines(handle, follow, idle_exit), start=1):
             for assessment in stream.feed(line, number):
-                sink.write(orjson.dumps(assessment.to_dict()).decode() + "\n")
+                record = assessment.to_dict()
+                sink.write(orjson.dumps(record).decode() + "\n")
                 sink.flush()
+                if audit_sink is not None and assessment.alert:
+                    digest = hashlib.sha256(line).hexdigest()
+                    audit_sink.append(
+                        news2_alert_entry(record, service="vitals-watch", caller=caller, input_sha256=digest)
+                    )
     except KeyboardInterrupt:
         err.print(f"stopped at line {number}", highlight=False)
     finally:
@@ -172,8 +187,12 @@ def watch_cmd(
             handle.close()
         if sink is not sys.stdout:
             sink.close()
+        if audit_sink is not None:
+            audit_sink.close()
     counts = stream.counts()
     _summary(counts, time.perf_counter() - start)
+    if audit_sink is not None:
+        err.print(f"{counts['alerts raised']:,} alerts written to the audit log {audit_sink.path}", highlight=False)
     if counts["lines read"] and counts.get("not JSON", 0) == counts["lines read"]:
         raise InputFileError(
             f"no line of {source} is JSON", "give FHIR R4 Observations as NDJSON (one JSON resource per line)"

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 import typer
 
 from medml.cli._console import err, out
+from medml.cli.vitals_audit_options import AuditLogOption, NoAuditOption, open_audit_log
 from medml.errors import InputFileError
 
 wearable_app = typer.Typer(
@@ -83,8 +84,11 @@ def check_cmd(
     rise_bpm: Annotated[float, typer.Option(help="resting heart rate rise over the baseline that alerts")] = 5.0,
     spo2_below: Annotated[float, typer.Option(help="SpO2 (%) below which a sustained run alerts")] = 92.0,
     jsonl: Annotated[bool, typer.Option("--jsonl", help="print the alerts as JSON lines")] = False,
+    audit_log: AuditLogOption = None,
+    no_audit: NoAuditOption = False,
 ) -> None:
-    """Run the resting-heart-rate and SpO2 rules over the wearable Observations in the store and print alerts."""
+    """Run the resting-heart-rate and SpO2 rules over the wearable Observations in the store and print alerts; each
+    alert not yet in the audit log is written there (once, however often the rules are run)."""
     from medml.errors import ConfigError
     from medml.fhir.store import FhirStore
     from medml.vitals.wearables import INTENDED_USE, RULES_NAME, Rules, check_patient, observations_by_patient
@@ -92,6 +96,7 @@ def check_cmd(
     if not 0 < rise_bpm < 100 or not 50 <= spo2_below <= 100:
         raise ConfigError("--rise-bpm must be 0-100 and --spo2-below 50-100", "e.g. --rise-bpm 5 --spo2-below 92")
     rules = Rules(rise_bpm=rise_bpm, spo2_below=spo2_below)
+    audit_sink = None if no_audit else open_audit_log(audit_log)
     with FhirStore(_store_path(store), read_only=True) as fs:
         texts = fs.con.execute(
             "SELECT resource FROM resources WHERE resource_type = 'Observation' "
@@ -108,9 +113,11 @@ def check_cmd(
     for line in rules.describe():
         out.print(f"rule: {line}", highlight=False, soft_wrap=True)
     n_alerts = 0
+    raised = []
     for who, readings in sorted(series.items()):
         alerts, summary = check_patient(who, readings, rules)
         n_alerts += len(alerts)
+        raised += alerts
         if jsonl:
             for a in alerts:
                 out.print(orjson.dumps(a.to_dict()).decode(), highlight=False, soft_wrap=True, markup=False)
@@ -125,3 +132,28 @@ def check_cmd(
         for a in alerts:
             out.print(f"  ALERT {a.rule} at {a.at}: {a.detail}", highlight=False, soft_wrap=True, markup=False)
     out.print(f"{n_alerts} alert(s) by {RULES_NAME}. {INTENDED_USE}", highlight=False, soft_wrap=True)
+    if audit_sink is not None:
+        new, known = _audit(audit_sink, [a.to_dict() for a in raised])
+        err.print(
+            f"{new} new alert(s) written to the audit log {audit_sink.path} ({known} already there)", highlight=False
+        )
+
+
+def _audit(sink: Any, alerts: list[dict[str, Any]]) -> tuple[int, int]:
+    """Write each alert the audit log does not hold yet; (written, already there)."""
+    from medml.service.vitals_audit import WEARABLE_EVENT, audited_digests, cli_caller, wearable_alert_entry
+
+    caller = cli_caller("medml vitals wearable check")
+    seen = audited_digests(sink.path, WEARABLE_EVENT)
+    written = 0
+    try:
+        for alert in alerts:
+            entry = wearable_alert_entry(alert, caller=caller)
+            if entry.output_sha256 in seen:
+                continue
+            sink.append(entry)
+            seen.add(str(entry.output_sha256))
+            written += 1
+    finally:
+        sink.close()
+    return written, len(alerts) - written
