@@ -141,7 +141,7 @@ def test_bad_targets_and_kinds_are_clear_errors() -> None:
         CoxSurvivalModel().fit(X, SurvivalTarget(y.time, np.zeros(100, dtype=bool), "death"))
     with pytest.raises(DataError, match="SurvivalTarget"):
         CoxSurvivalModel().fit(X, y.time)
-    with pytest.raises(ConfigError, match="cox, gbs"):
-        make_survival_model("rsf", ())
+    with pytest.raises(ConfigError, match="cox, gbs, rsf"):
+        make_survival_model("deepsurv", ())
     with pytest.raises(ConfigError, match="horizons"):
         CoxSurvivalModel(horizons=(0.0,)).fit(X, y)

@@ -126,7 +126,7 @@ def test_a_horizon_past_the_last_follow_up_is_refused(tmp_path: Path, run: Runne
 
 
 def test_unknown_model_and_dataset_are_refused(tmp_path: Path, run: Runner) -> None:
-    assert_clear_error(run(["survival", "train", "gbsg2", "--model", "rsf"], tmp_path / "home"), "cox, gbs")
+    assert_clear_error(run(["survival", "train", "gbsg2", "--model", "deepsurv"], tmp_path / "home"), "cox, gbs, rsf")
     assert_clear_error(run(["survival", "train", "nowhere"], tmp_path / "home"), "unknown survival dataset")
 
 

@@ -60,7 +60,7 @@ def datasets() -> None:
 @survival_app.command("train")
 def train(
     dataset: Annotated[str, typer.Argument(help="survival dataset key (`medml survival datasets`) or CSV/Parquet")],
-    model: Annotated[str, typer.Option(help="model kind: cox or gbs")] = "cox",
+    model: Annotated[str, typer.Option(help="model kind: cox, gbs or rsf (random survival forest)")] = "cox",
     horizons: Annotated[
         str | None,
         typer.Option(

@@ -4,8 +4,9 @@ Each kind fits on a feature table and a :class:`~medml.data.targets.SurvivalTarg
 structured array) and predicts a risk score (``predict``), survival curves (``predict_survival``) and the risk of
 the event by each horizon (``predict_risk``). ``predict_proba`` is the risk by the first horizon as two class
 columns, so that the registry, MLflow's pyfunc and the service read a survival model like a binary one. The one
-table of kinds is :data:`SURVIVAL_KINDS`; both are proportional-hazards models
-(scikit-survival's Cox fit; LightGBM's trees on the Cox partial likelihood) with Breslow's baseline hazard.
+table of kinds is :data:`SURVIVAL_KINDS`: two proportional-hazards models here (scikit-survival's Cox fit; LightGBM's
+trees on the Cox partial likelihood) with Breslow's baseline hazard, and the random survival forest
+(:mod:`medml.models.survival_forest`).
 """
 
 from __future__ import annotations
@@ -23,16 +24,19 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
-from medml.data.targets import SurvivalTarget
 from medml.data.task import FeatureSpec
-from medml.errors import ConfigError, DataError
+from medml.errors import ConfigError
+from medml.models._survival_base import (
+    DEFAULT_HORIZONS,
+    FloatArray,
+    check_fit_target,
+    survival_array,
+    time_event,
+)
+from medml.models._survival_base import check_model_horizons as _check_model_horizons
 from medml.models.base import MissingData
 from medml.models.features import categorical_frame, numeric_frame, require_columns, resolve_features
-
-FloatArray = npt.NDArray[np.float64]
-
-#: the horizons (days) a model reports when none are given: six months, one year, two years
-DEFAULT_HORIZONS: tuple[float, ...] = (180.0, 365.0, 730.0)
+from medml.models.survival_forest import RandomSurvivalForestModel
 
 
 class SurvivalModel(Protocol):
@@ -55,31 +59,6 @@ class SurvivalModel(Protocol):
     def predict_risk(self, X: pd.DataFrame, horizons: Sequence[float] | None = None) -> FloatArray: ...
 
     def predict_proba(self, X: pd.DataFrame) -> FloatArray: ...
-
-
-def survival_array(time: npt.ArrayLike, event: npt.ArrayLike) -> npt.NDArray[np.void]:
-    """scikit-survival's structured target: ``event`` (bool) and ``time`` (float) per patient."""
-    t = np.asarray(time, dtype=float)
-    y = np.empty(t.size, dtype=[("event", bool), ("time", float)])
-    y["event"] = np.asarray(event).astype(bool)
-    y["time"] = t
-    return y
-
-
-def time_event(y: Any) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
-    """``(time, event)`` of a SurvivalTarget or of a structured array with one bool and one float field."""
-    if isinstance(y, SurvivalTarget):
-        return y.time, y.event
-    arr = np.asarray(y)
-    names = arr.dtype.names or ()
-    bools = [n for n in names if arr.dtype[n] == np.bool_]
-    floats = [n for n in names if np.issubdtype(arr.dtype[n], np.number) and arr.dtype[n] != np.bool_]
-    if len(bools) != 1 or len(floats) != 1:
-        raise DataError(
-            "a survival model is fitted on a SurvivalTarget(time, event) or a structured array (event, time)",
-            "pass task.y, or medml.models.survival.survival_array(time, event)",
-        )
-    return arr[floats[0]].astype(float), arr[bools[0]].astype(bool)
 
 
 def breslow(risk_score: FloatArray, time: FloatArray, event: npt.NDArray[np.bool_]) -> tuple[FloatArray, FloatArray]:
@@ -144,10 +123,7 @@ class _ProportionalHazards(BaseEstimator):
     def fit(self, X: pd.DataFrame, y: Any) -> _ProportionalHazards:
         """Validate and fit; ``y`` is a SurvivalTarget or a structured (event, time) array."""
         time, event = time_event(y)
-        if len(time) != len(X):
-            raise DataError(f"{len(X)} rows of features but {len(time)} survival times")
-        if not event.any():
-            raise DataError("every patient is censored: no event to learn from", "check the event column")
+        check_fit_target(len(X), time, event)
         self.horizons_ = _check_model_horizons(self.horizons)
         self.features_ = resolve_features(X, self.features)
         self._fit_score(X, time, event)
@@ -177,16 +153,6 @@ class _ProportionalHazards(BaseEstimator):
     def decision_function(self, X: pd.DataFrame) -> FloatArray:
         """The log hazard ratio (what ``contributions`` sums to)."""
         return self.predict(X)
-
-
-def _check_model_horizons(horizons: Sequence[float]) -> tuple[float, ...]:
-    try:
-        hs = tuple(float(h) for h in horizons)
-    except (TypeError, ValueError):
-        raise ConfigError(f"horizons must be numbers of days, got {horizons!r}", "pass e.g. (180, 365, 730)") from None
-    if not hs or any(not np.isfinite(h) or h <= 0 for h in hs):
-        raise ConfigError(f"horizons must be days above zero, got {horizons!r}", "pass e.g. (180, 365, 730)")
-    return hs
 
 
 class CoxSurvivalModel(_ProportionalHazards):
@@ -409,12 +375,12 @@ class GradientBoostedSurvivalModel(_ProportionalHazards):
 
 
 #: the one table of survival model kinds: what ``--model`` names for ``medml survival train``
-SURVIVAL_KINDS: dict[str, type[_ProportionalHazards]] = {
-    cls.kind: cls for cls in (CoxSurvivalModel, GradientBoostedSurvivalModel)
+SURVIVAL_KINDS: dict[str, type[_ProportionalHazards] | type[RandomSurvivalForestModel]] = {
+    cls.kind: cls for cls in (CoxSurvivalModel, GradientBoostedSurvivalModel, RandomSurvivalForestModel)
 }
 
 
-def survival_model_kind(kind: str) -> type[_ProportionalHazards]:
+def survival_model_kind(kind: str) -> type[_ProportionalHazards] | type[RandomSurvivalForestModel]:
     """The class of a survival model kind, or the one clear error naming the kinds there are."""
     cls = SURVIVAL_KINDS.get(kind)
     if cls is None:
@@ -429,7 +395,7 @@ def make_survival_model(
     horizons: Sequence[float] = DEFAULT_HORIZONS,
     params: Mapping[str, Any] | None = None,
     seed: int = 0,
-) -> _ProportionalHazards:
+) -> _ProportionalHazards | RandomSurvivalForestModel:
     """A fresh, unfitted survival model of ``kind`` for ``features``."""
     cls = survival_model_kind(kind)
     return cls(features=tuple(features), horizons=tuple(horizons), seed=seed, **dict(params or {}))

@@ -38,6 +38,12 @@ SEARCH_SPACES: dict[str, Callable[[optuna.Trial], dict[str, Any]]] = {
         "colsample_bytree": trial.suggest_float("colsample_bytree", 0.3, 1.0),
         "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 30.0, log=True),
     },
+    # the random survival forest, capped to stay affordable on 2 cores: at most 200 trees, leaves of 5 or more
+    "rsf": lambda trial: {
+        "n_estimators": trial.suggest_int("n_estimators", 50, 200, step=50),
+        "min_samples_leaf": trial.suggest_int("min_samples_leaf", 5, 80, log=True),
+        "max_features": trial.suggest_float("max_features", 0.1, 0.7),
+    },
 }
 
 

@@ -352,13 +352,15 @@ def _table_one(ds: TaskDataset) -> dict[str, Any]:
 
 
 def example_patients(model: Any, ds: TaskDataset, k: int = 3) -> list[dict[str, Any]]:
-    """The highest-, middle- and lowest-risk test patients with their top factors on the log hazard scale."""
+    """The highest-, middle- and lowest-risk test patients with their top factors, on the model's contribution scale
+    (log hazard ratio, or the risk by the first horizon for the forest's occlusion)."""
     risk = model.predict_proba(ds.X)[:, 1]
     order = np.argsort(risk)
     picks = sorted({int(order[-1]), int(order[len(order) // 2]), int(order[0])}, key=lambda i: -risk[i])[:k]
     rows = ds.X.iloc[picks].reset_index(drop=True)
     contrib = model.contributions(rows).drop(columns="bias")
     specs = {f.name: f for f in model.features_}
+    scale = getattr(model, "contribution_scale", "log hazard ratio")
     out = []
     for row, i in enumerate(picks):
         values = contrib.iloc[row]
@@ -381,7 +383,7 @@ def example_patients(model: Any, ds: TaskDataset, k: int = 3) -> list[dict[str, 
                     "unit": spec.unit,
                     "contribution": c,
                     "direction": direction,
-                    "text": f"{spec.clinical_name} {shown}{unit}: {direction} ({c:+.2f} log hazard ratio)",
+                    "text": f"{spec.clinical_name} {shown}{unit}: {direction} ({c:+.2f} {scale})",
                 }
             )
         out.append({"id": str(ds.ids[i]), "risk": float(risk[i]), "factors": factors})
