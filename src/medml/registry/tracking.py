@@ -487,8 +487,9 @@ def _pinned(module: str) -> str | None:
 
 
 class _Discard:
-    def write(self, data: bytes) -> int:
-        return len(data)
+    def write(self, data: Any) -> int:
+        # protocol 5 hands a large array's buffer over as a PickleBuffer, which has no len()
+        return memoryview(data).nbytes
 
 
 @contextmanager
