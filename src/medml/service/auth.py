@@ -28,7 +28,7 @@ import jwt
 
 from medml.service.config import ServiceConfig, TrustedIssuer
 
-__all__ = ["ACCEPTED_ALGORITHMS", "AuthError", "Caller", "JwtVerifier", "bearer_token"]
+__all__ = ["ACCEPTED_ALGORITHMS", "AccessToken", "AuthError", "Caller", "JwtVerifier", "bearer_token"]
 
 #: exp, iat and nbf beyond this many seconds from the epoch (about year 33658) are not times
 MAX_EPOCH_S = 10**12
@@ -71,6 +71,26 @@ class Caller:
     @classmethod
     def anonymous(cls) -> Caller:
         return cls(iss="", sub=None, jti="", tenant=None, kid="", authenticated=False)
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    """A verified bearer access token of a user or a backend (the web pages, ``/audit``, ``medml fhir serve``):
+    who it names (``caller``; its ``jti`` may be empty) and the claims that decide what it may read (``scope``, the
+    SMART launch context ``patient``, a role claim)."""
+
+    caller: Caller
+    claims: Mapping[str, Any]
+
+    @property
+    def scope(self) -> str:
+        value = self.claims.get("scope")
+        return value if isinstance(value, str) else ""
+
+    @property
+    def patient(self) -> str | None:
+        value = self.claims.get("patient")
+        return value if isinstance(value, str) and value else None
 
 
 def _show(value: Any, limit: int = 120) -> str:
@@ -363,7 +383,31 @@ class JwtVerifier:
         except AuthError as e:
             raise AuthError(_redact(e.reason, token)) from None
 
+    def verify_access(self, authorization: str | None, audience: str | tuple[str, ...]) -> AccessToken:
+        """The verified access token of a request to the pages, ``/audit`` or ``medml fhir serve``.
+
+        The same issuers, keys and algorithms as a hook call's JWT, with the rules of an OAuth access token
+        (RFC 9068, RFC 6750): ``typ`` JWT or at+jwt, ``sub`` required, presented again on every request until it
+        expires (so ``jti`` is optional and not a nonce), at most ``access_token_lifetime_s`` long. ``auth: off``
+        does not apply: an access token is always verified. ``audience``: the URL(s) the token's ``aud`` may name.
+        """
+        token = bearer_token(authorization)
+        try:
+            return self._verify_access(token, audience)
+        except AuthError as e:
+            raise AuthError(_redact(e.reason, token)) from None
+
+    def _verify_access(self, token: str, audience: str | tuple[str, ...]) -> AccessToken:
+        claims, iss, kid = self._decode(token, audience, access=True)
+        caller = self._check_times(claims, iss, kid, self._config.access_token_lifetime_s, replay=False)
+        return AccessToken(caller=caller, claims=claims)
+
     def _verify(self, token: str, audience: str) -> Caller:
+        claims, iss, kid = self._decode(token, audience, access=False)
+        return self._check_claims(claims, iss, kid)
+
+    def _decode(self, token: str, audience: str | tuple[str, ...], *, access: bool) -> tuple[dict[str, Any], str, str]:
+        """The claims of a token whose signature, issuer, key and audience verify; (claims, iss, kid)."""
         if not _COMPACT_JWS.fullmatch(token):
             raise AuthError("the bearer token is not a signed JWT (three base64url parts separated by '.')")
         try:
@@ -380,8 +424,12 @@ class JwtVerifier:
                 f"the JWT is signed with alg {_show(alg)}; only {' or '.join(ACCEPTED_ALGORITHMS)} "
                 "are accepted (CDS Hooks 2.0 forbids none and symmetric algorithms)"
             )
-        if not isinstance(header.get("typ"), str) or header["typ"].upper() != "JWT":
-            raise AuthError(f"the JWT header's typ is {_show(header.get('typ'))}; CDS Hooks 2.0 requires 'JWT'")
+        typs = ("JWT", "AT+JWT", "APPLICATION/AT+JWT") if access else ("JWT",)
+        if not isinstance(header.get("typ"), str) or header["typ"].upper() not in typs:
+            raise AuthError(
+                f"the JWT header's typ is {_show(header.get('typ'))}; "
+                + ("an access token's is JWT or at+jwt" if access else "CDS Hooks 2.0 requires 'JWT'")
+            )
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise AuthError("the JWT header has no kid; CDS Hooks 2.0 requires the kid of the signing key")
@@ -405,19 +453,15 @@ class JwtVerifier:
                     "that issuer's jku list in service.yaml if it is the EHR's"
                 )
         key = key_set.key(kid, alg)
+        required = ["iss", "aud", "exp", "iat", "sub"] if access else ["iss", "aud", "exp", "iat", "jti"]
         try:
             claims = jwt.decode(
                 token,
                 key,
                 algorithms=[alg],
-                audience=audience,
+                audience=list(audience) if isinstance(audience, tuple) else audience,
                 issuer=iss,
-                options={
-                    "verify_exp": False,
-                    "verify_iat": False,
-                    "verify_nbf": False,
-                    "require": ["iss", "aud", "exp", "iat", "jti"],
-                },
+                options={"verify_exp": False, "verify_iat": False, "verify_nbf": False, "require": required},
             )
         except jwt.InvalidSignatureError:
             raise AuthError(f"the JWT's signature does not verify with key {_show(kid)} of iss {iss}") from None
@@ -426,12 +470,16 @@ class JwtVerifier:
                 f"the JWT's aud {_show(unverified.get('aud'))} is not the URL of the service called ({audience})"
             ) from None
         except jwt.MissingRequiredClaimError as e:
-            raise AuthError(f"the JWT has no {e.claim} claim, which CDS Hooks 2.0 requires") from None
+            needs = "an access token needs" if access else "CDS Hooks 2.0 requires"
+            raise AuthError(f"the JWT has no {e.claim} claim, which {needs}") from None
         except jwt.PyJWTError as e:
             raise AuthError(f"the JWT is not valid: {type(e).__name__}: {e}") from None
-        return self._check_claims(claims, iss, kid)
+        return claims, iss, kid
 
     def _check_claims(self, claims: dict[str, Any], iss: str, kid: str) -> Caller:
+        return self._check_times(claims, iss, kid, self._config.max_token_lifetime_s, replay=True)
+
+    def _check_times(self, claims: dict[str, Any], iss: str, kid: str, longest: float, *, replay: bool) -> Caller:
         exp, iat = claims["exp"], claims["iat"]
         for name, value in (("exp", exp), ("iat", iat), ("nbf", claims.get("nbf", 0))):
             # an int too large for a float (10**400) would overflow every comparison below: refuse it here
@@ -451,13 +499,19 @@ class JwtVerifier:
             raise AuthError("the JWT is not valid yet (nbf is in the future)")
         if self._config.check_expiry and exp <= now - leeway:
             raise AuthError(f"the JWT expired {now - exp:.0f} s ago (leeway {leeway:g} s)")
-        longest = self._config.max_token_lifetime_s
         if exp > now + longest + leeway:
             # its jti would be held (and the token replayable elsewhere) until then: CDS Hooks 2.0 asks for minutes
+            setting = "max_token_lifetime_s" if replay else "access_token_lifetime_s"
             raise AuthError(
                 f"the JWT's exp is {exp - now:.0f} s ahead; this service takes tokens of at most "
-                f"{longest:g} s (max_token_lifetime_s in service.yaml; CDS Hooks 2.0 recommends 5 minutes)"
+                f"{longest:g} s ({setting} in service.yaml"
+                + ("; CDS Hooks 2.0 recommends 5 minutes)" if replay else ")")
             )
+        if not replay:  # an access token: presented on each request until it expires (RFC 6750)
+            sub, jti = claims.get("sub"), claims.get("jti")
+            if not isinstance(sub, str) or not sub:
+                raise AuthError("the access token's sub is empty; it must name the user or client")
+            return Caller(iss=iss, sub=sub, jti=jti if isinstance(jti, str) else "", tenant=None, kid=kid)
         jti = claims["jti"]
         if not isinstance(jti, str) or not jti:
             raise AuthError("the JWT's jti is empty; CDS Hooks 2.0 requires a unique nonce string")

@@ -22,7 +22,17 @@ pgx_services: true                           # pgx-order-select/-sign, offered o
 monitor: true                                # record each score's inputs in the monitoring store (medml monitor)
 monitor_store: /data/monitor.duckdb          # default MEDML_HOME/monitor.duckdb
 monitor_retention_days: 365                  # older predictions are deleted (default MEDML_MONITOR_RETENTION_DAYS)
+access: auto                                 # pages, monitoring and /audit: a bearer JWT with SMART scopes (below)
+role_claim: medml_role                       # optional: a token claim naming the caller's role(s)
+access_token_lifetime_s: 3600                # an access token whose exp is further ahead is refused
 ```
+
+Access by role (issue 18, :mod:`medml.service.access`): with ``access: auto`` (the default) the web pages, the
+monitoring pages and ``GET /audit`` need ``Authorization: Bearer <JWT>`` whenever the service is not loopback-only:
+when ``base_url`` is not a loopback URL, or when the request comes from an address other than loopback (the safe
+reading of both: a loopback-only service is one that says so and is reached so). ``access: required`` asks for the
+token on loopback too. The token is signed by an ``issuers:`` entry, names ``base_url`` as ``aud`` and carries SMART
+App Launch 2.0 scopes; each route's scopes and roles are in ``medml.service.access.RULES``.
 """
 
 from __future__ import annotations
@@ -83,11 +93,26 @@ class ServiceConfig:
     monitor_store: Path | None = None
     #: days a prediction stays in the monitoring store (None: MEDML_MONITOR_RETENTION_DAYS, default 365)
     monitor_retention_days: int | None = None
+    #: "auto": the pages, monitoring and /audit need a bearer JWT off loopback; "required": everywhere
+    access: str = "auto"
+    #: a claim naming the caller's role(s) (clinician, data-scientist, auditor); None: the scopes alone decide
+    role_claim: str | None = None
+    #: the longest an access token (pages, /audit, medml fhir serve) may still be valid for (exp - now)
+    access_token_lifetime_s: float = 3600.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.auth not in ("jwt", "off"):
             raise ConfigError(f"auth must be 'jwt' or 'off', got {self.auth!r}", "set auth: jwt in service.yaml")
+        if self.access not in ("auto", "required"):
+            raise ConfigError(
+                f"access must be 'auto' or 'required', got {self.access!r}",
+                "set access: auto (a bearer JWT off loopback) or access: required (everywhere) in service.yaml",
+            )
+        if self.role_claim is not None and (not isinstance(self.role_claim, str) or not self.role_claim):
+            raise ConfigError(
+                f"role_claim must be a claim name, got {self.role_claim!r}", "set e.g. role_claim: medml_role"
+            )
         if not self.base_url.startswith(("http://", "https://")):
             raise ConfigError(
                 f"base_url {self.base_url!r} is not an http(s) URL",
@@ -103,7 +128,7 @@ class ServiceConfig:
                 f"monitor_retention_days must be a whole number of days, got {self.monitor_retention_days!r}",
                 "set e.g. monitor_retention_days: 365",
             )
-        for name in ("max_body_bytes", "max_dicom_bytes", "rate_per_minute"):
+        for name in ("max_body_bytes", "max_dicom_bytes", "rate_per_minute", "access_token_lifetime_s"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}", f"fix {name}")
 
@@ -136,6 +161,11 @@ class ServiceConfig:
         unless ``pages: true`` says otherwise."""
         if self.pages is not None:
             return self.pages
+        return self.loopback_only
+
+    @property
+    def loopback_only(self) -> bool:
+        """Whether ``base_url`` is a loopback URL (the service says it is reached from this machine only)."""
         host = self.base_url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
         return host in ("127.0.0.1", "localhost", "::1")
 
@@ -185,6 +215,9 @@ def load_config(settings: Settings, path: Path | None = None, **overrides: Any) 
         "monitor",
         "monitor_store",
         "monitor_retention_days",
+        "access",
+        "role_claim",
+        "access_token_lifetime_s",
     }
     unknown = sorted(set(raw) - known)
     if unknown:
