@@ -148,8 +148,8 @@ class EntryDetails:
 
 @dataclass(frozen=True)
 class AuditEntry:
-    """One call as the audit trail keeps it (``event``: hook, feedback, imaging, page); the sink adds ``seq``,
-    ``prev``, ``hash`` (and ``time``).
+    """One call as the audit trail keeps it (``event``: hook, feedback, imaging, page, fhir-read); the sink adds
+    ``seq``, ``prev``, ``hash`` (and ``time``).
 
     ``patient`` is the FHIR Patient id from the hook context: an access log must say whose record was touched.
     ``study_uid`` and ``input_bytes`` are an image call's (the DICOM study, the file's size; never the pixels).
@@ -172,6 +172,8 @@ class AuditEntry:
     time: datetime | None = None
     study_uid: str | None = None
     input_bytes: int | None = None
+    #: the route read ("GET /patients/{patient_id}", "GET /Observation"): pages, /audit and FHIR reads
+    route: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         record = {
@@ -198,6 +200,8 @@ class AuditEntry:
         if self.event == "imaging":
             record["study_uid"] = self.study_uid
             record["input_bytes"] = self.input_bytes
+        if self.route is not None:
+            record["route"] = self.route
         return record
 
 

@@ -388,9 +388,12 @@ def record_unrouted(
     error: str | None,
     address: str | None,
     duration_ms: float,
+    caller: audit.Caller | None = None,
+    route: str | None = None,
 ) -> None:
     """The audit record of a request no router recorded (the audit guard's writer): a page view, or a refusal
-    answered by the middleware (413, 429, 403) or an unhandled error."""
+    answered by the middleware (413, 429, 403) or an unhandled error. ``caller``: the verified token's issuer and
+    subject where the access check saw one (else only the address); ``route``: the route it asked for."""
     state.audit.append(
         audit.AuditEntry(
             service=service,
@@ -398,8 +401,9 @@ def record_unrouted(
             duration_ms=duration_ms,
             event=event,
             patient=patient,
-            caller=audit.Caller(address=address),
+            caller=caller or audit.Caller(address=address),
             error=error,
+            route=route,
         )
     )
 

@@ -142,8 +142,8 @@ def describe(method: str, path: str) -> tuple[str, str | None, str | None]:
 class AuditGuard:
     """One audit record per request, with the status the client saw (see the module docstring).
 
-    ``write(event, service, patient, status, error, address, duration_ms)`` writes the record of a request no
-    router recorded; its failure is logged and never changes the answer already sent.
+    ``write(event, service, patient, status, error, address, duration_ms, caller, route)`` writes the record of a
+    request no router recorded; its failure is logged and never changes the answer already sent.
     """
 
     def __init__(self, app: ASGIApp, write: Callable[..., None]) -> None:
@@ -184,6 +184,9 @@ class AuditGuard:
                         error=error,
                         address=str(client[0]) if client else None,
                         duration_ms=(time.perf_counter() - started) * 1000,
+                        # set by the access check (medml.service.access): who called, the route they read
+                        caller=state.get("caller"),
+                        route=state.get("route"),
                     )
                 except Exception:  # the answer has left; the log must say a record could not be written
                     log.exception("could not write the audit record of %s %s (status %d)", method, path, status)
