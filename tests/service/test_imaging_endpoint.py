@@ -375,8 +375,10 @@ def test_the_model_card_page_shows_the_image_models_report_and_its_image_service
         issuers=(TrustedIssuer(ISS, str(signer[1])),),
     )
     deploy(home, config, MODEL, service_id=SERVICE)
+    reader = token(signer, "https://cds.example.org", scope="user/Device.r")  # off loopback: a token (issue 18)
     with httpx.Client(base_url=serve(create_app(home, config)), timeout=60) as c:
-        r = c.get(f"/models/{MODEL}/1")
+        assert c.get(f"/models/{MODEL}/1").status_code == 401
+        r = c.get(f"/models/{MODEL}/1", headers={"Authorization": f"Bearer {reader}"})
     assert r.status_code == 200, r.text
     assert "img-src data:" in r.headers["content-security-policy"]  # the report's heat-map grid is a data: PNG
     assert f"image service <code>{SERVICE}</code>" in r.text and f"/imaging/{SERVICE}" in r.text

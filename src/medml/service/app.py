@@ -21,7 +21,7 @@ from medml.config import Settings
 from medml.monitor.recorder import Recorder
 from medml.monitor.records import PredictionLog
 from medml.monitor.store import MonitorStore
-from medml.service import audit
+from medml.service import access, audit
 from medml.service.auth import JwtVerifier
 from medml.service.config import ServiceConfig
 from medml.service.core import HookError, ServiceState, error_response, log, record_unrouted
@@ -105,6 +105,7 @@ def create_app(
 
     app.include_router(hooks.router)
     app.include_router(images.router)
+    access.install(app)  # GET /audit for the auditor; the pages' 401 and 403 (issue 18)
     app.include_router(vitals.router)  # the device gateway: POST /vitals/observations
     if config.pages_on:
         pages.open_store(state)

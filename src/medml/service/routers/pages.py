@@ -40,6 +40,7 @@ from medml.evaluate.schema import CalibrationCurve, Headline
 from medml.fhir.server import MAX_COUNT, FhirHttpError, FhirIndex, searchset
 from medml.registry import show_model
 from medml.service import audit
+from medml.service.access import Principal, allow
 from medml.service.core import HookError, HookRequest, ServiceState, record_call, state_of
 from medml.service.deploy import Deployment
 from medml.service.patient_view import answer
@@ -227,9 +228,15 @@ class HookCall:
 
 
 async def call_service(
-    state: ServiceState, scorer: Scorer, patient_id: str, prefetched: dict[str, Any], address: str | None
+    state: ServiceState,
+    scorer: Scorer,
+    patient_id: str,
+    prefetched: dict[str, Any],
+    address: str | None,
+    caller: audit.Caller | None = None,
 ) -> HookCall:
-    """The request an EHR sends for patient-view, answered by the endpoint's own path and audited as it is."""
+    """The request an EHR sends for patient-view, answered by the endpoint's own path and audited as it is: by
+    ``caller`` (the signed-in user of the page), else as the web pages' own call."""
     dep = scorer.deployment
     body: dict[str, Any] = {
         "hook": dep.hook,
@@ -255,7 +262,7 @@ async def call_service(
         service=dep.service_id,
         started=started,
         status=status,
-        caller=audit.Caller(sub=WEB_CALLER, address=address),
+        caller=caller or audit.Caller(sub=WEB_CALLER, address=address),
         request_body=body,
         response=response if status == 200 else None,
         model=dep.model,
@@ -507,6 +514,12 @@ def _store_problem(state: ServiceState, path: Path, err: MedmlError) -> HTMLResp
 
 router = APIRouter()
 State = Annotated[ServiceState, Depends(state_of)]
+#: the caller of each page, checked against its rule in medml.service.access.RULES (None: loopback, no token needed)
+Patients = Annotated[Principal | None, Depends(allow("patients"))]
+PatientReader = Annotated[Principal | None, Depends(allow("patient"))]
+ModelReader = Annotated[Principal | None, Depends(allow("model"))]
+MonitorLister = Annotated[Principal | None, Depends(allow("monitor"))]
+MonitorReader = Annotated[Principal | None, Depends(allow("monitor-model"))]
 
 
 def open_store(state: ServiceState) -> None:
@@ -527,7 +540,7 @@ def _store(state: ServiceState) -> StoreView:
 
 
 @router.get("/", response_class=HTMLResponse)
-async def patients(state: State, q: str = "", page_no: int = 1) -> Response:
+async def patients(state: State, who: Patients, q: str = "", page_no: int = 1) -> Response:
     store = _store(state)
     path = store.path
     state.refresh()
@@ -585,7 +598,7 @@ async def patients(state: State, q: str = "", page_no: int = 1) -> Response:
 
 
 @router.get("/patients/{patient_id:path}", response_class=HTMLResponse)
-async def patient(patient_id: str, request: Request, state: State) -> Response:
+async def patient(patient_id: str, request: Request, state: State, who: PatientReader) -> Response:
     store = _store(state)
     path = store.path
     base_url = state.config.base_url
@@ -628,13 +641,14 @@ async def patient(patient_id: str, request: Request, state: State) -> Response:
                     f"{esc(err.diagnostics)}</p>"
                 )
                 continue
-        call = await call_service(state, scorer, patient_id, fetched[key], address)
+        caller = who.audit_caller(address) if who is not None else None
+        call = await call_service(state, scorer, patient_id, fetched[key], address, caller)
         body.append(render_call(call, base_url))
     return page(state, f"Patient {patient_id}", "".join(body))
 
 
 @router.get("/models/{name}/{version}", response_class=HTMLResponse)
-async def model_card(name: str, version: str, state: State) -> Response:
+async def model_card(name: str, version: str, state: State, who: ModelReader) -> Response:
     ref = f"{name}@{version}"
     try:
         if not version.isdigit():
@@ -664,7 +678,7 @@ def _monitor_store(state: ServiceState) -> Any:
 
 
 @router.get("/monitor", response_class=HTMLResponse)
-async def monitor_index(state: State) -> Response:
+async def monitor_index(state: State, who: MonitorLister) -> Response:
     """The model versions with predictions in the monitoring store, each linking to its monitoring page."""
     from medml.monitor.page import recorded_models
 
@@ -680,7 +694,7 @@ async def monitor_index(state: State) -> Response:
 
 
 @router.get("/monitor/{name}/{version}", response_class=HTMLResponse)
-async def monitor_model(name: str, version: str, state: State, window: str = "200") -> Response:
+async def monitor_model(name: str, version: str, state: State, who: MonitorReader, window: str = "200") -> Response:
     """One model version in production: drift, estimated and realised AUROC and calibration, alarms."""
     from medml.monitor.page import monitor_view, render_body
 
