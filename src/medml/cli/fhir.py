@@ -337,6 +337,23 @@ def read_token(token_file: Path | None) -> str | None:
     return token
 
 
+def _jwt_guard(config: Path, base_url: str) -> Any:
+    """The access check of ``--config``: its issuers' JWTs, SMART scopes per type, reads in its audit log."""
+    from medml.service.access import fhir_guard
+    from medml.service.audit import JsonlAuditLog
+    from medml.service.auth import JwtVerifier
+    from medml.service.config import load_config
+
+    cfg = load_config(get_settings(), config)
+    if not cfg.issuers:
+        raise ConfigError(
+            f"{config} lists no issuers, so no bearer JWT could be accepted",
+            "add the authorization servers under issuers: (iss and jwks), or drop --config",
+        )
+    cfg.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return fhir_guard(JwtVerifier(cfg), JsonlAuditLog(cfg.audit_path), (base_url, base_url.rstrip("/")))
+
+
 @fhir_app.command("serve")
 def serve_cmd(
     store: StoreOption = None,
@@ -364,11 +381,26 @@ def serve_cmd(
             help="serve a non-loopback address without a token: only where all who can reach it may read the store",
         ),
     ] = False,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="a service.yaml whose issuers: may sign bearer JWTs for this server (aud: its base URL) carrying "
+            "SMART 2.0 scopes: patient/, user/ or system/<Type>.r to read, .s to search; patient/ scopes reach "
+            "only the token's patient claim. Each read is written to that service's audit log",
+        ),
+    ] = None,
     token: Annotated[str | None, typer.Option("--token", hidden=True)] = None,
 ) -> None:
     """Serve the store as a read-only FHIR R4 server (read, search, metadata) for the CDS service and its demo.
 
     After an ingest into the store, the next request is answered from the new data.
+
+    Who may read: on loopback, anyone (as before). Off loopback, give --config service.yaml (bearer JWTs from its
+    trusted issuers, with SMART scopes per resource type, every read audited with the token's iss and sub),
+    --token-file (one shared token for every reader, no per-reader audit), or --trusted-network. With both
+    --config and --token-file, a request carrying the shared token reads everything and any other needs a JWT.
+    GET /metadata is open when JWTs are accepted, as a SMART server's CapabilityStatement is.
     """
     import uvicorn
 
@@ -382,12 +414,13 @@ def serve_cmd(
     if not 0 < port < 65536:
         raise ConfigError(f"--port must be between 1 and 65535, got {port}", "choose a free port, e.g. 8801")
     secret = read_token(token_file)
-    if secret is None and not _is_loopback(host) and not trusted_network:
+    if secret is None and config is None and not _is_loopback(host) and not trusted_network:
         raise ConfigError(
             f"serving the FHIR store on {host or 'every address'} without a token would let anyone who can reach "
             f"port {port} read every record",
-            f"give a token (--token-file PATH or {TOKEN_ENV}), listen on 127.0.0.1, or pass --trusted-network "
-            "if everyone on that network may read the store",
+            "accept bearer JWTs from trusted issuers (--config service.yaml), give a shared token (--token-file "
+            f"PATH or {TOKEN_ENV}), listen on 127.0.0.1, or pass --trusted-network if everyone on that network "
+            "may read the store",
         )
     if base_url is None:
         if host in WILDCARD_HOSTS:
@@ -398,14 +431,12 @@ def serve_cmd(
         base_url = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
     base_url = check_base_url(base_url)
     path = _store_path(store)
-    app = create_fhir_app(path, bearer_token=secret, base_url=base_url)
+    guard = _jwt_guard(config, base_url) if config is not None else None
+    app = create_fhir_app(path, bearer_token=secret, base_url=base_url, guard=guard)
     index = app.state.fhir_index.current()
     out.print(f"FHIR store {path}: {sum(index.counts.values()):,} resources indexed in {index.build_seconds:.1f} s")
-    if secret is None and not _is_loopback(host):
+    if secret is None and guard is None and not _is_loopback(host):
         err.print(f"[yellow]warning:[/] serving on {host} without a token (--trusted-network)", highlight=False)
-    out.print(
-        f"serving http://{host}:{port}/ as {base_url} (metadata at {base_url}metadata"
-        f"{', bearer token required' if secret else ''})",
-        highlight=False,
-    )
+    needs = ", bearer JWT with SMART scopes required" if guard else ", bearer token required" if secret else ""
+    out.print(f"serving http://{host}:{port}/ as {base_url} (metadata at {base_url}metadata{needs})", highlight=False)
     uvicorn.run(app, host=host, port=port, log_level="info")

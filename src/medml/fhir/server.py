@@ -26,7 +26,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -74,13 +74,28 @@ RESULT_PARAMS = ("_count", "_offset", "_sort")
 
 
 class FhirHttpError(Exception):
-    """A request the server answers with an OperationOutcome: HTTP status, FHIR issue code and a diagnostic."""
+    """A request the server answers with an OperationOutcome: HTTP status, FHIR issue code and a diagnostic (and
+    any headers, e.g. ``WWW-Authenticate`` on a 401)."""
 
-    def __init__(self, status: int, code: str, diagnostics: str) -> None:
+    def __init__(self, status: int, code: str, diagnostics: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(diagnostics)
         self.status = status
         self.code = code
         self.diagnostics = diagnostics
+        self.headers = headers
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What an access check allowed one read or search: all the store (``patient`` None) or one patient's
+    compartment; ``audit(status, patient, error)``, when given, records the request once its answer is known."""
+
+    patient: str | None = None
+    audit: Callable[..., None] | None = None
+
+
+#: ``guard(request, resource_type, "read" | "search") -> Grant``, raising FhirHttpError (401, 403) to refuse
+Guard = Callable[[Request, str, str], Grant]
 
 
 def operation_outcome(code: str, diagnostics: str, severity: str = "error") -> dict[str, Any]:
@@ -222,6 +237,17 @@ class FhirIndex:
         if not rows:
             raise FhirHttpError(404, "not-found", f"{rtype}/{rid} is not on this server")
         return str(rows[0][0]).encode()
+
+    def patient_of(self, rtype: str, rid: str) -> str | None:
+        """The id of the Patient whose compartment holds a resource (a Patient's own id), or None."""
+        if rtype == "Patient":
+            return rid
+        with self.cursor() as cur:
+            rows = cur.execute(
+                "SELECT p.patient FROM idx i JOIN patients p USING (pkey) WHERE i.resource_type = ? AND i.id = ?",
+                [rtype, rid],
+            ).fetchall()
+        return str(rows[0][0]) if rows else None
 
     def search(self, rtype: str, params: Sequence[tuple[str, str]]) -> SearchPage:
         """One page of a search; a 400 FhirHttpError for what it cannot do."""
@@ -599,8 +625,35 @@ def _listening_base(request: Request) -> str:
     return f"http://{host}{f':{port}' if port else ''}{root}/"
 
 
-def create_fhir_app(store_path: Path, *, bearer_token: str | None = None, base_url: str | None = None) -> FastAPI:
+def _compartment(rtype: str, params: list[tuple[str, str]], patient: str) -> list[tuple[str, str]]:
+    """The search restricted to one patient's compartment, or a 403 for a type this server cannot restrict."""
+    if rtype == "Patient":
+        return [*params, ("_id", patient)]
+    if rtype in SEARCHES:
+        return [*params, ("patient", patient)]
+    raise FhirHttpError(
+        403,
+        "forbidden",
+        f"the token's patient/ scopes read only patient {patient}'s records, and {rtype} is not searched by "
+        "patient here; ask for a user/ or system/ scope",
+    )
+
+
+def _searched_patient(rtype: str, params: Sequence[tuple[str, str]]) -> str | None:
+    """The one patient a search names (patient=, subject=, or a Patient's _id), for its audit record."""
+    names = ("_id",) if rtype == "Patient" else ("patient", "subject")
+    found = {v.rsplit("/", 1)[-1] for k, v in params if k in names and "," not in v}
+    return found.pop() if len(found) == 1 else None
+
+
+def create_fhir_app(
+    store_path: Path, *, bearer_token: str | None = None, base_url: str | None = None, guard: Guard | None = None
+) -> FastAPI:
     """A FastAPI app serving the store read-only; with ``bearer_token``, every request must carry it.
+
+    With ``guard``, each read and search is checked (and audited) by it instead: a request carrying exactly
+    ``bearer_token`` (if any) is let through as before, any other is the guard's to grant, refuse or restrict to
+    one patient (``GET /metadata`` stays open, as a SMART server's CapabilityStatement is).
 
     Links start with ``base_url`` (else with the address the server listens on). The index is built here, so a
     missing or unreadable store fails at once; it is rebuilt when an ingest replaces the store file, and closed at
@@ -627,6 +680,8 @@ def create_fhir_app(store_path: Path, *, bearer_token: str | None = None, base_u
         if expected is None:
             return await call_next(request)
         given = request.headers.get("authorization")
+        if given is None and guard is not None:
+            return await call_next(request)  # the guard answers 401 where a route needs a token
         if given is None:
             return _fhir_response(
                 operation_outcome("login", "this server needs Authorization: Bearer <token>"),
@@ -634,17 +689,20 @@ def create_fhir_app(store_path: Path, *, bearer_token: str | None = None, base_u
                 {"WWW-Authenticate": 'Bearer realm="medml-fhir"'},
             )
         # compared in constant time; the token itself is never logged nor echoed
-        if not hmac.compare_digest(given.encode(), expected):
-            return _fhir_response(
-                operation_outcome("login", "the bearer token is not valid for this server"),
-                401,
-                {"WWW-Authenticate": 'Bearer realm="medml-fhir", error="invalid_token"'},
-            )
-        return await call_next(request)
+        if hmac.compare_digest(given.encode(), expected):
+            request.scope["medml.shared_token"] = True
+            return await call_next(request)
+        if guard is not None:
+            return await call_next(request)  # a JWT, for the guard of each route
+        return _fhir_response(
+            operation_outcome("login", "the bearer token is not valid for this server"),
+            401,
+            {"WWW-Authenticate": 'Bearer realm="medml-fhir", error="invalid_token"'},
+        )
 
     @app.exception_handler(FhirHttpError)
     async def fhir_error(request: Request, exc: FhirHttpError) -> Any:
-        return _fhir_response(operation_outcome(exc.code, exc.diagnostics), exc.status)
+        return _fhir_response(operation_outcome(exc.code, exc.diagnostics), exc.status, exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Any:
@@ -660,19 +718,76 @@ def create_fhir_app(store_path: Path, *, bearer_token: str | None = None, base_u
     def links_base(request: Request) -> str:
         return base if base is not None else _listening_base(request)
 
+    def checked(request: Request, rtype: str, interaction: str) -> Grant:
+        if guard is None or request.scope.get("medml.shared_token"):
+            return Grant()
+        _check_type(rtype)  # an unknown type is a 404 before any token is looked at
+        return guard(request, rtype, interaction)
+
+    def answered(grant: Grant, answer: Callable[[], tuple[Response, str | None]]) -> Response:
+        """``answer()`` -> (response, the patient it read), audited with its status either way."""
+        try:
+            response, patient = answer()
+        except FhirHttpError as exc:
+            if grant.audit is not None:
+                grant.audit(exc.status, grant.patient, exc.diagnostics)
+            raise
+        if grant.audit is not None:
+            grant.audit(response.status_code, patient)
+        return response
+
     @app.get("/metadata")
     def metadata(request: Request) -> Any:
-        return _fhir_response(capability_statement(live.current(), links_base(request), expected is not None))
+        statement = capability_statement(live.current(), links_base(request), expected is not None or guard is not None)
+        if guard is not None:
+            statement["rest"][0]["security"] = {
+                "service": [
+                    {
+                        "coding": [
+                            {
+                                "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                                "code": "SMART-on-FHIR",
+                            }
+                        ]
+                    }
+                ],
+                "description": "Authorization: Bearer <JWT> from a trusted issuer, with SMART App Launch 2.0 scopes: "
+                "patient/, user/ or system/<Type>.r to read, .s to search (patient/: the token's patient only)",
+            }
+        return _fhir_response(statement)
 
     @app.get("/{rtype}/{rid}")
-    def read(rtype: str, rid: str) -> Any:
-        return _fhir_response(live.current().read(rtype, rid))
+    def read(rtype: str, rid: str, request: Request) -> Any:
+        grant = checked(request, rtype, "read")
+
+        def answer() -> tuple[Response, str | None]:
+            index = live.current()
+            body = index.read(rtype, rid)
+            patient = index.patient_of(rtype, rid) if guard is not None else None
+            if grant.patient is not None and patient != grant.patient:
+                raise FhirHttpError(
+                    403,
+                    "forbidden",
+                    f"the token's patient/ scopes read only patient {grant.patient}'s records; {rtype}/{rid} is not "
+                    "one of them",
+                )
+            return _fhir_response(body), patient
+
+        return answered(grant, answer)
 
     @app.get("/{rtype}")
     def search(rtype: str, request: Request) -> Any:
+        grant = checked(request, rtype, "search")
         params = list(request.query_params.multi_items())
-        page = live.current().search(rtype, params)
-        return _fhir_response(searchset(links_base(request), rtype, params, page))
+
+        def answer() -> tuple[Response, str | None]:
+            asked = params if grant.patient is None else _compartment(rtype, params, grant.patient)
+            page = live.current().search(rtype, asked)
+            return _fhir_response(searchset(links_base(request), rtype, params, page)), (
+                grant.patient or _searched_patient(rtype, params)
+            )
+
+        return answered(grant, answer)
 
     return app
 
@@ -684,6 +799,8 @@ __all__ = [
     "SEARCHES",
     "FhirHttpError",
     "FhirIndex",
+    "Grant",
+    "Guard",
     "LiveFhirIndex",
     "SearchPage",
     "SearchSpec",
