@@ -19,6 +19,7 @@ fhir_store: /data/fhir.duckdb                # patients for the web pages (defau
 pages: false                                 # the web pages; default: on only when base_url is loopback
 cors_origins: ["https://ehr.hospital.example"]   # browser callers (CORS); default "*" (bearer tokens, no cookies)
 pgx_services: true                           # pgx-order-select/-sign, offered once MEDML_HOME/service/pgx holds results
+news2_service: true                          # the NEWS2 (RCP 2017) patient-view card, id news2 (default off)
 monitor: true                                # record each score's inputs in the monitoring store (medml monitor)
 monitor_store: /data/monitor.duckdb          # default MEDML_HOME/monitor.duckdb
 monitor_retention_days: 365                  # older predictions are deleted (default MEDML_MONITOR_RETENTION_DAYS)
@@ -87,6 +88,8 @@ class ServiceConfig:
     cors_origins: tuple[str, ...] = ("*",)
     #: the PGx drug-order services (pgx-order-select, pgx-order-sign); offered once ``pgx_results_dir`` exists
     pgx_services: bool = True
+    #: the NEWS2 patient-view service (id ``news2``, :mod:`medml.service.news2_service`): needs no model
+    news2_service: bool = False
     #: record each score (its inputs, score, model@version, patient and encounter) in the monitoring store
     monitor: bool = True
     #: the monitoring store (default MEDML_HOME/monitor.duckdb)
@@ -212,6 +215,7 @@ def load_config(settings: Settings, path: Path | None = None, **overrides: Any) 
         "pages",
         "cors_origins",
         "pgx_services",
+        "news2_service",
         "monitor",
         "monitor_store",
         "monitor_retention_days",

@@ -22,7 +22,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from medml.service import audit, pgx_services
+from medml.service import audit, news2_service, pgx_services
 from medml.service.auth import Caller
 from medml.service.config import ServiceConfig
 from medml.service.core import (
@@ -47,9 +47,9 @@ router = APIRouter()
 State = Annotated[ServiceState, Depends(state_of)]
 
 
-def discovery(scorers: Mapping[str, Scorer], *, pgx: bool = False) -> dict[str, Any]:
+def discovery(scorers: Mapping[str, Scorer], *, pgx: bool = False, news2: bool = False) -> dict[str, Any]:
     """The discovery document: one patient-view service per deployed model, its prefetch from its features; with
-    ``pgx``, the PGx drug-order services too."""
+    ``pgx``, the PGx drug-order services too; with ``news2``, the NEWS2 card."""
     services = []
     for sid, s in scorers.items():
         dep = s.deployment
@@ -68,6 +68,8 @@ def discovery(scorers: Mapping[str, Scorer], *, pgx: bool = False) -> dict[str, 
         )
     if pgx:
         services += pgx_services.discovery_entries()
+    if news2:
+        services.append(news2_service.discovery_entry())
     return {"services": services}
 
 
@@ -78,7 +80,8 @@ def pgx_offered(config: ServiceConfig, service_id: str | None = None) -> bool:
 @router.get("/cds-services")
 async def services(state: State) -> Response:
     state.refresh()
-    return json_response(discovery(state.scorers, pgx=pgx_offered(state.config)))
+    config = state.config
+    return json_response(discovery(state.scorers, pgx=pgx_offered(config), news2=news2_service.offered(config)))
 
 
 @router.get("/healthz")
@@ -97,7 +100,8 @@ async def hook(service_id: str, request: Request, state: State) -> Response:
     try:
         state.refresh()
         scorer = state.scorers.get(service_id)
-        if scorer is None and not pgx_offered(config, service_id):
+        news2 = scorer is None and news2_service.offered(config, service_id)
+        if scorer is None and not news2 and not pgx_offered(config, service_id):
             raise HookError(404, f"no CDS service '{service_id}' here; GET /cds-services lists the services")
         model = scorer.deployment.model if scorer is not None else None
         caller = await authenticate(state, request, config.service_url(service_id))
@@ -106,6 +110,10 @@ async def hook(service_id: str, request: Request, state: State) -> Response:
             dep = scorer.deployment
             hook_request = HookRequest.parse(body, dep.hook, dep.service_id)
             response = await answer(state, scorer, hook_request, now_of(request), caller)
+        elif news2:
+            response, model = await news2_service.answer(state, body, now_of(request), caller)
+            for c in response["cards"]:
+                state.remember_card(c["uuid"], service_id)
         else:
             response, model = await run_in_threadpool(
                 pgx_services.answer, config.pgx_results_dir, service_id, body, authenticated=config.auth == "jwt"
@@ -142,7 +150,8 @@ async def feedback(service_id: str, request: Request, state: State) -> Response:
     caller = Caller.anonymous()
     try:
         state.refresh()
-        if service_id not in state.scorers and not pgx_offered(state.config, service_id):
+        offered = pgx_offered(state.config, service_id) or news2_service.offered(state.config, service_id)
+        if service_id not in state.scorers and not offered:
             raise HookError(404, f"no CDS service '{service_id}' here; GET /cds-services lists the services")
         caller = await authenticate(state, request, state.config.service_url(service_id))
         body = parse_body(await request.body())
