@@ -116,7 +116,18 @@ def check_cmd(
     alarmed = False
     for r in results:
         t = Table(title=f"{r.model}: {r.n:,} predictions, {r.outcomes:,} with outcomes", header_style="bold")
-        for col in ("window", "n", "alarm", "features", "estimated AUROC", "realised AUROC", "outcomes"):
+        for col in (
+            "window",
+            "n",
+            "alarm",
+            "features",
+            "estimated AUROC",
+            "alarms under",
+            "realised AUROC",
+            "calibration slope",
+            "expected/observed",
+            "outcomes",
+        ):
             t.add_column(col)
         for row in r.windows.to_dict("records"):
             t.add_row(
@@ -125,10 +136,14 @@ def check_cmd(
                 "[red]ALARM[/]" if row["alarm"] else "ok",
                 escape(clip(str(row["features"]), 60)),
                 _interval(row, "estimated_auroc"),
+                _number(row.get("estimated_floor")),
                 _interval(row, "realised_auroc"),
+                _interval(row, "realised_calibration_slope"),
+                _expected_observed(row),
                 f"{row['n_outcomes']:,}",
             )
         out.print(t)
+        _print_subgroups(r)
         for f in r.findings:
             alarmed = True
             out.print(f"[bold red]alarm[/] {escape(f.model)} {escape(f.message)}", highlight=False, soft_wrap=True)
@@ -142,9 +157,50 @@ def check_cmd(
         highlight=False,
         soft_wrap=True,
     )
+    for line in dict.fromkeys(x for r in results for x in (r.estimated_rule, r.subgroup_rule) if x):
+        out.print(f"alarm rule: {escape(line)}", highlight=False, soft_wrap=True)
     if alarmed:
         raise typer.Exit(1)
     out.print("no alarm")
+
+
+def _print_subgroups(r: Any) -> None:
+    """Realised performance per subgroup over all windows (bootstrap 95% intervals), and the unwatched attributes."""
+    if not r.subgroups.empty and r.outcomes:
+        t = Table(title=f"{r.model} by subgroup, all windows (realised, 95% intervals)", header_style="bold")
+        for col in ("attribute", "group", "n", "outcomes", "events", "AUROC", "calibration slope", "intercept", "E/O"):
+            t.add_column(col)
+        alarmed = set()
+        if not r.subgroup_windows.empty:
+            hit = r.subgroup_windows[r.subgroup_windows["alarm"]]
+            alarmed = set(zip(hit["attribute"], hit["group"], strict=True))
+        for row in r.subgroups.to_dict("records"):
+            flag = " [red]ALARM[/]" if (row["attribute"], row["group"]) in alarmed else ""
+            t.add_row(
+                escape(str(row["attribute"])),
+                escape(str(row["group"])) + flag,
+                f"{row['n']:,}",
+                f"{row['n_outcomes']:,}",
+                f"{row['events']:,}",
+                _interval(row, "auroc"),
+                _interval(row, "calibration_slope"),
+                _interval(row, "calibration_intercept"),
+                _expected_observed(row, expected="expected", observed="prevalence"),
+            )
+        out.print(t)
+    for name, why in r.unwatched.items():
+        out.print(f"subgroup {escape(name)} not watched: {escape(why)}", highlight=False, soft_wrap=True)
+
+
+def _number(v: Any) -> str:
+    return "-" if v is None or not math.isfinite(v) else f"{v:.3f}"
+
+
+def _expected_observed(row: Mapping[Any, Any], expected: str = "expected", observed: str = "observed") -> str:
+    e, o = row.get(expected), row.get(observed)
+    if e is None or o is None or not (math.isfinite(e) and math.isfinite(o)):
+        return "-"
+    return f"{e:.3f}/{o:.3f}"
 
 
 def _interval(row: Mapping[Any, Any], name: str) -> str:

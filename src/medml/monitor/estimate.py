@@ -14,13 +14,16 @@ shows it. Scores can first be passed through the development data's isotonic cal
 the reference profile), as NannyML does when its calibration check asks for it.
 
 Realised: the ``evaluate`` functions on the predictions whose outcomes have arrived, with percentile bootstrap
-intervals, by window and by subgroup.
+intervals, by window and by subgroup: AUROC, Brier score, PPV at the threshold, calibration slope and intercept
+(logistic recalibration, Cox 1958) and expected against observed events (mean risk against the event rate). A
+subgroup (in a window or over all of them) gets AUROC, slope and intercept only with ``min_events`` events and as
+many non-events (10, as the development report's subgroup audit, :func:`medml.evaluate.subgroup_report`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,11 +32,24 @@ import pandas as pd
 from scipy import stats
 
 from medml.errors import MonitorError
-from medml.evaluate import Estimate, auroc, bootstrap_many, brier, ppv
+from medml.evaluate import (
+    Estimate,
+    auroc,
+    bootstrap_many,
+    brier,
+    calibration_intercept,
+    calibration_slope,
+    ppv,
+)
 from medml.monitor.profile import ReferenceProfile
 from medml.monitor.windows import DEFAULT_WINDOW, Windows, windows_of
 
-__all__ = ["EstimateResult", "RealisedResult", "auroc_sd", "cbpe_auroc", "estimate", "realised"]
+__all__ = ["MIN_EVENTS", "EstimateResult", "RealisedResult", "auroc_sd", "cbpe_auroc", "estimate", "realised"]
+
+#: events (and non-events) a subgroup needs for its AUROC and calibration: the development subgroup audit's minimum
+MIN_EVENTS = 10
+#: the realised metrics each row reports, each with ``_low`` and ``_high``
+REALISED_METRICS = ("auroc", "brier", "ppv", "calibration_slope", "calibration_intercept")
 
 
 @dataclass(frozen=True)
@@ -61,10 +77,12 @@ class EstimateResult:
 
 @dataclass(frozen=True)
 class RealisedResult:
-    """Realised performance per window (``frame``) and per subgroup (``subgroups``; empty without subgroups)."""
+    """Realised performance per window (``frame``), per subgroup over all windows (``subgroups``) and per subgroup
+    in each window (``subgroups_by_window``, with a ``window`` column); the last two empty without subgroups."""
 
     frame: pd.DataFrame
     subgroups: pd.DataFrame
+    subgroups_by_window: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def to_frame(self) -> pd.DataFrame:
         return self.frame
@@ -210,22 +228,30 @@ def _realised_row(
     n_boot: int,
     seed: int,
     level: float,
+    min_events: int = 1,
 ) -> dict[str, Any]:
-    row: dict[str, Any] = {"n_outcomes": int(y.size), "events": int(y.sum()) if y.size else 0}
+    """The realised metrics of the predictions with outcomes ``y``: AUROC, slope and intercept only with at least
+    ``min_events`` events and non-events."""
+    events = int(y.sum()) if y.size else 0
+    row: dict[str, Any] = {"n_outcomes": int(y.size), "events": events}
     metrics: dict[str, Any] = {"brier": brier}
-    both = y.size > 0 and 0 < y.sum() < y.size
-    if both:
-        metrics["auroc"] = auroc
+    if y.size and min(events, y.size - events) >= max(min_events, 1):
+        metrics |= {
+            "auroc": auroc,
+            "calibration_slope": calibration_slope,
+            "calibration_intercept": calibration_intercept,
+        }
     if threshold is not None and np.any(s >= threshold):
         t = float(threshold)
         metrics["ppv"] = lambda yy, pp: ppv(yy, pp, t)
     est = bootstrap_many(metrics, y, s, n_boot=n_boot, seed=seed, level=level) if y.size else {}
-    for name in ("auroc", "brier", "ppv"):
+    for name in REALISED_METRICS:
         e = est.get(name)
         row[name] = e.value if e else float("nan")
         row[f"{name}_low"] = e.low if e else float("nan")
         row[f"{name}_high"] = e.high if e else float("nan")
     row["prevalence"] = float(y.mean()) if y.size else float("nan")
+    row["expected"] = float(s.mean()) if y.size else float("nan")  # mean risk of the patients with outcomes
     return row
 
 
@@ -240,10 +266,13 @@ def realised(
     n_boot: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    min_events: int = MIN_EVENTS,
 ) -> RealisedResult:
-    """Realised AUROC, Brier score and PPV at ``threshold`` with bootstrap intervals, per window (windows cut on all
-    predictions, so that they line up with the estimate's) and per subgroup, from the predictions whose outcome
-    ``y`` has arrived (NaN: not yet)."""
+    """Realised AUROC, Brier score, PPV at ``threshold``, calibration slope and intercept with bootstrap intervals,
+    and expected against observed events, per window (windows cut on all predictions, so that they line up with
+    the estimate's) and per subgroup (over all windows and in each), from the predictions whose outcome ``y`` has
+    arrived (NaN: not yet). A subgroup with fewer than ``min_events`` events or non-events gets no AUROC, slope or
+    intercept."""
     s = _check_scores(scores, "realised performance")
     yy = np.asarray(y, dtype=float)
     if yy.shape != s.shape:
@@ -258,6 +287,7 @@ def realised(
         rows.append(_realised_row(yy[inside], s[inside], threshold, n_boot, seed, level))
     frame = pd.concat([win.frame(), pd.DataFrame(rows)], axis=1)
     groups: list[dict[str, Any]] = []
+    by_window: list[dict[str, Any]] = []
     if subgroups is not None:
         table = subgroups if isinstance(subgroups, pd.DataFrame) else pd.DataFrame(dict(subgroups))
         if len(table) != s.size:
@@ -265,12 +295,25 @@ def realised(
         for column in table.columns:
             values = table[column].astype("string").fillna("(missing)").to_numpy()
             for level_ in sorted(set(values)):
-                inside = (values == level_) & known
+                member = values == level_
+                inside = member & known
+                key = {"attribute": str(column), "group": str(level_)}
                 groups.append(
                     {
-                        "attribute": str(column),
-                        "group": str(level_),
-                        **_realised_row(yy[inside], s[inside], threshold, n_boot, seed, level),
+                        **key,
+                        "n": int(member.sum()),
+                        **_realised_row(yy[inside], s[inside], threshold, n_boot, seed, level, min_events),
                     }
                 )
-    return RealisedResult(frame, pd.DataFrame(groups))
+                for w in range(len(win)):
+                    in_window = member & (win.ids == w)
+                    cell = in_window & known
+                    by_window.append(
+                        {
+                            "window": w,
+                            **key,
+                            "n": int(in_window.sum()),
+                            **_realised_row(yy[cell], s[cell], threshold, n_boot, seed, level, min_events),
+                        }
+                    )
+    return RealisedResult(frame, pd.DataFrame(groups), pd.DataFrame(by_window))

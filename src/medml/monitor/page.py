@@ -1,6 +1,6 @@
 """The monitoring page of one deployed model version: drift over time, estimated and realised AUROC and calibration,
-and the alarms, as one self-contained HTML page (``medml monitor report``) or a fragment the service shows at
-``/monitor``.
+realised performance by subgroup (overall and per window), and the alarms, as one self-contained HTML page
+(``medml monitor report``) or a fragment the service shows at ``/monitor``.
 
 The numbers come from the monitoring store and the bundle's reference profile through the same functions as
 ``medml monitor check`` (:func:`medml.monitor.check.check_models` for the windows and the alarms;
@@ -275,6 +275,7 @@ def render_body(view: MonitorView, *, links: bool = False) -> str:
         f'<p class="muted">Alarm rule: {esc(check.rule)}; performance alarms when a window\'s realised AUROC '
         "interval lies below the development AUROC's.</p>"
     )
+    out += [f'<p class="muted">Alarm rule: {esc(x)}.</p>' for x in (check.estimated_rule, check.subgroup_rule) if x]
     out += [
         "<h2>Drift</h2>",
         chart(
@@ -307,6 +308,7 @@ def render_body(view: MonitorView, *, links: bool = False) -> str:
                     [r["realised_auroc_low"] for r in rows],
                     [r["realised_auroc_high"] for r in rows],
                 ),
+                Series("estimate alarms under", [r.get("estimated_floor", math.nan) for r in rows], RED, dashed=True),
             ],
             n,
             alarms=alarmed,
@@ -343,7 +345,8 @@ def render_body(view: MonitorView, *, links: bool = False) -> str:
         '<table class="monitor-windows"><thead><tr><th>window</th><th>from</th><th>to</th><th class="num">n</th>'
         '<th>drift</th><th>features named</th><th class="num">largest PSI</th><th>estimated AUROC</th>'
         '<th>realised AUROC</th><th class="num">mean risk</th><th class="num">observed</th>'
-        '<th class="num">outcomes</th></tr></thead><tbody>',
+        '<th class="num">outcomes</th><th class="num">estimate alarms under</th><th>calibration slope</th>'
+        "</tr></thead><tbody>",
     ]
     for r in rows:
         out.append(
@@ -352,9 +355,12 @@ def render_body(view: MonitorView, *, links: bool = False) -> str:
             f"<td>{'ALARM' if r['alarm'] else 'ok'}</td><td>{esc(clip(str(r['features']), 80))}</td>"
             f'<td class="num">{_num(r["max_psi"])}</td><td>{esc(_interval(r, "estimated_auroc"))}</td>'
             f'<td>{esc(_interval(r, "realised_auroc"))}</td><td class="num">{_num(r["mean_risk"])}</td>'
-            f'<td class="num">{_num(r["realised_prevalence"])}</td><td class="num">{int(r["n_outcomes"]):,}</td></tr>'
+            f'<td class="num">{_num(r["realised_prevalence"])}</td><td class="num">{int(r["n_outcomes"]):,}</td>'
+            f'<td class="num">{_num(r.get("estimated_floor"))}</td>'
+            f"<td>{esc(_interval(r, 'realised_calibration_slope'))}</td></tr>"
         )
     out.append("</tbody></table>")
+    out += _subgroup_section(check)
     if dev:
         out.append(f"<p>Development AUROC (held-out test split): {_num(dev[0])} ({_num(dev[1])}–{_num(dev[2])}).</p>")
     out.append(
@@ -362,6 +368,58 @@ def render_body(view: MonitorView, *, links: bool = False) -> str:
         "a window's alarm says the inputs or the performance changed, not why.</p>"
     )
     return "".join(out)
+
+
+def _subgroup_row(r: Mapping[Any, Any], *, window: bool, alarm: bool) -> str:
+    first = f'<td class="num">{int(r["window"])}</td>' if window else ""
+    reference = f'<td class="num">{_num(r.get("reference"))}</td>' if window else ""
+    return (
+        f"<tr{ALARM_ROW if alarm else ''}>{first}<td>{esc(r['attribute'])}</td><td>{esc(r['group'])}</td>"
+        f'<td class="num">{int(r["n"]):,}</td><td class="num">{int(r["n_outcomes"]):,}</td>'
+        f'<td class="num">{int(r["events"]):,}</td><td>{esc(_interval(r, "auroc"))}</td>{reference}'
+        f"<td>{esc(_interval(r, 'calibration_slope'))}</td><td>{esc(_interval(r, 'calibration_intercept'))}</td>"
+        f'<td class="num">{_num(r.get("expected"))}</td><td class="num">{_num(r.get("prevalence"))}</td></tr>'
+    )
+
+
+def _subgroup_section(check: CheckResult) -> list[str]:
+    """Realised performance per subgroup over all windows and in each window (cells with outcomes), with the
+    subgroup rule's alarms marked, and the attributes that cannot be watched."""
+    out = ["<h2>Subgroups</h2>"]
+    out += [f"<p>{esc(name)} is not watched: {esc(why)}.</p>" for name, why in check.unwatched.items()]
+    if check.subgroups.empty or not check.outcomes:
+        out.append("<p>No subgroup has outcomes yet.</p>")
+        return out
+    cells = check.subgroup_windows
+    hit = cells[cells["alarm"]] if not cells.empty else cells
+    alarmed = set(zip(hit["attribute"], hit["group"], strict=True)) if not hit.empty else set()
+    head = (
+        '<th>attribute</th><th>group</th><th class="num">n</th><th class="num">outcomes</th><th class="num">events'
+        "</th><th>realised AUROC</th>"
+    )
+    tail = (
+        '<th>calibration slope</th><th>calibration intercept</th><th class="num">expected</th>'
+        '<th class="num">observed</th></tr></thead><tbody>'
+    )
+    out.append(
+        "<p>Realised performance of each group with 95% bootstrap intervals; expected is the mean predicted risk "
+        "of the patients with outcomes, observed their event rate. AUROC and calibration need 10 events and 10 "
+        "non-events in the group.</p>"
+    )
+    out.append(f'<table class="monitor-subgroups"><thead><tr>{head}{tail}')
+    for r in check.subgroups.to_dict("records"):
+        out.append(_subgroup_row(r, window=False, alarm=(r["attribute"], r["group"]) in alarmed))
+    out.append("</tbody></table>")
+    shown = cells[cells["n_outcomes"] > 0] if not cells.empty else cells
+    if not shown.empty:
+        out.append(
+            '<h3>By window</h3><table class="monitor-subgroup-windows"><thead><tr><th class="num">window</th>'
+            f'{head}<th class="num">reference</th>{tail}'
+        )
+        for r in shown.to_dict("records"):
+            out.append(_subgroup_row(r, window=True, alarm=bool(r["alarm"])))
+        out.append("</tbody></table>")
+    return out
 
 
 _CSS = (
