@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Iterator
@@ -142,6 +143,14 @@ def watch_cmd(
     ] = False,
     audit_log: AuditLogOption = None,
     no_audit: NoAuditOption = False,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="a learned early-warning model (NAME or NAME@VERSION, from `medml vitals train-ews`): its risk "
+            "from the patient's window so far beside each NEWS2 line (about 0.3 s a line)",
+        ),
+    ] = None,
 ) -> None:
     """Score NEWS2 per patient on every new vital-sign Observation; write an alert line when a band rises."""
     import hashlib
@@ -158,6 +167,13 @@ def watch_cmd(
     )
     if idle_exit is not None and not follow:
         raise ConfigError("--idle-exit applies only with --follow", "add --follow, or leave --idle-exit out")
+    learned = None
+    if model is not None:
+        from medml.config import get_settings
+        from medml.registry import load_bundle
+        from medml.vitals.ews_stream import LearnedWatch
+
+        learned = LearnedWatch(load_bundle(model, get_settings()))
     audit_sink = None if no_audit else open_audit_log(audit_log)
     caller = cli_caller("medml vitals watch")
     handle = _open_source(source)
@@ -171,8 +187,13 @@ def watch_cmd(
     number = 0
     try:
         for number, line in enumerate(_lines(handle, follow, idle_exit), start=1):
+            if learned is not None:
+                with contextlib.suppress(orjson.JSONDecodeError):  # the stream reports the line
+                    learned.observe(orjson.loads(line))
             for assessment in stream.feed(line, number):
                 record = assessment.to_dict()
+                if learned is not None:
+                    record["learned"] = learned.score(assessment.patient, assessment.time.timestamp())
                 sink.write(orjson.dumps(record).decode() + "\n")
                 sink.flush()
                 if audit_sink is not None and assessment.alert:
