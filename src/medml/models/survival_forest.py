@@ -84,6 +84,8 @@ class RandomSurvivalForestModel(BaseEstimator):
     )
     #: the scale of :meth:`contributions`, as the example patients' sentences name it
     contribution_scale: ClassVar[str] = "absolute risk by the first horizon"
+    #: rows a global importance averages over: occlusion predicts once per feature per row
+    importance_rows: ClassVar[int] = 1000
 
     def __init__(
         self,
