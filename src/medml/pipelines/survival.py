@@ -37,12 +37,24 @@ from medml.report import table_one
 
 Step = Callable[[str, float], None]
 
+
+def _physionet_served() -> TaskDataset:
+    """PhysioNet 2012's survival task with the FHIR reading of its 225 features (the binary task's, equal to the
+    table's), so that its models can be deployed as CDS services: time zero is ICU admission, the encounter's start
+    that the reading anchors to, as the survival days count from it."""
+    from dataclasses import replace
+
+    from medml.fhir.tasks import physionet_serving
+
+    return replace(physionet2012.load_survival(), serving=replace(physionet_serving(48), outcome="death"))
+
+
 #: the survival datasets ``medml survival train`` knows by key
 SURVIVAL_DATASETS: dict[str, Callable[[], TaskDataset]] = {
     "support2": partial(support2.load_survival, features="full"),
     "support2-deepsurv": partial(support2.load_survival, features="deepsurv"),
     "gbsg2": gbsg2.load,
-    "physionet-2012": physionet2012.load_survival,
+    "physionet-2012": _physionet_served,
     **{key: partial(survival_sets.load, key) for key in survival_sets.SOURCES},
 }
 
@@ -55,6 +67,16 @@ DATASET_HORIZONS: dict[str, tuple[float, ...]] = {
     "whas500": (365.0, 730.0, 1825.0),
     "physionet-2012": (30.0, 90.0, 180.0),
 }
+
+
+def censoring_note(ds: TaskDataset) -> str:
+    """How many development patients were censored, and the longest follow-up: what a card and RiskAssessment say."""
+    y = survival_target(ds)
+    n, events = len(y.time), int(y.event.sum())
+    return (
+        f"{n - events:,} of {n:,} development patients had no {y.name} observed and were censored at their last "
+        f"follow-up (the longest {y.time.max():g} {y.time_unit})"
+    )
 
 
 def default_horizons(ds: TaskDataset) -> tuple[float, ...]:
@@ -327,7 +349,12 @@ def train_survival(
         headline=Headline.of(evaluation),
         serving=ds.serving,
         extra={
-            "survival": {"horizons": list(horizons), "time_unit": y.time_unit, "outcome": y.name},
+            "survival": {
+                "horizons": list(horizons),
+                "time_unit": y.time_unit,
+                "outcome": y.name,
+                "censoring": censoring_note(ds),
+            },
             "importance": importance,
             "examples": examples,
             "table_one": _table_one(ds),

@@ -16,6 +16,7 @@ from typing import Any
 
 from medml.evaluate.schema import CalibrationCurve, Headline
 from medml.models.factory import find_model_kind
+from medml.service import survival
 from medml.service.deploy import Deployment
 from medml.service.scoring import NotScored, Scored
 
@@ -45,6 +46,8 @@ def _num(v: Any, fmt: str = ".2f") -> str:
 
 def summary(dep: Deployment, s: Scored) -> str:
     """Fewer than 140 characters, as CDS Hooks requires."""
+    if s.horizons is not None:
+        return survival.summary(dep, s, s.horizons)
     word = {"info": "below the warning threshold", "warning": "raised", "critical": "high"}[s.category]
     text = f"Risk of {dep.serving.outcome}: {_pct(s.risk)} ({word})"
     return text if len(text) < 140 else text[:138] + "…"
@@ -56,9 +59,15 @@ def detail(dep: Deployment, s: Scored, model_kind: str, *, authenticated: bool) 
     ev = dep.headline
     lines = []
     when = s.index_time.strftime("%Y-%m-%d %H:%M UTC")
+    hr = s.horizons
+    what = (
+        f"calibrated risk of {spec.outcome}"
+        if hr is None
+        else f"risk of {spec.outcome} by {hr.model.label(hr.model.horizons[0])}"
+    )
     if s.hours_observed is not None:
         lines.append(
-            f"**{_pct(s.risk)}** calibrated risk of {spec.outcome}, from the first "
+            f"**{_pct(s.risk)}** {what}, from the first "
             f"{s.hours_observed:.0f} h of encounter {s.encounter_id} (results up to {when}; "
             f"{s.results_used} results used)."
         )
@@ -68,13 +77,14 @@ def detail(dep: Deployment, s: Scored, model_kind: str, *, authenticated: bool) 
                 "built for have passed; fewer results than the model expects, and the risk may change."
             )
     else:
-        lines.append(
-            f"**{_pct(s.risk)}** calibrated risk of {spec.outcome} (results up to {when}; "
-            f"{s.results_used} results used)."
-        )
+        lines.append(f"**{_pct(s.risk)}** {what} (results up to {when}; {s.results_used} results used).")
+    if hr is not None:
+        lines.extend(survival.detail_lines(dep, hr))
     if s.factors:
         kind = find_model_kind(model_kind)
         named = kind.explanation_card if kind is not None else "the model's contributions"
+        if hr is not None:
+            named = hr.model.explanation
         lines.append(f"\n**Top factors for this patient** ({named}):")
         for f in s.factors:
             unit = "" if f.value == "missing" or f.unit in ("", "count") else f" {f.unit}"
@@ -92,7 +102,8 @@ def detail(dep: Deployment, s: Scored, model_kind: str, *, authenticated: bool) 
             + ", ".join(f"{k}: {v}" for k, v in s.dropped.items())
             + "."
         )
-    lines.append(_how_the_model_did(ev, s.risk))
+    if hr is None:  # a survival model's evaluation is in its horizon lines
+        lines.append(_how_the_model_did(ev, s.risk))
     lines.append(f"\n**Evaluation population:** {ev.population if ev else 'not recorded'}")
     lines.append(
         f"\n**Indicator:** warning from {_pct(dep.thresholds[0])}, critical from {_pct(dep.thresholds[1])}: "
@@ -162,6 +173,9 @@ def risk_assessment(dep: Deployment, s: Scored, patient_id: str) -> dict[str, An
             }
         ],
     }
+    if s.horizons is not None:  # a survival model: one prediction per horizon
+        res["prediction"] = survival.predictions(dep, s, s.horizons, res["prediction"][0]["qualitativeRisk"])
+        res["note"] = [{"text": survival.note(dep, s.horizons)}]
     if s.encounter_id:
         res["encounter"] = {"reference": f"Encounter/{s.encounter_id}"}
         res["basis"] = [{"reference": f"Encounter/{s.encounter_id}"}]

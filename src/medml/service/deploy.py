@@ -34,6 +34,7 @@ from medml.registry import BundleMetadata, ModelBundle, load_bundle, show_model
 from medml.registry.serving import ImageServing
 from medml.registry.store import WEIGHTS
 from medml.service.config import ServiceConfig
+from medml.service.survival import survival_serving, survival_thresholds
 
 SERVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 RISK_ASSESSMENT_MODES = ("suggestion", "system-action", "none")
@@ -293,13 +294,14 @@ def deploy(
         )
     bundle = load_bundle(ref, settings)
     spec = deployable(bundle)
+    survival = survival_serving(bundle)  # a survival model: its horizons must be servable (ConfigError if not)
     sid = _service_id(service_id or bundle.name)
     if risk_assessment not in RISK_ASSESSMENT_MODES:
         raise ConfigError(
             f"unknown RiskAssessment mode {quote(risk_assessment)}", f"use one of {', '.join(RISK_ASSESSMENT_MODES)}"
         )
     if thresholds is None:
-        chosen, note = default_thresholds(bundle)
+        chosen, note = default_thresholds(bundle) if survival is None else survival_thresholds(survival)
     else:
         chosen, note = check_thresholds(thresholds), "set at deployment"
     md = bundle.metadata
@@ -316,6 +318,12 @@ def deploy(
         description=(
             f"{md.task}: the calibrated risk from model {bundle.ref}, with its top factors, calibration "
             "and evaluation population. Decision support, not a diagnosis."
+        )
+        if survival is None
+        else (
+            f"{md.task}: the risk of {survival.outcome} by "
+            f"{', '.join(survival.label(h) for h in survival.horizons)} from survival model {bundle.ref}, with its "
+            "top factors, evaluation at each horizon and censoring. Decision support, not a diagnosis."
         ),
         intended_use=md.intended_use,
         risk_assessment=risk_assessment,

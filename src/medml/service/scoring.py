@@ -29,6 +29,7 @@ from medml.fhir.features import BuiltFeatures, FeatureDefinition, build_features
 from medml.fhir.store import FhirStore
 from medml.registry import ModelBundle
 from medml.service.deploy import Deployment
+from medml.service.survival import HorizonRisks, risks_by_horizon, survival_serving
 
 LOINC = "http://loinc.org"
 
@@ -53,6 +54,8 @@ class Scored:
     dropped: dict[str, int] = field(default_factory=dict)
     #: the model's inputs, by column, as scored
     features: dict[str, Any] = field(default_factory=dict)
+    #: a survival model's risk by each of its horizons (``risk`` is the first); None for a binary model
+    horizons: HorizonRisks | None = None
 
 
 @dataclass
@@ -186,6 +189,8 @@ class Scorer:
         self.columns = bundle.feature_names
         self.templates = prefetch_templates(deployment)
         self.program = FeatureRowProgram(self.spec.definition)
+        #: a survival model's horizons and evaluation (None for a binary model)
+        self.survival = survival_serving(bundle)
         _predict_on_one_thread(bundle.model)
         model_columns = set(self.columns)
         #: where the model's count columns are in a feature row (the results a score rests on)
@@ -222,10 +227,15 @@ class Scorer:
         X = self.program.frame(rows, self.columns)
         model = self.bundle.model
         both = getattr(model, "predict_proba_and_contributions", None)
+        by_horizon = None
         if both is not None:  # the features converted once for the score and its explanation
             proba, contributions = both(X)
             risks = proba[:, 1]
             factors = top_factors(model, X, k=5, contributions=contributions)
+        elif self.survival is not None:  # the risk by each horizon; the card's indicator follows the first
+            by_horizon = risks_by_horizon(model, X)
+            risks = by_horizon[:, 0]
+            factors = top_factors(model, X, k=5)
         else:
             risks = self.bundle.predict_proba(X)[:, 1]
             factors = top_factors(model, X, k=5)
@@ -258,6 +268,9 @@ class Scorer:
                 results_used=int(np.nansum([features.values[j] for j in self._counts])),
                 dropped=dropped,
                 features=self.program.as_dict(features, self.columns),
+                horizons=None
+                if by_horizon is None or self.survival is None
+                else HorizonRisks(self.survival, tuple(map(float, by_horizon[row])), encounter[1] if encounter else t),
             )
         return out
 
