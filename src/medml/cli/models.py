@@ -292,6 +292,11 @@ def predict(
     frame = read_table(table)
     if encounter is not None and encounter not in frame.columns:
         raise DataError(f"no encounter column {quote(encounter)} in {table.name}", "name a column of the table")
+    if "survival" in bundle.metadata.extra:  # a survival model: the risk by each horizon and the survival curve
+        from medml.cli.survival import predict_survival
+
+        predict_survival(bundle, frame, id_column=id, out_path=out_path, top=top, encounter=encounter, record=record)
+        return
     with progress_bar(f"scoring {len(frame):,} rows") as step:
         step("predicting and explaining", 0.2)
         scores = score_table(bundle, frame, id_column=id, top=top)

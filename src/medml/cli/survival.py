@@ -9,7 +9,7 @@ import click
 import typer
 from rich.table import Table
 
-from medml.cli._console import estimate_text, fmt, out, progress_bar, split_list
+from medml.cli._console import err, estimate_text, fmt, out, progress_bar, split_list
 from medml.errors import ConfigError
 
 survival_app = typer.Typer(no_args_is_help=True, help="Survival models: the risk of an event within each horizon.")
@@ -142,3 +142,74 @@ def print_survival(report: Any, title: str) -> None:
             fmt(h["ici"]),
         )
     out.print(per)
+
+
+def predict_survival(
+    bundle: Any,
+    frame: Any,
+    *,
+    id_column: str | None,
+    out_path: Path | None,
+    top: int,
+    encounter: str | None,
+    record: bool,
+) -> None:
+    """``medml predict`` for a survival model: per row the risk by each horizon and S(t) on a grid (all in --out),
+    the top factors, the model's evaluation and censoring; the risk by the first horizon is recorded for the
+    monitor, as a binary model's risk is."""
+    from medml.cli.models import _record_scores
+    from medml.cli.pgx import write_atomically
+    from medml.pipelines.survival import score_survival_table
+
+    md = bundle.metadata
+    info = md.extra["survival"]
+    unit = info.get("time_unit", "days")
+    with progress_bar(f"scoring {len(frame):,} rows") as step:
+        step("predicting survival curves and explaining", 0.2)
+        scores = score_survival_table(bundle, frame, id_column=id_column, top=top)
+        if record:
+            step("recording in the monitoring store", 0.9)
+            recorded = _record_scores(bundle, frame, scores, encounter)
+    horizons = [float(h) for h in info["horizons"]]
+    m = md.metrics
+    out.print(
+        f"{md.name}@{md.version}: {md.task} ({md.model_kind}, survival: risk of {info.get('outcome', 'the event')} "
+        f"by {', '.join(f'{h:g}' for h in horizons)} {unit}). Decision support, not a diagnosis.",
+        highlight=False,
+    )
+    c, ibs = m.get("harrell_c") or {}, m.get("ibs") or {}
+    out.print(
+        f"Evaluated on {m.get('n', 0):,} held-out patients of {md.dataset}: Harrell's C "
+        f"{fmt(c.get('value'))} ({fmt(c.get('low'))}-{fmt(c.get('high'))}), IBS {fmt(ibs.get('value'))}, "
+        f"time-dependent AUC at {horizons[0]:g} {unit} {fmt((m.get('auroc') or {}).get('value'))}. "
+        f"Censoring: {info.get('censoring', 'see the model card')}. Population: {md.population}",
+        highlight=False,
+    )
+    if out_path is not None:
+        write_atomically(out_path, scores.to_csv(index=False))
+        grid = [c for c in scores.columns if c.startswith("survival_at_")]
+        out.print(f"wrote {len(scores):,} rows to {out_path} (S(t) at {len(grid)} times, the risk by each horizon)")
+    t = Table(header_style="bold")
+    risk_columns = [f"risk_by_{h:g}_{unit}" for h in horizons]
+    for col in ("id", *(f"risk by {h:g} {unit}" for h in horizons), "top factor"):
+        t.add_column(col, justify="right" if col.startswith("risk") else "left")
+    for _, r in scores.head(10).iterrows():
+        t.add_row(str(r["id"]), *(f"{r[c]:.1%}" for c in risk_columns), str(r.get("factor_1", "")))
+    out.print(t)
+    if len(scores) > 10:
+        out.print(f"... {len(scores) - 10:,} more rows" + ("" if out_path else " (use --out FILE.csv for all)"))
+    if record:
+        out.print(
+            f"recorded {recorded:,} score(s) (the risk by {horizons[0]:g} {unit}) with their inputs in the "
+            "monitoring store",
+            highlight=False,
+        )
+    flagged = scores[scores["left_out"] != ""]
+    if len(flagged):
+        first = flagged.iloc[0]
+        err.print(
+            f"warning: {len(flagged):,} row(s) had values outside their plausible ranges, left out and scored as "
+            f"missing (column left_out), e.g. row {first['id']}: {first['left_out']}",
+            highlight=False,
+            soft_wrap=True,
+        )

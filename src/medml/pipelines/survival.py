@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from medml import __version__
@@ -29,7 +30,7 @@ from medml.data.task import infer_features
 from medml.errors import DataError, InputFileError, NotFoundError
 from medml.evaluate import EvaluationReport, Headline
 from medml.evaluate.survival import SurvivalPredictions, check_horizons, check_survival, evaluate_survival
-from medml.explain import global_importance
+from medml.explain import global_importance, top_factors
 from medml.models.survival import DEFAULT_HORIZONS, make_survival_model, survival_model_kind
 from medml.models.survival_search import SurvivalSearch, search_survival
 from medml.registry import BundleMetadata, ModelBundle, register
@@ -438,3 +439,73 @@ def write_survival_report(bundle: ModelBundle, settings: Settings) -> Path:
         },
     )
     return write_report(inputs, settings.reports_dir / f"{md.name}@{md.version}.html")
+
+
+def survival_grid(horizons: Sequence[float], steps: int = 12) -> npt.NDArray[np.float64]:
+    """The times ``medml predict`` gives S(t) at: ``steps`` equal steps up to the last horizon, and the horizons."""
+    last = max(horizons)
+    return np.unique(np.concatenate([np.round(np.linspace(0.0, last, steps + 1)[1:], 1), np.asarray(horizons)]))
+
+
+def score_survival_table(
+    bundle: ModelBundle,
+    frame: pd.DataFrame,
+    *,
+    id_column: str | None = None,
+    top: int = 3,
+    times: Sequence[float] | None = None,
+) -> pd.DataFrame:
+    """Each row's risk of the event by each of the model's horizons (``risk_by_H_UNIT``; ``risk`` is the first, as
+    the monitor records it), its survival curve S(t) at ``times`` (``survival_at_T_UNIT``; default
+    :func:`survival_grid`), its top factors on the model's own scale, and the model that said so.
+
+    A value outside its input's plausible range is left out, scored as missing and named in ``left_out``, as
+    ``medml predict`` does for a binary model.
+    """
+    from medml.data.task import implausible
+
+    info = bundle.metadata.extra.get("survival") or {}
+    horizons = tuple(float(h) for h in info.get("horizons", ()))
+    unit = str(info.get("time_unit", "days"))
+    if not horizons:
+        raise DataError(f"{bundle.ref} is not a survival model (its metadata names no horizons)")
+    if id_column is not None and id_column not in frame.columns:
+        raise DataError(
+            f"no id column '{id_column}' in the table", f"columns are: {', '.join(map(str, frame.columns[:20]))}"
+        )
+    ids = frame[id_column].astype(str).to_numpy() if id_column else np.arange(1, len(frame) + 1).astype(str)
+    frame = frame.reset_index(drop=True)
+    left_out: list[list[str]] = [[] for _ in range(len(frame))]
+    bad = implausible(frame, bundle.features)
+    if bad:
+        frame = frame.copy()
+        specs = {f.name: f for f in bundle.features}
+        for name, mask in bad.items():
+            spec = specs[name]
+            rng = f"{spec.plausible[0]:g}-{spec.plausible[1]:g} {spec.unit}".strip() if spec.plausible else "finite"
+            for row in np.flatnonzero(mask):
+                left_out[row].append(f"{spec.clinical_name} {frame.at[row, name]!s:.20} (outside {rng})")
+            frame[name] = pd.to_numeric(frame[name], errors="coerce").where(~mask)
+    model = bundle.model
+    grid = survival_grid(horizons) if times is None else np.asarray(times, dtype=float)
+    risk = model.predict_risk(frame)
+    curve = model.predict_survival(frame, grid)
+    out = pd.DataFrame({"id": ids, "risk": risk[:, 0]})
+    for j, h in enumerate(horizons):
+        out[f"risk_by_{h:g}_{unit}"] = risk[:, j]
+    for j, t in enumerate(grid):
+        out[f"survival_at_{t:g}_{unit}"] = curve[:, j]
+    if top > 0:
+        scale = getattr(model, "contribution_scale", "log hazard ratio")
+        factors = top_factors(model, frame, k=top)
+        for k in range(top):
+            out[f"factor_{k + 1}"] = [
+                f"{fs[k].label} {fs[k].value}{'' if not fs[k].unit or fs[k].value == 'missing' else ' ' + fs[k].unit}"
+                f": {fs[k].direction} ({fs[k].contribution:+.2f} {scale})"
+                if k < len(fs)
+                else ""
+                for fs in factors
+            ]
+    out["left_out"] = ["; ".join(x) for x in left_out]
+    out["model"] = f"{bundle.metadata.name}@{bundle.metadata.version}"
+    return out
