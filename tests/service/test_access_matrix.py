@@ -303,6 +303,9 @@ def test_a_phi_read_leaves_an_audit_record_with_the_caller(
         ("Practitioner/ds-b", 403),
     ]
     assert verify(config.audit_path).ok
+    for bad in ("0", "abc", "99999999"):
+        wrong = client.get("/audit", params={"n": bad}, headers=bearer(sign(ROLE_SCOPES["auditor"], ec_key)))
+        assert wrong.status_code == 400 and "is not a number of records from 1 to 10000" in wrong.json()["error"]
 
 
 def test_a_role_claim_must_name_the_routes_role(

@@ -326,15 +326,17 @@ def _records(sink: audit.AuditSink, path: Any, n: int) -> list[dict[str, Any]]:
 
 @router.get("/audit")
 async def audit_log(
-    request: Request, who: Annotated[Principal | None, Depends(allow("audit"))], n: int = 100, patient: str = ""
+    request: Request, who: Annotated[Principal | None, Depends(allow("audit"))], n: str = "100", patient: str = ""
 ) -> Response:
     """The last ``n`` audit records (oldest first), or those of them that name ``patient``: who read what, when."""
-    if not 1 <= n <= MAX_ENTRIES:
+    count = int(n) if n.isdigit() and len(n) < 7 else 0
+    if not 1 <= count <= MAX_ENTRIES:
         return JSONResponse(
-            {"error": f"n={n}: ask for between 1 and {MAX_ENTRIES} records (e.g. /audit?n=100)"}, status_code=400
+            {"error": f"n={n[:20]!r} is not a number of records from 1 to {MAX_ENTRIES}; ask e.g. /audit?n=100"},
+            status_code=400,
         )
     state = request.app.state.medml
-    records = await run_in_threadpool(_records, state.audit, state.config.audit_path, n)
+    records = await run_in_threadpool(_records, state.audit, state.config.audit_path, count)
     if patient:
         records = [r for r in records if r.get("patient") == patient]
     return JSONResponse({"entries": records, "count": len(records)}, headers={"Cache-Control": "no-store"})
