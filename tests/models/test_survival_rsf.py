@@ -144,3 +144,17 @@ def test_rsf_trains_registers_and_its_bundle_loads(tmp_path: Path, monkeypatch: 
     text = loaded.metadata.extra["examples"][0]["factors"][0]["text"]
     assert text.endswith("absolute risk by the first horizon)")
     assert loaded.metadata.extra["explanation_method"].startswith("occlusion")
+
+
+def test_rsf_search_scores_the_defaults_first_and_stays_in_its_space() -> None:
+    """The declared space is searched like the other kinds': trial 0 is the defaults, the best is no worse."""
+    from medml.models.survival_search import search_survival
+
+    ds = load_survival_dataset("gbsg2")
+    result = search_survival("rsf", ds, horizons=(365.0, 730.0), budget_seconds=120, max_trials=3, seed=2)
+    assert result.n_trials == 3 and set(result.params) == {"n_estimators", "min_samples_leaf", "max_features"}
+    assert 50 <= result.params["n_estimators"] <= 200 and 5 <= result.params["min_samples_leaf"] <= 80
+    assert result.params["max_features"] in ("sqrt", 0.2, 0.33, 0.5)
+    assert result.best_ibs <= result.default_ibs
+    defaults = RandomSurvivalForestModel()
+    assert result.history[0] == result.default_ibs and defaults.n_estimators == 100
