@@ -68,3 +68,35 @@ def test_a_negative_budget_at_the_command_line_is_one_clear_error(tmp_path: Path
     assert proc.returncode == 2 and "--budget-seconds must be a positive number" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "home" / "models").exists()
+
+
+def test_a_validation_follow_up_past_the_fitting_parts_is_scored_not_refused() -> None:
+    """veterans as `medml survival train` splits it: an event at 999 days falls in the inner validation part, past
+    the fitting part's longest follow-up (991), and scikit-survival's IBS refused the search ("time must be smaller
+    than largest observed time point"). Censoring such patients at 991 leaves the IBS on the grid (all before 991)
+    as medml's own IPCW Brier, which takes later times, gives it on the uncensored data."""
+    from sksurv.metrics import integrated_brier_score
+
+    from medml.data import patient_split
+    from medml.evaluate._survival_metrics import brier_scores, integrated_brier
+    from medml.models.survival import survival_array
+
+    ds = load_survival_dataset("veterans")
+    split = patient_split(ds.groups, ds.y.event, fractions=(0.6, 0.15, 0.25), seed=0)
+    train = ds.subset(np.sort(np.concatenate([split.train, split.calibration])))
+    result = search_survival("cox", train, horizons=(30.0, 90.0, 180.0), budget_seconds=30, max_trials=1, seed=0)
+    assert result.n_trials == 1 and 0 < result.best_ibs < 0.25
+
+    rng = np.random.default_rng(3)
+    t_fit, e_fit = rng.uniform(1, 100, 80).round(), rng.random(80) < 0.7
+    t_val, e_val = (
+        np.append(rng.uniform(1, 100, 30).round(), [130.0, 150.0]),
+        np.append(rng.random(30) < 0.7, [True, True]),
+    )
+    grid = np.linspace(10, 80, 8)
+    surv = np.exp(-np.outer(rng.uniform(0.5, 2, t_val.size), grid / 100))
+    past = t_val > t_fit.max()
+    clipped = survival_array(np.where(past, t_fit.max(), t_val), e_val & ~past)
+    theirs = integrated_brier_score(survival_array(t_fit, e_fit), clipped, surv, grid)
+    ours = integrated_brier(grid, brier_scores(t_val, e_val, surv, grid, train_time=t_fit, train_event=e_fit))
+    assert theirs == pytest.approx(ours, rel=1e-12)

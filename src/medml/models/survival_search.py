@@ -109,7 +109,12 @@ def search_survival(
     # scikit-survival's user-guide grid: percentiles 5-81 of the validation times, inside both follow-ups
     grid = np.unique(np.percentile(t_val, np.linspace(5, 81, 15)))
     grid = grid[(grid < min(t_val.max(), t_fit.max())) & (grid >= t_val.min())]
-    y_fit, y_val = survival_array(t_fit, e_fit), survival_array(t_val, e_val)
+    # the censoring weights come from the fitting part, whose Kaplan-Meier ends at its longest follow-up: validation
+    # patients followed past it are censored there (scikit-survival refuses later event times). Every grid time lies
+    # before it, where such a patient counts as a survivor either way: the score is unchanged.
+    past = t_val > t_fit.max()
+    t_ipcw, e_ipcw = np.where(past, t_fit.max(), t_val), e_val & ~past
+    y_fit, y_val = survival_array(t_fit, e_fit), survival_array(t_ipcw, e_ipcw)
     space = SEARCH_SPACES[kind]
     defaults = {k: v for k, v in cls(features=None).get_params(deep=False).items() if k not in ("features", "seed")}
     history: list[float] = []
