@@ -144,6 +144,8 @@ def test_rsf_trains_registers_and_its_bundle_loads(tmp_path: Path, monkeypatch: 
     text = loaded.metadata.extra["examples"][0]["factors"][0]["text"]
     assert text.endswith("absolute risk by the first horizon)")
     assert loaded.metadata.extra["explanation_method"].startswith("occlusion")
+    html = result.report_path.read_text(encoding="utf-8")
+    assert "log hazard" not in html and "to the predicted absolute risk by the first horizon" in html
 
 
 def test_rsf_search_scores_the_defaults_first_and_stays_in_its_space() -> None:

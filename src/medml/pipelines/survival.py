@@ -436,6 +436,7 @@ def write_survival_report(bundle: ModelBundle, settings: Settings) -> Path:
             "survival": md.extra.get("survival", {}),
             "preprocessing": kind.preprocessing,
             "missing_data": kind.missing_data.report,
+            "contribution_scale": getattr(kind, "contribution_scale", "log hazard ratio"),
         },
     )
     return write_report(inputs, settings.reports_dir / f"{md.name}@{md.version}.html")

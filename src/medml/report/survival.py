@@ -277,7 +277,9 @@ def subgroups(i: ReportInputs) -> str:
     return "".join(parts)
 
 
-def _importance_plot(importance: Sequence[Mapping[str, Any]], top: int = 15) -> str | None:
+def _importance_plot(
+    importance: Sequence[Mapping[str, Any]], top: int = 15, scale: str = "log hazard ratio"
+) -> str | None:
     rows = sorted(
         (r for r in importance if value_of(r.get("importance")) is not None),
         key=lambda r: -(value_of(r.get("importance")) or 0.0),
@@ -293,27 +295,35 @@ def _importance_plot(importance: Sequence[Mapping[str, Any]], top: int = 15) -> 
         ax.barh(y, values, color=plots.MODEL, height=0.65)
         ax.set_yticks(y, labels)
         ax.grid(axis="y", visible=False)
-        ax.set_xlabel("Mean |contribution| to the log hazard ratio")
+        ax.set_xlabel(f"Mean |contribution| to the {scale}")
         ax.set_title("Global feature importance")
         return plots.figure_svg(fig, "simp", "Global feature importance")
 
 
 def explanations(i: ReportInputs) -> str:
     parts = []
+    # the Cox kinds explain the log hazard ratio; the forest's occlusion, the risk by the first horizon
+    scale = str(i.model.get("contribution_scale") or "log hazard ratio")
     if i.importance:
         parts.append(
             figure(
-                _importance_plot(i.importance),
-                "Mean absolute contribution of each input to the predicted log hazard ratio over the test patients "
+                _importance_plot(i.importance, scale=scale),
+                f"Mean absolute contribution of each input to the predicted {esc(scale)} over the test patients "
                 f"({esc(i.model.get('explanation_method') or '')}). Importance is not causation.",
                 "Global feature importance",
             )
         )
     if i.examples:
+        explained = (
+            "Contributions on the log hazard ratio scale, relative to the average patient: positive raises the "
+            "hazard, negative lowers it."
+            if scale == "log hazard ratio"
+            else f"Contributions on the {esc(scale)} scale, relative to a reference patient (training medians and "
+            "most frequent levels): positive raises the risk, negative lowers it."
+        )
         parts.append(
             "<h3>Example patients: top factors behind their risk</h3>"
-            '<p class="muted">Contributions on the log hazard ratio scale, relative to the average patient: positive '
-            "raises the hazard, negative lowers it. Risk: by the first horizon.</p>"
+            f'<p class="muted">{explained} Risk: by the first horizon.</p>'
         )
         parts.append('<div class="patients">' + "".join(ctx._patient(p) for p in i.examples) + "</div>")
     return "".join(parts)
