@@ -93,3 +93,14 @@ def test_predict_on_a_table_without_the_models_columns_is_one_clear_error(
     assert "Traceback" not in out + err
     message = " ".join(err.split())
     assert message.startswith("error:") and "lacks 1 feature columns" in message and ds.X.columns[0] in message
+
+
+def test_a_survival_model_of_a_table_is_not_deployed(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """veterans is a table with no FHIR reading: `medml deploy` says so in one line and stores no deployment."""
+    code, out, err = run(["deploy", "veterans-rsf"], home, monkeypatch, capsys)
+    assert code == 2 and "Traceback" not in out + err
+    message = " ".join(err.split())
+    assert message.startswith("error: veterans-rsf@1 carries no FHIR reading") and "physionet-2012" in message
+    assert not list(home.rglob("deployments.json"))

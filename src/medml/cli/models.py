@@ -268,7 +268,8 @@ def predict(
     ),
 ) -> None:
     """Score new patients: calibrated risk and top contributing factors, with the model's evaluation beside it.
-    Each score is recorded with the inputs the model saw in the monitoring store (`medml monitor`).
+    Each score is recorded with the inputs the model saw in the monitoring store (`medml monitor`). A survival
+    model (`medml survival train`) gives the risk by each of its horizons and S(t) on a grid (all in --out).
 
     With --engine spark: the Parquet at --input is scored on Spark (mapInPandas) into the new Parquet folder --out
     (batch scoring: not recorded for the monitor)."""
