@@ -139,6 +139,10 @@ class Methods:
             memo[text] = h
         return h
 
+    def hash_memo(self, pos: Position) -> dict[str, str]:
+        """The memo :meth:`hash_value` keeps the hashes of ``pos``'s values in (value -> hash)."""
+        return self._references if _is_reference(pos) else self._hashes
+
     def _hash(self, text: str) -> str:
         h = self._hashes.get(text)
         if h is None:

@@ -19,16 +19,23 @@ from typing import Any
 from medml.deid._apply import CRYPTOHASH, REDACT, SECURITY_LABELS, SUBSTITUTE, Methods, RunState, add_security
 from medml.deid._config import DeidConfig, Rule
 from medml.deid._errors import RAISE_FIX, DeidProcessingError, InvalidResourceError, RuleNotApplicableError
+from medml.deid._fast import FastWalk
 from medml.deid._fhirpath import FhirPathEvaluationError, InvalidElementError, Item, boolean, evaluate, resource_item
 from medml.deid._model import DATE_TYPES, RESOURCE, element, required, resource_types
 from medml.deid._patients import bundle_patient, patient_key
 from medml.deid._plan import (
     COMPLEX,
+    HASH,
     INF,
+    KEEP,
     NESTED,
     ORPHAN_COMPANION,
+    OTHER,
+    PHASE,
+    PLAIN_REDACT,
     PRIMITIVE,
     SKIP,
+    SUBSTITUTE_TEXT,
     Plan,
     Position,
     classify,
@@ -37,8 +44,6 @@ from medml.deid._plan import (
 from medml.deid._substitute import substitute, substitute_text
 from medml.errors import ConfigError
 
-_KEEP, _PLAIN_REDACT, _SUBSTITUTE, _HASH, _OTHER = range(5)
-_PHASE = 1 << 20  # a rule of an enclosing resource outranks every rule of the resource it encloses
 ROOT = (0, "", -1)
 DATA_ABSENT_REASON = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
 
@@ -60,6 +65,7 @@ class Anonymizer:
         self.methods = Methods(self.params, today or date.today(), rng)
         self._absent = self.params.required_data_absent_reason
         self._by_patient = self.params.date_shift_scope == "patient" and self.params.date_shift_fixed_offset is None
+        self._fast: FastWalk | None = FastWalk(self)
         for r in config.rules:
             if r.method == "substitute" and r.whole_resource:
                 raise ConfigError(
@@ -128,7 +134,7 @@ class Anonymizer:
     def _action(self, pos: Position, w: int) -> int:
         """What the rule ``w`` does to primitives at ``pos``, memoised: keep, plain redaction (removal),
         substitute, a hash (of an id or reference: memoised per value), or another method."""
-        method = self.rules[w % _PHASE].method
+        method = self.rules[w % PHASE].method
         plain_redact = (
             method == "redact"
             and pos.type not in DATE_TYPES
@@ -136,15 +142,15 @@ class Anonymizer:
             and not (pos.type == "decimal" and pos.parent is not None and pos.parent.type == "Age")
         )
         if method == "keep":
-            action = _KEEP
+            action = KEEP
         elif plain_redact:
-            action = _PLAIN_REDACT
+            action = PLAIN_REDACT
         elif method == "substitute":
-            action = _SUBSTITUTE
+            action = SUBSTITUTE_TEXT
         elif method == "cryptohash":
-            action = _HASH
+            action = HASH
         else:
-            action = _OTHER
+            action = OTHER
         pos.actions[w] = action
         return action
 
@@ -226,8 +232,8 @@ class Anonymizer:
         alive: list[Any] = []
         dyn = self._dynamic(plan, resource, alive) if plan.dynamic else {}
         winner = min(inherited, plan.root.static, dyn.get(ROOT, INF))
-        if winner < INF and self.rules[winner % _PHASE].method == "generalize":
-            raise RuleNotApplicableError(_not_primitive(self.rules[winner % _PHASE], plan.root))
+        if winner < INF and self.rules[winner % PHASE].method == "generalize":
+            raise RuleNotApplicableError(_not_primitive(self.rules[winner % PHASE], plan.root))
         ops = [0]
         if depth == 0:
             rid = resource.get("id")
@@ -257,7 +263,11 @@ class Anonymizer:
         depth: int,
         top_level: bool = False,
     ) -> None:
-        """Process a JSON object's children (this is the hot loop: the common cases come first)."""
+        """Process a JSON object's children: key by key with :meth:`_key`, or, where no FHIRPath-evaluated rule
+        selected anything in this resource, with the compiled tables of :mod:`medml.deid._fast` (the same result)."""
+        if not dyn and self._fast is not None:
+            self._fast.walk(node, pos, inherited, plan, run, ops, depth, top_level)
+            return
         keys = list(node)
         if top_level and "id" in node:
             keys.remove("id")
@@ -268,115 +278,139 @@ class Anonymizer:
             child = children.get(key)
             if child is None:
                 child = self._child(plan, pos, key)
-            kind = child.kind
-            if kind == SKIP:
-                continue
-            if kind == PRIMITIVE:
-                static = child.static
-                w = static if static < inherited else inherited
-                if not dyn and not child.conditional and child.companion_key not in node:
-                    value = node[key]
-                    if w >= INF or type(value) is list:
-                        if type(value) is list:
-                            self._primitives(node, key, value, child, plan, inherited, dyn, run, ops, depth)
-                        continue
-                    action = child.actions.get(w)
-                    if action is None:
-                        action = self._action(child, w)
-                    if action == _KEEP:
-                        pass
-                    elif action == _PLAIN_REDACT:
-                        if value is not None and value != "":
-                            del node[key]
-                            ops[0] |= REDACT
-                            if child.required:
-                                lost = [*lost, child] if lost else [child]
-                    elif action == _SUBSTITUTE:
-                        if w != inherited:  # a primitive without extensions: the replacement text, nothing to keep
-                            node[key] = substitute_text(self.rules[w % _PHASE].replace_with)
-                            ops[0] |= SUBSTITUTE
-                        continue
-                    elif action == _HASH and type(value) is str and value:
-                        node[key] = self.methods.hash_value(value, child)
-                        ops[0] |= CRYPTOHASH
-                    elif value is not None:
-                        new = self.methods.apply(value, child, self.rules[w % _PHASE], w, run, ops, depth)
-                        if new is None:
-                            del node[key]
-                            if child.required:
-                                lost = [*lost, child] if lost else [child]
-                        elif new is not value:
-                            node[key] = new
-                elif self._primitives(node, key, node.get(key), child, plan, inherited, dyn, run, ops, depth):
-                    lost = [*lost, child] if lost else [child]
-                if top_level and key == "id":
-                    run.root_id_winner = min(w, dyn.get((id(node), "id", -1), INF) if dyn else INF)
-                    rid = node.get("id")
-                    run.root_id_final = rid if isinstance(rid, str) else ""
-                continue
-            if kind == ORPHAN_COMPANION:  # "_x": on its own only without "x" (a primitive with only extensions)
-                base = child.base
-                if base.name_key in node:
-                    continue
-                self._primitives(node, base.name_key, None, base, plan, inherited, dyn, run, ops, depth)
-                continue
-            value = node[key]
-            if kind == NESTED:
-                self._nested(node, key, value, child, dyn, run, ops, depth)
-                continue
-            static = child.static
-            if type(value) is list:
-                items = value
-                listed = True
-            elif type(value) is dict:
-                items = [value]
-                listed = False
-                if child.repeats:
-                    node[key] = items
-                    listed = True  # locations were read before the wrap: index -1
-            else:
-                raise InvalidElementError(f"{child.path} must be a JSON object, not {value!r}")
-            emptied = False
-            for i, item in enumerate(items):
-                if type(item) is not dict:
-                    raise InvalidElementError(f"{child.path} must hold JSON objects, not {item!r}")
-                w = static if static < inherited else inherited
-                if dyn:
-                    d = dyn.get((id(node), key, i if value is items else -1), INF)
-                    if d < w:
-                        w = d
-                if child.conditional:
-                    w = self._conditional(child, item, node, key, i if value is items else -1, w)
-                if w < INF:
-                    rule = self.rules[w % _PHASE]
-                    method = rule.method
-                    if method == "generalize":
-                        raise RuleNotApplicableError(_not_primitive(rule, child))
-                    if method == "substitute" and w != inherited:
-                        self._walk(item, child, plan, w, dyn, run, ops, depth)
-                        items[i] = substitute(self, item, None, child, rule, w, plan, dyn, ops)
-                        emptied = emptied or not items[i]
-                        continue
-                self._walk(item, child, plan, w, dyn, run, ops, depth)
-                if not item:
-                    emptied = True
-            if emptied:
-                kept = [i for i in items if i]
-                if not kept:
-                    del node[key]
-                    if child.required:
-                        lost = [*lost, child] if lost else [child]
-                elif listed:
-                    node[key] = kept
-            elif not listed and items[0] is not node.get(key):
-                node[key] = items[0]
-        if lost and any(k != "resourceType" for k in node):
+            gone = self._key(node, key, child, plan, inherited, dyn, run, ops, depth, top_level)
+            if gone is not None:
+                lost = [*lost, gone] if lost else [gone]
+        if lost:
+            self.restore_required(node, lost)
+
+    def restore_required(self, node: dict[str, Any], lost: list[Position]) -> None:
+        """The required elements the rules emptied, as data-absent-reason elements, where ``node`` stays."""
+        if any(k != "resourceType" for k in node):
             for gone in lost:  # the element stays, so must its required parts: a data-absent-reason each
                 absent = self._absent_element()
                 if gone.primitive:
                     node[gone.companion_key] = [absent] if gone.repeats else absent
                 else:
                     node[gone.name_key] = [absent] if gone.repeats else absent
+
+    def _key(
+        self,
+        node: dict[str, Any],
+        key: str,
+        child: Position,
+        plan: Plan,
+        inherited: int,
+        dyn: dict[tuple[int, str, int], int],
+        run: RunState,
+        ops: list[int],
+        depth: int,
+        top_level: bool,
+    ) -> Position | None:
+        """Process one key of a JSON object (every case); the required element it emptied, if any."""
+        kind = child.kind
+        if kind == SKIP:
+            return None
+        if kind == PRIMITIVE:
+            gone: Position | None = None
+            static = child.static
+            w = static if static < inherited else inherited
+            if not dyn and not child.conditional and child.companion_key not in node:
+                value = node[key]
+                if w >= INF or type(value) is list:
+                    if type(value) is list:
+                        self._primitives(node, key, value, child, plan, inherited, dyn, run, ops, depth)
+                    return None
+                action = child.actions.get(w)
+                if action is None:
+                    action = self._action(child, w)
+                if action == KEEP:
+                    pass
+                elif action == PLAIN_REDACT:
+                    if value is not None and value != "":
+                        del node[key]
+                        ops[0] |= REDACT
+                        if child.required:
+                            gone = child
+                elif action == SUBSTITUTE_TEXT:
+                    if w != inherited:  # a primitive without extensions: the replacement text, nothing to keep
+                        node[key] = substitute_text(self.rules[w % PHASE].replace_with)
+                        ops[0] |= SUBSTITUTE
+                    return None
+                elif action == HASH and type(value) is str and value:
+                    node[key] = self.methods.hash_value(value, child)
+                    ops[0] |= CRYPTOHASH
+                elif value is not None:
+                    new = self.methods.apply(value, child, self.rules[w % PHASE], w, run, ops, depth)
+                    if new is None:
+                        del node[key]
+                        if child.required:
+                            gone = child
+                    elif new is not value:
+                        node[key] = new
+            elif self._primitives(node, key, node.get(key), child, plan, inherited, dyn, run, ops, depth):
+                gone = child
+            if top_level and key == "id":
+                run.root_id_winner = min(w, dyn.get((id(node), "id", -1), INF) if dyn else INF)
+                rid = node.get("id")
+                run.root_id_final = rid if isinstance(rid, str) else ""
+            return gone
+        if kind == ORPHAN_COMPANION:  # "_x": on its own only without "x" (a primitive with only extensions)
+            base = child.base
+            if base.name_key not in node:
+                self._primitives(node, base.name_key, None, base, plan, inherited, dyn, run, ops, depth)
+            return None
+        value = node[key]
+        if kind == NESTED:
+            self._nested(node, key, value, child, dyn, run, ops, depth)
+            return None
+        static = child.static
+        if type(value) is list:
+            items = value
+            listed = True
+        elif type(value) is dict:
+            items = [value]
+            listed = False
+            if child.repeats:
+                node[key] = items
+                listed = True  # locations were read before the wrap: index -1
+        else:
+            raise InvalidElementError(f"{child.path} must be a JSON object, not {value!r}")
+        emptied = False
+        for i, item in enumerate(items):
+            if type(item) is not dict:
+                raise InvalidElementError(f"{child.path} must hold JSON objects, not {item!r}")
+            w = static if static < inherited else inherited
+            if dyn:
+                d = dyn.get((id(node), key, i if value is items else -1), INF)
+                if d < w:
+                    w = d
+            if child.conditional:
+                w = self._conditional(child, item, node, key, i if value is items else -1, w)
+            if w < INF:
+                rule = self.rules[w % PHASE]
+                method = rule.method
+                if method == "generalize":
+                    raise RuleNotApplicableError(_not_primitive(rule, child))
+                if method == "substitute" and w != inherited:
+                    self._walk(item, child, plan, w, dyn, run, ops, depth)
+                    items[i] = substitute(self, item, None, child, rule, w, plan, dyn, ops)
+                    emptied = emptied or not items[i]
+                    continue
+            self._walk(item, child, plan, w, dyn, run, ops, depth)
+            if not item:
+                emptied = True
+        if emptied:
+            kept = [i for i in items if i]
+            if not kept:
+                del node[key]
+                if child.required:
+                    return child
+            elif listed:
+                node[key] = kept
+        elif not listed and items[0] is not node.get(key):
+            node[key] = items[0]
+        return None
 
     def _nested(
         self,
@@ -397,7 +431,7 @@ class Anonymizer:
                 raise InvalidElementError(f"{child.path} must hold resources, not {item!r}")
             # the enclosing rules' recursion stops at a nested resource: only a rule that selects it reaches in
             w = min(child.static, dyn.get((id(node), key, i if listed else -1), INF) if dyn else INF)
-            nested_ops = self._resource(item, w - _PHASE if w < INF else INF, depth + 1, run)
+            nested_ops = self._resource(item, w - PHASE if w < INF else INF, depth + 1, run)
             ops[0] |= nested_ops
             if key != "contained":
                 add_security(item, nested_ops)
@@ -482,7 +516,7 @@ class Anonymizer:
         if isinstance(value, dict | list):
             raise InvalidElementError(f"{pos.path} is a primitive but holds {type(value).__name__}")
         if w < INF:
-            rule = self.rules[w % _PHASE]
+            rule = self.rules[w % PHASE]
             if rule.method == "substitute":
                 if not top:
                     if companion is not None:

@@ -17,6 +17,10 @@ from medml.deid._model import QUANTITY_TYPES, resource_types
 
 INF = 1 << 30
 PRIMITIVE, COMPLEX, NESTED, SKIP, ORPHAN_COMPANION = range(5)
+PHASE = 1 << 20  # a rule of an enclosing resource outranks every rule of the resource it encloses
+#: what the winning rule does to the primitives at a position (memoised in Position.actions): keep them, remove
+#: them (plain redaction), put the replacement text, hash them, or another method
+KEEP, PLAIN_REDACT, SUBSTITUTE_TEXT, HASH, OTHER = range(5)
 
 
 class Position:
@@ -39,6 +43,8 @@ class Position:
         "repeats",
         "required",
         "static",
+        "tables",
+        "top_tables",
         "type",
     )
 
@@ -59,6 +65,9 @@ class Position:
         self.children: dict[str, Position] = {}
         self.actions: dict[int, int] = {}
         self.conditional: tuple[tuple[int, Any], ...] = ()  # (rule index, where condition) that may select here
+        # per rule in force: what each child key gets (medml.deid._fast), below the root and at it
+        self.tables: dict[int, dict[str, Any]] = {}
+        self.top_tables: dict[int, dict[str, Any]] = {}
 
 
 @dataclass(frozen=True)
@@ -163,11 +172,17 @@ class Plan:
 
 __all__ = [
     "COMPLEX",
+    "HASH",
     "INF",
+    "KEEP",
     "NESTED",
     "ORPHAN_COMPANION",
+    "OTHER",
+    "PHASE",
+    "PLAIN_REDACT",
     "PRIMITIVE",
     "SKIP",
+    "SUBSTITUTE_TEXT",
     "Plan",
     "Position",
     "Static",
