@@ -94,6 +94,7 @@ def top_factors(
             if values[i, j] == 0:
                 continue
             spec = specs[name]
-            factors.append(Factor(name, spec.clinical_name, _display(X.iloc[i][name]), spec.unit, float(values[i, j])))
+            # the cell by column then position: X.iloc[i] would build the whole row (hundreds of columns) first
+            factors.append(Factor(name, spec.clinical_name, _display(X[name].iat[i]), spec.unit, float(values[i, j])))
         out.append(factors)
     return out
