@@ -7,6 +7,7 @@ issuer's; a key generated here signs the forged ones. The scopes are examples of
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -184,30 +185,27 @@ def _env(home: Path) -> dict[str, str]:
     return env
 
 
-def test_fhir_serve_config_takes_jwts_and_audits_each_read(tmp_path: Path, store: Path, ec_key: Any) -> None:
-    home = tmp_path / "home"
-    yaml = tmp_path / "service.yaml"
-    yaml.write_text(f"issuers:\n  - iss: {ISS}\n    jwks: {SPEC / 'jwks-public.json'}\n")
+@contextlib.contextmanager
+def fhir_serve(home: Path, store: Path, *options: str) -> Iterator[str]:
+    """``medml fhir serve`` on a free loopback port, once it answers; stopped by Ctrl-C after."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
     base = f"http://127.0.0.1:{port}/"
-    cmd = [*MEDML, "fhir", "serve", "--store", str(store), "--port", str(port), "--config", str(yaml)]
+    cmd = [*MEDML, "fhir", "serve", "--store", str(store), "--port", str(port), *options]
     proc = subprocess.Popen(cmd, env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
         while True:
             assert proc.poll() is None, proc.communicate()
-            try:
-                if httpx.get(f"{base}metadata", timeout=2).status_code == 200:
-                    break
+            try:  # any answer (a shared-token server answers /metadata with 401) means it is up
+                httpx.get(f"{base}metadata", timeout=2)
+                break
             except httpx.TransportError:
                 pass
             assert time.monotonic() < deadline, "medml fhir serve did not answer"
             time.sleep(0.2)
-        assert httpx.get(f"{base}Patient/{P1}").status_code == 401
-        got = httpx.get(f"{base}Patient/{P1}", headers=bearer(sign("user/Patient.rs", ec_key, aud=base)))
-        assert got.status_code == 200 and got.json()["id"] == P1
+        yield base
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -215,6 +213,16 @@ def test_fhir_serve_config_takes_jwts_and_audits_each_read(tmp_path: Path, store
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
+
+
+def test_fhir_serve_config_takes_jwts_and_audits_each_read(tmp_path: Path, store: Path, ec_key: Any) -> None:
+    home = tmp_path / "home"
+    yaml = tmp_path / "service.yaml"
+    yaml.write_text(f"issuers:\n  - iss: {ISS}\n    jwks: {SPEC / 'jwks-public.json'}\n")
+    with fhir_serve(home, store, "--config", str(yaml)) as base:
+        assert httpx.get(f"{base}Patient/{P1}").status_code == 401
+        got = httpx.get(f"{base}Patient/{P1}", headers=bearer(sign("user/Patient.rs", ec_key, aud=base)))
+        assert got.status_code == 200 and got.json()["id"] == P1
     log = home / "service" / "audit.jsonl"
     records = [json.loads(x) for x in log.read_text().splitlines()]
     assert [(r["status"], r["patient"], r["caller"]["sub"]) for r in records] == [
@@ -222,6 +230,32 @@ def test_fhir_serve_config_takes_jwts_and_audits_each_read(tmp_path: Path, store
         (200, P1, "Practitioner/dr-a"),
     ]
     assert verify(log).ok
+
+
+def test_every_read_is_audited_without_jwts_too(tmp_path: Path, store: Path) -> None:
+    """The shared token's reads and an open loopback server's leave a record each, as the JWT readers' do."""
+    open_home, shared_home = tmp_path / "open", tmp_path / "shared"
+    with fhir_serve(open_home, store) as base:
+        assert httpx.get(f"{base}Patient/{P1}").status_code == 200
+        assert ids(httpx.get(f"{base}Observation", params={"patient": P2}).json()) == [f"hr-{P2}"]
+        assert httpx.get(f"{base}Patient/nobody").status_code == 404
+    token = tmp_path / "token"
+    token.write_text("shared-secret-2\n")
+    token.chmod(0o600)
+    with fhir_serve(shared_home, store, "--token-file", str(token)) as base:
+        assert httpx.get(f"{base}Patient/{P2}", headers=bearer("shared-secret-2")).status_code == 200
+        assert httpx.get(f"{base}Patient/{P2}").status_code == 401  # refused before any read: nothing was read
+    for home, expected in (
+        (open_home, [(200, P1, "GET /Patient/p1"), (200, P2, "GET /Observation"), (404, None, "GET /Patient/nobody")]),
+        (shared_home, [(200, P2, "GET /Patient/p2")]),
+    ):
+        log = home / "service" / "audit.jsonl"
+        records = [json.loads(x) for x in log.read_text().splitlines()]
+        assert [(r["status"], r["patient"], r["route"]) for r in records] == expected
+        how = "no token (open server)" if home == open_home else "shared token"
+        assert {r["caller"]["sub"] for r in records} == {how} and {r["event"] for r in records} == {"fhir-read"}
+        assert {r["caller"]["address"] for r in records} == {"127.0.0.1"}
+        assert verify(log).ok
 
 
 def test_fhir_serve_refuses_a_config_without_issuers_and_names_config_off_loopback(tmp_path: Path) -> None:

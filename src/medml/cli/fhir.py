@@ -354,6 +354,35 @@ def _jwt_guard(config: Path, base_url: str) -> Any:
     return fhir_guard(JwtVerifier(cfg), JsonlAuditLog(cfg.audit_path), (base_url, base_url.rstrip("/")))
 
 
+def _read_audit(config: Path | None) -> Any:
+    """Records of the reads no JWT check audits (the shared token's; all of them on an open loopback or
+    --trusted-network server), in the service's audit log (``--config``'s, else the default service's under
+    MEDML_HOME): every read of the store leaves a record, with the client's address and how it got in."""
+    from medml.service.audit import AuditEntry, Caller, JsonlAuditLog
+    from medml.service.config import load_config
+
+    cfg = load_config(get_settings(), config)
+    cfg.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    sink = JsonlAuditLog(cfg.audit_path)
+
+    def record(request: Any, status: int, patient: str | None, error: str | None, duration_ms: float) -> None:
+        how = "shared token" if request.scope.get("medml.shared_token") else "no token (open server)"
+        sink.append(
+            AuditEntry(
+                service="fhir",
+                status=status,
+                duration_ms=duration_ms,
+                event="fhir-read",
+                patient=patient,
+                caller=Caller(sub=how, address=request.client.host if request.client else None),
+                error=error,
+                route=f"{request.method} {request.url.path}",
+            )
+        )
+
+    return record
+
+
 @fhir_app.command("serve")
 def serve_cmd(
     store: StoreOption = None,
@@ -398,7 +427,9 @@ def serve_cmd(
 
     Who may read: on loopback, anyone (as before). Off loopback, give --config service.yaml (bearer JWTs from its
     trusted issuers, with SMART scopes per resource type, every read audited with the token's iss and sub),
-    --token-file (one shared token for every reader, no per-reader audit), or --trusted-network. With both
+    --token-file (one shared token for every reader), or --trusted-network. Every read and search is written to
+    the service's audit log (--config's, else MEDML_HOME's): with the JWT's iss and sub, or as the shared token's or
+    an open server's, with the client's address. With both
     --config and --token-file, a request carrying the shared token reads everything and any other needs a JWT.
     GET /metadata is open when JWTs are accepted, as a SMART server's CapabilityStatement is.
     """
@@ -432,7 +463,7 @@ def serve_cmd(
     base_url = check_base_url(base_url)
     path = _store_path(store)
     guard = _jwt_guard(config, base_url) if config is not None else None
-    app = create_fhir_app(path, bearer_token=secret, base_url=base_url, guard=guard)
+    app = create_fhir_app(path, bearer_token=secret, base_url=base_url, guard=guard, read_audit=_read_audit(config))
     index = app.state.fhir_index.current()
     out.print(f"FHIR store {path}: {sum(index.counts.values()):,} resources indexed in {index.build_seconds:.1f} s")
     if secret is None and guard is None and not _is_loopback(host):

@@ -646,14 +646,26 @@ def _searched_patient(rtype: str, params: Sequence[tuple[str, str]]) -> str | No
     return found.pop() if len(found) == 1 else None
 
 
+#: ``record(request, status, patient, error, duration_ms)``: one audit record of a read or search
+ReadAudit = Callable[[Request, int, "str | None", "str | None", float], None]
+
+
 def create_fhir_app(
-    store_path: Path, *, bearer_token: str | None = None, base_url: str | None = None, guard: Guard | None = None
+    store_path: Path,
+    *,
+    bearer_token: str | None = None,
+    base_url: str | None = None,
+    guard: Guard | None = None,
+    read_audit: ReadAudit | None = None,
 ) -> FastAPI:
     """A FastAPI app serving the store read-only; with ``bearer_token``, every request must carry it.
 
     With ``guard``, each read and search is checked (and audited) by it instead: a request carrying exactly
     ``bearer_token`` (if any) is let through as before, any other is the guard's to grant, refuse or restrict to
     one patient (``GET /metadata`` stays open, as a SMART server's CapabilityStatement is).
+
+    ``read_audit`` records each read and search the guard does not (the shared token's, or all of them on a
+    server without a guard), so that every read of the store leaves a record whoever made it.
 
     Links start with ``base_url`` (else with the address the server listens on). The index is built here, so a
     missing or unreadable store fails at once; it is rebuilt when an ingest replaces the store file, and closed at
@@ -720,7 +732,15 @@ def create_fhir_app(
 
     def checked(request: Request, rtype: str, interaction: str) -> Grant:
         if guard is None or request.scope.get("medml.shared_token"):
-            return Grant()
+            if read_audit is None:
+                return Grant()
+            started = time.perf_counter()
+
+            def audited(status: int, patient: str | None, error: str | None = None) -> None:
+                assert read_audit is not None
+                read_audit(request, status, patient, error, (time.perf_counter() - started) * 1000)
+
+            return Grant(audit=audited)
         _check_type(rtype)  # an unknown type is a 404 before any token is looked at
         return guard(request, rtype, interaction)
 
@@ -763,7 +783,7 @@ def create_fhir_app(
         def answer() -> tuple[Response, str | None]:
             index = live.current()
             body = index.read(rtype, rid)
-            patient = index.patient_of(rtype, rid) if guard is not None else None
+            patient = index.patient_of(rtype, rid) if guard is not None or grant.audit is not None else None
             if grant.patient is not None and patient != grant.patient:
                 raise FhirHttpError(
                     403,
