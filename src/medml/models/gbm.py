@@ -177,8 +177,11 @@ class LightGBMRiskModel(ClassifierMixin, BaseEstimator):
         plan = self.__dict__.get("_matrix_plan_")
         if plan is None:
             num = [(j, f) for j, f in enumerate(self.features_) if f.kind == "numeric"]
-            cat = [(j, f.name, {c: float(k) for k, c in enumerate(self.categories_[f.name])})
-                   for j, f in enumerate(self.features_) if f.kind == "categorical"]
+            cat = [
+                (j, f.name, {c: float(k) for k, c in enumerate(self.categories_[f.name])})
+                for j, f in enumerate(self.features_)
+                if f.kind == "categorical"
+            ]
             plan = self.__dict__["_matrix_plan_"] = (np.array([j for j, _ in num], dtype=int), [f for _, f in num], cat)
         num_pos, num_specs, cats = plan
         out = np.empty((len(X), len(self.features_)), dtype=np.float64)
