@@ -8,8 +8,10 @@ Outcome: atrial fibrillation (label A) against everything else (N, O and ~): wha
 challenge's own four-class score (mean F1 of N, A and O) is measured in ``benchmarks/bench_signals.py`` on the same
 features.
 Features: :func:`medml.vitals.ecg.rhythm_features` of the whole record (RR irregularity, COSEn, P-wave consistency,
-QRS morphology, signal quality). They are computed once per record and cached under ``MEDML_HOME/cache``, keyed by
-the folder's files (names, sizes, modification times) and the feature code's version.
+QRS morphology, signal quality, and :mod:`medml.vitals.af_features`: ectopy-robust and windowed RR irregularity,
+QRST-cancelled atrial activity, beat-to-average correlation, ECG kurtosis). They are computed once per record and
+cached under ``MEDML_HOME/cache``, keyed by the folder's files (names, sizes, modification times) and the feature
+code's version.
 A record that cannot be read or scored (truncated, header and signal disagree, too short) is left out, named and
 counted in ``population``: one bad file does not stop the others.
 """
@@ -69,6 +71,26 @@ FEATURE_LABELS: dict[str, tuple[str, str]] = {
     "premature": ("Share of premature beats (short RR then pause)", "fraction"),
     "rr_alternation": ("Share of alternating RR changes", "fraction"),
     "qrs_width_ms": ("QRS width (median beat)", "ms"),
+    "nrmssd": ("RMSSD / mean RR", "ratio"),
+    "tpr": ("RR turning-point ratio", "fraction"),
+    "rdr_cells": ("Occupied RR-dRR map cells per beat", "ratio"),
+    "rr_hist_entropy": ("RR histogram entropy", "nats"),
+    "rr_outlier_share": ("Share of RR intervals off their local median", "fraction"),
+    "nrmssd_clean": ("RMSSD / mean RR without outlying intervals", "ratio"),
+    "win12_drr_min": ("Most regular 12-beat stretch: RR change / RR", "ratio"),
+    "win8_drr_min": ("Most regular 8-beat stretch: RR change / RR", "ratio"),
+    "win8_irregular_share": ("Share of irregular 8-beat stretches", "fraction"),
+    "tachy_share": ("Share of RR intervals under 600 ms", "fraction"),
+    "pause_share": ("Share of RR intervals over 1.5 x median", "fraction"),
+    "p_amp": ("P-wave deflection / QRS amplitude (average beat)", "ratio"),
+    "beat_corr_med": ("Beat-to-average correlation (median)", "correlation"),
+    "beat_corr_p10": ("Beat-to-average correlation (10th centile)", "correlation"),
+    "f_power_ratio": ("Atrial 4-9 Hz power after QRST cancellation", "fraction"),
+    "f_dominant_hz": ("Dominant atrial frequency after QRST cancellation", "Hz"),
+    "f_concentration": ("Atrial power within 1 Hz of the dominant frequency", "fraction"),
+    "ecg_kurtosis": ("ECG kurtosis (low: noise)", ""),
+    "window_amp_cv": ("Variation of 1 s amplitudes", "ratio"),
+    "flat_share": ("Share of repeated samples (saturated lead)", "fraction"),
 }
 
 

@@ -9,7 +9,8 @@ The rhythm features (:func:`rhythm_features`) follow what separates atrial fibri
 PhysioNet/CinC 2017 entries: the irregularity of the RR intervals (SD, RMSSD, pNN50, the coefficient of variation,
 the spread of successive differences in a Poincaré plot, the sample entropy of the RR series), the rate, and
 signal quality (NeuroKit2's average-QRS template correlation), plus the QRS morphology variability, so that noise
-and ectopy are not read as AF.
+and ectopy are not read as AF; :mod:`medml.vitals.af_features` adds ectopy-robust RR irregularity, atrial
+activity after QRST cancellation and signal quality.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ import numpy as np
 import numpy.typing as npt
 
 from medml.errors import DataError
+from medml.vitals.af_features import beat_evidence, noise_evidence, rr_evidence
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 #: bumped whenever :func:`rhythm_features` changes, so that cached features are recomputed
-FEATURES_VERSION = 2
+FEATURES_VERSION = 3
 
 #: the shortest ECG scored: fewer seconds hold too few beats for a rhythm (the 2017 records are 9-61 s)
 MIN_SECONDS = 5.0
@@ -190,6 +192,9 @@ def rhythm_features(signal: npt.ArrayLike, fs: float, *, what: str = "the ECG") 
     out["atrial_4_9hz"] = _atrial_power(cleaned, peaks, fs)
     out.update(_p_wave_features(cleaned, peaks, fs))
     out.update(_rr_robust(peaks, fs))
+    out.update(rr_evidence(np.diff(peaks.astype(float)) / fs))
+    out.update(beat_evidence(cleaned, peaks, fs))
+    out.update(noise_evidence(x, cleaned, fs))
     return out
 
 
