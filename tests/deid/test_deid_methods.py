@@ -66,6 +66,14 @@ TODAY = date(2026, 1, 1)
 @pytest.mark.parametrize(("text", "expected"), HMAC_VECTORS)
 def test_crypto_hash_is_the_tools_hmac_sha256(text: str, expected: str) -> None:
     assert m.crypto_hash(text, "123") == expected
+    assert m.KeyedHash("123")(text) == expected  # the key's pads computed once: the same HMAC
+
+
+@pytest.mark.parametrize("key", ["", "k", "é-clé", "x" * 64, "y" * 65, "z" * 200])
+def test_the_key_once_hash_is_hmac_sha256_for_every_key_length(key: str) -> None:
+    # RFC 2104: keys longer than the 64-byte block are hashed first, shorter ones padded
+    for text in ("23", "urn:uuid:04121321-4af5-424c-a0e1-ed3aab1c349d", "Ünïcödé", "a" * 300, ""):
+        assert m.KeyedHash(key)(text) == m.crypto_hash(text, key)
 
 
 @pytest.mark.parametrize(("cipher", "plain"), AES_VECTORS)

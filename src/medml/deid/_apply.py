@@ -60,6 +60,7 @@ class Methods:
         self._shifts: dict[tuple[str, str, int], tuple[str | None, bool]] = {}
         self._generalized: dict[tuple[int, str, Any], Any] = {}
         self._aes_key = params.encrypt_key.encode("utf-8")
+        self._keyed_hash = m.KeyedHash(params.crypto_hash_key)
 
     def apply(self, value: Any, pos: Position, rule: Rule, w: int, run: RunState, ops: list[int], depth: int) -> Any:
         """A primitive's value after the method of ``rule`` (None: removed); the operation done goes to ``ops``."""
@@ -125,6 +126,24 @@ class Methods:
             return m.encrypt(text, self._aes_key)
         return value
 
+    def shift_for_patient(self, value: str, fhir_type: str, patient: str, ops: list[int]) -> str | None:
+        """:meth:`apply`'s dateShift of a non-empty date string under ``dateShiftScope`` patient without a fixed
+        offset, for a caller that has checked those (the compiled walk)."""
+        shift = self._patient_offsets.get(patient)
+        if shift is None:
+            shift = self._patient_offset(patient)
+        memo = (value, fhir_type, shift)
+        done = self._shifts.get(memo)
+        if done is None:
+            if len(self._shifts) > _MEMO_LIMIT:
+                self._shifts.clear()
+            p = self.params
+            done = self._shifts[memo] = m.shift_date(
+                value, fhir_type, shift, p.partial_dates, self.today, p.date_shift_keep_time
+            )
+        ops[0] |= PERTURB if done[1] else REDACT
+        return done[0]
+
     def hash_value(self, text: str, pos: Position) -> str:
         """cryptoHash of a string: a reference's id part only, anything else whole (both memoised)."""
         memo = self._references if _is_reference(pos) else self._hashes
@@ -132,10 +151,7 @@ class Methods:
         if h is None:
             if len(memo) > _MEMO_LIMIT:
                 memo.clear()
-            if memo is self._references:
-                h = m.transform_reference(text, self._hash)
-            else:
-                h = m.crypto_hash(text, self.params.crypto_hash_key)
+            h = m.transform_reference(text, self._hash) if memo is self._references else self._keyed_hash(text)
             memo[text] = h
         return h
 
@@ -148,7 +164,7 @@ class Methods:
         if h is None:
             if len(self._hashes) > _MEMO_LIMIT:
                 self._hashes.clear()
-            h = self._hashes[text] = m.crypto_hash(text, self.params.crypto_hash_key)
+            h = self._hashes[text] = self._keyed_hash(text)
         return h
 
     def _offset(self, prefix: str) -> int:

@@ -266,7 +266,7 @@ class Anonymizer:
         """Process a JSON object's children: key by key with :meth:`_key`, or, where no FHIRPath-evaluated rule
         selected anything in this resource, with the compiled tables of :mod:`medml.deid._fast` (the same result)."""
         if not dyn and self._fast is not None:
-            self._fast.walk(node, pos, inherited, plan, run, ops, depth, top_level)
+            self._fast.resource(node, pos, inherited, plan, run, ops, depth, top_level)
             return
         keys = list(node)
         if top_level and "id" in node:

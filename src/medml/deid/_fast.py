@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from medml.deid._apply import CRYPTOHASH, REDACT, SUBSTITUTE, RunState
 from medml.deid._fhirpath import InvalidElementError
+from medml.deid._model import DATE_TYPES
 from medml.deid._plan import (
     COMPLEX,
     HASH,
@@ -34,10 +35,29 @@ if TYPE_CHECKING:
     from medml.deid._engine import Anonymizer
 
 # what the general walk does to a key: the primitive cases first (below _F_SKIP), then the others
-_F_NONE, _F_REDACT, _F_HASH, _F_SUBSTITUTE, _F_OTHER, _F_SKIP, _F_COMPLEX, _F_GENERAL = range(8)
+_F_NONE, _F_REDACT, _F_HASH, _F_SUBSTITUTE, _F_SHIFT, _F_OTHER, _F_SKIP, _F_COMPLEX, _F_GENERAL = range(9)
 _CODES = {KEEP: _F_NONE, PLAIN_REDACT: _F_REDACT, SUBSTITUTE_TEXT: _F_SUBSTITUTE, HASH: _F_HASH}
 _NO_DYN: dict[tuple[int, str, int], int] = {}
+_TOP = -(1 << 40)  # + the rule in force: the key of a top-level resource's root table, whose id is done first
 Entry = tuple[int, Position, int, Any]
+
+
+class Table(dict[str, Entry]):
+    """JSON key -> what it gets, for the children of the nodes at ``pos`` with rule ``inherited`` in force."""
+
+    __slots__ = ("inherited", "pos")
+
+    def __init__(self, pos: Position, inherited: int) -> None:
+        super().__init__()
+        self.pos = pos
+        self.inherited = inherited
+
+
+def table_of(pos: Position, inherited: int) -> Table:
+    table: Table | None = pos.tables.get(inherited)
+    if table is None:
+        table = pos.tables[inherited] = Table(pos, inherited)
+    return table
 
 
 class FastWalk:
@@ -47,8 +67,10 @@ class FastWalk:
         self.engine = engine
         self.rules = engine.rules
         self.methods = engine.methods
+        p = engine.params
+        self.patient_shift = p.date_shift_scope == "patient" and p.date_shift_fixed_offset is None
 
-    def walk(
+    def resource(
         self,
         node: dict[str, Any],
         pos: Position,
@@ -57,22 +79,45 @@ class FastWalk:
         run: RunState,
         ops: list[int],
         depth: int,
-        top_level: bool = False,
+        top_level: bool,
     ) -> None:
         """Process a JSON object's children, as :meth:`Anonymizer._walk` does where no rule is evaluated."""
-        tables = pos.top_tables if top_level else pos.tables
-        table = tables.get(inherited)
-        if table is None:
-            table = tables[inherited] = {}
-        keys = list(node)
-        if top_level and "id" in node:
-            keys.remove("id")
-            keys.insert(0, "id")  # its value is the date-shift prefix of everything after it
+        if not (top_level and "id" in node):
+            self.walk(node, table_of(pos, inherited), plan, run, ops, depth)
+            return
+        self._root_id(node, table_of(pos, inherited), plan, run, ops, depth)  # the date-shift prefix of the rest
+        top = pos.tables.get(_TOP + inherited)
+        if top is None:
+            top = pos.tables[_TOP + inherited] = Table(pos, inherited)
+            top["id"] = (_F_SKIP, pos, inherited, None)  # done
+        self.walk(node, top, plan, run, ops, depth)
+
+    def _root_id(
+        self, node: dict[str, Any], table: Table, plan: Plan, run: RunState, ops: list[int], depth: int
+    ) -> None:
+        """A top-level resource's id, and what the run notes of it (the id the resource date-shift scope reads)."""
+        entry = table.get("id") or self._entry(table, "id", plan)
+        code, child, w, extra = entry
+        value = node["id"]
+        if child.companion_key not in node and type(value) is not list:
+            if code == _F_NONE and w >= INF:
+                return
+            if code == _F_HASH and type(value) is str and value:
+                h = extra.get(value)
+                node["id"] = h = h if h is not None else self.methods.hash_value(value, child)
+                ops[0] |= CRYPTOHASH
+                run.root_id_winner = w
+                run.root_id_final = h
+                return
+        self.engine._key(node, "id", child, plan, table.inherited, _NO_DYN, run, ops, depth, True)
+
+    def walk(self, node: dict[str, Any], table: Table, plan: Plan, run: RunState, ops: list[int], depth: int) -> None:
+        """The children of a JSON object below a resource's root (and the root's, but its id)."""
         lost: list[Position] | None = None  # required elements the rules emptied
-        for key in keys:
+        for key in list(node):
             entry = table.get(key)
             if entry is None:
-                entry = self._entry(table, pos, inherited, key, plan, top_level)
+                entry = self._entry(table, key, plan)
             code, child, w, extra = entry
             if code == _F_COMPLEX:
                 value = node[key]
@@ -81,7 +126,7 @@ class FastWalk:
                     for item in value:
                         if type(item) is not dict:
                             raise InvalidElementError(f"{child.path} must hold JSON objects, not {item!r}")
-                        self.walk(item, child, w, plan, run, ops, depth)
+                        self.walk(item, extra, plan, run, ops, depth)
                         if not item:
                             emptied = True
                     if emptied:
@@ -97,7 +142,7 @@ class FastWalk:
                     raise InvalidElementError(f"{child.path} must be a JSON object, not {value!r}")
                 if child.repeats:
                     node[key] = [value]
-                self.walk(value, child, w, plan, run, ops, depth)
+                self.walk(value, extra, plan, run, ops, depth)
                 if not value:
                     del node[key]
                     if child.required:
@@ -124,27 +169,30 @@ class FastWalk:
                         node[key] = extra
                         ops[0] |= SUBSTITUTE
                         continue
-                    if value is not None:
+                    if value is None:
+                        continue
+                    if code == _F_SHIFT and type(value) is str and value:
+                        new = self.methods.shift_for_patient(value, child.type, run.patient, ops)
+                    else:
                         new = self.methods.apply(value, child, self.rules[w % PHASE], w, run, ops, depth)
-                        if new is None:
-                            del node[key]
-                            if child.required:
-                                lost = [*lost, child] if lost else [child]
-                        elif new is not value:
-                            node[key] = new
+                    if new is None:
+                        del node[key]
+                        if child.required:
+                            lost = [*lost, child] if lost else [child]
+                    elif new is not value:
+                        node[key] = new
                     continue
             elif code == _F_SKIP:
                 continue
-            gone = self.engine._key(node, key, child, plan, inherited, _NO_DYN, run, ops, depth, top_level)
+            gone = self.engine._key(node, key, child, plan, table.inherited, _NO_DYN, run, ops, depth, False)
             if gone is not None:
                 lost = [*lost, gone] if lost else [gone]
         if lost:
             self.engine.restore_required(node, lost)
 
-    def _entry(
-        self, table: dict[str, Entry], pos: Position, inherited: int, key: str, plan: Plan, top_level: bool
-    ) -> Entry:
-        """What the general walk does to ``key`` under ``pos`` with ``inherited`` in force, as a table entry."""
+    def _entry(self, table: Table, key: str, plan: Plan) -> Entry:
+        """What the general walk does to ``key`` under the table's position and rule, as a table entry."""
+        pos, inherited = table.pos, table.inherited
         child = pos.children.get(key)
         if child is None:
             child = self.engine._child(plan, pos, key)  # raises where the key is not R4, every time
@@ -153,7 +201,7 @@ class FastWalk:
         entry: Entry = (_F_GENERAL, child, w, None)
         if child.kind == SKIP:
             entry = (_F_SKIP, child, w, None)
-        elif child.conditional or (top_level and key == "id"):
+        elif child.conditional:
             pass
         elif child.kind == PRIMITIVE:
             if w >= INF:
@@ -170,14 +218,16 @@ class FastWalk:
                         entry = (_F_NONE, child, w, None)
                 elif code == _F_HASH:
                     entry = (_F_HASH, child, w, self.methods.hash_memo(child))
+                elif code == _F_OTHER and rule.method == "dateshift" and child.type in DATE_TYPES:
+                    entry = (_F_SHIFT if self.patient_shift else _F_OTHER, child, w, None)
                 else:
                     entry = (code, child, w, None)
         elif child.kind == COMPLEX:
             method = self.rules[w % PHASE].method if w < INF else ""
             if method != "generalize" and not (method == "substitute" and w != inherited):
-                entry = (_F_COMPLEX, child, w, None)
+                entry = (_F_COMPLEX, child, w, table_of(child, w))
         table[key] = entry
         return entry
 
 
-__all__ = ["FastWalk"]
+__all__ = ["FastWalk", "Table"]

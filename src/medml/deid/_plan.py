@@ -44,7 +44,6 @@ class Position:
         "required",
         "static",
         "tables",
-        "top_tables",
         "type",
     )
 
@@ -65,9 +64,7 @@ class Position:
         self.children: dict[str, Position] = {}
         self.actions: dict[int, int] = {}
         self.conditional: tuple[tuple[int, Any], ...] = ()  # (rule index, where condition) that may select here
-        # per rule in force: what each child key gets (medml.deid._fast), below the root and at it
-        self.tables: dict[int, dict[str, Any]] = {}
-        self.top_tables: dict[int, dict[str, Any]] = {}
+        self.tables: dict[int, Any] = {}  # per rule in force: what each child key gets (medml.deid._fast)
 
 
 @dataclass(frozen=True)
