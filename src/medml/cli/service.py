@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -193,8 +195,6 @@ def serve(
 
     CDS Hooks requires HTTPS: off loopback, give --ssl-certfile and --ssl-keyfile, or run behind a proxy that
     terminates TLS and pass its https --base-url."""
-    import uvicorn
-
     from medml.config import get_settings
     from medml.service.config import load_config
 
@@ -231,18 +231,35 @@ def serve(
         f"medml CDS Hooks service on {cfg.base_url}  (discovery: {cfg.base_url}/cds-services, "
         f"patients: {cfg.base_url}/)"
     )
-    uvicorn.run(
-        "medml.service.app:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="warning",
-        access_log=False,
-        server_header=False,
-        ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
-        ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
-    )
+    _exec_uvicorn(host, port, workers, ssl_certfile, ssl_keyfile)
+
+
+#: the program `medml serve` becomes: the ``uvicorn.run`` call it made itself before, in a fresh interpreter (the
+#: app by import string: each worker builds its own from the MEDML_SERVICE_* variables)
+UVICORN = (
+    "import json, sys, uvicorn; uvicorn.run('medml.service.app:app_from_env', factory=True, **json.loads(sys.argv[1]))"
+)
+
+
+def _exec_uvicorn(host: str, port: int, workers: int, ssl_certfile: Path | None, ssl_keyfile: Path | None) -> None:
+    """Replace this process by uvicorn (the same pid, so signals and process managers see no difference).
+
+    Run here, uvicorn's supervising process (``--workers`` > 1) would keep the CLI's modules (typer, rich, the
+    configuration) resident for the life of the service: 54 MiB RSS, against 26 MiB for a fresh interpreter that
+    imports only uvicorn; with one worker, the one process is that much smaller too."""
+    options = {
+        "host": host,
+        "port": port,
+        "workers": workers,
+        "log_level": "warning",
+        "access_log": False,
+        "server_header": False,
+        "ssl_certfile": str(ssl_certfile) if ssl_certfile else None,
+        "ssl_keyfile": str(ssl_keyfile) if ssl_keyfile else None,
+    }
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-c", UVICORN, json.dumps(options)])
 
 
 def _is_loopback(host: str) -> bool:
