@@ -254,7 +254,7 @@ def add_security(resource: dict[str, Any], ops: int) -> None:
         labels = _LABELS_FOR.get(ops)
         if labels is None:
             labels = _LABELS_FOR[ops] = tuple(label for bit, label in SECURITY_LABELS if ops & bit)
-        resource["meta"] = {"security": [dict(label) for label in labels]}
+        resource["meta"] = {"security": list(map(dict, labels))}
         return
     if not isinstance(meta, dict):
         meta = resource["meta"] = {}

@@ -45,6 +45,7 @@ from medml.deid._substitute import substitute, substitute_text
 from medml.errors import ConfigError
 
 ROOT = (0, "", -1)
+_NO_DYN: dict[tuple[int, str, int], int] = {}  # read only: no FHIRPath-evaluated rule selected anything
 DATA_ABSENT_REASON = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
 
 
@@ -66,6 +67,7 @@ class Anonymizer:
         self._absent = self.params.required_data_absent_reason
         self._by_patient = self.params.date_shift_scope == "patient" and self.params.date_shift_fixed_offset is None
         self._fast: FastWalk | None = FastWalk(self)
+        self._types = resource_types()
         for r in config.rules:
             if r.method == "substitute" and r.whole_resource:
                 raise ConfigError(
@@ -84,7 +86,7 @@ class Anonymizer:
         if not isinstance(resource, dict):
             raise InvalidResourceError("the input is not a FHIR resource (a JSON object)", "give FHIR R4 JSON")
         rt = resource.get("resourceType")
-        if not isinstance(rt, str) or rt not in resource_types():
+        if not isinstance(rt, str) or rt not in self._types:
             raise InvalidResourceError(_not_r4(rt), "give FHIR R4 resources (STU3 and R5 types differ)")
         run = RunState(file_name, folder_name)
         try:
@@ -226,11 +228,11 @@ class Anonymizer:
     def _resource(self, resource: dict[str, Any], inherited: int, depth: int, run: RunState) -> int:
         """Process one resource with its own rules; returns the operations done (for the security labels)."""
         rt = resource.get("resourceType")
-        if not isinstance(rt, str) or rt not in resource_types():
+        if not isinstance(rt, str) or rt not in self._types:
             raise InvalidElementError(_not_r4(rt))
-        plan = self._plan(rt)
+        plan = self._plans.get(rt) or self._plan(rt)
         alive: list[Any] = []
-        dyn = self._dynamic(plan, resource, alive) if plan.dynamic else {}
+        dyn = self._dynamic(plan, resource, alive) if plan.dynamic else _NO_DYN
         winner = min(inherited, plan.root.static, dyn.get(ROOT, INF))
         if winner < INF and self.rules[winner % PHASE].method == "generalize":
             raise RuleNotApplicableError(_not_primitive(self.rules[winner % PHASE], plan.root))

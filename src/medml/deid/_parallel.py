@@ -52,11 +52,13 @@ def _init(config: DeidConfig, today: date) -> None:
     _worker = Anonymizer(config, today=today)
 
 
-def _one(resource: Any, where: str, file_name: str, folder: str) -> tuple[Any, int, int]:
+def _one(resource: Any, source: str, line: int, file_name: str, folder: str) -> tuple[Any, int, int]:
+    """One resource de-identified; an error names the file (and the line, where ``line`` > 0)."""
     assert _worker is not None
     try:
         out = _worker.anonymize(resource, file_name=file_name, folder_name=folder)
     except (InvalidResourceError, DeidProcessingError) as e:
+        where = f"{source} line {line}" if line else source
         raise type(e)(f"{where}: {e.what}", e.fix) from None
     entries = resource.get("entry") if resource.get("resourceType") == "Bundle" else None
     return out, len(entries) if isinstance(entries, list) else 1, int(out is not resource)
@@ -72,7 +74,7 @@ def _lines(chunk: list[tuple[int, bytes]], source: str, file_name: str, folder: 
                 resource = orjson.loads(line)
             except orjson.JSONDecodeError as e:
                 raise InputFileError(f"{source} line {n} is not JSON ({e})", _FIX_FORMAT) from None
-            out, r, x = _one(resource, f"{source} line {n}", file_name, folder)
+            out, r, x = _one(resource, source, n, file_name, folder)
             parts.append(orjson.dumps(out))
             resources += r
             emptied += x
@@ -87,7 +89,7 @@ def _whole(path: str, file_name: str, folder: str) -> Result:
     from medml.deid._io import read_json
 
     try:
-        out, r, x = _one(read_json(Path(path)), path, file_name, folder)
+        out, r, x = _one(read_json(Path(path)), path, 0, file_name, folder)
     except MedmlError as e:
         return type(e).__name__, e.what, e.fix
     return orjson.dumps(out), r, x

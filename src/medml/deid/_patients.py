@@ -36,6 +36,10 @@ def patient_key(resource: dict[str, Any]) -> str:
             continue
         if ref.startswith("Patient/") and "/" not in ref[8:]:
             return ref[8:]  # the common case, without the pattern
+        if "Patient/" not in ref:  # the pattern cannot match: a Bundle's urn:uuid: reference, or no patient
+            if ref.startswith(_UUID) and value.get("type", "Patient") == "Patient":
+                return ref[len(_UUID) :]
+            continue
         m = _REFERENCE.search(ref)
         if m:
             return m.group("id")
