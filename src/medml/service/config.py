@@ -13,6 +13,7 @@ issuers:                                     # the EHRs allowed to call, each wi
 check_expiry: true
 max_token_lifetime_s: 300                    # a JWT whose exp is further ahead is refused
 max_body_bytes: 1000000
+max_in_flight: 16                            # hook bodies a worker holds parsed at once; later calls wait unread
 max_dicom_bytes: 64000000                    # a DICOM file POSTed to /imaging/{id}
 rate_per_minute: 600                         # per client (the JWT's iss, else the peer address)
 fhir_store: /data/fhir.duckdb                # patients for the web pages (default MEDML_HOME/fhir.duckdb)
@@ -76,6 +77,9 @@ class ServiceConfig:
     #: the longest a JWT may still be valid for (exp - now): its jti is remembered until then
     max_token_lifetime_s: float = 300.0
     max_body_bytes: int = 1_000_000
+    #: hook calls one worker reads and answers at once: the rest wait with their bodies unread (in the socket), so
+    #: a burst does not hold a parsed prefetch (about 1 MB of Python objects each) per waiting call in memory
+    max_in_flight: int = 16
     #: the largest DICOM file accepted by ``POST /imaging/{id}`` (hook bodies keep ``max_body_bytes``)
     max_dicom_bytes: int = 64_000_000
     rate_per_minute: int = 600
@@ -131,9 +135,16 @@ class ServiceConfig:
                 f"monitor_retention_days must be a whole number of days, got {self.monitor_retention_days!r}",
                 "set e.g. monitor_retention_days: 365",
             )
-        for name in ("max_body_bytes", "max_dicom_bytes", "rate_per_minute", "access_token_lifetime_s"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}", f"fix {name}")
+        for name in (
+            "max_body_bytes",
+            "max_in_flight",
+            "max_dicom_bytes",
+            "rate_per_minute",
+            "access_token_lifetime_s",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 1:
+                raise ConfigError(f"{name} must be a number at least 1, got {value!r}", f"fix {name}")
 
     @property
     def audit_path(self) -> Path:
@@ -208,6 +219,7 @@ def load_config(settings: Settings, path: Path | None = None, **overrides: Any) 
         "leeway_s",
         "max_token_lifetime_s",
         "max_body_bytes",
+        "max_in_flight",
         "max_dicom_bytes",
         "rate_per_minute",
         "fhir_timeout_s",

@@ -8,6 +8,7 @@ audits: as a FastAPI dependency it would refuse a call before the handler could 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -74,6 +75,11 @@ class ServiceState:
     #: per-router resources opened at start-up and closed at shutdown (the pages' FHIR store index)
     resources: dict[str, Any] = field(default_factory=dict)
     recorder: Recorder | None = None  #: each score's inputs to the monitoring store, off the request path
+    #: the hook calls this worker reads and answers at once (``max_in_flight``); the others wait, bodies unread
+    in_flight: asyncio.Semaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.in_flight = asyncio.Semaphore(self.config.max_in_flight)
 
     def refresh(self) -> None:
         """Load the deployments again when ``medml deploy``/``undeploy`` changed them."""
