@@ -119,8 +119,13 @@ def search_survival(
     defaults = {k: v for k, v in cls(features=None).get_params(deep=False).items() if k not in ("features", "seed")}
     history: list[float] = []
 
+    names = list(space(cast(optuna.Trial, _Recorder())).keys())
+    # trial 0 is the kind's defaults as they are (a None default is resolved by the model from the data)
+    trial0 = {n: defaults[n] for n in names if n in defaults}
+
     def objective(trial: optuna.Trial) -> float:
-        params = {**dict(fixed or {}), **space(trial)}
+        sampled = space(trial)
+        params = {**dict(fixed or {}), **(trial0 if trial.number == 0 else sampled)}
         model = make_survival_model(kind, train.features, horizons=horizons, params=params, seed=seed)
         model.fit(fit_ds.X, fit_ds.y)
         surv = model.predict_survival(val_ds.X, grid)
@@ -134,13 +139,12 @@ def search_survival(
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
         study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed))
-        names = space(cast(optuna.Trial, _Recorder())).keys()
-        study.enqueue_trial({n: defaults[n] for n in names if n in defaults})
+        study.enqueue_trial({n: v for n, v in trial0.items() if v is not None})
         start = time.perf_counter()
         study.optimize(objective, n_trials=max_trials, timeout=max(budget_seconds, 1e-3))
     finally:
         optuna.logging.set_verbosity(before)
-    best = {**dict(fixed or {}), **study.best_params}
+    best = {**dict(fixed or {}), **(trial0 if study.best_trial.number == 0 else study.best_params)}
     return SurvivalSearch(
         best, float(study.best_value), history[0], len(study.trials), time.perf_counter() - start, history
     )
