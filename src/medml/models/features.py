@@ -28,6 +28,15 @@ def require_columns(X: pd.DataFrame, specs: Sequence[FeatureSpec]) -> None:
         )
 
 
+def typed_frame(X: pd.DataFrame, specs: Sequence[FeatureSpec]) -> pd.DataFrame:
+    """The numeric features as float64 (:func:`numeric_frame`), then the categorical ones as strings
+    (:func:`categorical_frame`): what the scikit-learn preprocessing of the linear and survival models reads."""
+    require_columns(X, specs)
+    num = [f for f in specs if f.kind == "numeric"]
+    cat = [f for f in specs if f.kind == "categorical"]
+    return pd.concat([numeric_frame(X, num), categorical_frame(X, cat)], axis=1)
+
+
 def numeric_frame(X: pd.DataFrame, specs: Sequence[FeatureSpec]) -> pd.DataFrame:
     """Numeric features as float64, with a clear error when a cell holds text."""
     names = [f.name for f in specs]

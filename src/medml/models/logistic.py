@@ -18,7 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from medml.data.task import FeatureSpec
 from medml.models.base import MissingData
-from medml.models.features import categorical_frame, numeric_frame, require_columns, resolve_features
+from medml.models.features import resolve_features, typed_frame
 
 if TYPE_CHECKING:
     import optuna
@@ -70,10 +70,7 @@ class LogisticRiskModel(ClassifierMixin, BaseEstimator):
         return {}
 
     def _frame(self, X: pd.DataFrame) -> pd.DataFrame:
-        require_columns(X, self.features_)
-        num = [f for f in self.features_ if f.kind == "numeric"]
-        cat = [f for f in self.features_ if f.kind == "categorical"]
-        return pd.concat([numeric_frame(X, num), categorical_frame(X, cat)], axis=1)
+        return typed_frame(X, self.features_)
 
     def fit(self, X: pd.DataFrame, y: npt.ArrayLike) -> LogisticRiskModel:
         self.features_ = resolve_features(X, self.features)

@@ -35,7 +35,7 @@ from medml.models._survival_base import (
 )
 from medml.models._survival_base import check_model_horizons as _check_model_horizons
 from medml.models.base import MissingData
-from medml.models.features import categorical_frame, numeric_frame, require_columns, resolve_features
+from medml.models.features import categorical_frame, numeric_frame, require_columns, resolve_features, typed_frame
 from medml.models.survival_forest import RandomSurvivalForestModel
 
 
@@ -208,10 +208,7 @@ class CoxSurvivalModel(_ProportionalHazards):
         self.seed = seed
 
     def _frame(self, X: pd.DataFrame) -> pd.DataFrame:
-        require_columns(X, self.features_)
-        num = [f for f in self.features_ if f.kind == "numeric"]
-        cat = [f for f in self.features_ if f.kind == "categorical"]
-        return pd.concat([numeric_frame(X, num), categorical_frame(X, cat)], axis=1)
+        return typed_frame(X, self.features_)
 
     def _prep(self) -> ColumnTransformer:
         num = [f.name for f in self.features_ if f.kind == "numeric"]

@@ -45,7 +45,7 @@ from medml.models._survival_base import (
     time_event,
 )
 from medml.models.base import MissingData
-from medml.models.features import categorical_frame, numeric_frame, require_columns, resolve_features
+from medml.models.features import resolve_features, typed_frame
 
 #: rows per pass through the forest when reading survival at a few times
 _CHUNK = 20_000
@@ -112,10 +112,7 @@ class RandomSurvivalForestModel(BaseEstimator):
         self.seed = seed
 
     def _frame(self, X: pd.DataFrame) -> pd.DataFrame:
-        require_columns(X, self.features_)
-        num = [f for f in self.features_ if f.kind == "numeric"]
-        cat = [f for f in self.features_ if f.kind == "categorical"]
-        return pd.concat([numeric_frame(X, num), categorical_frame(X, cat)], axis=1)
+        return typed_frame(X, self.features_)
 
     def _prep(self) -> ColumnTransformer:
         num = [f.name for f in self.features_ if f.kind == "numeric"]
