@@ -179,3 +179,36 @@ def assert_clear_error(proc: Ran, *fragments: str) -> None:
     assert "\n" not in proc.stderr.strip(), proc.stderr  # one line
     for f in fragments:
         assert f.lower() in msg.lower(), (f, msg)
+
+
+def test_medml_train_dataset_survival_is_the_survival_command_with_the_issues_kind_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`medml train veterans-survival --model coxph` (the issue's spelling) registers the model `medml survival train
+    veterans --model cox` registers: same kind, same horizons, the same risks for every patient."""
+    from medml.cli.main import main
+
+    common = ["--horizons", "30,90", "--budget-seconds", "0", "--n-boot", "20"]
+    for home, args in (
+        ("a", ["train", "veterans-survival", "--model", "coxph", *common]),
+        ("b", ["survival", "train", "veterans", "--model", "cox", *common]),
+    ):
+        monkeypatch.setenv("MEDML_HOME", str(tmp_path / home))
+        monkeypatch.setattr(sys, "argv", ["medml", *args])
+        try:
+            main()
+        except SystemExit as e:
+            assert not e.code, capsys.readouterr()
+        assert "veterans-cox@1" in capsys.readouterr().out
+    a = load_bundle("veterans-cox", Settings(home=tmp_path / "a", data_root=get_settings().data_root))
+    b = load_bundle("veterans-cox", Settings(home=tmp_path / "b", data_root=get_settings().data_root))
+    assert a.metadata.model_kind == b.metadata.model_kind == "cox"
+    X = load_survival_dataset("veterans").X[a.feature_names]
+    np.testing.assert_array_equal(a.model.predict_risk(X), b.model.predict_risk(X))
+    assert a.model.predict_risk(X).shape == (len(X), 2)  # one column per horizon
+
+
+def test_binary_only_options_and_horizons_on_a_binary_task_are_refused(tmp_path: Path, run: Runner) -> None:
+    assert_clear_error(run(["train", "veterans-survival", "--cv", "5"], tmp_path / "home"), "--cv", "survival")
+    assert_clear_error(run(["train", "pima", "--horizons", "30"], tmp_path / "home"), "--horizons", "survival")
+    assert not (tmp_path / "home" / "models").exists()

@@ -120,18 +120,50 @@ def train(
     id: Annotated[str | None, typer.Option("--id", help="patient id column (tables only)")] = None,
     sensitive: Annotated[str | None, typer.Option(help="comma-separated sensitive attribute columns")] = None,
     positive: Annotated[str | None, typer.Option(help="value of the target that means yes")] = None,
-    n_boot: Annotated[int, typer.Option(help="bootstrap resamples for intervals")] = 1000,
+    n_boot: Annotated[
+        int | None, typer.Option(help="bootstrap resamples for intervals [default: 1000; survival tasks 200]")
+    ] = None,
     validation: Annotated[
         str, typer.Option(help="split (60/20/20 by patient), cv (repeated grouped CV) or bootstrap (Harrell)")
     ] = "split",
     cv: Annotated[int | None, typer.Option("--cv", help="patient-grouped folds (implies --validation cv)")] = None,
     repeats: Annotated[int, typer.Option(help="repetitions of the cross-validation")] = 1,
     bootstraps: Annotated[int, typer.Option(help="bootstrap samples (--validation bootstrap)")] = 50,
+    horizons: Annotated[
+        str | None, typer.Option(help="survival tasks (DATASET-survival) only: days at which risk is predicted")
+    ] = None,
 ) -> None:
     """Train, calibrate, evaluate and register a risk model; print its test metrics and where things are.
 
     With --cv K [--repeats N] or --validation bootstrap the whole search-calibrate-fit pipeline is validated on all
-    the data and the registered model is developed on all of it."""
+    the data and the registered model is developed on all of it. A survival task, DATASET-survival (e.g.
+    support2-survival), is `medml survival train DATASET` with --model coxph|rsf|gbsurv and --horizons."""
+    if dataset.endswith("-survival") and not Path(dataset).exists():
+        refused = {"--target": target, "--positive": positive, "--cv": cv}
+        given = [k for k, v in refused.items() if v is not None] + (["--validation"] if validation != "split" else [])
+        if given:
+            raise click.UsageError(
+                f"{', '.join(given)} do not apply to a survival task; its model is evaluated on a held-out split "
+                "at each horizon (`medml survival train --help`)"
+            )
+        from medml.cli.survival import train as survival_train
+
+        survival_train(
+            dataset.removesuffix("-survival"),
+            model="gbs" if model == "lgbm" else model,  # the default kind's survival analogue: boosted trees
+            horizons=horizons,
+            id=id,
+            sensitive=sensitive,
+            seed=seed,
+            n_boot=200 if n_boot is None else n_boot,
+            budget_seconds=budget_seconds,
+            max_trials=max_trials,
+            name=name,
+        )
+        return
+    if horizons is not None:
+        raise click.UsageError("--horizons is for survival tasks: train DATASET-survival, e.g. support2-survival")
+    n_boot = 1000 if n_boot is None else n_boot
     from medml.config import get_settings
     from medml.models import check_model_kind
     from medml.pipelines.catalogue import list_datasets, load_dataset

@@ -57,10 +57,16 @@ def datasets() -> None:
     out.print(t)
 
 
+#: other names of the kinds: the ones the issue and other tools use (scikit-survival's CoxPH, gradient-boosted survival)
+SURVIVAL_ALIASES = {"coxph": "cox", "gbsurv": "gbs"}
+
+
 @survival_app.command("train")
 def train(
     dataset: Annotated[str, typer.Argument(help="survival dataset key (`medml survival datasets`) or CSV/Parquet")],
-    model: Annotated[str, typer.Option(help="model kind: cox, gbs or rsf (random survival forest)")] = "cox",
+    model: Annotated[
+        str, typer.Option(help="model kind: cox (or coxph), gbs (or gbsurv: boosted) or rsf (random survival forest)")
+    ] = "cox",
     horizons: Annotated[
         str | None,
         typer.Option(
@@ -86,6 +92,7 @@ def train(
     from medml.models.survival import survival_model_kind
     from medml.pipelines.survival import SurvivalConfig, check_survival_task, default_horizons, train_survival
 
+    model = SURVIVAL_ALIASES.get(model, model)
     survival_model_kind(model)
     given = parse_horizons(horizons) if horizons is not None else None
     ds = load_task(dataset, time=time, event=event, id_column=id, sensitive=sensitive)
