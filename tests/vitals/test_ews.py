@@ -84,6 +84,16 @@ def test_each_hour_sees_only_what_was_charted_by_then() -> None:
     pd.testing.assert_frame_equal(sh[early].reset_index(drop=True), later[early].reset_index(drop=True))
 
 
+def test_fewer_hours_than_the_trend_window_give_the_same_rows() -> None:
+    """The first hours of a stay (fewer than the 6-h trend window, as a stream sees them) are the same rows as those
+    hours of the 48-h table."""
+    full = stay_hours(cohort(EVENTS), hours=8).frame
+    for hours in (1, 3, 5, 6):
+        short = stay_hours(cohort(EVENTS), hours=hours).frame
+        same = full[full["hour"] <= hours].reset_index(drop=True)
+        pd.testing.assert_frame_equal(short.reset_index(drop=True), same, check_like=True)
+
+
 def test_news2_sub_scores_are_the_scorers_on_the_values_within_four_hours() -> None:
     c = cohort(EVENTS)
     sh = stay_hours(c, hours=8).frame

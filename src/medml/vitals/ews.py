@@ -189,7 +189,8 @@ def stay_hours(cohort: Cohort, hours: int = 48, every: int = 1, validity: timede
         last, when = _ffill(bk["last"]), _ffill(bk["at"])
         since = (at_hour - when) / 60.0
         count = np.cumsum(np.nan_to_num(bk["n"]), axis=1)
-        earlier = np.concatenate([np.full((n, TREND_HOURS), np.nan), last[:, :-TREND_HOURS]], axis=1)
+        earlier = np.full_like(last, np.nan)  # the value TREND_HOURS before; none in the first hours
+        earlier[:, TREND_HOURS:] = last[:, : max(last.shape[1] - TREND_HOURS, 0)]
         cols |= {
             f"{name}_last": last,
             f"{name}_hours_since": since,

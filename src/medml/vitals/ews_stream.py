@@ -23,7 +23,7 @@ import pandas as pd
 from medml.data.cohort import Cohort
 from medml.errors import ConfigError
 from medml.fhir.convert.physionet2012 import LOINC, MAPPINGS, VariableMap, source_value
-from medml.vitals.ews import KEY, TREND_HOURS, stay_hours
+from medml.vitals.ews import KEY, stay_hours
 from medml.vitals.observations import parse_instant
 
 __all__ = ["GENERIC", "LearnedWatch", "learned_variable"]
@@ -181,6 +181,5 @@ class LearnedWatch:
         one = Cohort(
             name=patient, table=table, patient_id="patient_id", unit_id="stay_id", events=events, provenance="watch"
         )
-        # stay_hours needs at least its 6-h trend window of hours; the events end at ``hour`` either way
-        frame = stay_hours(one, hours=max(hour, TREND_HOURS)).frame
+        frame = stay_hours(one, hours=max(hour, 1)).frame
         return frame[frame["hour"] == hour].reset_index(drop=True)
