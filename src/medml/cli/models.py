@@ -367,6 +367,11 @@ def predict(
             + ("" if id else " (rows numbered: pass --id so that outcomes can be joined to them later)"),
             highlight=False,
         )
+    warn_left_out(scores)
+
+
+def warn_left_out(scores: Any) -> None:
+    """One warning line for the scored rows whose values were outside their plausible ranges (column left_out)."""
     flagged = scores[scores["left_out"] != ""]
     if len(flagged):
         first = flagged.iloc[0]

@@ -9,7 +9,7 @@ import click
 import typer
 from rich.table import Table
 
-from medml.cli._console import err, estimate_text, fmt, out, progress_bar, split_list
+from medml.cli._console import estimate_text, fmt, out, progress_bar, split_list
 from medml.errors import ConfigError
 
 survival_app = typer.Typer(no_args_is_help=True, help="Survival models: the risk of an event within each horizon.")
@@ -164,7 +164,7 @@ def predict_survival(
     """``medml predict`` for a survival model: per row the risk by each horizon and S(t) on a grid (all in --out),
     the top factors, the model's evaluation and censoring; the risk by the first horizon is recorded for the
     monitor, as a binary model's risk is."""
-    from medml.cli.models import _record_scores
+    from medml.cli.models import _record_scores, warn_left_out
     from medml.cli.pgx import write_atomically
     from medml.pipelines.survival import score_survival_table
 
@@ -211,12 +211,4 @@ def predict_survival(
             "monitoring store",
             highlight=False,
         )
-    flagged = scores[scores["left_out"] != ""]
-    if len(flagged):
-        first = flagged.iloc[0]
-        err.print(
-            f"warning: {len(flagged):,} row(s) had values outside their plausible ranges, left out and scored as "
-            f"missing (column left_out), e.g. row {first['id']}: {first['left_out']}",
-            highlight=False,
-            soft_wrap=True,
-        )
+    warn_left_out(scores)
