@@ -337,50 +337,32 @@ def read_token(token_file: Path | None) -> str | None:
     return token
 
 
-def _jwt_guard(config: Path, base_url: str) -> Any:
-    """The access check of ``--config``: its issuers' JWTs, SMART scopes per type, reads in its audit log."""
-    from medml.service.access import fhir_guard
-    from medml.service.audit import JsonlAuditLog
+def _access(config: Path | None, base_url: str) -> tuple[Any, Any]:
+    """The access check of ``--config`` (its issuers' JWTs, SMART scopes per type; None without it) and the record
+    of every read it does not audit itself (the shared token's; all of them on an open loopback or
+    --trusted-network server): both write to one audit log, ``--config``'s service's, else MEDML_HOME's, so every
+    read of the store leaves a record with its caller or its client's address and how it got in."""
+    from medml.service.access import fhir_guard, fhir_read_entry
+    from medml.service.audit import Caller, JsonlAuditLog
     from medml.service.auth import JwtVerifier
     from medml.service.config import load_config
 
     cfg = load_config(get_settings(), config)
-    if not cfg.issuers:
+    if config is not None and not cfg.issuers:
         raise ConfigError(
             f"{config} lists no issuers, so no bearer JWT could be accepted",
             "add the authorization servers under issuers: (iss and jwks), or drop --config",
         )
     cfg.home.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return fhir_guard(JwtVerifier(cfg), JsonlAuditLog(cfg.audit_path), (base_url, base_url.rstrip("/")))
-
-
-def _read_audit(config: Path | None) -> Any:
-    """Records of the reads no JWT check audits (the shared token's; all of them on an open loopback or
-    --trusted-network server), in the service's audit log (``--config``'s, else the default service's under
-    MEDML_HOME): every read of the store leaves a record, with the client's address and how it got in."""
-    from medml.service.audit import AuditEntry, Caller, JsonlAuditLog
-    from medml.service.config import load_config
-
-    cfg = load_config(get_settings(), config)
-    cfg.home.mkdir(mode=0o700, parents=True, exist_ok=True)
     sink = JsonlAuditLog(cfg.audit_path)
+    guard = fhir_guard(JwtVerifier(cfg), sink, (base_url, base_url.rstrip("/"))) if config is not None else None
 
     def record(request: Any, status: int, patient: str | None, error: str | None, duration_ms: float) -> None:
         how = "shared token" if request.scope.get("medml.shared_token") else "no token (open server)"
-        sink.append(
-            AuditEntry(
-                service="fhir",
-                status=status,
-                duration_ms=duration_ms,
-                event="fhir-read",
-                patient=patient,
-                caller=Caller(sub=how, address=request.client.host if request.client else None),
-                error=error,
-                route=f"{request.method} {request.url.path}",
-            )
-        )
+        caller = Caller(sub=how, address=request.client.host if request.client else None)
+        sink.append(fhir_read_entry(request, caller, status, patient, error, duration_ms))
 
-    return record
+    return guard, record
 
 
 @fhir_app.command("serve")
@@ -429,8 +411,8 @@ def serve_cmd(
     trusted issuers, with SMART scopes per resource type, every read audited with the token's iss and sub),
     --token-file (one shared token for every reader), or --trusted-network. Every read and search is written to
     the service's audit log (--config's, else MEDML_HOME's): with the JWT's iss and sub, or as the shared token's or
-    an open server's, with the client's address. With both
-    --config and --token-file, a request carrying the shared token reads everything and any other needs a JWT.
+    an open server's, with the client's address. With both --config and --token-file, a request carrying the shared
+    token reads everything and any other needs a JWT.
     GET /metadata is open when JWTs are accepted, as a SMART server's CapabilityStatement is.
     """
     import uvicorn
@@ -462,8 +444,8 @@ def serve_cmd(
         base_url = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
     base_url = check_base_url(base_url)
     path = _store_path(store)
-    guard = _jwt_guard(config, base_url) if config is not None else None
-    app = create_fhir_app(path, bearer_token=secret, base_url=base_url, guard=guard, read_audit=_read_audit(config))
+    guard, read_audit = _access(config, base_url)
+    app = create_fhir_app(path, bearer_token=secret, base_url=base_url, guard=guard, read_audit=read_audit)
     index = app.state.fhir_index.current()
     out.print(f"FHIR store {path}: {sum(index.counts.values()):,} resources indexed in {index.build_seconds:.1f} s")
     if secret is None and guard is None and not _is_loopback(host):

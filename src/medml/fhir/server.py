@@ -734,11 +734,10 @@ def create_fhir_app(
         if guard is None or request.scope.get("medml.shared_token"):
             if read_audit is None:
                 return Grant()
-            started = time.perf_counter()
+            started, record = time.perf_counter(), read_audit
 
             def audited(status: int, patient: str | None, error: str | None = None) -> None:
-                assert read_audit is not None
-                read_audit(request, status, patient, error, (time.perf_counter() - started) * 1000)
+                record(request, status, patient, error, (time.perf_counter() - started) * 1000)
 
             return Grant(audit=audited)
         _check_type(rtype)  # an unknown type is a 404 before any token is looked at

@@ -356,6 +356,22 @@ def fhir_rule(resource_type: str, interaction: str) -> Rule:
     )
 
 
+def fhir_read_entry(
+    request: Request, caller: audit.Caller, status: int, patient: str | None, error: str | None, duration_ms: float
+) -> audit.AuditEntry:
+    """The audit record of one read or search of ``medml fhir serve``, whoever was let in and however."""
+    return audit.AuditEntry(
+        service="fhir",
+        status=status,
+        duration_ms=duration_ms,
+        event="fhir-read",
+        patient=patient,
+        caller=caller,
+        error=error,
+        route=f"{request.method} {request.url.path}",
+    )
+
+
 def fhir_guard(
     verifier: JwtVerifier, sink: audit.AuditSink, audience: Iterable[str]
 ) -> Callable[[Request, str, str], Any]:
@@ -375,18 +391,7 @@ def fhir_guard(
         patient: str | None,
         error: str | None = None,
     ) -> None:
-        sink.append(
-            audit.AuditEntry(
-                service="fhir",
-                status=status,
-                duration_ms=(time.perf_counter() - started) * 1000,
-                event="fhir-read",
-                patient=patient,
-                caller=caller,
-                error=error,
-                route=f"{request.method} {request.url.path}",
-            )
-        )
+        sink.append(fhir_read_entry(request, caller, status, patient, error, (time.perf_counter() - started) * 1000))
 
     def guard(request: Request, resource_type: str, interaction: str) -> Any:
         started = time.perf_counter()
@@ -441,6 +446,7 @@ __all__ = [
     "check",
     "decide",
     "fhir_guard",
+    "fhir_read_entry",
     "install",
     "parse_granted",
     "required",
