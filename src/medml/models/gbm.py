@@ -124,7 +124,6 @@ class LightGBMRiskModel(ClassifierMixin, BaseEstimator):
     ) -> LightGBMRiskModel:
         """Fit; with ``eval_set``, stop when its log loss has not improved for ``early_stopping_rounds``."""
         self.features_ = resolve_features(X, self.features)
-        self.__dict__.pop("_matrix_plan_", None)  # built from features_ and categories_ on the next _matrix
         cats = categorical_frame(X, [f for f in self.features_ if f.kind == "categorical"])
         self.categories_ = {c: sorted(cats[c].dropna().unique().tolist()) for c in cats.columns}
         self.model_ = lgb.LGBMClassifier(**self._booster_params())
@@ -174,22 +173,16 @@ class LightGBMRiskModel(ClassifierMixin, BaseEstimator):
         they are, a category as its position in the categories seen at fit time (LightGBM's codes for the pandas
         categories it stored), missing or unseen as NaN. Checked equal to the pandas route in the tests."""
         require_columns(X, self.features_)
-        plan = self.__dict__.get("_matrix_plan_")
-        if plan is None:
-            num = [(j, f) for j, f in enumerate(self.features_) if f.kind == "numeric"]
-            cat = [
-                (j, f.name, {c: float(k) for k, c in enumerate(self.categories_[f.name])})
-                for j, f in enumerate(self.features_)
-                if f.kind == "categorical"
-            ]
-            plan = self.__dict__["_matrix_plan_"] = (np.array([j for j, _ in num], dtype=int), [f for _, f in num], cat)
-        num_pos, num_specs, cats = plan
+        num = [f for f in self.features_ if f.kind == "numeric"]
         out = np.empty((len(X), len(self.features_)), dtype=np.float64)
-        if num_specs:
-            out[:, num_pos] = numeric_frame(X, num_specs).to_numpy(dtype=np.float64)
-        for j, name, codes in cats:
-            values = X[name].to_numpy(dtype=object)
-            out[:, j] = [codes.get(str(v), np.nan) if not pd.isna(v) else np.nan for v in values]
+        if num:
+            where = [j for j, f in enumerate(self.features_) if f.kind == "numeric"]
+            out[:, where] = numeric_frame(X, num).to_numpy(dtype=np.float64)
+        for j, f in enumerate(self.features_):
+            if f.kind == "categorical":
+                codes = {c: float(k) for k, c in enumerate(self.categories_[f.name])}
+                values = X[f.name].to_numpy(dtype=object)
+                out[:, j] = [np.nan if pd.isna(v) else codes.get(str(v), np.nan) for v in values]
         return out
 
     def _contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
